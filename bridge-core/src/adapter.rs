@@ -1,0 +1,328 @@
+//! The adapter API: what a plugin author implements to add a protocol.
+//!
+//! An adapter is built by its [`AdapterFactory`] from its `[[adapter]]` section of the TOML
+//! config ([`AdapterFactory::validate`] first, without I/O), then [`Adapter::run`] is spawned with
+//! an [`AdapterContext`]. The adapter translates its protocol's events into [`InboundEvent`]s and
+//! hands them to [`AdapterContext::submit`]; it acknowledges them to its source only after
+//! `submit` returns `Ok` (the event is then durably stored). The core calls [`Adapter::send`] for
+//! every event to deliver into one of its rooms, one at a time per room, in order.
+//!
+//! The core does everything else: routing, ID mapping, dedup, echo suppression, ordering,
+//! retries, dead letters and fallbacks for what [`Capabilities`] say the adapter cannot carry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::capabilities::Capabilities;
+use crate::engine::Shared;
+use crate::event::{InboundEvent, OutboundEvent};
+use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
+use crate::store::Batch;
+use crate::store::StoreError;
+use crate::store::keys::{Key, tag};
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Why a send (or another adapter call) failed; the core decides what to do from the variant.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    /// Worth retrying (network error, server restarting, rate limited): the core retries with
+    /// exponential backoff and jitter, then dead-letters after `max_attempts`.
+    #[error("transient failure: {message}")]
+    Transient {
+        /// What went wrong.
+        message: String,
+        /// How long the far side asked us to wait (e.g. Matrix `retry_after_ms`).
+        retry_after: Option<Duration>,
+    },
+    /// Will never succeed (the room is gone, the content is refused): dead-lettered at once.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// The adapter cannot carry this event: the core degrades it to plain text once, else drops
+    /// it (counted).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Credentials were refused: the core keeps the event and retries at the longest backoff.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+}
+
+impl AdapterError {
+    /// A transient error without a retry hint.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// What a successful [`Adapter::send`] produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The native ID of the delivered event, recorded in the ID map so that later edits,
+    /// replies, reactions and deletions can point at it, and so its echo is recognised.
+    pub native_id: Option<RemoteEventId>,
+    /// The native user it was sent as (the puppet or relay bot). Events from this user are
+    /// never bridged again (no loops).
+    pub puppet: Option<RemoteUserId>,
+}
+
+/// A problem with an adapter's settings, found by [`AdapterFactory::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted path inside the adapter's section, e.g. `connect` or `rooms[2].alias`.
+    pub path: String,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// An issue at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds adapters of one type from their config sections.
+pub trait AdapterFactory: Send + Sync {
+    /// The `type` string of the `[[adapter]]` sections this factory builds.
+    fn type_name(&self) -> &'static str;
+
+    /// Checks the type-specific settings without any I/O; reports every problem.
+    fn validate(&self, settings: &toml::Table) -> Vec<ConfigIssue>;
+
+    /// Builds the adapter (no I/O yet: connections are made in [`Adapter::run`]).
+    fn build(
+        &self,
+        id: AdapterId,
+        settings: &toml::Table,
+    ) -> Result<Arc<dyn Adapter>, AdapterError>;
+}
+
+/// A protocol adapter.
+#[async_trait]
+pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
+    /// What this adapter can carry (read once at start).
+    fn capabilities(&self) -> Capabilities;
+
+    /// Connects and runs until `ctx.shutdown()` is cancelled, then returns after a clean
+    /// disconnect. Reconnects by itself after network errors. Joins `ctx.linked_rooms()` once
+    /// connected (and again after every reconnect).
+    async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError>;
+
+    /// Delivers one event into one of its native rooms. Called one at a time per room, in order,
+    /// possibly again for the same `event.id` after a crash or retry: use the ID as the
+    /// protocol's idempotency key where it has one.
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError>;
+
+    /// A link to `room` was added while running: join it.
+    async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let _ = room;
+        Ok(())
+    }
+
+    /// The link to `room` was removed while running: leave it.
+    async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let _ = room;
+        Ok(())
+    }
+
+    /// Resolves a human alias (`#lobby:example.org`, a MUC address) to a native room.
+    async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
+        Err(AdapterError::Unsupported(format!(
+            "this adapter cannot resolve aliases ({alias})"
+        )))
+    }
+
+    /// Fetches what was posted in `room` after `after` (history the bridge missed), oldest first.
+    /// The core submits what it returns like any inbound event (dedup makes overlaps harmless).
+    async fn backfill(
+        &self,
+        room: &RemoteRoomId,
+        after: Option<&RemoteEventId>,
+        limit: usize,
+    ) -> Result<Vec<InboundEvent>, AdapterError> {
+        let _ = (room, after, limit);
+        Err(AdapterError::Unsupported("no backfill".into()))
+    }
+}
+
+/// How the core took an inbound event. Every variant may be acknowledged to the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Submitted {
+    /// Stored durably and queued for every other link of the room.
+    Accepted(EventId),
+    /// Already accepted earlier under this native ID (a redelivery).
+    Duplicate(EventId),
+    /// The bridge's own event coming back (sent by a puppet, or carrying an ID we produced).
+    Echo,
+    /// The native room is not linked to any neutral room.
+    Unrouted,
+    /// Refused (counted and logged): e.g. an edit of someone else's message, or a reference to
+    /// an event the bridge never saw.
+    Rejected(String),
+}
+
+/// The event was not stored: do not acknowledge it; the source should deliver it again.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bridge is shutting down.
+    #[error("the bridge is shutting down")]
+    ShuttingDown,
+}
+
+/// What the core gives a running adapter.
+#[derive(Clone)]
+pub struct AdapterContext {
+    pub(crate) adapter: AdapterId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shutdown: CancellationToken,
+    store: AdapterStore,
+}
+
+impl std::fmt::Debug for AdapterContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterContext")
+            .field("adapter", &self.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdapterContext {
+    pub(crate) fn new(
+        adapter: AdapterId,
+        shared: Arc<Shared>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let store = AdapterStore {
+            adapter: adapter.clone(),
+            shared: shared.clone(),
+        };
+        Self {
+            adapter,
+            shared,
+            shutdown,
+            store,
+        }
+    }
+
+    /// This adapter's configured ID.
+    pub fn adapter_id(&self) -> &AdapterId {
+        &self.adapter
+    }
+
+    /// Hands an inbound event to the core. Returns once it is durably stored (or recognised as a
+    /// duplicate, echo, unrouted or rejected): only then acknowledge it to its source.
+    pub async fn submit(&self, event: InboundEvent) -> Result<Submitted, SubmitError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        self.shared.submit(&self.adapter, event).await
+    }
+
+    /// The native rooms currently linked for this adapter: join them when connected.
+    pub fn linked_rooms(&self) -> Vec<RemoteRoomId> {
+        self.shared.linked_rooms(&self.adapter)
+    }
+
+    /// Cancelled when the bridge shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Reports whether the adapter is connected (drives readiness and a metric).
+    pub fn set_connected(&self, connected: bool) {
+        self.shared.set_connected(&self.adapter, connected);
+    }
+
+    /// Records a native user as one of the bridge's puppets: its events are never bridged.
+    pub fn add_puppet(&self, user: &RemoteUserId) -> Result<(), StoreError> {
+        self.shared.add_puppet(&self.adapter, user)
+    }
+
+    /// True when `user` is one of this adapter's puppets.
+    pub fn is_puppet(&self, user: &RemoteUserId) -> bool {
+        self.shared.is_puppet(&self.adapter, user)
+    }
+
+    /// This adapter's private key/value space in the store.
+    pub fn store(&self) -> &AdapterStore {
+        &self.store
+    }
+}
+
+/// An adapter's private namespace in the core's store (sync tokens, last archive IDs, keys…).
+#[derive(Clone)]
+pub struct AdapterStore {
+    adapter: AdapterId,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AdapterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterStore")
+            .field("adapter", &self.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdapterStore {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        self.prefix().raw(key).build()
+    }
+
+    fn prefix(&self) -> Key {
+        Key::new(tag::ADAPTER).str(self.adapter.as_str())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.store.get(&self.key(key))
+    }
+
+    /// Sets `key`; visible at once, durable after [`AdapterStore::flush`].
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put(self.key(key), value.to_vec());
+        self.shared.apply(batch).map(|_| ())
+    }
+
+    /// Removes `key`.
+    pub fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.delete(self.key(key));
+        self.shared.apply(batch).map(|_| ())
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order (keys without the
+    /// namespace).
+    pub fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let ns = self.prefix().build();
+        let full = self.prefix().raw(prefix).build();
+        Ok(self
+            .shared
+            .store
+            .scan(&full, None, limit)?
+            .into_iter()
+            .map(|(k, v)| (k[ns.len()..].to_vec(), v))
+            .collect())
+    }
+
+    /// Waits until everything written so far is on stable storage (group commit).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.commit.wait(self.shared.commit.written()).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Group commit: many writers, one flush.
+//!
+//! Every batch applied to the store is numbered ([`GroupCommit::note_write`]). A single flusher
+//! task flushes the store whenever there are unflushed writes and then publishes the highest
+//! number the flush covered. A writer that must not acknowledge before its data is durable waits
+//! for its number ([`GroupCommit::wait`]). Under load one flush covers hundreds of writes, so
+//! durable acknowledgement costs a fraction of an fsync per event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// The group-commit coordinator of one store.
+#[derive(Debug)]
+pub struct GroupCommit {
+    store: Arc<dyn Store>,
+    durable_store: bool,
+    written: AtomicU64,
+    durable: watch::Sender<u64>,
+    wake: Notify,
+}
+
+impl GroupCommit {
+    /// A coordinator for `store`. Call [`GroupCommit::run`] in a task.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            durable_store: store.is_durable(),
+            store,
+            written: AtomicU64::new(0),
+            durable: watch::Sender::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Numbers a batch just applied to the store; wait for this number to know it is durable.
+    pub fn note_write(&self) -> u64 {
+        let seq = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.durable_store {
+            self.wake.notify_one();
+        }
+        seq
+    }
+
+    /// The number of the latest write.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Waits until write `seq` is on stable storage (at once for a non-durable store).
+    pub async fn wait(&self, seq: u64) {
+        if !self.durable_store || *self.durable.borrow() >= seq {
+            return;
+        }
+        let mut rx = self.durable.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow `self`.
+        let _ = rx.wait_for(|durable| *durable >= seq).await;
+    }
+
+    /// Flushes once now, covering every write noted so far.
+    pub async fn flush_now(&self) -> Result<(), crate::store::StoreError> {
+        let target = self.written();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| crate::store::StoreError::Backend(format!("flush task: {e}")))??;
+        self.durable.send_if_modified(|d| {
+            let advance = target > *d;
+            if advance {
+                *d = target;
+            }
+            advance
+        });
+        Ok(())
+    }
+
+    /// The flusher: runs until `shutdown`, then flushes a last time.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if !self.durable_store {
+            shutdown.cancelled().await;
+            return;
+        }
+        loop {
+            if self.written() <= *self.durable.borrow() {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            if let Err(e) = self.flush_now().await {
+                metrics::counter!("bridge_store_flush_errors_total").increment(1);
+                tracing::error!(error = %e, "store flush failed; acknowledgements wait");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if let Err(e) = self.flush_now().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Batch, SledStore};
+
+    #[tokio::test]
+    async fn writers_are_released_after_a_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let commit = GroupCommit::new(store.clone());
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(commit.clone().run(shutdown.clone()));
+        let mut waiters = Vec::new();
+        for i in 0u32..200 {
+            let mut batch = Batch::new();
+            batch.put(i.to_be_bytes().to_vec(), vec![1]);
+            store.apply(batch).expect("apply");
+            let seq = commit.note_write();
+            let commit = commit.clone();
+            waiters.push(tokio::spawn(async move { commit.wait(seq).await }));
+        }
+        for w in waiters {
+            w.await.expect("waiter");
+        }
+        assert!(*commit.durable.borrow() >= 200);
+        shutdown.cancel();
+        flusher.await.expect("flusher");
+    }
+}

@@ -1,0 +1,376 @@
+//! Acceptance of inbound events (invariants I1 no loss, I2 no duplicates, I3 no loops, I4 order).
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::outbox::QueueItem;
+use super::{Shared, now_ms};
+use crate::adapter::{SubmitError, Submitted};
+use crate::event::{Event, EventKind, InboundEvent, Origin, Sender};
+use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId};
+use crate::routing::Link;
+use crate::store::keys::{Key, id_value, tag};
+use crate::store::{Batch, Store, StoreError};
+
+/// How an ID-map entry came to be: the first byte after the 16-byte event ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Provenance {
+    /// The native event was posted by a native user and accepted from this adapter.
+    Inbound = 0,
+    /// The bridge produced the native event (a delivery, or a recognised reflection of one).
+    Produced = 1,
+}
+
+pub(crate) fn r2n_key(adapter: &AdapterId, room: &RemoteRoomId, native: &RemoteEventId) -> Vec<u8> {
+    Key::new(tag::REMOTE_TO_NEUTRAL)
+        .str(adapter.as_str())
+        .str(room.as_str())
+        .str(native.as_str())
+        .build()
+}
+
+pub(crate) fn n2r_key(id: EventId, adapter: &AdapterId, room: &RemoteRoomId) -> Vec<u8> {
+    Key::new(tag::NEUTRAL_TO_REMOTE)
+        .id(id)
+        .str(adapter.as_str())
+        .str(room.as_str())
+        .build()
+}
+
+pub(crate) fn event_key(id: EventId) -> Vec<u8> {
+    Key::new(tag::EVENT).id(id).build()
+}
+
+pub(crate) fn outbox_key(link: &Link, id: EventId) -> Vec<u8> {
+    outbox_prefix(link).id(id).build()
+}
+
+pub(crate) fn outbox_prefix(link: &Link) -> Key {
+    Key::new(tag::OUTBOX)
+        .str(link.adapter.as_str())
+        .str(link.remote.as_str())
+}
+
+fn reaction_key(target: EventId, sender: &Sender, key: &str) -> Vec<u8> {
+    Key::new(tag::REACTION)
+        .id(target)
+        .str(sender.adapter.as_str())
+        .str(sender.user.as_str())
+        .str(key)
+        .build()
+}
+
+/// Records both directions of an ID-map entry in `batch`.
+pub(crate) fn map_ids(
+    batch: &mut Batch,
+    id: EventId,
+    adapter: &AdapterId,
+    room: &RemoteRoomId,
+    native: &RemoteEventId,
+    provenance: Provenance,
+) {
+    let mut value = id.to_bytes().to_vec();
+    value.push(provenance as u8);
+    batch.put(r2n_key(adapter, room, native), value);
+    batch.put(
+        n2r_key(id, adapter, room),
+        native.as_str().as_bytes().to_vec(),
+    );
+}
+
+/// The neutral ID (and provenance) of a native event.
+pub(crate) fn lookup_native(
+    store: &dyn Store,
+    adapter: &AdapterId,
+    room: &RemoteRoomId,
+    native: &RemoteEventId,
+) -> Result<Option<(EventId, Provenance)>, StoreError> {
+    Ok(store.get(&r2n_key(adapter, room, native))?.and_then(|v| {
+        let id = id_value(v.get(..16)?)?;
+        let provenance = match v.get(16) {
+            Some(1) => Provenance::Produced,
+            _ => Provenance::Inbound,
+        };
+        Some((id, provenance))
+    }))
+}
+
+/// The native ID of a neutral event in one native room.
+pub(crate) fn lookup_neutral(
+    store: &dyn Store,
+    id: EventId,
+    link: &Link,
+) -> Result<Option<RemoteEventId>, StoreError> {
+    Ok(store
+        .get(&n2r_key(id, &link.adapter, &link.remote))?
+        .map(|v| RemoteEventId::new(String::from_utf8_lossy(&v).into_owned())))
+}
+
+/// Loads a stored event.
+pub(crate) fn load_event(store: &dyn Store, id: EventId) -> Result<Option<Event>, StoreError> {
+    store
+        .get(&event_key(id))?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                key: format!("event {id}"),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// What the locked part of ingest decided.
+enum Decision {
+    Done(Submitted),
+    Accepted { id: EventId, seq: u64 },
+}
+
+impl Shared {
+    /// Accepts an inbound event: returns once it is durable (or known not to need storing).
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        adapter: &AdapterId,
+        event: InboundEvent,
+    ) -> Result<Submitted, SubmitError> {
+        let kind = event.kind.name();
+        let span = tracing::debug_span!("ingest", %adapter, room = %event.room, native_id = ?event.native_id, kind);
+        async move {
+            let decision = self.decide(adapter, event)?;
+            let submitted = match decision {
+                Decision::Done(s) => s,
+                Decision::Accepted { id, seq } => {
+                    self.commit.wait(seq).await;
+                    Submitted::Accepted(id)
+                }
+            };
+            let outcome = match &submitted {
+                Submitted::Accepted(_) => "accepted",
+                Submitted::Duplicate(_) => "duplicate",
+                Submitted::Echo => "echo",
+                Submitted::Unrouted => "unrouted",
+                Submitted::Rejected(reason) => {
+                    tracing::info!(%reason, "inbound event rejected");
+                    "rejected"
+                }
+            };
+            metrics::counter!("bridge_events_in_total", "adapter" => adapter.to_string(), "kind" => kind, "outcome" => outcome)
+                .increment(1);
+            tracing::trace!(outcome, "ingested");
+            Ok(submitted)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn decide(&self, adapter: &AdapterId, ev: InboundEvent) -> Result<Decision, StoreError> {
+        let store = &*self.store;
+        let _order = self.ingest_lock.lock();
+        let routing = self.routing.read();
+        let Some(room_id) = routing.room_of(adapter, &ev.room) else {
+            return Ok(Decision::Done(Submitted::Unrouted));
+        };
+
+        // I3: the reflection of something we sent, or anything a puppet of ours says.
+        if let Some(original) = ev.echo_of {
+            if let Some(native) = &ev.native_id {
+                let mut batch = Batch::new();
+                map_ids(
+                    &mut batch,
+                    original,
+                    adapter,
+                    &ev.room,
+                    native,
+                    Provenance::Produced,
+                );
+                self.apply(batch)?;
+            }
+            return Ok(Decision::Done(Submitted::Echo));
+        }
+        if self.is_puppet(adapter, &ev.sender.id) {
+            return Ok(Decision::Done(Submitted::Echo));
+        }
+        // I2: a native ID seen before is a redelivery (or, if we produced it, an echo).
+        if let Some(native) = &ev.native_id
+            && let Some((id, provenance)) = lookup_native(store, adapter, &ev.room, native)?
+        {
+            return Ok(Decision::Done(match provenance {
+                Provenance::Inbound => Submitted::Duplicate(id),
+                Provenance::Produced => Submitted::Echo,
+            }));
+        }
+
+        let sender = Sender {
+            adapter: adapter.clone(),
+            user: ev.sender.id.clone(),
+            display_name: ev.sender.display_name.clone(),
+            avatar: ev.sender.avatar.clone(),
+        };
+        // Resolve references through the ID map; a failed lookup is remembered as an error.
+        let mut lookup_error = None;
+        let kind =
+            ev.kind.map_refs(
+                |native| match lookup_native(store, adapter, &ev.room, native) {
+                    Ok(found) => found.map(|(id, _)| id),
+                    Err(e) => {
+                        lookup_error = Some(e);
+                        None
+                    }
+                },
+            );
+        if let Some(e) = lookup_error {
+            return Err(e);
+        }
+        let kind = match kind {
+            Ok(kind) => kind,
+            Err(unresolved) => {
+                return Ok(Decision::Done(Submitted::Rejected(unresolved.to_string())));
+            }
+        };
+        let kind = match self.authorize(kind, &sender, ev.by_moderator)? {
+            Ok(kind) => kind,
+            Err(reason) => return Ok(Decision::Done(Submitted::Rejected(reason))),
+        };
+
+        let id = self.ids.next_id();
+        let event = Arc::new(Event {
+            id,
+            room: room_id.clone(),
+            sender,
+            origin: Origin {
+                adapter: adapter.clone(),
+                room: ev.room.clone(),
+                event: ev.native_id.clone(),
+            },
+            ts: ev.ts.unwrap_or_else(now_ms),
+            kind,
+        });
+        let ephemeral = event.kind.is_ephemeral();
+        let targets: Vec<Link> = routing
+            .room(room_id)
+            .map(|r| {
+                r.links
+                    .iter()
+                    .filter(|l| !(l.adapter == *adapter && l.remote == ev.room))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(routing);
+
+        let seq = if ephemeral {
+            0
+        } else {
+            let mut batch = Batch::new();
+            let json = serde_json::to_vec(&*event).map_err(|e| StoreError::Corrupt {
+                key: format!("event {id}"),
+                message: e.to_string(),
+            })?;
+            batch.put(event_key(id), json);
+            if let Some(native) = &ev.native_id {
+                map_ids(
+                    &mut batch,
+                    id,
+                    adapter,
+                    &ev.room,
+                    native,
+                    Provenance::Inbound,
+                );
+            }
+            match &event.kind {
+                EventKind::Reaction { target, key } => {
+                    batch.put(
+                        reaction_key(*target, &event.sender, key),
+                        id.to_bytes().to_vec(),
+                    );
+                }
+                EventKind::Unreact { target, key, .. } => {
+                    batch.delete(reaction_key(*target, &event.sender, key));
+                }
+                _ => {}
+            }
+            for link in &targets {
+                batch.put(outbox_key(link, id), Vec::new());
+            }
+            self.apply(batch)?
+        };
+        for link in &targets {
+            if let Some(queue) = self.queue(link) {
+                queue.push(QueueItem {
+                    event: event.clone(),
+                    seq,
+                });
+            }
+        }
+        Ok(Decision::Accepted { id, seq })
+    }
+
+    /// Edits only by the original sender; deletions by the sender or a moderator; the deletion
+    /// of a reaction becomes an unreact; an unreact finds its reaction event.
+    fn authorize(
+        &self,
+        kind: EventKind,
+        sender: &Sender,
+        by_moderator: bool,
+    ) -> Result<Result<EventKind, String>, StoreError> {
+        let store = &*self.store;
+        let same_author = |target: &Event| {
+            target.sender.adapter == sender.adapter && target.sender.user == sender.user
+        };
+        Ok(match kind {
+            EventKind::Edit { target, new } => match load_event(store, target)? {
+                Some(original) if !same_author(&original) => Err(format!(
+                    "{} may not edit a message by {}",
+                    sender.user, original.sender.user
+                )),
+                // An edit of an edit replaces the first version.
+                Some(Event {
+                    kind: EventKind::Edit { target: first, .. },
+                    ..
+                }) => Ok(EventKind::Edit { target: first, new }),
+                _ => Ok(EventKind::Edit { target, new }),
+            },
+            EventKind::Redaction { target, reason } => match load_event(store, target)? {
+                Some(Event {
+                    kind:
+                        EventKind::Reaction {
+                            target: message,
+                            key,
+                        },
+                    sender: reactor,
+                    ..
+                }) if reactor.adapter == sender.adapter && reactor.user == sender.user => {
+                    Ok(EventKind::Unreact {
+                        target: message,
+                        key,
+                        reaction: Some(target),
+                    })
+                }
+                Some(original) if !same_author(&original) && !by_moderator => Err(format!(
+                    "{} may not delete a message by {}",
+                    sender.user, original.sender.user
+                )),
+                _ => Ok(EventKind::Redaction { target, reason }),
+            },
+            EventKind::Unreact {
+                target,
+                key,
+                reaction: None,
+            } => {
+                let reaction = store
+                    .get(&reaction_key(target, sender, &key))?
+                    .and_then(|v| id_value(&v));
+                match reaction {
+                    Some(reaction) => Ok(EventKind::Unreact {
+                        target,
+                        key,
+                        reaction: Some(reaction),
+                    }),
+                    None => Err(format!("{} had not reacted {key}", sender.user)),
+                }
+            }
+            other => Ok(other),
+        })
+    }
+}

@@ -1,0 +1,484 @@
+//! The delivery engine: ingest, durable outboxes, ordered delivery per link.
+//!
+//! Inbound (see [`ingest`]): route → echo check → dedup → resolve references → store the event,
+//! its ID-map entries and one outbox entry per other link in one atomic batch → group commit →
+//! acknowledge. Outbound (see [`outbox`]): one worker per link sends that link's entries in
+//! acceptance order, records the native ID, removes the entry; retries, dead letters and
+//! fallbacks ([`degrade`]) happen there.
+
+mod degrade;
+mod ingest;
+mod outbox;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::adapter::{Adapter, AdapterContext};
+use crate::capabilities::{Capabilities, DegradePolicy};
+use crate::durability::GroupCommit;
+use crate::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId, RemoteUserId, RoomId};
+use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
+use crate::store::keys::{Key, KeyReader, tag};
+use crate::store::{Batch, Store, StoreError, check_format};
+
+pub use outbox::DeadLetter;
+use outbox::LinkQueue;
+
+/// Retry and queue settings of the delivery engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// Transient failures are retried this many times, then the event is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubled on each attempt, with jitter.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Events held in memory per link; the rest wait in the durable outbox.
+    pub queue_capacity: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(60),
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// The core could not start or change its routing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A routing change was refused.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// A link names an adapter that is not configured.
+    #[error("link {0} names adapter {1:?}, which is not configured")]
+    UnknownAdapter(Link, AdapterId),
+    /// Two adapters have the same ID.
+    #[error("adapter {0:?} is registered twice")]
+    DuplicateAdapter(AdapterId),
+}
+
+pub(crate) struct AdapterSlot {
+    pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) caps: Capabilities,
+    connected: AtomicBool,
+}
+
+/// State shared by the ingest path, the link workers and the adapter contexts.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) commit: Arc<GroupCommit>,
+    ids: EventIdGenerator,
+    pub(crate) routing: RwLock<RoutingTable>,
+    /// Serialises acceptance: ID issue, the store batch and the queue pushes happen in one
+    /// order, which is the delivery order of every link.
+    pub(crate) ingest_lock: Mutex<()>,
+    pub(crate) adapters: HashMap<AdapterId, AdapterSlot>,
+    queues: RwLock<HashMap<Link, Arc<LinkQueue>>>,
+    puppets: RwLock<HashMap<AdapterId, HashSet<RemoteUserId>>>,
+    pub(crate) settings: DeliverySettings,
+    pub(crate) default_policy: DegradePolicy,
+    pub(crate) shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Applies a batch and numbers it for group commit.
+    pub(crate) fn apply(&self, batch: Batch) -> Result<u64, StoreError> {
+        self.store.apply(batch)?;
+        Ok(self.commit.note_write())
+    }
+
+    pub(crate) fn linked_rooms(&self, adapter: &AdapterId) -> Vec<RemoteRoomId> {
+        self.routing.read().links_of(adapter)
+    }
+
+    pub(crate) fn set_connected(&self, adapter: &AdapterId, connected: bool) {
+        if let Some(slot) = self.adapters.get(adapter) {
+            let was = slot.connected.swap(connected, Ordering::AcqRel);
+            metrics::gauge!("bridge_adapter_connected", "adapter" => adapter.to_string())
+                .set(if connected { 1.0 } else { 0.0 });
+            if was && !connected {
+                metrics::counter!("bridge_adapter_disconnects_total", "adapter" => adapter.to_string())
+                    .increment(1);
+            }
+        }
+    }
+
+    pub(crate) fn add_puppet(
+        &self,
+        adapter: &AdapterId,
+        user: &RemoteUserId,
+    ) -> Result<(), StoreError> {
+        if self.is_puppet(adapter, user) {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.put(puppet_key(adapter, user), Vec::new());
+        self.apply(batch)?;
+        self.puppets
+            .write()
+            .entry(adapter.clone())
+            .or_default()
+            .insert(user.clone());
+        Ok(())
+    }
+
+    pub(crate) fn is_puppet(&self, adapter: &AdapterId, user: &RemoteUserId) -> bool {
+        self.puppets
+            .read()
+            .get(adapter)
+            .is_some_and(|set| set.contains(user))
+    }
+
+    pub(crate) fn policy_of(&self, room: &RoomId) -> DegradePolicy {
+        self.routing
+            .read()
+            .room(room)
+            .and_then(|r| r.settings.policy)
+            .unwrap_or(self.default_policy)
+    }
+
+    fn queue(&self, link: &Link) -> Option<Arc<LinkQueue>> {
+        self.queues.read().get(link).cloned()
+    }
+
+    /// Starts the worker of a link whose adapter is registered.
+    fn start_link(self: &Arc<Self>, link: Link) -> Result<(), StoreError> {
+        if !self.adapters.contains_key(&link.adapter) {
+            tracing::warn!(%link, "link names an adapter that is not configured; its outbox waits");
+            return Ok(());
+        }
+        let queue = Arc::new(LinkQueue::new(link.clone(), self.settings.queue_capacity));
+        queue.count_stored(&*self.store)?;
+        self.queues.write().insert(link, queue.clone());
+        let shared = self.clone();
+        self.tracker
+            .spawn(async move { outbox::run_worker(shared, queue).await });
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn puppet_key(adapter: &AdapterId, user: &RemoteUserId) -> Vec<u8> {
+    Key::new(tag::PUPPET)
+        .str(adapter.as_str())
+        .str(user.as_str())
+        .build()
+}
+
+/// Assembles a [`Core`]: store, settings, adapters and configured rooms.
+pub struct CoreBuilder {
+    store: Arc<dyn Store>,
+    settings: DeliverySettings,
+    policy: DegradePolicy,
+    adapters: Vec<(AdapterId, Arc<dyn Adapter>)>,
+    rooms: Vec<(RoomId, RoomSettings, Vec<Link>)>,
+}
+
+impl std::fmt::Debug for CoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreBuilder")
+            .field("settings", &self.settings)
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoreBuilder {
+    /// Delivery settings (default: [`DeliverySettings::default`]).
+    pub fn settings(mut self, settings: DeliverySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The degradation policy of rooms without their own.
+    pub fn default_policy(mut self, policy: DegradePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Registers an adapter under its configured ID.
+    pub fn adapter(mut self, id: impl Into<AdapterId>, adapter: Arc<dyn Adapter>) -> Self {
+        self.adapters.push((id.into(), adapter));
+        self
+    }
+
+    /// A configured room and its links (merged with the stored routing table at start).
+    pub fn room(mut self, id: impl Into<RoomId>, settings: RoomSettings, links: Vec<Link>) -> Self {
+        self.rooms.push((id.into(), settings, links));
+        self
+    }
+
+    /// Opens the routing table, starts the flusher, a worker per link and every adapter.
+    pub async fn start(self) -> Result<Core, CoreError> {
+        check_format(&*self.store)?;
+        let mut routing = RoutingTable::load(&*self.store)?;
+        let mut adapters = HashMap::new();
+        for (id, adapter) in self.adapters {
+            let caps = adapter.capabilities();
+            let slot = AdapterSlot {
+                adapter,
+                caps,
+                connected: AtomicBool::new(false),
+            };
+            if adapters.insert(id.clone(), slot).is_some() {
+                return Err(CoreError::DuplicateAdapter(id));
+            }
+        }
+        let mut batch = Batch::new();
+        for (room, settings, links) in self.rooms {
+            let mut ops = routing.put_room(&room, settings).into_ops();
+            for link in links {
+                if !adapters.contains_key(&link.adapter) {
+                    let adapter = link.adapter.clone();
+                    return Err(CoreError::UnknownAdapter(link, adapter));
+                }
+                ops.extend(routing.add_link(&room, link)?.into_ops());
+            }
+            for (k, v) in ops {
+                match v {
+                    Some(v) => batch.put(k, v),
+                    None => batch.delete(k),
+                }
+            }
+        }
+        self.store.apply(batch)?;
+
+        let mut puppets: HashMap<AdapterId, HashSet<RemoteUserId>> = HashMap::new();
+        let prefix = Key::new(tag::PUPPET).build();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan(&prefix, after.as_deref(), 4096)?;
+            for (key, _) in &page {
+                let mut r = KeyReader::new(key, tag::PUPPET);
+                if let (Some(a), Some(u)) = (
+                    r.as_mut().and_then(KeyReader::str),
+                    r.as_mut().and_then(KeyReader::str),
+                ) {
+                    puppets
+                        .entry(AdapterId::new(a))
+                        .or_default()
+                        .insert(RemoteUserId::new(u));
+                }
+            }
+            if page.len() < 4096 {
+                break;
+            }
+            after = page.last().map(|(k, _)| k.clone());
+        }
+        let floor = self
+            .store
+            .last(&Key::new(tag::EVENT).build())?
+            .and_then(|(k, _)| KeyReader::new(&k, tag::EVENT).and_then(|mut r| r.id()));
+
+        let commit = GroupCommit::new(self.store.clone());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let links: Vec<Link> = routing.all_links().map(|(_, l)| l.clone()).collect();
+        let shared = Arc::new(Shared {
+            store: self.store,
+            commit: commit.clone(),
+            ids: EventIdGenerator::after(floor),
+            routing: RwLock::new(routing),
+            ingest_lock: Mutex::new(()),
+            adapters,
+            queues: RwLock::new(HashMap::new()),
+            puppets: RwLock::new(puppets),
+            settings: self.settings,
+            default_policy: self.policy,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+        commit.flush_now().await?;
+        let flusher = tokio::spawn(commit.run(shutdown.clone()));
+        for link in links {
+            shared.start_link(link)?;
+        }
+        let mut adapter_tasks = Vec::new();
+        for (id, slot) in &shared.adapters {
+            let ctx = AdapterContext::new(id.clone(), shared.clone(), shutdown.child_token());
+            let adapter = slot.adapter.clone();
+            let id = id.clone();
+            adapter_tasks.push(tokio::spawn(async move {
+                if let Err(e) = adapter.run(ctx).await {
+                    tracing::error!(adapter = %id, error = %e, "adapter stopped with an error");
+                }
+            }));
+        }
+        Ok(Core {
+            shared,
+            flusher,
+            adapter_tasks,
+        })
+    }
+}
+
+/// A running bridge core.
+pub struct Core {
+    shared: Arc<Shared>,
+    flusher: tokio::task::JoinHandle<()>,
+    adapter_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+/// One neutral room as shown to admins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomStatus {
+    /// The room.
+    pub id: RoomId,
+    /// Its name.
+    pub name: Option<String>,
+    /// Its links, each with the number of events waiting in its outbox.
+    pub links: Vec<(Link, u64)>,
+}
+
+impl Core {
+    /// A builder over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> CoreBuilder {
+        CoreBuilder {
+            store,
+            settings: DeliverySettings::default(),
+            policy: DegradePolicy::default(),
+            adapters: Vec::new(),
+            rooms: Vec::new(),
+        }
+    }
+
+    /// Links a native room to a neutral room at runtime (persisted); the adapter joins it.
+    pub async fn add_link(&self, room: &RoomId, link: Link) -> Result<(), CoreError> {
+        let Some(slot) = self.shared.adapters.get(&link.adapter) else {
+            let adapter = link.adapter.clone();
+            return Err(CoreError::UnknownAdapter(link, adapter));
+        };
+        let batch = {
+            let _order = self.shared.ingest_lock.lock();
+            self.shared.routing.write().add_link(room, link.clone())?
+        };
+        let seq = self.shared.apply(batch)?;
+        self.shared.commit.wait(seq).await;
+        if self.shared.queue(&link).is_none() {
+            self.shared.start_link(link.clone())?;
+        }
+        if let Err(e) = slot.adapter.join(&link.remote).await {
+            tracing::warn!(%link, error = %e, "adapter could not join the newly linked room");
+        }
+        Ok(())
+    }
+
+    /// Unlinks a native room at runtime (persisted): its worker stops, its outbox is dropped,
+    /// and the adapter leaves the room.
+    pub async fn remove_link(&self, link: &Link) -> Result<RoomId, CoreError> {
+        let (room, batch) = {
+            let _order = self.shared.ingest_lock.lock();
+            self.shared.routing.write().remove_link(link)?
+        };
+        let seq = self.shared.apply(batch)?;
+        self.shared.commit.wait(seq).await;
+        if let Some(queue) = self.shared.queues.write().remove(link) {
+            queue.close();
+            outbox::drop_outbox(&self.shared, link)?;
+        }
+        if let Some(slot) = self.shared.adapters.get(&link.adapter)
+            && let Err(e) = slot.adapter.leave(&link.remote).await
+        {
+            tracing::warn!(%link, error = %e, "adapter could not leave the unlinked room");
+        }
+        Ok(room)
+    }
+
+    /// Every room with its links and outbox depths.
+    pub fn status(&self) -> Vec<RoomStatus> {
+        let routing = self.shared.routing.read();
+        routing
+            .rooms()
+            .into_iter()
+            .map(|room: &Room| RoomStatus {
+                id: room.id.clone(),
+                name: room.settings.name.clone(),
+                links: room
+                    .links
+                    .iter()
+                    .map(|l| {
+                        let depth = self.shared.queue(l).map_or(0, |q| q.depth());
+                        (l.clone(), depth)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// True when every adapter reports itself connected.
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .adapters
+            .values()
+            .all(|s| s.connected.load(Ordering::Acquire))
+    }
+
+    /// The dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        outbox::dead_letters(&self.shared)
+    }
+
+    /// Moves every dead letter back into its link's outbox; returns how many.
+    pub async fn retry_dead_letters(&self) -> Result<usize, StoreError> {
+        outbox::retry_dead_letters(&self.shared).await
+    }
+
+    /// Looks up the event stored under `id`.
+    pub fn event(&self, id: EventId) -> Result<Option<crate::event::Event>, StoreError> {
+        ingest::load_event(&*self.shared.store, id)
+    }
+
+    /// Stops adapters and workers, then flushes the store. In-flight sends are abandoned and
+    /// resumed from the outbox at the next start (sends are idempotent).
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        for task in self.adapter_tasks {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an adapter did not stop within 10 s");
+            }
+        }
+        self.shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("link workers did not stop within 10 s");
+        }
+        let _ = self.flusher.await;
+        if let Err(e) = self.shared.commit.flush_now().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}

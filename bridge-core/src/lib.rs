@@ -1,0 +1,44 @@
+//! The core of the bridge: the neutral room/event model, routing, durable delivery and the
+//! adapter API.
+//!
+//! - [`event`] and [`ids`]: the neutral model (a room is a routing tag; events are typed, with
+//!   custom events carried as JSON); [`richtext`]: formatted text and its converters.
+//! - [`adapter`]: what a protocol adapter implements ([`Adapter`], [`AdapterFactory`]) and what
+//!   the core gives it ([`AdapterContext`]).
+//! - [`routing`]: neutral rooms and their links to native rooms.
+//! - [`Core`]: ingest, ID map, echo suppression, dedup, ordered outboxes with retries, dead
+//!   letters and capability fallbacks.
+//! - [`store`]: the durable store ([`store::SledStore`] by default) and [`durability`]: group
+//!   commit.
+//! - `testkit` (feature): an in-memory adapter, event builders and the adapter conformance
+//!   suite.
+//!
+//! The guarantees (no loss, no duplicates, no loops, order per room, isolation) are stated
+//! where they are implemented and summarised in ARCHITECTURE.md.
+
+pub mod adapter;
+pub mod capabilities;
+pub mod durability;
+mod engine;
+pub mod event;
+pub mod ids;
+pub mod richtext;
+pub mod routing;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use adapter::{
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, ConfigIssue, Delivered,
+    SubmitError, Submitted,
+};
+pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};
+pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
+pub use event::{
+    Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent, MsgType,
+    Origin, OutboundEvent, PresenceState, RemoteSender, Sender,
+};
+pub use ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId};
+pub use richtext::RichText;
+pub use routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
+pub use store::{MemoryStore, SledStore, Store, StoreError};

@@ -1,0 +1,163 @@
+//! Key layout of the store.
+//!
+//! Every key is `[FORMAT_VERSION, tag, components…]`. A string component is its length as a
+//! big-endian `u32` followed by its bytes (so no separator can be forged by an ID); an
+//! [`EventId`] is its 16 big-endian bytes, so keys of one prefix sort in event order.
+//!
+//! | tag | key | value |
+//! |---|---|---|
+//! | `L` | adapter, remote room | neutral room ID |
+//! | `R` | room | room metadata (JSON) |
+//! | `E` | event ID | the event (JSON) |
+//! | `r` | adapter, remote room, native ID | event ID (16 bytes) |
+//! | `n` | event ID, adapter, remote room | native ID |
+//! | `O` | adapter, remote room, event ID | empty: the outbox entry |
+//! | `D` | adapter, remote room, event ID | dead letter (JSON) |
+//! | `P` | adapter, remote user | empty: a puppet the bridge controls |
+//! | `X` | target event ID, adapter, user, key | reaction event ID |
+//! | `A` | adapter, adapter-chosen key | adapter-private value |
+
+use crate::ids::EventId;
+
+/// The version of this key layout. Bump it, and migrate, when the layout changes.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Where the store's format version is kept.
+pub const FORMAT_KEY: &[u8] = &[0, b'v'];
+
+/// A key under construction.
+#[derive(Debug, Clone)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    /// A key of the given table tag.
+    pub fn new(tag: u8) -> Self {
+        let mut bytes = Vec::with_capacity(48);
+        bytes.push(FORMAT_VERSION);
+        bytes.push(tag);
+        Self(bytes)
+    }
+
+    /// Appends a length-prefixed string.
+    pub fn str(mut self, s: &str) -> Self {
+        let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(&s.as_bytes()[..len as usize]);
+        self
+    }
+
+    /// Appends an event ID.
+    pub fn id(mut self, id: EventId) -> Self {
+        self.0.extend_from_slice(&id.to_bytes());
+        self
+    }
+
+    /// Appends raw bytes (only as the last component).
+    pub fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// The finished key.
+    pub fn build(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Table tags.
+pub mod tag {
+    /// Links: (adapter, remote room) → room.
+    pub const LINK: u8 = b'L';
+    /// Room metadata.
+    pub const ROOM: u8 = b'R';
+    /// Stored events.
+    pub const EVENT: u8 = b'E';
+    /// ID map, remote → neutral.
+    pub const REMOTE_TO_NEUTRAL: u8 = b'r';
+    /// ID map, neutral → remote.
+    pub const NEUTRAL_TO_REMOTE: u8 = b'n';
+    /// Outbox entries.
+    pub const OUTBOX: u8 = b'O';
+    /// Dead letters.
+    pub const DEAD: u8 = b'D';
+    /// Puppets.
+    pub const PUPPET: u8 = b'P';
+    /// Reaction index.
+    pub const REACTION: u8 = b'X';
+    /// Adapter-private state.
+    pub const ADAPTER: u8 = b'A';
+}
+
+/// A cursor over the components of a key, for reading keys back.
+#[derive(Debug)]
+pub struct KeyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> KeyReader<'a> {
+    /// Reads a key of table `tag`; `None` when it is not one.
+    pub fn new(key: &'a [u8], tag: u8) -> Option<Self> {
+        match key {
+            [FORMAT_VERSION, t, rest @ ..] if *t == tag => Some(Self { rest }),
+            _ => None,
+        }
+    }
+
+    /// The next string component.
+    pub fn str(&mut self) -> Option<&'a str> {
+        let (len, rest) = self.rest.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (s, rest) = rest.split_at(len);
+        self.rest = rest;
+        std::str::from_utf8(s).ok()
+    }
+
+    /// The next event ID component.
+    pub fn id(&mut self) -> Option<EventId> {
+        let (bytes, rest) = self.rest.split_first_chunk::<16>()?;
+        self.rest = rest;
+        Some(EventId::from_bytes(*bytes))
+    }
+
+    /// Whatever is left.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+/// Decodes a 16-byte event ID value.
+pub fn id_value(value: &[u8]) -> Option<EventId> {
+    <[u8; 16]>::try_from(value).ok().map(EventId::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_cannot_be_forged() {
+        let a = Key::new(tag::LINK).str("a\0b").str("c").build();
+        let b = Key::new(tag::LINK).str("a").str("\0bc").build();
+        assert_ne!(a, b);
+        let mut reader = KeyReader::new(&a, tag::LINK).expect("tag");
+        assert_eq!(reader.str(), Some("a\0b"));
+        assert_eq!(reader.str(), Some("c"));
+        assert_eq!(reader.rest(), b"");
+    }
+
+    #[test]
+    fn id_keys_sort_in_event_order() {
+        let k1 = Key::new(tag::OUTBOX)
+            .str("x")
+            .id(EventId::from_u128(1))
+            .build();
+        let k2 = Key::new(tag::OUTBOX)
+            .str("x")
+            .id(EventId::from_u128(256))
+            .build();
+        assert!(k1 < k2);
+    }
+}

@@ -1,0 +1,99 @@
+//! The default [`Store`]: sled, one directory, no server.
+
+use std::path::Path;
+
+use super::{Batch, Entry, Store, StoreError};
+
+/// A [`Store`] in a sled database. Only one process may open a directory at a time.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
+    /// holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // A small page cache: the hot set (recent events, outbox heads, ID map) is small,
+            // and the bridge must stay lean; sled only grows to this when needed.
+            .cache_capacity(16 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            // The core flushes explicitly (group commit); this is only a safety net.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Backend(format!(
+                        "{} is in use by another process (is the bridge running?)",
+                        dir.display()
+                    ))
+                }
+                other => StoreError::Backend(format!("{}: {other}", dir.display())),
+            })?;
+        let tree = db.open_tree("bridge").map_err(backend)?;
+        Ok(Self { db, tree })
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.into_ops() {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(sled_batch).map_err(backend)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(after) if after >= prefix => self
+                .tree
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            _ => self.tree.range::<&[u8], _>(prefix..),
+        };
+        for item in iter {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let item = self.tree.scan_prefix(prefix).next_back();
+        Ok(item
+            .transpose()
+            .map_err(backend)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}

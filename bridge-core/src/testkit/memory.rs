@@ -1,0 +1,187 @@
+//! An adapter whose "protocol" is a handle the test holds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use crate::adapter::{Adapter, AdapterContext, AdapterError, Delivered, SubmitError, Submitted};
+use crate::capabilities::Capabilities;
+use crate::event::{InboundEvent, OutboundEvent};
+use crate::ids::{EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
+
+/// An in-memory adapter: the test submits inbound events through its [`MemoryHandle`] and reads
+/// what the core delivered. Sends are idempotent by event ID, like a Matrix homeserver's
+/// transaction IDs: a repeated send of an event to a room returns the first native ID and is not
+/// recorded twice.
+#[derive(Debug, Clone)]
+pub struct MemoryAdapter {
+    caps: Capabilities,
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    ctx: watch::Sender<Option<AdapterContext>>,
+    sent: Mutex<Vec<OutboundEvent>>,
+    by_event: Mutex<HashMap<(RemoteRoomId, EventId), RemoteEventId>>,
+    send_calls: Mutex<u64>,
+    failures: Mutex<VecDeque<AdapterError>>,
+    delay: Mutex<Option<Duration>>,
+    sent_notify: Notify,
+}
+
+/// The test's side of a [`MemoryAdapter`].
+#[derive(Debug, Clone)]
+pub struct MemoryHandle {
+    state: Arc<State>,
+}
+
+impl MemoryAdapter {
+    /// An adapter with these capabilities.
+    pub fn new(caps: Capabilities) -> Self {
+        Self {
+            caps,
+            state: Arc::new(State {
+                ctx: watch::Sender::new(None),
+                sent: Mutex::new(Vec::new()),
+                by_event: Mutex::new(HashMap::new()),
+                send_calls: Mutex::new(0),
+                failures: Mutex::new(VecDeque::new()),
+                delay: Mutex::new(None),
+                sent_notify: Notify::new(),
+            }),
+        }
+    }
+
+    /// The handle the test drives it with.
+    pub fn handle(&self) -> MemoryHandle {
+        MemoryHandle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// The puppet a sender is shown as in this adapter's rooms.
+    pub fn puppet_of(user: &str) -> RemoteUserId {
+        RemoteUserId::new(format!("puppet:{user}"))
+    }
+}
+
+#[async_trait]
+impl Adapter for MemoryAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let shutdown = ctx.shutdown().clone();
+        ctx.set_connected(true);
+        self.state.ctx.send_replace(Some(ctx.clone()));
+        shutdown.cancelled().await;
+        ctx.set_connected(false);
+        self.state.ctx.send_replace(None);
+        Ok(())
+    }
+
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        *self.state.send_calls.lock() += 1;
+        let delay = *self.state.delay.lock();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(err) = self.state.failures.lock().pop_front() {
+            return Err(err);
+        }
+        let puppet = Some(Self::puppet_of(event.sender.user.as_str()));
+        let native = {
+            let mut by_event = self.state.by_event.lock();
+            let key = (event.room.clone(), event.id);
+            if let Some(native) = by_event.get(&key) {
+                return Ok(Delivered {
+                    native_id: Some(native.clone()),
+                    puppet,
+                });
+            }
+            let native = RemoteEventId::new(format!("mem-{}-{}", event.room, event.id));
+            by_event.insert(key, native.clone());
+            native
+        };
+        self.state.sent.lock().push(event);
+        self.state.sent_notify.notify_waiters();
+        Ok(Delivered {
+            native_id: Some(native),
+            puppet,
+        })
+    }
+}
+
+impl MemoryHandle {
+    /// Submits an inbound event, waiting until the adapter is running.
+    pub async fn submit(&self, event: InboundEvent) -> Result<Submitted, SubmitError> {
+        let mut rx = self.state.ctx.subscribe();
+        let ctx = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?
+            .clone();
+        match ctx {
+            Some(ctx) => ctx.submit(event).await,
+            None => Err(SubmitError::ShuttingDown),
+        }
+    }
+
+    /// The context the adapter runs with, once it runs.
+    pub async fn context(&self) -> Option<AdapterContext> {
+        let mut rx = self.state.ctx.subscribe();
+        rx.wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|c| c.clone())
+    }
+
+    /// Everything delivered so far (each event once).
+    pub fn sent(&self) -> Vec<OutboundEvent> {
+        self.state.sent.lock().clone()
+    }
+
+    /// How many times `send` was called (retries and repeats included).
+    pub fn send_calls(&self) -> u64 {
+        *self.state.send_calls.lock()
+    }
+
+    /// The native ID this adapter gave the delivery of `event` (in any of its rooms).
+    pub fn native_id_of(&self, event: EventId) -> Option<RemoteEventId> {
+        self.state
+            .by_event
+            .lock()
+            .iter()
+            .find(|((_, id), _)| *id == event)
+            .map(|(_, native)| native.clone())
+    }
+
+    /// Waits until at least `n` events were delivered, or `timeout` passes; returns them.
+    pub async fn wait_sent(&self, n: usize, timeout: Duration) -> Vec<OutboundEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.sent_notify.notified();
+            let sent = self.sent();
+            if sent.len() >= n || tokio::time::Instant::now() >= deadline {
+                return sent;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    /// The next sends fail with these errors, in order.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = AdapterError>) {
+        self.state.failures.lock().extend(errors);
+    }
+
+    /// Every send takes this long (a slow adapter).
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        *self.state.delay.lock() = delay;
+    }
+}

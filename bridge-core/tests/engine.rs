@@ -1,0 +1,484 @@
+//! The delivery engine, driven through in-memory adapters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::{
+    AdapterError, Capabilities, Core, DegradePolicy, DeliverySettings, EventKind, Fallback, Link,
+    MemoryStore, MsgType, RemoteEventId, RoomId, RoomSettings, SledStore, Store, Submitted,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Pair {
+    core: Core,
+    a: MemoryHandle,
+    b: MemoryHandle,
+}
+
+fn fast() -> DeliverySettings {
+    DeliverySettings {
+        max_attempts: 3,
+        backoff_initial: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        queue_capacity: 1024,
+    }
+}
+
+async fn pair_with(
+    store: Arc<dyn Store>,
+    caps_b: Capabilities,
+    settings: DeliverySettings,
+    policy: Option<DegradePolicy>,
+) -> Pair {
+    let a = MemoryAdapter::new(Capabilities::all());
+    let b = MemoryAdapter::new(caps_b);
+    let (ha, hb) = (a.handle(), b.handle());
+    let core = Core::builder(store)
+        .settings(settings)
+        .adapter("a", Arc::new(a))
+        .adapter("b", Arc::new(b))
+        .room(
+            "lobby",
+            RoomSettings {
+                name: Some("Lobby".into()),
+                policy,
+            },
+            vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    ha.context().await;
+    hb.context().await;
+    Pair { core, a: ha, b: hb }
+}
+
+async fn pair(caps_b: Capabilities) -> Pair {
+    pair_with(Arc::new(MemoryStore::new()), caps_b, fast(), None).await
+}
+
+fn body(kind: &EventKind<RemoteEventId>) -> String {
+    match kind {
+        EventKind::Message { content, .. } => content.text.body().to_owned(),
+        other => format!("<{}>", other.name()),
+    }
+}
+
+#[tokio::test]
+async fn routes_in_order_without_echoes_or_duplicates() {
+    let p = pair(Capabilities::all()).await;
+    for i in 0..100 {
+        let ev = inbound("a-room")
+            .id(&format!("m{i}"))
+            .from("alice")
+            .text(&format!("hello {i}"));
+        assert!(matches!(p.a.submit(ev).await, Ok(Submitted::Accepted(_))));
+    }
+    let sent = p.b.wait_sent(100, WAIT).await;
+    let bodies: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    let want: Vec<String> = (0..100).map(|i| format!("hello {i}")).collect();
+    assert_eq!(bodies, want);
+    assert!(
+        sent.iter()
+            .all(|e| e.room.as_str() == "b-room" && e.sender.user.as_str() == "alice")
+    );
+
+    // A redelivery of the same native ID is a duplicate.
+    let again = inbound("a-room").id("m0").from("alice").text("hello 0");
+    assert!(matches!(
+        p.a.submit(again).await,
+        Ok(Submitted::Duplicate(_))
+    ));
+    // The delivered copy coming back from b (same native ID) is an echo, and so is anything
+    // b's puppet for alice says.
+    let native = sent[0].id;
+    let echo_id = p.b.native_id_of(native).expect("native id");
+    let echo = inbound("b-room")
+        .id(echo_id.as_str())
+        .from("someone")
+        .text("hello 0");
+    assert_eq!(p.b.submit(echo).await.ok(), Some(Submitted::Echo));
+    let puppet = MemoryAdapter::puppet_of("alice");
+    let echo = inbound("b-room")
+        .id("fresh")
+        .from(puppet.as_str())
+        .text("hi");
+    assert_eq!(p.b.submit(echo).await.ok(), Some(Submitted::Echo));
+    // Unlinked rooms are not routed.
+    let stray = inbound("nowhere").id("x").from("alice").text("hi");
+    assert_eq!(p.a.submit(stray).await.ok(), Some(Submitted::Unrouted));
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(p.b.sent().len(), 100);
+    assert!(p.a.sent().is_empty(), "nothing comes back to the source");
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn relations_are_mapped_to_the_targets_native_ids() {
+    let p = pair(Capabilities::all()).await;
+    let submit = |ev| p.a.submit(ev);
+    submit(inbound("a-room").id("q").from("alice").text("question"))
+        .await
+        .expect("q");
+    submit(inbound("a-room").id("r").from("bob").reply("q", "answer"))
+        .await
+        .expect("r");
+    submit(
+        inbound("a-room")
+            .id("e")
+            .from("alice")
+            .edit("q", "question!"),
+    )
+    .await
+    .expect("e");
+    submit(inbound("a-room").id("x").from("bob").react("q", "👍"))
+        .await
+        .expect("x");
+    // Deleting the reaction event is an unreact that names the reaction's native ID.
+    submit(inbound("a-room").id("y").from("bob").redact("x"))
+        .await
+        .expect("y");
+    let sent = p.b.wait_sent(5, WAIT).await;
+    assert_eq!(sent.len(), 5);
+    let q_native = p.b.native_id_of(sent[0].id).expect("q delivered");
+    let x_native = p.b.native_id_of(sent[3].id).expect("x delivered");
+    assert!(
+        matches!(&sent[1].kind, EventKind::Message { reply_to: Some(t), .. } if *t == q_native)
+    );
+    assert!(matches!(&sent[2].kind, EventKind::Edit { target, .. } if *target == q_native));
+    assert!(
+        matches!(&sent[3].kind, EventKind::Reaction { target, key } if *target == q_native && key == "👍")
+    );
+    assert!(matches!(&sent[4].kind,
+        EventKind::Unreact { target, key, reaction: Some(r) } if *target == q_native && key == "👍" && *r == x_native));
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_the_author_edits_and_only_author_or_moderator_deletes() {
+    let p = pair(Capabilities::all()).await;
+    p.a.submit(inbound("a-room").id("m").from("alice").text("mine"))
+        .await
+        .expect("m");
+    let forged = inbound("a-room")
+        .id("e1")
+        .from("mallory")
+        .edit("m", "pwned");
+    assert!(matches!(
+        p.a.submit(forged).await,
+        Ok(Submitted::Rejected(_))
+    ));
+    let forged = inbound("a-room").id("d1").from("mallory").redact("m");
+    assert!(matches!(
+        p.a.submit(forged).await,
+        Ok(Submitted::Rejected(_))
+    ));
+    let unknown = inbound("a-room")
+        .id("e2")
+        .from("alice")
+        .edit("never-seen", "x");
+    assert!(matches!(
+        p.a.submit(unknown).await,
+        Ok(Submitted::Rejected(_))
+    ));
+    let moderated = inbound("a-room")
+        .id("d2")
+        .from("mod")
+        .moderator()
+        .redact("m");
+    assert!(matches!(
+        p.a.submit(moderated).await,
+        Ok(Submitted::Accepted(_))
+    ));
+    let sent = p.b.wait_sent(2, WAIT).await;
+    assert_eq!(sent.len(), 2);
+    assert!(matches!(sent[1].kind, EventKind::Redaction { .. }));
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_a_target_cannot_carry_is_degraded_per_policy() {
+    let p = pair(Capabilities::text_only()).await;
+    let submit = |ev| p.a.submit(ev);
+    submit(
+        inbound("a-room")
+            .id("q")
+            .from("alice")
+            .named("Alice")
+            .text("question"),
+    )
+    .await
+    .expect("q");
+    submit(inbound("a-room").id("r").from("bob").reply("q", "answer"))
+        .await
+        .expect("r");
+    submit(
+        inbound("a-room")
+            .id("e")
+            .from("alice")
+            .edit("q", "question!"),
+    )
+    .await
+    .expect("e");
+    submit(inbound("a-room").id("x").from("bob").react("q", "👍"))
+        .await
+        .expect("x");
+    submit(
+        inbound("a-room")
+            .id("c")
+            .from("bob")
+            .custom("org.example.poll", serde_json::json!({})),
+    )
+    .await
+    .expect("c");
+    submit(inbound("a-room").id("d").from("alice").redact("q"))
+        .await
+        .expect("d");
+    submit(inbound("a-room").id("t").from("alice").typing(true))
+        .await
+        .expect("t");
+    submit(inbound("a-room").id("z").from("alice").text("last"))
+        .await
+        .expect("z");
+    let sent = p.b.wait_sent(5, WAIT).await;
+    let bodies: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            "question".to_owned(),
+            "> Alice: “question”\nanswer".to_owned(),
+            "* question!".to_owned(),
+            "reacted 👍 to “question”".to_owned(),
+            "last".to_owned(),
+        ]
+    );
+    assert!(sent[1].degraded && !sent[0].degraded);
+    assert!(
+        matches!(&sent[3].kind, EventKind::Message { content, .. } if content.msgtype == MsgType::Emote)
+    );
+    assert!(p.core.dead_letters().expect("dead letters").is_empty());
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_room_policy_can_drop_instead() {
+    let policy = DegradePolicy {
+        reply: Fallback::Drop,
+        edit: Fallback::Drop,
+        reaction: Fallback::Drop,
+        ..DegradePolicy::default()
+    };
+    let p = pair_with(
+        Arc::new(MemoryStore::new()),
+        Capabilities::text_only(),
+        fast(),
+        Some(policy),
+    )
+    .await;
+    let submit = |ev| p.a.submit(ev);
+    submit(inbound("a-room").id("q").from("alice").text("question"))
+        .await
+        .expect("q");
+    submit(inbound("a-room").id("r").from("bob").reply("q", "answer"))
+        .await
+        .expect("r");
+    submit(
+        inbound("a-room")
+            .id("e")
+            .from("alice")
+            .edit("q", "question!"),
+    )
+    .await
+    .expect("e");
+    submit(inbound("a-room").id("x").from("bob").react("q", "👍"))
+        .await
+        .expect("x");
+    submit(inbound("a-room").id("z").from("alice").text("last"))
+        .await
+        .expect("z");
+    let sent = p.b.wait_sent(3, WAIT).await;
+    let bodies: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(bodies, vec!["question", "answer", "last"]);
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_permanent_ones_dead_lettered() {
+    let p = pair(Capabilities::all()).await;
+    p.b.fail_next([
+        AdapterError::transient("down"),
+        AdapterError::transient("still down"),
+    ]);
+    p.a.submit(inbound("a-room").id("1").from("alice").text("one"))
+        .await
+        .expect("1");
+    assert_eq!(p.b.wait_sent(1, WAIT).await.len(), 1);
+    assert_eq!(p.b.send_calls(), 3);
+
+    p.b.fail_next([AdapterError::Permanent("room gone".into())]);
+    p.a.submit(inbound("a-room").id("2").from("alice").text("two"))
+        .await
+        .expect("2");
+    p.a.submit(inbound("a-room").id("3").from("alice").text("three"))
+        .await
+        .expect("3");
+    let sent = p.b.wait_sent(2, WAIT).await;
+    assert_eq!(
+        sent.iter().map(|e| body(&e.kind)).collect::<Vec<_>>(),
+        vec!["one", "three"]
+    );
+    let dead = p.core.dead_letters().expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].error.contains("room gone"));
+
+    // Exhausting max_attempts (3) dead-letters too.
+    p.b.fail_next((0..3).map(|_| AdapterError::transient("flaky")));
+    p.a.submit(inbound("a-room").id("4").from("alice").text("four"))
+        .await
+        .expect("4");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.core.dead_letters().expect("dead").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no second dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p.core.retry_dead_letters().await.expect("retry"), 2);
+    let sent = p.b.wait_sent(4, WAIT).await;
+    let mut bodies: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    bodies.sort();
+    assert_eq!(bodies, vec!["four", "one", "three", "two"]);
+    assert!(p.core.dead_letters().expect("dead").is_empty());
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_link_neither_blocks_others_nor_loses_order_beyond_its_window() {
+    let slow = MemoryAdapter::new(Capabilities::all());
+    let fast_a = MemoryAdapter::new(Capabilities::all());
+    let fast_b = MemoryAdapter::new(Capabilities::all());
+    let (hs, ha, hb) = (slow.handle(), fast_a.handle(), fast_b.handle());
+    hs.set_delay(Some(Duration::from_millis(2)));
+    let settings = DeliverySettings {
+        queue_capacity: 4,
+        ..fast()
+    };
+    let core = Core::builder(Arc::new(MemoryStore::new()))
+        .settings(settings)
+        .adapter("slow", Arc::new(slow))
+        .adapter("a", Arc::new(fast_a))
+        .adapter("b", Arc::new(fast_b))
+        .room(
+            "r",
+            RoomSettings::default(),
+            vec![
+                Link::new("a", "a"),
+                Link::new("b", "b"),
+                Link::new("slow", "s"),
+            ],
+        )
+        .start()
+        .await
+        .expect("start");
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        ha.submit(
+            inbound("a")
+                .id(&i.to_string())
+                .from("alice")
+                .text(&i.to_string()),
+        )
+        .await
+        .expect("submit");
+    }
+    let fast_sent = hb.wait_sent(200, WAIT).await;
+    let fast_done = started.elapsed();
+    assert_eq!(fast_sent.len(), 200);
+    let slow_sent = hs.wait_sent(200, WAIT * 3).await;
+    let slow_done = started.elapsed();
+    assert!(fast_done < slow_done, "the fast link finished first");
+    let order: Vec<String> = slow_sent.iter().map(|e| body(&e.kind)).collect();
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(order, want);
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_outbox_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
+    p.b.fail_next((0..3).map(|_| AdapterError::Auth("bad token".into())));
+    for i in 0..20 {
+        p.a.submit(
+            inbound("a-room")
+                .id(&i.to_string())
+                .from("alice")
+                .text(&i.to_string()),
+        )
+        .await
+        .expect("submit");
+    }
+    p.core.shutdown().await;
+    drop(p.a);
+    drop(p.b);
+    drop(store);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("reopen"));
+    let p = pair_with(store, Capabilities::all(), fast(), None).await;
+    let sent = p.b.wait_sent(20, WAIT).await;
+    let order: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(order, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    // Redeliveries after the restart are still recognised.
+    let again = inbound("a-room").id("5").from("alice").text("5");
+    assert!(matches!(
+        p.a.submit(again).await,
+        Ok(Submitted::Duplicate(_))
+    ));
+    // And relations to events from before the restart still resolve.
+    p.a.submit(inbound("a-room").id("r").from("bob").reply("5", "re"))
+        .await
+        .expect("reply");
+    let sent = p.b.wait_sent(21, WAIT).await;
+    let five = p.b.native_id_of(sent[5].id).expect("native");
+    assert!(matches!(&sent[20].kind, EventKind::Message { reply_to: Some(t), .. } if *t == five));
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn links_change_at_runtime_and_a_native_room_has_one_room() {
+    let p = pair(Capabilities::all()).await;
+    let err = p
+        .core
+        .add_link(&RoomId::new("other"), Link::new("b", "b-room"))
+        .await
+        .expect_err("b-room is taken");
+    assert!(err.to_string().contains("already linked"));
+    p.core
+        .add_link(&RoomId::new("lobby"), Link::new("b", "b-room-2"))
+        .await
+        .expect("add");
+    p.a.submit(inbound("a-room").id("1").from("alice").text("to both"))
+        .await
+        .expect("1");
+    let sent = p.b.wait_sent(2, WAIT).await;
+    let mut rooms: Vec<&str> = sent.iter().map(|e| e.room.as_str()).collect();
+    rooms.sort();
+    assert_eq!(rooms, vec!["b-room", "b-room-2"]);
+    p.core
+        .remove_link(&Link::new("b", "b-room"))
+        .await
+        .expect("remove");
+    p.a.submit(inbound("a-room").id("2").from("alice").text("to one"))
+        .await
+        .expect("2");
+    let sent = p.b.wait_sent(3, WAIT).await;
+    assert_eq!(sent[2].room.as_str(), "b-room-2");
+    let status = p.core.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].links.len(), 2);
+    p.core.shutdown().await;
+}

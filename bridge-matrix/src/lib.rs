@@ -1,0 +1,1 @@
+//! The matrix adapter (filled in by its own issue).

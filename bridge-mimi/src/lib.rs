@@ -1,0 +1,1 @@
+//! The mimi adapter (filled in by its own issue).

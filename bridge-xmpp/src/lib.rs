@@ -1,0 +1,1 @@
+//! The xmpp adapter (filled in by its own issue).
