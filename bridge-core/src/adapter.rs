@@ -171,6 +171,30 @@ pub enum Submitted {
     Rejected(String),
 }
 
+/// An inbound event the core has ordered; [`Pending::durable`] waits until it is stored.
+#[must_use = "acknowledge the event only after `durable()` returns"]
+pub struct Pending {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) submitted: Submitted,
+    pub(crate) seq: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("submitted", &self.submitted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Waits until the event is on stable storage; then it may be acknowledged to its source.
+    pub async fn durable(self) -> Submitted {
+        self.shared.commit.wait(self.seq).await;
+        self.submitted
+    }
+}
+
 /// The event was not stored: do not acknowledge it; the source should deliver it again.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -226,10 +250,18 @@ impl AdapterContext {
     /// Hands an inbound event to the core. Returns once it is durably stored (or recognised as a
     /// duplicate, echo, unrouted or rejected): only then acknowledge it to its source.
     pub async fn submit(&self, event: InboundEvent) -> Result<Submitted, SubmitError> {
+        Ok(self.enqueue(event)?.durable().await)
+    }
+
+    /// Hands an inbound event to the core and returns at once, without waiting for the store:
+    /// events enqueued one after another are accepted in that order, while their durability is
+    /// awaited concurrently ([`Pending::durable`]) — the way to pipeline a stream without
+    /// reordering it. Acknowledge the event to its source only after `durable()` returns.
+    pub fn enqueue(&self, event: InboundEvent) -> Result<Pending, SubmitError> {
         if self.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        self.shared.submit(&self.adapter, event).await
+        self.shared.enqueue(&self.adapter, event)
     }
 
     /// The native rooms currently linked for this adapter: join them when connected.

@@ -30,7 +30,7 @@ pub mod testkit;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, ConfigIssue, Delivered,
-    SubmitError, Submitted,
+    Pending, SubmitError, Submitted,
 };
 pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};
 pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};

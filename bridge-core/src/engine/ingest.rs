@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use super::outbox::QueueItem;
 use super::{Shared, now_ms};
-use crate::adapter::{SubmitError, Submitted};
+use crate::adapter::{Pending, SubmitError, Submitted};
 use crate::event::{Event, EventKind, InboundEvent, Origin, Sender};
 use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId};
 use crate::routing::Link;
@@ -128,40 +126,38 @@ enum Decision {
 }
 
 impl Shared {
-    /// Accepts an inbound event: returns once it is durable (or known not to need storing).
-    pub(crate) async fn submit(
+    /// Accepts an inbound event in order, without waiting for durability.
+    pub(crate) fn enqueue(
         self: &Arc<Self>,
         adapter: &AdapterId,
         event: InboundEvent,
-    ) -> Result<Submitted, SubmitError> {
+    ) -> Result<Pending, SubmitError> {
         let kind = event.kind.name();
         let span = tracing::debug_span!("ingest", %adapter, room = %event.room, native_id = ?event.native_id, kind);
-        async move {
-            let decision = self.decide(adapter, event)?;
-            let submitted = match decision {
-                Decision::Done(s) => s,
-                Decision::Accepted { id, seq } => {
-                    self.commit.wait(seq).await;
-                    Submitted::Accepted(id)
-                }
-            };
-            let outcome = match &submitted {
-                Submitted::Accepted(_) => "accepted",
-                Submitted::Duplicate(_) => "duplicate",
-                Submitted::Echo => "echo",
-                Submitted::Unrouted => "unrouted",
-                Submitted::Rejected(reason) => {
-                    tracing::info!(%reason, "inbound event rejected");
-                    "rejected"
-                }
-            };
-            metrics::counter!("bridge_events_in_total", "adapter" => adapter.to_string(), "kind" => kind, "outcome" => outcome)
-                .increment(1);
-            tracing::trace!(outcome, "ingested");
-            Ok(submitted)
-        }
-        .instrument(span)
-        .await
+        let _enter = span.enter();
+        let decision = self.decide(adapter, event)?;
+        let (submitted, seq) = match decision {
+            Decision::Done(s) => (s, 0),
+            Decision::Accepted { id, seq } => (Submitted::Accepted(id), seq),
+        };
+        let outcome = match &submitted {
+            Submitted::Accepted(_) => "accepted",
+            Submitted::Duplicate(_) => "duplicate",
+            Submitted::Echo => "echo",
+            Submitted::Unrouted => "unrouted",
+            Submitted::Rejected(reason) => {
+                tracing::info!(%reason, "inbound event rejected");
+                "rejected"
+            }
+        };
+        metrics::counter!("bridge_events_in_total", "adapter" => adapter.to_string(), "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        tracing::trace!(outcome, "ingested");
+        Ok(Pending {
+            shared: self.clone(),
+            submitted,
+            seq,
+        })
     }
 
     fn decide(&self, adapter: &AdapterId, ev: InboundEvent) -> Result<Decision, StoreError> {
