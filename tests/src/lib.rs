@@ -1,1 +1,1 @@
-//! Test helpers.
+//! Helpers shared by the end-to-end tests and benchmarks.

@@ -1,0 +1,120 @@
+//! Secrets in adapter settings: written inline, or taken from an
+//! environment variable or a file.
+//!
+//! ```toml
+//! password = "hunter2"                       # inline
+//! password = { env = "BRIDGE_XMPP_PASSWORD" } # from the environment
+//! password = { file = "/run/secrets/xmpp" }   # from a file, one trailing newline removed
+//! ```
+
+use std::path::Path;
+
+use crate::describe::{describe_toml, show};
+use crate::diagnostics::Diagnostic;
+use crate::source_map::join_path;
+
+const EXPECTED: &str = "expected a secret: a string, { env = \"VAR\" } or { file = \"/path\" }";
+
+/// Resolves a secret setting found at `path` (such as
+/// `adapter[0].password`), reading a relative `{ file = "…" }` against the
+/// current directory.
+///
+/// The error is a [`Diagnostic`] without a position, whose path is `path`
+/// or, for an unset variable or an unreadable file, `path.env` or
+/// `path.file`; give it to
+/// [`Diagnostics::push_diagnostic`](crate::Diagnostics::push_diagnostic) to
+/// have the line and column filled in.
+pub fn resolve_secret(value: &toml::Value, path: &str) -> Result<String, Diagnostic> {
+    resolve_secret_in(value, path, None)
+}
+
+/// Like [`resolve_secret`], but a relative `{ file = "…" }` is read from
+/// `base_dir` (normally
+/// [`SourceMap::base_dir`](crate::SourceMap::base_dir), the configuration
+/// file's directory) when one is given.
+pub fn resolve_secret_in(
+    value: &toml::Value,
+    path: &str,
+    base_dir: Option<&Path>,
+) -> Result<String, Diagnostic> {
+    let table = match value {
+        toml::Value::String(text) => return Ok(text.clone()),
+        toml::Value::Table(table) => table,
+        other => {
+            return Err(Diagnostic::new(
+                path,
+                format!("{EXPECTED}, got {}", describe_toml(other)),
+            ));
+        }
+    };
+    let mut entries = table.iter();
+    let (Some((key, inner)), None) = (entries.next(), entries.next()) else {
+        return Err(Diagnostic::new(
+            path,
+            format!("{EXPECTED}, got {}", describe_toml(value)),
+        ));
+    };
+    let inner_path = join_path(path, key);
+    let text = match (key.as_str(), inner) {
+        (_, toml::Value::String(text)) if key == "env" || key == "file" => text,
+        ("env" | "file", other) => {
+            return Err(Diagnostic::new(
+                inner_path,
+                format!("expected a string, got {}", describe_toml(other)),
+            ));
+        }
+        _ => {
+            return Err(Diagnostic::new(
+                path,
+                format!("{EXPECTED}, got {}", describe_toml(value)),
+            ));
+        }
+    };
+    if text.is_empty() {
+        return Err(Diagnostic::new(inner_path, "must not be empty"));
+    }
+    if key == "env" {
+        from_env(text, inner_path)
+    } else {
+        from_file(text, inner_path, base_dir)
+    }
+}
+
+fn from_env(name: &str, path: String) -> Result<String, Diagnostic> {
+    match std::env::var(name) {
+        Ok(secret) => Ok(secret),
+        Err(std::env::VarError::NotPresent) => Err(Diagnostic::new(
+            path,
+            format!("environment variable {} is not set", show(name)),
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Diagnostic::new(
+            path,
+            format!("environment variable {} is not valid UTF-8", show(name)),
+        )),
+    }
+}
+
+fn from_file(file: &str, path: String, base_dir: Option<&Path>) -> Result<String, Diagnostic> {
+    let file = match base_dir {
+        Some(base) => base.join(file),
+        None => Path::new(file).to_path_buf(),
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(mut secret) => {
+            if secret.ends_with('\n') {
+                secret.pop();
+                if secret.ends_with('\r') {
+                    secret.pop();
+                }
+            }
+            Ok(secret)
+        }
+        Err(error) => Err(Diagnostic::new(
+            path,
+            format!(
+                "cannot read secret file {}: {error}",
+                show(&file.display().to_string())
+            ),
+        )),
+    }
+}

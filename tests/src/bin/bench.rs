@@ -1,0 +1,39 @@
+//! Benchmarks of the bridge: `bench NAME` prints its figures and, as its last line, one JSON
+//! object. Run through `scripts/bench.sh NAME` (release build).
+//!
+//! - `core`: 200,000 events through 1,000 neutral rooms with 3 links each (every event fans out
+//!   to 2 targets), once over the in-memory store and once over sled with durable
+//!   acknowledgements; then a paced run for the latency the core adds.
+
+use std::process::ExitCode;
+
+mod core_bench {
+    include!("../bench_core.rs");
+}
+
+fn main() -> ExitCode {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match name.as_str() {
+        "core" => runtime.block_on(core_bench::run()),
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?}; available: core"
+        )),
+    };
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
