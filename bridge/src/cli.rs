@@ -1,0 +1,74 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Links chat communities across protocols: an XMPP group chat, a Matrix room and a MIMI room
+/// (and any protocol an adapter adds) behave as one room.
+#[derive(Debug, Parser)]
+#[command(name = "bridge", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge until SIGINT or SIGTERM.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and list every problem in it (exit status 1 if any).
+    Check {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// List, add or remove links between neutral rooms and native rooms (bridge stopped).
+    Links {
+        /// What to do with links.
+        #[command(subcommand)]
+        command: LinksCommand,
+    },
+}
+
+/// `bridge links …`
+#[derive(Debug, Subcommand)]
+pub enum LinksCommand {
+    /// List every room with its links and the events waiting in each outbox.
+    List {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Link a native room to a neutral room (created if new). Persisted in the store.
+    Add {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// The neutral room, e.g. `lobby`.
+        room: String,
+        /// The adapter ID from the config, e.g. `xmpp`.
+        adapter: String,
+        /// The native room, e.g. `lobby@conference.example.org`.
+        remote: String,
+    },
+    /// Unlink a native room. Links declared in the config file are changed there instead.
+    Remove {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// The adapter ID.
+        adapter: String,
+        /// The native room.
+        remote: String,
+    },
+}

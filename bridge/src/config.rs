@@ -1,0 +1,95 @@
+//! Loading and validating the configuration, adapter sections included.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bridge_config::{Config, Diagnostics, Loaded, did_you_mean};
+use bridge_core::{CustomPolicy, DegradePolicy, DeliverySettings, Fallback};
+
+use crate::registry;
+
+/// Loads `path` and validates everything, each adapter's own settings included.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let mut loaded = Loaded::read(path);
+    if let Some(config) = &loaded.config {
+        for section in &config.adapters {
+            match registry::factory(&section.type_name) {
+                Some(factory) => {
+                    let issues = factory.validate(&section.settings);
+                    loaded.diagnostics.extend_relative(
+                        &section.path,
+                        issues.into_iter().map(|i| (i.path, i.message)),
+                    );
+                }
+                None => {
+                    let known = registry::type_names();
+                    let hint = did_you_mean(&section.type_name, known.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    loaded.diagnostics.push(
+                        format!("{}.type", section.path),
+                        format!(
+                            "unknown adapter type {:?}{hint}; this build has: {}",
+                            section.type_name,
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    loaded.finish()
+}
+
+/// `bridge check`: prints every problem, or a summary.
+pub fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            let links: usize = config.rooms.iter().map(|r| r.links.len()).sum();
+            println!(
+                "{}: ok ({} adapters, {} rooms, {} links)",
+                path.display(),
+                config.adapters.len(),
+                config.rooms.len(),
+                links
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fallback(f: bridge_config::Fallback) -> Fallback {
+    match f {
+        bridge_config::Fallback::Fallback => Fallback::Fallback,
+        bridge_config::Fallback::Drop => Fallback::Drop,
+    }
+}
+
+/// The core's policy from the config's.
+pub fn policy(d: &bridge_config::Degrade) -> DegradePolicy {
+    DegradePolicy {
+        reply: fallback(d.reply),
+        edit: fallback(d.edit),
+        reaction: fallback(d.reaction),
+        redaction: fallback(d.redaction),
+        custom: match d.custom {
+            bridge_config::CustomPolicy::Drop => CustomPolicy::Drop,
+            bridge_config::CustomPolicy::Notice => CustomPolicy::Notice,
+        },
+    }
+}
+
+/// The core's delivery settings from the config's.
+pub fn delivery(config: &Config) -> DeliverySettings {
+    let d = &config.delivery;
+    DeliverySettings {
+        max_attempts: d.max_attempts,
+        backoff_initial: d.backoff_initial(),
+        backoff_max: d.backoff_max(),
+        queue_capacity: d.queue_capacity,
+    }
+}

@@ -1,0 +1,105 @@
+//! The `bridge` command line: `check` reports every mistake; `links` manages the routing table.
+
+use std::process::Command;
+
+fn bridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bridge"))
+}
+
+const FIVE_MISTAKES: &str = r#"[bridge]
+data_dir = "/tmp/bridge-five-mistakes"
+log_format = "jsno"
+
+[delivery]
+max_attempts = 0
+
+[[adapter]]
+id = "chat-a"
+type = "linechat"
+connect = "not an address"
+
+[[adapter]]
+id = "chat-b"
+type = "ircc"
+
+[[room]]
+id = "lobby"
+[[room.link]]
+adapter = "chat-c"
+remote = "lobby"
+"#;
+
+#[test]
+fn check_lists_all_five_mistakes_with_paths_and_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, FIVE_MISTAKES).expect("write");
+    let out = bridge().arg("check").arg("-c").arg(&path).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert!(!out.status.success());
+    for (line, path) in [
+        (3, "bridge.log_format"),
+        (6, "delivery.max_attempts"),
+        (11, "adapter[0].connect"),
+        (15, "adapter[1].type"),
+        (20, "room[0].link[0].adapter"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!("bridge.toml:{line}:")) && l.contains(path)),
+            "missing {path} at line {line}"
+        );
+    }
+    assert!(stderr.contains("5 errors"));
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bridge.toml");
+    let out = bridge().arg("check").arg("-c").arg(example).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn links_are_added_listed_and_removed_in_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        r#"[bridge]
+data_dir = "data"
+[[adapter]]
+id = "a"
+type = "linechat"
+connect = "127.0.0.1:9"
+[[room]]
+id = "lobby"
+[[room.link]]
+adapter = "a"
+remote = "lobby"
+"#,
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        let out = bridge().args(args).arg("-c").arg(&path).output().expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&["links", "add", "other", "a", "side-room"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["links", "add", "other", "a", "lobby"]);
+    assert!(!ok && out.contains("already linked to room lobby"), "{out}");
+    let (ok, out) = run(&["links", "list", "--json"]);
+    assert!(ok, "{out}");
+    let rooms: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(rooms.as_array().map(Vec::len), Some(2));
+    let (ok, out) = run(&["links", "remove", "a", "lobby"]);
+    assert!(!ok && out.contains("declared in the configuration"), "{out}");
+    let (ok, out) = run(&["links", "remove", "a", "side-room"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["links", "list"]);
+    assert!(ok && !out.contains("side-room"), "{out}");
+    assert!(dir.path().join("data").exists(), "data_dir is relative to the config file");
+}
