@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one command that checks everything: formatting, lints, and every test in the workspace.
+# Adapter issues add the servers their tests need (started here, stopped on exit).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=$(date +%s)
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo build (the bridge binary is used by the end-to-end tests)"
+cargo build --workspace --all-targets
+
+log "cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+status=${PIPESTATUS[0]}
+
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+log "done in $(( $(date +%s) - started )) s"
+echo "$passed passed, $failed failed"
+exit "$status"
