@@ -9,6 +9,24 @@
 //!
 //! The core does everything else: routing, ID mapping, dedup, echo suppression, ordering,
 //! retries, dead letters and fallbacks for what [`Capabilities`] say the adapter cannot carry.
+//!
+//! # The echo race
+//!
+//! The core recognises the bridge's own messages coming back (echoes) by the native ID and the
+//! puppet that [`Adapter::send`] reports in [`Delivered`]; it records both only *after* `send`
+//! returns. A protocol that reflects a message to its sender before the send call completes
+//! (an XMPP MUC reflects the groupchat message, a Matrix sync may return the event before the
+//! `/send` response) can therefore hand the core the echo before the core knows it is one, and
+//! the message would be bridged back (a loop). An adapter whose protocol can do that must, in
+//! `send`, before sending:
+//!
+//! - register the native user it sends as with [`AdapterContext::add_puppet`] when that user is
+//!   new (and, the first time, await [`AdapterStore::flush`] via `ctx.store().flush()` so the
+//!   puppet survives a crash), since events from a puppet are always echoes; or
+//! - when the protocol carries an ID of the sender's choosing back in the reflection (XMPP
+//!   `origin-id`, a Matrix transaction ID), put the neutral [`OutboundEvent::id`] there and set
+//!   [`InboundEvent::echo_of`] on the reflection it receives: the core then records the native
+//!   ID and drops the echo.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +38,8 @@ use crate::engine::Shared;
 use crate::event::{InboundEvent, OutboundEvent};
 use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
 use crate::store::Batch;
-use crate::store::StoreError;
 use crate::store::keys::{Key, tag};
+use crate::store::{Entry, StoreError};
 
 pub use tokio_util::sync::CancellationToken;
 
@@ -120,6 +138,12 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
     /// Delivers one event into one of its native rooms. Called one at a time per room, in order,
     /// possibly again for the same `event.id` after a crash or retry: use the ID as the
     /// protocol's idempotency key where it has one.
+    ///
+    /// The returned [`Delivered::native_id`] and [`Delivered::puppet`] are recorded only after
+    /// this returns. If the protocol may echo the message back to the bridge before that, call
+    /// [`AdapterContext::add_puppet`] for a new puppet (awaiting `ctx.store().flush()` the first
+    /// time) *before* sending as it, or carry `event.id` in the message and set
+    /// [`InboundEvent::echo_of`] on its reflection (see "The echo race" in the module docs).
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError>;
 
     /// A link to `room` was added while running: join it.
@@ -340,7 +364,7 @@ impl AdapterStore {
 
     /// Up to `limit` entries whose key starts with `prefix`, in key order (keys without the
     /// namespace).
-    pub fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         let ns = self.prefix().build();
         let full = self.prefix().raw(prefix).build();
         Ok(self

@@ -3,14 +3,20 @@
 //! Every batch applied to the store is numbered ([`GroupCommit::note_write`]). A single flusher
 //! task flushes the store whenever there are unflushed writes and then publishes the highest
 //! number the flush covered. A writer that must not acknowledge before its data is durable waits
-//! for its number ([`GroupCommit::wait`]). Under load one flush covers hundreds of writes, so
-//! durable acknowledgement costs a fraction of an fsync per event.
+//! for its number ([`GroupCommit::wait`]); a flush wakes exactly the waiters it covered. Under
+//! load one flush covers hundreds of writes, so durable acknowledgement costs a fraction of an
+//! fsync per event.
+//!
+//! Over a durable store the core wraps the store in a [`crate::store::CombiningStore`], whose
+//! flush first applies the writes it combined.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -21,7 +27,12 @@ pub struct GroupCommit {
     store: Arc<dyn Store>,
     durable_store: bool,
     written: AtomicU64,
-    durable: watch::Sender<u64>,
+    /// The highest number known durable (only raised, under `waiters`' lock).
+    durable: AtomicU64,
+    /// Writers waiting, by the number they wait for: a flush wakes only those it covered (not
+    /// every waiter at every flush).
+    waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
+    /// Notified on every write.
     wake: Notify,
 }
 
@@ -32,7 +43,8 @@ impl GroupCommit {
             durable_store: store.is_durable(),
             store,
             written: AtomicU64::new(0),
-            durable: watch::Sender::new(0),
+            durable: AtomicU64::new(0),
+            waiters: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
         })
     }
@@ -51,14 +63,44 @@ impl GroupCommit {
         self.written.load(Ordering::Acquire)
     }
 
+    /// The highest write number known to be on stable storage.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
     /// Waits until write `seq` is on stable storage (at once for a non-durable store).
     pub async fn wait(&self, seq: u64) {
-        if !self.durable_store || *self.durable.borrow() >= seq {
+        if !self.durable_store || self.durable() >= seq {
             return;
         }
-        let mut rx = self.durable.subscribe();
-        // The sender lives as long as `self`, so this cannot fail while we borrow `self`.
-        let _ = rx.wait_for(|durable| *durable >= seq).await;
+        let rx = {
+            let mut waiters = self.waiters.lock();
+            // Checked again under the lock that `publish` raises `durable` under.
+            if self.durable() >= seq {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(seq).or_default().push(tx);
+            rx
+        };
+        // The sender is dropped only after being used, or with `self`.
+        let _ = rx.await;
+    }
+
+    /// Records that every write up to `target` is durable and wakes their waiters.
+    fn publish(&self, target: u64) {
+        let ready = {
+            let mut waiters = self.waiters.lock();
+            if target <= self.durable() {
+                return;
+            }
+            self.durable.store(target, Ordering::Release);
+            let later = waiters.split_off(&(target + 1));
+            std::mem::replace(&mut *waiters, later)
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
     }
 
     /// Flushes once now, covering every write noted so far.
@@ -68,13 +110,7 @@ impl GroupCommit {
         tokio::task::spawn_blocking(move || store.flush())
             .await
             .map_err(|e| crate::store::StoreError::Backend(format!("flush task: {e}")))??;
-        self.durable.send_if_modified(|d| {
-            let advance = target > *d;
-            if advance {
-                *d = target;
-            }
-            advance
-        });
+        self.publish(target);
         Ok(())
     }
 
@@ -85,7 +121,7 @@ impl GroupCommit {
             return;
         }
         loop {
-            if self.written() <= *self.durable.borrow() {
+            if self.written() <= self.durable() {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = shutdown.cancelled() => break,
@@ -128,7 +164,7 @@ mod tests {
         for w in waiters {
             w.await.expect("waiter");
         }
-        assert!(*commit.durable.borrow() >= 200);
+        assert!(commit.durable() >= 200);
         shutdown.cancel();
         flusher.await.expect("flusher");
     }

@@ -164,7 +164,7 @@ impl EventIdGenerator {
     pub fn next_id(&self) -> EventId {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u128)
+            .map_or(0, |d| d.as_millis())
             & ((1 << 48) - 1);
         // The low 80 bits start at a random point within the millisecond so IDs issued by
         // different processes rarely collide; a 64-bit random part leaves 2^64 increments.

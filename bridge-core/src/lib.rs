@@ -8,8 +8,8 @@
 //! - [`routing`]: neutral rooms and their links to native rooms.
 //! - [`Core`]: ingest, ID map, echo suppression, dedup, ordered outboxes with retries, dead
 //!   letters and capability fallbacks.
-//! - [`store`]: the durable store ([`store::SledStore`] by default) and [`durability`]: group
-//!   commit.
+//! - [`store`]: the durable store ([`store::SledStore`] by default, behind a
+//!   [`store::CombiningStore`] that merges small batches) and [`durability`]: group commit.
 //! - `testkit` (feature): an in-memory adapter, event builders and the adapter conformance
 //!   suite.
 //!

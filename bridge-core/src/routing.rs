@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::DegradePolicy;
 use crate::ids::{AdapterId, RemoteRoomId, RoomId};
 use crate::store::keys::{Key, KeyReader, tag};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Entry, Store, StoreError};
 
 /// One native room of a neutral room.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -250,8 +250,8 @@ impl RoutingTable {
     }
 }
 
-fn scan_all(store: &dyn Store, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+fn scan_all(store: &dyn Store, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    let mut out: Vec<Entry> = Vec::new();
     loop {
         let after = out.last().map(|(k, _)| k.clone());
         let page = store.scan(prefix, after.as_deref(), 1024)?;

@@ -482,3 +482,29 @@ async fn links_change_at_runtime_and_a_native_room_has_one_room() {
     assert_eq!(status[0].links.len(), 2);
     p.core.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reply_back_to_the_origin_room_names_the_original_native_id() {
+    // The origin's own native ID comes from the stored event (no `n` entry is written for it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let p = pair_with(store, Capabilities::all(), fast(), None).await;
+    p.a.submit(inbound("a-room").id("orig").from("alice").text("question"))
+        .await
+        .expect("orig");
+    let sent = p.b.wait_sent(1, WAIT).await;
+    let copy = p.b.native_id_of(sent[0].id).expect("delivered to b");
+    p.b.submit(
+        inbound("b-room")
+            .id("re")
+            .from("bob")
+            .reply(copy.as_str(), "answer"),
+    )
+    .await
+    .expect("reply");
+    let back = p.a.wait_sent(1, WAIT).await;
+    assert!(
+        matches!(&back[0].kind, EventKind::Message { reply_to: Some(t), .. } if t.as_str() == "orig")
+    );
+    p.core.shutdown().await;
+}

@@ -69,7 +69,11 @@ fn run(command: LinksCommand) -> anyhow::Result<()> {
                 for room in table.rooms() {
                     println!("{}", room.id);
                     for l in &room.links {
-                        let origin = if declared(&config, l) { "config" } else { "runtime" };
+                        let origin = if declared(&config, l) {
+                            "config"
+                        } else {
+                            "runtime"
+                        };
                         println!("  {:<16} {}  ({origin})", l.adapter.as_str(), l.remote);
                     }
                 }
@@ -88,7 +92,10 @@ fn run(command: LinksCommand) -> anyhow::Result<()> {
                 "no adapter {adapter:?} in the configuration"
             );
             let mut table = table(&config, &store)?;
-            let batch = table.add_link(&RoomId::new(room.as_str()), Link::new(adapter.as_str(), remote.as_str()))?;
+            let batch = table.add_link(
+                &RoomId::new(room.as_str()),
+                Link::new(adapter.as_str(), remote.as_str()),
+            )?;
             store.apply(batch)?;
             store.flush()?;
             println!("linked {adapter}:{remote} to room {room}");

@@ -34,7 +34,12 @@ fn check_lists_all_five_mistakes_with_paths_and_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bridge.toml");
     std::fs::write(&path, FIVE_MISTAKES).expect("write");
-    let out = bridge().arg("check").arg("-c").arg(&path).output().expect("run");
+    let out = bridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stderr}");
     assert!(!out.status.success());
@@ -46,7 +51,9 @@ fn check_lists_all_five_mistakes_with_paths_and_lines() {
         (20, "room[0].link[0].adapter"),
     ] {
         assert!(
-            stderr.lines().any(|l| l.contains(&format!("bridge.toml:{line}:")) && l.contains(path)),
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("bridge.toml:{line}:")) && l.contains(path)),
             "missing {path} at line {line}"
         );
     }
@@ -56,8 +63,17 @@ fn check_lists_all_five_mistakes_with_paths_and_lines() {
 #[test]
 fn check_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bridge.toml");
-    let out = bridge().arg("check").arg("-c").arg(example).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bridge()
+        .arg("check")
+        .arg("-c")
+        .arg(example)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -81,10 +97,16 @@ remote = "lobby"
     )
     .expect("write");
     let run = |args: &[&str]| {
-        let out = bridge().args(args).arg("-c").arg(&path).output().expect("run");
+        let out = bridge()
+            .args(args)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run");
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
     let (ok, out) = run(&["links", "add", "other", "a", "side-room"]);
@@ -96,10 +118,16 @@ remote = "lobby"
     let rooms: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(rooms.as_array().map(Vec::len), Some(2));
     let (ok, out) = run(&["links", "remove", "a", "lobby"]);
-    assert!(!ok && out.contains("declared in the configuration"), "{out}");
+    assert!(
+        !ok && out.contains("declared in the configuration"),
+        "{out}"
+    );
     let (ok, out) = run(&["links", "remove", "a", "side-room"]);
     assert!(ok, "{out}");
     let (ok, out) = run(&["links", "list"]);
     assert!(ok && !out.contains("side-room"), "{out}");
-    assert!(dir.path().join("data").exists(), "data_dir is relative to the config file");
+    assert!(
+        dir.path().join("data").exists(),
+        "data_dir is relative to the config file"
+    );
 }

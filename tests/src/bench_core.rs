@@ -143,7 +143,11 @@ async fn drive(rig: &Rig, events: usize, pace: Option<Duration>) -> anyhow::Resu
     while pending.next().await.is_some() {}
     let want = events as u64;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while rig.targets.iter().any(|t| t.delivered.load(Ordering::Relaxed) < want) {
+    while rig
+        .targets
+        .iter()
+        .any(|t| t.delivered.load(Ordering::Relaxed) < want)
+    {
         anyhow::ensure!(Instant::now() < deadline, "deliveries did not finish");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -180,49 +184,94 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn run() -> anyhow::Result<String> {
-    println!("core: {EVENTS} events, {ROOMS} rooms x 3 links (2 targets per event)");
+/// Set in the child processes `bench core` spawns: the phase to run alone.
+const PHASE_ENV: &str = "BRIDGE_BENCH_CORE_PHASE";
 
-    let rig_mem = rig(Arc::new(MemoryStore::new()), EVENTS).await?;
-    let took = drive(&rig_mem, EVENTS, None).await?;
-    let in_memory_eps = EVENTS as f64 / took.as_secs_f64();
-    println!("in-memory store: {took:.2?} -> {in_memory_eps:.0} events/s");
-    rig_mem.core.shutdown().await;
-
-    let dir = tempfile::tempdir()?;
-    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
-    let rig_sled = rig(sled, EVENTS).await?;
-    let took = drive(&rig_sled, EVENTS, None).await?;
-    let durable_eps = EVENTS as f64 / took.as_secs_f64();
-    println!("sled, durable acks: {took:.2?} -> {durable_eps:.0} events/s");
-    rig_sled.core.shutdown().await;
-
-    // Added latency: enqueue -> target send(), at a steady 2,000 events/s over sled.
-    const PACED: usize = 10_000;
-    let dir = tempfile::tempdir()?;
-    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
-    let rig_paced = rig(sled, PACED).await?;
-    drive(&rig_paced, PACED, Some(Duration::from_micros(500))).await?;
-    let lat = latencies(&rig_paced);
-    let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
-    println!(
-        "paced 2,000 events/s over sled: {} deliveries, added latency p50 {p50} us, p99 {p99} us",
-        lat.len()
-    );
-    rig_paced.core.shutdown().await;
-
+/// Runs one phase in this process; returns its figures as JSON (with this process's peak RSS).
+async fn phase(name: &str) -> anyhow::Result<serde_json::Value> {
+    let mut out = match name {
+        "memory" => {
+            let rig_mem = rig(Arc::new(MemoryStore::new()), EVENTS).await?;
+            let took = drive(&rig_mem, EVENTS, None).await?;
+            let eps = EVENTS as f64 / took.as_secs_f64();
+            println!("in-memory store: {took:.2?} -> {eps:.0} events/s");
+            rig_mem.core.shutdown().await;
+            serde_json::json!({ "in_memory_eps": eps.round() })
+        }
+        "durable" => {
+            let dir = tempfile::tempdir()?;
+            let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+            let rig_sled = rig(sled, EVENTS).await?;
+            let took = drive(&rig_sled, EVENTS, None).await?;
+            let eps = EVENTS as f64 / took.as_secs_f64();
+            println!("sled, durable acks: {took:.2?} -> {eps:.0} events/s");
+            rig_sled.core.shutdown().await;
+            serde_json::json!({ "durable_eps": eps.round() })
+        }
+        "paced" => {
+            // Added latency: enqueue -> target send(), at a steady 2,000 events/s over sled.
+            const PACED: usize = 10_000;
+            let dir = tempfile::tempdir()?;
+            let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+            let rig_paced = rig(sled, PACED).await?;
+            drive(&rig_paced, PACED, Some(Duration::from_micros(500))).await?;
+            let lat = latencies(&rig_paced);
+            let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
+            println!(
+                "paced 2,000 events/s over sled: {} deliveries, added latency p50 {p50} us, p99 {p99} us",
+                lat.len()
+            );
+            rig_paced.core.shutdown().await;
+            serde_json::json!({ "p50_us": p50, "p99_us": p99 })
+        }
+        other => anyhow::bail!("unknown core phase {other:?}"),
+    };
     let rss = peak_rss_kb();
-    println!("peak RSS: {rss} kB");
+    println!("{name} phase peak RSS: {rss} kB");
+    out["peak_rss_kb"] = rss.into();
+    Ok(out)
+}
+
+/// Runs `name` in a child process (this binary, same arguments, [`PHASE_ENV`] set), so that
+/// every phase's peak RSS is its own; returns the child's JSON line.
+fn child_phase(name: &str) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(PHASE_ENV, name)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let json = lines.pop().unwrap_or_default();
+    for line in lines {
+        println!("{line}");
+    }
+    anyhow::ensure!(output.status.success(), "phase {name} failed: {json}");
+    Ok(serde_json::from_str(json)?)
+}
+
+pub async fn run() -> anyhow::Result<String> {
+    if let Ok(name) = std::env::var(PHASE_ENV) {
+        return Ok(phase(&name).await?.to_string());
+    }
+    println!("core: {EVENTS} events, {ROOMS} rooms x 3 links (2 targets per event)");
+    println!("each phase runs in its own process; peak_rss_kb is the durable (sled) phase's");
+    let memory = child_phase("memory")?;
+    let durable = child_phase("durable")?;
+    let paced = child_phase("paced")?;
     Ok(serde_json::json!({
         "bench": "core",
         "events": EVENTS,
         "rooms": ROOMS,
         "links_per_room": 3,
-        "in_memory_eps": in_memory_eps.round(),
-        "durable_eps": durable_eps.round(),
-        "p50_us": p50,
-        "p99_us": p99,
-        "peak_rss_kb": rss,
+        "in_memory_eps": memory["in_memory_eps"],
+        "durable_eps": durable["durable_eps"],
+        "p50_us": paced["p50_us"],
+        "p99_us": paced["p99_us"],
+        "peak_rss_kb": durable["peak_rss_kb"],
+        "peak_rss_kb_memory_phase": memory["peak_rss_kb"],
+        "peak_rss_kb_paced_phase": paced["peak_rss_kb"],
     })
     .to_string())
 }

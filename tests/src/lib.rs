@@ -32,7 +32,10 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Starts `bridge run -c config`, logging to `log`.
     pub fn start(config: &Path, log: &Path) -> std::io::Result<Self> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = Command::new(bridge_binary())
             .arg("run")
             .arg("-c")

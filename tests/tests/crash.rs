@@ -40,7 +40,12 @@ fn count(server: &Server, prefix: &str, per_room: usize) -> (usize, usize, usize
         let mut last: Option<usize> = None;
         for m in server.from_bridge(&format!("{prefix}{r}")) {
             *seen.entry(m.text.clone()).or_default() += 1;
-            let index: usize = m.text.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let index: usize = m
+                .text
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             if last.is_some_and(|l| index <= l) {
                 out_of_order += 1;
             }
@@ -71,10 +76,20 @@ async fn sigkill_with_10000_events_in_flight_loses_and_duplicates_nothing() {
     // Humans on both sides post everything up front: all of it is in flight once the bridge
     // connects (the servers hold what the bridge has not acknowledged).
     for i in 0..A_TO_B {
-        a.post(&format!("a{}", i % ROOMS), "alice", None, &format!("from a {}", i / ROOMS));
+        a.post(
+            &format!("a{}", i % ROOMS),
+            "alice",
+            None,
+            &format!("from a {}", i / ROOMS),
+        );
     }
     for i in 0..B_TO_A {
-        b.post(&format!("b{}", i % ROOMS), "bob", None, &format!("from b {}", i / ROOMS));
+        b.post(
+            &format!("b{}", i % ROOMS),
+            "bob",
+            None,
+            &format!("from b {}", i / ROOMS),
+        );
     }
 
     let mut kills = 0;
@@ -95,7 +110,10 @@ async fn sigkill_with_10000_events_in_flight_loses_and_duplicates_nothing() {
     .await;
     // Let anything that would be a late duplicate arrive, then stop cleanly.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(bridge.terminate().await.expect("SIGTERM"), "clean exit on SIGTERM");
+    assert!(
+        bridge.terminate().await.expect("SIGTERM"),
+        "clean exit on SIGTERM"
+    );
 
     let (to_b, dup_b, disorder_b) = count(&b, "b", A_TO_B / ROOMS);
     let (to_a, dup_a, disorder_a) = count(&a, "a", B_TO_A / ROOMS);

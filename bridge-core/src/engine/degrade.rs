@@ -16,8 +16,8 @@ use crate::store::StoreError;
 
 /// What to do for one target.
 pub(crate) enum Prepared {
-    /// Send this.
-    Send(OutboundEvent),
+    /// Send this (boxed: an outbound event is much larger than the other variant).
+    Send(Box<OutboundEvent>),
     /// Nothing to send; the reason is logged and counted.
     Skip(&'static str),
 }
@@ -259,7 +259,7 @@ pub(crate) fn prepare(
         metrics::counter!("bridge_events_degraded_total", "adapter" => link.adapter.to_string(), "kind" => event.kind.name())
             .increment(1);
     }
-    Ok(Prepared::Send(OutboundEvent {
+    Ok(Prepared::Send(Box::new(OutboundEvent {
         id: event.id,
         neutral_room: event.room.clone(),
         room: link.remote.clone(),
@@ -267,5 +267,5 @@ pub(crate) fn prepare(
         ts: event.ts,
         kind,
         degraded,
-    }))
+    })))
 }

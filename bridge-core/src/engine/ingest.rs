@@ -60,7 +60,24 @@ fn reaction_key(target: EventId, sender: &Sender, key: &str) -> Vec<u8> {
         .build()
 }
 
-/// Records both directions of an ID-map entry in `batch`.
+/// Records the remote → neutral direction of an ID-map entry in `batch`: all an inbound event
+/// needs, since its own native ID is kept in the event ([`Origin::event`], see
+/// [`lookup_neutral`]).
+pub(crate) fn map_remote(
+    batch: &mut Batch,
+    id: EventId,
+    adapter: &AdapterId,
+    room: &RemoteRoomId,
+    native: &RemoteEventId,
+    provenance: Provenance,
+) {
+    let mut value = Vec::with_capacity(17);
+    value.extend_from_slice(&id.to_bytes());
+    value.push(provenance as u8);
+    batch.put(r2n_key(adapter, room, native), value);
+}
+
+/// Records both directions of an ID-map entry in `batch` (for a copy the bridge produced).
 pub(crate) fn map_ids(
     batch: &mut Batch,
     id: EventId,
@@ -69,9 +86,7 @@ pub(crate) fn map_ids(
     native: &RemoteEventId,
     provenance: Provenance,
 ) {
-    let mut value = id.to_bytes().to_vec();
-    value.push(provenance as u8);
-    batch.put(r2n_key(adapter, room, native), value);
+    map_remote(batch, id, adapter, room, native, provenance);
     batch.put(
         n2r_key(id, adapter, room),
         native.as_str().as_bytes().to_vec(),
@@ -95,15 +110,24 @@ pub(crate) fn lookup_native(
     }))
 }
 
-/// The native ID of a neutral event in one native room.
+/// The native ID of a neutral event in one native room: a copy the bridge delivered there (the
+/// `n` map), or the native event it was accepted from (its origin, kept in the event itself).
 pub(crate) fn lookup_neutral(
     store: &dyn Store,
     id: EventId,
     link: &Link,
 ) -> Result<Option<RemoteEventId>, StoreError> {
-    Ok(store
-        .get(&n2r_key(id, &link.adapter, &link.remote))?
-        .map(|v| RemoteEventId::new(String::from_utf8_lossy(&v).into_owned())))
+    if let Some(v) = store.get(&n2r_key(id, &link.adapter, &link.remote))? {
+        return Ok(Some(RemoteEventId::new(
+            String::from_utf8_lossy(&v).into_owned(),
+        )));
+    }
+    Ok(load_event(store, id)?.and_then(|event| {
+        let origin = event.origin;
+        (origin.adapter == link.adapter && origin.room == link.remote)
+            .then_some(origin.event)
+            .flatten()
+    }))
 }
 
 /// Loads a stored event.
@@ -117,6 +141,27 @@ pub(crate) fn load_event(store: &dyn Store, id: EventId) -> Result<Option<Event>
             })
         })
         .transpose()
+}
+
+/// Encodes an event for the store: through a reused buffer, then copied out at its exact size
+/// (no growing reallocations, no spare capacity kept in memory stores).
+fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        serde_json::to_writer(&mut *buffer, event).map_err(|e| StoreError::Corrupt {
+            key: format!("event {}", event.id),
+            message: e.to_string(),
+        })?;
+        let json = buffer.to_vec();
+        if buffer.capacity() > 64 * 1024 {
+            // A huge event does not pin its buffer for good.
+            *buffer = Vec::new();
+        }
+        Ok(json)
+    })
 }
 
 /// What the locked part of ingest decided.
@@ -150,8 +195,9 @@ impl Shared {
                 "rejected"
             }
         };
-        metrics::counter!("bridge_events_in_total", "adapter" => adapter.to_string(), "kind" => kind, "outcome" => outcome)
-            .increment(1);
+        if let Some(slot) = self.adapters.get(adapter) {
+            slot.count_inbound(adapter, kind, outcome);
+        }
         tracing::trace!(outcome, "ingested");
         Ok(Pending {
             shared: self.clone(),
@@ -243,29 +289,23 @@ impl Shared {
             kind,
         });
         let ephemeral = event.kind.is_ephemeral();
-        let targets: Vec<Link> = routing
-            .room(room_id)
-            .map(|r| {
-                r.links
-                    .iter()
-                    .filter(|l| !(l.adapter == *adapter && l.remote == ev.room))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        drop(routing);
+        // Routing changes take the ingest lock too, so the links stay put until we return.
+        let targets = || {
+            routing
+                .room(&event.room)
+                .into_iter()
+                .flat_map(|r| r.links.iter())
+                .filter(|l| !(l.adapter == *adapter && l.remote == ev.room))
+        };
 
         let seq = if ephemeral {
             0
         } else {
-            let mut batch = Batch::new();
-            let json = serde_json::to_vec(&*event).map_err(|e| StoreError::Corrupt {
-                key: format!("event {id}"),
-                message: e.to_string(),
-            })?;
+            let mut batch = Batch::with_capacity(3 + targets().count());
+            let json = encode_event(&event)?;
             batch.put(event_key(id), json);
             if let Some(native) = &ev.native_id {
-                map_ids(
+                map_remote(
                     &mut batch,
                     id,
                     adapter,
@@ -286,13 +326,14 @@ impl Shared {
                 }
                 _ => {}
             }
-            for link in &targets {
+            for link in targets() {
                 batch.put(outbox_key(link, id), Vec::new());
             }
             self.apply(batch)?
         };
-        for link in &targets {
-            if let Some(queue) = self.queue(link) {
+        let queues = self.queues.read();
+        for link in targets() {
+            if let Some(queue) = queues.get(link) {
                 queue.push(QueueItem {
                     event: event.clone(),
                     seq,

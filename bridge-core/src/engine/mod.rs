@@ -1,8 +1,9 @@
 //! The delivery engine: ingest, durable outboxes, ordered delivery per link.
 //!
 //! Inbound (see [`ingest`]): route → echo check → dedup → resolve references → store the event,
-//! its ID-map entries and one outbox entry per other link in one atomic batch → group commit →
-//! acknowledge. Outbound (see [`outbox`]): one worker per link sends that link's entries in
+//! its ID-map entry and one outbox entry per other link in one atomic batch → group commit →
+//! acknowledge. Over a durable store the batches of many events and deliveries reach the
+//! backend combined ([`crate::store::CombiningStore`]), visible at once all the same. Outbound (see [`outbox`]): one worker per link sends that link's entries in
 //! acceptance order, records the native ID, removes the entry; retries, dead letters and
 //! fallbacks ([`degrade`]) happen there.
 
@@ -26,7 +27,7 @@ use crate::durability::GroupCommit;
 use crate::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId, RemoteUserId, RoomId};
 use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
 use crate::store::keys::{Key, KeyReader, tag};
-use crate::store::{Batch, Store, StoreError, check_format};
+use crate::store::{Batch, CombiningStore, Store, StoreError, check_format};
 
 pub use outbox::DeadLetter;
 use outbox::LinkQueue;
@@ -77,6 +78,26 @@ pub(crate) struct AdapterSlot {
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) caps: Capabilities,
     connected: AtomicBool,
+    /// `bridge_events_in_total` by (kind, outcome), registered on first use.
+    inbound: RwLock<HashMap<(&'static str, &'static str), metrics::Counter>>,
+}
+
+impl AdapterSlot {
+    /// Counts an inbound event (without building label strings once a pair is registered).
+    pub(crate) fn count_inbound(
+        &self,
+        adapter: &AdapterId,
+        kind: &'static str,
+        outcome: &'static str,
+    ) {
+        if let Some(counter) = self.inbound.read().get(&(kind, outcome)) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!("bridge_events_in_total", "adapter" => adapter.to_string(), "kind" => kind, "outcome" => outcome);
+        counter.increment(1);
+        self.inbound.write().insert((kind, outcome), counter);
+    }
 }
 
 /// State shared by the ingest path, the link workers and the adapter contexts.
@@ -232,8 +253,12 @@ impl CoreBuilder {
     }
 
     /// Opens the routing table, starts the flusher, a worker per link and every adapter.
-    pub async fn start(self) -> Result<Core, CoreError> {
+    pub async fn start(mut self) -> Result<Core, CoreError> {
         check_format(&*self.store)?;
+        // Over a durable store, small batches are combined before they reach it.
+        if self.store.is_durable() {
+            self.store = Arc::new(CombiningStore::new(self.store));
+        }
         let mut routing = RoutingTable::load(&*self.store)?;
         let mut adapters = HashMap::new();
         for (id, adapter) in self.adapters {
@@ -242,6 +267,7 @@ impl CoreBuilder {
                 adapter,
                 caps,
                 connected: AtomicBool::new(false),
+                inbound: RwLock::new(HashMap::new()),
             };
             if adapters.insert(id.clone(), slot).is_some() {
                 return Err(CoreError::DuplicateAdapter(id));

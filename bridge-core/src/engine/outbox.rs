@@ -2,7 +2,7 @@
 //! dead letters, and a bounded in-memory window so that a slow or dead adapter holds at most
 //! `queue_capacity` events in memory and never blocks anyone else (I5).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,12 +45,12 @@ pub(crate) struct LinkQueue {
     depth: AtomicU64,
     closed: AtomicBool,
     rewind: AtomicBool,
+    depth_gauge: metrics::Gauge,
 }
 
 impl LinkQueue {
     pub(crate) fn new(link: Link, capacity: usize) -> Self {
         Self {
-            link,
             window: Mutex::new(Window {
                 items: VecDeque::new(),
                 // Whatever a previous run left in the outbox is loaded first.
@@ -62,6 +62,8 @@ impl LinkQueue {
             depth: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             rewind: AtomicBool::new(false),
+            depth_gauge: metrics::gauge!("bridge_outbox_depth", "adapter" => link.adapter.to_string(), "room" => link.remote.to_string()),
+            link,
         }
     }
 
@@ -84,7 +86,7 @@ impl LinkQueue {
     }
 
     fn report_depth(&self) {
-        metrics::gauge!("bridge_outbox_depth", "adapter" => self.link.adapter.to_string(), "room" => self.link.remote.to_string())
+        self.depth_gauge
             .set(self.depth.load(Ordering::Acquire) as f64);
     }
 
@@ -255,6 +257,45 @@ fn backoff(shared: &Shared, attempt: u32) -> Duration {
     Duration::from_millis(half + rand::random_range(0..=exp - half))
 }
 
+/// The per-delivery metrics of one link, registered once per event kind (not per event).
+struct LinkMetrics {
+    adapter: String,
+    by_kind: HashMap<&'static str, KindMetrics>,
+    latency: metrics::Histogram,
+}
+
+struct KindMetrics {
+    out: metrics::Counter,
+    send_seconds: metrics::Histogram,
+}
+
+impl LinkMetrics {
+    fn new(link: &Link) -> Self {
+        let adapter = link.adapter.to_string();
+        Self {
+            latency: metrics::histogram!("bridge_delivery_latency_seconds", "adapter" => adapter.clone()),
+            adapter,
+            by_kind: HashMap::new(),
+        }
+    }
+
+    fn labels(&self, kind: &'static str) -> [(&'static str, String); 2] {
+        [("adapter", self.adapter.clone()), ("kind", kind.to_owned())]
+    }
+
+    fn kind(&mut self, kind: &'static str) -> &KindMetrics {
+        if !self.by_kind.contains_key(kind) {
+            let labels = self.labels(kind);
+            let metrics = KindMetrics {
+                out: metrics::counter!("bridge_events_out_total", &labels),
+                send_seconds: metrics::histogram!("bridge_send_seconds", &labels),
+            };
+            self.by_kind.insert(kind, metrics);
+        }
+        &self.by_kind[kind]
+    }
+}
+
 /// The worker of one link: runs until shutdown or until the link is removed.
 pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
     let Some(slot) = shared.adapters.get(&queue.link.adapter) else {
@@ -262,6 +303,7 @@ pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
     };
     let adapter = slot.adapter.clone();
     let caps = slot.caps.clone();
+    let mut metrics = LinkMetrics::new(&queue.link);
     let mut cursor: Option<EventId> = None;
     loop {
         let item = match next_item(&shared, &queue, &mut cursor).await {
@@ -285,7 +327,16 @@ pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
         let policy = shared.policy_of(&event.room);
         let span = tracing::debug_span!("deliver", link = %queue.link, event = %event.id, kind = event.kind.name());
         let _enter = span.enter();
-        let outcome = deliver(&shared, &queue, &*adapter, &caps, &policy, &event).await;
+        let outcome = deliver(
+            &shared,
+            &queue,
+            &mut metrics,
+            &*adapter,
+            &caps,
+            &policy,
+            &event,
+        )
+        .await;
         drop(_enter);
         if ephemeral {
             continue;
@@ -323,25 +374,22 @@ enum Outcome {
 async fn deliver(
     shared: &Shared,
     queue: &LinkQueue,
+    metrics: &mut LinkMetrics,
     adapter: &dyn crate::adapter::Adapter,
     caps: &crate::capabilities::Capabilities,
     policy: &crate::capabilities::DegradePolicy,
     event: &Event,
 ) -> Outcome {
     let link = &queue.link;
-    let labels = || {
-        [
-            ("adapter", link.adapter.to_string()),
-            ("kind", event.kind.name().to_string()),
-        ]
-    };
+    let kind = event.kind.name();
     let mut force_text = false;
     let mut attempts = 0u32;
     loop {
         let outbound = match prepare(shared, link, caps, policy, event, force_text) {
             Ok(Prepared::Send(out)) => out,
             Ok(Prepared::Skip(reason)) => {
-                metrics::counter!("bridge_events_skipped_total", &labels()).increment(1);
+                metrics::counter!("bridge_events_skipped_total", &metrics.labels(kind))
+                    .increment(1);
                 tracing::debug!(reason, "not delivered to this link");
                 return Outcome::Skipped;
             }
@@ -355,16 +403,16 @@ async fn deliver(
         attempts += 1;
         let started = std::time::Instant::now();
         let result = tokio::select! {
-            r = adapter.send(outbound) => r,
+            r = adapter.send(*outbound) => r,
             () = shared.shutdown.cancelled() => return Outcome::Stopped,
         };
-        metrics::histogram!("bridge_send_seconds", &labels()).record(started.elapsed());
+        let by_kind = metrics.kind(kind);
+        by_kind.send_seconds.record(started.elapsed());
         let delay = match result {
             Ok(delivered) => {
-                metrics::counter!("bridge_events_out_total", &labels()).increment(1);
+                by_kind.out.increment(1);
                 let age_ms = super::now_ms().saturating_sub(event.id.timestamp_ms());
-                metrics::histogram!("bridge_delivery_latency_seconds", "adapter" => link.adapter.to_string())
-                    .record(age_ms as f64 / 1000.0);
+                metrics.latency.record(age_ms as f64 / 1000.0);
                 return Outcome::Delivered(delivered);
             }
             Err(AdapterError::Unsupported(why)) if !force_text => {
@@ -373,7 +421,8 @@ async fn deliver(
                 continue;
             }
             Err(AdapterError::Unsupported(why)) => {
-                metrics::counter!("bridge_events_skipped_total", &labels()).increment(1);
+                metrics::counter!("bridge_events_skipped_total", &metrics.labels(kind))
+                    .increment(1);
                 tracing::info!(%why, "adapter refused even the text fallback; dropped");
                 return Outcome::Skipped;
             }
@@ -402,7 +451,7 @@ async fn deliver(
                 retry_after.unwrap_or_else(|| backoff(shared, attempts))
             }
         };
-        metrics::counter!("bridge_retries_total", &labels()).increment(1);
+        metrics::counter!("bridge_retries_total", &metrics.labels(kind)).increment(1);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shared.shutdown.cancelled() => return Outcome::Stopped,
@@ -417,7 +466,7 @@ fn finish(
     event: &Event,
     delivered: &Delivered,
 ) -> Result<(), StoreError> {
-    let mut batch = Batch::new();
+    let mut batch = Batch::with_capacity(3);
     batch.delete(outbox_key(link, event.id));
     if let Some(native) = &delivered.native_id {
         map_ids(

@@ -1,6 +1,6 @@
 //! Key layout of the store.
 //!
-//! Every key is `[FORMAT_VERSION, tag, components…]`. A string component is its length as a
+//! Every key is `[KEY_VERSION, tag, components…]`. A string component is its length as a
 //! big-endian `u32` followed by its bytes (so no separator can be forged by an ID); an
 //! [`EventId`] is its 16 big-endian bytes, so keys of one prefix sort in event order.
 //!
@@ -9,18 +9,30 @@
 //! | `L` | adapter, remote room | neutral room ID |
 //! | `R` | room | room metadata (JSON) |
 //! | `E` | event ID | the event (JSON) |
-//! | `r` | adapter, remote room, native ID | event ID (16 bytes) |
-//! | `n` | event ID, adapter, remote room | native ID |
+//! | `r` | adapter, remote room, native ID | event ID (16 bytes), then 0 (accepted from there) or 1 (produced by the bridge) |
+//! | `n` | event ID, adapter, remote room | native ID of a copy the bridge produced (format 1 also wrote it for the native event an event was accepted from; format 2 reads that from the event's `origin`) |
 //! | `O` | adapter, remote room, event ID | empty: the outbox entry |
 //! | `D` | adapter, remote room, event ID | dead letter (JSON) |
 //! | `P` | adapter, remote user | empty: a puppet the bridge controls |
 //! | `X` | target event ID, adapter, user, key | reaction event ID |
 //! | `A` | adapter, adapter-chosen key | adapter-private value |
+//!
+//! Per accepted event with two targets this writes 4 keys at ingest (`E`, `r`, two `O`) and 3
+//! per delivery (`O` removed, `r` and `n` of the copy).
+//!
+//! Format versions (the value under [`FORMAT_KEY`]): 1, the first layout; 2, `n` entries only
+//! for produced copies. A version-1 store is valid version-2 data (its extra `n` entries are
+//! still read) and is upgraded by writing 2; a build refuses a store of a newer version.
 
 use crate::ids::EventId;
 
-/// The version of this key layout. Bump it, and migrate, when the layout changes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The store format this build writes. Bump it (and migrate in `check_format`) when
+/// what is stored changes in a way an older build would misread.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The first byte of every key: the version of the key encoding itself. Changing it means
+/// rewriting every key.
+pub const KEY_VERSION: u8 = 1;
 
 /// Where the store's format version is kept.
 pub const FORMAT_KEY: &[u8] = &[0, b'v'];
@@ -33,7 +45,7 @@ impl Key {
     /// A key of the given table tag.
     pub fn new(tag: u8) -> Self {
         let mut bytes = Vec::with_capacity(48);
-        bytes.push(FORMAT_VERSION);
+        bytes.push(KEY_VERSION);
         bytes.push(tag);
         Self(bytes)
     }
@@ -98,7 +110,7 @@ impl<'a> KeyReader<'a> {
     /// Reads a key of table `tag`; `None` when it is not one.
     pub fn new(key: &'a [u8], tag: u8) -> Option<Self> {
         match key {
-            [FORMAT_VERSION, t, rest @ ..] if *t == tag => Some(Self { rest }),
+            [KEY_VERSION, t, rest @ ..] if *t == tag => Some(Self { rest }),
             _ => None,
         }
     }

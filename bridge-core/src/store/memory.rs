@@ -1,16 +1,137 @@
 //! An in-memory [`Store`] for tests: same semantics, nothing survives the process.
+//!
+//! Most of what the core writes (events, the ID map, the reaction index) it only ever reads
+//! back by key, and those tables grow with every event. They live in a hash map (constant-time
+//! writes and reads, however large the store); everything else (outboxes, dead letters, links,
+//! puppets, adapter state), which the core scans in key order, lives in an ordered map. A scan
+//! or [`Store::last`] that reaches into a hashed table is still correct, but linear in that
+//! table's size (the core does that once, at start: the last event ID).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{Batch, Entry, Store, StoreError};
+use super::keys::{KEY_VERSION, tag};
+use super::{Batch, Entry, KeyHash, Store, StoreError};
 
-/// A [`Store`] kept in a `BTreeMap`.
+/// Tables read only by key.
+const HASHED: [u8; 4] = [
+    tag::EVENT,
+    tag::REMOTE_TO_NEUTRAL,
+    tag::NEUTRAL_TO_REMOTE,
+    tag::REACTION,
+];
+
+fn is_hashed(key: &[u8]) -> bool {
+    matches!(key, [KEY_VERSION, t, ..] if HASHED.contains(t))
+}
+
+/// True when keys starting with `prefix` may live in the hash map.
+fn reaches_hashed(prefix: &[u8]) -> bool {
+    match prefix {
+        [] | [KEY_VERSION] => true,
+        _ => is_hashed(prefix),
+    }
+}
+
+/// A key with its hash computed once: growing the table then rehashes without reading keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hashed {
+    hash: u64,
+    key: Vec<u8>,
+}
+
+impl std::hash::Hash for Hashed {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a [`Hashed`] key's hash through.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `Hashed`; a plain fold keeps it correct for anything else.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    ordered: BTreeMap<Vec<u8>, Vec<u8>>,
+    hashed: HashMap<Hashed, Vec<u8>, BuildHasherDefault<PassThrough>>,
+    hasher: KeyHash,
+}
+
+impl Maps {
+    fn hashed(&self, key: Vec<u8>) -> Hashed {
+        Hashed {
+            hash: self.hasher.hash_one(&key),
+            key,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        if is_hashed(key) {
+            // A lookup needs an owned key; events are read far less often than written.
+            self.hashed.get(&self.hashed(key.to_vec()))
+        } else {
+            self.ordered.get(key)
+        }
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match (value, is_hashed(&key)) {
+            (Some(v), true) => {
+                let key = self.hashed(key);
+                self.hashed.insert(key, v);
+            }
+            (Some(v), false) => {
+                self.ordered.insert(key, v);
+            }
+            (None, true) => {
+                let key = self.hashed(key);
+                self.hashed.remove(&key);
+            }
+            (None, false) => {
+                self.ordered.remove(&key);
+            }
+        }
+    }
+
+    /// Hashed entries under `prefix` after `after`, sorted (the slow path of scans).
+    fn hashed_range(&self, prefix: &[u8], after: Option<&[u8]>) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .hashed
+            .iter()
+            .filter(|(k, _)| {
+                k.key.starts_with(prefix) && after.is_none_or(|a| k.key.as_slice() > a)
+            })
+            .map(|(k, v)| (k.key.clone(), v.clone()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// A [`Store`] kept in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    maps: RwLock<Maps>,
 }
 
 impl MemoryStore {
@@ -22,16 +143,21 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map.read().get(key).cloned())
+        Ok(self.maps.read().get(key).cloned())
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut map = self.map.write();
+        let mut maps = self.maps.write();
         for (key, value) in batch.into_ops() {
-            match value {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
+            maps.set(key, value);
+        }
+        Ok(())
+    }
+
+    fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        let mut maps = self.maps.write();
+        for (key, value) in batches.iter().flat_map(|b| b.ops()) {
+            maps.set(key.to_vec(), value.map(<[u8]>::to_vec));
         }
         Ok(())
     }
@@ -42,26 +168,45 @@ impl Store for MemoryStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let map = self.map.read();
+        let maps = self.maps.read();
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
             _ => Bound::Included(prefix.to_vec()),
         };
-        Ok(map
+        let ordered = maps
+            .ordered
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+            .map(|(k, v)| (k.clone(), v.clone()));
+        if !reaches_hashed(prefix) {
+            return Ok(ordered.collect());
+        }
+        let mut all: Vec<Entry> = ordered.collect();
+        all.extend(maps.hashed_range(prefix, after));
+        all.sort_unstable();
+        all.truncate(limit);
+        Ok(all)
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
-        let map = self.map.read();
-        Ok(map
+        let maps = self.maps.read();
+        let ordered = maps
+            .ordered
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .last()
-            .map(|(k, v)| (k.clone(), v.clone())))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        if !reaches_hashed(prefix) {
+            return Ok(ordered);
+        }
+        let hashed = maps
+            .hashed
+            .iter()
+            .filter(|(k, _)| k.key.starts_with(prefix))
+            .max_by(|a, b| a.0.key.cmp(&b.0.key))
+            .map(|(k, v)| (k.key.clone(), v.clone()));
+        Ok(ordered.max(hashed))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

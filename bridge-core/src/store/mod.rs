@@ -7,12 +7,16 @@
 //! [`MemoryStore`] serves tests.
 //!
 //! Durability: [`Store::apply`] makes a batch atomic and visible at once; [`Store::flush`] makes
-//! every applied batch survive a crash. The core batches flushes ([`crate::durability`]).
+//! every applied batch survive a crash. The core batches flushes ([`crate::durability`]) and,
+//! over a durable store, combines many small batches into a few large ones
+//! ([`CombiningStore`]).
 
+mod combining;
 pub mod keys;
 mod memory;
 mod sled_store;
 
+pub use combining::{CHUNK_OPS, CombiningStore, HIGH_WATER_OPS};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -44,13 +48,20 @@ pub enum StoreError {
 /// A set of writes applied atomically.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
 }
 
 impl Batch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty batch with room for `ops` operations.
+    pub fn with_capacity(ops: usize) -> Self {
+        Self {
+            ops: Vec::with_capacity(ops),
+        }
     }
 
     /// Sets `key` to `value`.
@@ -68,14 +79,93 @@ impl Batch {
         self.ops.is_empty()
     }
 
+    /// The number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The keys written, in order (with repeats).
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops.iter().map(|(k, _)| k.as_slice())
+    }
+
     /// The operations, in order (`None`: delete).
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub fn ops(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// What the batch does to `key` in the end: `Some(Some(value))` sets it, `Some(None)`
+    /// removes it, `None`: the batch does not touch it.
+    pub fn last_op(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.ops
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v.as_deref())
+    }
+
+    /// The operations, in order (`None`: delete).
+    pub fn into_ops(self) -> Vec<Op> {
         self.ops
     }
 }
 
+/// One operation of a [`Batch`]: a key and its new value (`None`: delete).
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A fast hasher for the in-memory maps keyed by store keys (SipHash dominated their cost),
+/// seeded once per process so that its output cannot be predicted from outside.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        let mut word = [0u8; 8];
+        let rest = chunks.remainder();
+        word[..rest.len()].copy_from_slice(rest);
+        self.0 =
+            (self.0.rotate_left(5) ^ u64::from_le_bytes(word) ^ rest.len() as u64).wrapping_mul(K);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        // Mix the high bits down: hashbrown uses the top 7 bits and the low bits.
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+}
+
+/// Builds [`KeyHasher`]s with this process's seed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHash(u64);
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        Self(*SEED.get_or_init(rand::random))
+    }
+}
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
 
 /// An ordered key/value store with atomic batches and an explicit flush.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -85,6 +175,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies every operation of `batch` atomically; visible to readers at once, durable after
     /// the next [`Store::flush`].
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Applies `batches` one after the other, all of them atomically (the combined writes of
+    /// many writers, see [`CombiningStore`]). The default merges copies into one batch.
+    fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        let mut all = Batch::new();
+        for batch in batches {
+            all.ops.extend(batch.ops.iter().cloned());
+        }
+        self.apply(all)
+    }
 
     /// Up to `limit` entries whose key starts with `prefix` and is greater than `after` (when
     /// given), in key order.
@@ -105,20 +205,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn is_durable(&self) -> bool;
 }
 
-/// Checks (and on a new store, writes) the format version.
+/// Checks (and on a new or older store, writes) the format version.
 pub(crate) fn check_format(store: &dyn Store) -> Result<(), StoreError> {
-    match store.get(keys::FORMAT_KEY)? {
-        Some(v) if v.first() == Some(&keys::FORMAT_VERSION) => Ok(()),
-        Some(v) => Err(StoreError::FutureFormat {
-            found: v.first().copied().unwrap_or(0),
-            supported: keys::FORMAT_VERSION,
-        }),
-        None => {
+    let found = store
+        .get(keys::FORMAT_KEY)?
+        .map(|v| v.first().copied().unwrap_or(0));
+    match found {
+        Some(keys::FORMAT_VERSION) => Ok(()),
+        // A new store, or an older format, which is valid data of this one (see `keys`).
+        None | Some(1..keys::FORMAT_VERSION) => {
             let mut batch = Batch::new();
             batch.put(keys::FORMAT_KEY.to_vec(), vec![keys::FORMAT_VERSION]);
             store.apply(batch)?;
             store.flush()
         }
+        Some(found) => Err(StoreError::FutureFormat {
+            found,
+            supported: keys::FORMAT_VERSION,
+        }),
     }
 }
 
@@ -158,6 +262,27 @@ mod tests {
     }
 
     #[test]
+    fn memory_store_scans_hashed_tables_in_order() {
+        let store = MemoryStore::new();
+        let mut batch = Batch::new();
+        for i in [5u8, 1, 9, 3] {
+            batch.put(vec![keys::KEY_VERSION, keys::tag::EVENT, i], vec![i]);
+        }
+        batch.put(vec![keys::KEY_VERSION, keys::tag::OUTBOX, 0], vec![0]);
+        store.apply(batch).expect("apply");
+        let event = [keys::KEY_VERSION, keys::tag::EVENT];
+        let page = store.scan(&event, Some(&[1, b'E', 1]), 2).expect("scan");
+        assert_eq!(page.iter().map(|e| e.1[0]).collect::<Vec<_>>(), vec![3, 5]);
+        assert_eq!(
+            store.last(&event).expect("last").map(|e| e.1),
+            Some(vec![9])
+        );
+        let all = store.scan(&[keys::KEY_VERSION], None, 10).expect("scan");
+        let keys: Vec<u8> = all.iter().map(|(k, _)| k[1]).collect();
+        assert_eq!(keys, vec![b'E', b'E', b'E', b'E', b'O']);
+    }
+
+    #[test]
     fn sled_store_behaves_and_persists() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
@@ -167,6 +292,19 @@ mod tests {
         let store = SledStore::open(dir.path()).expect("reopen");
         assert_eq!(store.get(&[1, 2, 8]).expect("get"), Some(vec![8]));
         assert_eq!(store.get(&[1, 2, 9]).expect("get"), None);
+    }
+
+    #[test]
+    fn an_older_format_is_upgraded() {
+        let store = MemoryStore::new();
+        let mut batch = Batch::new();
+        batch.put(keys::FORMAT_KEY.to_vec(), vec![1]);
+        store.apply(batch).expect("apply");
+        check_format(&store).expect("upgrade");
+        assert_eq!(
+            store.get(keys::FORMAT_KEY).expect("get"),
+            Some(vec![keys::FORMAT_VERSION])
+        );
     }
 
     #[test]

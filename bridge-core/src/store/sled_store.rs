@@ -48,8 +48,14 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.apply_all(&[&batch])
+    }
+
+    fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        // A sled batch keeps the last operation per key: a key set and removed within it costs
+        // one removal, which sled skips when the key is absent.
         let mut sled_batch = sled::Batch::default();
-        for (key, value) in batch.into_ops() {
+        for (key, value) in batches.iter().flat_map(|b| b.ops()) {
             match value {
                 Some(value) => sled_batch.insert(key, value),
                 None => sled_batch.remove(key),

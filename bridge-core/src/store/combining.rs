@@ -1,0 +1,327 @@
+//! Write combining in front of a durable store.
+//!
+//! A durable backend (sled) pays per applied batch and per key: applying every small batch as
+//! it comes costs far more than applying a few hundred of them as one. [`CombiningStore`] takes
+//! each [`Store::apply`] into a pending queue at once (a few allocations, no I/O) and applies
+//! the queue to the backend in combined batches of at most [`CHUNK_OPS`] operations:
+//!
+//! - an applier thread applies chunks as long as anything is pending, so the backend's work
+//!   overlaps with the writers' and with the flushes (under load its chunks fill up; when idle,
+//!   a lone batch goes through at once);
+//! - [`Store::flush`] (called by the group-commit flusher, [`crate::durability`]) applies what
+//!   is still pending, then flushes the backend once;
+//! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
+//!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
+//! - [`Store::scan`] and [`Store::last`] apply the queue first, so they see every earlier write.
+//!
+//! Semantics are those of the [`Store`] trait: a batch is visible to [`Store::get`] as soon as
+//! `apply` returns (an overlay maps each pending key to the newest pending batch writing it),
+//! batches take effect in the order they were applied, every combined chunk is applied to the
+//! backend atomically (so each original batch is too), and `flush` returns only once everything
+//! applied before it is on stable storage. A crash loses only pending writes that no flush
+//! covered, exactly as with the backend alone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{Batch, Entry, KeyHash, Store, StoreError};
+
+/// The most operations applied to the backend as one combined batch (about 100 events' worth
+/// of ingest and delivery writes; much larger chunks make sled slower and hungrier for memory).
+pub const CHUNK_OPS: usize = 1024;
+
+/// Pending operations beyond which a writer applies a chunk itself.
+pub const HIGH_WATER_OPS: usize = 32 * 1024;
+
+#[derive(Default)]
+struct Pending {
+    /// Batches not yet applied to the backend, oldest first, with increasing numbers.
+    queue: VecDeque<(u64, Arc<Batch>)>,
+    /// Operations in `queue`.
+    ops: usize,
+    /// Each pending key and the number of the newest pending batch that writes it.
+    overlay: HashMap<Vec<u8>, u64, KeyHash>,
+    /// The number of the next batch.
+    next: u64,
+}
+
+/// The state shared with the applier thread.
+struct Combiner {
+    backend: Arc<dyn Store>,
+    pending: Mutex<Pending>,
+    /// Signalled when the queue stops being empty, and at drop.
+    work: Condvar,
+    stop: AtomicBool,
+    /// Serialises applies to the backend, so that chunks reach it in order.
+    applying: Mutex<()>,
+}
+
+/// A [`Store`] that combines small batches before they reach a durable backend.
+pub struct CombiningStore {
+    inner: Arc<Combiner>,
+    applier: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for CombiningStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CombiningStore")
+            .field("backend", &self.inner.backend)
+            .field("pending_ops", &self.inner.pending.lock().ops)
+            .finish()
+    }
+}
+
+impl CombiningStore {
+    /// Combines writes in front of `backend`; starts the applier thread.
+    pub fn new(backend: Arc<dyn Store>) -> Self {
+        let inner = Arc::new(Combiner {
+            backend,
+            pending: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            stop: AtomicBool::new(false),
+            applying: Mutex::new(()),
+        });
+        let worker = inner.clone();
+        let applier = std::thread::Builder::new()
+            .name("store-apply".into())
+            .spawn(move || worker.run_applier())
+            .map_err(|e| tracing::warn!(error = %e, "no applier thread; flushes apply instead"))
+            .ok();
+        Self { inner, applier }
+    }
+}
+
+impl Drop for CombiningStore {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+        {
+            let _pending = self.inner.pending.lock();
+            self.inner.work.notify_all();
+        }
+        if let Some(applier) = self.applier.take() {
+            let _ = applier.join();
+        }
+        // What is still pending reaches the backend (durable at its next flush, as ever).
+        if let Err(e) = self.inner.apply_pending() {
+            tracing::error!(error = %e, "writes pending at close were not applied");
+        }
+    }
+}
+
+impl Combiner {
+    /// Applies chunks while anything is pending; sleeps otherwise.
+    fn run_applier(&self) {
+        loop {
+            {
+                let mut pending = self.pending.lock();
+                while pending.queue.is_empty() && !self.stop.load(Ordering::Acquire) {
+                    self.work.wait(&mut pending);
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = self.apply_chunk(u64::MAX) {
+                // The chunk stays pending; the next flush retries it and reports the error.
+                tracing::error!(error = %e, "cannot apply writes to the store");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Applies to the backend, chunk by chunk, every batch pending when called.
+    fn apply_pending(&self) -> Result<(), StoreError> {
+        let through = self.pending.lock().next;
+        while self.apply_chunk(through)? {}
+        Ok(())
+    }
+
+    /// Applies one chunk of the pending batches numbered below `through`; false when there was
+    /// none.
+    fn apply_chunk(&self, through: u64) -> Result<bool, StoreError> {
+        let _order = self.applying.lock();
+        // Readers keep finding the chunk in the queue until it is in the backend.
+        let chunk: Vec<(u64, Arc<Batch>)> = {
+            let pending = self.pending.lock();
+            let mut ops = 0;
+            pending
+                .queue
+                .iter()
+                .take_while(|(n, b)| {
+                    let take = *n < through && (ops == 0 || ops + b.len() <= CHUNK_OPS);
+                    ops += b.len();
+                    take
+                })
+                .cloned()
+                .collect()
+        };
+        let Some(&(last, _)) = chunk.last() else {
+            return Ok(false);
+        };
+        let batches: Vec<&Batch> = chunk.iter().map(|(_, b)| &**b).collect();
+        self.backend.apply_all(&batches)?;
+        let mut pending = self.pending.lock();
+        let Pending {
+            queue,
+            ops,
+            overlay,
+            ..
+        } = &mut *pending;
+        for (_, batch) in queue.drain(..chunk.len()) {
+            for key in batch.keys() {
+                if overlay.get(key).is_some_and(|&n| n <= last) {
+                    overlay.remove(key);
+                }
+            }
+            *ops -= batch.len();
+        }
+        Ok(true)
+    }
+}
+
+impl Store for CombiningStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        {
+            let pending = self.inner.pending.lock();
+            if let Some(&n) = pending.overlay.get(key) {
+                let i = pending.queue.partition_point(|(m, _)| *m < n);
+                if let Some((_, batch)) = pending.queue.get(i)
+                    && let Some(value) = batch.last_op(key)
+                {
+                    return Ok(value.map(<[u8]>::to_vec));
+                }
+            }
+        }
+        // Not pending: every write of `key` has reached the backend (the overlay entry goes
+        // only after its batch is applied there).
+        self.inner.backend.get(key)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let backlog = {
+            let mut pending = self.inner.pending.lock();
+            let n = pending.next;
+            pending.next += 1;
+            for key in batch.keys() {
+                match pending.overlay.get_mut(key) {
+                    Some(m) => *m = n,
+                    None => {
+                        pending.overlay.insert(key.to_vec(), n);
+                    }
+                }
+            }
+            pending.ops += batch.len();
+            pending.queue.push_back((n, Arc::new(batch)));
+            if pending.queue.len() == 1 {
+                self.inner.work.notify_one();
+            }
+            pending.ops
+        };
+        if backlog > HIGH_WATER_OPS {
+            self.inner.apply_chunk(u64::MAX)?;
+        }
+        Ok(())
+    }
+
+    fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        // Each batch in turn; the backend sees them combined at the next chunk.
+        for batch in batches {
+            self.apply((*batch).clone())?;
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.apply_pending()?;
+        self.inner.backend.scan(prefix, after, limit)
+    }
+
+    fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.inner.apply_pending()?;
+        self.inner.backend.last(prefix)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.apply_pending()?;
+        self.inner.backend.flush()
+    }
+
+    fn is_durable(&self) -> bool {
+        self.inner.backend.is_durable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, SledStore};
+
+    fn put(store: &dyn Store, key: u8, value: Option<u8>) {
+        let mut batch = Batch::new();
+        match value {
+            Some(v) => batch.put(vec![7, key], vec![v]),
+            None => batch.delete(vec![7, key]),
+        }
+        store.apply(batch).expect("apply");
+    }
+
+    #[test]
+    fn pending_writes_are_visible_in_order() {
+        let backend = Arc::new(MemoryStore::new());
+        let store = CombiningStore::new(backend.clone());
+        put(&store, 1, Some(1));
+        put(&store, 1, Some(2));
+        put(&store, 2, Some(3));
+        put(&store, 2, None);
+        assert_eq!(store.get(&[7, 1]).expect("get"), Some(vec![2]));
+        assert_eq!(store.get(&[7, 2]).expect("get"), None);
+        let page = store.scan(&[7], None, 10).expect("scan");
+        assert_eq!(page, vec![(vec![7, 1], vec![2])]);
+        assert_eq!(backend.get(&[7, 1]).expect("get"), Some(vec![2]));
+        assert!(store.inner.pending.lock().overlay.is_empty());
+        put(&store, 3, Some(4));
+        drop(store);
+        assert_eq!(
+            backend.get(&[7, 3]).expect("get"),
+            Some(vec![4]),
+            "applied at drop"
+        );
+    }
+
+    #[test]
+    fn chunks_are_bounded_and_everything_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let backend: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+            let store = CombiningStore::new(backend);
+            for i in 0..(HIGH_WATER_OPS as u32 + 5000) {
+                let mut batch = Batch::new();
+                batch.put(i.to_be_bytes().to_vec(), vec![1]);
+                store.apply(batch).expect("apply");
+                assert!(store.inner.pending.lock().ops <= HIGH_WATER_OPS);
+            }
+            let mut batch = Batch::new();
+            batch.delete(0u32.to_be_bytes().to_vec());
+            store.apply(batch).expect("apply");
+            assert_eq!(store.get(&0u32.to_be_bytes()).expect("get"), None);
+            store.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.get(&0u32.to_be_bytes()).expect("get"), None);
+        assert_eq!(store.get(&1u32.to_be_bytes()).expect("get"), Some(vec![1]));
+        let last = (HIGH_WATER_OPS as u32 + 4999).to_be_bytes();
+        assert_eq!(store.get(&last).expect("get"), Some(vec![1]));
+    }
+}
