@@ -313,6 +313,22 @@ impl AdapterContext {
         self.shared.is_puppet(&self.adapter, user)
     }
 
+    /// A counter `name` labelled with this adapter's ID (exported at `/metrics` when the
+    /// bridge serves metrics). Register it once and keep the handle.
+    pub fn counter(&self, name: &'static str) -> metrics::Counter {
+        metrics::counter!(name, "adapter" => self.adapter.to_string())
+    }
+
+    /// A gauge `name` labelled with this adapter's ID.
+    pub fn gauge(&self, name: &'static str) -> metrics::Gauge {
+        metrics::gauge!(name, "adapter" => self.adapter.to_string())
+    }
+
+    /// A histogram `name` labelled with this adapter's ID.
+    pub fn histogram(&self, name: &'static str) -> metrics::Histogram {
+        metrics::histogram!(name, "adapter" => self.adapter.to_string())
+    }
+
     /// This adapter's private key/value space in the store.
     pub fn store(&self) -> &AdapterStore {
         &self.store

@@ -508,3 +508,36 @@ async fn a_reply_back_to_the_origin_room_names_the_original_native_id() {
     );
     p.core.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_link_removed_from_the_config_is_unlinked_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || Arc::new(SledStore::open(dir.path()).expect("open")) as Arc<dyn Store>;
+    let start = |store: Arc<dyn Store>, links: Vec<Link>| async move {
+        let a = MemoryAdapter::new(Capabilities::all());
+        let b = MemoryAdapter::new(Capabilities::all());
+        Core::builder(store)
+            .adapter("a", Arc::new(a))
+            .adapter("b", Arc::new(b))
+            .room("lobby", RoomSettings::default(), links)
+            .start()
+            .await
+            .expect("start")
+    };
+    let store = open();
+    let core = start(
+        store.clone(),
+        vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
+    )
+    .await;
+    core.add_link(&RoomId::new("lobby"), Link::new("b", "runtime-room"))
+        .await
+        .expect("runtime link");
+    core.shutdown().await;
+    // The next start's config no longer declares b-room: it is unlinked; the runtime link stays.
+    let core = start(store, vec![Link::new("a", "a-room")]).await;
+    let status = core.status();
+    let links: Vec<String> = status[0].links.iter().map(|(l, _)| l.to_string()).collect();
+    assert_eq!(links, vec!["a:a-room", "b:runtime-room"]);
+    core.shutdown().await;
+}

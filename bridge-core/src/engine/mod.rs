@@ -202,6 +202,36 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn config_link_key(link: &Link) -> Vec<u8> {
+    Key::new(tag::CONFIG_LINK)
+        .str(link.adapter.as_str())
+        .str(link.remote.as_str())
+        .build()
+}
+
+/// The links the configuration declared at the previous start.
+fn previously_declared(store: &dyn Store) -> Result<Vec<Link>, StoreError> {
+    let prefix = Key::new(tag::CONFIG_LINK).build();
+    let mut links = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(&prefix, after.as_deref(), 4096)?;
+        for (key, _) in &page {
+            let mut r = KeyReader::new(key, tag::CONFIG_LINK);
+            if let (Some(a), Some(remote)) = (
+                r.as_mut().and_then(KeyReader::str),
+                r.as_mut().and_then(KeyReader::str),
+            ) {
+                links.push(Link::new(a, remote));
+            }
+        }
+        if page.len() < 4096 {
+            return Ok(links);
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
 fn puppet_key(adapter: &AdapterId, user: &RemoteUserId) -> Vec<u8> {
     Key::new(tag::PUPPET)
         .str(adapter.as_str())
@@ -274,6 +304,38 @@ impl CoreBuilder {
             }
         }
         let mut batch = Batch::new();
+        // The config is the source of truth for the links it declares: a link it declared at
+        // the last start and no longer does is unlinked (with its outbox). Runtime links stay.
+        let declared: HashSet<Link> = self
+            .rooms
+            .iter()
+            .flat_map(|(_, _, links)| links.iter().cloned())
+            .collect();
+        for link in previously_declared(&*self.store)? {
+            if declared.contains(&link) {
+                continue;
+            }
+            if let Ok((room, unlink)) = routing.remove_link(&link) {
+                tracing::info!(%link, %room, "link removed from the configuration: unlinked");
+                batch.extend(unlink);
+            }
+            batch.delete(config_link_key(&link));
+            let prefix = ingest::outbox_prefix(&link).build();
+            loop {
+                let page = self.store.scan(&prefix, None, 4096)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut drop_page = Batch::new();
+                for (key, _) in page {
+                    drop_page.delete(key);
+                }
+                self.store.apply(drop_page)?;
+            }
+        }
+        for link in &declared {
+            batch.put(config_link_key(link), Vec::new());
+        }
         for (room, settings, links) in self.rooms {
             let mut ops = routing.put_room(&room, settings).into_ops();
             for link in links {

@@ -16,6 +16,7 @@
 //! | `P` | adapter, remote user | empty: a puppet the bridge controls |
 //! | `X` | target event ID, adapter, user, key | reaction event ID |
 //! | `A` | adapter, adapter-chosen key | adapter-private value |
+//! | `C` | adapter, remote room | empty: a link declared by the configuration at the last start |
 //!
 //! Per accepted event with two targets this writes 4 keys at ingest (`E`, `r`, two `O`) and 3
 //! per delivery (`O` removed, `r` and `n` of the copy).
@@ -98,6 +99,8 @@ pub mod tag {
     pub const REACTION: u8 = b'X';
     /// Adapter-private state.
     pub const ADAPTER: u8 = b'A';
+    /// Links declared by the configuration (as opposed to added at runtime).
+    pub const CONFIG_LINK: u8 = b'C';
 }
 
 /// A cursor over the components of a key, for reading keys back.

@@ -74,6 +74,11 @@ impl Batch {
         self.ops.push((key, None));
     }
 
+    /// Appends every operation of `other`.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     /// True when the batch has no operation.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
