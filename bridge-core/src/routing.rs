@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::DegradePolicy;
 use crate::ids::{AdapterId, RemoteRoomId, RoomId};
-use crate::store::keys::{Key, KeyReader, tag};
-use crate::store::{Batch, Entry, Store, StoreError};
+use crate::store::keys::{Key, KeyReader, read_pair, tag};
+use crate::store::{Batch, Store, StoreError, for_each_with_prefix};
 
 /// One native room of a neutral room.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -100,33 +100,30 @@ impl RoutingTable {
     /// Loads every stored room and link.
     pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
         let mut table = Self::default();
-        for (key, value) in scan_all(store, &Key::new(tag::ROOM).build())? {
-            let Some(id) = KeyReader::new(&key, tag::ROOM).and_then(|mut r| r.str()) else {
-                continue;
+        for_each_with_prefix(store, &Key::new(tag::ROOM).build(), |key, value| {
+            let Some(id) = KeyReader::new(key, tag::ROOM).and_then(|mut r| r.str()) else {
+                return Ok(());
             };
-            let settings = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+            let settings = serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
                 key: format!("room {id}"),
                 message: e.to_string(),
             })?;
             table.upsert_room(RoomId::new(id), settings);
-        }
-        for (key, value) in scan_all(store, &Key::new(tag::LINK).build())? {
-            let mut reader = KeyReader::new(&key, tag::LINK);
-            let (Some(adapter), Some(remote)) = (
-                reader.as_mut().and_then(KeyReader::str),
-                reader.as_mut().and_then(KeyReader::str),
-            ) else {
-                continue;
+            Ok(())
+        })?;
+        for_each_with_prefix(store, &Key::new(tag::LINK).build(), |key, value| {
+            let Some((adapter, remote)) = read_pair(key, tag::LINK) else {
+                return Ok(());
             };
-            let room = RoomId::new(String::from_utf8_lossy(&value).into_owned());
+            let room = RoomId::new(String::from_utf8_lossy(value).into_owned());
             table.upsert_room(room.clone(), RoomSettings::default());
             table
                 .insert_link(&room, Link::new(adapter, remote))
                 .map_err(|e| StoreError::Corrupt {
                     key: "links".into(),
                     message: e.to_string(),
-                })?;
-        }
+                })
+        })?;
         Ok(table)
     }
 
@@ -247,19 +244,6 @@ impl RoutingTable {
         self.rooms
             .values()
             .flat_map(|r| r.links.iter().map(move |l| (&r.id, l)))
-    }
-}
-
-fn scan_all(store: &dyn Store, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-    let mut out: Vec<Entry> = Vec::new();
-    loop {
-        let after = out.last().map(|(k, _)| k.clone());
-        let page = store.scan(prefix, after.as_deref(), 1024)?;
-        let done = page.len() < 1024;
-        out.extend(page);
-        if done {
-            return Ok(out);
-        }
     }
 }
 

@@ -26,8 +26,11 @@ use crate::capabilities::{Capabilities, DegradePolicy};
 use crate::durability::GroupCommit;
 use crate::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId, RemoteUserId, RoomId};
 use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
-use crate::store::keys::{Key, KeyReader, tag};
-use crate::store::{Batch, CombiningStore, Store, StoreError, check_format};
+use crate::store::keys::{Key, KeyReader, read_pair, tag};
+use crate::store::{
+    Batch, CombiningStore, Store, StoreError, check_format, delete_with_prefix,
+    for_each_with_prefix,
+};
 
 pub use outbox::DeadLetter;
 use outbox::LinkQueue;
@@ -211,25 +214,14 @@ fn config_link_key(link: &Link) -> Vec<u8> {
 
 /// The links the configuration declared at the previous start.
 fn previously_declared(store: &dyn Store) -> Result<Vec<Link>, StoreError> {
-    let prefix = Key::new(tag::CONFIG_LINK).build();
     let mut links = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan(&prefix, after.as_deref(), 4096)?;
-        for (key, _) in &page {
-            let mut r = KeyReader::new(key, tag::CONFIG_LINK);
-            if let (Some(a), Some(remote)) = (
-                r.as_mut().and_then(KeyReader::str),
-                r.as_mut().and_then(KeyReader::str),
-            ) {
-                links.push(Link::new(a, remote));
-            }
+    for_each_with_prefix(store, &Key::new(tag::CONFIG_LINK).build(), |key, _| {
+        if let Some((adapter, remote)) = read_pair(key, tag::CONFIG_LINK) {
+            links.push(Link::new(adapter, remote));
         }
-        if page.len() < 4096 {
-            return Ok(links);
-        }
-        after = page.last().map(|(k, _)| k.clone());
-    }
+        Ok(())
+    })?;
+    Ok(links)
 }
 
 fn puppet_key(adapter: &AdapterId, user: &RemoteUserId) -> Vec<u8> {
@@ -321,17 +313,7 @@ impl CoreBuilder {
             }
             batch.delete(config_link_key(&link));
             let prefix = ingest::outbox_prefix(&link).build();
-            loop {
-                let page = self.store.scan(&prefix, None, 4096)?;
-                if page.is_empty() {
-                    break;
-                }
-                let mut drop_page = Batch::new();
-                for (key, _) in page {
-                    drop_page.delete(key);
-                }
-                self.store.apply(drop_page)?;
-            }
+            delete_with_prefix(&*self.store, &prefix, |page| self.store.apply(page))?;
         }
         for link in &declared {
             batch.put(config_link_key(link), Vec::new());
@@ -355,27 +337,15 @@ impl CoreBuilder {
         self.store.apply(batch)?;
 
         let mut puppets: HashMap<AdapterId, HashSet<RemoteUserId>> = HashMap::new();
-        let prefix = Key::new(tag::PUPPET).build();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.store.scan(&prefix, after.as_deref(), 4096)?;
-            for (key, _) in &page {
-                let mut r = KeyReader::new(key, tag::PUPPET);
-                if let (Some(a), Some(u)) = (
-                    r.as_mut().and_then(KeyReader::str),
-                    r.as_mut().and_then(KeyReader::str),
-                ) {
-                    puppets
-                        .entry(AdapterId::new(a))
-                        .or_default()
-                        .insert(RemoteUserId::new(u));
-                }
+        for_each_with_prefix(&*self.store, &Key::new(tag::PUPPET).build(), |key, _| {
+            if let Some((adapter, user)) = read_pair(key, tag::PUPPET) {
+                puppets
+                    .entry(AdapterId::new(adapter))
+                    .or_default()
+                    .insert(RemoteUserId::new(user));
             }
-            if page.len() < 4096 {
-                break;
-            }
-            after = page.last().map(|(k, _)| k.clone());
-        }
+            Ok(())
+        })?;
         let floor = self
             .store
             .last(&Key::new(tag::EVENT).build())?

@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::ids::EventId;
 use crate::routing::Link;
 use crate::store::keys::{Key, KeyReader, tag};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError, delete_with_prefix, for_each_with_prefix};
 
 /// An accepted event waiting for one link.
 pub(crate) struct QueueItem {
@@ -70,16 +70,11 @@ impl LinkQueue {
     /// Counts the entries left in the store by an earlier run.
     pub(crate) fn count_stored(&self, store: &dyn Store) -> Result<(), StoreError> {
         let prefix = outbox_prefix(&self.link).build();
-        let mut after: Option<Vec<u8>> = None;
         let mut count = 0u64;
-        loop {
-            let page = store.scan(&prefix, after.as_deref(), 4096)?;
-            count += page.len() as u64;
-            if page.len() < 4096 {
-                break;
-            }
-            after = page.last().map(|(k, _)| k.clone());
-        }
+        for_each_with_prefix(store, &prefix, |_, _| {
+            count += 1;
+            Ok(())
+        })?;
         self.depth.store(count, Ordering::Release);
         self.report_depth();
         Ok(())
@@ -511,36 +506,32 @@ fn bury(
 
 /// Every dead letter, oldest first per link.
 pub(crate) fn dead_letters(shared: &Shared) -> Result<Vec<DeadLetter>, StoreError> {
-    let prefix = Key::new(tag::DEAD).build();
     let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = shared.store.scan(&prefix, after.as_deref(), 1024)?;
-        for (key, value) in &page {
+    for_each_with_prefix(
+        &*shared.store,
+        &Key::new(tag::DEAD).build(),
+        |key, value| {
             let mut r = KeyReader::new(key, tag::DEAD);
             let (Some(adapter), Some(remote), Some(id)) = (
                 r.as_mut().and_then(KeyReader::str),
                 r.as_mut().and_then(KeyReader::str),
                 r.as_mut().and_then(KeyReader::id),
             ) else {
-                continue;
+                return Ok(());
             };
-            let Ok(v) = serde_json::from_slice::<DeadValue>(value) else {
-                continue;
-            };
-            out.push(DeadLetter {
-                link: Link::new(adapter, remote),
-                event: id,
-                error: v.error,
-                attempts: v.attempts,
-                at_ms: v.at_ms,
-            });
-        }
-        if page.len() < 1024 {
-            return Ok(out);
-        }
-        after = page.last().map(|(k, _)| k.clone());
-    }
+            if let Ok(v) = serde_json::from_slice::<DeadValue>(value) {
+                out.push(DeadLetter {
+                    link: Link::new(adapter, remote),
+                    event: id,
+                    error: v.error,
+                    attempts: v.attempts,
+                    at_ms: v.at_ms,
+                });
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// Moves dead letters back to their outboxes. Their order relative to newer events of the link
@@ -573,15 +564,7 @@ pub(crate) async fn retry_dead_letters(shared: &Shared) -> Result<usize, StoreEr
 /// Deletes a removed link's outbox.
 pub(crate) fn drop_outbox(shared: &Shared, link: &Link) -> Result<(), StoreError> {
     let prefix = outbox_prefix(link).build();
-    loop {
-        let page = shared.store.scan(&prefix, None, 4096)?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        let mut batch = Batch::new();
-        for (key, _) in page {
-            batch.delete(key);
-        }
-        shared.apply(batch)?;
-    }
+    delete_with_prefix(&*shared.store, &prefix, |page| {
+        shared.apply(page).map(|_| ())
+    })
 }

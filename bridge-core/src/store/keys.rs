@@ -143,6 +143,12 @@ impl<'a> KeyReader<'a> {
     }
 }
 
+/// The two string components of a key of table `tag` (links, puppets, config links).
+pub fn read_pair(key: &[u8], tag: u8) -> Option<(&str, &str)> {
+    let mut reader = KeyReader::new(key, tag)?;
+    Some((reader.str()?, reader.str()?))
+}
+
 /// Decodes a 16-byte event ID value.
 pub fn id_value(value: &[u8]) -> Option<EventId> {
     <[u8; 16]>::try_from(value).ok().map(EventId::from_bytes)

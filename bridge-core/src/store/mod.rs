@@ -210,6 +210,48 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn is_durable(&self) -> bool;
 }
 
+/// Entries read per page by [`for_each_with_prefix`] and [`delete_with_prefix`].
+const PAGE: usize = 1024;
+
+/// Visits every entry whose key starts with `prefix`, in key order, a page at a time.
+pub fn for_each_with_prefix(
+    store: &dyn Store,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(prefix, after.as_deref(), PAGE)?;
+        for (key, value) in &page {
+            visit(key, value)?;
+        }
+        if page.len() < PAGE {
+            return Ok(());
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
+/// Deletes every entry whose key starts with `prefix`, one page per batch, each batch written
+/// with `apply`.
+pub(crate) fn delete_with_prefix(
+    store: &dyn Store,
+    prefix: &[u8],
+    mut apply: impl FnMut(Batch) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    loop {
+        let page = store.scan(prefix, None, PAGE)?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for (key, _) in page {
+            batch.delete(key);
+        }
+        apply(batch)?;
+    }
+}
+
 /// Checks (and on a new or older store, writes) the format version.
 pub(crate) fn check_format(store: &dyn Store) -> Result<(), StoreError> {
     let found = store
