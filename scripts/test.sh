@@ -11,6 +11,9 @@ cargo fmt --all --check
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+log "cargo doc (warnings are errors: every public item is documented)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 log "cargo build (the bridge binary is used by the end-to-end tests)"
 cargo build --workspace --all-targets
 
