@@ -165,8 +165,14 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
         )))
     }
 
-    /// Fetches what was posted in `room` after `after` (history the bridge missed), oldest first.
-    /// The core submits what it returns like any inbound event (dedup makes overlaps harmless).
+    /// Fetches what was posted in `room` after `after` (history the bridge missed), oldest first,
+    /// at most `limit` events. The core calls it for every linked room each time the adapter
+    /// reports itself connected ([`AdapterContext::set_connected`]`(true)` after being
+    /// disconnected or at start), with `after` = the newest native ID accepted from that room in
+    /// this process, or `None` after a restart (then start from the adapter's own stored
+    /// position, e.g. the last archive ID it saved). The core submits what it returns like any
+    /// inbound event, in order; dedup makes overlaps harmless. Return `Unsupported` (the
+    /// default) when the protocol has no history to fetch.
     async fn backfill(
         &self,
         room: &RemoteRoomId,
@@ -298,9 +304,20 @@ impl AdapterContext {
         &self.shutdown
     }
 
-    /// Reports whether the adapter is connected (drives readiness and a metric).
+    /// Reports whether the adapter is connected (drives readiness and a metric). On each change
+    /// to connected, the core asks [`Adapter::backfill`] for what every linked room missed.
     pub fn set_connected(&self, connected: bool) {
-        self.shared.set_connected(&self.adapter, connected);
+        if self.shared.set_connected(&self.adapter, connected) {
+            let shared = self.shared.clone();
+            let adapter = self.adapter.clone();
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = crate::engine::backfill(&shared, &adapter) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            });
+        }
     }
 
     /// Records a native user as one of the bridge's puppets: its events are never bridged.

@@ -541,3 +541,46 @@ async fn a_link_removed_from_the_config_is_unlinked_at_the_next_start() {
     assert_eq!(links, vec!["a:a-room", "b:runtime-room"]);
     core.shutdown().await;
 }
+
+#[tokio::test]
+async fn what_a_room_missed_is_backfilled_on_every_connect_once() {
+    let p = pair(Capabilities::all()).await;
+    // At start the core asked for each linked room's history, with no position yet.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !p.a.backfill_calls().contains(&("a-room".into(), None)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backfill at start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.a.submit(inbound("a-room").id("m1").from("alice").text("live 1"))
+        .await
+        .expect("m1");
+    // While "disconnected", two more messages were posted; the far side keeps them all.
+    p.a.set_history(
+        "a-room",
+        vec![
+            inbound("a-room").id("m1").from("alice").text("live 1"),
+            inbound("a-room").id("m2").from("bob").text("missed 2"),
+            inbound("a-room").id("m3").from("alice").text("missed 3"),
+        ],
+    );
+    p.a.reconnect().await;
+    let sent = p.b.wait_sent(3, WAIT).await;
+    let bodies: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(bodies, vec!["live 1", "missed 2", "missed 3"]);
+    assert!(
+        p.a.backfill_calls()
+            .contains(&("a-room".into(), Some("m1".into())))
+    );
+    // Another reconnect resumes after m3: nothing is bridged twice.
+    p.a.reconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        p.a.backfill_calls()
+            .contains(&("a-room".into(), Some("m3".into())))
+    );
+    assert_eq!(p.b.sent().len(), 3);
+    p.core.shutdown().await;
+}

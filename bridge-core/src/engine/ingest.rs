@@ -331,6 +331,12 @@ impl Shared {
             }
             self.apply(batch)?
         };
+        if let Some(native) = &ev.native_id {
+            // Where backfill resumes after a reconnect.
+            self.last_native
+                .lock()
+                .insert((adapter.clone(), ev.room.clone()), native.clone());
+        }
         let queues = self.queues.read();
         for link in targets() {
             if let Some(queue) = queues.get(link) {

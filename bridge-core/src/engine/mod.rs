@@ -24,7 +24,9 @@ use tokio_util::task::TaskTracker;
 use crate::adapter::{Adapter, AdapterContext};
 use crate::capabilities::{Capabilities, DegradePolicy};
 use crate::durability::GroupCommit;
-use crate::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId, RemoteUserId, RoomId};
+use crate::ids::{
+    AdapterId, EventId, EventIdGenerator, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId,
+};
 use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
 use crate::store::keys::{Key, KeyReader, read_pair, tag};
 use crate::store::{
@@ -115,6 +117,8 @@ pub(crate) struct Shared {
     pub(crate) adapters: HashMap<AdapterId, AdapterSlot>,
     queues: RwLock<HashMap<Link, Arc<LinkQueue>>>,
     puppets: RwLock<HashMap<AdapterId, HashSet<RemoteUserId>>>,
+    /// The newest native ID accepted from each native room in this process (for backfill).
+    pub(crate) last_native: Mutex<HashMap<(AdapterId, RemoteRoomId), RemoteEventId>>,
     pub(crate) settings: DeliverySettings,
     pub(crate) default_policy: DegradePolicy,
     pub(crate) shutdown: CancellationToken,
@@ -132,16 +136,19 @@ impl Shared {
         self.routing.read().links_of(adapter)
     }
 
-    pub(crate) fn set_connected(&self, adapter: &AdapterId, connected: bool) {
-        if let Some(slot) = self.adapters.get(adapter) {
-            let was = slot.connected.swap(connected, Ordering::AcqRel);
-            metrics::gauge!("bridge_adapter_connected", "adapter" => adapter.to_string())
-                .set(if connected { 1.0 } else { 0.0 });
-            if was && !connected {
-                metrics::counter!("bridge_adapter_disconnects_total", "adapter" => adapter.to_string())
-                    .increment(1);
-            }
+    /// Records the adapter's connection state; true when it just became connected.
+    pub(crate) fn set_connected(&self, adapter: &AdapterId, connected: bool) -> bool {
+        let Some(slot) = self.adapters.get(adapter) else {
+            return false;
+        };
+        let was = slot.connected.swap(connected, Ordering::AcqRel);
+        metrics::gauge!("bridge_adapter_connected", "adapter" => adapter.to_string())
+            .set(if connected { 1.0 } else { 0.0 });
+        if was && !connected {
+            metrics::counter!("bridge_adapter_disconnects_total", "adapter" => adapter.to_string())
+                .increment(1);
         }
+        connected && !was
     }
 
     pub(crate) fn add_puppet(
@@ -203,6 +210,50 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Events asked of [`Adapter::backfill`] per room and call.
+const BACKFILL_LIMIT: usize = 500;
+
+/// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in
+/// order like any inbound event.
+pub(crate) async fn backfill(shared: &Arc<Shared>, adapter: &AdapterId) {
+    let Some(slot) = shared.adapters.get(adapter) else {
+        return;
+    };
+    for room in shared.linked_rooms(adapter) {
+        let after = shared
+            .last_native
+            .lock()
+            .get(&(adapter.clone(), room.clone()))
+            .cloned();
+        let events = match slot
+            .adapter
+            .backfill(&room, after.as_ref(), BACKFILL_LIMIT)
+            .await
+        {
+            Ok(events) => events,
+            Err(crate::adapter::AdapterError::Unsupported(_)) => return,
+            Err(e) => {
+                tracing::warn!(%adapter, %room, error = %e, "backfill failed");
+                continue;
+            }
+        };
+        let mut last = None;
+        for event in events {
+            match shared.enqueue(adapter, event) {
+                Ok(pending) => last = Some(pending),
+                Err(e) => {
+                    tracing::warn!(%adapter, %room, error = %e, "backfilled event not accepted");
+                    break;
+                }
+            }
+        }
+        if let Some(pending) = last {
+            // Durability is in order: the last one covers the others.
+            pending.durable().await;
+        }
+    }
 }
 
 fn config_link_key(link: &Link) -> Vec<u8> {
@@ -364,6 +415,7 @@ impl CoreBuilder {
             adapters,
             queues: RwLock::new(HashMap::new()),
             puppets: RwLock::new(puppets),
+            last_native: Mutex::new(HashMap::new()),
             settings: self.settings,
             default_policy: self.policy,
             shutdown: shutdown.clone(),

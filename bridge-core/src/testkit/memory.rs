@@ -32,6 +32,8 @@ struct State {
     failures: Mutex<VecDeque<AdapterError>>,
     delay: Mutex<Option<Duration>>,
     sent_notify: Notify,
+    history: Mutex<HashMap<RemoteRoomId, Vec<InboundEvent>>>,
+    backfill_calls: Mutex<Vec<(RemoteRoomId, Option<RemoteEventId>)>>,
 }
 
 /// The test's side of a [`MemoryAdapter`].
@@ -53,6 +55,8 @@ impl MemoryAdapter {
                 failures: Mutex::new(VecDeque::new()),
                 delay: Mutex::new(None),
                 sent_notify: Notify::new(),
+                history: Mutex::new(HashMap::new()),
+                backfill_calls: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -84,6 +88,24 @@ impl Adapter for MemoryAdapter {
         ctx.set_connected(false);
         self.state.ctx.send_replace(None);
         Ok(())
+    }
+
+    async fn backfill(
+        &self,
+        room: &RemoteRoomId,
+        after: Option<&RemoteEventId>,
+        limit: usize,
+    ) -> Result<Vec<InboundEvent>, AdapterError> {
+        self.state
+            .backfill_calls
+            .lock()
+            .push((room.clone(), after.cloned()));
+        let history = self.state.history.lock();
+        let events = history.get(room).map(Vec::as_slice).unwrap_or_default();
+        let start = after
+            .and_then(|a| events.iter().position(|e| e.native_id.as_ref() == Some(a)))
+            .map_or(0, |i| i + 1);
+        Ok(events.iter().skip(start).take(limit).cloned().collect())
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
@@ -178,6 +200,27 @@ impl MemoryHandle {
     /// The next sends fail with these errors, in order.
     pub fn fail_next(&self, errors: impl IntoIterator<Item = AdapterError>) {
         self.state.failures.lock().extend(errors);
+    }
+
+    /// The room's history as the far side keeps it: what [`Adapter::backfill`] returns from.
+    pub fn set_history(&self, room: &str, events: Vec<InboundEvent>) {
+        self.state
+            .history
+            .lock()
+            .insert(RemoteRoomId::new(room), events);
+    }
+
+    /// The `(room, after)` of every backfill call so far.
+    pub fn backfill_calls(&self) -> Vec<(RemoteRoomId, Option<RemoteEventId>)> {
+        self.state.backfill_calls.lock().clone()
+    }
+
+    /// Simulates a lost and re-established connection (which triggers backfill).
+    pub async fn reconnect(&self) {
+        if let Some(ctx) = self.context().await {
+            ctx.set_connected(false);
+            ctx.set_connected(true);
+        }
     }
 
     /// Every send takes this long (a slow adapter).
