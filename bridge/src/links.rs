@@ -34,7 +34,9 @@ fn table(config: &bridge_config::Config, store: &SledStore) -> anyhow::Result<Ro
     let mut table = RoutingTable::load(store)?;
     for room in &config.rooms {
         for l in &room.links {
-            let _ = table.add_link(
+            // Only the in-memory table matters here (to refuse conflicts); `bridge run` stores
+            // the config's links itself, so the batch is not applied.
+            let _config_link_batch = table.add_link(
                 &RoomId::new(room.id.as_str()),
                 Link::new(l.adapter.as_str(), l.remote.as_str()),
             )?;
