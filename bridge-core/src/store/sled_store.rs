@@ -17,9 +17,33 @@ fn backend(e: sled::Error) -> StoreError {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
-    /// holds it.
+    /// holds it. A store just closed in this process may still be held for a moment by sled's
+    /// background thread, so a held lock is retried for up to two seconds first.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match Self::config(dir).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_held(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if is_lock_held(&e) => {
+                    return Err(StoreError::Backend(format!(
+                        "{} is in use by another process (is the bridge running?)",
+                        dir.display()
+                    )));
+                }
+                Err(other) => {
+                    return Err(StoreError::Backend(format!("{}: {other}", dir.display())));
+                }
+            }
+        };
+        let tree = db.open_tree("bridge").map_err(backend)?;
+        Ok(Self { db, tree })
+    }
+
+    fn config(dir: &Path) -> sled::Config {
+        sled::Config::new()
             .path(dir)
             // A small page cache: the hot set (recent events, outbox heads, ID map) is small,
             // and the bridge must stay lean; sled only grows to this when needed.
@@ -27,18 +51,18 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             // The core flushes explicitly (group commit); this is only a safety net.
             .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Backend(format!(
-                        "{} is in use by another process (is the bridge running?)",
-                        dir.display()
-                    ))
-                }
-                other => StoreError::Backend(format!("{}: {other}", dir.display())),
-            })?;
-        let tree = db.open_tree("bridge").map_err(backend)?;
-        Ok(Self { db, tree })
+    }
+}
+
+/// True when sled could not take the directory's file lock (another open database holds it).
+fn is_lock_held(e: &sled::Error) -> bool {
+    match e {
+        // sled wraps the lock failure in an error of its own whose text names it.
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
@@ -101,5 +125,22 @@ impl Store for SledStore {
 
     fn is_durable(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_store_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = SledStore::open(dir.path()).expect("open");
+        // sled refuses a second open of a directory in the same process as in another one.
+        let err = SledStore::open(dir.path()).expect_err("second open");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 }
