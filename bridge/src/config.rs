@@ -93,3 +93,24 @@ pub fn delivery(config: &Config) -> DeliverySettings {
         queue_capacity: d.queue_capacity,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_core_agree_on_the_default_policy_and_settings() {
+        // bridge-config has no dependency on the core, so its defaults are written twice:
+        // this keeps the two from drifting apart.
+        assert_eq!(
+            policy(&bridge_config::Degrade::default()),
+            DegradePolicy::default()
+        );
+        let d = bridge_config::Delivery::default();
+        let core = DeliverySettings::default();
+        assert_eq!(d.max_attempts, core.max_attempts);
+        assert_eq!(d.backoff_initial(), core.backoff_initial);
+        assert_eq!(d.backoff_max(), core.backoff_max);
+        assert_eq!(d.queue_capacity, core.queue_capacity);
+    }
+}
