@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that checks everything: formatting, lints, and every test in the workspace.
-# Adapter issues add the servers their tests need (started here, stopped on exit).
+# The servers the integration tests need (Prosody; Synapse with its issue) are installed if
+# missing, started here on loopback with fresh data, and stopped on exit.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,6 +17,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 log "cargo build (the bridge binary is used by the end-to-end tests)"
 cargo build --workspace --all-targets
+
+log "starting the servers the integration tests use"
+. "$ROOT/scripts/servers.sh"
+trap servers_stop EXIT
+prosody_install
+prosody_start
 
 log "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
