@@ -14,6 +14,7 @@ use bridge_example_linechat::server::Server;
 use bridge_example_linechat::{LinechatAdapter, LinechatFactory};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -178,20 +179,8 @@ async fn server_restarts_and_dropped_connections_lose_and_duplicate_nothing() {
 async fn retries_reuse_the_txn_and_redeliveries_and_echoes_are_not_bridged() {
     let (listener, addr) = fake_server().await;
     let (core, memory) = bridge(Arc::new(LinechatAdapter::new(addr, "bridge"))).await;
-    let connect = || async {
-        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
-            .await
-            .expect("the adapter connects")
-            .expect("accept");
-        let (reader, mut writer) = stream.into_split();
-        let mut lines = BufReader::new(reader).lines();
-        let hello = lines.next_line().await.expect("reads");
-        assert_eq!(hello.as_deref(), Some("HELLO bridge"));
-        writer.write_all(b"WELCOME\n").await.expect("writes");
-        (lines, writer)
-    };
     // A human's event, acknowledged once durable.
-    let (mut lines, mut writer) = connect().await;
+    let (mut lines, mut writer) = accept_client(&listener).await;
     writer
         .write_all(b"EVENT 1 lobby alice - hello\n")
         .await
@@ -209,7 +198,7 @@ async fn retries_reuse_the_txn_and_redeliveries_and_echoes_are_not_bridged() {
 
     // After the reconnect, the core retries with the same transaction ID, and the server sends
     // again what it thinks unacknowledged: the human's event and the echo of our SEND.
-    let (mut lines, mut writer) = connect().await;
+    let (mut lines, mut writer) = accept_client(&listener).await;
     assert_eq!(
         next_line(&mut lines).await,
         first,
@@ -249,11 +238,8 @@ async fn fake_server() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn malformed_lines_from_the_server_are_counted_and_skipped() {
-    let (listener, addr) = fake_server().await;
-    let adapter = Arc::new(LinechatAdapter::new(addr, "bridge"));
-    let (core, memory) = bridge(adapter.clone()).await;
+/// Accepts the adapter's connection on the fake server, checks its `HELLO` and welcomes it.
+async fn accept_client(listener: &TcpListener) -> (Lines, OwnedWriteHalf) {
     let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
         .await
         .expect("the adapter connects")
@@ -262,6 +248,16 @@ async fn malformed_lines_from_the_server_are_counted_and_skipped() {
     let mut lines = BufReader::new(reader).lines();
     let hello = lines.next_line().await.expect("reads");
     assert_eq!(hello.as_deref(), Some("HELLO bridge"));
+    writer.write_all(b"WELCOME\n").await.expect("writes");
+    (lines, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_lines_from_the_server_are_counted_and_skipped() {
+    let (listener, addr) = fake_server().await;
+    let adapter = Arc::new(LinechatAdapter::new(addr, "bridge"));
+    let (core, memory) = bridge(adapter.clone()).await;
+    let (mut lines, mut writer) = accept_client(&listener).await;
 
     let garbage: &[&[u8]] = &[
         b"GARBAGE\n",
@@ -273,7 +269,6 @@ async fn malformed_lines_from_the_server_are_counted_and_skipped() {
         b"EVENT 3 lobby alice 9x bad reply\n",
         b"\n",
     ];
-    writer.write_all(b"WELCOME\n").await.expect("writes");
     for line in garbage {
         writer.write_all(line).await.expect("writes");
     }
@@ -352,14 +347,7 @@ async fn sends_fail_fast_when_the_connection_drops_and_when_disconnected() {
     );
 
     let (core, _memory) = bridge(adapter.clone()).await;
-    let (stream, _) = listener.accept().await.expect("accept");
-    let (reader, mut writer) = stream.into_split();
-    let mut lines = BufReader::new(reader).lines();
-    assert_eq!(
-        lines.next_line().await.expect("reads").as_deref(),
-        Some("HELLO bridge")
-    );
-    writer.write_all(b"WELCOME\n").await.expect("writes");
+    let (mut lines, mut writer) = accept_client(&listener).await;
 
     // A reply, an emote: the SEND line carries the reply seq, the puppet and the escaped text.
     let id = EventId::from_u128(0x0123_4567_89ab_cdef);
