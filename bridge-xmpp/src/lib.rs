@@ -24,4 +24,5 @@
 //! The research behind this is in `docs/design/xmpp.md`.
 
 pub mod component;
+pub mod stream;
 pub mod wire;

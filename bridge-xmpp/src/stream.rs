@@ -1,0 +1,52 @@
+//! What a connection task reports to the adapter, the same for both modes.
+//!
+//! A connection task (the component one in [`crate::session`], the client one in
+//! [`crate::client`]) owns its socket alone: stanzas to send arrive on a channel, what happens
+//! on the stream leaves on another. It reconnects by itself, with backoff and jitter, until the
+//! shutdown token is cancelled, and reports each new session as [`StreamEvent::Online`]: the
+//! adapter then joins its rooms again (a new session has no MUC state).
+//!
+//! Stanzas are `minidom` elements in `jabber:client` in both directions, whatever the wire uses.
+
+use tokio::sync::mpsc;
+use xmpp_parsers::minidom::Element;
+
+/// How many stanzas may wait in either direction before the other side is slowed down.
+pub const CHANNEL_DEPTH: usize = 1024;
+
+/// Something that happened on the stream.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A new session is up (first connect or reconnect). `jid` is our address on it: the
+    /// component domain, or the full JID the server bound for the client.
+    Online {
+        /// Our address in this session.
+        jid: String,
+    },
+    /// The session ended (read error, stream error, dead keepalive…). The task reconnects by
+    /// itself; stanzas sent meanwhile are dropped, so senders should fail and retry.
+    Offline {
+        /// Why, for logs.
+        reason: String,
+    },
+    /// An incoming stanza (`message`, `presence` or `iq`), in `jabber:client`.
+    Stanza(Element),
+}
+
+/// The adapter's ends of a connection task's channels.
+#[derive(Debug)]
+pub struct StreamHandle {
+    /// Stanzas to send (in `jabber:client`; the component task rewrites the namespace).
+    pub out: mpsc::Sender<Element>,
+    /// What happens on the stream, in order.
+    pub events: mpsc::Receiver<StreamEvent>,
+}
+
+impl StreamHandle {
+    /// A pair of channels: the handle for the adapter, the ends for the connection task.
+    pub fn channel() -> (Self, mpsc::Receiver<Element>, mpsc::Sender<StreamEvent>) {
+        let (out, out_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (events_tx, events) = mpsc::channel(CHANNEL_DEPTH);
+        (Self { out, events }, out_rx, events_tx)
+    }
+}
