@@ -5,14 +5,18 @@
 SERVERS_DIR="${SERVERS_DIR:-$(mktemp -d /tmp/bridge-servers.XXXXXX)}"
 SERVER_PIDS=()
 
-# Installs Prosody from Debian if it is missing, without letting apt start the packaged service.
+# Installs Prosody (and prosody-modules, for mod_muc_moderation) from Debian if missing, without
+# letting apt start the packaged service.
 prosody_install() {
-  if command -v prosody >/dev/null 2>&1; then return 0; fi
-  log "installing Prosody (apt)"
+  if command -v prosody >/dev/null 2>&1 \
+    && [ -e /usr/lib/prosody/modules/mod_muc_moderation/mod_muc_moderation.lua ]; then
+    return 0
+  fi
+  log "installing Prosody and prosody-modules (apt)"
   local policy=/usr/sbin/policy-rc.d restore=""
   if [ -e "$policy" ]; then restore="$(cat "$policy")"; fi
   printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prosody prosody-modules >/dev/null
   local status=$?
   if [ -n "$restore" ]; then printf '%s\n' "$restore" >"$policy"; else rm -f "$policy"; fi
   return $status
@@ -48,6 +52,22 @@ prosody_start() {
   export BRIDGE_TEST_XMPP_COMPONENT="127.0.0.1:$PROSODY_COMPONENT_PORT"
   export BRIDGE_TEST_XMPP_C2S="127.0.0.1:$PROSODY_C2S_PORT"
   echo "Prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null) on 127.0.0.1:$PROSODY_C2S_PORT (c2s), :$PROSODY_COMPONENT_PORT (component); data in $dir"
+}
+
+# The scripted XMPP "human" of the tests (tests/clients/xmpp_human.py) runs on slixmpp in a venv
+# at $ROOT/.venv. Created on first use; a stamp file listing what was installed makes later calls
+# a no-op until XMPP_CLIENT_PACKAGES changes.
+XMPP_CLIENT_PACKAGES="slixmpp==1.17.0 aiohttp==3.14.5"
+xmpp_client_install() {
+  local venv="$ROOT/.venv"
+  if [ "$(cat "$venv/.bridge-packages" 2>/dev/null)" != "$XMPP_CLIENT_PACKAGES" ]; then
+    log "installing the XMPP test client in $venv: $XMPP_CLIENT_PACKAGES"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086 # the list is meant to split into arguments
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $XMPP_CLIENT_PACKAGES
+    printf '%s\n' "$XMPP_CLIENT_PACKAGES" >"$venv/.bridge-packages"
+  fi
+  export BRIDGE_TEST_PYTHON="$venv/bin/python"
 }
 
 servers_stop() {

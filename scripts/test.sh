@@ -23,6 +23,7 @@ log "starting the servers the integration tests use"
 trap servers_stop EXIT
 prosody_install
 prosody_start
+xmpp_client_install
 
 log "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

@@ -54,8 +54,20 @@ Component "conference.localhost" "muc"
   muc_room_default_persistent = false
   max_history_messages     = 50
   muc_room_locking         = false   -- rooms usable immediately on first join (no config form step)
-  modules_enabled          = { "muc_mam" }   -- room archive (XEP-0313) for catch-up after a restart
+  -- muc_mam: room archive (XEP-0313) for catch-up after a restart.
+  -- muc_moderation: XEP-0425 moderation by moderators; from the Debian package prosody-modules
+  -- (2023 snapshot, which speaks the old urn:xmpp:message-moderate:0 wrapped in fastening).
+  modules_enabled          = { "muc_mam"; "muc_moderation" }
   muc_log_by_default       = true
+
+-- XEP-0363 HTTP upload (Prosody 0.12 module); slots are served on the http port above.
+Component "upload.localhost" "http_file_share"
+  http_file_share_size_limit = 10*1024*1024
+  -- Left empty on purpose: an empty set lets every local host upload (users and the bridge's
+  -- component domain); a non-empty list would allow *only* the JIDs/hosts listed.
+  http_file_share_access     = {}
+  http_host                  = "127.0.0.1"   -- the Host: of the slot URLs (else: "Unknown host")
+  http_external_url          = "http://127.0.0.1:@HTTP_PORT@/"
 
 -- XEP-0114 external component for the bridge
 Component "bridge.localhost"

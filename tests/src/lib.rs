@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests and benchmarks: finding the `bridge` binary, writing
-//! configs, and running the bridge as a child process.
+//! configs, running the bridge as a child process, and scripted XMPP users ([`xmpp_human`]).
+
+pub mod xmpp_human;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
