@@ -101,7 +101,9 @@ fn content(el: &Element, msg_type: MessageType, limits: &Limits) -> Result<Conte
         });
     }
     if let Some((content, reply)) = message_content(el, limits)? {
-        let thread = child(el, "thread", ns::CLIENT).map(Element::text);
+        let thread = child(el, "thread", ns::CLIENT)
+            .filter(|t| text_len(t) <= limits.max_body_bytes)
+            .map(Element::text);
         return Ok(Content::Message {
             content,
             reply,
@@ -232,7 +234,7 @@ fn message_content(
         None => (MsgType::Text, &*unquoted),
     };
     let text = strip_urls(text, &attachments);
-    let html = (!text.trim().is_empty())
+    let text = (!text.trim().is_empty())
         .then(|| {
             xhtml(
                 el,
@@ -242,12 +244,14 @@ fn message_content(
             )
         })
         .flatten()
-        .filter(|html| !html.body().trim().is_empty());
-    let text = if el.has_child("unstyled", ns::STYLING) {
-        RichText::plain(text)
-    } else {
-        html.unwrap_or_else(|| RichText::from_styling(text))
-    };
+        .filter(|html| !html.body().trim().is_empty())
+        .unwrap_or_else(|| {
+            if el.has_child("unstyled", ns::STYLING) {
+                RichText::plain(text)
+            } else {
+                RichText::from_styling(text)
+            }
+        });
     Ok(Some((
         MessageContent {
             msgtype,

@@ -11,7 +11,8 @@
 //! * Outbound, the `build_*` functions ([`build_message`], [`build_correction`],
 //!   [`build_reactions`], [`build_retraction`], [`build_moderation`], [`build_chat_state`],
 //!   [`build_displayed`], [`build_subject`], [`build_custom`]) produce stanzas from neutral
-//!   content. Every build parses back to the same neutral content.
+//!   content. Every build parses back to the same neutral content, up to what XMPP cannot say
+//!   (a notice comes back as text; formatting comes back as the same tree).
 //!
 //! # Protocols
 //!

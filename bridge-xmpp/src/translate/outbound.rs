@@ -48,7 +48,9 @@ pub fn build_message(
     reply: Option<&OutReply<'_>>,
 ) -> Element {
     let mut msg = stanza(env);
-    let quote = reply.and_then(|r| r.quote).map(fallback_quote);
+    let quote = reply
+        .and_then(|r| r.quote)
+        .map(|q| xml_safe(&fallback_quote(q)));
     push_content(&mut msg, content, quote.as_deref());
     if let Some(reply) = reply {
         let mut attrs = vec![("id", reply.id)];
@@ -223,7 +225,7 @@ fn xhtml(html: &str, emote: bool, quote: Option<&str>) -> Option<Element> {
     if emote {
         xml.push_str("/me ");
     }
-    xml.push_str(&html.replace("<br>", "<br/>"));
+    xml.push_str(&xml_safe(&html.replace("<br>", "<br/>")));
     xml.push_str("</body>");
     let body = parse_bounded(&xml)?;
     let mut wrapper = elem("html", ns::XHTML_IM, &[]);
@@ -290,7 +292,7 @@ fn elem(name: &str, namespace: &str, attrs: &[(&str, &str)]) -> Element {
     for &(key, value) in attrs {
         // Every name passed here is a literal valid NcName.
         if let Ok(key) = NcName::try_from(key) {
-            el.set_attr(Namespace::NONE, key, value);
+            el.set_attr(Namespace::NONE, key, xml_safe(value));
         }
     }
     el
@@ -299,7 +301,16 @@ fn elem(name: &str, namespace: &str, attrs: &[(&str, &str)]) -> Element {
 fn text_elem(name: &str, namespace: &str, text: &str) -> Element {
     let mut el = Element::bare(name, namespace);
     if !text.is_empty() {
-        el.append_text_node(text);
+        el.append_text_node(xml_safe(text));
     }
     el
+}
+
+/// `text` without the characters XML 1.0 cannot carry (most C0 controls, U+FFFE, U+FFFF):
+/// minidom panics when it serialises them.
+fn xml_safe(text: &str) -> String {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    text.chars().filter(|&c| allowed(c)).collect()
 }

@@ -373,6 +373,26 @@ fn reply_fallback_without_range_cuts_the_leading_quote() {
 }
 
 #[test]
+fn reply_with_xhtml_drops_the_quote_or_the_xhtml() {
+    let msg = |html: &str| {
+        parse(&format!(
+            "<message xmlns='jabber:client'><body>&gt; Anna: hi\n*yes*</body>\
+             <reply xmlns='urn:xmpp:reply:0' id='m1'/>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+             <body start='0' end='11'/></fallback>\
+             <html xmlns='http://jabber.org/protocol/xhtml-im'>\
+             <body xmlns='http://www.w3.org/1999/xhtml'>{html}</body></html></message>"
+        ))
+    };
+    // The XHTML starts with the quote: it is dropped and the rest used.
+    let p = msg(" <blockquote>Anna: hi</blockquote><em>yes</em>");
+    assert_eq!(message(&p).0.text, RichText::from_html("<em>yes</em>"));
+    // It does not: the XHTML is ignored, the unquoted body styled.
+    let p = msg("<p>Anna: hi</p><em>yes</em>");
+    assert_eq!(message(&p).0.text, RichText::from_styling("*yes*"));
+}
+
+#[test]
 fn reply_without_id_is_dropped_not_fatal() {
     let p = parse(
         "<message xmlns='jabber:client'><body>hi</body><reply xmlns='urn:xmpp:reply:0' to='x'/>\
@@ -1303,4 +1323,54 @@ fn round_trip_formatting_tree_survives_styling_only() {
     let _ = el.remove_child("html", ns::XHTML_IM);
     let p = parse_message(&el, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(message(&p).0.text.tree(), text.tree());
+}
+
+#[test]
+fn outbound_text_that_xml_cannot_carry_is_dropped() {
+    let bad = "a\u{0}\u{1}\u{b}\u{1f}\u{fffe}\u{ffff}\u{7f}\t\r\nb";
+    let env = Envelope {
+        from: "puppet\u{1}@bridge.localhost",
+        to: ROOM,
+        msg_type: MessageType::Groupchat,
+        id: "id\u{2}",
+    };
+    let content = MessageContent {
+        msgtype: MsgType::Emote,
+        text: RichText::from_html(&format!("<strong>{bad}</strong>")),
+        attachments: vec![Attachment {
+            url: format!("https://h/{bad}"),
+            ..Attachment::default()
+        }],
+        ..MessageContent::text(bad)
+    };
+    let reply = OutReply {
+        to: Some(bad),
+        id: bad,
+        quote: Some(bad),
+    };
+    let elements = [
+        build_message(&env, &content, Some(&reply)),
+        build_message(&env, &MessageContent::text(bad), Some(&reply)),
+        build_correction(&env, bad, &content),
+        build_reactions(&env, bad, &[bad]),
+        build_retraction(&env, bad),
+        build_moderation(bad, bad, bad, bad, Some(bad)),
+        build_displayed(&env, bad),
+        build_subject(&env, bad),
+        build_custom(&env, bad, &json!({ "xml": bad, "s": bad })),
+    ];
+    for el in elements {
+        let mut out = Vec::new();
+        el.write_to(&mut out)
+            .unwrap_or_else(|e| panic!("serialise: {e}"));
+        let text = String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"));
+        let _: Element = xml(&text);
+    }
+    // The fallback range still covers exactly the (cleaned) quote.
+    let p = round_trip(&build_message(
+        &env,
+        &MessageContent::text("mine"),
+        Some(&reply),
+    ));
+    assert_eq!(text_of(&p), "mine");
 }
