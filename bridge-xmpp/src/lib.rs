@@ -25,4 +25,5 @@
 
 pub mod component;
 pub mod stream;
+pub mod translate;
 pub mod wire;
