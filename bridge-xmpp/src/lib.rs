@@ -24,5 +24,7 @@
 //! The research behind this is in `docs/design/xmpp.md`.
 
 pub mod component;
+pub mod mam;
 pub mod stream;
+pub mod upload;
 pub mod wire;

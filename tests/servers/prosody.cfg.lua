@@ -17,6 +17,9 @@ component_interfaces = { "127.0.0.1" }
 component_ports      = { @COMPONENT_PORT@ }
 http_interfaces      = { "127.0.0.1" }
 http_ports           = { @HTTP_PORT@ }
+-- Prosody routes HTTP requests by their Host header; URLs on 127.0.0.1 (http_external_url of
+-- upload.localhost) name no XMPP host, so without this every upload PUT/GET is a 404.
+http_default_host    = "upload.localhost"
 https_ports          = {}
 
 -- Modules: explicit, small set. s2s is disabled so nothing dials out.
@@ -60,3 +63,8 @@ Component "conference.localhost" "muc"
 -- XEP-0114 external component for the bridge
 Component "bridge.localhost"
   component_secret = "bridgesecret"
+
+-- XEP-0363 HTTP upload for attachments sent to XMPP
+Component "upload.localhost" "http_file_share"
+  http_file_share_size_limit = 10*1024*1024
+  http_external_url = "http://127.0.0.1:@HTTP_PORT@/"
