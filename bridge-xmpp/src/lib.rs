@@ -24,6 +24,8 @@
 //! The research behind this is in `docs/design/xmpp.md`.
 
 pub mod component;
+pub mod mam;
 pub mod stream;
 pub mod translate;
+pub mod upload;
 pub mod wire;

@@ -72,3 +72,4 @@ Component "upload.localhost" "http_file_share"
 -- XEP-0114 external component for the bridge
 Component "bridge.localhost"
   component_secret = "bridgesecret"
+
