@@ -386,7 +386,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
     /// goes out in `jabber:component:accept`, its payload namespaces untouched. The caller sets
     /// `from` (a JID on the component domain) and `to`.
     pub async fn send(&mut self, stanza: impl Into<Element>) -> Result<(), ComponentError> {
-        self.write(&to_wire(stanza.into())).await
+        let mut stanza = to_wire(stanza.into());
+        // minidom panics on characters XML cannot carry; text from other networks may hold them.
+        crate::xml::sanitize(&mut stanza);
+        self.write(&stanza).await
     }
 
     async fn write(&mut self, el: &Element) -> Result<(), ComponentError> {

@@ -23,9 +23,18 @@
 //! cannot log in. A unit test asserts that xmpp-parsers' default namespace is `jabber:client`.
 //! The research behind this is in `docs/design/xmpp.md`.
 
+pub mod adapter;
+pub mod client;
 pub mod component;
+pub mod jid;
 pub mod mam;
+pub mod muc;
+pub mod session;
+pub mod settings;
 pub mod stream;
 pub mod translate;
 pub mod upload;
 pub mod wire;
+pub mod xml;
+
+pub use adapter::{XmppAdapter, XmppFactory};

@@ -4,7 +4,10 @@ use bridge_core::AdapterFactory;
 
 /// Every adapter factory compiled into this binary.
 pub fn factories() -> Vec<Box<dyn AdapterFactory>> {
-    vec![Box::new(bridge_example_linechat::LinechatFactory)]
+    vec![
+        Box::new(bridge_example_linechat::LinechatFactory),
+        Box::new(bridge_xmpp::XmppFactory),
+    ]
 }
 
 /// The factory of an adapter type.

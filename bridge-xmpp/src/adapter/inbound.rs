@@ -1,0 +1,612 @@
+//! XMPP → neutral: presences and messages the listener hears, and the room archive.
+//!
+//! **IDs.** A room message's native ID is the stanza-id the room gave it (XEP-0359, `by` the
+//! room): it is what replies, reactions, retractions and moderation point at in a MUC, and it is
+//! the archive ID we resume from. Corrections point at the sender's own `id` attribute instead,
+//! so for every message we also store `id` → stanza-id, keyed by the sender's identity: a
+//! correction can only find a message of its own sender (matterbridge #1396 let anyone edit
+//! anyone's message by reusing an id).
+//!
+//! **Reactions.** XEP-0444 sends a sender's whole set each time; we keep the last set per
+//! (message, sender) in the adapter's store and turn the difference into reaction and unreact
+//! events.
+
+use std::sync::Arc;
+
+use bridge_core::{
+    AdapterContext, EventId, EventKind, InboundEvent, MembershipChange, RemoteEventId,
+    RemoteSender, RemoteUserId,
+};
+use xmpp_parsers::minidom::Element;
+
+use crate::xml::Attrs;
+
+use super::state::{self, Observed, Occupant};
+use super::{Durable, Inner};
+use crate::jid;
+use crate::muc;
+use crate::translate::{self, Content, MessageType, Parsed};
+
+/// Keys in the adapter's store (each part separated by a NUL byte).
+pub(super) mod keys {
+    /// Archive position of a room: the last stanza-id bridged.
+    pub const POSITION: &str = "pos";
+    /// stanza-id → `id` attribute and author of a message.
+    pub const BY_STANZA_ID: &str = "sid";
+    /// (author, `id` attribute) → stanza-id.
+    pub const BY_ID: &str = "id";
+    /// The last reaction set of a sender on a message.
+    pub const REACTIONS: &str = "react";
+    /// A room's members as last seen (to bridge departures that happened while away).
+    pub const MEMBER: &str = "member";
+    /// A room's last subject (rooms repeat it to every joiner).
+    pub const SUBJECT: &str = "subject";
+
+    /// The key of `parts` under `kind`.
+    pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
+        let mut key = kind.as_bytes().to_vec();
+        for part in parts {
+            key.push(0);
+            key.extend_from_slice(part.as_bytes());
+        }
+        key
+    }
+}
+
+/// Where a message was heard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// Live, by the listener.
+    Live,
+    /// From the room archive.
+    Archive,
+}
+
+impl Inner {
+    pub(super) fn handle_presence(&self, presence: &Element, ctx: &AdapterContext) {
+        let to = presence.attr("to").unwrap_or_default().to_owned();
+        let from = presence.attr("from").unwrap_or_default();
+        if presence.attr("type") == Some("error") {
+            let error = muc::error_condition(presence)
+                .unwrap_or_else(|| ("undefined-condition".into(), None));
+            let key = (to, jid::bare(from).to_owned());
+            match self.waiters.lock().joins.remove(&key) {
+                Some(waiter) => {
+                    let _ = waiter.send(Err(error));
+                }
+                None => tracing::info!(from, condition = %error.0, "presence error from a room"),
+            }
+            return;
+        }
+        let Some(p) = muc::occupant_presence(presence) else {
+            return;
+        };
+        if p.self_presence {
+            if p.available {
+                self.rooms.lock().joined(&p.room, &to, &p);
+                if let Some(waiter) = self
+                    .waiters
+                    .lock()
+                    .joins
+                    .remove(&(to.clone(), p.room.clone()))
+                {
+                    let _ = waiter.send(Ok(p.clone()));
+                }
+            } else {
+                if p.kicked || p.banned {
+                    tracing::warn!(room = %p.room, occupant = %to, reason = ?p.status, "removed from the room");
+                }
+                self.rooms.lock().left(&p.room, &to);
+            }
+        }
+        if self.listener_jid().as_deref() != Some(to.as_str()) {
+            return;
+        }
+        let observed = self.rooms.lock().observe(&p);
+        if p.self_presence && p.available {
+            self.reconcile_members(&p.room, ctx);
+            return;
+        }
+        let submit = |occupant: &Occupant, nick: &str, kind| {
+            let event = event(&p.room, None, occupant.user.clone(), nick, None, kind);
+            self.submit(ctx, event);
+        };
+        match observed {
+            Observed::Nothing => {}
+            Observed::Joined(occupant, nick) => {
+                let key = keys::of(keys::MEMBER, &[&p.room, occupant.user.as_str()]);
+                let known = ctx.store().get(&key).ok().flatten();
+                if known.as_deref() != Some(nick.as_bytes()) {
+                    self.put(ctx, &key, nick.as_bytes());
+                    if known.is_none() {
+                        submit(&occupant, &nick, membership(MembershipChange::Join, None));
+                    } else {
+                        submit(&occupant, &nick, profile(&nick));
+                    }
+                }
+            }
+            Observed::Left(occupant, nick, change, reason) => {
+                let key = keys::of(keys::MEMBER, &[&p.room, occupant.user.as_str()]);
+                if let Err(e) = ctx.store().delete(&key) {
+                    tracing::warn!(error = %e, "cannot forget a member");
+                }
+                submit(&occupant, &nick, membership(change, reason));
+            }
+            Observed::Renamed(occupant, new_nick) => {
+                let key = keys::of(keys::MEMBER, &[&p.room, occupant.user.as_str()]);
+                self.put(ctx, &key, new_nick.as_bytes());
+                submit(&occupant, &new_nick, profile(&new_nick));
+            }
+        }
+    }
+
+    /// After (re)joining: members we knew who are gone now left while we were away.
+    fn reconcile_members(&self, room: &str, ctx: &AdapterContext) {
+        let present: Vec<String> = self
+            .rooms
+            .lock()
+            .occupants(room)
+            .into_iter()
+            .map(|o| o.user.as_str().to_owned())
+            .collect();
+        let prefix = keys::of(keys::MEMBER, &[room, ""]);
+        let known = match ctx.store().scan(&prefix, usize::MAX) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(room, error = %e, "cannot read the known members");
+                return;
+            }
+        };
+        for (key, nick) in known {
+            let user = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if present.contains(&user) {
+                continue;
+            }
+            let _ = ctx.store().delete(&key);
+            let nick = String::from_utf8_lossy(&nick).into_owned();
+            let kind = membership(MembershipChange::Leave, None);
+            self.submit(
+                ctx,
+                event(room, None, RemoteUserId::new(user), &nick, None, kind),
+            );
+        }
+    }
+
+    fn put(&self, ctx: &AdapterContext, key: &[u8], value: &[u8]) {
+        if let Err(e) = ctx.store().put(key, value) {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+    }
+
+    /// Hands an event to the core without tracking its durability (presence-derived events).
+    fn submit(&self, ctx: &AdapterContext, event: InboundEvent) {
+        if let Err(e) = ctx.enqueue(event) {
+            tracing::warn!(adapter = %self.id, error = %e, "event not accepted");
+        }
+    }
+
+    pub(super) fn handle_message(
+        self: &Arc<Self>,
+        stanza: &Element,
+        ctx: &AdapterContext,
+        durable: &mut Durable,
+    ) {
+        if self.route_archive_result(stanza) {
+            return;
+        }
+        let parsed = match translate::parse_message(stanza, &self.limits()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let from = stanza.attr("from").unwrap_or_default();
+                tracing::warn!(adapter = %self.id, from, error = %e, "message refused");
+                ctx.counter("bridge_xmpp_malformed_total").increment(1);
+                return;
+            }
+        };
+        let from = parsed.from.clone().unwrap_or_default();
+        let (room, nick) = jid::split(&from);
+        match parsed.msg_type {
+            MessageType::Error => {
+                if let Some(waiter) = parsed
+                    .id
+                    .as_ref()
+                    .and_then(|id| self.waiters.lock().reflections.remove(id))
+                {
+                    let _ = waiter.send(stanza.clone());
+                }
+                return;
+            }
+            MessageType::Groupchat => {}
+            _ => {
+                self.refuse_direct_message(stanza);
+                return;
+            }
+        }
+        let ours = nick.is_some_and(|n| {
+            self.rooms
+                .lock()
+                .is_ours(room, n, parsed.occupant_id.as_deref())
+        });
+        let waiter = (parsed.id.as_ref())
+            .filter(|_| ours)
+            .and_then(|id| self.waiters.lock().reflections.remove(id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(stanza.clone());
+        }
+        if parsed.to.as_deref() != self.listener_jid().as_deref() {
+            return; // a puppet's copy: the listener's copy is the one we bridge
+        }
+        let position = parsed.stanza_id_by(room).map(str::to_owned);
+        let events = self.translate_groupchat(&parsed, room, nick, ours, Heard::Live, ctx);
+        let mut last = None;
+        for event in events {
+            match ctx.enqueue(event) {
+                Ok(pending) => last = Some(pending),
+                Err(e) => {
+                    tracing::warn!(adapter = %self.id, error = %e, "message not accepted");
+                    return;
+                }
+            }
+        }
+        let room = room.to_owned();
+        if let (Some(pending), Some(position)) = (last, position) {
+            durable.push(Box::pin(async move {
+                pending.durable().await;
+                Some((room, position))
+            }));
+        }
+    }
+
+    /// Direct messages to puppets are not bridged yet: say so to the sender rather than
+    /// dropping them silently.
+    fn refuse_direct_message(&self, stanza: &Element) {
+        let parsed_body = stanza.get_child("body", crate::wire::NS_CLIENT).is_some();
+        let (Some(from), Some(to)) = (stanza.attr("from"), stanza.attr("to")) else {
+            return;
+        };
+        if !parsed_body || stanza.attr("type") == Some("headline") {
+            return;
+        }
+        tracing::info!(
+            from,
+            to,
+            "direct message to the bridge: not bridged (only rooms are)"
+        );
+        let mut error = Element::builder("message", crate::wire::NS_CLIENT)
+            .with("type", "error")
+            .with("from", to)
+            .with("to", from);
+        if let Some(id) = stanza.attr("id") {
+            error = error.with("id", id);
+        }
+        let error = error
+            .append(
+                Element::builder("error", crate::wire::NS_CLIENT)
+                    .with("type", "cancel")
+                    .append(Element::builder("feature-not-implemented", muc::NS_STANZAS))
+                    .append(
+                        Element::builder("text", muc::NS_STANZAS)
+                            .append("This bridge only carries group chats for now."),
+                    ),
+            )
+            .build();
+        if let Some(out) = self.out.lock().clone() {
+            let _ = out.try_send(error);
+        }
+    }
+
+    pub(super) fn limits(&self) -> translate::Limits {
+        translate::Limits {
+            max_body_bytes: self.settings.max_body_bytes,
+            ..translate::Limits::default()
+        }
+    }
+
+    /// The neutral events of one room message (live or archived).
+    pub(super) fn translate_groupchat(
+        &self,
+        parsed: &Parsed,
+        room: &str,
+        nick: Option<&str>,
+        ours: bool,
+        heard: Heard,
+        ctx: &AdapterContext,
+    ) -> Vec<InboundEvent> {
+        let stanza_id = parsed.stanza_id_by(room);
+        let native = stanza_id.or(parsed.id.as_deref()).map(RemoteEventId::new);
+        let our_id = parsed
+            .origin_id
+            .as_deref()
+            .or(parsed.id.as_deref())
+            .and_then(|id| id.parse::<EventId>().ok());
+        if ours || (heard == Heard::Archive && our_id.is_some()) {
+            // The reflection of something we sent: the core records its stanza-id.
+            let Some(original) = our_id else {
+                return Vec::new();
+            };
+            // Only `native_id` and `echo_of` matter to the core for an echo.
+            let mut echo = event(
+                room,
+                native,
+                RemoteUserId::new(room),
+                "",
+                parsed.delay_ms,
+                profile(""),
+            );
+            echo.echo_of = Some(original);
+            return vec![echo];
+        }
+        let occupant = nick.and_then(|n| self.rooms.lock().occupant(room, n).cloned());
+        let user = match (&occupant, nick) {
+            (Some(o), _) => o.user.clone(),
+            (None, Some(n)) => state::identity(room, n, None, parsed.occupant_id.as_deref()),
+            (None, None) => RemoteUserId::new(room),
+        };
+        let name = nick.unwrap_or(room);
+        let ts = parsed.delay_ms;
+        let mut events = Vec::new();
+        match &parsed.content {
+            Content::None => {}
+            Content::Message { content, reply, .. } => {
+                let reply_to = reply.as_ref().map(|r| {
+                    let author = r.to.as_deref().and_then(|to| {
+                        let (_, reply_nick) = jid::split(to);
+                        reply_nick.and_then(|n| {
+                            self.rooms.lock().occupant(room, n).map(|o| o.user.clone())
+                        })
+                    });
+                    self.resolve(ctx, room, author.as_ref(), &r.id)
+                });
+                if let (Some(stanza_id), Some(id)) = (stanza_id, &parsed.id) {
+                    self.remember(ctx, room, stanza_id, &user, id);
+                }
+                let kind = EventKind::Message {
+                    content: content.clone(),
+                    reply_to,
+                    thread: None,
+                };
+                events.push(event(room, native.clone(), user.clone(), name, ts, kind));
+            }
+            Content::Correction { replace_id, new } => {
+                if state::is_nick_identity(&user) {
+                    tracing::warn!(
+                        room,
+                        nick = name,
+                        "correction refused: the room shows no stable identity for its sender"
+                    );
+                } else {
+                    let target = self.resolve(ctx, room, Some(&user), replace_id);
+                    let kind = EventKind::Edit {
+                        target,
+                        new: new.clone(),
+                    };
+                    events.push(event(room, native.clone(), user.clone(), name, ts, kind));
+                }
+            }
+            Content::Reactions { to_id, keys } => {
+                let target = self.resolve(ctx, room, None, to_id);
+                let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), user.as_str()]);
+                let before: Vec<String> = ctx
+                    .store()
+                    .get(&store_key)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or_default();
+                let reaction_id = |sign: char, key: &str| {
+                    native
+                        .as_ref()
+                        .map(|n| RemoteEventId::new(format!("{}#{sign}{key}", n.as_str())))
+                };
+                for key in keys.iter().filter(|k| !before.contains(k)) {
+                    let kind = EventKind::Reaction {
+                        target: target.clone(),
+                        key: key.clone(),
+                    };
+                    events.push(event(
+                        room,
+                        reaction_id('+', key),
+                        user.clone(),
+                        name,
+                        ts,
+                        kind,
+                    ));
+                }
+                for key in before.iter().filter(|k| !keys.contains(k)) {
+                    let kind = EventKind::Unreact {
+                        target: target.clone(),
+                        key: key.clone(),
+                        reaction: None,
+                    };
+                    events.push(event(
+                        room,
+                        reaction_id('-', key),
+                        user.clone(),
+                        name,
+                        ts,
+                        kind,
+                    ));
+                }
+                let value = serde_json::to_vec(keys).unwrap_or_default();
+                self.put(ctx, &store_key, &value);
+            }
+            Content::Retraction { id } => {
+                if state::is_nick_identity(&user) {
+                    tracing::warn!(
+                        room,
+                        nick = name,
+                        "retraction refused: the room shows no stable identity for its sender"
+                    );
+                } else {
+                    let target = self.resolve(ctx, room, Some(&user), id);
+                    let kind = EventKind::Redaction {
+                        target,
+                        reason: None,
+                    };
+                    events.push(event(room, native.clone(), user.clone(), name, ts, kind));
+                }
+            }
+            Content::Moderation { id, by, reason } => {
+                // Only the room itself may announce a moderation.
+                if nick.is_none() {
+                    let by_nick = by.as_deref().and_then(|b| jid::split(b).1);
+                    let moderator = by_nick
+                        .and_then(|n| self.rooms.lock().occupant(room, n).map(|o| o.user.clone()))
+                        .unwrap_or_else(|| {
+                            RemoteUserId::new(by.clone().unwrap_or_else(|| room.to_owned()))
+                        });
+                    let kind = EventKind::Redaction {
+                        target: RemoteEventId::new(id.clone()),
+                        reason: reason.clone(),
+                    };
+                    let name = by_nick.unwrap_or(room);
+                    let mut ev = event(room, native.clone(), moderator, name, ts, kind);
+                    ev.by_moderator = true;
+                    events.push(ev);
+                }
+            }
+            Content::Subject(text) => {
+                let key = keys::of(keys::SUBJECT, &[room]);
+                let last = ctx.store().get(&key).ok().flatten();
+                // Rooms send their subject to every joiner; an empty one on the first join
+                // is no news either.
+                let first_and_empty = last.is_none() && text.is_empty();
+                if first_and_empty {
+                    self.put(ctx, &key, b"");
+                } else if last.as_deref() != Some(text.as_bytes()) {
+                    self.put(ctx, &key, text.as_bytes());
+                    let kind = EventKind::Topic { text: text.clone() };
+                    events.push(event(room, None, user.clone(), name, ts, kind));
+                }
+            }
+            Content::Custom {
+                event_type,
+                content,
+            } => {
+                let kind = EventKind::Custom {
+                    event_type: event_type.clone(),
+                    content: content.clone(),
+                };
+                events.push(event(room, native.clone(), user.clone(), name, ts, kind));
+            }
+        }
+        if heard == Heard::Live {
+            if let Some(active) = parsed.typing() {
+                events.push(event(
+                    room,
+                    None,
+                    user.clone(),
+                    name,
+                    ts,
+                    EventKind::Typing { active },
+                ));
+            }
+            if let Some(displayed) = &parsed.displayed {
+                let up_to = self.resolve(ctx, room, None, displayed);
+                events.push(event(
+                    room,
+                    None,
+                    user,
+                    name,
+                    ts,
+                    EventKind::ReadMarker { up_to },
+                ));
+            }
+        }
+        events
+    }
+
+    /// Records a message's `id` ⇄ stanza-id, for corrections and for sending corrections.
+    pub(super) fn remember(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        stanza_id: &str,
+        author: &RemoteUserId,
+        id: &str,
+    ) {
+        self.put(
+            ctx,
+            &keys::of(keys::BY_ID, &[room, author.as_str(), id]),
+            stanza_id.as_bytes(),
+        );
+        self.put(
+            ctx,
+            &keys::of(keys::BY_STANZA_ID, &[room, stanza_id]),
+            id.as_bytes(),
+        );
+    }
+
+    /// The native ID (stanza-id) a reference points at: `id` itself, unless it is the `id`
+    /// attribute of a message by `author` that we know the stanza-id of.
+    fn resolve(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        author: Option<&RemoteUserId>,
+        id: &str,
+    ) -> RemoteEventId {
+        let mapped = author.and_then(|author| {
+            let key = keys::of(keys::BY_ID, &[room, author.as_str(), id]);
+            ctx.store().get(&key).ok().flatten()
+        });
+        match mapped {
+            Some(stanza_id) => RemoteEventId::new(String::from_utf8_lossy(&stanza_id).into_owned()),
+            None => RemoteEventId::new(id),
+        }
+    }
+
+    /// Writes the archive positions of rooms whose messages became durable.
+    pub(super) fn flush_positions(&self, ctx: &AdapterContext) {
+        let positions = std::mem::take(&mut *self.positions.lock());
+        for (room, position) in positions {
+            self.put(
+                ctx,
+                &keys::of(keys::POSITION, &[&room]),
+                position.as_bytes(),
+            );
+        }
+    }
+
+    /// A room's stored archive position.
+    pub(super) fn position(&self, ctx: &AdapterContext, room: &str) -> Option<String> {
+        let stored = ctx
+            .store()
+            .get(&keys::of(keys::POSITION, &[room]))
+            .ok()
+            .flatten()?;
+        Some(String::from_utf8_lossy(&stored).into_owned())
+    }
+}
+
+fn membership(change: MembershipChange, reason: Option<String>) -> EventKind<RemoteEventId> {
+    EventKind::Membership { change, reason }
+}
+
+fn profile(nick: &str) -> EventKind<RemoteEventId> {
+    EventKind::Profile {
+        display_name: Some(nick.to_owned()),
+        avatar: None,
+    }
+}
+
+/// An inbound event from `user`, shown as `name`.
+fn event(
+    room: &str,
+    native: Option<RemoteEventId>,
+    user: RemoteUserId,
+    name: &str,
+    ts: Option<u64>,
+    kind: EventKind<RemoteEventId>,
+) -> InboundEvent {
+    let mut event = InboundEvent::new(room, native, user, kind);
+    event.sender = RemoteSender {
+        id: event.sender.id,
+        display_name: Some(name.to_owned()).filter(|n| !n.is_empty()),
+        avatar: None,
+    };
+    event.ts = ts;
+    event
+}

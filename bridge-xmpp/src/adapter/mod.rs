@@ -1,0 +1,531 @@
+//! The XMPP adapter: [`XmppFactory`] builds an [`XmppAdapter`] from a `type = "xmpp"` section.
+//!
+//! One task ([`Adapter::run`]) reads everything the connection task reports, in order:
+//! IQ answers go to their waiters, IQ requests are answered at once (disco, ping), MUC
+//! presences update the room state, and messages become inbound events. `send` runs in the
+//! core's delivery workers (one per room); it writes stanzas to the connection task and waits
+//! for what the room reflects.
+//!
+//! **Who hears what.** In component mode every occupant of ours gets a copy of every room
+//! message. Only the copy addressed to the *listener* (the bridge's own occupant, nick
+//! `nick` in the settings) is bridged; the copies to puppets only confirm their own sends.
+//! In client mode the relay account is both listener and sender.
+
+mod archive;
+mod inbound;
+mod iq;
+mod outbound;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::{
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, AttachmentLimit,
+    Capabilities, ConfigIssue, Delivered, InboundEvent, OutboundEvent, RemoteEventId, RemoteRoomId,
+};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use xmpp_parsers::minidom::Element;
+
+use crate::muc::{self, OccupantPresence};
+use crate::session::{ComponentSettings, spawn_component};
+use crate::settings::{self, Mode, Settings};
+use crate::stream::{StreamEvent, StreamHandle};
+use state::Rooms;
+
+/// How long an IQ we send may wait for its answer.
+const IQ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a join may wait for the room's self-presence.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often archive positions are written to the store.
+const POSITION_FLUSH: Duration = Duration::from_secs(1);
+/// The resource of every puppet JID in component mode.
+const PUPPET_RESOURCE: &str = "bridge";
+
+/// Builds [`XmppAdapter`]s from `type = "xmpp"` sections (see [`crate::settings`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XmppFactory;
+
+impl AdapterFactory for XmppFactory {
+    fn type_name(&self) -> &'static str {
+        "xmpp"
+    }
+
+    fn validate(&self, settings: &toml::Table) -> Vec<ConfigIssue> {
+        settings::parse(settings, false).err().unwrap_or_default()
+    }
+
+    fn build(&self, id: AdapterId, table: &toml::Table) -> Result<Arc<dyn Adapter>, AdapterError> {
+        let settings = settings::parse(table, true).map_err(|issues| {
+            let list: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect();
+            AdapterError::Permanent(format!("{id}: {}", list.join("; ")))
+        })?;
+        Ok(Arc::new(XmppAdapter::new(id, settings)))
+    }
+}
+
+/// The XMPP adapter, in component (puppets) or client (relay) mode.
+#[derive(Debug, Clone)]
+pub struct XmppAdapter {
+    inner: Arc<Inner>,
+}
+
+/// What a waiter for a MUC join learns.
+type JoinResult = Result<OccupantPresence, (String, Option<String>)>;
+
+#[derive(Default)]
+struct Waiters {
+    /// Our IQ requests, by id.
+    iqs: HashMap<String, oneshot::Sender<Element>>,
+    /// Messages we sent, by id, waiting for the room's reflection (or an error).
+    reflections: HashMap<String, oneshot::Sender<Element>>,
+    /// Joins in progress, by (occupant JID, room).
+    joins: HashMap<(String, String), oneshot::Sender<JoinResult>>,
+}
+
+struct Inner {
+    id: AdapterId,
+    settings: Settings,
+    /// Our address in the current session (component domain or bound JID).
+    me: Mutex<Option<String>>,
+    out: Mutex<Option<mpsc::Sender<Element>>>,
+    ctx: OnceLock<AdapterContext>,
+    rooms: Mutex<Rooms>,
+    waiters: Mutex<Waiters>,
+    /// Archive positions not yet written to the store, by room.
+    positions: Mutex<HashMap<String, String>>,
+    /// Archive queries in progress: query id → (room, results so far).
+    archive: Mutex<HashMap<String, (String, Vec<crate::mam::MamItem>)>>,
+    /// XEP-0363 service and its size limit, once discovered.
+    upload: Mutex<Option<crate::upload::UploadService>>,
+    http: Option<crate::upload::Http>,
+    seq: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppAdapter")
+            .field("id", &self.id)
+            .field(
+                "mode",
+                &self.component_domain().map_or("client", |_| "component"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl XmppAdapter {
+    /// An adapter with these settings (no I/O until [`Adapter::run`]).
+    pub fn new(id: AdapterId, settings: Settings) -> Self {
+        let inner = Inner {
+            id,
+            settings,
+            me: Mutex::new(None),
+            out: Mutex::new(None),
+            ctx: OnceLock::new(),
+            rooms: Mutex::new(Rooms::default()),
+            waiters: Mutex::new(Waiters::default()),
+            positions: Mutex::new(HashMap::new()),
+            archive: Mutex::new(HashMap::new()),
+            upload: Mutex::new(None),
+            http: crate::upload::Http::new()
+                .map_err(|e| tracing::error!(error = %e, "no HTTP client: attachments are sent as links"))
+                .ok(),
+            seq: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How many stanzas were refused as malformed (each logged and skipped).
+    pub fn malformed_stanzas(&self) -> u64 {
+        self.inner.malformed.load(Ordering::Relaxed)
+    }
+
+    fn start_stream(&self, ctx: &AdapterContext) -> StreamHandle {
+        let settings = &self.inner.settings;
+        match &settings.mode {
+            Mode::Component {
+                server,
+                domain,
+                secret,
+            } => {
+                let mut cs = ComponentSettings::new(server.clone(), domain.clone(), secret.clone());
+                cs.max_stanza_bytes = settings.max_stanza_bytes;
+                spawn_component(cs, ctx.shutdown().child_token())
+            }
+            Mode::Client {
+                jid,
+                password,
+                server,
+                insecure_tcp,
+            } => crate::client::spawn_client(
+                crate::client::ClientSettings {
+                    jid: jid.clone(),
+                    password: password.clone(),
+                    server: server.clone(),
+                    insecure_tcp: *insecure_tcp,
+                    resource: None,
+                },
+                ctx.shutdown().child_token(),
+            ),
+        }
+    }
+}
+
+impl Inner {
+    fn component_domain(&self) -> Option<&str> {
+        match &self.settings.mode {
+            Mode::Component { domain, .. } => Some(domain),
+            Mode::Client { .. } => None,
+        }
+    }
+
+    fn ctx(&self) -> Result<&AdapterContext, AdapterError> {
+        self.ctx
+            .get()
+            .ok_or_else(|| AdapterError::transient("the adapter is not running"))
+    }
+
+    /// The JID of the bridge's own occupant: `bridge@DOMAIN/bridge` for a component, the bound
+    /// JID for a client.
+    fn listener_jid(&self) -> Option<String> {
+        match self.component_domain() {
+            Some(domain) => Some(format!("bridge@{domain}/{PUPPET_RESOURCE}")),
+            None => self.me.lock().clone(),
+        }
+    }
+
+    /// `from` for stanzas we send as `jid`: needed on a component stream, implied by a client's.
+    fn stanza_from<'a>(&self, jid: &'a str) -> Option<&'a str> {
+        self.component_domain().map(|_| jid)
+    }
+
+    fn next_id(&self) -> String {
+        format!(
+            "b{}-{:08x}",
+            self.seq.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        )
+    }
+
+    /// Queues a stanza for the connection task.
+    async fn send_stanza(&self, stanza: Element) -> Result<(), AdapterError> {
+        let out = self.out.lock().clone();
+        let out = out.ok_or_else(|| AdapterError::transient("not connected to the XMPP server"))?;
+        out.send(stanza)
+            .await
+            .map_err(|_| AdapterError::transient("the XMPP connection is gone"))
+    }
+
+    /// Sends an IQ and waits for its result; an error answer becomes `Err` with its condition.
+    async fn iq(&self, mut iq: Element) -> Result<Element, IqFailure> {
+        let id = self.next_id();
+        crate::xml::set_attr(&mut iq, "id", &id);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().iqs.insert(id.clone(), tx);
+        let sent = self.send_stanza(iq).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(IQ_TIMEOUT, rx).await,
+            Err(e) => {
+                self.waiters.lock().iqs.remove(&id);
+                return Err(IqFailure::NotSent(e));
+            }
+        };
+        self.waiters.lock().iqs.remove(&id);
+        match answer {
+            Ok(Ok(answer)) if answer.attr("type") == Some("result") => Ok(answer),
+            Ok(Ok(answer)) => {
+                let (condition, text) = muc::error_condition(&answer)
+                    .unwrap_or_else(|| ("undefined-condition".into(), None));
+                Err(IqFailure::Error { condition, text })
+            }
+            Ok(Err(_)) => Err(IqFailure::NotSent(AdapterError::transient(
+                "disconnected before the answer",
+            ))),
+            Err(_) => Err(IqFailure::NotSent(AdapterError::transient(format!(
+                "no answer within {IQ_TIMEOUT:?}"
+            )))),
+        }
+    }
+
+    /// Joins `room` as `occupant` with the first free nick of `nicks`; returns the nick.
+    async fn join_room(
+        &self,
+        room: &str,
+        occupant: &str,
+        nicks: &[String],
+    ) -> Result<OccupantPresence, AdapterError> {
+        for nick in nicks {
+            if self.rooms.lock().nick_taken_by_other(room, nick, occupant) {
+                continue;
+            }
+            self.rooms.lock().claim(room, occupant, nick);
+            let key = (occupant.to_owned(), room.to_owned());
+            let (tx, rx) = oneshot::channel();
+            self.waiters.lock().joins.insert(key.clone(), tx);
+            let join = muc::join(self.stanza_from(occupant), room, nick);
+            if let Err(e) = self.send_stanza(join).await {
+                self.waiters.lock().joins.remove(&key);
+                self.rooms.lock().unclaim(room, occupant);
+                return Err(e);
+            }
+            let outcome = tokio::time::timeout(JOIN_TIMEOUT, rx).await;
+            self.waiters.lock().joins.remove(&key);
+            match outcome {
+                Ok(Ok(Ok(presence))) => {
+                    if presence.created {
+                        // A locked new room waits for its configuration: take the defaults.
+                        let form = muc::instant_room(self.stanza_from(occupant), room, "");
+                        if let Err(e) = self.iq(form).await {
+                            tracing::debug!(room, error = %e, "instant-room form not accepted (room not locked?)");
+                        }
+                    }
+                    self.rooms.lock().joined(room, occupant, &presence);
+                    return Ok(presence);
+                }
+                Ok(Ok(Err((condition, text)))) => {
+                    self.rooms.lock().unclaim(room, occupant);
+                    if condition == "conflict" {
+                        tracing::debug!(room, nick, "nick taken; trying the next one");
+                        continue;
+                    }
+                    let why = format!(
+                        "cannot join {room} as {nick}: {condition} {}",
+                        text.unwrap_or_default()
+                    );
+                    return Err(match condition.as_str() {
+                        "remote-server-not-found"
+                        | "remote-server-timeout"
+                        | "service-unavailable"
+                        | "resource-constraint"
+                        | "internal-server-error" => AdapterError::transient(why),
+                        _ => AdapterError::Permanent(why),
+                    });
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.rooms.lock().unclaim(room, occupant);
+                    return Err(AdapterError::transient(format!(
+                        "no answer to joining {room} as {nick} within {JOIN_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
+        Err(AdapterError::Permanent(format!(
+            "every nick tried in {room} is taken: {nicks:?}"
+        )))
+    }
+
+    /// Joins every linked room as the listener, then reports the adapter connected (which
+    /// makes the core fetch what each room missed from its archive).
+    async fn join_linked_rooms(self: Arc<Self>, ctx: AdapterContext) {
+        let Some(listener) = self.listener_jid() else {
+            return;
+        };
+        let nicks = state::nick_candidates(&self.settings.nick, "bridge", "bridge");
+        let rooms = ctx.linked_rooms();
+        let this = &self;
+        let joins = rooms.iter().map(|room| {
+            let (listener, nicks) = (&listener, &nicks);
+            async move {
+                if let Err(e) = this.join_room(room.as_str(), listener, nicks).await {
+                    tracing::warn!(adapter = %this.id, room = %room, error = %e, "cannot join a linked room");
+                }
+            }
+        });
+        futures::future::join_all(joins).await;
+        ctx.set_connected(true);
+    }
+
+    /// Routes one stanza from the connection task.
+    fn handle(self: &Arc<Self>, stanza: Element, ctx: &AdapterContext, durable: &mut Durable) {
+        match stanza.name() {
+            "iq" => self.handle_iq(stanza),
+            "presence" => self.handle_presence(&stanza, ctx),
+            "message" => self.handle_message(&stanza, ctx, durable),
+            other => tracing::debug!(name = other, "ignoring a non-stanza element"),
+        }
+    }
+
+    fn handle_iq(self: &Arc<Self>, iq: Element) {
+        match iq.attr("type") {
+            Some("result" | "error") => {
+                let id = iq.attr("id").unwrap_or_default().to_owned();
+                match self.waiters.lock().iqs.remove(&id) {
+                    Some(waiter) => {
+                        let _ = waiter.send(iq);
+                    }
+                    None => tracing::debug!(id, "answer to an IQ nobody waits for"),
+                }
+            }
+            Some("get" | "set") => {
+                let to = iq.attr("to").unwrap_or_default();
+                let answer = match self.component_domain() {
+                    Some(domain) if crate::jid::bare(to) != domain && to.contains('@') => {
+                        let local = to.split('@').next().unwrap_or_default();
+                        let name = crate::jid::unescape_localpart(local);
+                        iq::answer(&iq, iq::Addressee::Puppet(&name))
+                    }
+                    _ => iq::answer(&iq, iq::Addressee::Service),
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = this.send_stanza(answer).await;
+                });
+            }
+            _ => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(iq = %String::from(&iq), "IQ without a valid type; ignored");
+            }
+        }
+    }
+}
+
+/// Why an IQ of ours failed.
+#[derive(Debug, thiserror::Error)]
+enum IqFailure {
+    #[error("{0}")]
+    NotSent(AdapterError),
+    #[error("{condition}{}", text.as_deref().map(|t| format!(": {t}")).unwrap_or_default())]
+    Error {
+        condition: String,
+        text: Option<String>,
+    },
+}
+
+/// Inbound events handed to the core and not yet durable, with what to record once they are.
+type Durable = FuturesUnordered<futures::future::BoxFuture<'static, Option<(String, String)>>>;
+
+#[async_trait]
+impl Adapter for XmppAdapter {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::text_only();
+        caps.formatting = true;
+        caps.edits = true;
+        caps.replies = true;
+        caps.redactions = true;
+        caps.topic = true;
+        caps.custom_events = true;
+        let limit = self
+            .inner
+            .upload
+            .lock()
+            .as_ref()
+            .and_then(|u| u.max_file_size);
+        caps.attachments = Some(AttachmentLimit { max_bytes: limit });
+        if self.inner.component_domain().is_some() {
+            // Puppets can carry everything that is per person.
+            caps.reactions = true;
+            caps.membership = true;
+            caps.profile = true;
+            caps.typing = true;
+            caps.read_markers = true;
+        }
+        caps
+    }
+
+    async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let _ = self.inner.ctx.set(ctx.clone());
+        let mut handle = self.start_stream(&ctx);
+        *self.inner.out.lock() = Some(handle.out.clone());
+        let mut durable: Durable = FuturesUnordered::new();
+        let mut flush = tokio::time::interval(POSITION_FLUSH);
+        loop {
+            tokio::select! {
+                event = handle.events.recv() => match event {
+                    Some(StreamEvent::Online { jid }) => {
+                        tracing::info!(adapter = %self.inner.id, %jid, "XMPP session up");
+                        *self.inner.me.lock() = Some(jid);
+                        self.inner.rooms.lock().reset();
+                        tokio::spawn(self.inner.clone().join_linked_rooms(ctx.clone()));
+                        let this = self.inner.clone();
+                        tokio::spawn(async move { this.discover_upload().await });
+                    }
+                    Some(StreamEvent::Offline { reason }) => {
+                        tracing::warn!(adapter = %self.inner.id, %reason, "XMPP session lost; reconnecting");
+                        ctx.set_connected(false);
+                        self.inner.rooms.lock().reset();
+                        // Dropping the waiters fails every send in flight at once.
+                        *self.inner.waiters.lock() = Waiters::default();
+                    }
+                    Some(StreamEvent::Stanza(stanza)) => self.inner.handle(stanza, &ctx, &mut durable),
+                    None => break,
+                },
+                Some(done) = durable.next(), if !durable.is_empty() => {
+                    if let Some((room, position)) = done {
+                        self.inner.positions.lock().insert(room, position);
+                    }
+                }
+                _ = flush.tick() => self.inner.flush_positions(&ctx),
+                () = ctx.shutdown().cancelled() => break,
+            }
+        }
+        while let Some(done) = durable.next().await {
+            if let Some((room, position)) = done {
+                self.inner.positions.lock().insert(room, position);
+            }
+        }
+        self.inner.flush_positions(&ctx);
+        *self.inner.out.lock() = None;
+        ctx.set_connected(false);
+        Ok(())
+    }
+
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        self.inner.deliver(event).await
+    }
+
+    async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let listener = self
+            .inner
+            .listener_jid()
+            .ok_or_else(|| AdapterError::transient("not connected"))?;
+        let nicks = state::nick_candidates(&self.inner.settings.nick, "bridge", "bridge");
+        self.inner
+            .join_room(room.as_str(), &listener, &nicks)
+            .await
+            .map(|_| ())
+    }
+
+    async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let occupants = self.inner.rooms.lock().forget(room.as_str());
+        for (jid, nick) in occupants {
+            let leave = muc::leave(self.inner.stanza_from(&jid), room.as_str(), &nick);
+            self.inner.send_stanza(leave).await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
+        let room = alias.strip_prefix("xmpp:").unwrap_or(alias);
+        let room = room.split('?').next().unwrap_or(room);
+        if room.contains('@') && !room.contains('/') && crate::jid::is_plausible(room) {
+            Ok(RemoteRoomId::new(room))
+        } else {
+            Err(AdapterError::Permanent(format!(
+                "not a MUC address: {alias} (expected room@conference.example.org)"
+            )))
+        }
+    }
+
+    async fn backfill(
+        &self,
+        room: &RemoteRoomId,
+        after: Option<&RemoteEventId>,
+        limit: usize,
+    ) -> Result<Vec<InboundEvent>, AdapterError> {
+        self.inner.backfill(room.as_str(), after, limit).await
+    }
+}

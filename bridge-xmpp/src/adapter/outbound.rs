@@ -1,0 +1,517 @@
+//! Neutral → XMPP: what `send` does for each kind of event.
+//!
+//! In component mode the event's author speaks through their puppet (`escaped-id@domain`),
+//! which joins the room on first use with their display name as nick. In client mode the relay
+//! account speaks for everyone, as `relay_format` says.
+//!
+//! A room message is confirmed by the room's reflection of it, which carries the stanza-id the
+//! room gave it: that becomes the native ID. The stanza's `id` (and origin-id) is the neutral
+//! event ID, so a reflection that reaches the listener first is recognised as ours (`echo_of`).
+
+use bridge_core::{
+    AdapterError, Attachment, Delivered, EventKind, MembershipChange, MessageContent, MsgType,
+    OutboundEvent, RemoteEventId, RemoteUserId, RichText,
+};
+use xmpp_parsers::minidom::Element;
+
+use super::inbound::keys;
+use super::state::{self, nick_candidates};
+use super::{Inner, PUPPET_RESOURCE};
+use crate::muc;
+use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
+
+/// Who speaks for an event in a room.
+struct Speaker {
+    /// The occupant's JID.
+    jid: String,
+    /// Nicks to try, best first.
+    nicks: Vec<String>,
+}
+
+impl Inner {
+    fn speaker(&self, event: &OutboundEvent) -> Result<Speaker, AdapterError> {
+        match self.component_domain() {
+            Some(domain) => {
+                let id = format!("{}.{}", event.sender.adapter, event.sender.user);
+                let local = crate::jid::escape_localpart(&id);
+                Ok(Speaker {
+                    jid: format!("{local}@{domain}/{PUPPET_RESOURCE}"),
+                    nicks: nick_candidates(
+                        event.sender.name(),
+                        event.sender.adapter.as_str(),
+                        event.sender.user.as_str(),
+                    ),
+                })
+            }
+            None => Ok(Speaker {
+                jid: self
+                    .listener_jid()
+                    .ok_or_else(|| AdapterError::transient("not connected"))?,
+                nicks: nick_candidates(&self.settings.nick, "bridge", "bridge"),
+            }),
+        }
+    }
+
+    /// Our occupant `speaker` in `room`, joining first when needed: its nick and occupant-id.
+    async fn ensure_joined(
+        &self,
+        room: &str,
+        speaker: &Speaker,
+    ) -> Result<(String, Option<String>), AdapterError> {
+        if let Some(found) = self.rooms.lock().our_occupant(room, &speaker.jid) {
+            return Ok(found);
+        }
+        let presence = self.join_room(room, &speaker.jid, &speaker.nicks).await?;
+        Ok((presence.nick, presence.occupant_id))
+    }
+
+    pub(super) async fn deliver(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        let ctx = self.ctx()?.clone();
+        let room = event.room.as_str().to_owned();
+        let speaker = self.speaker(&event)?;
+        let component = self.component_domain().is_some();
+        let joined = self.rooms.lock().our_occupant(&room, &speaker.jid);
+
+        // Kinds that are about the puppet's presence in the room rather than a message.
+        match &event.kind {
+            EventKind::Membership { change, .. } if component => {
+                return match change {
+                    MembershipChange::Join | MembershipChange::Invite => {
+                        let (nick, occupant_id) = self.ensure_joined(&room, &speaker).await?;
+                        Ok(puppet_only(&room, &nick, occupant_id.as_deref()))
+                    }
+                    _ => {
+                        if let Some((nick, _)) = joined {
+                            let leave = muc::leave(self.stanza_from(&speaker.jid), &room, &nick);
+                            self.rooms.lock().left(&room, &speaker.jid);
+                            self.send_stanza(leave).await?;
+                        }
+                        Ok(Delivered::default())
+                    }
+                };
+            }
+            EventKind::Profile { display_name, .. } if component => {
+                let Some((nick, _)) = joined else {
+                    return Ok(Delivered::default()); // takes the new name at its next join
+                };
+                let name = display_name
+                    .as_deref()
+                    .unwrap_or(event.sender.user.as_str());
+                let wanted = nick_candidates(
+                    name,
+                    event.sender.adapter.as_str(),
+                    event.sender.user.as_str(),
+                );
+                let taken = |n: &String| {
+                    self.rooms
+                        .lock()
+                        .nick_taken_by_other(&room, n, &speaker.jid)
+                };
+                if let Some(new) = wanted.iter().find(|n| !taken(n)).filter(|n| **n != nick) {
+                    self.rooms.lock().claim(&room, &speaker.jid, new);
+                    let change = muc::change_nick(self.stanza_from(&speaker.jid), &room, new);
+                    self.send_stanza(change).await?;
+                }
+                return Ok(Delivered::default());
+            }
+            EventKind::Typing { .. } | EventKind::ReadMarker { .. } if joined.is_none() => {
+                // Not worth joining for: typing and read markers are best-effort.
+                return Ok(Delivered::default());
+            }
+            EventKind::Membership { .. } | EventKind::Profile { .. } => {
+                return Err(AdapterError::Unsupported(format!(
+                    "{} in client mode",
+                    event.kind.name()
+                )));
+            }
+            EventKind::Presence { .. } | EventKind::RoomName { .. } => {
+                return Err(AdapterError::Unsupported(event.kind.name().into()));
+            }
+            _ => {}
+        }
+
+        let (nick, occupant_id) = self.ensure_joined(&room, &speaker).await?;
+        let puppet = state::identity(&room, &nick, None, occupant_id.as_deref());
+        let id = event.id.to_string();
+        let env = Envelope {
+            from: &speaker.jid,
+            to: &room,
+            msg_type: MessageType::Groupchat,
+            id: &id,
+        };
+        let stanza = match &event.kind {
+            EventKind::Message {
+                content, reply_to, ..
+            } => {
+                let content = self.prepare(&event, content, &speaker.jid).await;
+                let reply = reply_to.as_ref().map(|r| OutReply {
+                    to: None,
+                    id: r.as_str(),
+                    quote: None,
+                });
+                translate::build_message(&env, &content, reply.as_ref())
+            }
+            EventKind::Edit { target, new } => {
+                let new = self.prepare(&event, new, &speaker.jid).await;
+                let original = self.original_id(&ctx, &room, target);
+                translate::build_correction(&env, &original, &new)
+            }
+            EventKind::Reaction { target, key } | EventKind::Unreact { target, key, .. } => {
+                let adding = matches!(event.kind, EventKind::Reaction { .. });
+                let keys = self.update_reactions(&ctx, &room, target, &puppet, key, adding);
+                translate::build_reactions(&env, target.as_str(), &keys)
+            }
+            EventKind::Redaction { target, reason } => {
+                let original = self.original_id(&ctx, &room, target);
+                let mine = ctx
+                    .store()
+                    .get(&keys::of(keys::BY_ID, &[&room, puppet.as_str(), &original]))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|sid| sid == target.as_str().as_bytes());
+                if !mine {
+                    return self
+                        .moderate(&room, target, reason.as_deref(), &speaker)
+                        .await;
+                }
+                translate::build_retraction(&env, target.as_str())
+            }
+            EventKind::Topic { text } => {
+                let by_puppet = self
+                    .send_and_confirm(&id, translate::build_subject(&env, text))
+                    .await;
+                let listener = self.listener_jid().filter(|l| *l != speaker.jid);
+                return match (by_puppet, listener) {
+                    (Err(AdapterError::Permanent(why)), Some(listener))
+                        if why.contains("forbidden") =>
+                    {
+                        // Only moderators may change the subject in most rooms: the bridge's
+                        // own occupant may be one (it is when it created the room).
+                        let env = Envelope {
+                            from: &listener,
+                            ..env
+                        };
+                        self.send_and_confirm(&id, translate::build_subject(&env, text))
+                            .await?;
+                        Ok(Delivered::default())
+                    }
+                    (outcome, _) => outcome.map(|_| Delivered {
+                        native_id: None,
+                        puppet: Some(puppet),
+                    }),
+                };
+            }
+            EventKind::Custom {
+                event_type,
+                content,
+            } => translate::build_custom(&env, event_type, content),
+            EventKind::Typing { active } => {
+                let state = if *active {
+                    ChatState::Composing
+                } else {
+                    ChatState::Paused
+                };
+                self.send_stanza(translate::build_chat_state(&env, state))
+                    .await?;
+                return Ok(Delivered {
+                    native_id: None,
+                    puppet: Some(puppet),
+                });
+            }
+            EventKind::ReadMarker { up_to } => {
+                self.send_stanza(translate::build_displayed(&env, up_to.as_str()))
+                    .await?;
+                return Ok(Delivered {
+                    native_id: None,
+                    puppet: Some(puppet),
+                });
+            }
+            other => return Err(AdapterError::Unsupported(other.name().into())),
+        };
+        let reflection = self.send_and_confirm(&id, stanza).await?;
+        let native_id = reflection
+            .as_ref()
+            .and_then(|r| stanza_id_by(r, &room))
+            .map(RemoteEventId::new);
+        if let (Some(native), EventKind::Message { .. }) = (&native_id, &event.kind) {
+            self.remember(&ctx, &room, native.as_str(), &puppet, &id);
+        }
+        Ok(Delivered {
+            native_id,
+            puppet: Some(puppet),
+        })
+    }
+
+    /// The content as this mode sends it: attachments re-hosted on the server's upload
+    /// service, and in client mode the author's name put in front.
+    async fn prepare(
+        &self,
+        event: &OutboundEvent,
+        content: &MessageContent,
+        speaker: &str,
+    ) -> MessageContent {
+        let mut content = content.clone();
+        let mut attachments = Vec::with_capacity(content.attachments.len());
+        for attachment in std::mem::take(&mut content.attachments) {
+            attachments.push(self.rehost(attachment, speaker).await);
+        }
+        content.attachments = attachments;
+        if self.component_domain().is_none() {
+            let name = event.sender.name();
+            let text = content.text.to_styling();
+            let line = if content.msgtype == MsgType::Emote {
+                format!("* {name} {text}")
+            } else {
+                self.settings
+                    .relay_format
+                    .replace("{name}", name)
+                    .replace("{text}", &text)
+            };
+            content.text = RichText::from_styling(&line);
+            content.msgtype = MsgType::Text;
+        }
+        content
+    }
+
+    /// The `id` attribute of a message we know by stanza-id (what XEP-0308 corrections point
+    /// at); the stanza-id itself when we never saw the message's `id`.
+    fn original_id(
+        &self,
+        ctx: &bridge_core::AdapterContext,
+        room: &str,
+        target: &RemoteEventId,
+    ) -> String {
+        ctx.store()
+            .get(&keys::of(keys::BY_STANZA_ID, &[room, target.as_str()]))
+            .ok()
+            .flatten()
+            .map(|id| String::from_utf8_lossy(&id).into_owned())
+            .unwrap_or_else(|| target.as_str().to_owned())
+    }
+
+    /// The puppet's whole reaction set on `target` after adding or removing `key`.
+    fn update_reactions(
+        &self,
+        ctx: &bridge_core::AdapterContext,
+        room: &str,
+        target: &RemoteEventId,
+        puppet: &RemoteUserId,
+        key: &str,
+        adding: bool,
+    ) -> Vec<String> {
+        let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), puppet.as_str()]);
+        let mut set: Vec<String> = ctx
+            .store()
+            .get(&store_key)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        set.retain(|k| k != key);
+        if adding {
+            set.push(key.to_owned());
+        }
+        if let Err(e) = ctx
+            .store()
+            .put(&store_key, &serde_json::to_vec(&set).unwrap_or_default())
+        {
+            tracing::warn!(error = %e, "cannot store a reaction set");
+        }
+        set
+    }
+
+    /// Deleting someone else's message takes a moderator (XEP-0425). We ask as the speaker;
+    /// the room refuses unless an admin gave it the moderator role.
+    async fn moderate(
+        &self,
+        room: &str,
+        target: &RemoteEventId,
+        reason: Option<&str>,
+        speaker: &Speaker,
+    ) -> Result<Delivered, AdapterError> {
+        let iq = translate::build_moderation(&speaker.jid, room, "", target.as_str(), reason);
+        match self.iq(iq).await {
+            Ok(_) => Ok(Delivered::default()),
+            Err(super::IqFailure::NotSent(e)) => Err(e),
+            Err(super::IqFailure::Error { condition, text }) => {
+                Err(AdapterError::Permanent(format!(
+                    "{room} refused to retract {target}: {condition} {} (deleting other people's \
+                 messages needs the moderator role for the bridge in that room)",
+                    text.unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    /// Sends a room message and waits for the room's reflection of it. Without a reflection in
+    /// time the message may still have gone out: it counts as sent (a retry could duplicate
+    /// it), and its echo, when it comes, records its stanza-id.
+    async fn send_and_confirm(
+        &self,
+        id: &str,
+        stanza: Element,
+    ) -> Result<Option<Element>, AdapterError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.lock().reflections.insert(id.to_owned(), tx);
+        if let Err(e) = self.send_stanza(stanza).await {
+            self.waiters.lock().reflections.remove(id);
+            return Err(e);
+        }
+        let outcome = tokio::time::timeout(self.settings.reflection_timeout, rx).await;
+        self.waiters.lock().reflections.remove(id);
+        let reflection = match outcome {
+            Ok(Ok(reflection)) => reflection,
+            Ok(Err(_)) => {
+                return Err(AdapterError::transient(
+                    "disconnected before the room confirmed the message",
+                ));
+            }
+            Err(_) => {
+                tracing::warn!(adapter = %self.id, id, "no reflection from the room in time; counting the message as sent");
+                return Ok(None);
+            }
+        };
+        if reflection.attr("type") != Some("error") {
+            return Ok(Some(reflection));
+        }
+        let (condition, text) = muc::error_condition(&reflection)
+            .unwrap_or_else(|| ("undefined-condition".into(), None));
+        let why = format!(
+            "the room refused the message: {condition} {}",
+            text.unwrap_or_default()
+        );
+        match condition.as_str() {
+            // Not (or no longer) an occupant: join again on the retry.
+            "not-acceptable" | "item-not-found" => {
+                if let Some(from) = reflection.attr("to") {
+                    self.rooms.lock().left(
+                        crate::jid::bare(reflection.attr("from").unwrap_or_default()),
+                        from,
+                    );
+                }
+                Err(AdapterError::transient(why))
+            }
+            "resource-constraint"
+            | "policy-violation"
+            | "internal-server-error"
+            | "remote-server-timeout" => Err(AdapterError::transient(why)),
+            _ => Err(AdapterError::Permanent(why)),
+        }
+    }
+
+    /// Re-hosts an attachment on the server's XEP-0363 upload service, so that XMPP clients can
+    /// fetch it; on any failure the original URL is kept (and logged).
+    async fn rehost(&self, attachment: Attachment, speaker: &str) -> Attachment {
+        let Some(service) = self.upload.lock().clone() else {
+            return attachment;
+        };
+        if !(attachment.url.starts_with("http://") || attachment.url.starts_with("https://")) {
+            return attachment;
+        }
+        match self.upload_to(&service, &attachment, speaker).await {
+            Ok(url) => Attachment { url, ..attachment },
+            Err(e) => {
+                tracing::warn!(adapter = %self.id, url = %attachment.url, error = %e, "cannot re-host an attachment; sending its link");
+                attachment
+            }
+        }
+    }
+
+    async fn upload_to(
+        &self,
+        service: &crate::upload::UploadService,
+        attachment: &Attachment,
+        speaker: &str,
+    ) -> Result<String, String> {
+        let http = self.http.as_ref().ok_or("no HTTP client")?;
+        let limit = service.max_file_size.unwrap_or(100 * 1024 * 1024);
+        let fetched = http
+            .fetch(&attachment.url, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = if attachment.name.is_empty() {
+            fetched.file_name.clone().unwrap_or_else(|| "file".into())
+        } else {
+            attachment.name.clone()
+        };
+        let mime = attachment.mime.clone().or(fetched.content_type.clone());
+        let size = fetched.bytes.len() as u64;
+        let request =
+            crate::upload::slot_request(speaker, &service.jid, "", &name, size, mime.as_deref());
+        let answer = self.iq(request).await.map_err(|e| e.to_string())?;
+        let slot = crate::upload::parse_slot(&answer).map_err(|e| e.to_string())?;
+        http.put(&slot, fetched.bytes, mime.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(slot.get_url)
+    }
+
+    /// Finds the server's upload service (XEP-0363) once per session.
+    pub(super) async fn discover_upload(&self) {
+        let Some(me) = self.listener_jid() else {
+            return;
+        };
+        let server = match (&self.settings.upload_service, self.component_domain()) {
+            (Some(service), _) => {
+                self.probe_upload(&me, service).await;
+                return;
+            }
+            (None, Some(domain)) => domain
+                .split_once('.')
+                .map_or(domain, |(_, parent)| parent)
+                .to_owned(),
+            (None, None) => crate::jid::bare(&me)
+                .rsplit('@')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let items = crate::upload::disco_items_query(&me, &server, "");
+        let Ok(items) = self.iq(items).await else {
+            return;
+        };
+        let jids: Vec<String> = items
+            .children()
+            .flat_map(Element::children)
+            .filter_map(|item| item.attr("jid").map(str::to_owned))
+            .collect();
+        for jid in jids {
+            if self.probe_upload(&me, &jid).await {
+                return;
+            }
+        }
+        tracing::info!(adapter = %self.id, %server, "no HTTP upload service found; attachments are sent as links");
+    }
+
+    async fn probe_upload(&self, me: &str, jid: &str) -> bool {
+        let info = crate::upload::disco_info_query(me, jid, "");
+        let Ok(info) = self.iq(info).await else {
+            return false;
+        };
+        match crate::upload::parse_upload_service(&info) {
+            Some(service) => {
+                tracing::info!(adapter = %self.id, service = %service.jid, max = ?service.max_file_size, "HTTP upload service found");
+                *self.upload.lock() = Some(service);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What a join reports: the puppet it made known.
+fn puppet_only(room: &str, nick: &str, occupant_id: Option<&str>) -> Delivered {
+    Delivered {
+        native_id: None,
+        puppet: Some(state::identity(room, nick, None, occupant_id)),
+    }
+}
+
+/// The stanza-id `by` the room in a reflection.
+fn stanza_id_by(reflection: &Element, room: &str) -> Option<String> {
+    reflection
+        .children()
+        .find(|c| c.is("stanza-id", translate::ns::SID) && c.attr("by") == Some(room))
+        .and_then(|c| c.attr("id"))
+        .map(str::to_owned)
+}

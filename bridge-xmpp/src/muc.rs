@@ -1,0 +1,241 @@
+//! XEP-0045 multi-user chat: the presences we send, and what the room's presences tell us.
+
+use xmpp_parsers::minidom::Element;
+
+use crate::xml::Attrs;
+
+use crate::jid;
+use crate::wire::NS_CLIENT;
+
+/// `http://jabber.org/protocol/muc`
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+/// `http://jabber.org/protocol/muc#user`
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// `http://jabber.org/protocol/muc#owner`
+pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0421 occupant identifiers.
+pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0004 data forms.
+pub const NS_DATA: &str = "jabber:x:data";
+/// Stanza errors.
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// The presence that joins `room` as `nick`, asking for no history (the archive gives the
+/// bridge what it missed, in order, exactly once). `from` is set in component mode.
+pub fn join(from: Option<&str>, room: &str, nick: &str) -> Element {
+    let muc = Element::builder("x", NS_MUC)
+        .append(Element::builder("history", NS_MUC).with("maxstanzas", "0"))
+        .build();
+    presence(from, &format!("{room}/{nick}"), None)
+        .append(muc)
+        .build()
+}
+
+/// The presence that leaves `room` (the nick is whatever we have there).
+pub fn leave(from: Option<&str>, room: &str, nick: &str) -> Element {
+    presence(from, &format!("{room}/{nick}"), Some("unavailable")).build()
+}
+
+/// The presence that changes our nick in `room` (an available presence to the new nick).
+pub fn change_nick(from: Option<&str>, room: &str, nick: &str) -> Element {
+    presence(from, &format!("{room}/{nick}"), None).build()
+}
+
+fn presence(
+    from: Option<&str>,
+    to: &str,
+    kind: Option<&str>,
+) -> xmpp_parsers::minidom::ElementBuilder {
+    let mut b = Element::builder("presence", NS_CLIENT).with("to", to);
+    if let Some(from) = from {
+        b = b.with("from", from);
+    }
+    if let Some(kind) = kind {
+        b = b.with("type", kind);
+    }
+    b
+}
+
+/// XEP-0045 §10.1.2: accept the default configuration of a room we just created and that the
+/// service keeps locked until it is configured.
+pub fn instant_room(from: Option<&str>, room: &str, id: &str) -> Element {
+    let form = Element::builder("x", NS_DATA).with("type", "submit");
+    let query = Element::builder("query", NS_MUC_OWNER).append(form);
+    let mut iq = Element::builder("iq", NS_CLIENT)
+        .with("type", "set")
+        .with("id", id)
+        .with("to", room);
+    if let Some(from) = from {
+        iq = iq.with("from", from);
+    }
+    iq.append(query).build()
+}
+
+/// What a presence from a room occupant (`room/nick`) says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OccupantPresence {
+    /// The room's bare JID.
+    pub room: String,
+    /// The occupant's nick (the resource of `from`).
+    pub nick: String,
+    /// `unavailable` presences mean the occupant left (or changed nick, see `new_nick`).
+    pub available: bool,
+    /// Status 110: this presence is about the recipient itself.
+    pub self_presence: bool,
+    /// Status 201: the room was just created (and may be locked until configured).
+    pub created: bool,
+    /// Status 303 with the new nick: a nick change, not a departure.
+    pub new_nick: Option<String>,
+    /// Status 307 / 301: kicked or banned.
+    pub kicked: bool,
+    /// Status 301: banned.
+    pub banned: bool,
+    /// The occupant's real JID, when the room shows it to us.
+    pub real_jid: Option<String>,
+    /// XEP-0421 occupant-id, stable per real user per room.
+    pub occupant_id: Option<String>,
+    /// `moderator`, `participant`, `visitor`, `none`.
+    pub role: Option<String>,
+    /// `owner`, `admin`, `member`, `outcast`, `none`.
+    pub affiliation: Option<String>,
+    /// The status message or reason, if any.
+    pub status: Option<String>,
+}
+
+/// Reads a MUC presence; `None` when it is not one (no `muc#user` payload or no nick).
+pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
+    let from = presence.attr("from")?;
+    let (room, Some(nick)) = jid::split(from) else {
+        return None;
+    };
+    let x = presence.get_child("x", NS_MUC_USER)?;
+    let mut p = OccupantPresence {
+        room: room.to_owned(),
+        nick: nick.to_owned(),
+        available: presence.attr("type").is_none_or(|t| t == "available"),
+        ..OccupantPresence::default()
+    };
+    for child in x.children() {
+        if child.is("status", NS_MUC_USER) {
+            match child.attr("code") {
+                Some("110") => p.self_presence = true,
+                Some("201") => p.created = true,
+                Some("307") => p.kicked = true,
+                Some("301") => p.banned = true,
+                _ => {}
+            }
+        } else if child.is("item", NS_MUC_USER) {
+            p.real_jid = child
+                .attr("jid")
+                .filter(|j| jid::is_plausible(j))
+                .map(|j| jid::bare(j).to_owned());
+            p.role = child.attr("role").map(str::to_owned);
+            p.affiliation = child.attr("affiliation").map(str::to_owned);
+            p.new_nick = child.attr("nick").map(str::to_owned);
+            if let Some(reason) = child.get_child("reason", NS_MUC_USER) {
+                p.status = Some(reason.text()).filter(|t| !t.is_empty());
+            }
+        }
+    }
+    let changing = x
+        .children()
+        .any(|c| c.is("status", NS_MUC_USER) && c.attr("code") == Some("303"));
+    if !changing || p.available {
+        p.new_nick = None;
+    }
+    p.occupant_id = presence
+        .get_child("occupant-id", NS_OCCUPANT_ID)
+        .and_then(|o| o.attr("id"))
+        .map(str::to_owned);
+    if p.status.is_none() {
+        p.status = presence
+            .get_child("status", NS_CLIENT)
+            .map(Element::text)
+            .filter(|t| !t.is_empty());
+    }
+    Some(p)
+}
+
+/// The defined condition of a stanza error (`conflict`, `forbidden`, …) and its text.
+pub fn error_condition(stanza: &Element) -> Option<(String, Option<String>)> {
+    let error = stanza.get_child("error", NS_CLIENT)?;
+    let mut condition = None;
+    let mut text = None;
+    for child in error.children().filter(|c| c.ns() == NS_STANZAS) {
+        if child.name() == "text" {
+            text = Some(child.text());
+        } else if condition.is_none() {
+            condition = Some(child.name().to_owned());
+        }
+    }
+    Some((
+        condition.unwrap_or_else(|| "undefined-condition".into()),
+        text,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xml(text: &str) -> Element {
+        text.parse().expect("test XML parses")
+    }
+
+    #[test]
+    fn reads_self_presence_nick_changes_and_kicks() {
+        let p = xml(
+            "<presence xmlns='jabber:client' from='r@c.x/Al' to='a@b.x/y'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='owner' role='moderator' jid='al@x/phone'/>\
+             <status code='110'/><status code='201'/></x>\
+             <occupant-id xmlns='urn:xmpp:occupant-id:0' id='OCC'/></presence>",
+        );
+        let p = occupant_presence(&p).expect("a MUC presence");
+        assert!(p.self_presence && p.created && p.available);
+        assert_eq!(p.real_jid.as_deref(), Some("al@x"));
+        assert_eq!(p.occupant_id.as_deref(), Some("OCC"));
+        assert_eq!(p.role.as_deref(), Some("moderator"));
+
+        let nick = xml(
+            "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><item nick='Alice'/>\
+             <status code='303'/></x></presence>",
+        );
+        let nick = occupant_presence(&nick).expect("a MUC presence");
+        assert_eq!(nick.new_nick.as_deref(), Some("Alice"));
+        assert!(!nick.available);
+
+        let kick = xml(
+            "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><item nick='x'>\
+             <reason>spam</reason></item><status code='307'/></x></presence>",
+        );
+        let kick = occupant_presence(&kick).expect("a MUC presence");
+        assert!(kick.kicked && kick.new_nick.is_none());
+        assert_eq!(kick.status.as_deref(), Some("spam"));
+
+        assert!(
+            occupant_presence(&xml("<presence xmlns='jabber:client' from='r@c.x'/>")).is_none()
+        );
+        assert!(
+            occupant_presence(&xml("<presence xmlns='jabber:client' from='a@b/c'/>")).is_none()
+        );
+    }
+
+    #[test]
+    fn builds_joins_and_reads_errors() {
+        let j = join(Some("p@bridge/x"), "r@c", "Nick");
+        assert_eq!(j.attr("to"), Some("r@c/Nick"));
+        assert!(j.get_child("x", NS_MUC).is_some());
+        let err = xml(
+            "<presence xmlns='jabber:client' type='error' from='r@c/Nick'>\
+             <error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>taken</text></error></presence>",
+        );
+        assert_eq!(
+            error_condition(&err),
+            Some(("conflict".into(), Some("taken".into())))
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The component-mode connection task: one XEP-0114 stream at a time, reconnected with backoff
+//! and jitter, kept alive with XEP-0199 pings.
+//!
+//! tokio-xmpp's `Component` neither reconnects nor reports why its stream ended, so this task
+//! does both: it owns the [`ComponentConnection`] alone, writes what arrives on the outbound
+//! channel, reports every stanza, and after any failure reports [`StreamEvent::Offline`],
+//! waits (250 ms doubling to 30 s, with jitter) and connects again. A stream that stays silent
+//! for [`KEEPALIVE_IDLE`] gets a ping to the server; no answer within [`KEEPALIVE_TIMEOUT`]
+//! counts as a dead stream (a server that vanished without closing the TCP connection).
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use xmpp_parsers::minidom::Element;
+
+use crate::xml::Attrs;
+
+use crate::component::{ComponentConnection, ComponentError, DEFAULT_MAX_STANZA_BYTES};
+use crate::stream::{StreamEvent, StreamHandle};
+
+/// How long the stream may stay silent before we ping the server.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long the server has to answer a keepalive ping.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_ID: &str = "bridge-keepalive";
+
+/// Where and how the component connects.
+#[derive(Clone, Debug)]
+pub struct ComponentSettings {
+    /// The server's component port, `host:port`.
+    pub server: String,
+    /// The component's domain, e.g. `bridge.example.org`.
+    pub domain: String,
+    /// The shared secret.
+    pub secret: String,
+    /// Largest incoming stanza, in bytes of XML.
+    pub max_stanza_bytes: usize,
+    /// Silence before a keepalive ping ([`KEEPALIVE_IDLE`] by default).
+    pub keepalive_idle: Duration,
+}
+
+impl ComponentSettings {
+    /// Settings with the default limits.
+    pub fn new(server: String, domain: String, secret: String) -> Self {
+        Self {
+            server,
+            domain,
+            secret,
+            max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
+            keepalive_idle: KEEPALIVE_IDLE,
+        }
+    }
+}
+
+/// Starts the connection task; it runs until `shutdown` is cancelled.
+pub fn spawn_component(settings: ComponentSettings, shutdown: CancellationToken) -> StreamHandle {
+    let (handle, out_rx, events_tx) = StreamHandle::channel();
+    tokio::spawn(run(settings, shutdown, out_rx, events_tx));
+    handle
+}
+
+async fn run(
+    settings: ComponentSettings,
+    shutdown: CancellationToken,
+    mut out: mpsc::Receiver<Element>,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connect = async {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&settings.server))
+                .await
+                .map_err(|_| ComponentError::Io(std::io::ErrorKind::TimedOut.into()))??;
+            tcp.set_nodelay(true)?;
+            let handshake = ComponentConnection::handshake_with_limit(
+                tcp,
+                &settings.domain,
+                &settings.secret,
+                settings.max_stanza_bytes,
+            );
+            tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+                .await
+                .map_err(|_| ComponentError::Io(std::io::ErrorKind::TimedOut.into()))?
+        };
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            conn = connect => conn,
+        };
+        let reason = match outcome {
+            Ok(conn) => {
+                backoff = MIN_BACKOFF;
+                let online = StreamEvent::Online {
+                    jid: settings.domain.clone(),
+                };
+                if events.send(online).await.is_err() {
+                    return;
+                }
+                match serve(conn, &settings, &shutdown, &mut out, &events).await {
+                    Served::Shutdown | Served::AdapterGone => return,
+                    Served::Lost(reason) => reason,
+                }
+            }
+            Err(e) => {
+                if matches!(e, ComponentError::HandshakeRefused { .. }) {
+                    tracing::error!(server = %settings.server, domain = %settings.domain, error = %e,
+                        "the server refused the component: check `domain` and `secret`");
+                } else {
+                    tracing::warn!(server = %settings.server, error = %e, "cannot connect the component");
+                }
+                e.to_string()
+            }
+        };
+        if events.send(StreamEvent::Offline { reason }).await.is_err() {
+            return;
+        }
+        // Stanzas queued while offline would go to a session that does not know their context.
+        while out.try_recv().is_ok() {}
+        let delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+enum Served {
+    Shutdown,
+    AdapterGone,
+    Lost(String),
+}
+
+async fn serve(
+    mut conn: ComponentConnection<TcpStream>,
+    settings: &ComponentSettings,
+    shutdown: &CancellationToken,
+    out: &mut mpsc::Receiver<Element>,
+    events: &mpsc::Sender<StreamEvent>,
+) -> Served {
+    let mut last_heard = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    loop {
+        let deadline = match ping_sent {
+            Some(sent) => sent + KEEPALIVE_TIMEOUT,
+            None => last_heard + settings.keepalive_idle,
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                let _ = conn.close().await;
+                return Served::Shutdown;
+            }
+            incoming = conn.next_element() => match incoming {
+                Ok(el) => {
+                    last_heard = Instant::now();
+                    ping_sent = None;
+                    if el.name() == "iq" && el.attr("id") == Some(PING_ID) {
+                        continue;
+                    }
+                    if events.send(StreamEvent::Stanza(el)).await.is_err() {
+                        return Served::AdapterGone;
+                    }
+                }
+                Err(e) => return Served::Lost(e.to_string()),
+            },
+            stanza = out.recv() => match stanza {
+                Some(stanza) => {
+                    if let Err(e) = conn.send(stanza).await {
+                        return Served::Lost(e.to_string());
+                    }
+                }
+                None => return Served::AdapterGone,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                if ping_sent.is_some() {
+                    return Served::Lost(format!(
+                        "no answer to a keepalive ping within {KEEPALIVE_TIMEOUT:?}"
+                    ));
+                }
+                if let Err(e) = conn.send(ping(&settings.domain)).await {
+                    return Served::Lost(e.to_string());
+                }
+                ping_sent = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// An XEP-0199 ping from the component to its server.
+fn ping(domain: &str) -> Element {
+    let server = domain.split_once('.').map_or(domain, |(_, parent)| parent);
+    Element::builder("iq", crate::wire::NS_CLIENT)
+        .with("type", "get")
+        .with("id", PING_ID)
+        .with("from", domain)
+        .with("to", server)
+        .append(Element::builder("ping", "urn:xmpp:ping").build())
+        .build()
+}

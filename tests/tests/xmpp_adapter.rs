@@ -1,0 +1,479 @@
+//! The XMPP adapter in component mode against the Prosody that scripts/test.sh starts, with a
+//! real third-party client (slixmpp, through `XmppHuman`) as the human in the MUC and the
+//! core's in-memory adapter as the far side of the link.
+//!
+//! Each assertion checks what the other side actually received: the slixmpp client's parsed
+//! stanza, or the event the memory adapter was asked to deliver.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::{
+    AdapterId, Capabilities, Core, EventKind, Link, MembershipChange, OutboundEvent, RoomSettings,
+    SledStore, Store,
+};
+use bridge_tests::xmpp_human::{Kind, XmppHuman};
+use bridge_xmpp::XmppAdapter;
+use serde_json::Value;
+
+const GC: Kind = Kind::Groupchat;
+const WAIT: Duration = Duration::from_secs(15);
+const MEMORY_ROOM: &str = "memory-room";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Prosody")
+    })
+}
+
+fn fresh(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn component_settings() -> toml::Table {
+    let text = format!(
+        "mode = 'component'\nserver = '{}'\ndomain = 'bridge.localhost'\nsecret = 'bridgesecret'",
+        env("BRIDGE_TEST_XMPP_COMPONENT")
+    );
+    text.parse().expect("settings parse")
+}
+
+/// Prosody serves one component domain, `bridge.localhost`, to one connection at a time: the
+/// tests of this file take turns.
+static COMPONENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Rig {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    core: Core,
+    memory: MemoryHandle,
+    room: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(test: &str, settings: toml::Table) -> Rig {
+    rig_for(&format!("{}@conference.localhost", fresh(test)), settings).await
+}
+
+async fn rig_for(room: &str, settings: toml::Table) -> Rig {
+    let turn = COMPONENT.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let room = room.to_owned();
+    let adapter = bridge_xmpp::settings::parse(&settings, true).expect("valid settings");
+    let xmpp = XmppAdapter::new(AdapterId::new("xmpp"), adapter);
+    let memory = MemoryAdapter::new(Capabilities::all());
+    let handle = memory.handle();
+    let core = Core::builder(store)
+        .adapter("xmpp", Arc::new(xmpp))
+        .adapter("memory", Arc::new(memory))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("xmpp", room.as_str()),
+                Link::new("memory", MEMORY_ROOM),
+            ],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    Rig {
+        _turn: turn,
+        core,
+        memory: handle,
+        room,
+        _dir: dir,
+    }
+}
+
+/// A human in `room` (joining creates it, with the human as its owner, when the bridge is
+/// not there yet).
+async fn human_in(room: &str, name: &str) -> XmppHuman {
+    let jid = format!("{}@localhost", fresh(name));
+    let mut human = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("human online");
+    human.join(room, name).await.expect("human joins");
+    human
+}
+
+/// Waits until the bridge's own occupant is in the room.
+async fn bridge_present(human: &mut XmppHuman) {
+    human
+        .next_event(|e| e["event"] == "presence" && e["nick"] == "bridge", WAIT)
+        .await
+        .expect("the bridge joins the room");
+}
+
+/// The first event delivered to the memory side after `skip` events that `pick` accepts.
+async fn delivered(
+    memory: &MemoryHandle,
+    mut pick: impl FnMut(&OutboundEvent) -> bool,
+) -> OutboundEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sent = memory.sent();
+        if let Some(found) = sent.iter().find(|e| pick(e)) {
+            return found.clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let summary: Vec<String> = sent
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} from {} ({:?}): {:?}",
+                        e.kind.name(),
+                        e.sender.user,
+                        e.sender.display_name,
+                        e.kind
+                    )
+                })
+                .collect();
+            panic!(
+                "not delivered within {WAIT:?}; delivered so far:\n{}",
+                summary.join("\n")
+            );
+        }
+        memory
+            .wait_sent(sent.len() + 1, Duration::from_millis(200))
+            .await;
+    }
+}
+
+fn body(event: &OutboundEvent) -> Option<String> {
+    match &event.kind {
+        EventKind::Message { content, .. } => Some(content.text.body().to_owned()),
+        _ => None,
+    }
+}
+
+async fn post(memory: &MemoryHandle, event: bridge_core::InboundEvent) {
+    let ctx = memory.context().await.expect("memory adapter running");
+    ctx.submit(event).await.expect("accepted");
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_edits_replies_reactions_and_deletions_cross_both_ways() {
+    let rig = rig("xa-features", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+
+    // XMPP → memory: a message, with its sender's nick and a stable identity.
+    let sent = alice
+        .send(&rig.room, GC, "hello from *xmpp*")
+        .await
+        .expect("sent");
+    let hello = delivered(&rig.memory, |e| {
+        body(e).as_deref() == Some("hello from *xmpp*")
+    })
+    .await;
+    assert_eq!(hello.sender.display_name.as_deref(), Some("Alice"));
+    // The bridge created the room, so it sees real JIDs; never a nick-based identity.
+    assert!(
+        !hello.sender.user.as_str().contains('/'),
+        "{:?}",
+        hello.sender
+    );
+    let EventKind::Message { content, .. } = &hello.kind else {
+        unreachable!()
+    };
+    assert!(
+        content.text.is_formatted(),
+        "XEP-0393 *strong* is kept as formatting"
+    );
+
+    // Its correction is an edit of that message.
+    let alice_id = text(&sent["id"]).to_owned();
+    alice
+        .correct(&rig.room, GC, &alice_id, "hello, corrected")
+        .await
+        .expect("corrected");
+    let edit = delivered(&rig.memory, |e| matches!(e.kind, EventKind::Edit { .. })).await;
+    let hello_native = rig
+        .memory
+        .native_id_of(hello.id)
+        .expect("the memory side has the message");
+    assert!(
+        matches!(&edit.kind, EventKind::Edit { target, new } if *target == hello_native && new.text.body() == "hello, corrected")
+    );
+
+    // Memory → XMPP: the remote user's puppet joins under their name and speaks.
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m1")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("hi from the far side"),
+    )
+    .await;
+    let from_bob = alice
+        .wait_message(|m| m["body"] == "hi from the far side")
+        .await
+        .expect("alice gets Bob's message");
+    assert_eq!(text(&from_bob["from"]), format!("{}/Bob", rig.room));
+    let bob_stanza_id = text(&from_bob["stanza_id"]).to_owned();
+    let bob_id = text(&from_bob["id"]).to_owned();
+    assert!(!bob_stanza_id.is_empty());
+
+    // A reply from XMPP points at Bob's message on the far side.
+    alice
+        .reply(
+            &rig.room,
+            GC,
+            "answering Bob",
+            &bob_stanza_id,
+            &format!("{}/Bob", rig.room),
+            None,
+        )
+        .await
+        .expect("replied");
+    let reply = delivered(&rig.memory, |e| body(e).as_deref() == Some("answering Bob")).await;
+    assert!(
+        matches!(&reply.kind, EventKind::Message { reply_to: Some(r), .. } if r.as_str() == "m1"),
+        "{reply:?}"
+    );
+
+    // Bob edits, reacts, replies and deletes: alice sees XEP-0308, -0444, -0461 and -0424.
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m2")
+            .from("@bob:example.org")
+            .named("Bob")
+            .edit("m1", "hi, edited"),
+    )
+    .await;
+    let correction = alice
+        .wait_message(|m| m["body"] == "hi, edited")
+        .await
+        .expect("correction");
+    assert_eq!(text(&correction["replace_id"]), bob_id);
+
+    let hello_in_memory = hello_native.as_str().to_owned();
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m3")
+            .from("@bob:example.org")
+            .named("Bob")
+            .react(&hello_in_memory, "👍"),
+    )
+    .await;
+    let reactions = alice
+        .wait_message(|m| !m["reactions"].is_null())
+        .await
+        .expect("reactions");
+    assert_eq!(reactions["reactions"]["keys"], serde_json::json!(["👍"]));
+
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m4")
+            .from("@bob:example.org")
+            .named("Bob")
+            .redact("m1"),
+    )
+    .await;
+    let retraction = alice
+        .wait_message(|m| !m["retract_id"].is_null())
+        .await
+        .expect("retraction");
+    assert_eq!(text(&retraction["retract_id"]), bob_stanza_id);
+
+    // Reactions from XMPP: the whole set each time, reconciled into reaction and unreact.
+    alice
+        .react(&rig.room, GC, &bob_stanza_id, &["🎉", "👀"])
+        .await
+        .expect("reacted");
+    alice
+        .react(&rig.room, GC, &bob_stanza_id, &["👀"])
+        .await
+        .expect("reacted again");
+    let unreact = delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "🎉"),
+    )
+    .await;
+    assert!(matches!(&unreact.kind, EventKind::Unreact { target, .. } if target.as_str() == "m1"));
+    let reacted: Vec<String> = rig
+        .memory
+        .sent()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Reaction { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reacted, ["🎉", "👀"]);
+
+    // A retraction of alice's own message deletes it on the far side.
+    alice
+        .send(&rig.room, GC, "to be retracted")
+        .await
+        .expect("sent");
+    let later_event = delivered(&rig.memory, |e| {
+        body(e).as_deref() == Some("to be retracted")
+    })
+    .await;
+    let later_stanza = alice
+        .wait_message(|m| m["body"] == "to be retracted")
+        .await
+        .expect("reflection");
+    alice
+        .retract(&rig.room, GC, text(&later_stanza["stanza_id"]))
+        .await
+        .expect("retracted");
+    let redaction = delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::Redaction { .. })
+    })
+    .await;
+    let later_native = rig.memory.native_id_of(later_event.id).expect("delivered");
+    assert!(
+        matches!(&redaction.kind, EventKind::Redaction { target, .. } if *target == later_native)
+    );
+
+    // Nothing was bridged twice, and none of the bridge's own messages came back.
+    let bodies: Vec<String> = rig.memory.sent().iter().filter_map(body).collect();
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.starts_with("hello from"))
+            .count(),
+        1,
+        "{bodies:?}"
+    );
+    assert!(
+        !bodies.iter().any(|b| b.contains("far side")),
+        "an echo was bridged: {bodies:?}"
+    );
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_nicks_topic_and_typing_cross_both_ways() {
+    // Alice creates the room and owns it (so she may set its subject); the bridge joins after.
+    let room = format!("{}@conference.localhost", fresh("xa-members"));
+    let mut alice = human_in(&room, "Alice").await;
+    // Let occupants (the bridge's puppets among them) change the subject.
+    alice
+        .configure(&room, serde_json::json!({ "changesubject": "1" }))
+        .await
+        .expect("room configured");
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    let joined = delivered(&rig.memory, |e| {
+        matches!(
+            e.kind,
+            EventKind::Membership {
+                change: MembershipChange::Join,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(joined.sender.display_name.as_deref(), Some("Alice"));
+
+    // A remote user joining makes their puppet join under their name.
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .from("@carol:example.org")
+            .named("Carol")
+            .join(),
+    )
+    .await;
+    alice
+        .wait_presence(|p| p["nick"] == "Carol" && p["type"] == "available")
+        .await
+        .expect("Carol's puppet joins");
+
+    // A second remote user with the same name gets a deterministic suffix.
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .from("@carol:other.org")
+            .named("Carol")
+            .join(),
+    )
+    .await;
+    alice
+        .wait_presence(|p| p["nick"] == "Carol [memory]")
+        .await
+        .expect("the second Carol gets a suffixed nick");
+
+    // Topic both ways.
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("t1")
+            .from("@carol:example.org")
+            .named("Carol")
+            .topic("bridged topic"),
+    )
+    .await;
+    alice
+        .wait_message(|m| m["subject"] == "bridged topic")
+        .await
+        .expect("subject arrives");
+    alice
+        .subject(&rig.room, "set from xmpp")
+        .await
+        .expect("subject set");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Topic { text } if text == "set from xmpp"),
+    )
+    .await;
+
+    // Typing both ways.
+    alice
+        .chatstate(&rig.room, GC, "composing")
+        .await
+        .expect("typing");
+    delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::Typing { active: true })
+    })
+    .await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .from("@carol:example.org")
+            .named("Carol")
+            .typing(true),
+    )
+    .await;
+    alice
+        .wait_message(|m| m["chat_state"] == "composing" && text(&m["from"]).ends_with("/Carol"))
+        .await
+        .expect("Carol types");
+
+    // Nick change on XMPP is a profile change; leaving is a leave.
+    alice.nick(&rig.room, "Alicia").await.expect("nick changed");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Profile { display_name: Some(n), .. } if n == "Alicia"),
+    )
+    .await;
+    alice.leave(&rig.room).await.expect("left");
+    delivered(&rig.memory, |e| {
+        matches!(
+            e.kind,
+            EventKind::Membership {
+                change: MembershipChange::Leave,
+                ..
+            }
+        )
+    })
+    .await;
+    rig.core.shutdown().await;
+}
