@@ -26,11 +26,12 @@ prosody_start
 xmpp_client_install
 
 log "cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+output="${CARGO_TARGET_DIR:-$ROOT/target}/test-output.txt"   # CARGO_TARGET_DIR may be elsewhere
+cargo test --workspace --no-fail-fast 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
 
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$output" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$output" | awk '{s+=$1} END {print s+0}')
 log "done in $(( $(date +%s) - started )) s"
 echo "$passed passed, $failed failed"
 exit "$status"

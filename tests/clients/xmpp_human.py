@@ -520,7 +520,10 @@ async def run_commands(xmpp, commands):
             reply = await handler(c)
             emit({"event": "ok", "req": req, **reply})
         except Exception as exc:  # any failure is the test's business, the client lives on
-            logging.exception("command failed: %s", line.strip())
+            # A traceback only when it is not the server saying no (or not answering).
+            expected = isinstance(exc, (IqError, IqTimeout, PresenceError, asyncio.TimeoutError))
+            logging.warning("command failed: %s: %s", line.decode(errors="replace").strip(),
+                            describe(exc), exc_info=not expected)
             emit({"event": "error", "req": req, "message": describe(exc)})
 
 
