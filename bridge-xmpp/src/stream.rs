@@ -1,7 +1,7 @@
 //! What a connection task reports to the adapter, the same for both modes.
 //!
-//! A connection task (the component one in [`crate::component`], the client one in a `client`
-//! module still to come) owns its socket alone: stanzas to send arrive on a channel, what happens
+//! A connection task (the component one in [`crate::session`], the client one in
+//! [`crate::client`]) owns its socket alone: stanzas to send arrive on a channel, what happens
 //! on the stream leaves on another. It reconnects by itself, with backoff and jitter, until the
 //! shutdown token is cancelled, and reports each new session as [`StreamEvent::Online`]: the
 //! adapter then joins its rooms again (a new session has no MUC state).
