@@ -13,6 +13,7 @@ use bridge_core::{
     AdapterId, Capabilities, Core, EventKind, Link, MembershipChange, OutboundEvent, RoomSettings,
     SledStore, Store,
 };
+use bridge_tests::prosody::Prosody;
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
 use bridge_xmpp::XmppAdapter;
 use serde_json::Value;
@@ -36,9 +37,12 @@ fn fresh(name: &str) -> String {
 }
 
 fn component_settings() -> toml::Table {
+    component_settings_for(&env("BRIDGE_TEST_XMPP_COMPONENT"))
+}
+
+fn component_settings_for(server: &str) -> toml::Table {
     let text = format!(
-        "mode = 'component'\nserver = '{}'\ndomain = 'bridge.localhost'\nsecret = 'bridgesecret'",
-        env("BRIDGE_TEST_XMPP_COMPONENT")
+        "mode = 'component'\nserver = '{server}'\ndomain = 'bridge.localhost'\nsecret = 'bridgesecret'"
     );
     text.parse().expect("settings parse")
 }
@@ -63,7 +67,22 @@ async fn rig_for(room: &str, settings: toml::Table) -> Rig {
     let turn = COMPONENT.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
-    let room = room.to_owned();
+    let (core, memory) = start_core(store, room, settings).await;
+    Rig {
+        _turn: turn,
+        core,
+        memory,
+        room: room.to_owned(),
+        _dir: dir,
+    }
+}
+
+/// A core over the store in `dir` linking `room` with the memory adapter's room.
+async fn start_core(
+    store: Arc<dyn Store>,
+    room: &str,
+    settings: toml::Table,
+) -> (Core, MemoryHandle) {
     let adapter = bridge_xmpp::settings::parse(&settings, true).expect("valid settings");
     let xmpp = XmppAdapter::new(AdapterId::new("xmpp"), adapter);
     let memory = MemoryAdapter::new(Capabilities::all());
@@ -74,28 +93,23 @@ async fn rig_for(room: &str, settings: toml::Table) -> Rig {
         .room(
             "lobby",
             RoomSettings::default(),
-            vec![
-                Link::new("xmpp", room.as_str()),
-                Link::new("memory", MEMORY_ROOM),
-            ],
+            vec![Link::new("xmpp", room), Link::new("memory", MEMORY_ROOM)],
         )
         .start()
         .await
         .expect("core starts");
-    Rig {
-        _turn: turn,
-        core,
-        memory: handle,
-        room,
-        _dir: dir,
-    }
+    (core, handle)
 }
 
 /// A human in `room` (joining creates it, with the human as its owner, when the bridge is
 /// not there yet).
 async fn human_in(room: &str, name: &str) -> XmppHuman {
+    human_on(&env("BRIDGE_TEST_XMPP_C2S"), room, name).await
+}
+
+async fn human_on(server: &str, room: &str, name: &str) -> XmppHuman {
     let jid = format!("{}@localhost", fresh(name));
-    let mut human = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+    let mut human = XmppHuman::start(&jid, "pw", server)
         .await
         .expect("human online");
     human.join(room, name).await.expect("human joins");
@@ -476,4 +490,110 @@ async fn membership_nicks_topic_and_typing_cross_both_ways() {
     })
     .await;
     rig.core.shutdown().await;
+}
+
+/// The bodies of the messages the memory side was given, in order.
+fn bodies(memory: &MemoryHandle) -> Vec<String> {
+    memory.sent().iter().filter_map(body).collect()
+}
+
+/// Waits until the memory side got a message with `text`.
+async fn got(memory: &MemoryHandle, text: &str) {
+    delivered(memory, |e| body(e).as_deref() == Some(text)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prosody_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
+    // A server of this test's own: it is restarted mid-conversation.
+    let mut prosody = tokio::task::spawn_blocking(|| Prosody::start(23222, 23347, 23280))
+        .await
+        .expect("join")
+        .expect("Prosody starts");
+    let room = format!("{}@conference.localhost", fresh("xa-restart"));
+    let mut alice = human_on(&prosody.c2s_addr(), &room, "Alice").await;
+    // A persistent room keeps its archive (and itself) across the server's restart.
+    alice
+        .configure(&room, serde_json::json!({ "persistentroom": "1" }))
+        .await
+        .expect("room configured");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // One store for both lives of the bridge (a process restart is the core's crash test).
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let settings = component_settings_for(&prosody.component_addr());
+    let (core, memory) = start_core(store.clone(), &room, settings.clone()).await;
+    bridge_present(&mut alice).await;
+    alice.send(&room, GC, "one").await.expect("sent");
+    got(&memory, "one").await;
+
+    // The server restarts. Alice comes back and talks at once, maybe before the bridge does;
+    // the far side talks while the bridge cannot reach XMPP.
+    prosody = tokio::task::spawn_blocking(move || prosody.restart().map(|()| prosody))
+        .await
+        .expect("join")
+        .expect("Prosody restarts");
+    drop(alice);
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("during")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("said during the restart"),
+    )
+    .await;
+    let mut alice = human_on(&prosody.c2s_addr(), &room, "Alice").await;
+    alice.send(&room, GC, "two").await.expect("sent");
+    got(&memory, "two").await;
+    // It reached the room once (Alice may have joined before or after it: ask the archive).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let archive = alice
+            .mam(&room, None, Some(50))
+            .await
+            .expect("archive query");
+        let copies = archive["messages"].as_array().map_or(0, |m| {
+            m.iter()
+                .filter(|m| m["body"] == "said during the restart")
+                .count()
+        });
+        if copies == 1 {
+            break;
+        }
+        assert!(
+            copies == 0 && tokio::time::Instant::now() < deadline,
+            "{copies} copies in the archive"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The bridge stops; Alice talks while it is away; a new bridge on the same store catches up.
+    core.shutdown().await;
+    let before = bodies(&memory);
+    drop(memory); // it holds the core's context, and so the store
+    alice.send(&room, GC, "three").await.expect("sent");
+    alice.send(&room, GC, "four").await.expect("sent");
+    let (core, memory) = start_core(store, &room, settings).await;
+    got(&memory, "four").await;
+    alice.send(&room, GC, "five").await.expect("sent");
+    got(&memory, "five").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // time for any duplicate to show
+
+    let mut all = before;
+    all.extend(bodies(&memory));
+    assert_eq!(
+        all,
+        ["one", "two", "three", "four", "five"],
+        "each once, in order"
+    );
+    let archive = alice
+        .mam(&room, None, Some(50))
+        .await
+        .expect("archive query");
+    let copies = archive["messages"].as_array().map_or(0, |m| {
+        m.iter()
+            .filter(|m| m["body"] == "said during the restart")
+            .count()
+    });
+    assert_eq!(copies, 1, "the far side's message reached the room once");
+    core.shutdown().await;
 }

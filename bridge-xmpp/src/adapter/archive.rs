@@ -123,7 +123,7 @@ impl Inner {
         after: Option<&RemoteEventId>,
         limit: usize,
     ) -> Result<Vec<InboundEvent>, AdapterError> {
-        let ctx = self.ctx()?.clone();
+        let ctx = self.ctx()?;
         // Reaction events carry "<stanza-id>#…" IDs; the archive knows the stanza-id.
         let after = after.map(|a| a.as_str().split('#').next().unwrap_or_default().to_owned());
         let start = match after {

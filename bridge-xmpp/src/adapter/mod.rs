@@ -18,8 +18,8 @@ mod outbound;
 mod state;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,7 +98,9 @@ struct Inner {
     /// Our address in the current session (component domain or bound JID).
     me: Mutex<Option<String>>,
     out: Mutex<Option<mpsc::Sender<Element>>>,
-    ctx: OnceLock<AdapterContext>,
+    /// The context `run` was given; cleared when it returns (the context refers back to the
+    /// core, which holds this adapter).
+    ctx: Mutex<Option<AdapterContext>>,
     rooms: Mutex<Rooms>,
     waiters: Mutex<Waiters>,
     /// Archive positions not yet written to the store, by room.
@@ -132,7 +134,7 @@ impl XmppAdapter {
             settings,
             me: Mutex::new(None),
             out: Mutex::new(None),
-            ctx: OnceLock::new(),
+            ctx: Mutex::new(None),
             rooms: Mutex::new(Rooms::default()),
             waiters: Mutex::new(Waiters::default()),
             positions: Mutex::new(HashMap::new()),
@@ -193,9 +195,10 @@ impl Inner {
         }
     }
 
-    fn ctx(&self) -> Result<&AdapterContext, AdapterError> {
+    fn ctx(&self) -> Result<AdapterContext, AdapterError> {
         self.ctx
-            .get()
+            .lock()
+            .clone()
             .ok_or_else(|| AdapterError::transient("the adapter is not running"))
     }
 
@@ -437,7 +440,7 @@ impl Adapter for XmppAdapter {
     }
 
     async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
-        let _ = self.inner.ctx.set(ctx.clone());
+        *self.inner.ctx.lock() = Some(ctx.clone());
         let mut handle = self.start_stream(&ctx);
         *self.inner.out.lock() = Some(handle.out.clone());
         let mut durable: Durable = FuturesUnordered::new();
@@ -479,6 +482,7 @@ impl Adapter for XmppAdapter {
         }
         self.inner.flush_positions(&ctx);
         *self.inner.out.lock() = None;
+        *self.inner.ctx.lock() = None;
         ctx.set_connected(false);
         Ok(())
     }

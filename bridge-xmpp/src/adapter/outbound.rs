@@ -66,7 +66,7 @@ impl Inner {
     }
 
     pub(super) async fn deliver(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
-        let ctx = self.ctx()?.clone();
+        let ctx = self.ctx()?;
         let room = event.room.as_str().to_owned();
         let speaker = self.speaker(&event)?;
         let component = self.component_domain().is_some();
