@@ -2,7 +2,7 @@
 //! scripts/test.sh starts must stay up for everyone else).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
