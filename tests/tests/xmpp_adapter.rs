@@ -597,3 +597,106 @@ async fn a_prosody_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
     assert_eq!(copies, 1, "the far side's message reached the room once");
     core.shutdown().await;
 }
+
+/// Serves `bytes` as `image/png` to every GET on a loopback port; returns the URL.
+async fn serve_file(bytes: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&bytes).await;
+            });
+        }
+    });
+    format!("http://{addr}/pictures/cat.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_are_rehosted_on_the_upload_service_and_oob_links_cross() {
+    let rig = rig("xa-files", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+
+    // Far side → XMPP: the file is fetched and uploaded to the server's XEP-0363 service, and
+    // the XMPP client gets an OOB link it can fetch from its own server.
+    let picture: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let original = serve_file(picture.clone()).await;
+    let attachment = bridge_core::Attachment {
+        name: "cat.png".into(),
+        url: original.clone(),
+        mime: Some("image/png".into()),
+        size: Some(picture.len() as u64),
+        ..bridge_core::Attachment::default()
+    };
+    let mut event = inbound(MEMORY_ROOM)
+        .id("f1")
+        .from("@bob:example.org")
+        .named("Bob")
+        .text("");
+    event.kind = EventKind::Message {
+        content: bridge_core::MessageContent {
+            attachments: vec![attachment],
+            ..bridge_core::MessageContent::default()
+        },
+        reply_to: None,
+        thread: None,
+    };
+    post(&rig.memory, event).await;
+    let message = alice
+        .wait_message(|m| m["oob_urls"].as_array().is_some_and(|u| !u.is_empty()))
+        .await
+        .expect("the file arrives as an OOB link");
+    let url = text(&message["oob_urls"][0]).to_owned();
+    assert!(
+        url.contains("/file_share/"),
+        "re-hosted on the upload service: {url}"
+    );
+    let rehosted = alice
+        .fetch(&url)
+        .await
+        .expect("fetched from the upload service");
+    let source = alice
+        .fetch(&original)
+        .await
+        .expect("fetched from the source");
+    assert_eq!(rehosted["size"], serde_json::json!(picture.len()));
+    assert_eq!(rehosted["sha256"], source["sha256"], "the same bytes");
+
+    // XMPP → far side: an uploaded file shared by OOB becomes an attachment with its URL.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "some notes").expect("file written");
+    let uploaded = alice
+        .upload(&path, Some("text/plain"))
+        .await
+        .expect("uploaded");
+    let link = text(&uploaded["url"]).to_owned();
+    alice.oob(&rig.room, GC, &link, None).await.expect("shared");
+    let shared = delivered(&rig.memory, |e| {
+        matches!(&e.kind, EventKind::Message { content, .. } if content.attachments.iter().any(|a| a.url == link))
+    })
+    .await;
+    let EventKind::Message { content, .. } = &shared.kind else {
+        unreachable!()
+    };
+    assert_eq!(content.attachments[0].name, "notes.txt");
+    rig.core.shutdown().await;
+}
