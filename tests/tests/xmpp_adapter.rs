@@ -700,3 +700,71 @@ async fn attachments_are_rehosted_on_the_upload_service_and_oob_links_cross() {
     assert_eq!(content.attachments[0].name, "notes.txt");
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_relays_everyone_through_one_account() {
+    let server = env("BRIDGE_TEST_XMPP_C2S");
+    // Create the relay account by in-band registration, as an admin would by hand.
+    let relay = format!("{}@localhost", fresh("relay"));
+    XmppHuman::start(&relay, "relay-pw", &server)
+        .await
+        .expect("relay account registered")
+        .quit()
+        .await
+        .expect("quit");
+    let settings: toml::Table = format!(
+        "mode = 'client'\njid = '{relay}'\npassword = 'relay-pw'\nserver = '{server}'\ninsecure_tcp = true"
+    )
+    .parse()
+    .expect("settings parse");
+    let room = format!("{}@conference.localhost", fresh("xa-relay"));
+    let mut alice = human_in(&room, "Alice").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let (core, memory) = start_core(store, &room, settings).await;
+    bridge_present(&mut alice).await;
+
+    alice.send(&room, GC, "hello relay").await.expect("sent");
+    let hello = delivered(&memory, |e| body(e).as_deref() == Some("hello relay")).await;
+    assert_eq!(hello.sender.display_name.as_deref(), Some("Alice"));
+
+    // The far side speaks through the relay account, named in the text.
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("r1")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("hi all"),
+    )
+    .await;
+    let relayed = alice
+        .wait_message(|m| m["body"] == "<Bob> hi all")
+        .await
+        .expect("relayed");
+    assert_eq!(text(&relayed["from"]), format!("{room}/bridge"));
+    // An edit corrects the relay's own message.
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("r2")
+            .from("@bob:example.org")
+            .named("Bob")
+            .edit("r1", "hi everyone"),
+    )
+    .await;
+    let corrected = alice
+        .wait_message(|m| m["body"] == "<Bob> hi everyone")
+        .await
+        .expect("corrected");
+    assert_eq!(corrected["replace_id"], relayed["id"]);
+
+    // The relay's own messages are never bridged back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies = bodies(&memory);
+    assert!(
+        !bodies.iter().any(|b| b.contains("<Bob>")),
+        "an echo was bridged: {bodies:?}"
+    );
+    core.shutdown().await;
+}
