@@ -35,6 +35,7 @@ use async_trait::async_trait;
 
 use crate::capabilities::Capabilities;
 use crate::engine::Shared;
+
 use crate::event::{InboundEvent, OutboundEvent};
 use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
 use crate::store::Batch;
@@ -162,6 +163,21 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
     async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
         Err(AdapterError::Unsupported(format!(
             "this adapter cannot resolve aliases ({alias})"
+        )))
+    }
+
+    /// Opens (or finds) a one-to-one conversation between `user`, a native user of this
+    /// adapter, and `with`, a user of another adapter whom this adapter shows through a puppet;
+    /// returns the native room. Called by the core when `with` wrote to `user` directly (see
+    /// [`AdapterContext::direct_room`]). The default: `Unsupported`.
+    async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &crate::event::Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        let _ = with;
+        Err(AdapterError::Unsupported(format!(
+            "this adapter cannot open direct conversations (with {user})"
         )))
     }
 
@@ -320,6 +336,67 @@ impl AdapterContext {
         }
     }
 
+    /// The neutral room of a direct (one-to-one) conversation: `local_user`, a native user of
+    /// this adapter, wrote in `native_room` to this adapter's puppet of `counterpart`, a user of
+    /// another adapter. The first time, the core asks the counterpart's adapter to open the
+    /// conversation on its side ([`Adapter::open_direct`]) and links both native rooms in a new
+    /// neutral room (persisted); afterwards it returns that room. Then submit the message in
+    /// `native_room` as usual.
+    pub async fn direct_room(
+        &self,
+        native_room: &RemoteRoomId,
+        local_user: &RemoteUserId,
+        local_name: Option<&str>,
+        counterpart: &crate::event::Sender,
+    ) -> Result<crate::ids::RoomId, AdapterError> {
+        let shared = &self.shared;
+        let known = |shared: &Shared| {
+            shared
+                .routing
+                .read()
+                .room_of(&self.adapter, native_room)
+                .cloned()
+        };
+        if let Some(room) = known(shared) {
+            return Ok(room);
+        }
+        let _one_at_a_time = shared.direct.lock().await;
+        if let Some(room) = known(shared) {
+            return Ok(room);
+        }
+        let Some(slot) = shared.adapters.get(&counterpart.adapter) else {
+            return Err(AdapterError::Permanent(format!(
+                "no adapter {} for a direct conversation with {}",
+                counterpart.adapter, counterpart.user
+            )));
+        };
+        let me = crate::event::Sender {
+            adapter: self.adapter.clone(),
+            user: local_user.clone(),
+            display_name: local_name.map(str::to_owned),
+            avatar: None,
+        };
+        let far_room = slot.adapter.open_direct(&counterpart.user, &me).await?;
+        let room = direct_room_id(&me, counterpart);
+        let failed = |e: crate::engine::CoreError| AdapterError::transient(e.to_string());
+        shared
+            .add_link(
+                &room,
+                crate::routing::Link::new(self.adapter.clone(), native_room.clone()),
+            )
+            .await
+            .map_err(failed)?;
+        shared
+            .add_link(
+                &room,
+                crate::routing::Link::new(counterpart.adapter.clone(), far_room),
+            )
+            .await
+            .map_err(failed)?;
+        tracing::info!(%room, a = %me.user, b = %counterpart.user, "direct conversation linked");
+        Ok(room)
+    }
+
     /// Records a native user as one of the bridge's puppets: its events are never bridged.
     pub fn add_puppet(&self, user: &RemoteUserId) -> Result<(), StoreError> {
         self.shared.add_puppet(&self.adapter, user)
@@ -350,6 +427,27 @@ impl AdapterContext {
     pub fn store(&self) -> &AdapterStore {
         &self.store
     }
+}
+
+/// The neutral ID of the direct conversation between two users: the same whichever writes
+/// first (`dm-` and 32 hex digits of two FNV-1a hashes of the sorted pair).
+fn direct_room_id(a: &crate::event::Sender, b: &crate::event::Sender) -> crate::ids::RoomId {
+    let key = |s: &crate::event::Sender| format!("{}\0{}", s.adapter, s.user);
+    let (mut first, mut second) = (key(a), key(b));
+    if first > second {
+        std::mem::swap(&mut first, &mut second);
+    }
+    let pair = format!("{first}\u{1}{second}");
+    let fnv = |seed: u64| {
+        pair.bytes().fold(seed, |h, byte| {
+            (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    crate::ids::RoomId::new(format!(
+        "dm-{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    ))
 }
 
 /// An adapter's private namespace in the core's store (sync tokens, last archive IDs, keys…).

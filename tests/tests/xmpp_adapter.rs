@@ -768,3 +768,70 @@ async fn client_mode_relays_everyone_through_one_account() {
     );
     core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_to_a_puppet_reach_the_remote_user_and_come_back() {
+    let rig = rig("xa-direct", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+
+    // Alice writes to the address of Bob, a user of the other network.
+    let puppet = format!(
+        "{}@bridge.localhost",
+        bridge_xmpp::jid::escape_localpart("memory.@bob:example.org")
+    );
+    let sent = alice
+        .send(&puppet, Kind::Chat, "psst, Bob")
+        .await
+        .expect("sent");
+    let dm = delivered(&rig.memory, |e| body(e).as_deref() == Some("psst, Bob")).await;
+    assert_eq!(
+        dm.room.as_str(),
+        format!("dm:@bob:example.org:xmpp:{}", alice.jid().to_lowercase())
+    );
+    assert_ne!(
+        dm.neutral_room.as_str(),
+        "lobby",
+        "a conversation of its own"
+    );
+
+    // Bob answers in the conversation his network opened; Alice gets it from his address.
+    post(
+        &rig.memory,
+        inbound(dm.room.as_str())
+            .id("d1")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("hi Alice, privately"),
+    )
+    .await;
+    let answer = alice
+        .wait_message(|m| m["body"] == "hi Alice, privately")
+        .await
+        .expect("the answer arrives");
+    assert_eq!(answer["type"], "chat");
+    assert_eq!(bridge_xmpp::jid::bare(text(&answer["from"])), puppet);
+
+    // Corrections work in the conversation too, and the room heard none of it.
+    alice
+        .correct(&puppet, Kind::Chat, text(&sent["id"]), "psst, Bob!")
+        .await
+        .expect("corrected");
+    let edit = delivered(&rig.memory, |e| matches!(e.kind, EventKind::Edit { .. })).await;
+    let original = rig.memory.native_id_of(dm.id).expect("delivered");
+    assert!(
+        matches!(&edit.kind, EventKind::Edit { target, new } if *target == original && new.text.body() == "psst, Bob!")
+    );
+    let in_room: Vec<String> = rig
+        .memory
+        .sent()
+        .iter()
+        .filter(|e| e.room.as_str() == MEMORY_ROOM)
+        .filter_map(body)
+        .collect();
+    assert!(
+        in_room.is_empty(),
+        "messages leaked into the room: {in_room:?}"
+    );
+    rig.core.shutdown().await;
+}

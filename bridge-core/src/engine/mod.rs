@@ -123,9 +123,37 @@ pub(crate) struct Shared {
     pub(crate) default_policy: DegradePolicy,
     pub(crate) shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Serialises the creation of direct-message rooms.
+    pub(crate) direct: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
+    /// Links a native room to `room` at runtime (persisted), starts its worker and asks the
+    /// adapter to join it.
+    pub(crate) async fn add_link(
+        self: &Arc<Self>,
+        room: &RoomId,
+        link: Link,
+    ) -> Result<(), CoreError> {
+        let Some(slot) = self.adapters.get(&link.adapter) else {
+            let adapter = link.adapter.clone();
+            return Err(CoreError::UnknownAdapter(link, adapter));
+        };
+        let batch = {
+            let _order = self.ingest_lock.lock();
+            self.routing.write().add_link(room, link.clone())?
+        };
+        let seq = self.apply(batch)?;
+        self.commit.wait(seq).await;
+        if self.queue(&link).is_none() {
+            self.start_link(link.clone())?;
+        }
+        if let Err(e) = slot.adapter.join(&link.remote).await {
+            tracing::warn!(%link, error = %e, "adapter could not join the newly linked room");
+        }
+        Ok(())
+    }
+
     /// Applies a batch and numbers it for group commit.
     pub(crate) fn apply(&self, batch: Batch) -> Result<u64, StoreError> {
         self.store.apply(batch)?;
@@ -420,6 +448,7 @@ impl CoreBuilder {
             default_policy: self.policy,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
+            direct: tokio::sync::Mutex::new(()),
         });
         commit.flush_now().await?;
         let flusher = tokio::spawn(commit.run(shutdown.clone()));
@@ -483,23 +512,7 @@ impl Core {
 
     /// Links a native room to a neutral room at runtime (persisted); the adapter joins it.
     pub async fn add_link(&self, room: &RoomId, link: Link) -> Result<(), CoreError> {
-        let Some(slot) = self.shared.adapters.get(&link.adapter) else {
-            let adapter = link.adapter.clone();
-            return Err(CoreError::UnknownAdapter(link, adapter));
-        };
-        let batch = {
-            let _order = self.shared.ingest_lock.lock();
-            self.shared.routing.write().add_link(room, link.clone())?
-        };
-        let seq = self.shared.apply(batch)?;
-        self.shared.commit.wait(seq).await;
-        if self.shared.queue(&link).is_none() {
-            self.shared.start_link(link.clone())?;
-        }
-        if let Err(e) = slot.adapter.join(&link.remote).await {
-            tracing::warn!(%link, error = %e, "adapter could not join the newly linked room");
-        }
-        Ok(())
+        self.shared.add_link(room, link).await
     }
 
     /// Unlinks a native room at runtime (persisted): its worker stops, its outbox is dropped,

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::adapter::{Adapter, AdapterContext, AdapterError, Delivered, SubmitError, Submitted};
 use crate::capabilities::Capabilities;
-use crate::event::{InboundEvent, OutboundEvent};
+use crate::event::{InboundEvent, OutboundEvent, Sender};
 use crate::ids::{EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
 
 /// An in-memory adapter: the test submits inbound events through its [`MemoryHandle`] and reads
@@ -106,6 +106,18 @@ impl Adapter for MemoryAdapter {
             .and_then(|a| events.iter().position(|e| e.native_id.as_ref() == Some(a)))
             .map_or(0, |i| i + 1);
         Ok(events.iter().skip(start).take(limit).cloned().collect())
+    }
+
+    /// A direct conversation is the room `dm:<user>:<adapter>:<other user>`.
+    async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        Ok(RemoteRoomId::new(format!(
+            "dm:{user}:{}:{}",
+            with.adapter, with.user
+        )))
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {

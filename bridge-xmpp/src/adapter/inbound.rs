@@ -19,8 +19,6 @@ use bridge_core::{
 };
 use xmpp_parsers::minidom::Element;
 
-use crate::xml::Attrs;
-
 use super::state::{self, Observed, Occupant};
 use super::{Durable, Inner};
 use crate::jid;
@@ -219,6 +217,18 @@ impl Inner {
                 return;
             }
             MessageType::Groupchat => {}
+            MessageType::Chat | MessageType::Normal
+                if parsed
+                    .to
+                    .as_deref()
+                    .and_then(|to| self.counterpart_of(to))
+                    .is_some() =>
+            {
+                if let Some(direct) = self.direct.lock().as_ref() {
+                    let _ = direct.send(stanza.clone());
+                }
+                return;
+            }
             _ => {
                 self.refuse_direct_message(stanza);
                 return;
@@ -259,41 +269,14 @@ impl Inner {
         }
     }
 
-    /// Direct messages to puppets are not bridged yet: say so to the sender rather than
-    /// dropping them silently.
+    /// A one-to-one message that reaches no puppet (the bridge itself, a MUC private message,
+    /// client mode): say so to the sender rather than dropping it silently.
     fn refuse_direct_message(&self, stanza: &Element) {
-        let parsed_body = stanza.get_child("body", crate::wire::NS_CLIENT).is_some();
-        let (Some(from), Some(to)) = (stanza.attr("from"), stanza.attr("to")) else {
-            return;
-        };
-        if !parsed_body || stanza.attr("type") == Some("headline") {
-            return;
-        }
-        tracing::info!(
-            from,
-            to,
-            "direct message to the bridge: not bridged (only rooms are)"
-        );
-        let mut error = Element::builder("message", crate::wire::NS_CLIENT)
-            .with("type", "error")
-            .with("from", to)
-            .with("to", from);
-        if let Some(id) = stanza.attr("id") {
-            error = error.with("id", id);
-        }
-        let error = error
-            .append(
-                Element::builder("error", crate::wire::NS_CLIENT)
-                    .with("type", "cancel")
-                    .append(Element::builder("feature-not-implemented", muc::NS_STANZAS))
-                    .append(
-                        Element::builder("text", muc::NS_STANZAS)
-                            .append("This bridge only carries group chats for now."),
-                    ),
-            )
-            .build();
-        if let Some(out) = self.out.lock().clone() {
-            let _ = out.try_send(error);
+        let has_body = stanza.get_child("body", crate::wire::NS_CLIENT).is_some();
+        if has_body && stanza.attr("type") != Some("headline") {
+            let from = stanza.attr("from").unwrap_or_default();
+            tracing::info!(adapter = %self.id, from, "direct message to no remote user; refused");
+            self.bounce(stanza, "This address does not lead to anyone: write to a room, or to a bridged user's address.");
         }
     }
 
@@ -387,50 +370,10 @@ impl Inner {
             }
             Content::Reactions { to_id, keys } => {
                 let target = self.resolve(ctx, room, None, to_id);
-                let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), user.as_str()]);
-                let before: Vec<String> = ctx
-                    .store()
-                    .get(&store_key)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| serde_json::from_slice(&v).ok())
-                    .unwrap_or_default();
-                let reaction_id = |sign: char, key: &str| {
-                    native
-                        .as_ref()
-                        .map(|n| RemoteEventId::new(format!("{}#{sign}{key}", n.as_str())))
-                };
-                for key in keys.iter().filter(|k| !before.contains(k)) {
-                    let kind = EventKind::Reaction {
-                        target: target.clone(),
-                        key: key.clone(),
-                    };
-                    events.push(event(
-                        room,
-                        reaction_id('+', key),
-                        user.clone(),
-                        name,
-                        ts,
-                        kind,
-                    ));
-                }
-                for key in before.iter().filter(|k| !keys.contains(k)) {
-                    let kind = EventKind::Unreact {
-                        target: target.clone(),
-                        key: key.clone(),
-                        reaction: None,
-                    };
-                    events.push(event(
-                        room,
-                        reaction_id('-', key),
-                        user.clone(),
-                        name,
-                        ts,
-                        kind,
-                    ));
-                }
-                let value = serde_json::to_vec(keys).unwrap_or_default();
-                self.put(ctx, &store_key, &value);
+                let native = native.as_ref();
+                events.extend(
+                    self.reconcile_reactions(ctx, room, &target, &user, name, keys, native, ts),
+                );
             }
             Content::Retraction { id } => {
                 if state::is_nick_identity(&user) {
@@ -515,6 +458,67 @@ impl Inner {
                 ));
             }
         }
+        events
+    }
+
+    /// A sender's whole new reaction set on `target` (XEP-0444) as the reactions added and
+    /// removed since the set we stored last time.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reconcile_reactions(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        target: &RemoteEventId,
+        user: &RemoteUserId,
+        name: &str,
+        keys: &[String],
+        native: Option<&RemoteEventId>,
+        ts: Option<u64>,
+    ) -> Vec<InboundEvent> {
+        let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), user.as_str()]);
+        let before: Vec<String> = ctx
+            .store()
+            .get(&store_key)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        // Each reaction event needs a native ID of its own: the message's, with the change.
+        let reaction_id = |sign: char, key: &str| {
+            native.map(|n| RemoteEventId::new(format!("{}#{sign}{key}", n.as_str())))
+        };
+        let mut events = Vec::new();
+        for key in keys.iter().filter(|k| !before.contains(k)) {
+            let kind = EventKind::Reaction {
+                target: target.clone(),
+                key: key.clone(),
+            };
+            events.push(event(
+                room,
+                reaction_id('+', key),
+                user.clone(),
+                name,
+                ts,
+                kind,
+            ));
+        }
+        for key in before.iter().filter(|k| !keys.contains(k)) {
+            let kind = EventKind::Unreact {
+                target: target.clone(),
+                key: key.clone(),
+                reaction: None,
+            };
+            events.push(event(
+                room,
+                reaction_id('-', key),
+                user.clone(),
+                name,
+                ts,
+                kind,
+            ));
+        }
+        let value = serde_json::to_vec(keys).unwrap_or_default();
+        self.put(ctx, &store_key, &value);
         events
     }
 

@@ -12,6 +12,7 @@
 //! In client mode the relay account is both listener and sender.
 
 mod archive;
+mod direct;
 mod inbound;
 mod iq;
 mod outbound;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use bridge_core::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, AttachmentLimit,
     Capabilities, ConfigIssue, Delivered, InboundEvent, OutboundEvent, RemoteEventId, RemoteRoomId,
+    RemoteUserId,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -107,6 +109,8 @@ struct Inner {
     positions: Mutex<HashMap<String, String>>,
     /// Archive queries in progress: query id → (room, results so far).
     archive: Mutex<HashMap<String, (String, Vec<crate::mam::MamItem>)>>,
+    /// The task that takes direct messages to puppets, while running.
+    direct: Mutex<Option<mpsc::UnboundedSender<Element>>>,
     /// XEP-0363 service and its size limit, once discovered.
     upload: Mutex<Option<crate::upload::UploadService>>,
     http: Option<crate::upload::Http>,
@@ -139,6 +143,7 @@ impl XmppAdapter {
             waiters: Mutex::new(Waiters::default()),
             positions: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
+            direct: Mutex::new(None),
             upload: Mutex::new(None),
             http: crate::upload::Http::new()
                 .map_err(|e| tracing::error!(error = %e, "no HTTP client: attachments are sent as links"))
@@ -338,7 +343,9 @@ impl Inner {
             return;
         };
         let nicks = state::nick_candidates(&self.settings.nick, "bridge", "bridge");
-        let rooms = ctx.linked_rooms();
+        // Direct conversations have nothing to join.
+        let mut rooms = ctx.linked_rooms();
+        rooms.retain(|room| direct::parts(room.as_str()).is_none());
         let this = &self;
         let joins = rooms.iter().map(|room| {
             let (listener, nicks) = (&listener, &nicks);
@@ -441,6 +448,9 @@ impl Adapter for XmppAdapter {
 
     async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
         *self.inner.ctx.lock() = Some(ctx.clone());
+        if self.inner.component_domain().is_some() {
+            *self.inner.direct.lock() = Some(self.inner.spawn_direct_task(ctx.clone()));
+        }
         let mut handle = self.start_stream(&ctx);
         *self.inner.out.lock() = Some(handle.out.clone());
         let mut durable: Durable = FuturesUnordered::new();
@@ -483,6 +493,7 @@ impl Adapter for XmppAdapter {
         self.inner.flush_positions(&ctx);
         *self.inner.out.lock() = None;
         *self.inner.ctx.lock() = None;
+        *self.inner.direct.lock() = None;
         ctx.set_connected(false);
         Ok(())
     }
@@ -492,6 +503,9 @@ impl Adapter for XmppAdapter {
     }
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        if direct::parts(room.as_str()).is_some() {
+            return Ok(());
+        }
         let listener = self
             .inner
             .listener_jid()
@@ -504,6 +518,9 @@ impl Adapter for XmppAdapter {
     }
 
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        if direct::parts(room.as_str()).is_some() {
+            return Ok(());
+        }
         let occupants = self.inner.rooms.lock().forget(room.as_str());
         for (jid, nick) in occupants {
             let leave = muc::leave(self.inner.stanza_from(&jid), room.as_str(), &nick);
@@ -530,6 +547,32 @@ impl Adapter for XmppAdapter {
         after: Option<&RemoteEventId>,
         limit: usize,
     ) -> Result<Vec<InboundEvent>, AdapterError> {
+        if direct::parts(room.as_str()).is_some() {
+            return Ok(Vec::new()); // no room archive for one-to-one chats
+        }
         self.inner.backfill(room.as_str(), after, limit).await
+    }
+
+    async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &bridge_core::Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        let Some(domain) = self.inner.component_domain() else {
+            return Err(AdapterError::Unsupported(
+                "direct conversations need component mode (a relay cannot speak as others)".into(),
+            ));
+        };
+        let user = user.as_str();
+        if !user.contains('@') || user.contains(['/', ' ']) || !crate::jid::is_plausible(user) {
+            return Err(AdapterError::Permanent(format!(
+                "not an XMPP account: {user}"
+            )));
+        }
+        let local = crate::jid::escape_localpart(&format!("{}.{}", with.adapter, with.user));
+        Ok(RemoteRoomId::new(direct::room_of(
+            user,
+            &format!("{local}@{domain}"),
+        )))
     }
 }

@@ -70,6 +70,14 @@ impl Inner {
         let room = event.room.as_str().to_owned();
         let speaker = self.speaker(&event)?;
         let component = self.component_domain().is_some();
+        if let Some((user, _)) = super::direct::parts(&room) {
+            if !component {
+                return Err(AdapterError::Unsupported(
+                    "direct conversations in client mode".into(),
+                ));
+            }
+            return self.deliver_direct(&event, user, &speaker.jid).await;
+        }
         let joined = self.rooms.lock().our_occupant(&room, &speaker.jid);
 
         // Kinds that are about the puppet's presence in the room rather than a message.
@@ -290,7 +298,7 @@ impl Inner {
     }
 
     /// The puppet's whole reaction set on `target` after adding or removing `key`.
-    fn update_reactions(
+    pub(super) fn update_reactions(
         &self,
         ctx: &bridge_core::AdapterContext,
         room: &str,

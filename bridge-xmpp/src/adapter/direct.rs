@@ -1,0 +1,261 @@
+//! Direct messages (component mode): an XMPP user writes to a puppet's JID, and the remote user
+//! the puppet stands for gets it in a one-to-one conversation on their network, and back.
+//!
+//! The native room of such a conversation is `"<user's bare JID> <puppet's bare JID>"` (a space
+//! cannot occur in a bare JID, so it never looks like a MUC). The first message asks the core
+//! for the conversation's neutral room ([`AdapterContext::direct_room`]), which has the other
+//! network open its side. Messages are `type='chat'`; their native ID is their `id` attribute,
+//! which is also what XEP-0308 corrections, XEP-0444 reactions and XEP-0424 retractions point at
+//! in one-to-one chats.
+//!
+//! Direct messages are handled by one task of their own, in order, so that opening a
+//! conversation on the other network (which may take a while) never holds up the rooms.
+
+use std::sync::Arc;
+
+use bridge_core::{
+    AdapterContext, AdapterError, Delivered, EventKind, InboundEvent, OutboundEvent, RemoteEventId,
+    RemoteRoomId, RemoteUserId, Sender,
+};
+use tokio::sync::mpsc;
+use xmpp_parsers::minidom::Element;
+
+use super::Inner;
+use crate::jid;
+use crate::translate::{self, ChatState, Content, Envelope, MessageType, OutReply, Parsed};
+
+/// The native room of the conversation between `user` and `puppet` (both bare JIDs).
+pub(super) fn room_of(user: &str, puppet: &str) -> String {
+    format!("{user} {puppet}")
+}
+
+/// `(user, puppet)` of a direct conversation's native room; `None` for a MUC.
+pub(super) fn parts(room: &str) -> Option<(&str, &str)> {
+    room.split_once(' ')
+}
+
+impl Inner {
+    /// The remote user a puppet JID (`escaped-adapter.user@domain`) stands for.
+    pub(super) fn counterpart_of(&self, puppet: &str) -> Option<Sender> {
+        let domain = self.component_domain()?;
+        let (local, puppet_domain) = jid::bare(puppet).split_once('@')?;
+        if puppet_domain != domain || local == "bridge" {
+            return None;
+        }
+        let id = jid::unescape_localpart(local);
+        let (adapter, user) = id.split_once('.')?;
+        Some(Sender {
+            adapter: bridge_core::AdapterId::new(adapter),
+            user: RemoteUserId::new(user),
+            display_name: None,
+            avatar: None,
+        })
+    }
+
+    /// The task that takes direct messages to puppets, in order.
+    pub(super) fn spawn_direct_task(
+        self: &Arc<Self>,
+        ctx: AdapterContext,
+    ) -> mpsc::UnboundedSender<Element> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Element>();
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(stanza) = rx.recv().await {
+                this.direct_message(&stanza, &ctx).await;
+            }
+        });
+        tx
+    }
+
+    async fn direct_message(&self, stanza: &Element, ctx: &AdapterContext) {
+        let parsed = match translate::parse_message(stanza, &self.limits()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(adapter = %self.id, error = %e, "direct message refused");
+                return;
+            }
+        };
+        let (Some(from), Some(to)) = (parsed.from.as_deref(), parsed.to.as_deref()) else {
+            return;
+        };
+        let Some(counterpart) = self.counterpart_of(to) else {
+            return;
+        };
+        let user = jid::bare(from);
+        let room = RemoteRoomId::new(room_of(user, jid::bare(to)));
+        let sender = RemoteUserId::new(user);
+        let events = self.translate_direct(&parsed, &room, &sender, ctx);
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = ctx.direct_room(&room, &sender, None, &counterpart).await {
+            tracing::warn!(adapter = %self.id, %room, error = %e, "cannot open the direct conversation");
+            self.bounce(stanza, &format!("This message could not be delivered: {e}"));
+            return;
+        }
+        for event in events {
+            if let Err(e) = ctx.submit(event).await {
+                tracing::warn!(adapter = %self.id, error = %e, "direct message not accepted");
+            }
+        }
+    }
+
+    fn translate_direct(
+        &self,
+        parsed: &Parsed,
+        room: &RemoteRoomId,
+        user: &RemoteUserId,
+        ctx: &AdapterContext,
+    ) -> Vec<InboundEvent> {
+        let native = parsed
+            .origin_id
+            .as_deref()
+            .or(parsed.id.as_deref())
+            .map(RemoteEventId::new);
+        let event = |kind| {
+            let mut event = InboundEvent::new(room.clone(), native.clone(), user.clone(), kind);
+            event.ts = parsed.delay_ms;
+            event
+        };
+        let rid = |id: &str| RemoteEventId::new(id);
+        let mut events = Vec::new();
+        match &parsed.content {
+            Content::Message { content, reply, .. } => events.push(event(EventKind::Message {
+                content: content.clone(),
+                reply_to: reply.as_ref().map(|r| rid(&r.id)),
+                thread: None,
+            })),
+            Content::Correction { replace_id, new } => events.push(event(EventKind::Edit {
+                target: rid(replace_id),
+                new: new.clone(),
+            })),
+            Content::Reactions { to_id, keys } => {
+                let name = user.as_str();
+                events.extend(self.reconcile_reactions(
+                    ctx,
+                    room.as_str(),
+                    &rid(to_id),
+                    user,
+                    name,
+                    keys,
+                    native.as_ref(),
+                    parsed.delay_ms,
+                ));
+            }
+            Content::Retraction { id } => events.push(event(EventKind::Redaction {
+                target: rid(id),
+                reason: None,
+            })),
+            _ => {}
+        }
+        let mut ephemeral = |kind| {
+            let mut e = InboundEvent::new(room.clone(), None, user.clone(), kind);
+            e.ts = parsed.delay_ms;
+            events.push(e);
+        };
+        if let Some(active) = parsed.typing() {
+            ephemeral(EventKind::Typing { active });
+        }
+        if let Some(displayed) = &parsed.displayed {
+            ephemeral(EventKind::ReadMarker {
+                up_to: rid(displayed),
+            });
+        }
+        events
+    }
+
+    /// Answers a message we cannot carry with an error, so that its sender knows.
+    pub(super) fn bounce(&self, stanza: &Element, text: &str) {
+        use crate::xml::Attrs;
+        let (Some(from), Some(to)) = (stanza.attr("from"), stanza.attr("to")) else {
+            return;
+        };
+        let mut error = Element::builder("message", crate::wire::NS_CLIENT)
+            .with("type", "error")
+            .with("from", to)
+            .with("to", from);
+        if let Some(id) = stanza.attr("id") {
+            error = error.with("id", id);
+        }
+        let error = error
+            .append(
+                Element::builder("error", crate::wire::NS_CLIENT)
+                    .with("type", "cancel")
+                    .append(Element::builder(
+                        "service-unavailable",
+                        crate::muc::NS_STANZAS,
+                    ))
+                    .append(Element::builder("text", crate::muc::NS_STANZAS).append(text)),
+            )
+            .build();
+        if let Some(out) = self.out.lock().clone() {
+            let _ = out.try_send(error);
+        }
+    }
+
+    /// Delivers into a direct conversation: a `chat` message from the author's puppet to the
+    /// XMPP user.
+    pub(super) async fn deliver_direct(
+        &self,
+        event: &OutboundEvent,
+        user: &str,
+        speaker: &str,
+    ) -> Result<Delivered, AdapterError> {
+        let ctx = self.ctx()?;
+        let id = event.id.to_string();
+        let env = Envelope {
+            from: speaker,
+            to: user,
+            msg_type: MessageType::Chat,
+            id: &id,
+        };
+        let stanza = match &event.kind {
+            EventKind::Message {
+                content, reply_to, ..
+            } => {
+                let reply = reply_to.as_ref().map(|r| OutReply {
+                    to: None,
+                    id: r.as_str(),
+                    quote: None,
+                });
+                translate::build_message(&env, content, reply.as_ref())
+            }
+            EventKind::Edit { target, new } => {
+                translate::build_correction(&env, target.as_str(), new)
+            }
+            EventKind::Reaction { target, key } | EventKind::Unreact { target, key, .. } => {
+                let adding = matches!(event.kind, EventKind::Reaction { .. });
+                let puppet = RemoteUserId::new(jid::bare(speaker));
+                let keys =
+                    self.update_reactions(&ctx, event.room.as_str(), target, &puppet, key, adding);
+                translate::build_reactions(&env, target.as_str(), &keys)
+            }
+            EventKind::Redaction { target, .. } => {
+                translate::build_retraction(&env, target.as_str())
+            }
+            EventKind::Typing { active } => {
+                let state = if *active {
+                    ChatState::Composing
+                } else {
+                    ChatState::Paused
+                };
+                translate::build_chat_state(&env, state)
+            }
+            EventKind::ReadMarker { up_to } => translate::build_displayed(&env, up_to.as_str()),
+            other => {
+                return Err(AdapterError::Unsupported(format!(
+                    "{} in a direct conversation",
+                    other.name()
+                )));
+            }
+        };
+        self.send_stanza(stanza).await?;
+        let native_id = (!event.kind.is_ephemeral()).then(|| RemoteEventId::new(id));
+        Ok(Delivered {
+            native_id,
+            puppet: None,
+        })
+    }
+}
