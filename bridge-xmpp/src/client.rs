@@ -33,6 +33,9 @@
 //! * **Shutdown.** When the shutdown token is cancelled (or the adapter drops both ends of the
 //!   handle) the stream is closed (`</stream:stream>`, at most [`CLOSE_TIMEOUT`]) and the task
 //!   ends; pending reconnect attempts stop.
+//! * **Liveness.** tokio-xmpp's [`Timeouts::tight`]: after 60 s of silence the stream sends
+//!   a ping (or an XEP-0198 `<r/>`); without an answer within 15 s more the connection is
+//!   considered dead and replaced.
 //! * **Robustness.** Invalid settings (a JID without a local part, a bad `server`) are reported
 //!   as one `Offline` and end the task: retrying cannot help. Should tokio-xmpp's own worker
 //!   task die (a bug there), the task reports `Offline` and starts a new stream with backoff.
@@ -451,6 +454,18 @@ enum End {
     WorkerGone,
 }
 
+/// `<name id=… to=…>`, to identify an outgoing element in logs without its content.
+fn describe(element: &Element) -> String {
+    let mut text = format!("<{}", element.name());
+    for attr in ["type", "id", "to"] {
+        if let Some(value) = element.attr(attr) {
+            text.push_str(&format!(" {attr}='{value}'"));
+        }
+    }
+    text.push('>');
+    text
+}
+
 /// Sends `event` to the adapter; `false` if it is gone or we are stopping.
 async fn emit(
     events: &mpsc::Sender<StreamEvent>,
@@ -502,6 +517,11 @@ async fn run(
                 biased;
                 () = stop.cancelled() => break End::Stop,
                 Some(reason) = reports.recv() => {
+                    if online.is_some() {
+                        // A late report of an attempt that lost the race; we are online.
+                        tracing::debug!("ignoring a stale failure report: {reason}");
+                        continue;
+                    }
                     if !emit(&events, StreamEvent::Offline { reason }, &stop).await {
                         break End::Stop;
                     }
@@ -537,21 +557,19 @@ async fn run(
                     }
                 }
                 element = out.recv() => {
-                    let Some(element) = element else { break End::Stop };
+                    let Some(mut element) = element else { break End::Stop };
+                    // minidom panics on characters XML cannot carry; text from other networks
+                    // may hold them.
+                    crate::xml::sanitize(&mut element);
                     if online.is_none() {
-                        tracing::debug!(
-                            name = element.name(), id = element.attr("id"), to = element.attr("to"),
-                            "no client session: outgoing stanza dropped"
-                        );
+                        tracing::debug!("no client session: outgoing {} dropped", describe(&element));
                         continue;
                     }
-                    let stanza = match Stanza::try_from(element.clone()) {
+                    let described = describe(&element);
+                    let stanza = match Stanza::try_from(element) {
                         Ok(stanza) => stanza,
                         Err(e) => {
-                            tracing::warn!(
-                                name = element.name(), id = element.attr("id"), to = element.attr("to"),
-                                "outgoing element is not a valid stanza, skipped: {e}"
-                            );
+                            tracing::warn!("outgoing {described} is not a valid stanza, skipped: {e}");
                             continue;
                         }
                     };
@@ -568,6 +586,8 @@ async fn run(
         };
         match end {
             End::Stop => {
+                // Stops a reconnect in progress, which `close` would otherwise wait for.
+                stop.cancel();
                 if tokio::time::timeout(CLOSE_TIMEOUT, stream.close())
                     .await
                     .is_err()
