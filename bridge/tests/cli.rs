@@ -77,6 +77,52 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn check_accepts_the_xmpp_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/xmpp.toml");
+    let out = bridge()
+        .arg("check")
+        .arg("-c")
+        .arg(example)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_reports_every_xmpp_mistake_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        r#"[bridge]
+data_dir = "data"
+[[adapter]]
+id = "x"
+type = "xmpp"
+mode = "component"
+server = "nowhere"
+domain = "a@b"
+"#,
+    )
+    .expect("write");
+    let out = bridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for key in ["server", "domain", "secret"] {
+        assert!(stderr.contains(key), "{key} not reported: {stderr}");
+    }
+}
+
+#[test]
 fn links_are_added_listed_and_removed_in_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bridge.toml");

@@ -60,6 +60,14 @@ Component "conference.localhost" "muc"
   modules_enabled          = { "muc_mam"; "muc_moderation" }
   muc_log_by_default       = true
 
+-- A MUC service that keeps each new room locked until its creator configures it (XEP-0045
+-- §10.1.2), as many servers do: the bridge answers the instant-room form itself.
+Component "locked.localhost" "muc"
+  restrict_room_creation   = false
+  muc_room_locking         = true
+  modules_enabled          = { "muc_mam" }
+  muc_log_by_default       = true
+
 -- XEP-0363 HTTP upload (Prosody 0.12 module); slots are served on the http port above.
 Component "upload.localhost" "http_file_share"
   http_file_share_size_limit = 10*1024*1024

@@ -835,3 +835,29 @@ async fn direct_messages_to_a_puppet_reach_the_remote_user_and_come_back() {
     );
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_unlocks_a_room_it_creates_on_a_locking_service() {
+    // On locked.localhost a new room refuses everyone but its creator until configured.
+    let room = format!("{}@locked.localhost", fresh("xa-locked"));
+    let rig = rig_for(&room, component_settings()).await;
+    let jid = format!("{}@localhost", fresh("Alice"));
+    let mut alice = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("human online");
+    // Alice can enter once the bridge created the room and accepted the instant-room form.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice.join(&room, "Alice").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room stayed locked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice
+        .send(&room, GC, "in the unlocked room")
+        .await
+        .expect("sent");
+    got(&rig.memory, "in the unlocked room").await;
+    rig.core.shutdown().await;
+}
