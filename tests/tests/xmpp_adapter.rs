@@ -861,3 +861,103 @@ async fn the_bridge_unlocks_a_room_it_creates_on_a_locking_service() {
     got(&rig.memory, "in the unlocked room").await;
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_delete_messages_across_and_unknown_payloads_are_carried() {
+    // The bridge creates the room, so its own occupant is a moderator there.
+    let rig = rig("xa-moderation", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+
+    // A moderator on the far side deletes Alice's message: the bridge moderates it (XEP-0425).
+    alice.send(&rig.room, GC, "oops").await.expect("sent");
+    let oops = delivered(&rig.memory, |e| body(e).as_deref() == Some("oops")).await;
+    let reflected = alice
+        .wait_message(|m| m["body"] == "oops")
+        .await
+        .expect("reflection");
+    let oops_native = rig.memory.native_id_of(oops.id).expect("delivered");
+    let deletion = inbound(MEMORY_ROOM)
+        .id("x1")
+        .from("@mod:example.org")
+        .named("Mod")
+        .moderator()
+        .redact(oops_native.as_str());
+    // The core records the delivery's native ID just after the memory side saw it.
+    let ctx = rig.memory.context().await.expect("memory adapter running");
+    for attempt in 0.. {
+        match ctx.submit(deletion.clone()).await.expect("stored") {
+            bridge_core::Submitted::Accepted(_) => break,
+            other if attempt < 50 => {
+                let _ = other;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the deletion was not accepted: {other:?}"),
+        }
+    }
+    let moderated = match alice.wait_message(|m| !m["moderated"].is_null()).await {
+        Ok(moderated) => moderated,
+        Err(e) => panic!(
+            "the room announces no moderation: {e}\ndead letters: {:?}",
+            rig.core.dead_letters()
+        ),
+    };
+    assert_eq!(moderated["moderated"]["id"], reflected["stanza_id"]);
+
+    // A payload the bridge does not understand is carried as a custom event.
+    let poll = format!(
+        "<message type='groupchat' to='{}' id='poll-1'><poll xmlns='urn:example:poll'>\
+         <question>tea?</question></poll></message>",
+        rig.room
+    );
+    alice.raw(&poll).await.expect("sent");
+    let custom = delivered(&rig.memory, |e| matches!(e.kind, EventKind::Custom { .. })).await;
+    let EventKind::Custom {
+        event_type,
+        content,
+    } = &custom.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(event_type, "xmpp:urn:example:poll#poll");
+    assert!(
+        content["xml"].as_str().is_some_and(|x| x.contains("tea?")),
+        "{content}"
+    );
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xmpp_moderator_deletes_a_far_side_message() {
+    // Alice creates the room and so moderates it.
+    let room = format!("{}@conference.localhost", fresh("xa-xmpp-mod"));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("spam-1")
+            .from("@spammer:example.org")
+            .named("Spammer")
+            .text("buy now"),
+    )
+    .await;
+    let spam = alice
+        .wait_message(|m| m["body"] == "buy now")
+        .await
+        .expect("spam arrives");
+    alice
+        .moderate(&room, text(&spam["stanza_id"]), "spam")
+        .await
+        .expect("moderated");
+    let deletion = delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::Redaction { .. })
+    })
+    .await;
+    assert!(
+        matches!(&deletion.kind, EventKind::Redaction { target, reason } if target.as_str() == "spam-1" && reason.as_deref() == Some("spam")),
+        "{deletion:?}"
+    );
+    rig.core.shutdown().await;
+}

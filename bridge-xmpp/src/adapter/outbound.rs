@@ -328,8 +328,9 @@ impl Inner {
         set
     }
 
-    /// Deleting someone else's message takes a moderator (XEP-0425). We ask as the speaker;
-    /// the room refuses unless an admin gave it the moderator role.
+    /// Deleting someone else's message takes a moderator (XEP-0425). We ask as the speaker,
+    /// then as the bridge's own occupant (a moderator when it created the room or an owner
+    /// made it one), each in the current form of the XEP and then in the older one.
     async fn moderate(
         &self,
         room: &str,
@@ -337,18 +338,23 @@ impl Inner {
         reason: Option<&str>,
         speaker: &Speaker,
     ) -> Result<Delivered, AdapterError> {
-        let iq = translate::build_moderation(&speaker.jid, room, "", target.as_str(), reason);
-        match self.iq(iq).await {
-            Ok(_) => Ok(Delivered::default()),
-            Err(super::IqFailure::NotSent(e)) => Err(e),
-            Err(super::IqFailure::Error { condition, text }) => {
-                Err(AdapterError::Permanent(format!(
-                    "{room} refused to retract {target}: {condition} {} (deleting other people's \
-                 messages needs the moderator role for the bridge in that room)",
-                    text.unwrap_or_default()
-                )))
+        let mut asking = vec![speaker.jid.clone()];
+        asking.extend(self.listener_jid().filter(|l| *l != speaker.jid));
+        let mut refusal = String::new();
+        for moderator in &asking {
+            for build in [translate::build_moderation, translate::build_moderation_v0] {
+                let iq = build(moderator, room, "", target.as_str(), reason);
+                match self.iq(iq).await {
+                    Ok(_) => return Ok(Delivered::default()),
+                    Err(super::IqFailure::NotSent(e)) => return Err(e),
+                    Err(e @ super::IqFailure::Error { .. }) => refusal = e.to_string(),
+                }
             }
         }
+        Err(AdapterError::Permanent(format!(
+            "{room} refused to retract {target}: {refusal} (deleting other people's messages \
+             needs the moderator role for the bridge in that room)"
+        )))
     }
 
     /// Sends a room message and waits for the room's reflection of it. Without a reflection in

@@ -60,8 +60,8 @@ mod outbound;
 pub use inbound::parse_message;
 pub use outbound::{
     Envelope, OutReply, RETRACTION_FALLBACK, build_chat_state, build_correction, build_custom,
-    build_displayed, build_message, build_moderation, build_reactions, build_retraction,
-    build_subject,
+    build_displayed, build_message, build_moderation, build_moderation_v0, build_reactions,
+    build_retraction, build_subject,
 };
 
 use bridge_core::MessageContent;

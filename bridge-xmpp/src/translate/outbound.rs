@@ -129,6 +129,32 @@ pub fn build_moderation(
     iq
 }
 
+/// The same request in the form XEP-0425 had before 0.3 (`urn:xmpp:message-moderate:0` inside a
+/// XEP-0422 `<apply-to/>`), which older servers (prosody-modules' `mod_muc_moderation` of 2023)
+/// still speak exclusively.
+pub fn build_moderation_v0(
+    from: &str,
+    room: &str,
+    iq_id: &str,
+    stanza_id: &str,
+    reason: Option<&str>,
+) -> Element {
+    let mut moderate = elem("moderate", ns::MODERATE_0, &[]);
+    moderate.append_child(elem("retract", ns::RETRACT_0, &[]));
+    if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+        moderate.append_child(text_elem("reason", ns::MODERATE_0, reason));
+    }
+    let mut apply_to = elem("apply-to", ns::FASTEN, &[("id", stanza_id)]);
+    apply_to.append_child(moderate);
+    let mut iq = elem(
+        "iq",
+        ns::CLIENT,
+        &[("type", "set"), ("from", from), ("to", room), ("id", iq_id)],
+    );
+    iq.append_child(apply_to);
+    iq
+}
+
 /// A message carrying only a XEP-0085 chat state (e.g. `Composing` or `Paused`), with a
 /// `<no-store/>` hint.
 pub fn build_chat_state(env: &Envelope<'_>, state: ChatState) -> Element {
