@@ -356,6 +356,53 @@ async fn messages_edits_replies_reactions_and_deletions_cross_both_ways() {
         matches!(&redaction.kind, EventKind::Redaction { target, .. } if *target == later_native)
     );
 
+    // XHTML-IM formatting is read when present.
+    alice
+        .send_with(
+            &rig.room,
+            GC,
+            "rich text",
+            None,
+            Some("<p><strong>rich</strong> text</p>"),
+        )
+        .await
+        .expect("sent");
+    let rich = delivered(&rig.memory, |e| body(e).is_some_and(|b| b.contains("rich"))).await;
+    let EventKind::Message { content, .. } = &rich.kind else {
+        unreachable!()
+    };
+    assert!(
+        content.text.to_html().contains("<strong>rich</strong>"),
+        "{:?}",
+        content.text
+    );
+
+    // A reply from the far side is a XEP-0461 reply to the XMPP message.
+    let alice_reflection = alice
+        .wait_message(|m| m["body"] == "rich text")
+        .await
+        .expect("reflection");
+    let rich_native = rig.memory.native_id_of(rich.id).expect("delivered");
+    // (the core records the delivery's native ID just after the memory side saw it)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m5")
+            .from("@bob:example.org")
+            .named("Bob")
+            .reply(rich_native.as_str(), "nice formatting"),
+    )
+    .await;
+    let answer = alice
+        .wait_message(|m| m["body"] == "nice formatting")
+        .await
+        .expect("reply arrives");
+    assert_eq!(
+        answer["reply"]["id"], alice_reflection["stanza_id"],
+        "{answer}"
+    );
+
     // Nothing was bridged twice, and none of the bridge's own messages came back.
     let bodies: Vec<String> = rig.memory.sent().iter().filter_map(body).collect();
     assert_eq!(
@@ -470,6 +517,56 @@ async fn membership_nicks_topic_and_typing_cross_both_ways() {
         .wait_message(|m| m["chat_state"] == "composing" && text(&m["from"]).ends_with("/Carol"))
         .await
         .expect("Carol types");
+
+    // Read markers both ways (XEP-0333).
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("c1")
+            .from("@carol:example.org")
+            .named("Carol")
+            .text("read me"),
+    )
+    .await;
+    let read_me = alice
+        .wait_message(|m| m["body"] == "read me")
+        .await
+        .expect("arrives");
+    alice
+        .displayed(&rig.room, GC, text(&read_me["stanza_id"]))
+        .await
+        .expect("marked");
+    let marker = delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::ReadMarker { .. })
+    })
+    .await;
+    assert!(
+        matches!(&marker.kind, EventKind::ReadMarker { up_to } if up_to.as_str() == "c1"),
+        "{marker:?}"
+    );
+    alice.send(&rig.room, GC, "mark this").await.expect("sent");
+    let mark_this = delivered(&rig.memory, |e| body(e).as_deref() == Some("mark this")).await;
+    let reflected = alice
+        .wait_message(|m| m["body"] == "mark this")
+        .await
+        .expect("reflection");
+    let native = rig.memory.native_id_of(mark_this.id).expect("delivered");
+    // (the core records the delivery's native ID just after the memory side saw it)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .from("@carol:example.org")
+            .named("Carol")
+            .read_marker(native.as_str()),
+    )
+    .await;
+    alice
+        .wait_message(|m| {
+            m["displayed_id"] == reflected["stanza_id"] && text(&m["from"]).ends_with("/Carol")
+        })
+        .await
+        .expect("Carol's read marker");
 
     // Nick change on XMPP is a profile change; leaving is a leave.
     alice.nick(&rig.room, "Alicia").await.expect("nick changed");

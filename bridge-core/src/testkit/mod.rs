@@ -153,6 +153,11 @@ impl InboundBuilder {
         self.kind(EventKind::Typing { active })
     }
 
+    /// A read marker up to native message `up_to`.
+    pub fn read_marker(self, up_to: &str) -> InboundEvent {
+        self.kind(EventKind::ReadMarker { up_to: rid(up_to) })
+    }
+
     /// A custom event.
     pub fn custom(self, event_type: &str, content: serde_json::Value) -> InboundEvent {
         self.kind(EventKind::Custom {
