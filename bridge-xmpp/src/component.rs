@@ -423,7 +423,7 @@ pub async fn connect(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, DuplexStream};
@@ -444,7 +444,7 @@ mod tests {
         from='bridge.localhost' id='3BF96D32'>";
 
     /// Reads from the fake server's side until `needle` has arrived; returns what was read.
-    async fn read_until<T: AsyncRead + Unpin>(
+    pub(crate) async fn read_until<T: AsyncRead + Unpin>(
         server: &mut T,
         needle: &str,
     ) -> Result<String, io::Error> {
@@ -463,7 +463,7 @@ mod tests {
     }
 
     /// Plays the server's side of a handshake; returns what the client wrote.
-    async fn fake_server_handshake<T: AsyncRead + AsyncWrite + Unpin>(
+    pub(crate) async fn fake_server_handshake<T: AsyncRead + AsyncWrite + Unpin>(
         server: &mut T,
         reply: &str,
     ) -> Result<String, io::Error> {

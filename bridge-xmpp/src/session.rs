@@ -43,6 +43,8 @@ pub struct ComponentSettings {
     pub max_stanza_bytes: usize,
     /// Silence before a keepalive ping ([`KEEPALIVE_IDLE`] by default).
     pub keepalive_idle: Duration,
+    /// How long the server has to answer it ([`KEEPALIVE_TIMEOUT`] by default).
+    pub keepalive_timeout: Duration,
 }
 
 impl ComponentSettings {
@@ -54,6 +56,7 @@ impl ComponentSettings {
             secret,
             max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
             keepalive_idle: KEEPALIVE_IDLE,
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
         }
     }
 }
@@ -147,7 +150,7 @@ async fn serve(
     let mut ping_sent: Option<Instant> = None;
     loop {
         let deadline = match ping_sent {
-            Some(sent) => sent + KEEPALIVE_TIMEOUT,
+            Some(sent) => sent + settings.keepalive_timeout,
             None => last_heard + settings.keepalive_idle,
         };
         tokio::select! {
@@ -180,7 +183,8 @@ async fn serve(
             () = tokio::time::sleep_until(deadline) => {
                 if ping_sent.is_some() {
                     return Served::Lost(format!(
-                        "no answer to a keepalive ping within {KEEPALIVE_TIMEOUT:?}"
+                        "no answer to a keepalive ping within {:?}",
+                        settings.keepalive_timeout
                     ));
                 }
                 if let Err(e) = conn.send(ping(&settings.domain)).await {
@@ -202,4 +206,70 @@ fn ping(domain: &str) -> Element {
         .with("to", server)
         .append(Element::builder("ping", "urn:xmpp:ping").build())
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::component::tests::{fake_server_handshake, read_until};
+
+    async fn next(handle: &mut StreamHandle) -> StreamEvent {
+        tokio::time::timeout(Duration::from_secs(10), handle.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the task runs")
+    }
+
+    /// A server that goes silent is detected by the keepalive ping and reconnected to; a
+    /// server that answers keeps the session.
+    #[tokio::test]
+    async fn a_silent_server_is_detected_and_the_task_reconnects() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let mut settings = ComponentSettings::new(addr, "bridge.localhost".into(), "s".into());
+        settings.keepalive_idle = Duration::from_millis(100);
+        settings.keepalive_timeout = Duration::from_millis(300);
+        let shutdown = CancellationToken::new();
+        let mut handle = spawn_component(settings, shutdown.clone());
+
+        // First session: the server takes the ping and never answers.
+        let (mut first, _) = listener.accept().await.expect("first connection");
+        fake_server_handshake(&mut first, "<handshake/>")
+            .await
+            .expect("handshake");
+        assert!(matches!(
+            next(&mut handle).await,
+            StreamEvent::Online { .. }
+        ));
+        read_until(&mut first, "urn:xmpp:ping")
+            .await
+            .expect("a keepalive ping");
+        match next(&mut handle).await {
+            StreamEvent::Offline { reason } => assert!(reason.contains("keepalive"), "{reason}"),
+            other => panic!("expected Offline, got {other:?}"),
+        }
+
+        // Second session: the task came back by itself, and stanzas flow.
+        let (mut second, _) = listener.accept().await.expect("reconnection");
+        fake_server_handshake(&mut second, "<handshake/>")
+            .await
+            .expect("handshake");
+        assert!(matches!(
+            next(&mut handle).await,
+            StreamEvent::Online { .. }
+        ));
+        second
+            .write_all(b"<message from='a@b' to='bridge.localhost'><body>hi</body></message>")
+            .await
+            .expect("write");
+        match next(&mut handle).await {
+            StreamEvent::Stanza(el) => assert_eq!(el.ns(), crate::wire::NS_CLIENT),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        shutdown.cancel();
+        drop(first);
+    }
 }

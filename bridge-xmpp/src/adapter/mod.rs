@@ -468,6 +468,7 @@ impl Adapter for XmppAdapter {
                     }
                     Some(StreamEvent::Offline { reason }) => {
                         tracing::warn!(adapter = %self.inner.id, %reason, "XMPP session lost; reconnecting");
+                        ctx.counter("bridge_xmpp_disconnects_total").increment(1);
                         ctx.set_connected(false);
                         self.inner.rooms.lock().reset();
                         // Dropping the waiters fails every send in flight at once.
