@@ -1058,3 +1058,107 @@ async fn an_xmpp_moderator_deletes_a_far_side_message() {
     );
     rig.core.shutdown().await;
 }
+
+/// Sends `iq` from a plain c2s client and returns the answer.
+async fn ask(
+    handle: &mut bridge_xmpp::stream::StreamHandle,
+    iq: &str,
+) -> xmpp_parsers::minidom::Element {
+    let iq: xmpp_parsers::minidom::Element = iq.parse().expect("test IQ parses");
+    let id = iq.attr("id").unwrap_or_default().to_owned();
+    handle.out.send(iq).await.expect("sent");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, handle.events.recv())
+            .await
+            .expect("an answer in time")
+            .expect("the client runs");
+        if let bridge_xmpp::stream::StreamEvent::Stanza(el) = event
+            && el.name() == "iq"
+            && el.attr("id") == Some(id.as_str())
+        {
+            return el;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_and_its_puppets_answer_disco_and_pings() {
+    let rig = rig("xa-disco", component_settings()).await;
+    let server = env("BRIDGE_TEST_XMPP_C2S");
+    let account = format!("{}@localhost", fresh("asker"));
+    XmppHuman::start(&account, "pw", &server)
+        .await
+        .expect("account registered")
+        .quit()
+        .await
+        .expect("quit");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut client = bridge_xmpp::client::spawn_client(
+        bridge_xmpp::client::ClientSettings {
+            jid: account,
+            password: "pw".into(),
+            server: Some(server),
+            insecure_tcp: true,
+            resource: None,
+        },
+        shutdown.clone(),
+    );
+    let online = tokio::time::timeout(WAIT, client.events.recv())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(
+            online,
+            Some(bridge_xmpp::stream::StreamEvent::Online { .. })
+        ),
+        "{online:?}"
+    );
+
+    let info = ask(
+        &mut client,
+        "<iq xmlns='jabber:client' type='get' id='d1' to='bridge.localhost'>\
+        <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    assert_eq!(info.attr("type"), Some("result"), "{info:?}");
+    let puppet = format!(
+        "{}@bridge.localhost",
+        bridge_xmpp::jid::escape_localpart("memory.@bob:example.org")
+    );
+    let info = ask(
+        &mut client,
+        &format!(
+            "<iq xmlns='jabber:client' type='get' id='d2' to='{puppet}'>\
+        <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ),
+    )
+    .await;
+    let features: Vec<String> = info
+        .children()
+        .flat_map(|q| q.children())
+        .filter_map(|f| f.attr("var").map(str::to_owned))
+        .collect();
+    assert!(
+        features.iter().any(|f| f == "urn:xmpp:reactions:0"),
+        "{features:?}"
+    );
+    let pong = ask(
+        &mut client,
+        &format!(
+            "<iq xmlns='jabber:client' type='get' id='p1' to='{puppet}'>\
+        <ping xmlns='urn:xmpp:ping'/></iq>"
+        ),
+    )
+    .await;
+    assert_eq!(pong.attr("type"), Some("result"));
+    let refused = ask(
+        &mut client,
+        "<iq xmlns='jabber:client' type='get' id='v1' to='bridge.localhost'>\
+        <query xmlns='jabber:iq:roster'/></iq>",
+    )
+    .await;
+    assert_eq!(refused.attr("type"), Some("error"));
+    shutdown.cancel();
+    rig.core.shutdown().await;
+}
