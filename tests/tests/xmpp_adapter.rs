@@ -472,6 +472,34 @@ async fn membership_nicks_topic_and_typing_cross_both_ways() {
         .await
         .expect("the second Carol gets a suffixed nick");
 
+    // A display-name change renames the puppet; a departure makes it leave.
+    let mut rename = inbound(MEMORY_ROOM)
+        .from("@carol:other.org")
+        .named("Caroline")
+        .join();
+    rename.kind = EventKind::Profile {
+        display_name: Some("Caroline".into()),
+        avatar: None,
+    };
+    post(&rig.memory, rename).await;
+    alice
+        .wait_presence(|p| p["nick"] == "Caroline" && p["type"] == "available")
+        .await
+        .expect("the puppet takes the new name");
+    let mut leave = inbound(MEMORY_ROOM)
+        .from("@carol:other.org")
+        .named("Caroline")
+        .join();
+    leave.kind = EventKind::Membership {
+        change: MembershipChange::Leave,
+        reason: None,
+    };
+    post(&rig.memory, leave).await;
+    alice
+        .wait_presence(|p| p["nick"] == "Caroline" && p["type"] == "unavailable")
+        .await
+        .expect("the puppet leaves");
+
     // Topic both ways.
     post(
         &rig.memory,
