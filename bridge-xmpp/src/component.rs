@@ -17,8 +17,11 @@
 //! xmpp-parsers' default types, and [`ComponentConnection::send`] writes stanzas back in
 //! `jabber:component:accept`.
 //!
-//! Malformed input never panics: invalid XML, an element larger than the configured limit or
-//! nested too deeply ends the stream with an error.
+//! Malformed input never panics. Invalid XML ends the stream with an error. A stanza larger
+//! than the configured limit or nested too deeply is skipped ([`ComponentError::Skipped`]: read
+//! to its end without being kept, the stream goes on), since any room occupant can send one
+//! and the server passes it on; only one over [`HARD_LIMIT_FACTOR`] times the limit ends the
+//! stream.
 
 use std::io;
 
@@ -37,8 +40,12 @@ pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// Default limit on the size of one incoming stanza, in bytes of XML.
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 1024 * 1024;
-/// Maximum nesting depth of an incoming stanza (the stanza itself is depth 1).
+/// Maximum nesting depth of an incoming stanza (the stanza itself is depth 1); deeper ones are
+/// skipped.
 pub const MAX_DEPTH: usize = 64;
+/// A stanza being skipped ends the stream once it exceeds this many times the size limit: the
+/// XML parser still tracks the names of the open elements, so skipping is not free forever.
+pub const HARD_LIMIT_FACTOR: usize = 16;
 
 /// Why the component connection failed or ended.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +57,11 @@ pub enum ComponentError {
     /// The server sent XML we cannot parse (not well-formed, not namespace-valid…).
     #[error("invalid XML on the component stream: {0}")]
     Xml(String),
-    /// An incoming stanza exceeded a limit (size or nesting depth).
+    /// An incoming stanza exceeded a limit (size or nesting depth) and was skipped: read to its
+    /// end and dropped. Not fatal: the stream goes on with the next stanza.
+    #[error("incoming stanza skipped: {0}")]
+    Skipped(String),
+    /// An incoming stanza exceeded [`HARD_LIMIT_FACTOR`] times the size limit: the stream ends.
     #[error("incoming stanza too large: {0}")]
     TooLarge(String),
     /// The server sent something XEP-0114 does not allow at that point.
@@ -144,6 +155,8 @@ struct ElementReader<R> {
     max_size: usize,
     /// Set after an error or the end of the stream: nothing more will be read.
     done: bool,
+    /// While skipping a stanza over a limit: how many of its elements are open, and why.
+    skipping: Option<(usize, String)>,
 }
 
 impl<R: AsyncRead + Unpin> ElementReader<R> {
@@ -154,6 +167,7 @@ impl<R: AsyncRead + Unpin> ElementReader<R> {
             size: 0,
             max_size,
             done: false,
+            skipping: None,
         }
     }
 
@@ -205,36 +219,74 @@ impl<R: AsyncRead + Unpin> ElementReader<R> {
         }
     }
 
-    fn account(&mut self, bytes: usize) -> Result<(), ComponentError> {
+    /// Counts `bytes` of the current stanza; false when it is now over the limit.
+    fn account(&mut self, bytes: usize) -> bool {
         self.size = self.size.saturating_add(bytes);
-        if self.size > self.max_size {
+        self.size <= self.max_size
+    }
+
+    /// Starts skipping the current stanza, `open` of whose elements are open.
+    fn skip(&mut self, open: usize, why: String) {
+        self.stack.clear();
+        self.skipping = Some((open, why));
+    }
+
+    /// Reads past one event of a stanza being skipped; `Some` when the stanza is over (or the
+    /// skipping went on for too long).
+    fn skip_event(&mut self, event: &Event) -> Option<ComponentError> {
+        let (open, _) = self.skipping.as_mut()?;
+        match event {
+            Event::StartElement(..) => *open += 1,
+            Event::EndElement(..) => *open -= 1,
+            Event::Text(..) | Event::XmlDeclaration(..) => {}
+        }
+        let over = *open == 0;
+        let bytes = match event {
+            Event::StartElement(m, ..) | Event::EndElement(m) | Event::Text(m, _) => m.len(),
+            Event::XmlDeclaration(m, _) => m.len(),
+        };
+        self.size = self.size.saturating_add(bytes);
+        if self.size > self.max_size.saturating_mul(HARD_LIMIT_FACTOR) {
             self.done = true;
-            self.stack.clear();
-            return Err(ComponentError::TooLarge(format!(
+            self.skipping = None;
+            return Some(ComponentError::TooLarge(format!(
                 "more than {} bytes",
-                self.max_size
+                self.max_size.saturating_mul(HARD_LIMIT_FACTOR)
             )));
         }
-        Ok(())
+        if over {
+            let (_, why) = self.skipping.take()?;
+            return Some(ComponentError::Skipped(why));
+        }
+        None
     }
 
     /// The next complete child of `<stream:stream>`, exactly as received (no namespace
     /// rewriting).
     async fn next_raw(&mut self) -> Result<Element, ComponentError> {
+        let too_big = |max: usize| format!("more than {max} bytes");
         loop {
-            match self.event().await? {
+            let event = self.event().await?;
+            if self.skipping.is_some() {
+                match self.skip_event(&event) {
+                    Some(e) => return Err(e),
+                    None => continue,
+                }
+            }
+            match event {
                 Event::XmlDeclaration(..) => {}
                 Event::StartElement(metrics, (ns, name), attrs) => {
                     if self.stack.is_empty() {
                         self.size = 0;
                     }
-                    self.account(metrics.len())?;
+                    if !self.account(metrics.len()) {
+                        self.skip(self.stack.len() + 1, too_big(self.max_size));
+                        continue;
+                    }
                     if self.stack.len() >= MAX_DEPTH {
-                        self.done = true;
-                        self.stack.clear();
-                        return Err(ComponentError::TooLarge(format!(
-                            "nested deeper than {MAX_DEPTH} elements"
-                        )));
+                        let why = format!("nested deeper than {MAX_DEPTH} elements");
+                        self.skip(self.stack.len() + 1, why);
+                        continue;
                     }
                     let mut el = Element::builder(name.as_str(), ns.as_str()).build();
                     *el.attrs_mut() = attrs;
@@ -243,7 +295,10 @@ impl<R: AsyncRead + Unpin> ElementReader<R> {
                 Event::Text(metrics, text) => {
                     // Text between stanzas is whitespace keepalive: ignored.
                     if !self.stack.is_empty() {
-                        self.account(metrics.len())?;
+                        if !self.account(metrics.len()) {
+                            self.skip(self.stack.len(), too_big(self.max_size));
+                            continue;
+                        }
                         if let Some(top) = self.stack.last_mut() {
                             top.append_text_node(text);
                         }
@@ -256,7 +311,13 @@ impl<R: AsyncRead + Unpin> ElementReader<R> {
                         return Err(ComponentError::Closed);
                     }
                     Some(done) => {
-                        self.account(metrics.len())?;
+                        if !self.account(metrics.len()) {
+                            if self.stack.is_empty() {
+                                return Err(ComponentError::Skipped(too_big(self.max_size)));
+                            }
+                            self.skip(self.stack.len(), too_big(self.max_size));
+                            continue;
+                        }
                         match self.stack.last_mut() {
                             Some(parent) => {
                                 parent.append_child(done);
@@ -298,7 +359,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
     }
 
     /// Like [`handshake`](Self::handshake), with a limit on the size (in bytes of XML) of each
-    /// incoming stanza; a larger one ends the stream with [`ComponentError::TooLarge`].
+    /// incoming stanza; a larger one is skipped ([`ComponentError::Skipped`]), and one over
+    /// [`HARD_LIMIT_FACTOR`] times the limit ends the stream ([`ComponentError::TooLarge`]).
     pub async fn handshake_with_limit(
         io: S,
         domain: &str,
@@ -369,8 +431,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
     /// so that `xmpp_parsers` types (`Message`, `Presence`, `Iq`) parse it.
     ///
     /// A `<stream:error/>` becomes [`ComponentError::Stream`], the end of the stream
-    /// [`ComponentError::Closed`]. After any error the stream is over: later calls return
-    /// [`ComponentError::Closed`].
+    /// [`ComponentError::Closed`]. After any error but [`ComponentError::Skipped`] the stream is
+    /// over: later calls return [`ComponentError::Closed`].
     pub async fn next_element(&mut self) -> Result<Element, ComponentError> {
         let el = self.reader.next_raw().await?;
         if el.is("error", NS_STREAM) {
@@ -678,25 +740,46 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn oversize_stanza_ends_the_stream() -> TestResult {
+    async fn oversize_stanza_is_skipped_and_the_stream_goes_on() -> TestResult {
         let (mut conn, mut server) = established_with_limit(1024).await?;
-        let big = format!(
-            "<message to='a@bridge.localhost'><body>{}</body></message>",
-            "x".repeat(4096)
-        );
-        server.write_all(big.as_bytes()).await?;
-        let err = next(&mut conn).await.err().ok_or("must fail")?;
-        assert!(matches!(err, ComponentError::TooLarge(_)), "{err:?}");
+        for (tag, text) in [("body", "x".repeat(4096)), ("x", "<y/>".repeat(1024))] {
+            let big = format!(
+                "<message to='a@bridge.localhost'><{tag}>{text}</{tag}></message>\
+                 <message to='a@bridge.localhost' id='next'/>"
+            );
+            server.write_all(big.as_bytes()).await?;
+            let err = next(&mut conn).await.err().ok_or("must fail")?;
+            assert!(matches!(err, ComponentError::Skipped(_)), "{err:?}");
+            let el = next(&mut conn).await?;
+            assert_eq!(el.attr("id"), Some("next"));
+        }
         Ok(())
     }
 
     #[tokio::test]
-    async fn deeply_nested_stanza_ends_the_stream() -> TestResult {
+    async fn deeply_nested_stanza_is_skipped_and_the_stream_goes_on() -> TestResult {
         let (mut conn, mut server) = established().await?;
-        let deep = "<a>".repeat(10_000);
+        let deep = format!(
+            "<message to='a@bridge.localhost'>{}{}</message><message id='next'/>",
+            "<a>".repeat(1000),
+            "</a>".repeat(1000)
+        );
+        server.write_all(deep.as_bytes()).await?;
+        let err = next(&mut conn).await.err().ok_or("must fail")?;
+        assert!(matches!(err, ComponentError::Skipped(_)), "{err:?}");
+        let el = next(&mut conn).await?;
+        assert_eq!(el.attr("id"), Some("next"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stanza_far_over_the_limit_ends_the_stream() -> TestResult {
+        let (mut conn, mut server) = established_with_limit(1024).await?;
+        let deep = "<a>".repeat(1024 * HARD_LIMIT_FACTOR);
         server.write_all(deep.as_bytes()).await?;
         let err = next(&mut conn).await.err().ok_or("must fail")?;
         assert!(matches!(err, ComponentError::TooLarge(_)), "{err:?}");
+        assert!(matches!(next(&mut conn).await, Err(ComponentError::Closed)));
         Ok(())
     }
 

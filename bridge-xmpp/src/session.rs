@@ -170,6 +170,13 @@ async fn serve(
                         return Served::AdapterGone;
                     }
                 }
+                Err(ComponentError::Skipped(reason)) => {
+                    last_heard = Instant::now();
+                    ping_sent = None;
+                    if events.send(StreamEvent::Skipped { reason }).await.is_err() {
+                        return Served::AdapterGone;
+                    }
+                }
                 Err(e) => return Served::Lost(e.to_string()),
             },
             stanza = out.recv() => match stanza {

@@ -31,6 +31,12 @@ pub enum StreamEvent {
     },
     /// An incoming stanza (`message`, `presence` or `iq`), in `jabber:client`.
     Stanza(Element),
+    /// An incoming stanza was over a size or nesting limit and was skipped; the session goes
+    /// on.
+    Skipped {
+        /// Which limit, for logs.
+        reason: String,
+    },
 }
 
 /// The adapter's ends of a connection task's channels.

@@ -475,6 +475,11 @@ impl Adapter for XmppAdapter {
                         *self.inner.waiters.lock() = Waiters::default();
                     }
                     Some(StreamEvent::Stanza(stanza)) => self.inner.handle(stanza, &ctx, &mut durable),
+                    Some(StreamEvent::Skipped { reason }) => {
+                        self.inner.malformed.fetch_add(1, Ordering::Relaxed);
+                        ctx.counter("bridge_xmpp_malformed_total").increment(1);
+                        tracing::warn!(adapter = %self.inner.id, %reason, "incoming stanza skipped");
+                    }
                     None => break,
                 },
                 Some(done) = durable.next(), if !durable.is_empty() => {

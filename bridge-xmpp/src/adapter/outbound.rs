@@ -185,6 +185,7 @@ impl Inner {
                 translate::build_retraction(&env, target.as_str())
             }
             EventKind::Topic { text } => {
+                let text = &truncate(text, self.settings.max_body_bytes);
                 let by_puppet = self
                     .send_and_confirm(&id, translate::build_subject(&env, text))
                     .await;
@@ -277,6 +278,29 @@ impl Inner {
             };
             content.text = RichText::from_styling(&line);
             content.msgtype = MsgType::Text;
+        }
+        self.fit(&event.id.to_string(), content)
+    }
+
+    /// The content within `max_body_bytes`: servers close the stream of a component that
+    /// sends a stanza over their limit (Prosody: 512 KiB), and the retry would do it again.
+    /// Formatted text goes out twice (body and XHTML-IM), so over half the limit it is sent
+    /// as its XEP-0393 styling only; over the whole limit it is cut, with an ellipsis.
+    fn fit(&self, id: &str, mut content: MessageContent) -> MessageContent {
+        let limit = self.settings.max_body_bytes;
+        let formatted = content.text.is_formatted();
+        let text = if formatted {
+            content.text.to_styling()
+        } else {
+            content.text.body().to_owned()
+        };
+        let budget = if formatted { limit / 2 } else { limit };
+        if text.len() > budget {
+            let fitted = truncate(&text, limit);
+            if fitted.len() < text.len() {
+                tracing::warn!(adapter = %self.id, id, bytes = text.len(), limit, "message text over max_body_bytes: cut");
+            }
+            content.text = RichText::plain(fitted);
         }
         content
     }
@@ -513,6 +537,22 @@ impl Inner {
     }
 }
 
+/// `text` cut to at most `limit` bytes (at a character boundary, ending in an ellipsis) when
+/// longer.
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    const ELLIPSIS: char = '…';
+    let mut end = limit.saturating_sub(ELLIPSIS.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = text[..end].to_owned();
+    cut.push(ELLIPSIS);
+    cut
+}
+
 /// What a join reports: the puppet it made known.
 fn puppet_only(room: &str, nick: &str, occupant_id: Option<&str>) -> Delivered {
     Delivered {
@@ -528,4 +568,18 @@ fn stanza_id_by(reflection: &Element, room: &str) -> Option<String> {
         .find(|c| c.is("stanza-id", translate::ns::SID) && c.attr("by") == Some(room))
         .and_then(|c| c.attr("id"))
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_cuts_at_a_character_boundary_within_the_limit() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11, "{cut}");
+        assert_eq!(cut, format!("{}…", "é".repeat(4)));
+        assert_eq!(truncate(&"x".repeat(5000), 2048).len(), 2048);
+    }
 }
