@@ -62,7 +62,8 @@ pub struct Settings {
     pub nick: String,
     /// Client mode: how a relayed message reads; `{name}` and `{text}` are replaced.
     pub relay_format: String,
-    /// Largest message body accepted from XMPP, in bytes; longer ones are refused (logged).
+    /// Largest message body, in bytes: longer ones from XMPP are refused (logged, counted), longer
+    /// ones to XMPP are cut (servers close a stream over their stanza limit).
     pub max_body_bytes: usize,
     /// Largest incoming stanza, in bytes of XML (component mode).
     pub max_stanza_bytes: usize,

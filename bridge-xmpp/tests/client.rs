@@ -82,7 +82,7 @@ async fn online(handle: &mut StreamHandle, wait: Duration) -> String {
         match next_event(handle, left, "Online").await {
             StreamEvent::Online { jid } => return jid,
             StreamEvent::Offline { reason } => eprintln!("offline while waiting: {reason}"),
-            StreamEvent::Stanza(_) => {}
+            StreamEvent::Stanza(_) | StreamEvent::Skipped { .. } => {}
         }
     }
 }
@@ -402,7 +402,7 @@ async fn a_server_restart_means_offline_then_online_and_rooms_can_be_rejoined() 
                 eprintln!("{:?}: offline: {reason}", restart.elapsed());
                 break;
             }
-            StreamEvent::Stanza(_) => {}
+            StreamEvent::Stanza(_) | StreamEvent::Skipped { .. } => {}
             StreamEvent::Online { jid } => panic!("online as {jid} while the server is down"),
         }
     }

@@ -695,7 +695,25 @@ async fn a_prosody_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
     core.shutdown().await;
     let before = bodies(&memory);
     drop(memory); // it holds the core's context, and so the store
-    alice.send(&room, GC, "three").await.expect("sent");
+    // "three" reuses the id of a message the bridge sent (anyone in the room can read it): it
+    // must still be taken for Alice's own message, not for an echo of the bridge's.
+    let archive = alice
+        .mam(&room, None, Some(50))
+        .await
+        .expect("archive query");
+    let bridge_id = archive["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["body"] == "said during the restart"))
+        .map(|m| text(&m["id"]).to_owned())
+        .expect("the bridged message is archived with its id");
+    assert!(
+        bridge_id.parse::<bridge_core::EventId>().is_ok(),
+        "{bridge_id}"
+    );
+    alice
+        .send_with(&room, GC, "three", Some(&bridge_id), None)
+        .await
+        .expect("sent");
     alice.send(&room, GC, "four").await.expect("sent");
     let (core, memory) = start_core(store, &room, settings).await;
     got(&memory, "four").await;

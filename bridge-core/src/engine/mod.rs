@@ -451,13 +451,16 @@ impl CoreBuilder {
             direct: tokio::sync::Mutex::new(()),
         });
         commit.flush_now().await?;
-        let flusher = tokio::spawn(commit.run(shutdown.clone()));
+        // Stopped in this order at shutdown: workers, then adapters, then the flusher.
+        let stop_adapters = CancellationToken::new();
+        let stop_flusher = CancellationToken::new();
+        let flusher = tokio::spawn(commit.run(stop_flusher.clone()));
         for link in links {
             shared.start_link(link)?;
         }
         let mut adapter_tasks = Vec::new();
         for (id, slot) in &shared.adapters {
-            let ctx = AdapterContext::new(id.clone(), shared.clone(), shutdown.child_token());
+            let ctx = AdapterContext::new(id.clone(), shared.clone(), stop_adapters.child_token());
             let adapter = slot.adapter.clone();
             let id = id.clone();
             adapter_tasks.push(tokio::spawn(async move {
@@ -470,15 +473,22 @@ impl CoreBuilder {
             shared,
             flusher,
             adapter_tasks,
+            stop_adapters,
+            stop_flusher,
         })
     }
 }
+
+/// How long an adapter's send in flight at shutdown may still take.
+pub(crate) const SEND_GRACE: Duration = Duration::from_secs(5);
 
 /// A running bridge core.
 pub struct Core {
     shared: Arc<Shared>,
     flusher: tokio::task::JoinHandle<()>,
     adapter_tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_adapters: CancellationToken,
+    stop_flusher: CancellationToken,
 }
 
 impl std::fmt::Debug for Core {
@@ -583,7 +593,21 @@ impl Core {
     /// Stops adapters and workers, then flushes the store. In-flight sends are abandoned and
     /// resumed from the outbox at the next start (sends are idempotent).
     pub async fn shutdown(self) {
+        // Workers first: they take nothing new, and a send already in flight may finish (within
+        // `SEND_GRACE`), since abandoning it could make a protocol without idempotency keys (a
+        // MUC) show the message twice after the restart. Their adapters are still running.
         self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+        if tokio::time::timeout(
+            SEND_GRACE + Duration::from_secs(5),
+            self.shared.tracker.wait(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("link workers did not stop in time");
+        }
+        self.stop_adapters.cancel();
         for task in self.adapter_tasks {
             if tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -592,13 +616,7 @@ impl Core {
                 tracing::warn!("an adapter did not stop within 10 s");
             }
         }
-        self.shared.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.shared.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("link workers did not stop within 10 s");
-        }
+        self.stop_flusher.cancel();
         let _ = self.flusher.await;
         if let Err(e) = self.shared.commit.flush_now().await {
             tracing::error!(error = %e, "final flush failed");

@@ -399,7 +399,11 @@ async fn deliver(
         let started = std::time::Instant::now();
         let result = tokio::select! {
             r = adapter.send(*outbound) => r,
-            () = shared.shutdown.cancelled() => return Outcome::Stopped,
+            // At shutdown a send in flight may still finish (see `Core::shutdown`).
+            () = async {
+                shared.shutdown.cancelled().await;
+                tokio::time::sleep(super::SEND_GRACE).await;
+            } => return Outcome::Stopped,
         };
         let by_kind = metrics.kind(kind);
         by_kind.send_seconds.record(started.elapsed());

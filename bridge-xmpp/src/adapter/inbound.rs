@@ -39,6 +39,9 @@ pub(super) mod keys {
     pub const MEMBER: &str = "member";
     /// A room's last subject (rooms repeat it to every joiner).
     pub const SUBJECT: &str = "subject";
+    /// The occupant-ids our own occupants have had in a room (to know our messages in its
+    /// archive after a restart).
+    pub const OURS: &str = "ours";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -82,6 +85,9 @@ impl Inner {
         if p.self_presence {
             if p.available {
                 self.rooms.lock().joined(&p.room, &to, &p);
+                if let Some(occupant_id) = &p.occupant_id {
+                    self.put(ctx, &keys::of(keys::OURS, &[&p.room, occupant_id]), b"");
+                }
                 if let Some(waiter) = self
                     .waiters
                     .lock()
@@ -304,7 +310,16 @@ impl Inner {
             .as_deref()
             .or(parsed.id.as_deref())
             .and_then(|id| id.parse::<EventId>().ok());
-        if ours || (heard == Heard::Archive && our_id.is_some()) {
+        // In the archive (after a restart the room state is gone) our messages are known by the
+        // occupant-ids our occupants had; an `id` alone could be copied by anyone. Rooms
+        // without occupant-ids leave only the `id`.
+        let archived_ours = heard == Heard::Archive
+            && our_id.is_some()
+            && parsed.occupant_id.as_deref().is_none_or(|occupant| {
+                let key = keys::of(keys::OURS, &[room, occupant]);
+                ctx.store().get(&key).ok().flatten().is_some()
+            });
+        if ours || archived_ours {
             // The reflection of something we sent: the core records its stanza-id.
             let Some(original) = our_id else {
                 return Vec::new();
