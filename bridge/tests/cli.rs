@@ -60,36 +60,27 @@ fn check_lists_all_five_mistakes_with_paths_and_lines() {
     assert!(stderr.contains("5 errors"));
 }
 
-#[test]
-fn check_accepts_the_example_config() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bridge.toml");
-    let out = bridge()
+/// `bridge check -c <path>`.
+fn check(path: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    bridge()
         .arg("check")
         .arg("-c")
-        .arg(example)
+        .arg(path)
         .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("run")
 }
 
 #[test]
-fn check_accepts_the_xmpp_example_config() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/xmpp.toml");
-    let out = bridge()
-        .arg("check")
-        .arg("-c")
-        .arg(example)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn check_accepts_the_example_configs() {
+    for example in ["bridge.toml", "xmpp.toml"] {
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let out = check(&path);
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

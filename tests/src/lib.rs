@@ -76,3 +76,23 @@ impl BridgeProcess {
         self.child.id()
     }
 }
+
+/// The value of an environment variable that `scripts/test.sh` sets for the tests (where it
+/// started a server, the test client's interpreter…).
+///
+/// # Panics
+/// When it is unset: tests that need a server never skip silently.
+pub fn test_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts the servers")
+    })
+}
+
+/// `name` made unique to this process and moment, for rooms and accounts that no other test (or
+/// earlier run against the same server) uses.
+pub fn fresh(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{name}-{}-{nanos}", std::process::id())
+}

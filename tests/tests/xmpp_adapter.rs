@@ -6,7 +6,7 @@
 //! stanza, or the event the memory adapter was asked to deliver.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
@@ -15,6 +15,7 @@ use bridge_core::{
 };
 use bridge_tests::prosody::Prosody;
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
+use bridge_tests::{fresh, test_env};
 use bridge_xmpp::XmppAdapter;
 use serde_json::Value;
 
@@ -22,22 +23,8 @@ const GC: Kind = Kind::Groupchat;
 const WAIT: Duration = Duration::from_secs(15);
 const MEMORY_ROOM: &str = "memory-room";
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Prosody")
-    })
-}
-
-fn fresh(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
 fn component_settings() -> toml::Table {
-    component_settings_for(&env("BRIDGE_TEST_XMPP_COMPONENT"))
+    component_settings_for(&test_env("BRIDGE_TEST_XMPP_COMPONENT"))
 }
 
 fn component_settings_for(server: &str) -> toml::Table {
@@ -104,7 +91,7 @@ async fn start_core(
 /// A human in `room` (joining creates it, with the human as its owner, when the bridge is
 /// not there yet).
 async fn human_in(room: &str, name: &str) -> XmppHuman {
-    human_on(&env("BRIDGE_TEST_XMPP_C2S"), room, name).await
+    human_on(&test_env("BRIDGE_TEST_XMPP_C2S"), room, name).await
 }
 
 async fn human_on(server: &str, room: &str, name: &str) -> XmppHuman {
@@ -846,7 +833,7 @@ async fn attachments_are_rehosted_on_the_upload_service_and_oob_links_cross() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_mode_relays_everyone_through_one_account() {
-    let server = env("BRIDGE_TEST_XMPP_C2S");
+    let server = test_env("BRIDGE_TEST_XMPP_C2S");
     // Create the relay account by in-band registration, as an admin would by hand.
     let relay = format!("{}@localhost", fresh("relay"));
     XmppHuman::start(&relay, "relay-pw", &server)
@@ -985,7 +972,7 @@ async fn the_bridge_unlocks_a_room_it_creates_on_a_locking_service() {
     let room = format!("{}@locked.localhost", fresh("xa-locked"));
     let rig = rig_for(&room, component_settings()).await;
     let jid = format!("{}@localhost", fresh("Alice"));
-    let mut alice = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+    let mut alice = XmppHuman::start(&jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
         .await
         .expect("human online");
     // Alice can enter once the bridge created the room and accepted the instant-room form.
@@ -1131,7 +1118,7 @@ async fn ask(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_and_its_puppets_answer_disco_and_pings() {
     let rig = rig("xa-disco", component_settings()).await;
-    let server = env("BRIDGE_TEST_XMPP_C2S");
+    let server = test_env("BRIDGE_TEST_XMPP_C2S");
     let account = format!("{}@localhost", fresh("asker"));
     XmppHuman::start(&account, "pw", &server)
         .await

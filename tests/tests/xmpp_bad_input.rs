@@ -16,13 +16,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
     AdapterId, Capabilities, Core, EventKind, Link, OutboundEvent, RoomSettings, SledStore, Store,
 };
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
+use bridge_tests::{fresh, test_env};
 use bridge_xmpp::XmppAdapter;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use serde_json::Value;
@@ -32,20 +33,6 @@ const WAIT: Duration = Duration::from_secs(15);
 const MEMORY_ROOM: &str = "memory-room";
 /// The adapter's body limit in these tests.
 const MAX_BODY: usize = 2048;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Prosody")
-    })
-}
-
-fn fresh(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// Counters of the `metrics` facade, by `name{label=value,…}` (labels sorted).
 #[derive(Clone, Default)]
@@ -109,7 +96,7 @@ fn component_settings() -> toml::Table {
     let text = format!(
         "mode = 'component'\nserver = '{}'\ndomain = 'bridge.localhost'\nsecret = 'bridgesecret'\n\
          max_body_bytes = {MAX_BODY}",
-        env("BRIDGE_TEST_XMPP_COMPONENT")
+        test_env("BRIDGE_TEST_XMPP_COMPONENT")
     );
     text.parse().expect("settings parse")
 }
@@ -162,7 +149,7 @@ async fn rig(test: &str) -> Rig {
 
 async fn human_in(room: &str, name: &str) -> XmppHuman {
     let jid = format!("{}@localhost", fresh(name));
-    let mut human = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+    let mut human = XmppHuman::start(&jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
         .await
         .expect("human online");
     human.join(room, name).await.expect("human joins");

@@ -7,28 +7,15 @@
 //! Needs Prosody and the slixmpp venv, as `scripts/test.sh` provides them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge_core::testkit::conformance::{self, FarMessage, Harness};
 use bridge_core::{Adapter, AdapterId, RemoteRoomId};
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
+use bridge_tests::{fresh, test_env};
 use bridge_xmpp::XmppAdapter;
 use serde_json::Value;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Prosody")
-    })
-}
-
-fn fresh(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// The far side: one slixmpp human in a persistent room.
 struct XmppHarness {
@@ -46,7 +33,7 @@ impl XmppHarness {
     async fn new() -> Self {
         let room = format!("{}@conference.localhost", fresh("conformance"));
         let jid = format!("{}@localhost", fresh("far-alice"));
-        let mut human = XmppHuman::start(&jid, "pw", &env("BRIDGE_TEST_XMPP_C2S"))
+        let mut human = XmppHuman::start(&jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
             .await
             .expect("human online");
         let joined = human.join(&room, "far-alice").await.expect("room created");
@@ -89,7 +76,7 @@ impl Harness for XmppHarness {
         let text = format!(
             "mode = 'component'\nserver = '{}'\ndomain = 'bridge.localhost'\n\
              secret = 'bridgesecret'",
-            env("BRIDGE_TEST_XMPP_COMPONENT")
+            test_env("BRIDGE_TEST_XMPP_COMPONENT")
         );
         let table: toml::Table = text.parse().expect("settings parse");
         let settings = bridge_xmpp::settings::parse(&table, true).expect("valid settings");

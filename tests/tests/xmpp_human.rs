@@ -2,8 +2,6 @@
 //! who creates each room and so owns it, and bob) in a room, and for every command the other
 //! side receives what was sent, parsed. This is the proof that the test client works.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
 use serde_json::{Value, json};
 
@@ -18,11 +16,7 @@ fn c2s() -> String {
 
 /// A room name no other test (or earlier run against the same server) uses.
 fn fresh_room(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{test}-{}-{nanos}@conference.localhost", std::process::id())
+    format!("{}@conference.localhost", bridge_tests::fresh(test))
 }
 
 struct Pair {

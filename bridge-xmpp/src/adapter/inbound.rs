@@ -491,13 +491,7 @@ impl Inner {
         ts: Option<u64>,
     ) -> Vec<InboundEvent> {
         let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), user.as_str()]);
-        let before: Vec<String> = ctx
-            .store()
-            .get(&store_key)
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default();
+        let before = stored_reactions(ctx, &store_key);
         // Each reaction event needs a native ID of its own: the message's, with the change.
         let reaction_id = |sign: char, key: &str| {
             native.map(|n| RemoteEventId::new(format!("{}#{sign}{key}", n.as_str())))
@@ -598,6 +592,16 @@ impl Inner {
             .flatten()?;
         Some(String::from_utf8_lossy(&stored).into_owned())
     }
+}
+
+/// The reaction set stored under `key` (empty when none or unreadable).
+pub(super) fn stored_reactions(ctx: &AdapterContext, key: &[u8]) -> Vec<String> {
+    ctx.store()
+        .get(key)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or_default()
 }
 
 fn membership(change: MembershipChange, reason: Option<String>) -> EventKind<RemoteEventId> {

@@ -332,13 +332,7 @@ impl Inner {
         adding: bool,
     ) -> Vec<String> {
         let store_key = keys::of(keys::REACTIONS, &[room, target.as_str(), puppet.as_str()]);
-        let mut set: Vec<String> = ctx
-            .store()
-            .get(&store_key)
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default();
+        let mut set = super::inbound::stored_reactions(ctx, &store_key);
         set.retain(|k| k != key);
         if adding {
             set.push(key.to_owned());
