@@ -4,6 +4,9 @@
 //! - `core`: 200,000 events through 1,000 neutral rooms with 3 links each (every event fans out
 //!   to 2 targets), once over the in-memory store and once over sled with durable
 //!   acknowledgements; then a paced run for the latency the core adds.
+//! - `xmpp`: MUC → bridge → second MUC against a Prosody of its own: sustained messages/s and
+//!   added latency compared with a trivial relay on the same server, and the bridge's RSS with
+//!   1,000 puppets across 100 MUCs.
 
 use std::process::ExitCode;
 
@@ -11,8 +14,19 @@ mod core_bench {
     include!("../bench_core.rs");
 }
 
+mod xmpp_bench {
+    include!("../bench_xmpp.rs");
+}
+
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Logs of the bridge under test, on stderr, only when asked for.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,8 +39,9 @@ fn main() -> ExitCode {
     };
     let result = match name.as_str() {
         "core" => runtime.block_on(core_bench::run()),
+        "xmpp" => runtime.block_on(xmpp_bench::run()),
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; available: core"
+            "unknown benchmark {other:?}; available: core, xmpp"
         )),
     };
     match result {
