@@ -481,7 +481,7 @@ async fn emit(
 async fn run(
     settings: ClientSettings,
     shutdown: CancellationToken,
-    mut out: mpsc::Receiver<Element>,
+    mut out: mpsc::Receiver<crate::stream::Outgoing>,
     events: mpsc::Sender<StreamEvent>,
 ) {
     // Cancelled when this task ends for any reason, which stops pending reconnects.
@@ -557,7 +557,9 @@ async fn run(
                     }
                 }
                 element = out.recv() => {
-                    let Some(mut element) = element else { break End::Stop };
+                    let Some(crate::stream::Outgoing { stanza: mut element, written }) = element else {
+                        break End::Stop;
+                    };
                     // minidom panics on characters XML cannot carry; text from other networks
                     // may hold them.
                     crate::xml::sanitize(&mut element);
@@ -580,6 +582,11 @@ async fn run(
                     };
                     if sent.is_err() {
                         break End::WorkerGone;
+                    }
+                    // In tokio-xmpp's send queue: written in order on this session, or replayed
+                    // on the next one.
+                    if let Some(written) = written {
+                        let _ = written.send(());
                     }
                 }
             }

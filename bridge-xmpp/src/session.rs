@@ -19,7 +19,7 @@ use xmpp_parsers::minidom::Element;
 use crate::xml::Attrs;
 
 use crate::component::{ComponentConnection, ComponentError, DEFAULT_MAX_STANZA_BYTES};
-use crate::stream::{StreamEvent, StreamHandle};
+use crate::stream::{Outgoing, StreamEvent, StreamHandle};
 
 /// How long the stream may stay silent before we ping the server.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -71,7 +71,7 @@ pub fn spawn_component(settings: ComponentSettings, shutdown: CancellationToken)
 async fn run(
     settings: ComponentSettings,
     shutdown: CancellationToken,
-    mut out: mpsc::Receiver<Element>,
+    mut out: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<StreamEvent>,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -143,7 +143,7 @@ async fn serve(
     mut conn: ComponentConnection<TcpStream>,
     settings: &ComponentSettings,
     shutdown: &CancellationToken,
-    out: &mut mpsc::Receiver<Element>,
+    out: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<StreamEvent>,
 ) -> Served {
     let mut last_heard = Instant::now();
@@ -179,10 +179,13 @@ async fn serve(
                 }
                 Err(e) => return Served::Lost(e.to_string()),
             },
-            stanza = out.recv() => match stanza {
-                Some(stanza) => {
+            outgoing = out.recv() => match outgoing {
+                Some(Outgoing { stanza, written }) => {
                     if let Err(e) = conn.send(stanza).await {
                         return Served::Lost(e.to_string());
+                    }
+                    if let Some(written) = written {
+                        let _ = written.send(());
                     }
                 }
                 None => return Served::AdapterGone,

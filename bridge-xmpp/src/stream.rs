@@ -8,7 +8,7 @@
 //!
 //! Stanzas are `minidom` elements in `jabber:client` in both directions, whatever the wire uses.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use xmpp_parsers::minidom::Element;
 
 /// How many stanzas may wait in either direction before the other side is slowed down.
@@ -39,18 +39,38 @@ pub enum StreamEvent {
     },
 }
 
+/// A stanza to send, with an optional notice for when it has been written to the connection
+/// (in `jabber:client`; the component task rewrites the namespace).
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The stanza.
+    pub stanza: Element,
+    /// Told once the stanza is written (handed to the operating system, or to tokio-xmpp's
+    /// send queue in client mode); dropped unsent when the session ends first.
+    pub written: Option<oneshot::Sender<()>>,
+}
+
+impl From<Element> for Outgoing {
+    fn from(stanza: Element) -> Self {
+        Self {
+            stanza,
+            written: None,
+        }
+    }
+}
+
 /// The adapter's ends of a connection task's channels.
 #[derive(Debug)]
 pub struct StreamHandle {
-    /// Stanzas to send (in `jabber:client`; the component task rewrites the namespace).
-    pub out: mpsc::Sender<Element>,
+    /// Stanzas to send.
+    pub out: mpsc::Sender<Outgoing>,
     /// What happens on the stream, in order.
     pub events: mpsc::Receiver<StreamEvent>,
 }
 
 impl StreamHandle {
     /// A pair of channels: the handle for the adapter, the ends for the connection task.
-    pub fn channel() -> (Self, mpsc::Receiver<Element>, mpsc::Sender<StreamEvent>) {
+    pub fn channel() -> (Self, mpsc::Receiver<Outgoing>, mpsc::Sender<StreamEvent>) {
         let (out, out_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (events_tx, events) = mpsc::channel(CHANNEL_DEPTH);
         (Self { out, events }, out_rx, events_tx)

@@ -108,10 +108,13 @@ async fn stanza(
 async fn join_room(handle: &mut StreamHandle, room: &str, nick: &str) {
     handle
         .out
-        .send(xml(&format!(
-            "<presence xmlns='jabber:client' to='{room}/{nick}'>\
+        .send(
+            xml(&format!(
+                "<presence xmlns='jabber:client' to='{room}/{nick}'>\
              <x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"
-        )))
+            ))
+            .into(),
+        )
         .await
         .expect("join sent");
     stanza(handle, &format!("the self-presence in {room}"), |e| {
@@ -130,10 +133,13 @@ async fn join_room(handle: &mut StreamHandle, room: &str, nick: &str) {
 async fn say(handle: &mut StreamHandle, room: &str, id: &str, body: &str) -> Element {
     handle
         .out
-        .send(xml(&format!(
-            "<message xmlns='jabber:client' type='groupchat' id='{id}' to='{room}'>\
+        .send(
+            xml(&format!(
+                "<message xmlns='jabber:client' type='groupchat' id='{id}' to='{room}'>\
              <body>{body}</body></message>"
-        )))
+            ))
+            .into(),
+        )
         .await
         .expect("message sent");
     stanza(handle, "the reflected message", |e| {
@@ -190,7 +196,7 @@ async fn logs_in_joins_a_muc_and_gets_its_message_reflected_with_a_stanza_id() {
     // Something that is not a stanza is skipped; the session stays up.
     handle
         .out
-        .send(xml("<nonsense xmlns='jabber:client'/>"))
+        .send(xml("<nonsense xmlns='jabber:client'/>").into())
         .await
         .expect("sent");
     say(&mut handle, room, "c2", "still here").await;
@@ -211,9 +217,12 @@ async fn a_wrong_password_is_reported_and_retried_with_backoff() {
     // Stanzas sent without a session are dropped; nothing breaks.
     handle
         .out
-        .send(xml(
-            "<message xmlns='jabber:client' to='someone@localhost'><body>lost</body></message>",
-        ))
+        .send(
+            xml(
+                "<message xmlns='jabber:client' to='someone@localhost'><body>lost</body></message>",
+            )
+            .into(),
+        )
         .await
         .expect("sent");
     // Watch for 4.5 s: attempts at about 0, 1, 3 s (backoff 1 s, 2 s, ±20 %).

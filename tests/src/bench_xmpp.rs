@@ -25,7 +25,7 @@ use bridge_core::testkit::{MemoryAdapter, inbound};
 use bridge_core::{AdapterId, Capabilities, Core, Link, RoomSettings, SledStore, Store};
 use bridge_xmpp::XmppAdapter;
 use bridge_xmpp::session::{ComponentSettings, spawn_component};
-use bridge_xmpp::stream::StreamEvent;
+use bridge_xmpp::stream::{Outgoing, StreamEvent};
 use bridge_xmpp::wire::NS_CLIENT;
 use bridge_xmpp::xml::Attrs;
 use futures::StreamExt;
@@ -199,7 +199,7 @@ struct ClientState {
 
 /// A raw XEP-0114 component acting as any JID of its domain: the load generator.
 struct Client {
-    out: mpsc::Sender<Element>,
+    out: mpsc::Sender<Outgoing>,
     state: Arc<ClientState>,
     stop: CancellationToken,
 }
@@ -245,7 +245,7 @@ impl Client {
     /// Joins `room` as `jid` with `nick` and waits for the self-presence.
     async fn join(&self, jid: &str, room: &str, nick: &str) -> anyhow::Result<()> {
         self.out
-            .send(bridge_xmpp::muc::join(Some(jid), room, nick))
+            .send(bridge_xmpp::muc::join(Some(jid), room, nick).into())
             .await?;
         let key = (jid.to_owned(), room.to_owned());
         self.wait_for(&format!("{jid} to join {room}"), |s| {
@@ -272,7 +272,7 @@ impl Drop for Client {
 
 async fn dispatch(
     mut events: mpsc::Receiver<StreamEvent>,
-    out: mpsc::Sender<Element>,
+    out: mpsc::Sender<Outgoing>,
     state: Arc<ClientState>,
 ) {
     while let Some(event) = events.recv().await {
@@ -304,7 +304,7 @@ async fn dispatch(
                 }
                 let handler = state.on_message.lock().clone();
                 if let Some(answer) = handler.and_then(|h| h(&el))
-                    && out.send(answer).await.is_err()
+                    && out.send(answer.into()).await.is_err()
                 {
                     return;
                 }
@@ -326,7 +326,7 @@ async fn dispatch(
                             )),
                     )
                     .build();
-                if out.send(error).await.is_err() {
+                if out.send(error.into()).await.is_err() {
                     return;
                 }
             }
@@ -459,7 +459,7 @@ async fn drive(
         let body = format!("{tag} {i}");
         sender
             .out
-            .send(groupchat(SENDER, &path.room_a, &format!("{tag}-{i}"), &body))
+            .send(groupchat(SENDER, &path.room_a, &format!("{tag}-{i}"), &body).into())
             .await?;
     }
     if !probe.wait_received(n, deadline).await {

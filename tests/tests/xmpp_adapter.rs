@@ -1099,7 +1099,7 @@ async fn ask(
 ) -> xmpp_parsers::minidom::Element {
     let iq: xmpp_parsers::minidom::Element = iq.parse().expect("test IQ parses");
     let id = iq.attr("id").unwrap_or_default().to_owned();
-    handle.out.send(iq).await.expect("sent");
+    handle.out.send(iq.into()).await.expect("sent");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let event = tokio::time::timeout_at(deadline, handle.events.recv())

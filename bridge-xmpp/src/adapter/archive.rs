@@ -164,6 +164,37 @@ impl Inner {
         Ok(events)
     }
 
+    /// The `id`s and origin-ids of what `room` archived after our stored position (a few pages
+    /// at most), to tell which of our unconfirmed messages arrived.
+    pub(super) async fn archived_ids(
+        &self,
+        room: &str,
+    ) -> Result<std::collections::HashSet<String>, AdapterError> {
+        let ctx = self.ctx()?;
+        let mut start = self.position(&ctx, room).unwrap_or_default();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let from = Some(start.as_str()).filter(|s| !s.is_empty());
+            let (items, fin) = match self.archive_page(room, Page::After(from)).await {
+                Ok(page) => page,
+                Err(PageError::PositionGone) => return Ok(ids),
+                Err(PageError::Failed(e)) => return Err(e),
+            };
+            for item in &items {
+                let origin = item
+                    .message
+                    .get_child("origin-id", translate::ns::SID)
+                    .and_then(|o| o.attr("id"));
+                ids.extend(origin.or(item.message.attr("id")).map(str::to_owned));
+            }
+            match (fin.complete, items.last()) {
+                (false, Some(last)) => start = last.archive_id.clone(),
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
     fn archived_events(
         &self,
         room: &str,

@@ -191,7 +191,7 @@ impl Inner {
             )
             .build();
         if let Some(out) = self.out.lock().clone() {
-            let _ = out.try_send(error);
+            let _ = out.try_send(error.into());
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) mod keys {
     pub const MEMBER: &str = "member";
     /// A room's last subject (rooms repeat it to every joiner).
     pub const SUBJECT: &str = "subject";
+    /// Our room message's event ID (its `id`) → the stanza-id the room gave it.
+    pub const SENT: &str = "sent";
     /// The occupant-ids our own occupants have had in a room (to know our messages in its
     /// archive after a restart).
     pub const OURS: &str = "ours";
@@ -213,12 +215,15 @@ impl Inner {
         let (room, nick) = jid::split(&from);
         match parsed.msg_type {
             MessageType::Error => {
-                if let Some(waiter) = parsed
-                    .id
-                    .as_ref()
-                    .and_then(|id| self.waiters.lock().reflections.remove(id))
-                {
+                let Some(id) = parsed.id.as_ref() else {
+                    return;
+                };
+                if let Some(waiter) = self.waiters.lock().reflections.remove(id) {
                     let _ = waiter.send(stanza.clone());
+                }
+                if let Some(event) = self.unconfirmed.lock().remove(id) {
+                    let (this, bounce) = (self.clone(), stanza.clone());
+                    tokio::spawn(async move { this.refused(event, &bounce).await });
                 }
                 return;
             }
@@ -245,11 +250,25 @@ impl Inner {
                 .lock()
                 .is_ours(room, n, parsed.occupant_id.as_deref())
         });
-        let waiter = (parsed.id.as_ref())
-            .filter(|_| ours)
-            .and_then(|id| self.waiters.lock().reflections.remove(id));
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(stanza.clone());
+        if let Some(id) = parsed.id.as_ref().filter(|_| ours) {
+            if let Some(waiter) = self.waiters.lock().reflections.remove(id) {
+                let _ = waiter.send(stanza.clone());
+            }
+            // The first copy of a pipelined message (the puppet's or the listener's): record
+            // its stanza-id before anyone waiting for it in `resolve_refs` looks.
+            if self.unconfirmed.lock().contains_key(id) {
+                if let (Some(stanza_id), Some(nick)) = (parsed.stanza_id_by(room), nick) {
+                    self.record_sent(
+                        ctx,
+                        room,
+                        nick,
+                        parsed.occupant_id.as_deref(),
+                        id,
+                        stanza_id,
+                    );
+                }
+                self.unconfirmed.lock().remove(id);
+            }
         }
         if parsed.to.as_deref() != self.listener_jid().as_deref() {
             return; // a puppet's copy: the listener's copy is the one we bridge
@@ -324,6 +343,20 @@ impl Inner {
             let Some(original) = our_id else {
                 return Vec::new();
             };
+            // Live, the first copy recorded it already (`handle_message`); from the archive,
+            // this may be the first we hear of it.
+            if let (Heard::Archive, Some(stanza_id), Some(id), Some(nick)) =
+                (heard, stanza_id, &parsed.id, nick)
+            {
+                self.record_sent(
+                    ctx,
+                    room,
+                    nick,
+                    parsed.occupant_id.as_deref(),
+                    id,
+                    stanza_id,
+                );
+            }
             // Only `native_id` and `echo_of` matter to the core for an echo.
             let mut echo = event(
                 room,
@@ -529,6 +562,26 @@ impl Inner {
         let value = serde_json::to_vec(keys).unwrap_or_default();
         self.put(ctx, &store_key, &value);
         events
+    }
+
+    /// Records the stanza-id the room gave one of our messages: for references to it (its event
+    /// ID → stanza-id) and for corrections of it (`id` ⇄ stanza-id under the puppet's identity).
+    fn record_sent(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        nick: &str,
+        occupant_id: Option<&str>,
+        id: &str,
+        stanza_id: &str,
+    ) {
+        let puppet = state::identity(room, nick, None, occupant_id);
+        self.remember(ctx, room, stanza_id, &puppet, id);
+        self.put(
+            ctx,
+            &keys::of(keys::SENT, &[room, id]),
+            stanza_id.as_bytes(),
+        );
     }
 
     /// Records a message's `id` ⇄ stanza-id, for corrections and for sending corrections.

@@ -38,7 +38,7 @@ use xmpp_parsers::minidom::Element;
 use crate::muc::{self, OccupantPresence};
 use crate::session::{ComponentSettings, spawn_component};
 use crate::settings::{self, Mode, Settings};
-use crate::stream::{StreamEvent, StreamHandle};
+use crate::stream::{Outgoing, StreamEvent, StreamHandle};
 use state::Rooms;
 
 /// How long an IQ we send may wait for its answer.
@@ -99,7 +99,10 @@ struct Inner {
     settings: Settings,
     /// Our address in the current session (component domain or bound JID).
     me: Mutex<Option<String>>,
-    out: Mutex<Option<mpsc::Sender<Element>>>,
+    out: Mutex<Option<mpsc::Sender<Outgoing>>>,
+    /// Room messages written to the server whose reflection has not come back yet, by event
+    /// ID (in time order): sent again if the session ends before the room shows them.
+    unconfirmed: Mutex<std::collections::BTreeMap<String, OutboundEvent>>,
     /// The context `run` was given; cleared when it returns (the context refers back to the
     /// core, which holds this adapter).
     ctx: Mutex<Option<AdapterContext>>,
@@ -138,6 +141,7 @@ impl XmppAdapter {
             settings,
             me: Mutex::new(None),
             out: Mutex::new(None),
+            unconfirmed: Mutex::new(std::collections::BTreeMap::new()),
             ctx: Mutex::new(None),
             rooms: Mutex::new(Rooms::default()),
             waiters: Mutex::new(Waiters::default()),
@@ -233,9 +237,29 @@ impl Inner {
     async fn send_stanza(&self, stanza: Element) -> Result<(), AdapterError> {
         let out = self.out.lock().clone();
         let out = out.ok_or_else(|| AdapterError::transient("not connected to the XMPP server"))?;
-        out.send(stanza)
+        out.send(stanza.into())
             .await
             .map_err(|_| AdapterError::transient("the XMPP connection is gone"))
+    }
+
+    /// Sends a stanza and waits until the connection task has written it to the server (not
+    /// for any answer): once this returns, a crash of the bridge no longer loses it.
+    async fn send_written(&self, stanza: Element) -> Result<(), AdapterError> {
+        let out = self.out.lock().clone();
+        let out = out.ok_or_else(|| AdapterError::transient("not connected to the XMPP server"))?;
+        let (written, done) = oneshot::channel();
+        let outgoing = Outgoing {
+            stanza,
+            written: Some(written),
+        };
+        let gone =
+            || AdapterError::transient("the XMPP connection ended before the message was written");
+        out.send(outgoing).await.map_err(|_| gone())?;
+        match tokio::time::timeout(IQ_TIMEOUT, done).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(AdapterError::transient("the XMPP connection is stuck")),
+        }
     }
 
     /// Sends an IQ and waits for its result; an error answer becomes `Err` with its condition.
@@ -356,6 +380,7 @@ impl Inner {
             }
         });
         futures::future::join_all(joins).await;
+        self.resend_unconfirmed().await;
         ctx.set_connected(true);
     }
 

@@ -20,6 +20,9 @@ use super::{Inner, PUPPET_RESOURCE};
 use crate::muc;
 use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
 
+/// Most room messages kept waiting for their reflection.
+const MAX_UNCONFIRMED: usize = 10_000;
+
 /// Who speaks for an event in a room.
 struct Speaker {
     /// The occupant's JID.
@@ -139,6 +142,8 @@ impl Inner {
         }
 
         let (nick, occupant_id) = self.ensure_joined(&room, &speaker).await?;
+        let mut event = event;
+        event.kind = self.resolve_refs(&ctx, &room, event.kind).await;
         let puppet = state::identity(&room, &nick, None, occupant_id.as_deref());
         let id = event.id.to_string();
         let env = Envelope {
@@ -237,18 +242,132 @@ impl Inner {
             }
             other => return Err(AdapterError::Unsupported(other.name().into())),
         };
+        if matches!(event.kind, EventKind::Message { .. }) {
+            // Room messages are pipelined: written, then confirmed when the room reflects them
+            // (the run loop records the stanza-id then), so a busy room is not held to one
+            // round trip per message. What the session loses before the room shows it is sent
+            // again after the reconnect ([`Inner::resend_unconfirmed`]).
+            {
+                let mut unconfirmed = self.unconfirmed.lock();
+                unconfirmed.insert(id.clone(), event.clone());
+                // A room that never reflects anything must not make this grow without bound.
+                while unconfirmed.len() > MAX_UNCONFIRMED {
+                    unconfirmed.pop_first();
+                }
+            }
+            if let Err(e) = self.send_written(stanza).await {
+                self.unconfirmed.lock().remove(&id);
+                return Err(e);
+            }
+            // Its event ID stands for it until the room's stanza-id is known (see `resolve_ref`).
+            return Ok(Delivered {
+                native_id: Some(RemoteEventId::new(id)),
+                puppet: Some(puppet),
+            });
+        }
         let reflection = self.send_and_confirm(&id, stanza).await?;
         let native_id = reflection
             .as_ref()
             .and_then(|r| stanza_id_by(r, &room))
             .map(RemoteEventId::new);
-        if let (Some(native), EventKind::Message { .. }) = (&native_id, &event.kind) {
-            self.remember(&ctx, &room, native.as_str(), &puppet, &id);
-        }
         Ok(Delivered {
             native_id,
             puppet: Some(puppet),
         })
+    }
+
+    /// References to our own pipelined messages arrive as their event IDs (what `send`
+    /// reported before the room gave them a stanza-id): wait for the reflection of one still in
+    /// flight, then use the stanza-id the room gave it, which is what XMPP clients know.
+    async fn resolve_refs(
+        &self,
+        ctx: &bridge_core::AdapterContext,
+        room: &str,
+        kind: EventKind<RemoteEventId>,
+    ) -> EventKind<RemoteEventId> {
+        let mut refs = Vec::new();
+        let _ = kind.clone().map_refs(|r| {
+            refs.push(r.clone());
+            Some(())
+        });
+        let mut resolved = std::collections::HashMap::new();
+        for r in refs {
+            if r.as_str().parse::<bridge_core::EventId>().is_err() {
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
+            while self.unconfirmed.lock().contains_key(r.as_str())
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let key = keys::of(keys::SENT, &[room, r.as_str()]);
+            if let Some(stanza_id) = ctx.store().get(&key).ok().flatten() {
+                let stanza_id = String::from_utf8_lossy(&stanza_id).into_owned();
+                resolved.insert(r, RemoteEventId::new(stanza_id));
+            }
+        }
+        if resolved.is_empty() {
+            return kind;
+        }
+        let fallback = kind.clone();
+        kind.map_refs(|r| Some(resolved.get(r).cloned().unwrap_or_else(|| r.clone())))
+            .unwrap_or(fallback)
+    }
+
+    /// After a reconnect: the room messages written in the lost session whose reflection never
+    /// came are looked up in the room archive (they may have arrived), and the rest are sent
+    /// again, oldest first.
+    pub(super) async fn resend_unconfirmed(&self) {
+        let pending: Vec<OutboundEvent> = self.unconfirmed.lock().values().cloned().collect();
+        if pending.is_empty() {
+            return;
+        }
+        let mut rooms: Vec<&str> = pending.iter().map(|e| e.room.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in rooms {
+            match self.archived_ids(room).await {
+                Ok(ids) => self.unconfirmed.lock().retain(|id, _| !ids.contains(id)),
+                Err(e) => {
+                    tracing::warn!(adapter = %self.id, room, error = %e, "cannot check the archive for unconfirmed messages; sending them again")
+                }
+            }
+        }
+        let again: Vec<OutboundEvent> = std::mem::take(&mut *self.unconfirmed.lock())
+            .into_values()
+            .collect();
+        if !again.is_empty() {
+            tracing::info!(adapter = %self.id, count = again.len(), "sending again what the lost session did not deliver");
+        }
+        for event in again {
+            let id = event.id;
+            if let Err(e) = self.deliver(event).await {
+                tracing::warn!(adapter = %self.id, %id, error = %e, "cannot send a message again");
+            }
+        }
+    }
+
+    /// The room refused a pipelined message (an error bounce): when the puppet was no longer
+    /// in the room it joins again and the message is sent again; other refusals are final.
+    pub(super) async fn refused(&self, event: OutboundEvent, bounce: &Element) {
+        let (condition, text) =
+            muc::error_condition(bounce).unwrap_or_else(|| ("undefined-condition".into(), None));
+        if matches!(condition.as_str(), "not-acceptable" | "item-not-found")
+            && let Some(occupant) = bounce.attr("to")
+        {
+            self.rooms.lock().left(event.room.as_str(), occupant);
+            let id = event.id;
+            if let Err(e) = self.deliver(event).await {
+                tracing::warn!(adapter = %self.id, %id, error = %e, "cannot send a refused message again");
+            }
+            return;
+        }
+        if let Ok(ctx) = self.ctx() {
+            ctx.counter("bridge_xmpp_refused_total").increment(1);
+        }
+        tracing::error!(adapter = %self.id, room = %event.room, event = %event.id, %condition,
+            text = text.unwrap_or_default(), "the room refused a message; it is not delivered there");
     }
 
     /// The content as this mode sends it: attachments re-hosted on the server's upload
