@@ -486,6 +486,15 @@ impl AdapterStore {
         self.shared.apply(batch).map(|_| ())
     }
 
+    /// Sets several keys in one atomic write.
+    pub fn put_all(&self, entries: &[(&[u8], &[u8])]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        for (key, value) in entries {
+            batch.put(self.key(key), value.to_vec());
+        }
+        self.shared.apply(batch).map(|_| ())
+    }
+
     /// Removes `key`.
     pub fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
         let mut batch = Batch::new();

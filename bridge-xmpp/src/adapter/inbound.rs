@@ -102,7 +102,10 @@ impl Inner {
                 if p.kicked || p.banned {
                     tracing::warn!(room = %p.room, occupant = %to, reason = ?p.status, "removed from the room");
                 }
-                self.rooms.lock().left(&p.room, &to);
+                // A nick change (status 303) is not a departure: the new nick follows.
+                if p.new_nick.is_none() {
+                    self.rooms.lock().left(&p.room, &to);
+                }
             }
         }
         if self.listener_jid().as_deref() != Some(to.as_str()) {
@@ -200,6 +203,13 @@ impl Inner {
         if self.route_archive_result(stanza) {
             return;
         }
+        // A room's copy for one of our puppets only confirms that puppet's own send: read its
+        // IDs, do not translate it (the listener's copy is the one that is bridged).
+        let listener = self.listener_jid();
+        if stanza.attr("type") == Some("groupchat") && stanza.attr("to") != listener.as_deref() {
+            self.confirm_copy(stanza, ctx);
+            return;
+        }
         let parsed = match translate::parse_message(stanza, &self.limits()) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -270,7 +280,7 @@ impl Inner {
                 self.unconfirmed.lock().remove(id);
             }
         }
-        if parsed.to.as_deref() != self.listener_jid().as_deref() {
+        if parsed.to.as_deref() != listener.as_deref() {
             return; // a puppet's copy: the listener's copy is the one we bridge
         }
         let position = parsed.stanza_id_by(room).map(str::to_owned);
@@ -576,12 +586,37 @@ impl Inner {
         stanza_id: &str,
     ) {
         let puppet = state::identity(room, nick, None, occupant_id);
-        self.remember(ctx, room, stanza_id, &puppet, id);
-        self.put(
-            ctx,
-            &keys::of(keys::SENT, &[room, id]),
-            stanza_id.as_bytes(),
-        );
+        let sent = keys::of(keys::SENT, &[room, id]);
+        self.remember_with(ctx, room, stanza_id, &puppet, id, Some(&sent));
+    }
+
+    /// A puppet's copy of a room message: the reflection a send waits for, or the confirmation
+    /// of a pipelined message.
+    fn confirm_copy(&self, stanza: &Element, ctx: &AdapterContext) {
+        let Some(id) = stanza.attr("id") else {
+            return;
+        };
+        if let Some(waiter) = self.waiters.lock().reflections.remove(id) {
+            let _ = waiter.send(stanza.clone());
+        }
+        if !self.unconfirmed.lock().contains_key(id) {
+            return;
+        }
+        let from = stanza.attr("from").unwrap_or_default();
+        let (room, Some(nick)) = jid::split(from) else {
+            return;
+        };
+        let stanza_id = stanza
+            .children()
+            .find(|c| c.is("stanza-id", translate::ns::SID) && c.attr("by") == Some(room))
+            .and_then(|c| c.attr("id"));
+        let occupant_id = stanza
+            .get_child("occupant-id", translate::ns::OCCUPANT_ID)
+            .and_then(|c| c.attr("id"));
+        if let Some(stanza_id) = stanza_id {
+            self.record_sent(ctx, room, nick, occupant_id, id, stanza_id);
+        }
+        self.unconfirmed.lock().remove(id);
     }
 
     /// Records a message's `id` ⇄ stanza-id, for corrections and for sending corrections.
@@ -593,16 +628,29 @@ impl Inner {
         author: &RemoteUserId,
         id: &str,
     ) {
-        self.put(
-            ctx,
-            &keys::of(keys::BY_ID, &[room, author.as_str(), id]),
-            stanza_id.as_bytes(),
-        );
-        self.put(
-            ctx,
-            &keys::of(keys::BY_STANZA_ID, &[room, stanza_id]),
-            id.as_bytes(),
-        );
+        self.remember_with(ctx, room, stanza_id, author, id, None);
+    }
+
+    /// [`remember`](Self::remember), and `also` → stanza-id, in one write.
+    fn remember_with(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        stanza_id: &str,
+        author: &RemoteUserId,
+        id: &str,
+        also: Option<&[u8]>,
+    ) {
+        let by_id = keys::of(keys::BY_ID, &[room, author.as_str(), id]);
+        let by_stanza_id = keys::of(keys::BY_STANZA_ID, &[room, stanza_id]);
+        let mut entries: Vec<(&[u8], &[u8])> = vec![
+            (&by_id, stanza_id.as_bytes()),
+            (&by_stanza_id, id.as_bytes()),
+        ];
+        entries.extend(also.map(|key| (key, stanza_id.as_bytes())));
+        if let Err(e) = ctx.store().put_all(&entries) {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
     }
 
     /// The native ID (stanza-id) a reference points at: `id` itself, unless it is the `id`

@@ -173,6 +173,11 @@ impl Rooms {
             .then(|| (ours.nick.clone(), ours.occupant_id.clone()))
     }
 
+    /// The nick our occupant has or is taking in the room (joined or not yet confirmed).
+    pub fn our_claim(&self, room: &str, occupant: &str) -> Option<String> {
+        Some(self.rooms.get(room)?.ours.get(occupant)?.nick.clone())
+    }
+
     /// Our occupant left (or was removed from) the room.
     pub fn left(&mut self, room: &str, occupant: &str) {
         self.unclaim(room, occupant);
