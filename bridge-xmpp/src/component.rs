@@ -31,7 +31,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use xmpp_parsers::component::Handshake;
 use xmpp_parsers::minidom::Element;
 
-use crate::wire::{NS_ACCEPT, from_wire, to_wire};
+use crate::wire::{NS_ACCEPT, NS_CLIENT, to_wire};
 
 /// The namespace of the `<stream:stream>` element and of `<stream:error/>`.
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
@@ -288,7 +288,14 @@ impl<R: AsyncRead + Unpin> ElementReader<R> {
                         self.skip(self.stack.len() + 1, why);
                         continue;
                     }
-                    let mut el = Element::builder(name.as_str(), ns.as_str()).build();
+                    // The stream's namespace becomes `jabber:client` as the element is built
+                    // (what `wire::from_wire` does, without rebuilding the tree afterwards).
+                    let ns = if ns.as_str() == NS_ACCEPT {
+                        NS_CLIENT
+                    } else {
+                        ns.as_str()
+                    };
+                    let mut el = Element::builder(name.as_str(), ns).build();
                     *el.attrs_mut() = attrs;
                     self.stack.push(el);
                 }
@@ -391,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
         ));
         conn.write(&hs).await?;
         let reply = conn.reader.next_raw().await?;
-        if reply.is("handshake", NS_ACCEPT) {
+        if reply.is("handshake", NS_CLIENT) {
             if reply.children().next().is_some() || !reply.text().trim().is_empty() {
                 return Err(ComponentError::Protocol(
                     "the server's <handshake/> reply is not empty".into(),
@@ -441,7 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
             tracing::warn!(domain = %self.domain, error = %err, "component stream ended");
             return Err(err);
         }
-        Ok(from_wire(el))
+        Ok(el)
     }
 
     /// Sends a stanza built in `jabber:client` (e.g. an `xmpp_parsers::message::Message`); it

@@ -401,7 +401,9 @@ impl Inner {
                     self.resolve(ctx, room, author.as_ref(), &r.id)
                 });
                 if let (Some(stanza_id), Some(id)) = (stanza_id, &parsed.id) {
-                    self.remember(ctx, room, stanza_id, &user, id);
+                    // Corrections by this sender will point at `id`.
+                    let key = keys::of(keys::BY_ID, &[room, user.as_str(), id]);
+                    self.put(ctx, &key, stanza_id.as_bytes());
                 }
                 let kind = EventKind::Message {
                     content: content.clone(),
@@ -619,19 +621,8 @@ impl Inner {
         self.unconfirmed.lock().remove(id);
     }
 
-    /// Records a message's `id` ⇄ stanza-id, for corrections and for sending corrections.
-    pub(super) fn remember(
-        &self,
-        ctx: &AdapterContext,
-        room: &str,
-        stanza_id: &str,
-        author: &RemoteUserId,
-        id: &str,
-    ) {
-        self.remember_with(ctx, room, stanza_id, author, id, None);
-    }
-
-    /// [`remember`](Self::remember), and `also` → stanza-id, in one write.
+    /// Records one of our messages' `id` ⇄ stanza-id under the puppet's identity (for
+    /// corrections of it, and to know it is ours), and `also` → stanza-id, in one write.
     fn remember_with(
         &self,
         ctx: &AdapterContext,
