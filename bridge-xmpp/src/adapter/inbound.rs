@@ -387,6 +387,20 @@ impl Inner {
         };
         let name = nick.unwrap_or(room);
         let ts = parsed.delay_ms;
+        // What only the author may do points at the author's own `id`; never trusted from a
+        // nick-only identity.
+        let authored = |what: &str, id: &str| {
+            if state::is_nick_identity(&user) {
+                tracing::warn!(
+                    room,
+                    nick = name,
+                    "{what} refused: the room shows no stable identity for its sender"
+                );
+                None
+            } else {
+                Some(self.resolve(ctx, room, Some(&user), id))
+            }
+        };
         let mut events = Vec::new();
         match &parsed.content {
             Content::None => {}
@@ -413,14 +427,7 @@ impl Inner {
                 events.push(event(room, native.clone(), user.clone(), name, ts, kind));
             }
             Content::Correction { replace_id, new } => {
-                if state::is_nick_identity(&user) {
-                    tracing::warn!(
-                        room,
-                        nick = name,
-                        "correction refused: the room shows no stable identity for its sender"
-                    );
-                } else {
-                    let target = self.resolve(ctx, room, Some(&user), replace_id);
+                if let Some(target) = authored("correction", replace_id) {
                     let kind = EventKind::Edit {
                         target,
                         new: new.clone(),
@@ -436,14 +443,7 @@ impl Inner {
                 );
             }
             Content::Retraction { id } => {
-                if state::is_nick_identity(&user) {
-                    tracing::warn!(
-                        room,
-                        nick = name,
-                        "retraction refused: the room shows no stable identity for its sender"
-                    );
-                } else {
-                    let target = self.resolve(ctx, room, Some(&user), id);
+                if let Some(target) = authored("retraction", id) {
                     let kind = EventKind::Redaction {
                         target,
                         reason: None,
