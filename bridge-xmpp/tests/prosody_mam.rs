@@ -1,50 +1,21 @@
 //! MUC archive catch-up (XEP-0313 + RSM) against a real Prosody, started by `scripts/test.sh`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bridge_xmpp::component::{self, ComponentConnection};
 use bridge_xmpp::mam::{self, Fin, MamError, MamItem};
 use tokio::net::TcpStream;
 use xmpp_parsers::minidom::Element;
 
-const DOMAIN: &str = "bridge.localhost";
-const SECRET: &str = "bridgesecret";
+mod common;
+use common::*;
+
 const PUPPET: &str = "mamtest@bridge.localhost/x";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Where scripts/test.sh started Prosody's component port.
-fn component_addr() -> String {
-    std::env::var("BRIDGE_TEST_XMPP_COMPONENT").unwrap_or_else(|_| {
-        panic!("BRIDGE_TEST_XMPP_COMPONENT is not set: run the tests through scripts/test.sh, which starts Prosody")
-    })
-}
-
-fn xml(text: &str) -> Element {
-    text.parse()
-        .unwrap_or_else(|e| panic!("test XML {text}: {e}"))
-}
 
 fn body(message: &Element) -> Option<String> {
     message
         .get_child("body", "jabber:client")
         .map(Element::text)
-}
-
-async fn next_matching(
-    conn: &mut ComponentConnection<TcpStream>,
-    what: &str,
-    mut wanted: impl FnMut(&Element) -> bool,
-) -> Element {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let element = tokio::time::timeout_at(deadline, conn.next_element())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
-            .expect("stream stays up");
-        if wanted(&element) {
-            return element;
-        }
-    }
 }
 
 /// Sends a MAM query and gathers the room's results for it until its `<fin/>` iq arrives.
@@ -98,21 +69,7 @@ async fn muc_archive_paging_after_an_id_and_latest() {
         .expect("the component handshake succeeds");
 
     // An empty archive: the latest query answers no item, and `complete`.
-    conn.send(xml(&format!(
-        "<presence xmlns='jabber:client' from='{PUPPET}' to='{room}/MamTest'>\
-         <x xmlns='http://jabber.org/protocol/muc'/></presence>"
-    )))
-    .await
-    .expect("join sent");
-    next_matching(&mut conn, "self-presence", |e| {
-        e.name() == "presence"
-            && e.children().any(|x| {
-                x.is("x", "http://jabber.org/protocol/muc#user")
-                    && x.children()
-                        .any(|s| s.name() == "status" && s.attr("code") == Some("110"))
-            })
-    })
-    .await;
+    join(&mut conn, PUPPET, &room, "MamTest").await;
     let (items, fin) = run_query(
         &mut conn,
         &room,

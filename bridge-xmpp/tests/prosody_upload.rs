@@ -1,19 +1,17 @@
 //! XEP-0363 HTTP upload through a component connection against a real Prosody (its
 //! `http_file_share` component `upload.localhost`), started by `scripts/test.sh`.
 
-use std::time::Duration;
-
 use bridge_xmpp::component::{self, ComponentConnection};
 use bridge_xmpp::upload::{self, Http, UploadError, UploadService};
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use xmpp_parsers::minidom::Element;
 
-const DOMAIN: &str = "bridge.localhost";
-const SECRET: &str = "bridgesecret";
+mod common;
+use common::*;
+
 const SERVER: &str = "localhost";
 const PUPPET: &str = "up@bridge.localhost/x";
-const WAIT: Duration = Duration::from_secs(10);
 /// `http_file_share_size_limit` in tests/servers/prosody.cfg.lua.
 const LIMIT: u64 = 10 * 1024 * 1024;
 
@@ -21,13 +19,6 @@ const LIMIT: u64 = 10 * 1024 * 1024;
 /// `conflict` stream error right after its handshake (`component_conflict_resolve =
 /// "kick_new"`). The tests of this file run in parallel threads, so they take turns.
 static ONE_COMPONENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Where scripts/test.sh started Prosody's component port.
-fn component_addr() -> String {
-    std::env::var("BRIDGE_TEST_XMPP_COMPONENT").unwrap_or_else(|_| {
-        panic!("BRIDGE_TEST_XMPP_COMPONENT is not set: run the tests through scripts/test.sh, which starts Prosody")
-    })
-}
 
 /// Sends an iq and returns the answer with the same id (other stanzas are skipped).
 async fn ask(conn: &mut ComponentConnection<TcpStream>, iq: Element) -> Element {
