@@ -25,6 +25,7 @@
 
 use std::io;
 
+use bridge_core::richtext::html::escape;
 use rxml::{AsyncReader, Event};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -125,22 +126,6 @@ fn stream_error_parts(el: &Element) -> (String, Option<String>) {
 fn stream_error(el: &Element) -> ComponentError {
     let (condition, text) = stream_error_parts(el);
     ComponentError::Stream { condition, text }
-}
-
-/// Escapes a string for an XML attribute value in single quotes.
-fn escape_attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Reads the children of `<stream:stream>` as elements. All parse state lives in this struct
@@ -381,11 +366,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
             domain: domain.to_owned(),
             stream_id: String::new(),
         };
-        let header = format!(
+        let mut header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{NS_ACCEPT}' \
-             xmlns:stream='{NS_STREAM}' to='{}'>",
-            escape_attr(domain)
+             xmlns:stream='{NS_STREAM}' to='"
         );
+        escape(&mut header, domain);
+        header.push_str("'>");
         conn.writer.write_all(header.as_bytes()).await?;
         conn.writer.flush().await?;
         conn.stream_id = conn.reader.read_header().await?;

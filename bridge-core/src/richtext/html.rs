@@ -355,7 +355,9 @@ fn list(out: &mut String, open: &str, close: &str, items: &[Vec<Node>]) {
     out.push_str(close);
 }
 
-fn escape(out: &mut String, text: &str) {
+/// Appends `text` escaped for HTML or XML: safe as element content and as an attribute value in
+/// either kind of quotes.
+pub fn escape(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use bridge_core::richtext::html::escape;
 use bridge_core::{Attachment, MessageContent, MsgType, RichText};
 use xmpp_parsers::date::DateTime;
 use xmpp_parsers::minidom::rxml::Namespace;
@@ -463,18 +464,6 @@ fn xhtml(el: &Element, emote: bool, quoted: bool, limit: usize) -> Option<RichTe
         }
     }
     (!me).then(|| RichText::from_html(&out))
-}
-
-fn escape(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// A [`super::build_custom`] container: `{"type": …, "content": …}`. `None` when it is not one

@@ -1,5 +1,6 @@
 //! Neutral content → stanzas.
 
+use bridge_core::richtext::html::escape;
 use bridge_core::{MessageContent, MsgType};
 use serde_json::Value;
 use xmpp_parsers::minidom::Element;
@@ -240,12 +241,13 @@ fn xhtml(html: &str, emote: bool, quote: Option<&str>) -> Option<Element> {
     let mut xml = format!("<body xmlns='{}'>", ns::XHTML);
     if let Some(quote) = quote.filter(|q| !q.is_empty()) {
         xml.push_str("<blockquote>");
-        let lines: Vec<String> = quote
-            .lines()
-            // The quote is in fallback form already: drop its "> " markers.
-            .map(|line| escape(line.strip_prefix("> ").unwrap_or(line)))
-            .collect();
-        xml.push_str(&lines.join("<br/>"));
+        // The quote is in fallback form already: drop its "> " markers.
+        for (i, line) in quote.lines().enumerate() {
+            if i > 0 {
+                xml.push_str("<br/>");
+            }
+            escape(&mut xml, line.strip_prefix("> ").unwrap_or(line));
+        }
         xml.push_str("</blockquote>");
     }
     if emote {
@@ -281,12 +283,6 @@ fn parse_bounded(xml: &str) -> Option<Element> {
         }
     }
     xml.parse().ok()
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// `quote` as XEP-0393 quote lines, each ending in a newline.
