@@ -71,8 +71,7 @@ impl Inner {
         let parsed = match translate::parse_message(stanza, &self.limits()) {
             Ok(parsed) => parsed,
             Err(e) => {
-                self.malformed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_malformed();
                 tracing::warn!(adapter = %self.id, error = %e, "direct message refused");
                 return;
             }

@@ -213,11 +213,9 @@ impl Inner {
         let parsed = match translate::parse_message(stanza, &self.limits()) {
             Ok(parsed) => parsed,
             Err(e) => {
-                self.malformed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_malformed();
                 let from = stanza.attr("from").unwrap_or_default();
                 tracing::warn!(adapter = %self.id, from, error = %e, "message refused");
-                ctx.counter("bridge_xmpp_malformed_total").increment(1);
                 return;
             }
         };

@@ -225,6 +225,15 @@ impl Inner {
         self.component_domain().map(|_| jid)
     }
 
+    /// Counts a stanza refused as malformed or over a limit: in [`XmppAdapter::malformed_stanzas`]
+    /// and in the `bridge_xmpp_malformed_total` metric, always both.
+    fn count_malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(ctx) = self.ctx() {
+            ctx.counter("bridge_xmpp_malformed_total").increment(1);
+        }
+    }
+
     fn next_id(&self) -> String {
         format!(
             "b{}-{:08x}",
@@ -421,7 +430,7 @@ impl Inner {
                 });
             }
             _ => {
-                self.malformed.fetch_add(1, Ordering::Relaxed);
+                self.count_malformed();
                 tracing::warn!(iq = %String::from(&iq), "IQ without a valid type; ignored");
             }
         }
@@ -501,8 +510,7 @@ impl Adapter for XmppAdapter {
                     }
                     Some(StreamEvent::Stanza(stanza)) => self.inner.handle(stanza, &ctx, &mut durable),
                     Some(StreamEvent::Skipped { reason }) => {
-                        self.inner.malformed.fetch_add(1, Ordering::Relaxed);
-                        ctx.counter("bridge_xmpp_malformed_total").increment(1);
+                        self.inner.count_malformed();
                         tracing::warn!(adapter = %self.inner.id, %reason, "incoming stanza skipped");
                     }
                     None => break,
