@@ -307,6 +307,24 @@ impl<R> EventKind<R> {
         )
     }
 
+    /// Every event this one refers to: the reply and thread of a message, the target of an edit,
+    /// reaction, unreact, redaction or read marker, the reaction event of an unreact.
+    pub fn refs(&self) -> Vec<&R> {
+        match self {
+            Self::Message {
+                reply_to, thread, ..
+            } => reply_to.iter().chain(thread).collect(),
+            Self::Edit { target, .. }
+            | Self::Reaction { target, .. }
+            | Self::Redaction { target, .. } => vec![target],
+            Self::Unreact {
+                target, reaction, ..
+            } => std::iter::once(target).chain(reaction).collect(),
+            Self::ReadMarker { up_to } => vec![up_to],
+            _ => Vec::new(),
+        }
+    }
+
     /// Translates every reference with `f`. An optional reference (reply, thread, the reaction
     /// event of an unreact) that `f` cannot translate is dropped; a required one (the target of an
     /// edit, reaction, unreact, redaction or read marker) fails the whole translation.
@@ -487,6 +505,24 @@ mod tests {
             edit.map_refs(|r| Some(r + 1)),
             Ok(EventKind::Edit { target: 8, .. })
         ));
+    }
+
+    #[test]
+    fn refs_lists_what_map_refs_translates() {
+        let reply: EventKind<u32> = EventKind::Message {
+            content: MessageContent::text("hi"),
+            reply_to: Some(1),
+            thread: Some(2),
+        };
+        assert_eq!(reply.refs(), [&1, &2]);
+        let unreact: EventKind<u32> = EventKind::Unreact {
+            target: 3,
+            key: "👍".into(),
+            reaction: Some(4),
+        };
+        assert_eq!(unreact.refs(), [&3, &4]);
+        let typing: EventKind<u32> = EventKind::Typing { active: true };
+        assert!(typing.refs().is_empty());
     }
 
     #[test]

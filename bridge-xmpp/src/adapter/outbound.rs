@@ -287,16 +287,15 @@ impl Inner {
         room: &str,
         kind: EventKind<RemoteEventId>,
     ) -> EventKind<RemoteEventId> {
-        let mut refs = Vec::new();
-        let _ = kind.clone().map_refs(|r| {
-            refs.push(r.clone());
-            Some(())
-        });
+        let provisional: Vec<RemoteEventId> = (kind.refs().into_iter())
+            .filter(|r| r.as_str().parse::<bridge_core::EventId>().is_ok())
+            .cloned()
+            .collect();
+        if provisional.is_empty() {
+            return kind;
+        }
         let mut resolved = std::collections::HashMap::new();
-        for r in refs {
-            if r.as_str().parse::<bridge_core::EventId>().is_err() {
-                continue;
-            }
+        for r in provisional {
             let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
             while self.unconfirmed.lock().contains_key(r.as_str())
                 && tokio::time::Instant::now() < deadline
