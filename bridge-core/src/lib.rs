@@ -17,6 +17,7 @@
 //! where they are implemented and summarised in ARCHITECTURE.md.
 
 pub mod adapter;
+pub mod backoff;
 pub mod capabilities;
 pub mod durability;
 mod engine;
@@ -32,6 +33,7 @@ pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, ConfigIssue, Delivered,
     Pending, SubmitError, Submitted,
 };
+pub use backoff::Backoff;
 pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};
 pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
 pub use event::{

@@ -51,7 +51,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -220,10 +219,7 @@ impl Pacer {
 
 /// `delay` ± 20 %, randomly.
 fn jitter(delay: Duration) -> Duration {
-    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    // A factor in [0.8, 1.2).
-    let factor = 0.8 + (random % 1000) as f64 / 2500.0;
-    delay.mul_f64(factor)
+    delay.mul_f64(rand::random_range(0.8..1.2))
 }
 
 fn lock(pacer: &Mutex<Pacer>) -> std::sync::MutexGuard<'_, Pacer> {

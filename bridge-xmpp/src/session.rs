@@ -74,7 +74,7 @@ async fn run(
     mut out: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<StreamEvent>,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = bridge_core::Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let connect = async {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&settings.server))
@@ -97,7 +97,7 @@ async fn run(
         };
         let reason = match outcome {
             Ok(conn) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 let online = StreamEvent::Online {
                     jid: settings.domain.clone(),
                 };
@@ -124,11 +124,9 @@ async fn run(
         }
         // Stanzas queued while offline would go to a session that does not know their context.
         while out.try_recv().is_ok() {}
-        let delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
 }

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge_core::{
-    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Capabilities, ConfigIssue,
-    Delivered, EventKind, InboundEvent, MessageContent, MsgType, OutboundEvent, RemoteEventId,
-    RemoteUserId, Sender,
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Backoff, Capabilities,
+    ConfigIssue, Delivered, EventKind, InboundEvent, MessageContent, MsgType, OutboundEvent,
+    RemoteEventId, RemoteUserId, Sender,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
@@ -169,7 +169,7 @@ impl LinechatAdapter {
 
     /// One connection, until it fails. The only task that touches the socket: it reads lines,
     /// writes what `send` and the acknowledgements queue, and hands each `OK` to its waiter.
-    async fn connection(&self, ctx: &AdapterContext, backoff: &mut Duration) -> io::Result<()> {
+    async fn connection(&self, ctx: &AdapterContext, backoff: &mut Backoff) -> io::Result<()> {
         let connect = tokio::time::timeout(MAX_BACKOFF, TcpStream::connect(self.addr));
         let mut stream = connect.await.map_err(|_| io::ErrorKind::TimedOut)??;
         stream.set_nodelay(true)?;
@@ -192,7 +192,7 @@ impl LinechatAdapter {
                     match std::str::from_utf8(&line).map(Line::parse) {
                         Ok(Ok(Line::Welcome)) => {
                             ctx.set_connected(true);
-                            *backoff = MIN_BACKOFF;
+                            backoff.reset();
                         }
                         Ok(Ok(Line::Event { seq, post })) => {
                             // Enqueued in read order, which fixes the order of acceptance, then
@@ -256,7 +256,7 @@ impl Adapter for LinechatAdapter {
 
     async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
         *self.ctx.lock() = Some(ctx.clone());
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let result = tokio::select! {
                 result = self.connection(&ctx, &mut backoff) => result,
@@ -268,10 +268,8 @@ impl Adapter for LinechatAdapter {
                 tracing::warn!(addr = %self.addr, %error, "linechat connection lost; reconnecting");
             }
             // Exponential backoff with jitter, so that clients do not all come back at once.
-            let delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = ctx.shutdown().cancelled() => return Ok(()),
             }
         }
