@@ -31,15 +31,8 @@ remote = "lobby"
 
 #[test]
 fn check_lists_all_five_mistakes_with_paths_and_lines() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bridge.toml");
-    std::fs::write(&path, FIVE_MISTAKES).expect("write");
-    let out = bridge()
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let (_dir, path) = config_file(FIVE_MISTAKES);
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stderr}");
     assert!(!out.status.success());
@@ -58,6 +51,14 @@ fn check_lists_all_five_mistakes_with_paths_and_lines() {
         );
     }
     assert!(stderr.contains("5 errors"));
+}
+
+/// `text` written as `bridge.toml` in a fresh directory (removed when the guard drops).
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
 }
 
 /// `bridge check -c <path>`.
@@ -85,10 +86,7 @@ fn check_accepts_the_example_configs() {
 
 #[test]
 fn check_reports_every_xmpp_mistake_with_its_path() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bridge.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         r#"[bridge]
 data_dir = "data"
 [[adapter]]
@@ -98,14 +96,8 @@ mode = "component"
 server = "nowhere"
 domain = "a@b"
 "#,
-    )
-    .expect("write");
-    let out = bridge()
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run");
+    );
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     for key in ["server", "domain", "secret"] {
@@ -115,10 +107,7 @@ domain = "a@b"
 
 #[test]
 fn links_are_added_listed_and_removed_in_the_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bridge.toml");
-    std::fs::write(
-        &path,
+    let (dir, path) = config_file(
         r#"[bridge]
 data_dir = "data"
 [[adapter]]
@@ -131,8 +120,7 @@ id = "lobby"
 adapter = "a"
 remote = "lobby"
 "#,
-    )
-    .expect("write");
+    );
     let run = |args: &[&str]| {
         let out = bridge()
             .args(args)
