@@ -258,28 +258,9 @@ impl Inner {
                 .lock()
                 .is_ours(room, n, parsed.occupant_id.as_deref())
         });
-        if let Some(id) = parsed.id.as_ref().filter(|_| ours) {
-            if let Some(waiter) = self.waiters.lock().reflections.remove(id) {
-                let _ = waiter.send(stanza.clone());
-            }
-            // The first copy of a pipelined message (the puppet's or the listener's): record
-            // its stanza-id before anyone waiting for it in `resolve_refs` looks.
-            if self.unconfirmed.lock().contains_key(id) {
-                if let (Some(stanza_id), Some(nick)) = (parsed.stanza_id_by(room), nick) {
-                    self.record_sent(
-                        ctx,
-                        room,
-                        nick,
-                        parsed.occupant_id.as_deref(),
-                        id,
-                        stanza_id,
-                    );
-                }
-                self.unconfirmed.lock().remove(id);
-            }
-        }
-        if parsed.to.as_deref() != listener.as_deref() {
-            return; // a puppet's copy: the listener's copy is the one we bridge
+        if ours {
+            // The listener's copy (in client mode, the only one) may be the first to come back.
+            self.confirm_copy(stanza, ctx);
         }
         let position = parsed.stanza_id_by(room).map(str::to_owned);
         let events = self.translate_groupchat(&parsed, room, nick, ours, Heard::Live, ctx);
@@ -590,8 +571,9 @@ impl Inner {
         self.remember_with(ctx, room, stanza_id, &puppet, id, Some(&sent));
     }
 
-    /// A puppet's copy of a room message: the reflection a send waits for, or the confirmation
-    /// of a pipelined message.
+    /// The first copy of one of our room messages: the reflection a send waits for, or the
+    /// confirmation of a pipelined message, whose stanza-id is recorded before anyone waiting
+    /// for it in `resolve_refs` looks.
     fn confirm_copy(&self, stanza: &Element, ctx: &AdapterContext) {
         let Some(id) = stanza.attr("id") else {
             return;
