@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use crate::capabilities::Capabilities;
 use crate::engine::Shared;
 
-use crate::event::{InboundEvent, OutboundEvent};
+use crate::event::{Attachment, InboundEvent, OutboundEvent};
 use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
 use crate::store::Batch;
 use crate::store::keys::{Key, tag};
@@ -197,6 +197,73 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<InboundEvent>, AdapterError> {
         let _ = (room, after, limit);
         Err(AdapterError::Unsupported("no backfill".into()))
+    }
+
+    /// Streams the bytes of an attachment that this adapter received (its [`Attachment::url`]
+    /// is in this adapter's own scheme: an `mxc://` URI needing the homeserver's credentials,
+    /// say). Another adapter asks for it through [`AdapterContext::fetch_attachment`] to
+    /// re-host the file on its own protocol. The default: `Unsupported` (the URL is then
+    /// fetched as a plain HTTP(S) link where it is one).
+    async fn fetch_attachment(
+        &self,
+        attachment: &Attachment,
+    ) -> Result<AttachmentBody, AdapterError> {
+        Err(AdapterError::Unsupported(format!(
+            "this adapter cannot fetch {}",
+            attachment.url
+        )))
+    }
+}
+
+/// The bytes of an attachment, as a stream of chunks (see [`Adapter::fetch_attachment`]).
+pub struct AttachmentBody {
+    /// The length in bytes, when the source says.
+    pub length: Option<u64>,
+    /// The MIME type, when the source says.
+    pub mime: Option<String>,
+    /// The bytes, in order. An `Err` ends the transfer.
+    pub chunks: futures::stream::BoxStream<'static, Result<bytes::Bytes, AdapterError>>,
+}
+
+impl std::fmt::Debug for AttachmentBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentBody")
+            .field("length", &self.length)
+            .field("mime", &self.mime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttachmentBody {
+    /// A body of bytes already in memory.
+    pub fn from_bytes(bytes: bytes::Bytes, mime: Option<String>) -> Self {
+        Self {
+            length: Some(bytes.len() as u64),
+            mime,
+            chunks: Box::pin(futures::stream::once(async move { Ok(bytes) })),
+        }
+    }
+
+    /// Reads the whole body, refusing (`Permanent`) one longer than `limit` bytes, whether the
+    /// announced length or the bytes that actually arrive say so.
+    pub async fn collect(mut self, limit: u64) -> Result<bytes::Bytes, AdapterError> {
+        use futures::StreamExt as _;
+        let too_big = |n: u64| {
+            AdapterError::Permanent(format!("the file is {n} bytes, over the limit of {limit}"))
+        };
+        if let Some(length) = self.length.filter(|&n| n > limit) {
+            return Err(too_big(length));
+        }
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.chunks.next().await {
+            let chunk = chunk?;
+            let total = (out.len() + chunk.len()) as u64;
+            if total > limit {
+                return Err(too_big(total));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
     }
 }
 
@@ -397,6 +464,23 @@ impl AdapterContext {
         Ok(room)
     }
 
+    /// The bytes of `attachment`, which adapter `source` received (the `sender.adapter` of an
+    /// [`OutboundEvent`]): asks that adapter ([`Adapter::fetch_attachment`]), so a file behind
+    /// one protocol's authentication can be re-hosted on another.
+    pub async fn fetch_attachment(
+        &self,
+        source: &AdapterId,
+        attachment: &Attachment,
+    ) -> Result<AttachmentBody, AdapterError> {
+        match self.shared.adapters.get(source) {
+            Some(slot) => slot.adapter.fetch_attachment(attachment).await,
+            None => Err(AdapterError::Permanent(format!(
+                "no adapter {source} to fetch {} from",
+                attachment.url
+            ))),
+        }
+    }
+
     /// Records a native user as one of the bridge's puppets: its events are never bridged.
     pub fn add_puppet(&self, user: &RemoteUserId) -> Result<(), StoreError> {
         self.shared.add_puppet(&self.adapter, user)
@@ -520,5 +604,34 @@ impl AdapterStore {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.shared.commit.wait(self.shared.commit.written()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(parts: &[&'static [u8]], length: Option<u64>) -> AttachmentBody {
+        let chunks: Vec<Result<bytes::Bytes, AdapterError>> = parts
+            .iter()
+            .map(|p| Ok(bytes::Bytes::from_static(p)))
+            .collect();
+        AttachmentBody {
+            length,
+            mime: None,
+            chunks: Box::pin(futures::stream::iter(chunks)),
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_enforces_the_limit_on_what_arrives() {
+        let whole = chunked(&[b"abc", b"def"], None).collect(6).await;
+        assert_eq!(whole.ok().as_deref(), Some(&b"abcdef"[..]));
+        // The source lied about the length (or gave none): the bytes still count.
+        let over = chunked(&[b"abc", b"def"], Some(3)).collect(5).await;
+        assert!(matches!(over, Err(AdapterError::Permanent(_))));
+        // An announced length over the limit is refused before reading anything.
+        let announced = chunked(&[], Some(10)).collect(5).await;
+        assert!(matches!(announced, Err(AdapterError::Permanent(_))));
     }
 }

@@ -30,8 +30,8 @@ pub mod store;
 pub mod testkit;
 
 pub use adapter::{
-    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, ConfigIssue, Delivered,
-    Pending, SubmitError, Submitted,
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, AttachmentBody,
+    ConfigIssue, Delivered, Pending, SubmitError, Submitted,
 };
 pub use backoff::Backoff;
 pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};

@@ -9,8 +9,8 @@
 //! event ID, so a reflection that reaches the listener first is recognised as ours (`echo_of`).
 
 use bridge_core::{
-    AdapterError, Attachment, Delivered, EventKind, MembershipChange, MessageContent, MsgType,
-    OutboundEvent, RemoteEventId, RemoteUserId, RichText,
+    AdapterError, AdapterId, Attachment, Delivered, EventKind, MembershipChange, MessageContent,
+    MsgType, OutboundEvent, RemoteEventId, RemoteUserId, RichText,
 };
 use xmpp_parsers::minidom::Element;
 
@@ -382,7 +382,10 @@ impl Inner {
         let mut content = content.clone();
         let mut attachments = Vec::with_capacity(content.attachments.len());
         for attachment in std::mem::take(&mut content.attachments) {
-            attachments.push(self.rehost(attachment, speaker).await);
+            attachments.push(
+                self.rehost(attachment, &event.sender.adapter, speaker)
+                    .await,
+            );
         }
         content.attachments = attachments;
         if self.component_domain().is_none() {
@@ -552,15 +555,18 @@ impl Inner {
     }
 
     /// Re-hosts an attachment on the server's XEP-0363 upload service, so that XMPP clients can
-    /// fetch it; on any failure the original URL is kept (and logged).
-    async fn rehost(&self, attachment: Attachment, speaker: &str) -> Attachment {
+    /// fetch it: an HTTP(S) link is downloaded directly, anything else (an `mxc://` URI) through
+    /// the adapter that received it. On any failure the original URL is kept (and logged).
+    async fn rehost(
+        &self,
+        attachment: Attachment,
+        source: &AdapterId,
+        speaker: &str,
+    ) -> Attachment {
         let Some(service) = self.upload.lock().clone() else {
             return attachment;
         };
-        if !(attachment.url.starts_with("http://") || attachment.url.starts_with("https://")) {
-            return attachment;
-        }
-        match self.upload_to(&service, &attachment, speaker).await {
+        match self.upload_to(&service, &attachment, source, speaker).await {
             Ok(url) => Attachment { url, ..attachment },
             Err(e) => {
                 tracing::warn!(adapter = %self.id, url = %attachment.url, error = %e, "cannot re-host an attachment; sending its link");
@@ -573,14 +579,29 @@ impl Inner {
         &self,
         service: &crate::upload::UploadService,
         attachment: &Attachment,
+        source: &AdapterId,
         speaker: &str,
     ) -> Result<String, String> {
         let http = self.http.as_ref().ok_or("no HTTP client")?;
         let limit = service.max_file_size.unwrap_or(100 * 1024 * 1024);
-        let fetched = http
-            .fetch(&attachment.url, limit)
-            .await
-            .map_err(|e| e.to_string())?;
+        let fetched =
+            if attachment.url.starts_with("http://") || attachment.url.starts_with("https://") {
+                http.fetch(&attachment.url, limit)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                let ctx = self.ctx().map_err(|e| e.to_string())?;
+                let body = ctx
+                    .fetch_attachment(source, attachment)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let content_type = body.mime.clone();
+                crate::upload::Fetched {
+                    bytes: body.collect(limit).await.map_err(|e| e.to_string())?,
+                    content_type,
+                    file_name: None,
+                }
+            };
         let name = if attachment.name.is_empty() {
             fetched.file_name.clone().unwrap_or_else(|| "file".into())
         } else {
