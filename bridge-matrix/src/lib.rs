@@ -1,1 +1,7 @@
-//! The matrix adapter (filled in by its own issue).
+//! The Matrix adapter: an application service whose ghosts represent the users of every other
+//! network, or a relay bot for admins who cannot register one.
+
+pub mod homeserver;
+pub mod settings;
+pub mod registration;
+pub mod appservice;

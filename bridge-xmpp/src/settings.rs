@@ -259,42 +259,22 @@ fn size(table: &toml::Table, key: &str, default: usize, issues: &mut Vec<ConfigI
     }
 }
 
-/// A secret setting: inline, `{ env = "VAR" }` or `{ file = "/path" }`.
+/// A required secret setting: inline, `{ env = "VAR" }` or `{ file = "/path" }`.
 fn secret(
     table: &toml::Table,
     key: &str,
     resolve: bool,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<String> {
-    let Some(value) = table.get(key) else {
-        issues.push(ConfigIssue::new(
-            key,
-            "required (a string, { env = \"VAR\" } or { file = \"/path\" })",
-        ));
-        return None;
-    };
-    let shape_ok = match value {
-        toml::Value::String(s) => !s.is_empty(),
-        toml::Value::Table(t) => {
-            t.len() == 1
-                && t.iter().all(|(k, v)| {
-                    (k == "env" || k == "file") && v.as_str().is_some_and(|s| !s.is_empty())
-                })
+    match bridge_config::secret_setting(table, key, resolve) {
+        Ok(Some(secret)) => Some(secret),
+        Ok(None) => {
+            issues.push(ConfigIssue::new(
+                key,
+                "required (a string, { env = \"VAR\" } or { file = \"/path\" })",
+            ));
+            None
         }
-        _ => false,
-    };
-    if !shape_ok {
-        issues.push(ConfigIssue::new(
-            key,
-            "expected a secret: a string, { env = \"VAR\" } or { file = \"/path\" }",
-        ));
-        return None;
-    }
-    if !resolve {
-        return Some(String::new());
-    }
-    match bridge_config::resolve_secret(value, key) {
-        Ok(secret) => Some(secret),
         Err(diagnostic) => {
             issues.push(ConfigIssue::new(key, diagnostic.to_string()));
             None

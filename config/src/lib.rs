@@ -97,7 +97,7 @@ pub use model::{
     AdapterSection, BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback, LinkSection,
     LogFormat, RoomSection,
 };
-pub use secret::{resolve_secret, resolve_secret_in};
+pub use secret::{check_secret, resolve_secret, resolve_secret_in, secret_setting};
 pub use settings::SettingsReader;
 pub use source_map::{Position, SourceMap, join_path};
 pub use suggest::did_you_mean;

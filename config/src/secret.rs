@@ -37,8 +37,47 @@ pub fn resolve_secret_in(
     path: &str,
     base_dir: Option<&Path>,
 ) -> Result<String, Diagnostic> {
+    match source(value, path)? {
+        Source::Inline(text) => Ok(text.to_owned()),
+        Source::Env(name, inner_path) => from_env(name, inner_path),
+        Source::File(file, inner_path) => from_file(file, inner_path, base_dir),
+    }
+}
+
+/// Checks that a secret setting found at `path` has one of the three shapes, without reading
+/// the environment or any file (for validation, which does no I/O).
+pub fn check_secret(value: &toml::Value, path: &str) -> Result<(), Diagnostic> {
+    source(value, path).map(|_| ())
+}
+
+/// The secret setting `key` of an adapter's settings table: `Ok(None)` when absent; checked
+/// for shape always, and read (environment or file) only when `resolve` is set (validation does
+/// no I/O), else `Ok(Some(""))`.
+pub fn secret_setting(
+    table: &toml::Table,
+    key: &str,
+    resolve: bool,
+) -> Result<Option<String>, Diagnostic> {
+    let Some(value) = table.get(key) else {
+        return Ok(None);
+    };
+    if resolve {
+        resolve_secret(value, key).map(Some)
+    } else {
+        check_secret(value, key).map(|()| Some(String::new()))
+    }
+}
+
+/// Where a secret comes from, with the path of the inner key for messages.
+enum Source<'a> {
+    Inline(&'a str),
+    Env(&'a str, String),
+    File(&'a str, String),
+}
+
+fn source<'a>(value: &'a toml::Value, path: &str) -> Result<Source<'a>, Diagnostic> {
     let table = match value {
-        toml::Value::String(text) => return Ok(text.clone()),
+        toml::Value::String(text) => return Ok(Source::Inline(text)),
         toml::Value::Table(table) => table,
         other => {
             return Err(Diagnostic::new(
@@ -73,11 +112,11 @@ pub fn resolve_secret_in(
     if text.is_empty() {
         return Err(Diagnostic::new(inner_path, "must not be empty"));
     }
-    if key == "env" {
-        from_env(text, inner_path)
+    Ok(if key == "env" {
+        Source::Env(text, inner_path)
     } else {
-        from_file(text, inner_path, base_dir)
-    }
+        Source::File(text, inner_path)
+    })
 }
 
 fn from_env(name: &str, path: String) -> Result<String, Diagnostic> {
