@@ -1,1 +1,3 @@
 //! The matrix adapter (filled in by its own issue).
+
+pub mod translate;
