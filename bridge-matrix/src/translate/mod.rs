@@ -3,6 +3,8 @@
 //!
 //! * [`ids`]: the names of ghosts (`@_bridge_xmpp_alice=40example.org:localhost`) and portal
 //!   aliases, and the specification's reversible localpart escaping.
+//! * [`inbound`]: a timeline event ([`inbound::timeline_event`]) or an ephemeral event
+//!   ([`inbound::ephemeral_event`]) → neutral.
 //!
 //! Events are read as [`serde_json::Value`] with small accessors rather than through ruma's
 //! typed events: a strict typed parse rejects a whole event for one odd field, while here a
@@ -21,6 +23,10 @@
 //! other character sets" for ghost localparts.
 
 pub mod ids;
+pub mod inbound;
+
+/// The `format` of HTML formatted bodies.
+pub const HTML_FORMAT: &str = "org.matrix.custom.html";
 
 /// Why an event could not be translated. The caller logs it and skips that event only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,4 +34,9 @@ pub enum TranslateError {
     /// A field the translation needs is missing or has the wrong type.
     #[error("malformed event: {0}")]
     Malformed(String),
+}
+
+/// A [`TranslateError::Malformed`].
+fn malformed(why: impl Into<String>) -> TranslateError {
+    TranslateError::Malformed(why.into())
 }
