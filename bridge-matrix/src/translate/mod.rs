@@ -5,6 +5,8 @@
 //!   aliases, and the specification's reversible localpart escaping.
 //! * [`inbound`]: a timeline event ([`inbound::timeline_event`]) or an ephemeral event
 //!   ([`inbound::ephemeral_event`]) → neutral.
+//! * [`outbound`]: a neutral [`OutboundEvent`](bridge_core::OutboundEvent) → the
+//!   [`Action`](outbound::Action)s to perform on the homeserver ([`outbound::actions`]).
 //!
 //! Events are read as [`serde_json::Value`] with small accessors rather than through ruma's
 //! typed events: a strict typed parse rejects a whole event for one odd field, while here a
@@ -24,6 +26,7 @@
 
 pub mod ids;
 pub mod inbound;
+pub mod outbound;
 
 /// The `format` of HTML formatted bodies.
 pub const HTML_FORMAT: &str = "org.matrix.custom.html";
