@@ -89,6 +89,28 @@ impl Naming {
         self.local_part('#', alias).is_some()
     }
 
+    /// The regular expression of the ghost namespace for the appservice registration's
+    /// `namespaces.users`: `^@{prefix}.*:{server_name}$`, the prefix and server name escaped.
+    /// It matches exactly the IDs [`is_ours`](Self::is_ours) accepts (anchored at both ends:
+    /// Synapse only anchors a namespace at the start).
+    pub fn user_regex(&self) -> String {
+        self.regex('@')
+    }
+
+    /// The regular expression of the portal alias namespace, for `namespaces.aliases`:
+    /// `^#{prefix}.*:{server_name}$`, like [`user_regex`](Self::user_regex).
+    pub fn alias_regex(&self) -> String {
+        self.regex('#')
+    }
+
+    fn regex(&self, sigil: char) -> String {
+        format!(
+            "^{sigil}{}.*:{}$",
+            regex_escape(&self.prefix),
+            regex_escape(&self.server_name)
+        )
+    }
+
     fn id(&self, sigil: char, adapter: &str, native: &str) -> String {
         format!(
             "{sigil}{}{}_{}:{}",
@@ -115,6 +137,20 @@ impl Naming {
         // Canonical forms only: the ID must be exactly the one we would build.
         (self.id(sigil, &adapter, &native) == id).then_some((adapter, native))
     }
+}
+
+/// `s` as a literal in a regular expression: the metacharacters common to the dialects of
+/// homeservers (Python `re`, Go `regexp`, Rust `regex`) get a backslash, nothing else does
+/// (some dialects refuse needless escapes).
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Whether a byte is kept as is by [`escape_localpart`]: the user ID grammar (`a-z 0-9 . _ = -
@@ -449,6 +485,14 @@ mod tests {
             assert!(n.is_ours(malformed), "{malformed}");
             assert_eq!(n.ghost_of(malformed), None, "{malformed}");
         }
+    }
+
+    #[test]
+    fn namespace_regexes() {
+        assert_eq!(naming().user_regex(), "^@_bridge_.*:localhost$");
+        assert_eq!(naming().alias_regex(), "^#_bridge_.*:localhost$");
+        let odd = Naming::new("b.r+", "example.org:8448");
+        assert_eq!(odd.user_regex(), "^@b\\.r\\+.*:example\\.org:8448$");
     }
 
     #[test]
