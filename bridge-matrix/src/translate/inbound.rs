@@ -85,7 +85,7 @@ pub struct InboundCtx<'a> {
 /// In a message, `m.text`, `m.emote` and `m.notice` give their [`MsgType`]; the text is the
 /// sanitised `formatted_body` when the format is `org.matrix.custom.html` (its `<mx-reply>`
 /// fallback dropped), else the `body`, with the `> ` reply fallback cut when the event is a
-/// reply. `m.image`, `m.file`, `m.video` and `m.audio` give one [`Attachment`] (the `mxc://`
+/// reply ([`strip_reply_fallback`]). `m.image`, `m.file`, `m.video` and `m.audio` give one [`Attachment`] (the `mxc://`
 /// URL, `filename` or `body`, and `info`); their text is the caption: the body, when a
 /// `filename` different from it is given, else empty. Other msgtypes with a body give that body
 /// as text. `m.relates_to` gives the reply (`m.in_reply_to`) and thread (`m.thread`, whose
@@ -93,7 +93,7 @@ pub struct InboundCtx<'a> {
 /// the mentions (a ghost of the bridge as the user it stands for; without `m.mentions`, the
 /// pills of the formatted body).
 ///
-/// `Ok(None)`: nothing to bridge: another state event, an encrypted event or encrypted media,
+/// `Ok(None)`: nothing to bridge: a message with neither text nor file, another state event, an encrypted event or encrypted media,
 /// a redacted event, a membership event that changes nothing modelled, an event of a type in
 /// [`NOT_BRIDGED`], an in-room verification request. `Err`: no `event_id`, `sender` or `type`,
 /// no room, or a field the kind needs is missing or of the wrong type (a body that is not a
@@ -110,6 +110,9 @@ pub fn timeline_event(
     let event_id = required_str(ev, "event_id")?;
     let sender = required_str(ev, "sender")?;
     let event_type = required_str(ev, "type")?;
+    if event_id.is_empty() || sender.is_empty() || event_type.is_empty() {
+        return Err(malformed("empty event_id, sender or type"));
+    }
     let room = match opt_str(ev, "room_id")? {
         Some(room) => room,
         None => room.ok_or_else(|| malformed("no room_id"))?,
@@ -321,6 +324,9 @@ fn message(
     let Some(content) = message_content(content, relations.has_in_reply_to, ctx)? else {
         return Ok(None);
     };
+    if content.text.body().trim().is_empty() && content.attachments.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(EventKind::Message {
         content,
         reply_to: relations.reply_to.map(RemoteEventId::new),
@@ -414,11 +420,12 @@ fn rich_text(content: &Object, reply: bool) -> Result<RichText, TranslateError> 
     Ok(RichText::plain(plain))
 }
 
-/// Cuts the classic reply fallback from a body: leading lines that start with `>` followed by
-/// an empty line. A body that only quotes, or whose quote is not followed by an empty line, is
-/// left alone.
+/// Cuts the classic reply fallback from a body: leading lines that start with `>`, the first
+/// of them naming the original's sender as fallbacks do (`> <@bob:example.org> …`, or
+/// `> * <@bob:example.org> …` for an emote), followed by an empty line. Anything else (a quote
+/// the author wrote, a quote not followed by an empty line) is left alone.
 pub fn strip_reply_fallback(body: &str) -> &str {
-    if !body.starts_with('>') {
+    if !(body.starts_with("> <") || body.starts_with("> * <")) {
         return body;
     }
     let mut rest = body;
@@ -836,6 +843,14 @@ mod tests {
         ));
         nothing(&event(
             "m.room.message",
+            json!({"msgtype": "m.text", "body": " \n"}),
+        ));
+        nothing(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "", "format": "org.matrix.custom.html", "formatted_body": "<p></p>"}),
+        ));
+        nothing(&event(
+            "m.room.message",
             json!({
                 "msgtype": "m.key.verification.request",
                 "body": "Alice is requesting to verify your key",
@@ -934,10 +949,20 @@ mod tests {
         // A reply that starts with a quote but no fallback (no empty line after it) is kept.
         let (content, ..) = message(json!({
             "msgtype": "m.text",
-            "body": "> quoted\nnot a fallback",
+            "body": "> <@bob:localhost> quoted\nnot a fallback",
             "m.relates_to": {"m.in_reply_to": {"event_id": "$orig"}},
         }));
-        assert_eq!(content.text.body(), "> quoted\nnot a fallback");
+        assert_eq!(
+            content.text.body(),
+            "> <@bob:localhost> quoted\nnot a fallback"
+        );
+        // Nor is a quote the author wrote.
+        let (content, ..) = message(json!({
+            "msgtype": "m.text",
+            "body": "> you said\n\nI agree",
+            "m.relates_to": {"m.in_reply_to": {"event_id": "$orig"}},
+        }));
+        assert_eq!(content.text.body(), "> you said\n\nI agree");
     }
 
     #[test]
@@ -945,12 +970,21 @@ mod tests {
         assert_eq!(strip_reply_fallback("> <@a:b> x\n\ny"), "y");
         assert_eq!(strip_reply_fallback("> <@a:b> x\r\n\r\ny"), "y");
         assert_eq!(strip_reply_fallback("> <@a:b> x\n> y\n\n"), "");
-        assert_eq!(strip_reply_fallback("> only a quote"), "> only a quote");
-        assert_eq!(strip_reply_fallback("> a\n> b"), "> a\n> b");
-        assert_eq!(strip_reply_fallback("> a\nb\n\nc"), "> a\nb\n\nc");
+        assert_eq!(
+            strip_reply_fallback("> <@a:b> only a quote"),
+            "> <@a:b> only a quote"
+        );
+        assert_eq!(strip_reply_fallback("> <@a:b> a\n> b"), "> <@a:b> a\n> b");
+        assert_eq!(
+            strip_reply_fallback("> <@a:b> a\nb\n\nc"),
+            "> <@a:b> a\nb\n\nc"
+        );
         assert_eq!(strip_reply_fallback("no quote"), "no quote");
         assert_eq!(strip_reply_fallback(""), "");
-        assert_eq!(strip_reply_fallback(">\n\nx"), "x");
+        assert_eq!(strip_reply_fallback("> * <@a:b> waves\n\nhi"), "hi");
+        // Quotes the author wrote are no fallback.
+        assert_eq!(strip_reply_fallback(">\n\nx"), ">\n\nx");
+        assert_eq!(strip_reply_fallback("> a quote\n\nx"), "> a quote\n\nx");
     }
 
     #[test]
@@ -1648,6 +1682,8 @@ mod tests {
             let mut ev = event("m.room.message", json!({"msgtype": "m.text", "body": "x"}));
             ev[field] = json!(12);
             malformed(&ev);
+            ev[field] = json!("");
+            malformed(&ev);
         }
         // The room: room_id, else the one given (a /sync timeline), else an error.
         let mut ev = event("m.room.message", json!({"msgtype": "m.text", "body": "x"}));
@@ -1719,7 +1755,7 @@ mod tests {
         }));
         assert!(content.text.is_formatted());
         // A reply fallback of a million quoted lines.
-        let quoted = format!("{}\nreal", "> q\n".repeat(250_000));
+        let quoted = format!("> <@bob:localhost> q\n{}\nreal", "> q\n".repeat(250_000));
         let (content, ..) = message(json!({
             "msgtype": "m.text",
             "body": quoted,
