@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests and benchmarks: finding the `bridge` binary, writing
 //! configs, running the bridge as a child process, and scripted XMPP users ([`xmpp_human`]).
 
+pub mod jsonl;
 pub mod prosody;
 pub mod xmpp_human;
 
