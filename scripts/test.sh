@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that checks everything: formatting, lints, and every test in the workspace.
-# The servers the integration tests need (Prosody; Synapse with its issue) are installed if
-# missing, started here on loopback with fresh data, and stopped on exit.
+# The servers the integration tests need (Prosody, Synapse) and the scripted test clients are
+# installed if missing, started here on loopback with fresh data, and stopped on exit.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -23,7 +23,9 @@ log "starting the servers the integration tests use"
 trap servers_stop EXIT
 prosody_install
 prosody_start
-xmpp_client_install
+synapse_install
+synapse_start
+test_clients_install
 
 log "cargo test"
 output="${CARGO_TARGET_DIR:-$ROOT/target}/test-output.txt"   # CARGO_TARGET_DIR may be elsewhere
