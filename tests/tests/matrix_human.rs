@@ -137,6 +137,62 @@ async fn invite_join_members_and_text_messages() {
 }
 
 #[tokio::test]
+async fn autojoin_on_invite() {
+    let hs = synapse::shared_url();
+    let (mut alice, bob) = tokio::join!(
+        login("alice", &hs),
+        MatrixHuman::start_autojoin("bob", "bobpass", &hs)
+    );
+    let mut bob = bob.expect("bob logs in");
+    let room = alice
+        .create_room(&bridge_tests::fresh("autojoin"), &[BOB])
+        .await
+        .expect("create room");
+    let invite = bob
+        .wait_invite(|e| e["room_id"] == room.as_str())
+        .await
+        .expect("invite");
+    assert_eq!(invite["sender"], ALICE);
+    assert!(
+        invite["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("autojoin-")),
+        "{invite}"
+    );
+    bob.next_event(
+        |e| e["event"] == "autojoined" && e["room_id"] == room.as_str(),
+        bridge_tests::matrix_human::EVENT_TIMEOUT,
+    )
+    .await
+    .expect("bob joins by himself");
+    alice
+        .wait_timeline(|e| e["state_key"] == BOB && e["content"]["membership"] == "join")
+        .await
+        .expect("alice sees bob join");
+
+    // Off again: the next invite is only reported.
+    bob.set_autojoin(false).await.expect("autojoin off");
+    let second = alice
+        .create_room(&bridge_tests::fresh("no-autojoin"), &[BOB])
+        .await
+        .expect("create room");
+    bob.wait_invite(|e| e["room_id"] == second.as_str())
+        .await
+        .expect("invite");
+    assert!(
+        bob.next_event(
+            |e| e["event"] == "autojoined" && e["room_id"] == second.as_str(),
+            std::time::Duration::from_secs(1),
+        )
+        .await
+        .is_err(),
+        "bob did not join"
+    );
+    let members = alice.members(&second).await.expect("members");
+    assert_eq!(members["user_ids"], json!([ALICE]), "{members}");
+}
+
+#[tokio::test]
 async fn edit_reply_react_redact() {
     let Pair {
         owner: mut alice,
