@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The one command that checks everything: formatting, lints, and every test in the workspace.
-# The servers the integration tests need (Prosody; Synapse with its issue) are installed if
-# missing, started here on loopback with fresh data, and stopped on exit.
+# The servers the integration tests need (Prosody, Synapse) and the scripted test clients are
+# installed if missing, started here on loopback with fresh data, and stopped on exit.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 started=$(date +%s)
+. "$ROOT/scripts/servers.sh"
+trap servers_stop EXIT
+# pip (Synapse and the test clients: ~50 s on a clean machine, nothing once installed) works in
+# the background while cargo checks and builds.
+( synapse_install && test_clients_install ) >"$SERVERS_DIR/pip-install.log" 2>&1 &
+pip_job=$!
+
 log "cargo fmt --check"
 cargo fmt --all --check
 
@@ -19,11 +26,16 @@ log "cargo build (the bridge binary is used by the end-to-end tests)"
 cargo build --workspace --all-targets
 
 log "starting the servers the integration tests use"
-. "$ROOT/scripts/servers.sh"
-trap servers_stop EXIT
 prosody_install
 prosody_start
-xmpp_client_install
+if ! wait "$pip_job"; then
+  echo "installing Synapse or the test clients failed:" >&2
+  cat "$SERVERS_DIR/pip-install.log" >&2
+  exit 1
+fi
+cat "$SERVERS_DIR/pip-install.log"
+synapse_install && test_clients_install   # no-ops now: they export the interpreters' paths
+synapse_start
 
 log "cargo test"
 output="${CARGO_TARGET_DIR:-$ROOT/target}/test-output.txt"   # CARGO_TARGET_DIR may be elsewhere

@@ -1,7 +1,11 @@
 //! Helpers shared by the end-to-end tests and benchmarks: finding the `bridge` binary, writing
-//! configs, running the bridge as a child process, and scripted XMPP users ([`xmpp_human`]).
+//! configs, running the bridge as a child process, scripted XMPP and Matrix users ([`xmpp_human`],
+//! [`matrix_human`]) and test servers of a test's own ([`prosody`], [`synapse`]).
 
+pub mod jsonl;
+pub mod matrix_human;
 pub mod prosody;
+pub mod synapse;
 pub mod xmpp_human;
 
 use std::path::{Path, PathBuf};

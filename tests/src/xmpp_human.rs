@@ -18,16 +18,14 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::Result;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
+
+use crate::jsonl::JsonlChild;
 
 /// How long a command may take before its reply counts as missing.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -82,11 +80,7 @@ pub struct XmppHuman {
     jid: String,
     /// The full JID the server bound.
     full_jid: String,
-    child: Child,
-    stdin: ChildStdin,
-    events: mpsc::UnboundedReceiver<Value>,
-    buffer: VecDeque<Value>,
-    next_req: u64,
+    proc: JsonlChild,
 }
 
 impl XmppHuman {
@@ -105,56 +99,17 @@ impl XmppHuman {
     async fn spawn(jid: &str, password: &str, server: &str, register: bool) -> Result<Self> {
         let mut cmd = Command::new(python());
         cmd.arg(script())
-            .args(["--jid", jid, "--password", password, "--server", server])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .args(["--jid", jid, "--password", password, "--server", server]);
         if register {
             cmd.arg("--register");
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} {}", python().display(), script().display()))?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-
-        // One task turns stdout lines into events; the channel closes when the script exits.
-        let (tx, events) = mpsc::unbounded_channel();
-        let who = jid.to_owned();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let event = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    eprintln!("xmpp_human {who}: not JSON ({e}): {line}");
-                    json!({ "event": "bad_line", "line": line })
-                });
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-
-        let mut human = Self {
+        let mut proc = JsonlChild::spawn(cmd, format!("xmpp_human {jid}"))?;
+        let ready = proc.wait_ready(START_TIMEOUT).await?;
+        Ok(Self {
             jid: jid.to_owned(),
-            full_jid: String::new(),
-            child,
-            stdin,
-            events,
-            buffer: VecDeque::new(),
-            next_req: 1,
-        };
-        let first = human
-            .next_event(
-                |e| e["event"] == "ready" || (e["event"] == "error" && e["req"].is_null()),
-                START_TIMEOUT,
-            )
-            .await?;
-        if first["event"] == "error" {
-            bail!("xmpp_human {jid}: {}", first["message"]);
-        }
-        human.full_jid = first["jid"].as_str().unwrap_or_default().to_owned();
-        Ok(human)
+            full_jid: ready["jid"].as_str().unwrap_or_default().to_owned(),
+            proc,
+        })
     }
 
     /// The bare JID this client logged in as.
@@ -170,37 +125,7 @@ impl XmppHuman {
     /// Sends command `cmd` with the fields of `args` (an object) and returns its `ok` reply;
     /// an `error` reply, or none within [`COMMAND_TIMEOUT`], is an error.
     pub async fn command(&mut self, cmd: &str, args: Value) -> Result<Value> {
-        let req = self.next_req;
-        self.next_req += 1;
-        let mut line = match args {
-            Value::Object(map) => map,
-            Value::Null => serde_json::Map::new(),
-            other => bail!("command arguments must be an object, not {other}"),
-        };
-        line.insert("cmd".into(), cmd.into());
-        line.insert("req".into(), req.into());
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        self.stdin
-            .write_all(text.as_bytes())
-            .await
-            .with_context(|| format!("xmpp_human {}: writing {cmd}", self.jid))?;
-        self.stdin.flush().await?;
-        let reply = self
-            .next_event(
-                |e| e["req"] == req && (e["event"] == "ok" || e["event"] == "error"),
-                COMMAND_TIMEOUT,
-            )
-            .await
-            .with_context(|| format!("xmpp_human {}: command {cmd}", self.jid))?;
-        if reply["event"] == "error" {
-            bail!(
-                "xmpp_human {}: {cmd} failed: {}",
-                self.jid,
-                reply["message"]
-            );
-        }
-        Ok(reply)
+        self.proc.command(cmd, args, COMMAND_TIMEOUT).await
     }
 
     /// Joins a MUC room; the reply has `nick`, `occupant_id`, `status_codes`, `item`
@@ -402,32 +327,10 @@ impl XmppHuman {
     /// The next event `filter` accepts (buffered ones first); the others stay buffered.
     pub async fn next_event(
         &mut self,
-        mut filter: impl FnMut(&Value) -> bool,
+        filter: impl FnMut(&Value) -> bool,
         timeout: Duration,
     ) -> Result<Value> {
-        if let Some(i) = self.buffer.iter().position(&mut filter) {
-            return Ok(self.buffer.remove(i).expect("position is in range"));
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Err(_) => bail!(
-                    "xmpp_human {}: no matching event within {timeout:?}; unmatched: {}",
-                    self.jid,
-                    self.describe_buffer()
-                ),
-                Ok(None) => {
-                    let status = self.child.try_wait().ok().flatten();
-                    bail!(
-                        "xmpp_human {} exited ({status:?}) before a matching event; unmatched: {}",
-                        self.jid,
-                        self.describe_buffer()
-                    )
-                }
-                Ok(Some(event)) if filter(&event) => return Ok(event),
-                Ok(Some(event)) => self.buffer.push_back(event),
-            }
-        }
+        self.proc.next_event(filter, timeout).await
     }
 
     /// The next `message` event `filter` accepts, within [`EVENT_TIMEOUT`].
@@ -445,35 +348,11 @@ impl XmppHuman {
     /// Takes every event received so far (buffered and pending), e.g. to assert that something
     /// did *not* arrive, or to start a step with a clean slate.
     pub fn drain(&mut self) -> Vec<Value> {
-        while let Ok(event) = self.events.try_recv() {
-            self.buffer.push_back(event);
-        }
-        self.buffer.drain(..).collect()
+        self.proc.drain()
     }
 
     /// Disconnects cleanly and waits for the script to exit.
-    pub async fn quit(mut self) -> Result<()> {
-        self.command("quit", Value::Null).await?;
-        drop(self.stdin);
-        let status = tokio::time::timeout(COMMAND_TIMEOUT, self.child.wait())
-            .await
-            .map_err(|_| anyhow!("xmpp_human {} did not exit after quit", self.jid))??;
-        anyhow::ensure!(
-            status.success(),
-            "xmpp_human {} exited with {status}",
-            self.jid
-        );
-        Ok(())
-    }
-
-    fn describe_buffer(&self) -> String {
-        if self.buffer.is_empty() {
-            return "none".into();
-        }
-        self.buffer
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n  ")
+    pub async fn quit(self) -> Result<()> {
+        self.proc.quit(COMMAND_TIMEOUT).await
     }
 }
