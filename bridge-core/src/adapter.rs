@@ -79,6 +79,13 @@ impl AdapterError {
     }
 }
 
+impl From<StoreError> for AdapterError {
+    /// A store failure is worth retrying: the disk may recover, the event is not lost.
+    fn from(e: StoreError) -> Self {
+        Self::transient(format!("store: {e}"))
+    }
+}
+
 /// What a successful [`Adapter::send`] produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
@@ -481,6 +488,55 @@ impl AdapterContext {
         }
     }
 
+    /// Links `native_room`, a room of this adapter made on demand (a Matrix portal room
+    /// opened by joining an alias), with `far`, a native room of another adapter: when `far`
+    /// already belongs to a neutral room, `native_room` joins that room; otherwise a new
+    /// neutral room (`portal-` and a hash of `far`) links both, and `far`'s adapter is asked to
+    /// join it. Persisted; returns the neutral room.
+    pub async fn link_portal(
+        &self,
+        native_room: &RemoteRoomId,
+        far: crate::routing::Link,
+    ) -> Result<crate::ids::RoomId, AdapterError> {
+        let shared = &self.shared;
+        if !shared.adapters.contains_key(&far.adapter) || far.adapter == self.adapter {
+            return Err(AdapterError::Permanent(format!(
+                "no other adapter {} to open a portal to",
+                far.adapter
+            )));
+        }
+        let _one_at_a_time = shared.direct.lock().await;
+        let existing = shared
+            .routing
+            .read()
+            .room_of(&far.adapter, &far.remote)
+            .cloned();
+        let failed = |e: crate::engine::CoreError| AdapterError::transient(e.to_string());
+        let room = match existing {
+            Some(room) => room,
+            None => {
+                let room = crate::ids::RoomId::new(format!(
+                    "portal-{:016x}",
+                    fnv1a(
+                        0xcbf2_9ce4_8422_2325,
+                        &format!("{}\0{}", far.adapter, far.remote)
+                    )
+                ));
+                shared.add_link(&room, far.clone()).await.map_err(failed)?;
+                room
+            }
+        };
+        shared
+            .add_link(
+                &room,
+                crate::routing::Link::new(self.adapter.clone(), native_room.clone()),
+            )
+            .await
+            .map_err(failed)?;
+        tracing::info!(%room, native = %native_room, far = %far, "portal linked");
+        Ok(room)
+    }
+
     /// Records a native user as one of the bridge's puppets: its events are never bridged.
     pub fn add_puppet(&self, user: &RemoteUserId) -> Result<(), StoreError> {
         self.shared.add_puppet(&self.adapter, user)
@@ -522,16 +578,18 @@ fn direct_room_id(a: &crate::event::Sender, b: &crate::event::Sender) -> crate::
         std::mem::swap(&mut first, &mut second);
     }
     let pair = format!("{first}\u{1}{second}");
-    let fnv = |seed: u64| {
-        pair.bytes().fold(seed, |h, byte| {
-            (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
     crate::ids::RoomId::new(format!(
         "dm-{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4)
+        fnv1a(0xcbf2_9ce4_8422_2325, &pair),
+        fnv1a(0x8422_2325_cbf2_9ce4, &pair)
     ))
+}
+
+/// FNV-1a of `text` from `seed`: stable across builds and platforms, for IDs derived from names.
+fn fnv1a(seed: u64, text: &str) -> u64 {
+    text.bytes().fold(seed, |h, byte| {
+        (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// An adapter's private namespace in the core's store (sync tokens, last archive IDs, keys…).

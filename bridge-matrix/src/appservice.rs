@@ -89,7 +89,7 @@ fn ok() -> Response {
 
 /// Checks the homeserver's token: `Authorization: Bearer …`, or the deprecated
 /// `access_token` query parameter.
-fn authorise(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+fn authorise(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), Box<Response>> {
     let from_header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -102,20 +102,20 @@ fn authorise(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), 
     match from_header.or(from_query) {
         None => {
             tracing::warn!(path = %uri.path(), "appservice request without the homeserver's token");
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "M_UNAUTHORIZED",
                 "missing the homeserver token",
-            ))
+            )))
         }
         Some(token) if constant_time_eq(token.as_bytes(), state.hs_token.as_bytes()) => Ok(()),
         Some(_) => {
             tracing::warn!(path = %uri.path(), "appservice request with a wrong token");
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "M_FORBIDDEN",
                 "the homeserver token is wrong",
-            ))
+            )))
         }
     }
 }
@@ -133,7 +133,7 @@ async fn transaction(
     body: Body,
 ) -> Response {
     if let Err(refused) = authorise(&state, &headers, &uri) {
-        return refused;
+        return *refused;
     }
     let bytes = match axum::body::to_bytes(body, state.max_bytes).await {
         Ok(bytes) => bytes,
@@ -164,10 +164,7 @@ async fn transaction(
 
 /// Reads a transaction body: `{"events": [...], "ephemeral": [...]}` (ephemeral also under its
 /// MSC2409 name). Each event stays raw JSON, so that one malformed event fails only itself.
-pub fn parse_transaction(
-    id: &str,
-    body: &[u8],
-) -> Result<Transaction, (&'static str, String)> {
+pub fn parse_transaction(id: &str, body: &[u8]) -> Result<Transaction, (&'static str, String)> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ("M_NOT_JSON", format!("the body is not JSON: {e}")))?;
     let Value::Object(mut object) = value else {
@@ -182,7 +179,17 @@ pub fn parse_transaction(
     };
     let events = list("events")?;
     let mut ephemeral = list("ephemeral")?;
-    ephemeral.extend(list("de.sorunome.msc2409.ephemeral")?);
+    let unstable = list("de.sorunome.msc2409.ephemeral")?;
+    // A homeserver told both keys sends both copies: read the stable one when it is there.
+    if ephemeral.is_empty() {
+        ephemeral = unstable;
+    }
+    if !object.is_empty() {
+        // To-device messages and device lists (MSC2409, MSC3202): for end-to-end encryption,
+        // which the bridge does not do.
+        let keys: Vec<&String> = object.keys().collect();
+        tracing::trace!(txn = %id, ?keys, "transaction fields not read");
+    }
     Ok(Transaction {
         id: id.to_owned(),
         events,
@@ -197,7 +204,7 @@ async fn user(
     uri: Uri,
 ) -> Response {
     if let Err(refused) = authorise(&state, &headers, &uri) {
-        return refused;
+        return *refused;
     }
     if state.handler.user_exists(&user).await {
         ok()
@@ -213,7 +220,7 @@ async fn alias(
     uri: Uri,
 ) -> Response {
     if let Err(refused) = authorise(&state, &headers, &uri) {
-        return refused;
+        return *refused;
     }
     if state.handler.alias_exists(&alias).await {
         ok()
@@ -224,7 +231,7 @@ async fn alias(
 
 async fn ping(State(state): State<Arc<ServerState>>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(refused) = authorise(&state, &headers, &uri) {
-        return refused;
+        return *refused;
     }
     ok()
 }
@@ -249,13 +256,18 @@ mod tests {
         let txn = parse_transaction("5", body).expect("parses");
         assert_eq!(txn.events.len(), 3);
         assert_eq!(txn.ephemeral.len(), 1);
-        assert_eq!(parse_transaction("5", b"{").err().map(|e| e.0), Some("M_NOT_JSON"));
+        assert_eq!(
+            parse_transaction("5", b"{").err().map(|e| e.0),
+            Some("M_NOT_JSON")
+        );
         assert_eq!(
             parse_transaction("5", b"[]").err().map(|e| e.0),
             Some("M_BAD_JSON")
         );
         assert_eq!(
-            parse_transaction("5", br#"{"events": {}}"#).err().map(|e| e.0),
+            parse_transaction("5", br#"{"events": {}}"#)
+                .err()
+                .map(|e| e.0),
             Some("M_BAD_JSON")
         );
         assert!(parse_transaction("5", b"{}").is_ok_and(|t| t.events.is_empty()));

@@ -255,7 +255,9 @@ impl Homeserver {
             .and_then(|rest| rest.split_once('/'))
             .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
             .ok_or_else(|| HsError::Invalid(format!("not an mxc:// URI: {mxc}")))?;
-        let url = self.url(&["_matrix", "client", "v1", "media", "download", server, media])?;
+        let url = self.url(&[
+            "_matrix", "client", "v1", "media", "download", server, media,
+        ])?;
         let response = self
             .http
             .get(url)

@@ -1,8 +1,15 @@
 //! The Matrix adapter: an application service whose ghosts represent the users of every other
-//! network, or a relay bot for admins who cannot register one.
+//! network ([`AppserviceAdapter`]), or a relay bot for admins who cannot register one
+//! ([`relay::RelayAdapter`]). Both are built by [`MatrixFactory`] from a `type = "matrix"`
+//! section.
 
+mod adapter;
 pub mod appservice;
+mod calls;
 pub mod homeserver;
 pub mod registration;
+pub mod relay;
 pub mod settings;
 pub mod translate;
+
+pub use adapter::{AppserviceAdapter, MatrixFactory};

@@ -52,6 +52,51 @@ pub fn generate(params: &RegistrationParams<'_>) -> Registration {
     registration
 }
 
+/// A new registration for the adapter section `table` (appservice mode) with ID `id`; the
+/// homeserver will push to `url`, or to `http://{listen}` when `url` is None. Returns where the
+/// section says the registration lives, and the YAML to write there.
+pub fn for_section(
+    id: &str,
+    table: &toml::Table,
+    url: Option<&str>,
+) -> Result<(std::path::PathBuf, String), String> {
+    let settings = crate::settings::parse(table, false).map_err(|issues| {
+        issues
+            .iter()
+            .map(|i| format!("{}: {}", i.path, i.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let crate::settings::Mode::Appservice {
+        registration,
+        listen,
+        server_name,
+        ghost_prefix,
+        ..
+    } = &settings.mode
+    else {
+        return Err(format!(
+            "adapter {id} is in relay mode; only mode = \"appservice\" has a registration"
+        ));
+    };
+    let url = match (url, listen) {
+        (Some(url), _) => url.to_owned(),
+        (None, Some(listen)) => format!("http://{listen}"),
+        (None, None) => {
+            return Err(format!(
+                "adapter {id} has no `listen` address: give the URL the homeserver should push to (--url)"
+            ));
+        }
+    };
+    let generated = generate(&RegistrationParams {
+        id,
+        url: &url,
+        server_name,
+        ghost_prefix,
+    });
+    Ok((registration.clone(), to_yaml(&generated)?))
+}
+
 /// The bridge bot's localpart for a ghost prefix: `_bridge_` → `_bridge_bot`.
 pub fn bot_localpart(ghost_prefix: &str) -> String {
     format!("{ghost_prefix}bot")
@@ -97,11 +142,10 @@ pub fn parse(text: &str) -> Result<Registration, String> {
 /// this checks the form [`generate`] writes, so a hand-written file is warned about, not refused).
 pub fn covers_ghosts(registration: &Registration, ghost_prefix: &str) -> bool {
     let start = format!("@{}", regex_escape(ghost_prefix));
-    registration
-        .namespaces
-        .users
-        .iter()
-        .any(|n| n.exclusive && (n.regex.starts_with(&start) || n.regex.starts_with(&format!("@{ghost_prefix}"))))
+    registration.namespaces.users.iter().any(|n| {
+        n.exclusive
+            && (n.regex.starts_with(&start) || n.regex.starts_with(&format!("@{ghost_prefix}")))
+    })
 }
 
 /// 64 random alphanumeric characters.
@@ -142,14 +186,20 @@ mod tests {
     fn a_generated_registration_round_trips_through_yaml() {
         let generated = generate(&params());
         let yaml = to_yaml(&generated).expect("serialises");
-        assert!(yaml.contains("de.sorunome.msc2409.push_ephemeral: true"), "{yaml}");
+        assert!(
+            yaml.contains("de.sorunome.msc2409.push_ephemeral: true"),
+            "{yaml}"
+        );
         let back = parse(&yaml).expect("parses");
         assert_eq!(back.as_token, generated.as_token);
         assert_eq!(back.hs_token, generated.hs_token);
         assert_eq!(back.sender_localpart, "_bridge_bot");
         assert_eq!(back.namespaces.users[0].regex, r"@_bridge_.*:example\.org");
         assert!(back.namespaces.users[0].exclusive);
-        assert_eq!(back.namespaces.aliases[0].regex, r"#_bridge_.*:example\.org");
+        assert_eq!(
+            back.namespaces.aliases[0].regex,
+            r"#_bridge_.*:example\.org"
+        );
         assert_eq!(back.rate_limited, Some(false));
         assert!(back.receive_ephemeral);
         assert!(covers_ghosts(&back, "_bridge_"));

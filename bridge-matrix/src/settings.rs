@@ -179,7 +179,13 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
             let user = text("user", true);
             let relay_format =
                 text("relay_format", false).unwrap_or_else(|| "<{name}> {text}".into());
-            for key in ["registration", "server_name", "listen", "ghost_prefix", "portals"] {
+            for key in [
+                "registration",
+                "server_name",
+                "listen",
+                "ghost_prefix",
+                "portals",
+            ] {
                 if table.contains_key(key) {
                     issues.push(ConfigIssue::new(key, "only for mode = \"appservice\""));
                 }
@@ -313,11 +319,10 @@ fn secret(
     resolve: bool,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<String> {
-    bridge_config::secret_setting(table, key, resolve)
-        .unwrap_or_else(|diagnostic| {
-            issues.push(ConfigIssue::new(key, diagnostic.to_string()));
-            None
-        })
+    bridge_config::secret_setting(table, key, resolve).unwrap_or_else(|diagnostic| {
+        issues.push(ConfigIssue::new(key, diagnostic.to_string()));
+        None
+    })
 }
 
 #[cfg(test)]

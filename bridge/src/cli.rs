@@ -29,6 +29,26 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Write the Matrix appservice registration for the config's appservice adapter, with new
+    /// random tokens, to the `registration` path of its section (or --output). Give the file to
+    /// the homeserver (Synapse: `app_service_config_files`).
+    GenerateRegistration {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", env = "BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// The adapter ID, when the config has more than one Matrix appservice adapter.
+        #[arg(long, value_name = "ID")]
+        adapter: Option<String>,
+        /// Where the homeserver pushes transactions; default `http://` + the section's `listen`.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Where to write the file instead of the section's `registration` path.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing file (its tokens change: give the homeserver the new file).
+        #[arg(long)]
+        force: bool,
+    },
     /// List, add or remove links between neutral rooms and native rooms (bridge stopped).
     Links {
         /// What to do with links.

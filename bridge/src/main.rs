@@ -1,12 +1,14 @@
 //! `bridge`: links chat rooms across protocols.
 //!
 //! `bridge run -c FILE` runs the bridge; `bridge check -c FILE` validates a config and lists
-//! every problem; `bridge links …` lists and changes links while the bridge is stopped.
+//! every problem; `bridge links …` lists and changes links while the bridge is stopped;
+//! `bridge generate-registration -c FILE` writes the Matrix appservice registration.
 
 mod cli;
 mod config;
 mod links;
 mod logging;
+mod registration;
 mod registry;
 mod run;
 
@@ -20,5 +22,12 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => config::check(&config),
         cli::Command::Run { config } => run::main(&config),
         cli::Command::Links { command } => links::main(command),
+        cli::Command::GenerateRegistration {
+            config,
+            adapter,
+            url,
+            output,
+            force,
+        } => registration::main(&config, adapter.as_deref(), url.as_deref(), output, force),
     }
 }

@@ -7,6 +7,7 @@ pub fn factories() -> Vec<Box<dyn AdapterFactory>> {
     vec![
         Box::new(bridge_example_linechat::LinechatFactory),
         Box::new(bridge_xmpp::XmppFactory),
+        Box::new(bridge_matrix::MatrixFactory),
     ]
 }
 

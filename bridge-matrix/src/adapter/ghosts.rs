@@ -1,0 +1,245 @@
+//! The ghosts: one Matrix user per remote user, registered on first use, named after the
+//! remote user's display name, joined to a room the first time it speaks there.
+//!
+//! What the homeserver already has is remembered in the adapter's store (`g/<user>` → display
+//! name, `j/<room>\0<user>` → joined), so after a restart nothing is registered or joined twice.
+//! In memory a ghost costs its user ID, its name and a bit per joined room.
+
+use std::collections::{HashMap, HashSet};
+
+use bridge_core::{AdapterError, AdapterStore};
+use parking_lot::Mutex;
+use ruma::api::client::account::register::{self, LoginType};
+use ruma::api::client::membership::{invite_user, join_room_by_id};
+use ruma::api::client::profile::set_profile_field;
+use ruma::profile::ProfileFieldValue;
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+
+use crate::homeserver::{As, Homeserver, HsError};
+
+/// Store key prefixes.
+const GHOST: &[u8] = b"g/";
+const JOINED: &[u8] = b"j/";
+
+/// What is known about a ghost on the homeserver.
+#[derive(Debug, Default)]
+struct Ghost {
+    /// The display name set on the homeserver (None: never set).
+    name: Option<Box<str>>,
+}
+
+/// The ghosts this adapter has made, and where they are.
+#[derive(Debug, Default)]
+pub(crate) struct Ghosts {
+    known: Mutex<HashMap<Box<str>, Ghost>>,
+    /// (room, ghost) pairs where the ghost is joined. Room IDs are interned: a string each.
+    joined: Mutex<Joined>,
+}
+
+#[derive(Debug, Default)]
+struct Joined {
+    rooms: HashMap<Box<str>, u32>,
+    pairs: HashSet<(u32, Box<str>)>,
+}
+
+impl Joined {
+    fn room(&mut self, room: &str) -> u32 {
+        if let Some(&i) = self.rooms.get(room) {
+            return i;
+        }
+        let i = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX);
+        self.rooms.insert(room.into(), i);
+        i
+    }
+}
+
+impl Ghosts {
+    /// Loads what the store remembers.
+    pub(crate) fn load(store: &AdapterStore) -> Result<Self, bridge_core::StoreError> {
+        let ghosts = Self::default();
+        {
+            let mut known = ghosts.known.lock();
+            for (key, value) in store.scan(GHOST, usize::MAX)? {
+                let user = String::from_utf8_lossy(&key[GHOST.len()..]).into_owned();
+                let name = (!value.is_empty()).then(|| {
+                    String::from_utf8_lossy(&value)
+                        .into_owned()
+                        .into_boxed_str()
+                });
+                known.insert(user.into_boxed_str(), Ghost { name });
+            }
+        }
+        {
+            let mut joined = ghosts.joined.lock();
+            for (key, _) in store.scan(JOINED, usize::MAX)? {
+                let pair = String::from_utf8_lossy(&key[JOINED.len()..]).into_owned();
+                if let Some((room, user)) = pair.split_once('\0') {
+                    let i = joined.room(room);
+                    joined.pairs.insert((i, user.into()));
+                }
+            }
+        }
+        Ok(ghosts)
+    }
+
+    /// Takes over what `other` knows (the state loaded at start).
+    pub(crate) fn replace(&self, other: Ghosts) {
+        *self.known.lock() = other.known.into_inner();
+        *self.joined.lock() = other.joined.into_inner();
+    }
+
+    /// How many ghosts are known.
+    pub(crate) fn len(&self) -> usize {
+        self.known.lock().len()
+    }
+
+    /// Registers the ghost if it is new and sets its display name if it changed.
+    pub(crate) async fn ensure(
+        &self,
+        hs: &Homeserver,
+        store: &AdapterStore,
+        user: &UserId,
+        name: Option<&str>,
+    ) -> Result<(), AdapterError> {
+        let (registered, current) = {
+            let known = self.known.lock();
+            match known.get(user.as_str()) {
+                Some(ghost) => (true, ghost.name.clone()),
+                None => (false, None),
+            }
+        };
+        if !registered {
+            register(hs, user).await?;
+            store.put(&key(GHOST, user.as_str()), b"")?;
+            self.known.lock().entry(user.as_str().into()).or_default();
+        }
+        let Some(name) = name.filter(|n| !n.trim().is_empty()) else {
+            return Ok(());
+        };
+        if current.as_deref() == Some(name) {
+            return Ok(());
+        }
+        let name = name.chars().take(256).collect::<String>();
+        hs.call(
+            set_profile_field::v3::Request::new(
+                user.to_owned(),
+                ProfileFieldValue::DisplayName(name.clone()),
+            ),
+            As::Ghost(user),
+        )
+        .await?;
+        store.put(&key(GHOST, user.as_str()), name.as_bytes())?;
+        if let Some(ghost) = self.known.lock().get_mut(user.as_str()) {
+            ghost.name = Some(name.into_boxed_str());
+        }
+        Ok(())
+    }
+
+    /// Whether the ghost is joined to the room (as far as this bridge knows).
+    pub(crate) fn is_joined(&self, room: &str, user: &str) -> bool {
+        let joined = self.joined.lock();
+        joined
+            .rooms
+            .get(room)
+            .is_some_and(|&i| joined.pairs.contains(&(i, user.into())))
+    }
+
+    /// Joins the ghost to the room if it is not there yet: a plain join first (public rooms,
+    /// or the ghost was invited), else an invite from the bridge bot and a join.
+    pub(crate) async fn join(
+        &self,
+        hs: &Homeserver,
+        store: &AdapterStore,
+        room: &OwnedRoomId,
+        user: &UserId,
+    ) -> Result<(), AdapterError> {
+        if self.is_joined(room.as_str(), user.as_str()) {
+            return Ok(());
+        }
+        let join = || {
+            hs.call(
+                join_room_by_id::v3::Request::new(room.clone()),
+                As::Ghost(user),
+            )
+        };
+        if let Err(first) = join().await {
+            if first.status() != Some(403) {
+                return Err(first.into());
+            }
+            let invite = invite_user::v3::Request::new(
+                room.clone(),
+                invite_user::v3::InviteUserId::new(user.to_owned()).into(),
+            );
+            match hs.call(invite, As::Bot).await {
+                Ok(_) => {}
+                // Already invited or joined: the join below tells.
+                Err(e) if e.status() == Some(403) => {
+                    tracing::debug!(room = %room, ghost = %user, error = %e, "invite refused");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            join().await.map_err(|e| {
+                AdapterError::Permanent(format!(
+                    "{user} cannot join {room} (is the bridge bot in the room, allowed to invite?): {e}"
+                ))
+            })?;
+        }
+        self.mark_joined(store, room.as_str(), user.as_str())?;
+        Ok(())
+    }
+
+    /// Records that the ghost is in the room.
+    pub(crate) fn mark_joined(
+        &self,
+        store: &AdapterStore,
+        room: &str,
+        user: &str,
+    ) -> Result<(), bridge_core::StoreError> {
+        store.put(&key(JOINED, &format!("{room}\0{user}")), b"")?;
+        let mut joined = self.joined.lock();
+        let i = joined.room(room);
+        joined.pairs.insert((i, user.into()));
+        Ok(())
+    }
+
+    /// Forgets that the ghost is in the room (it left, or was kicked).
+    pub(crate) fn mark_left(
+        &self,
+        store: &AdapterStore,
+        room: &str,
+        user: &str,
+    ) -> Result<(), bridge_core::StoreError> {
+        store.delete(&key(JOINED, &format!("{room}\0{user}")))?;
+        let mut joined = self.joined.lock();
+        if let Some(&i) = joined.rooms.get(room) {
+            joined.pairs.remove(&(i, user.into()));
+        }
+        Ok(())
+    }
+}
+
+/// Registers a ghost in the appservice's namespace; an existing one is fine.
+pub(crate) async fn register(hs: &Homeserver, user: &UserId) -> Result<(), AdapterError> {
+    let mut request = register::v3::Request::new();
+    request.username = Some(user.localpart().to_owned());
+    request.login_type = Some(LoginType::ApplicationService);
+    request.inhibit_login = true;
+    match hs.call(request, As::Bot).await {
+        Ok(_) => Ok(()),
+        Err(HsError::Matrix { errcode, .. }) if errcode == "M_USER_IN_USE" => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + rest.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(rest.as_bytes());
+    key
+}
+
+/// The user ID of a ghost, checked.
+pub(crate) fn user_id(text: &str) -> Result<OwnedUserId, AdapterError> {
+    UserId::parse(text)
+        .map_err(|e| AdapterError::Permanent(format!("{text} is not a valid user ID: {e}")))
+}

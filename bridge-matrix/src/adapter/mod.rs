@@ -1,0 +1,488 @@
+//! The `type = "matrix"` adapter in appservice mode: the homeserver pushes every event of the
+//! linked rooms in transactions ([`crate::appservice`]), and the bridge sends as ghosts.
+//!
+//! Guarantees: a transaction is answered 200 only after every event in it is durably stored
+//! (the homeserver retries until then: nothing from Matrix is lost while the bridge is down or
+//! restarting); a repeated transaction ID is answered 200 without being processed again, and
+//! event IDs are deduplicated by the core besides. Sends carry the neutral event ID as the
+//! transaction ID, so a retried send never duplicates; the core calls `send` one at a time per
+//! room, which keeps the room's DAG linear (no forks) and the order exact.
+
+mod ghosts;
+mod inbound;
+mod outbound;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::{
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, AttachmentBody,
+    AttachmentLimit, Backoff, Capabilities, ConfigIssue, Delivered, InboundEvent, OutboundEvent,
+    RemoteEventId, RemoteRoomId, RemoteUserId,
+};
+use parking_lot::Mutex;
+use ruma::api::appservice::Registration;
+use ruma::{OwnedUserId, UserId};
+
+use crate::homeserver::{As, Homeserver};
+use crate::settings::{self, Mode, Settings};
+use crate::translate::ids::Naming;
+
+pub(crate) use ghosts::Ghosts;
+
+/// How many recent transaction IDs are remembered (a retry comes right after its original).
+const RECENT_TXNS: usize = 1024;
+/// Store key of the recent transaction IDs.
+const TXNS_KEY: &[u8] = b"txns";
+/// How often the homeserver is checked while connected.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A Matrix user in a room: (room ID, user ID).
+type MemberKey = (Box<str>, Box<str>);
+
+/// Builds Matrix adapters from `type = "matrix"` sections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatrixFactory;
+
+impl AdapterFactory for MatrixFactory {
+    fn type_name(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn validate(&self, settings: &toml::Table) -> Vec<ConfigIssue> {
+        settings::parse(settings, false).err().unwrap_or_default()
+    }
+
+    fn build(&self, id: AdapterId, table: &toml::Table) -> Result<Arc<dyn Adapter>, AdapterError> {
+        let settings = settings::parse(table, true).map_err(|issues| {
+            let list: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect();
+            AdapterError::Permanent(format!("{id}: {}", list.join("; ")))
+        })?;
+        match &settings.mode {
+            Mode::Appservice { registration, .. } => {
+                let registration = crate::registration::load(registration)
+                    .map_err(|e| AdapterError::Permanent(format!("{id}: {e}")))?;
+                Ok(Arc::new(AppserviceAdapter::new(
+                    id,
+                    settings,
+                    registration,
+                )?))
+            }
+            Mode::Relay { .. } => Ok(Arc::new(crate::relay::RelayAdapter::new(id, settings)?)),
+        }
+    }
+}
+
+/// The Matrix adapter as an application service: a ghost per remote user.
+#[derive(Debug, Clone)]
+pub struct AppserviceAdapter {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    id: AdapterId,
+    settings: Settings,
+    registration: Registration,
+    naming: Naming,
+    /// The bridge bot (the registration's `sender_localpart`).
+    bot: OwnedUserId,
+    hs: Homeserver,
+    listen: SocketAddr,
+    portals: bool,
+    /// The context `run` was given; cleared when it returns.
+    ctx: Mutex<Option<AdapterContext>>,
+    ghosts: Ghosts,
+    /// Display names of Matrix users by (room, user), from member events.
+    members: Mutex<HashMap<MemberKey, Option<Box<str>>>>,
+    /// Who is typing in each room, as last pushed.
+    typing: Mutex<HashMap<String, Vec<String>>>,
+    /// The transactions taken most recently; the lock also makes transactions one at a time.
+    txns: tokio::sync::Mutex<VecDeque<String>>,
+    /// Direct-message rooms: room → the ghost invited to it.
+    direct: Mutex<HashMap<String, String>>,
+    /// The homeserver's upload limit, once known.
+    upload_limit: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppserviceAdapter")
+            .field("id", &self.id)
+            .field("bot", &self.bot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppserviceAdapter {
+    /// An adapter with these settings and registration (no I/O until [`Adapter::run`]).
+    pub fn new(
+        id: AdapterId,
+        settings: Settings,
+        registration: Registration,
+    ) -> Result<Self, AdapterError> {
+        let Mode::Appservice {
+            listen,
+            server_name,
+            ghost_prefix,
+            portals,
+            ..
+        } = &settings.mode
+        else {
+            return Err(AdapterError::Permanent(format!(
+                "{id}: not an appservice section"
+            )));
+        };
+        let bad = |what: String| AdapterError::Permanent(format!("{id}: {what}"));
+        let listen = match listen {
+            Some(addr) => *addr,
+            None => listen_of(registration.url.as_deref()).ok_or_else(|| {
+                bad("no `listen` address, and the registration's url has no host:port".into())
+            })?,
+        };
+        if !crate::registration::covers_ghosts(&registration, ghost_prefix) {
+            tracing::warn!(adapter = %id, prefix = %ghost_prefix,
+                "the registration's user namespace does not look like it covers the ghosts (@{ghost_prefix}…); the homeserver will refuse them");
+        }
+        let bot = UserId::parse(format!("@{}:{server_name}", registration.sender_localpart))
+            .map_err(|e| bad(format!("the bot's user ID is invalid: {e}")))?;
+        let hs = Homeserver::new(&settings.homeserver, &registration.as_token, true)
+            .map_err(|e| bad(e.to_string()))?;
+        let naming = Naming {
+            prefix: ghost_prefix.clone(),
+            server_name: server_name.clone(),
+        };
+        let portals = *portals;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id,
+                settings,
+                registration,
+                naming,
+                bot,
+                hs,
+                listen,
+                portals,
+                ctx: Mutex::new(None),
+                ghosts: Ghosts::default(),
+                members: Mutex::new(HashMap::new()),
+                typing: Mutex::new(HashMap::new()),
+                txns: tokio::sync::Mutex::new(VecDeque::new()),
+                direct: Mutex::new(HashMap::new()),
+                upload_limit: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// `host:port` of a registration URL such as `http://127.0.0.1:9000`.
+fn listen_of(url: Option<&str>) -> Option<SocketAddr> {
+    let rest = url?.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    authority.parse().ok()
+}
+
+impl Inner {
+    fn ctx(&self) -> Result<AdapterContext, AdapterError> {
+        self.ctx
+            .lock()
+            .clone()
+            .ok_or_else(|| AdapterError::transient("the adapter is not running"))
+    }
+
+    /// Loads the state remembered in the store.
+    fn load(&self, ctx: &AdapterContext) -> Result<Ghosts, AdapterError> {
+        let store = ctx.store();
+        let failed = |e: bridge_core::StoreError| AdapterError::transient(e.to_string());
+        if let Some(bytes) = store.get(TXNS_KEY).map_err(failed)? {
+            let list: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
+            *self
+                .txns
+                .try_lock()
+                .map_err(|_| AdapterError::transient("busy"))? = list.into();
+        }
+        let mut direct = self.direct.lock();
+        for (key, value) in store.scan(inbound::DIRECT, usize::MAX).map_err(failed)? {
+            let room = String::from_utf8_lossy(&key[inbound::DIRECT.len()..]).into_owned();
+            direct.insert(room, String::from_utf8_lossy(&value).into_owned());
+        }
+        Ghosts::load(store).map_err(failed)
+    }
+
+    /// Waits for the homeserver, then joins the bot to every linked room and learns the upload
+    /// limit. Returns when connected or shut down.
+    async fn connect(&self, ctx: &AdapterContext) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        loop {
+            match self.hs.ping().await {
+                Ok(()) => break,
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(adapter = %self.id, error = %e, ?wait, "homeserver unreachable; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = ctx.shutdown().cancelled() => return,
+                    }
+                }
+            }
+        }
+        self.ping_from_homeserver().await;
+        for room in ctx.linked_rooms() {
+            if let Err(e) = self.join_bot(&room).await {
+                tracing::error!(adapter = %self.id, %room, error = %e,
+                    "the bridge bot cannot join a linked room; invite it (and give it the power to invite)");
+            }
+        }
+        match self
+            .hs
+            .call(
+                ruma::api::client::authenticated_media::get_media_config::v1::Request::new(),
+                As::Bot,
+            )
+            .await
+        {
+            Ok(config) => *self.upload_limit.lock() = Some(u64::from(config.upload_size)),
+            Err(e) => tracing::debug!(adapter = %self.id, error = %e, "no media config"),
+        }
+        ctx.set_connected(true);
+        tracing::info!(adapter = %self.id, listen = %self.listen, bot = %self.bot, "matrix appservice connected");
+    }
+
+    /// Asks the homeserver to ping us (spec v1.7): proves that it reaches the appservice with
+    /// the right token, and makes a homeserver that had given up on us after failed pushes
+    /// (Synapse backs off up to 8.5 minutes) send what it queued at once.
+    async fn ping_from_homeserver(&self) {
+        // Synapse answers 502 when its own retry of a queued transaction is under way at that
+        // moment (it cannot reschedule it): ask again shortly, a few times.
+        for attempt in 1..=5 {
+            let request = ruma::api::client::appservice::request_ping::v1::Request::new(
+                self.registration.id.clone(),
+            );
+            match self.hs.call(request, As::Bot).await {
+                Ok(answer) => {
+                    tracing::info!(adapter = %self.id, round_trip = ?answer.duration,
+                        "the homeserver reaches the appservice");
+                    return;
+                }
+                Err(e) if attempt < 5 && e.status() == Some(502) => {
+                    tracing::debug!(adapter = %self.id, error = %e, "ping refused; asking again");
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(adapter = %self.id, error = %e,
+                        "the homeserver could not ping the appservice (check the registration's url and tokens); it will retry its pushes later");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The bot joins a room (by ID or alias).
+    async fn join_bot(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let room_id = self.room_id(room).await?;
+        self.hs
+            .call(
+                ruma::api::client::membership::join_room_by_id::v3::Request::new(room_id),
+                As::Bot,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A room ID from a linked room, resolving an alias.
+    async fn room_id(&self, room: &RemoteRoomId) -> Result<ruma::OwnedRoomId, AdapterError> {
+        let text = room.as_str();
+        if text.starts_with('#') {
+            let alias = ruma::RoomAliasId::parse(text)
+                .map_err(|e| AdapterError::Permanent(format!("{text}: {e}")))?;
+            let answer = self
+                .hs
+                .call(
+                    ruma::api::client::alias::get_alias::v3::Request::new(alias),
+                    As::Bot,
+                )
+                .await?;
+            return Ok(answer.room_id);
+        }
+        ruma::RoomId::parse(text)
+            .map_err(|e| AdapterError::Permanent(format!("{text} is not a room ID: {e}")))
+    }
+
+    /// The largest file that can cross into Matrix.
+    fn file_limit(&self) -> u64 {
+        let ours = self.settings.max_file_size;
+        self.upload_limit.lock().map_or(ours, |hs| hs.min(ours))
+    }
+}
+
+#[async_trait]
+impl Adapter for AppserviceAdapter {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        caps.presence = false;
+        caps.attachments = Some(AttachmentLimit {
+            max_bytes: Some(self.inner.file_limit()),
+        });
+        caps
+    }
+
+    async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        let ghosts = inner.load(&ctx)?;
+        // The ghosts loaded from the store replace the empty set made by `new`.
+        inner.ghosts.replace(ghosts);
+        #[allow(clippy::cast_precision_loss)]
+        ctx.gauge("bridge_matrix_ghosts")
+            .set(inner.ghosts.len() as f64);
+        *inner.ctx.lock() = Some(ctx.clone());
+        let handler: Arc<dyn crate::appservice::Handler> = Arc::new(inbound::Taker(inner.clone()));
+        let router = crate::appservice::router(
+            handler,
+            inner.registration.hs_token.clone(),
+            inner.settings.max_transaction_bytes,
+        );
+        let listener = bind(&inner.id, inner.listen, &ctx).await?;
+        let shutdown = ctx.shutdown().clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        });
+        inner.connect(&ctx).await;
+        let mut connected = true;
+        loop {
+            tokio::select! {
+                () = ctx.shutdown().cancelled() => break,
+                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+            let up = inner.hs.ping().await.is_ok();
+            if up != connected {
+                tracing::warn!(adapter = %inner.id, up, "homeserver reachability changed");
+                if up {
+                    inner.ping_from_homeserver().await;
+                }
+                ctx.set_connected(up);
+                connected = up;
+            }
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(adapter = %inner.id, error = %e, "appservice server ended")
+            }
+            Err(e) => {
+                tracing::warn!(adapter = %inner.id, error = %e, "appservice server task failed")
+            }
+        }
+        *inner.ctx.lock() = None;
+        Ok(())
+    }
+
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        self.inner.send(event).await
+    }
+
+    async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        self.inner.join_bot(room).await
+    }
+
+    async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let room_id = self.inner.room_id(room).await?;
+        self.inner
+            .hs
+            .call(
+                ruma::api::client::membership::leave_room::v3::Request::new(room_id),
+                As::Bot,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
+        let room = self.inner.room_id(&RemoteRoomId::new(alias)).await?;
+        Ok(RemoteRoomId::new(room.as_str()))
+    }
+
+    async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &bridge_core::Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        self.inner.open_direct(user, with).await
+    }
+
+    async fn fetch_attachment(
+        &self,
+        attachment: &bridge_core::Attachment,
+    ) -> Result<AttachmentBody, AdapterError> {
+        let limit = self.inner.settings.max_file_size;
+        Ok(self.inner.hs.download(&attachment.url, limit).await?)
+    }
+
+    async fn backfill(
+        &self,
+        _room: &RemoteRoomId,
+        _after: Option<&RemoteEventId>,
+        _limit: usize,
+    ) -> Result<Vec<InboundEvent>, AdapterError> {
+        // The homeserver keeps retrying each transaction until it is answered 200, so nothing
+        // posted while the bridge was down is missed.
+        Err(AdapterError::Unsupported(
+            "the homeserver redelivers transactions".into(),
+        ))
+    }
+}
+
+/// Binds the appservice port, retrying while the address is in use (a previous bridge still
+/// stopping).
+async fn bind(
+    id: &AdapterId,
+    addr: SocketAddr,
+    ctx: &AdapterContext,
+) -> Result<tokio::net::TcpListener, AdapterError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let wait = backoff.next_delay();
+                tracing::warn!(adapter = %id, %addr, ?wait, "appservice address in use; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = ctx.shutdown().cancelled() => {
+                        return Err(AdapterError::transient("shut down before listening"));
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(AdapterError::Permanent(format!(
+                    "{id}: cannot listen on {addr}: {e}"
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_comes_from_the_registration_url() {
+        assert_eq!(
+            listen_of(Some("http://127.0.0.1:9000")).map(|a| a.port()),
+            Some(9000)
+        );
+        assert_eq!(
+            listen_of(Some("http://127.0.0.1:9000/path")).map(|a| a.port()),
+            Some(9000)
+        );
+        assert_eq!(listen_of(Some("http://bridge.example.org")), None);
+        assert_eq!(listen_of(None), None);
+    }
+}

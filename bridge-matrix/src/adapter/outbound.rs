@@ -1,0 +1,289 @@
+//! The core's events into Matrix, as ghosts.
+//!
+//! Each event becomes a short list of homeserver calls ([`crate::translate::outbound::actions`]),
+//! made in order as the author's ghost (registered, named and joined first when needed). Every
+//! send and redaction carries a transaction ID made from the neutral event ID (and the action's
+//! position), so a retry after a crash or a timeout is recognised by the homeserver and never
+//! duplicates.
+
+use bridge_core::{
+    AdapterError, Delivered, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId, Sender,
+};
+use ruma::api::client::{receipt::create_receipt, room::create_room, typing::create_typing_event};
+use ruma::events::receipt::ReceiptThread;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, UserId};
+
+use super::Inner;
+use super::ghosts::user_id;
+use crate::homeserver::As;
+use crate::translate::outbound::{self as tr, Action, Voice};
+
+/// How long a ghost shows as typing unless told otherwise.
+const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Inner {
+    /// Delivers one event (see the module docs).
+    pub(super) async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        let actions = tr::actions(&event, &self.naming, &Voice::Ghost)?;
+        if actions.is_empty() {
+            return Ok(Delivered::default());
+        }
+        let ghost = user_id(
+            &self
+                .naming
+                .ghost_user_id(&event.sender.adapter, &event.sender.user),
+        )?;
+        let room = self.room_id(&event.room).await?;
+        let ctx = self.ctx()?;
+        self.ghosts
+            .ensure(
+                &self.hs,
+                ctx.store(),
+                &ghost,
+                event.sender.display_name.as_deref(),
+            )
+            .await?;
+        let mut first: Option<OwnedEventId> = None;
+        for (i, action) in actions.into_iter().enumerate() {
+            let txn: OwnedTransactionId = if i == 0 {
+                event.id.to_string().into()
+            } else {
+                format!("{}.{i}", event.id).into()
+            };
+            let produced = self.act(&event, &room, &ghost, txn, action).await?;
+            if first.is_none() {
+                first = produced;
+            }
+        }
+        Ok(Delivered {
+            native_id: first.map(|id| RemoteEventId::new(id.as_str())),
+            puppet: Some(RemoteUserId::new(ghost.as_str())),
+        })
+    }
+
+    /// One homeserver call as the ghost; the event ID it produced, if any.
+    async fn act(
+        &self,
+        event: &OutboundEvent,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        txn: OwnedTransactionId,
+        action: Action,
+    ) -> Result<Option<OwnedEventId>, AdapterError> {
+        let store = self.ctx()?.store().clone();
+        let joined = || self.ghosts.join(&self.hs, &store, room, ghost);
+        match action {
+            Action::Send {
+                event_type,
+                content,
+            } => {
+                joined().await?;
+                let id = self
+                    .send_event(room, ghost, &txn, &event_type, &content)
+                    .await?;
+                Ok(Some(id))
+            }
+            Action::SendFile {
+                attachment,
+                msgtype,
+                caption,
+                reply_to,
+                thread,
+            } => {
+                joined().await?;
+                let mxc = crate::calls::rehost(
+                    &self.hs,
+                    As::Ghost(ghost),
+                    &self.ctx()?,
+                    &self.id,
+                    &event.sender.adapter,
+                    &attachment,
+                    self.file_limit(),
+                )
+                .await?;
+                let content = tr::file_content(
+                    msgtype,
+                    &attachment,
+                    &mxc,
+                    caption.as_ref(),
+                    reply_to.as_deref(),
+                    thread.as_deref(),
+                    &Voice::Ghost,
+                    &event.sender,
+                );
+                let id = self
+                    .send_event(room, ghost, &txn, "m.room.message", &content)
+                    .await?;
+                Ok(Some(id))
+            }
+            Action::Redact { event_id, reason } => {
+                let id =
+                    crate::calls::redact(&self.hs, As::Ghost(ghost), room, &event_id, txn, reason)
+                        .await?;
+                Ok(Some(id))
+            }
+            Action::State {
+                event_type,
+                state_key,
+                content,
+            } => {
+                joined().await?;
+                let id = crate::calls::put_state(
+                    &self.hs,
+                    As::Ghost(ghost),
+                    room,
+                    &event_type,
+                    state_key,
+                    &content,
+                )
+                .await?;
+                Ok(Some(id))
+            }
+            Action::Typing { active } => {
+                if !self.ghosts.is_joined(room.as_str(), ghost.as_str()) {
+                    return Ok(None);
+                }
+                let state = if active {
+                    create_typing_event::v3::Typing::Yes(create_typing_event::v3::TypingInfo::new(
+                        TYPING_TIMEOUT,
+                    ))
+                } else {
+                    create_typing_event::v3::Typing::No
+                };
+                let request =
+                    create_typing_event::v3::Request::new(ghost.to_owned(), room.clone(), state);
+                self.hs.call(request, As::Ghost(ghost)).await?;
+                Ok(None)
+            }
+            Action::Receipt { event_id } => {
+                if !self.ghosts.is_joined(room.as_str(), ghost.as_str()) {
+                    return Ok(None);
+                }
+                let target = OwnedEventId::try_from(event_id.as_str()).map_err(|e| {
+                    AdapterError::Permanent(format!("{event_id} is not an event ID: {e}"))
+                })?;
+                let request = create_receipt::v3::Request::new(
+                    room.clone(),
+                    create_receipt::v3::ReceiptType::Read,
+                    target,
+                );
+                let mut request = request;
+                request.thread = ReceiptThread::Unthreaded;
+                self.hs.call(request, As::Ghost(ghost)).await?;
+                Ok(None)
+            }
+            Action::Join => {
+                joined().await?;
+                Ok(None)
+            }
+            Action::Leave { reason } => {
+                if !self.ghosts.is_joined(room.as_str(), ghost.as_str()) {
+                    return Ok(None);
+                }
+                let mut request =
+                    ruma::api::client::membership::leave_room::v3::Request::new(room.clone());
+                request.reason = reason;
+                match self.hs.call(request, As::Ghost(ghost)).await {
+                    Ok(_) => {}
+                    // Not in the room after all.
+                    Err(e) if e.status() == Some(403) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.ghosts
+                    .mark_left(&store, room.as_str(), ghost.as_str())
+                    .map_err(|e| AdapterError::transient(e.to_string()))?;
+                Ok(None)
+            }
+            Action::Profile { display_name, .. } => {
+                self.ghosts
+                    .ensure(&self.hs, &store, ghost, display_name.as_deref())
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `PUT /rooms/{room}/send/{type}/{txn}` as the ghost; a ghost that is no longer in the
+    /// room (kicked, or the joined set was wrong) joins again and sends once more.
+    async fn send_event(
+        &self,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        txn: &OwnedTransactionId,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, AdapterError> {
+        let send =
+            || crate::calls::send_event(&self.hs, As::Ghost(ghost), room, txn, event_type, content);
+        match send().await {
+            Ok(id) => Ok(id),
+            Err(e) if e.status() == Some(403) => {
+                tracing::info!(adapter = %self.id, %room, %ghost, error = %e, "send refused; joining again");
+                let store = self.ctx()?.store().clone();
+                self.ghosts
+                    .mark_left(&store, room.as_str(), ghost.as_str())
+                    .map_err(|e| AdapterError::transient(e.to_string()))?;
+                self.ghosts.join(&self.hs, &store, room, ghost).await?;
+                Ok(send().await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a direct conversation: the ghost of `with` creates a private room and invites
+    /// `user`; the room is remembered as direct.
+    pub(super) async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        let ctx = self.ctx()?;
+        let invitee = user_id(user.as_str())?;
+        let ghost = user_id(&self.naming.ghost_user_id(&with.adapter, &with.user))?;
+        self.ghosts
+            .ensure(&self.hs, ctx.store(), &ghost, with.display_name.as_deref())
+            .await?;
+        let mut request = create_room::v3::Request::new();
+        request.invite = vec![invitee];
+        request.is_direct = true;
+        request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+        let answer = self.hs.call(request, As::Ghost(&ghost)).await?;
+        let room = answer.room_id.to_string();
+        self.ghosts
+            .mark_joined(ctx.store(), &room, ghost.as_str())
+            .map_err(|e| AdapterError::transient(e.to_string()))?;
+        let mut key = super::inbound::DIRECT.to_vec();
+        key.extend_from_slice(room.as_bytes());
+        ctx.store()
+            .put(&key, ghost.as_str().as_bytes())
+            .map_err(|e| AdapterError::transient(e.to_string()))?;
+        self.direct.lock().insert(room.clone(), ghost.to_string());
+        tracing::info!(adapter = %self.id, %room, %ghost, %user, "direct conversation opened");
+        Ok(RemoteRoomId::new(room))
+    }
+
+    /// Opens a portal: a public room with the asked alias, made by the bot, linked to the
+    /// other adapter's room the alias names.
+    pub(super) async fn open_portal(&self, alias: &str) -> Result<(), AdapterError> {
+        let Some((adapter, far_room)) = self.naming.portal_of(alias) else {
+            return Err(AdapterError::Permanent(format!(
+                "{alias} does not name a room of another network"
+            )));
+        };
+        let ctx = self.ctx()?;
+        let localpart = alias
+            .strip_prefix('#')
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(local, _)| local.to_owned())
+            .ok_or_else(|| AdapterError::Permanent(format!("{alias} is not an alias")))?;
+        let mut request = create_room::v3::Request::new();
+        request.room_alias_name = Some(localpart);
+        request.name = Some(far_room.to_string());
+        request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+        let answer = self.hs.call(request, As::Bot).await?;
+        let room = RemoteRoomId::new(answer.room_id.as_str());
+        ctx.link_portal(&room, bridge_core::Link::new(adapter, far_room))
+            .await?;
+        Ok(())
+    }
+}

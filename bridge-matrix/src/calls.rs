@@ -1,0 +1,169 @@
+//! Homeserver calls shared by both modes: sending an event, redacting, setting state, and
+//! putting an attachment in the media repository. Each takes who to send as: a ghost
+//! (appservice mode) or the bot (either mode).
+
+use bridge_core::{AdapterContext, AdapterError, AdapterId, Attachment, AttachmentBody};
+use ruma::api::client::{
+    message::send_message_event, redact::redact_event, state::send_state_event,
+};
+use ruma::events::{MessageLikeEventType, StateEventType};
+use ruma::serde::Raw;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
+
+use crate::homeserver::{As, Homeserver, HsError};
+
+/// JSON as ruma's raw type.
+fn raw<T>(content: &serde_json::Value) -> Result<Raw<T>, AdapterError> {
+    serde_json::value::to_raw_value(content)
+        .map(Raw::from_json)
+        .map_err(|e| AdapterError::Permanent(e.to_string()))
+}
+
+/// `PUT /rooms/{room}/send/{type}/{txn}`.
+pub(crate) async fn send_event(
+    hs: &Homeserver,
+    who: As<'_>,
+    room: &OwnedRoomId,
+    txn: &OwnedTransactionId,
+    event_type: &str,
+    content: &serde_json::Value,
+) -> Result<OwnedEventId, HsError> {
+    let body = raw(content).map_err(|e| HsError::Invalid(e.to_string()))?;
+    let request = send_message_event::v3::Request::new_raw(
+        room.clone(),
+        txn.clone(),
+        MessageLikeEventType::from(event_type),
+        body,
+    );
+    Ok(hs.call(request, who).await?.event_id)
+}
+
+/// `PUT /rooms/{room}/redact/{event}/{txn}`; when `who` may not (a moderator's deletion of
+/// someone else's message, sent by the author's ghost), the bot tries with its power.
+pub(crate) async fn redact(
+    hs: &Homeserver,
+    who: As<'_>,
+    room: &OwnedRoomId,
+    event_id: &str,
+    txn: OwnedTransactionId,
+    reason: Option<String>,
+) -> Result<OwnedEventId, AdapterError> {
+    let target = OwnedEventId::try_from(event_id)
+        .map_err(|e| AdapterError::Permanent(format!("{event_id} is not an event ID: {e}")))?;
+    let mut request = redact_event::v3::Request::new(room.clone(), target, txn);
+    request.reason = reason;
+    let answer = match hs.call(request.clone(), who).await {
+        Err(e) if e.status() == Some(403) && matches!(who, As::Ghost(_)) => {
+            hs.call(request, As::Bot).await
+        }
+        other => other,
+    }?;
+    Ok(answer.event_id)
+}
+
+/// `PUT /rooms/{room}/state/{type}/{key}`, falling back to the bot's power like [`redact`].
+pub(crate) async fn put_state(
+    hs: &Homeserver,
+    who: As<'_>,
+    room: &OwnedRoomId,
+    event_type: &str,
+    state_key: String,
+    content: &serde_json::Value,
+) -> Result<OwnedEventId, AdapterError> {
+    let request = send_state_event::v3::Request::new_raw(
+        room.clone(),
+        StateEventType::from(event_type),
+        state_key,
+        raw(content)?,
+    );
+    let answer = match hs.call(request.clone(), who).await {
+        Err(e) if e.status() == Some(403) && matches!(who, As::Ghost(_)) => {
+            hs.call(request, As::Bot).await
+        }
+        other => other,
+    }?;
+    Ok(answer.event_id)
+}
+
+/// Puts an attachment in the media repository and returns its `mxc://` URI: one that this
+/// adapter received (`source` is `me`) is already there; anything else is fetched through its
+/// source adapter (or as an HTTP(S) link) and uploaded as `who`, streamed, refused over `limit`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rehost(
+    hs: &Homeserver,
+    who: As<'_>,
+    ctx: &AdapterContext,
+    me: &AdapterId,
+    source: &AdapterId,
+    attachment: &Attachment,
+    limit: u64,
+) -> Result<String, AdapterError> {
+    if attachment.url.starts_with("mxc://") && source == me {
+        return Ok(attachment.url.clone());
+    }
+    let body = match ctx.fetch_attachment(source, attachment).await {
+        Ok(body) => body,
+        Err(AdapterError::Unsupported(_))
+            if attachment.url.starts_with("http://") || attachment.url.starts_with("https://") =>
+        {
+            fetch_http(&attachment.url, limit).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let mime = body.mime.clone().or_else(|| attachment.mime.clone());
+    // The upload announces its length: take it from the source, else read the file first.
+    let (body, length) = match body.length {
+        Some(length) if length <= limit => (body, length),
+        _ => {
+            let bytes = body.collect(limit).await?;
+            let length = bytes.len() as u64;
+            (AttachmentBody::from_bytes(bytes, None), length)
+        }
+    };
+    let body = AttachmentBody { mime, ..body };
+    let name = if attachment.name.is_empty() {
+        "file"
+    } else {
+        &attachment.name
+    };
+    let mxc = hs
+        .upload(body, length, name, who)
+        .await
+        .map_err(|e| match e {
+            HsError::Matrix { status: 413, .. } => {
+                AdapterError::Permanent(format!("the homeserver refuses {name} as too large: {e}"))
+            }
+            other => other.into(),
+        })?;
+    Ok(mxc.to_string())
+}
+
+/// Downloads an HTTP(S) attachment, streamed; refuses at once one announced over `limit`.
+async fn fetch_http(url: &str, limit: u64) -> Result<AttachmentBody, AdapterError> {
+    use futures::TryStreamExt as _;
+    let response = reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| AdapterError::transient(format!("cannot fetch {url}: {e}")))?;
+    let length = response.content_length();
+    if let Some(n) = length.filter(|&n| n > limit) {
+        return Err(AdapterError::Permanent(format!(
+            "{url} is {n} bytes, over the limit of {limit}"
+        )));
+    }
+    let mime = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let chunks = response
+        .bytes_stream()
+        .map_err(|e| AdapterError::transient(format!("download interrupted: {e}")));
+    Ok(AttachmentBody {
+        length,
+        mime,
+        chunks: Box::pin(chunks),
+    })
+}

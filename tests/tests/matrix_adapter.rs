@@ -1,0 +1,720 @@
+//! The Matrix adapter in appservice mode against the Synapse that scripts/test.sh starts, with a
+//! real third-party client (matrix-nio, through `MatrixHuman`) as the human in the room and the
+//! core's in-memory adapter as the far side of the link.
+//!
+//! Each assertion checks what the other side actually received: the event matrix-nio synced,
+//! or the event the memory adapter was asked to deliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::{
+    AdapterId, Attachment, Capabilities, Core, EventKind, Link, MessageContent, MsgType,
+    OutboundEvent, RichText, RoomSettings, SledStore, Store,
+};
+use bridge_matrix::AppserviceAdapter;
+use bridge_tests::matrix_human::MatrixHuman;
+use bridge_tests::{fresh, test_env};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+const MEMORY_ROOM: &str = "memory-room";
+const BOT: &str = "@_bridge_bot:localhost";
+
+/// Synapse pushes to one appservice URL: the tests of this file take turns.
+static APPSERVICE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The registration Synapse was given (tests/servers/appservice.yaml), written for the bridge.
+fn registration_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let template =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("servers/appservice.yaml");
+    let text = std::fs::read_to_string(template)
+        .expect("registration template")
+        .replace("@AS_PORT@", &test_env("BRIDGE_TEST_AS_PORT"));
+    let path = dir.join("registration.yaml");
+    std::fs::write(&path, text).expect("registration written");
+    path
+}
+
+fn adapter(dir: &std::path::Path) -> AppserviceAdapter {
+    let text = format!(
+        "mode = 'appservice'\nhomeserver = '{}'\nserver_name = 'localhost'\n\
+         registration = '{}'\nlisten = '127.0.0.1:{}'",
+        test_env("BRIDGE_TEST_SYNAPSE_URL"),
+        registration_file(dir).display(),
+        test_env("BRIDGE_TEST_AS_PORT"),
+    );
+    let table: toml::Table = text.parse().expect("settings parse");
+    let settings = bridge_matrix::settings::parse(&table, true).expect("valid settings");
+    let registration =
+        bridge_matrix::registration::load(&registration_file(dir)).expect("registration loads");
+    AppserviceAdapter::new(AdapterId::new("matrix"), settings, registration).expect("adapter")
+}
+
+struct Rig {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    core: Core,
+    memory: MemoryHandle,
+    room: String,
+    alice: MatrixHuman,
+    _dir: tempfile::TempDir,
+}
+
+/// Alice creates a public room with the bridge bot invited; the core links it with the memory
+/// adapter's room; returns once the bot has joined.
+async fn rig(test: &str) -> Rig {
+    let turn = APPSERVICE.lock().await;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
+    let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
+        .await
+        .expect("alice logs in");
+    let room = alice
+        .create_room_with(json!({
+            "name": fresh(test), "public": true, "invite": [BOT],
+            // The bridge bot moderates: topics and deletions by people of the far side.
+            "power_level_override": { "users": { BOT: 100 } },
+        }))
+        .await
+        .expect("room created");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let matrix = adapter(dir.path());
+    let memory = MemoryAdapter::new(Capabilities::all());
+    let handle = memory.handle();
+    let core = Core::builder(store)
+        .adapter("matrix", Arc::new(matrix))
+        .adapter("memory", Arc::new(memory))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("matrix", room.as_str()),
+                Link::new("memory", MEMORY_ROOM),
+            ],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    alice
+        .wait_timeline(|e| {
+            e["room_id"] == room.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == BOT
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the bridge bot joins the room");
+    // Synapse may still be retrying pushes that failed while no bridge listened (it backs off
+    // for seconds): typing and receipts are not queued during that time, so wait until a
+    // message crosses.
+    alice.send(&room, "warm-up").await.expect("sent");
+    delivered(&handle, |e| body_of(e) == Some("warm-up")).await;
+    Rig {
+        _turn: turn,
+        core,
+        memory: handle,
+        room,
+        alice,
+        _dir: dir,
+    }
+}
+
+/// The first event delivered to the memory side that `pick` accepts.
+async fn delivered(
+    memory: &MemoryHandle,
+    mut pick: impl FnMut(&OutboundEvent) -> bool,
+) -> OutboundEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sent = memory.sent();
+        if let Some(found) = sent.iter().find(|e| pick(e)) {
+            return found.clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let summary: Vec<String> = sent
+                .iter()
+                .map(|e| format!("{} from {}: {:?}", e.kind.name(), e.sender.user, e.kind))
+                .collect();
+            panic!(
+                "not delivered within {WAIT:?}; delivered so far:\n{}",
+                summary.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn body_of(event: &OutboundEvent) -> Option<&str> {
+    match &event.kind {
+        EventKind::Message { content, .. } => Some(content.text.body()),
+        _ => None,
+    }
+}
+
+/// The ghost of a memory-side user.
+fn ghost(user: &str) -> String {
+    format!("@_bridge_memory_{user}:localhost")
+}
+
+/// The native ID the memory adapter's copy of a Matrix event got (the memory adapter names
+/// its copies after the neutral event).
+async fn memory_id(memory: &MemoryHandle, event: &OutboundEvent) -> String {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    memory
+        .native_id_of(event.id)
+        .expect("the memory copy has a native ID")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_crosses_both_ways_with_names_and_formatting() {
+    let mut rig = rig("text").await;
+    rig.alice.displayname("Alice A.").await.expect("name set");
+    rig.alice
+        .send_html(
+            &rig.room,
+            "hello **bridge**",
+            "hello <strong>bridge</strong>",
+        )
+        .await
+        .expect("sent");
+    let got = delivered(&rig.memory, |e| body_of(e) == Some("hello bridge")).await;
+    assert_eq!(body_of(&got), Some("hello bridge"));
+    assert_eq!(got.sender.user.as_str(), "@alice:localhost");
+    assert_eq!(got.sender.display_name.as_deref(), Some("Alice A."));
+    let EventKind::Message { content, .. } = &got.kind else {
+        panic!("a message: {got:?}");
+    };
+    assert!(content.text.is_formatted(), "formatting kept: {content:?}");
+
+    // The other way: carol on the memory side appears as her own ghost, with her name.
+    let mut msg = inbound(MEMORY_ROOM)
+        .id("m1")
+        .from("carol")
+        .named("Carol C.")
+        .text("hi alice");
+    if let EventKind::Message { content, .. } = &mut msg.kind {
+        content.text = RichText::from_markdown("hi *alice*");
+    }
+    rig.memory.submit(msg).await.expect("submitted");
+    let seen = rig
+        .alice
+        .wait_timeline(|e| e["type"] == "m.room.message" && e["sender"] == ghost("carol").as_str())
+        .await
+        .expect("alice sees carol's ghost");
+    assert_eq!(seen["content"]["body"], "hi alice");
+    assert_eq!(seen["content"]["format"], "org.matrix.custom.html");
+    assert!(
+        seen["content"]["formatted_body"]
+            .as_str()
+            .is_some_and(|h| h.contains("<em>alice</em>")),
+        "{seen}"
+    );
+    let members = rig.alice.members(&rig.room).await.expect("members");
+    assert!(
+        members.to_string().contains("Carol C."),
+        "the ghost is named after carol: {members}"
+    );
+    // Nothing of the ghost's came back to the memory side (no echo).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        rig.memory
+            .sent()
+            .iter()
+            .all(|e| !e.sender.user.as_str().starts_with("@_bridge_")),
+        "an echo was bridged: {:?}",
+        rig.memory.sent()
+    );
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_replies_reactions_and_redactions_cross_both_ways() {
+    let mut rig = rig("relations").await;
+    // Matrix → memory.
+    let original = rig
+        .alice
+        .send(&rig.room, "first version")
+        .await
+        .expect("sent");
+    let first = delivered(&rig.memory, |e| body_of(e) == Some("first version")).await;
+    rig.alice
+        .edit(&rig.room, &original, "second version")
+        .await
+        .expect("edit");
+    let edit = delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Edit { new, .. } if new.text.body() == "second version"),
+    )
+    .await;
+    let first_id = memory_id(&rig.memory, &first).await;
+    let EventKind::Edit { target, .. } = &edit.kind else {
+        unreachable!()
+    };
+    assert_eq!(target.as_str(), first_id);
+    let reply = rig
+        .alice
+        .reply(&rig.room, &original, "an answer")
+        .await
+        .expect("reply");
+    let got = delivered(&rig.memory, |e| {
+        matches!(
+            &e.kind,
+            EventKind::Message {
+                reply_to: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        body_of(&got),
+        Some("an answer"),
+        "the reply fallback is cut"
+    );
+    let _ = reply;
+    let reaction = rig
+        .alice
+        .react(&rig.room, &original, "👍")
+        .await
+        .expect("react");
+    let react = delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Reaction { key, .. } if key == "👍"),
+    )
+    .await;
+    assert!(
+        matches!(&react.kind, EventKind::Reaction { target, .. } if target.as_str() == first_id)
+    );
+    rig.alice
+        .redact(&rig.room, &reaction, None)
+        .await
+        .expect("unreact");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "👍"),
+    )
+    .await;
+    rig.alice
+        .redact(&rig.room, &original, Some("oops"))
+        .await
+        .expect("redact");
+    delivered(&rig.memory, |e| {
+        matches!(&e.kind, EventKind::Redaction { .. })
+    })
+    .await;
+
+    // memory → Matrix.
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c1")
+                .from("carol")
+                .named("Carol")
+                .text("carol's first"),
+        )
+        .await
+        .expect("submitted");
+    let c1 = rig
+        .alice
+        .wait_timeline(|e| e["content"]["body"] == "carol's first")
+        .await
+        .expect("seen");
+    let c1_id = c1["event_id"].as_str().expect("event id").to_owned();
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c2")
+                .from("carol")
+                .named("Carol")
+                .edit("c1", "carol's second"),
+        )
+        .await
+        .expect("submitted");
+    let edit = rig
+        .alice
+        .wait_timeline(|e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["sender"] == ghost("carol").as_str()
+        })
+        .await
+        .expect("edit seen");
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], c1_id.as_str());
+    assert_eq!(edit["content"]["m.new_content"]["body"], "carol's second");
+    assert_eq!(edit["sender"], ghost("carol").as_str());
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c3")
+                .from("carol")
+                .named("Carol")
+                .reply("c1", "to myself"),
+        )
+        .await
+        .expect("submitted");
+    let reply = rig
+        .alice
+        .wait_timeline(|e| e["content"]["body"] == "to myself")
+        .await
+        .expect("reply seen");
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        c1_id.as_str()
+    );
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c4")
+                .from("dave")
+                .named("Dave")
+                .react("c1", "🎉"),
+        )
+        .await
+        .expect("submitted");
+    let reaction = rig
+        .alice
+        .wait_timeline(|e| e["type"] == "m.reaction" && e["sender"] == ghost("dave").as_str())
+        .await
+        .expect("reaction seen");
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "🎉");
+    assert_eq!(
+        reaction["content"]["m.relates_to"]["event_id"],
+        c1_id.as_str()
+    );
+    assert_eq!(reaction["sender"], ghost("dave").as_str());
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c5")
+                .from("dave")
+                .named("Dave")
+                .unreact("c1", "🎉"),
+        )
+        .await
+        .expect("submitted");
+    let reaction_id = reaction["event_id"].as_str().expect("id").to_owned();
+    rig.alice
+        .wait_timeline(|e| e["type"] == "m.room.redaction" && e["redacts"] == reaction_id.as_str())
+        .await
+        .expect("the reaction is redacted");
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("c6")
+                .from("carol")
+                .named("Carol")
+                .redact("c1"),
+        )
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["type"] == "m.room.redaction" && e["redacts"] == c1_id.as_str())
+        .await
+        .expect("carol's message is redacted");
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_receipts_topic_and_names_cross() {
+    let mut rig = rig("ephemeral").await;
+    // A message first, so that carol's ghost is in the room and there is something to read.
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("t1")
+                .from("carol")
+                .named("Carol")
+                .text("ping"),
+        )
+        .await
+        .expect("submitted");
+    let ping = rig
+        .alice
+        .wait_timeline(|e| e["content"]["body"] == "ping")
+        .await
+        .expect("seen");
+    rig.memory
+        .submit(inbound(MEMORY_ROOM).from("carol").typing(true))
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_ephemeral(|e| {
+            e["type"] == "m.typing"
+                && e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|u| u.iter().any(|u| u == ghost("carol").as_str()))
+        })
+        .await
+        .expect("alice sees carol typing");
+    // Matrix → memory: alice types and reads.
+    rig.alice.typing(&rig.room, true).await.expect("typing");
+    delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::Typing { active: true })
+    })
+    .await;
+    rig.alice
+        .read(&rig.room, ping["event_id"].as_str().expect("id"))
+        .await
+        .expect("read");
+    delivered(&rig.memory, |e| {
+        matches!(e.kind, EventKind::ReadMarker { .. })
+    })
+    .await;
+    rig.alice
+        .topic(&rig.room, "new topic")
+        .await
+        .expect("topic");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Topic { text } if text == "new topic"),
+    )
+    .await;
+    rig.alice
+        .room_name(&rig.room, "new name")
+        .await
+        .expect("name");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::RoomName { name } if name == "new name"),
+    )
+    .await;
+    // memory → Matrix: a topic set by carol.
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("t2")
+                .from("carol")
+                .named("Carol")
+                .topic("carol's topic"),
+        )
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "carol's topic")
+        .await
+        .expect("topic set");
+    rig.core.shutdown().await;
+}
+
+/// Serves `body` once per request on a loopback port: an attachment's source.
+async fn serve_file(body: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body).await;
+        }
+    });
+    format!("http://{addr}/picture.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_cross_both_ways_through_authenticated_media() {
+    let mut rig = rig("files").await;
+    static PICTURE: &[u8] = b"\x89PNG\r\n\x1a\n not really a picture, but bytes all the same";
+    // memory → Matrix: the file is fetched from its URL and uploaded as carol's ghost.
+    let url = serve_file(PICTURE).await;
+    let mut msg = inbound(MEMORY_ROOM)
+        .id("f1")
+        .from("carol")
+        .named("Carol")
+        .text("");
+    if let EventKind::Message { content, .. } = &mut msg.kind {
+        *content = MessageContent {
+            msgtype: MsgType::Text,
+            text: RichText::plain(""),
+            attachments: vec![Attachment {
+                name: "picture.png".into(),
+                url,
+                mime: Some("image/png".into()),
+                size: Some(PICTURE.len() as u64),
+                ..Attachment::default()
+            }],
+            mentions: Vec::new(),
+        };
+    }
+    rig.memory.submit(msg).await.expect("submitted");
+    let seen = rig
+        .alice
+        .wait_timeline(|e| e["content"]["msgtype"] == "m.image")
+        .await
+        .expect("alice sees the image");
+    let mxc = seen["content"]["url"]
+        .as_str()
+        .expect("an mxc url")
+        .to_owned();
+    let fetched = rig.alice.download(&mxc).await.expect("download");
+    assert_eq!(fetched["size"], PICTURE.len());
+
+    // Matrix → memory: the attachment keeps its mxc:// URI, which the adapter can fetch with
+    // its credentials for any other adapter.
+    let sent = rig
+        .alice
+        .send_file(&rig.room, b"hello file", "notes.txt", "text/plain")
+        .await
+        .expect("file sent");
+    let got = delivered(&rig.memory, |e| {
+        matches!(&e.kind, EventKind::Message { content, .. } if !content.attachments.is_empty())
+    })
+    .await;
+    let EventKind::Message { content, .. } = &got.kind else {
+        unreachable!()
+    };
+    let attachment = &content.attachments[0];
+    assert_eq!(attachment.name, "notes.txt");
+    assert_eq!(attachment.url, sent["url"].as_str().expect("url"));
+    let ctx = rig.memory.context().await.expect("memory is running");
+    let body = ctx
+        .fetch_attachment(&AdapterId::new("matrix"), attachment)
+        .await
+        .expect("the matrix adapter fetches its own media");
+    let bytes = body.collect(1 << 20).await.expect("bytes");
+    assert_eq!(&bytes[..], b"hello file");
+    rig.core.shutdown().await;
+}
+
+/// The appservice endpoint as an attacker or a broken homeserver sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_spec_errors_and_lose_nothing() {
+    let rig = rig("bad-input").await;
+    let base = format!("http://127.0.0.1:{}", test_env("BRIDGE_TEST_AS_PORT"));
+    let hs_token = test_env("BRIDGE_TEST_HS_TOKEN");
+    let http = reqwest::Client::new();
+    let put = |txn: &str, token: Option<&str>, body: Vec<u8>| {
+        let mut request = http
+            .put(format!("{base}/_matrix/app/v1/transactions/{txn}"))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            body["errcode"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let ok_body = |events: Value| serde_json::to_vec(&json!({ "events": events })).expect("json");
+    let none = put(&fresh("t"), None, ok_body(json!([])))
+        .await
+        .expect("answer");
+    assert_eq!(answer(none).await, (401, "M_UNAUTHORIZED".into()));
+    let wrong = put(&fresh("t"), Some("nope"), ok_body(json!([])))
+        .await
+        .expect("answer");
+    assert_eq!(answer(wrong).await, (403, "M_FORBIDDEN".into()));
+    let garbage = put(&fresh("t"), Some(&hs_token), b"{not json".to_vec())
+        .await
+        .expect("answer");
+    assert_eq!(answer(garbage).await, (400, "M_NOT_JSON".into()));
+    let huge = vec![b' '; 40 * 1024 * 1024];
+    let big = put(&fresh("t"), Some(&hs_token), huge)
+        .await
+        .expect("answer");
+    assert_eq!(answer(big).await.0, 413);
+    // One malformed event among good ones: the good ones are bridged, in order, once.
+    let event = |n: u32| {
+        json!({
+            "type": "m.room.message", "event_id": format!("$fake{n}-{}", fresh("e")),
+            "room_id": rig.room, "sender": "@mallory:localhost", "origin_server_ts": 1,
+            "content": { "msgtype": "m.text", "body": format!("pushed {n}") }
+        })
+    };
+    let events = json!([event(1), { "type": "m.room.message", "content": 7 }, "not even an object", event(2)]);
+    let txn = fresh("txn");
+    let first = put(&txn, Some(&hs_token), ok_body(events.clone()))
+        .await
+        .expect("answer");
+    assert_eq!(first.status().as_u16(), 200);
+    let again = put(&txn, Some(&hs_token), ok_body(events))
+        .await
+        .expect("answer");
+    assert_eq!(
+        again.status().as_u16(),
+        200,
+        "a retried transaction is answered 200"
+    );
+    delivered(&rig.memory, |e| body_of(e) == Some("pushed 2")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<String> = rig
+        .memory
+        .sent()
+        .iter()
+        .filter_map(|e| body_of(e).map(str::to_owned))
+        .filter(|b| b.starts_with("pushed"))
+        .collect();
+    assert_eq!(bodies, ["pushed 1", "pushed 2"], "each once, in order");
+    rig.core.shutdown().await;
+}
+
+/// A burst from the far side arrives in order, once, without forking the room's DAG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_keeps_order_and_the_dag_linear() {
+    const N: usize = 1000;
+    let mut rig = rig("burst").await;
+    for i in 0..N {
+        let msg = inbound(MEMORY_ROOM)
+            .id(&format!("b{i}"))
+            .from("carol")
+            .named("Carol")
+            .text(&format!("burst {i}"));
+        rig.memory.submit(msg).await.expect("submitted");
+    }
+    let last = format!("burst {}", N - 1);
+    rig.alice
+        .next_event(
+            |e| e["event"] == "timeline" && e["content"]["body"] == last.as_str(),
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("the last message arrives");
+    let history = rig
+        .alice
+        .messages(
+            &rig.room,
+            N as u32 + 50,
+            bridge_tests::matrix_human::Dir::Back,
+        )
+        .await
+        .expect("history");
+    let mut bodies: Vec<String> = history
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .filter(|b| b.starts_with("burst "))
+        .map(str::to_owned)
+        .collect();
+    bodies.reverse();
+    let expected: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
+    assert_eq!(bodies.len(), N, "each message once");
+    assert_eq!(bodies, expected, "in order");
+    let mut admin = MatrixHuman::start("admin", "adminpass", &test_env("BRIDGE_TEST_SYNAPSE_URL"))
+        .await
+        .expect("admin logs in");
+    let extremities = admin
+        .forward_extremities(&rig.room)
+        .await
+        .expect("extremities");
+    assert!(
+        extremities <= 2,
+        "{extremities} forward extremities: the DAG forked"
+    );
+    rig.core.shutdown().await;
+}
