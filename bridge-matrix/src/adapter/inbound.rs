@@ -126,6 +126,14 @@ impl Inner {
             return Ok(None);
         }
         self.remember_member(&inbound);
+        if event.get("type").and_then(Value::as_str) == Some("m.room.power_levels") {
+            self.power.lock().remove(inbound.room.as_str());
+        }
+        if matches!(inbound.kind, EventKind::Redaction { .. }) {
+            // The core lets only the author or a moderator delete a message: a moderator is
+            // whoever the room's power levels allow to redact others' events.
+            inbound.by_moderator = self.may_redact_others(&inbound.room, &inbound.sender.id).await;
+        }
         if inbound.sender.display_name.is_none() {
             inbound.sender.display_name =
                 self.display_name(&inbound.room, &inbound.sender.id).await;
@@ -283,6 +291,54 @@ impl Inner {
             tracing::warn!(adapter = %self.id, room = %inbound.room, error = %e,
                 "cannot open the other side of a direct conversation");
         }
+    }
+
+    /// Whether `user` may redact other people's events in `room` (see
+    /// [`crate::translate::inbound::may_redact_others`]). The room's power levels and creators
+    /// are read once per room and forgotten when the power levels change.
+    async fn may_redact_others(&self, room: &RemoteRoomId, user: &RemoteUserId) -> bool {
+        let cached = self.power.lock().get(room.as_str()).cloned();
+        let power = match cached {
+            Some(power) => power,
+            None => {
+                let Some(power) = self.read_power(room).await else {
+                    return false;
+                };
+                let power = Arc::new(power);
+                self.power.lock().insert(room.as_str().to_owned(), power.clone());
+                power
+            }
+        };
+        crate::translate::inbound::may_redact_others(&power.0, &power.1, user.as_str())
+    }
+
+    /// The room's power levels and creators (the sender of `m.room.create` and its
+    /// `additional_creators`, who have unlimited power from room version 12 on).
+    async fn read_power(&self, room: &RemoteRoomId) -> Option<super::Power> {
+        use ruma::api::client::state::get_state_event_for_key::v3::{Request, StateEventFormat};
+        let room_id = ruma::RoomId::parse(room.as_str()).ok()?;
+        let state = |kind: ruma::events::StateEventType| {
+            let mut request = Request::new(room_id.clone(), kind, String::new());
+            request.format = StateEventFormat::Event;
+            request
+        };
+        let read = |answer: Result<_, crate::homeserver::HsError>| match answer {
+            Ok(answer) => {
+                let answer: ruma::api::client::state::get_state_event_for_key::v3::Response =
+                    answer;
+                serde_json::from_str::<Value>(answer.event_or_content.get()).ok()
+            }
+            Err(e) => {
+                tracing::debug!(adapter = %self.id, %room, error = %e, "cannot read room state");
+                None
+            }
+        };
+        let levels = read(self.hs.call(state(ruma::events::StateEventType::RoomPowerLevels), As::Bot).await);
+        let create = read(self.hs.call(state(ruma::events::StateEventType::RoomCreate), As::Bot).await)?;
+        let levels = levels
+            .and_then(|event| event.get("content").cloned())
+            .unwrap_or(Value::Null);
+        Some((levels, crate::translate::inbound::creators(&create)))
     }
 
     /// Member events teach display names.

@@ -40,6 +40,9 @@ const TXNS_KEY: &[u8] = b"txns";
 /// How often the homeserver is checked while connected.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// A room's power levels (content) and its creators, for moderation checks.
+type Power = (serde_json::Value, Vec<String>);
+
 /// A Matrix user in a room: (room ID, user ID).
 type MemberKey = (Box<str>, Box<str>);
 
@@ -100,6 +103,8 @@ pub(crate) struct Inner {
     ghosts: Ghosts,
     /// Display names of Matrix users by (room, user), from member events.
     members: Mutex<HashMap<MemberKey, Option<Box<str>>>>,
+    /// Power levels and creators by room, read when first needed.
+    power: Mutex<HashMap<String, Arc<Power>>>,
     /// Who is typing in each room, as last pushed.
     typing: Mutex<HashMap<String, Vec<String>>>,
     /// The transactions taken most recently; the lock also makes transactions one at a time.
@@ -171,6 +176,7 @@ impl AppserviceAdapter {
                 ctx: Mutex::new(None),
                 ghosts: Ghosts::default(),
                 members: Mutex::new(HashMap::new()),
+                power: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
                 txns: tokio::sync::Mutex::new(VecDeque::new()),
                 direct: Mutex::new(HashMap::new()),

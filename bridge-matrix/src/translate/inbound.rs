@@ -604,6 +604,52 @@ fn pills(tree: &[Node]) -> Vec<(&str, &str)> {
 
 /// Typing notifications and read receipts, from the `ephemeral` (or
 /// `de.sorunome.msc2409.ephemeral`) list of an appservice transaction, or a `/sync` room's
+/// Whether `user` may redact other people's events in a room with these power levels (the
+/// content of `m.room.power_levels`) and creators: a creator always may (room version 12 and
+/// later give creators unlimited power); otherwise the user's level (`users`, else
+/// `users_default`, default 0) must reach `redact` (default 50). No power levels at all: only
+/// the creators.
+pub fn may_redact_others(levels: &Value, creators: &[String], user: &str) -> bool {
+    if creators.iter().any(|c| c == user) {
+        return true;
+    }
+    if !levels.is_object() {
+        return false;
+    }
+    let number = |v: Option<&Value>| {
+        v.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+    };
+    let level = number(levels.get("users").and_then(|u| u.get(user)))
+        .or_else(|| number(levels.get("users_default")))
+        .unwrap_or(0);
+    let needed = number(levels.get("redact")).unwrap_or(50);
+    level >= needed
+}
+
+/// The creators of a room from its `m.room.create` event: from room version 12 on, the sender
+/// and `content.additional_creators`; before, nobody has power by creation alone (the power
+/// levels list the creator).
+pub fn creators(create: &Value) -> Vec<String> {
+    let content = create.get("content").unwrap_or(&Value::Null);
+    let version = content
+        .get("room_version")
+        .and_then(Value::as_str)
+        .unwrap_or("1");
+    if version.parse::<u32>().map_or(true, |v| v < 12) {
+        return Vec::new();
+    }
+    let mut creators: Vec<String> = create
+        .get("sender")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(more) = content.get("additional_creators").and_then(Value::as_array) {
+        creators.extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    creators
+}
+
 /// `ephemeral` events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ephemeral {
@@ -1899,5 +1945,22 @@ mod tests {
             typing_changes(&set(&["@a:x"]), &[]),
             [("@a:x".to_owned(), false)]
         );
+    }
+
+    #[test]
+    fn moderators_come_from_power_levels_and_creation() {
+        let levels = json!({ "users": { "@mod:x": 50, "@admin:x": "100" }, "users_default": 0, "redact": 50 });
+        assert!(may_redact_others(&levels, &[], "@mod:x"));
+        assert!(may_redact_others(&levels, &[], "@admin:x"));
+        assert!(!may_redact_others(&levels, &[], "@someone:x"));
+        let lax = json!({ "users_default": 60 });
+        assert!(may_redact_others(&lax, &[], "@someone:x"));
+        assert!(!may_redact_others(&Value::Null, &[], "@someone:x"));
+        let v12 = json!({ "sender": "@creator:x", "content": { "room_version": "12", "additional_creators": ["@co:x"] } });
+        let creators = creators(&v12);
+        assert_eq!(creators, ["@creator:x", "@co:x"]);
+        assert!(may_redact_others(&levels, &creators, "@co:x"));
+        let v10 = json!({ "sender": "@creator:x", "content": { "room_version": "10" } });
+        assert!(super::creators(&v10).is_empty());
     }
 }
