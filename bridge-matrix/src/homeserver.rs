@@ -413,4 +413,81 @@ mod tests {
             "http://127.0.0.1:8008/_matrix/client/v1/media/download/a%20b/c%3Fd"
         );
     }
+
+    /// A homeserver that answers each request with the next canned response.
+    async fn fake(answers: Vec<(u16, &'static str, &'static str)>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for (status, extra, body) in answers {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 65536];
+                let _ = stream.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn send_request() -> ruma::api::client::message::send_message_event::v3::Request {
+        let content = serde_json::value::to_raw_value(&serde_json::json!({"msgtype": "m.text", "body": "x"}))
+            .expect("json");
+        ruma::api::client::message::send_message_event::v3::Request::new_raw(
+            ruma::owned_room_id!("!room:localhost"),
+            "txn1".into(),
+            "m.room.message".into(),
+            ruma::serde::Raw::from_json(content),
+        )
+    }
+
+    #[tokio::test]
+    async fn rate_limits_carry_the_servers_wait() {
+        let base = fake(vec![
+            (429, "", r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":2500}"#),
+            (429, "retry-after: 7\r\n", r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down"}"#),
+            (200, "", r#"{"event_id":"$abc"}"#),
+        ])
+        .await;
+        let hs = Homeserver::new(&base, "token", true).expect("client");
+        let first = hs.call(send_request(), As::Bot).await.expect_err("limited");
+        assert!(matches!(
+            AdapterError::from(first),
+            AdapterError::Transient { retry_after: Some(d), .. } if d == Duration::from_millis(2500)
+        ));
+        let second = hs.call(send_request(), As::Bot).await.expect_err("limited");
+        assert!(matches!(
+            AdapterError::from(second),
+            AdapterError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+        ));
+        let sent = hs.call(send_request(), As::Bot).await.expect("sent");
+        assert_eq!(sent.event_id.as_str(), "$abc");
+    }
+
+    #[tokio::test]
+    async fn a_down_or_confused_homeserver_is_an_error_not_a_panic() {
+        let base = fake(vec![
+            (502, "", "<html>bad gateway</html>"),
+            (200, "", "not json at all"),
+            (401, "", r#"{"errcode":"M_UNKNOWN_TOKEN","error":"who are you"}"#),
+        ])
+        .await;
+        let hs = Homeserver::new(&base, "token", true).expect("client");
+        let gateway = hs.call(send_request(), As::Bot).await.expect_err("502");
+        assert!(matches!(AdapterError::from(gateway), AdapterError::Transient { .. }));
+        let garbage = hs.call(send_request(), As::Bot).await.expect_err("garbage");
+        assert!(matches!(garbage, HsError::Invalid(_)));
+        let token = hs.call(send_request(), As::Bot).await.expect_err("401");
+        assert!(matches!(AdapterError::from(token), AdapterError::Auth(_)));
+        let nobody = Homeserver::new("http://127.0.0.1:9", "token", true).expect("client");
+        let refused = nobody.call(send_request(), As::Bot).await.expect_err("refused");
+        assert!(matches!(refused, HsError::Network(_)));
+    }
 }
