@@ -417,7 +417,9 @@ mod tests {
     /// A homeserver that answers each request with the next canned response.
     async fn fake(answers: Vec<(u16, &'static str, &'static str)>) -> String {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             for (status, extra, body) in answers {
@@ -438,8 +440,9 @@ mod tests {
     }
 
     fn send_request() -> ruma::api::client::message::send_message_event::v3::Request {
-        let content = serde_json::value::to_raw_value(&serde_json::json!({"msgtype": "m.text", "body": "x"}))
-            .expect("json");
+        let content =
+            serde_json::value::to_raw_value(&serde_json::json!({"msgtype": "m.text", "body": "x"}))
+                .expect("json");
         ruma::api::client::message::send_message_event::v3::Request::new_raw(
             ruma::owned_room_id!("!room:localhost"),
             "txn1".into(),
@@ -451,8 +454,16 @@ mod tests {
     #[tokio::test]
     async fn rate_limits_carry_the_servers_wait() {
         let base = fake(vec![
-            (429, "", r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":2500}"#),
-            (429, "retry-after: 7\r\n", r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down"}"#),
+            (
+                429,
+                "",
+                r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":2500}"#,
+            ),
+            (
+                429,
+                "retry-after: 7\r\n",
+                r#"{"errcode":"M_LIMIT_EXCEEDED","error":"slow down"}"#,
+            ),
             (200, "", r#"{"event_id":"$abc"}"#),
         ])
         .await;
@@ -476,18 +487,28 @@ mod tests {
         let base = fake(vec![
             (502, "", "<html>bad gateway</html>"),
             (200, "", "not json at all"),
-            (401, "", r#"{"errcode":"M_UNKNOWN_TOKEN","error":"who are you"}"#),
+            (
+                401,
+                "",
+                r#"{"errcode":"M_UNKNOWN_TOKEN","error":"who are you"}"#,
+            ),
         ])
         .await;
         let hs = Homeserver::new(&base, "token", true).expect("client");
         let gateway = hs.call(send_request(), As::Bot).await.expect_err("502");
-        assert!(matches!(AdapterError::from(gateway), AdapterError::Transient { .. }));
+        assert!(matches!(
+            AdapterError::from(gateway),
+            AdapterError::Transient { .. }
+        ));
         let garbage = hs.call(send_request(), As::Bot).await.expect_err("garbage");
         assert!(matches!(garbage, HsError::Invalid(_)));
         let token = hs.call(send_request(), As::Bot).await.expect_err("401");
         assert!(matches!(AdapterError::from(token), AdapterError::Auth(_)));
         let nobody = Homeserver::new("http://127.0.0.1:9", "token", true).expect("client");
-        let refused = nobody.call(send_request(), As::Bot).await.expect_err("refused");
+        let refused = nobody
+            .call(send_request(), As::Bot)
+            .await
+            .expect_err("refused");
         assert!(matches!(refused, HsError::Network(_)));
     }
 }

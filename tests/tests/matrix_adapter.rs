@@ -40,7 +40,7 @@ fn registration_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn adapter(dir: &std::path::Path) -> AppserviceAdapter {
     let text = format!(
         "mode = 'appservice'\nhomeserver = '{}'\nserver_name = 'localhost'\n\
-         registration = '{}'\nlisten = '127.0.0.1:{}'",
+         registration = '{}'\nlisten = '127.0.0.1:{}'\nportals = true",
         test_env("BRIDGE_TEST_SYNAPSE_URL"),
         registration_file(dir).display(),
         test_env("BRIDGE_TEST_AS_PORT"),
@@ -716,5 +716,137 @@ async fn a_burst_keeps_order_and_the_dag_linear() {
         extremities <= 2,
         "{extremities} forward extremities: the DAG forked"
     );
+    rig.core.shutdown().await;
+}
+
+/// A Matrix user writes to a ghost directly: the conversation is linked to the far side's
+/// direct room, and the answer comes back from the ghost in the same Matrix room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_to_a_ghost_reach_the_far_user_and_back() {
+    let mut rig = rig("direct").await;
+    let carol = ghost("carol");
+    let dm = rig
+        .alice
+        .create_room_with(json!({ "invite": [carol], "direct": true }))
+        .await
+        .expect("direct room created");
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == dm.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == carol.as_str()
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the ghost accepts the invite");
+    rig.alice.send(&dm, "just between us").await.expect("sent");
+    let got = delivered(&rig.memory, |e| body_of(e) == Some("just between us")).await;
+    assert!(
+        got.room
+            .as_str()
+            .starts_with("dm:carol:matrix:@alice:localhost"),
+        "delivered in the far side's direct room: {}",
+        got.room
+    );
+    let far_room = got.room.to_string();
+    rig.memory
+        .submit(
+            inbound(&far_room)
+                .id("dm1")
+                .from("carol")
+                .named("Carol")
+                .text("sure, alice"),
+        )
+        .await
+        .expect("submitted");
+    let answer = rig
+        .alice
+        .wait_timeline(|e| e["room_id"] == dm.as_str() && e["content"]["body"] == "sure, alice")
+        .await
+        .expect("the answer arrives in the same room");
+    assert_eq!(answer["sender"], carol.as_str());
+    rig.core.shutdown().await;
+}
+
+/// Joining an alias in the bridge's namespace opens a portal to the far side's room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_in_the_namespace_opens_a_portal() {
+    let mut rig = rig("portal").await;
+    let far = fresh("lobby");
+    let alias = format!("#_bridge_memory_{far}:localhost");
+    let room = rig
+        .alice
+        .join(&alias)
+        .await
+        .expect("the portal opens and alice joins");
+    rig.alice
+        .send(&room, "through the portal")
+        .await
+        .expect("sent");
+    let got = delivered(&rig.memory, |e| body_of(e) == Some("through the portal")).await;
+    assert_eq!(
+        got.room.as_str(),
+        far,
+        "linked to the far room the alias names"
+    );
+    rig.memory
+        .submit(
+            inbound(&far)
+                .id("p1")
+                .from("dave")
+                .named("Dave")
+                .text("welcome"),
+        )
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["room_id"] == room.as_str() && e["content"]["body"] == "welcome")
+        .await
+        .expect("the far side answers in the portal");
+    rig.core.shutdown().await;
+}
+
+/// A far-side user writes to a Matrix user directly: their ghost opens a direct room and
+/// invites the Matrix user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_user_can_open_a_direct_conversation() {
+    let mut rig = rig("direct-out").await;
+    let ctx = rig.memory.context().await.expect("memory is running");
+    let far_room = bridge_core::RemoteRoomId::new(fresh("dm-from-erin"));
+    let alice = bridge_core::Sender {
+        adapter: AdapterId::new("matrix"),
+        user: bridge_core::RemoteUserId::new("@alice:localhost"),
+        display_name: None,
+        avatar: None,
+    };
+    ctx.direct_room(
+        &far_room,
+        &bridge_core::RemoteUserId::new("erin"),
+        Some("Erin"),
+        &alice,
+    )
+    .await
+    .expect("the direct conversation opens");
+    let invite = rig
+        .alice
+        .wait_invite(|e| e["sender"] == ghost("erin").as_str())
+        .await
+        .expect("alice is invited by erin's ghost");
+    let room = invite["room_id"].as_str().expect("room").to_owned();
+    rig.alice.join(&room).await.expect("alice joins");
+    rig.memory
+        .submit(
+            inbound(far_room.as_str())
+                .id("e1")
+                .from("erin")
+                .named("Erin")
+                .text("hello alice"),
+        )
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["room_id"] == room.as_str() && e["content"]["body"] == "hello alice")
+        .await
+        .expect("erin's message arrives");
     rig.core.shutdown().await;
 }

@@ -132,7 +132,9 @@ impl Inner {
         if matches!(inbound.kind, EventKind::Redaction { .. }) {
             // The core lets only the author or a moderator delete a message: a moderator is
             // whoever the room's power levels allow to redact others' events.
-            inbound.by_moderator = self.may_redact_others(&inbound.room, &inbound.sender.id).await;
+            inbound.by_moderator = self
+                .may_redact_others(&inbound.room, &inbound.sender.id)
+                .await;
         }
         if inbound.sender.display_name.is_none() {
             inbound.sender.display_name =
@@ -305,7 +307,9 @@ impl Inner {
                     return false;
                 };
                 let power = Arc::new(power);
-                self.power.lock().insert(room.as_str().to_owned(), power.clone());
+                self.power
+                    .lock()
+                    .insert(room.as_str().to_owned(), power.clone());
                 power
             }
         };
@@ -333,8 +337,19 @@ impl Inner {
                 None
             }
         };
-        let levels = read(self.hs.call(state(ruma::events::StateEventType::RoomPowerLevels), As::Bot).await);
-        let create = read(self.hs.call(state(ruma::events::StateEventType::RoomCreate), As::Bot).await)?;
+        let levels = read(
+            self.hs
+                .call(
+                    state(ruma::events::StateEventType::RoomPowerLevels),
+                    As::Bot,
+                )
+                .await,
+        );
+        let create = read(
+            self.hs
+                .call(state(ruma::events::StateEventType::RoomCreate), As::Bot)
+                .await,
+        )?;
         let levels = levels
             .and_then(|event| event.get("content").cloned())
             .unwrap_or(Value::Null);

@@ -617,7 +617,10 @@ pub fn may_redact_others(levels: &Value, creators: &[String], user: &str) -> boo
         return false;
     }
     let number = |v: Option<&Value>| {
-        v.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        v.and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
     };
     let level = number(levels.get("users").and_then(|u| u.get(user)))
         .or_else(|| number(levels.get("users_default")))
