@@ -578,6 +578,24 @@ async fn files_cross_both_ways_through_authenticated_media() {
     let attachment = &content.attachments[0];
     assert_eq!(attachment.name, "notes.txt");
     assert_eq!(attachment.url, sent["url"].as_str().expect("url"));
+    // A far-side user's avatar becomes the ghost's, re-hosted in the media repository.
+    let mut with_avatar = inbound(MEMORY_ROOM).id("f2").from("frank").named("Frank").text("look at me");
+    with_avatar.sender.avatar = Some(serve_file(PICTURE).await);
+    rig.memory.submit(with_avatar).await.expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["content"]["body"] == "look at me")
+        .await
+        .expect("seen");
+    let members = rig.alice.members(&rig.room).await.expect("members");
+    let frank = members["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["user_id"] == ghost("frank").as_str()))
+        .cloned()
+        .unwrap_or_default();
+    let avatar = frank["avatar_url"].as_str().unwrap_or_default().to_owned();
+    assert!(avatar.starts_with("mxc://"), "frank's ghost has an avatar: {frank}");
+    let fetched = rig.alice.download(&avatar).await.expect("download");
+    assert_eq!(fetched["size"], PICTURE.len());
     let ctx = rig.memory.context().await.expect("memory is running");
     let body = ctx
         .fetch_attachment(&AdapterId::new("matrix"), attachment)

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bridge_core::{AdapterError, AdapterStore};
+use bridge_core::{AdapterContext, AdapterError, AdapterId, AdapterStore};
 use parking_lot::Mutex;
 use ruma::api::client::account::register::{self, LoginType};
 use ruma::api::client::membership::{invite_user, join_room_by_id};
@@ -22,10 +22,25 @@ const GHOST: &[u8] = b"g/";
 const JOINED: &[u8] = b"j/";
 
 /// What is known about a ghost on the homeserver.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Ghost {
     /// The display name set on the homeserver (None: never set).
+    #[serde(default, rename = "n", skip_serializing_if = "Option::is_none")]
     name: Option<Box<str>>,
+    /// Where the avatar set on the homeserver came from (the remote user's avatar URL).
+    #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
+    avatar: Option<Box<str>>,
+}
+
+/// The remote profile a ghost shows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GhostProfile<'a> {
+    /// The remote user's display name.
+    pub(crate) name: Option<&'a str>,
+    /// The remote user's avatar URL, in the scheme of the adapter it came from.
+    pub(crate) avatar: Option<&'a str>,
+    /// That adapter (which can fetch the avatar).
+    pub(crate) source: &'a AdapterId,
 }
 
 /// The ghosts this adapter has made, and where they are.
@@ -61,12 +76,8 @@ impl Ghosts {
             let mut known = ghosts.known.lock();
             for (key, value) in store.scan(GHOST, usize::MAX)? {
                 let user = String::from_utf8_lossy(&key[GHOST.len()..]).into_owned();
-                let name = (!value.is_empty()).then(|| {
-                    String::from_utf8_lossy(&value)
-                        .into_owned()
-                        .into_boxed_str()
-                });
-                known.insert(user.into_boxed_str(), Ghost { name });
+                let ghost = serde_json::from_slice(&value).unwrap_or_default();
+                known.insert(user.into_boxed_str(), ghost);
             }
         }
         {
@@ -93,45 +104,74 @@ impl Ghosts {
         self.known.lock().len()
     }
 
-    /// Registers the ghost if it is new and sets its display name if it changed.
+    /// Registers the ghost if it is new, and sets its display name and avatar where they
+    /// changed. An avatar that cannot be fetched or uploaded is logged, not an error: the
+    /// message still goes out.
     pub(crate) async fn ensure(
         &self,
         hs: &Homeserver,
-        store: &AdapterStore,
+        ctx: &AdapterContext,
+        me: &AdapterId,
         user: &UserId,
-        name: Option<&str>,
+        profile: GhostProfile<'_>,
     ) -> Result<(), AdapterError> {
-        let (registered, current) = {
-            let known = self.known.lock();
-            match known.get(user.as_str()) {
-                Some(ghost) => (true, ghost.name.clone()),
-                None => (false, None),
+        let store = ctx.store();
+        let known = self.known.lock().get(user.as_str()).cloned();
+        let mut ghost = match known {
+            Some(ghost) => ghost,
+            None => {
+                register(hs, user).await?;
+                let ghost = Ghost::default();
+                self.remember(store, user, &ghost)?;
+                ghost
             }
         };
-        if !registered {
-            register(hs, user).await?;
-            store.put(&key(GHOST, user.as_str()), b"")?;
-            self.known.lock().entry(user.as_str().into()).or_default();
-        }
-        let Some(name) = name.filter(|n| !n.trim().is_empty()) else {
-            return Ok(());
-        };
-        if current.as_deref() == Some(name) {
-            return Ok(());
-        }
-        let name = name.chars().take(256).collect::<String>();
-        hs.call(
-            set_profile_field::v3::Request::new(
-                user.to_owned(),
-                ProfileFieldValue::DisplayName(name.clone()),
-            ),
-            As::Ghost(user),
-        )
-        .await?;
-        store.put(&key(GHOST, user.as_str()), name.as_bytes())?;
-        if let Some(ghost) = self.known.lock().get_mut(user.as_str()) {
+        let mut changed = false;
+        if let Some(name) = profile.name.filter(|n| !n.trim().is_empty())
+            && ghost.name.as_deref() != Some(name)
+        {
+            let name = name.chars().take(256).collect::<String>();
+            hs.call(
+                set_profile_field::v3::Request::new(
+                    user.to_owned(),
+                    ProfileFieldValue::DisplayName(name.clone()),
+                ),
+                As::Ghost(user),
+            )
+            .await?;
             ghost.name = Some(name.into_boxed_str());
+            changed = true;
         }
+        if let Some(avatar) = profile.avatar.filter(|a| !a.is_empty())
+            && ghost.avatar.as_deref() != Some(avatar)
+        {
+            match set_avatar(hs, ctx, me, user, profile.source, avatar).await {
+                Ok(()) => {
+                    ghost.avatar = Some(avatar.into());
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(ghost = %user, %avatar, error = %e, "cannot set the ghost's avatar");
+                }
+            }
+        }
+        if changed {
+            self.remember(store, user, &ghost)?;
+        }
+        Ok(())
+    }
+
+    fn remember(
+        &self,
+        store: &AdapterStore,
+        user: &UserId,
+        ghost: &Ghost,
+    ) -> Result<(), bridge_core::StoreError> {
+        let json = serde_json::to_vec(ghost).unwrap_or_default();
+        store.put(&key(GHOST, user.as_str()), &json)?;
+        self.known
+            .lock()
+            .insert(user.as_str().into(), ghost.clone());
         Ok(())
     }
 
@@ -216,6 +256,34 @@ impl Ghosts {
         }
         Ok(())
     }
+}
+
+/// Puts the remote user's avatar in the media repository (fetched through its adapter) and
+/// makes it the ghost's.
+async fn set_avatar(
+    hs: &Homeserver,
+    ctx: &AdapterContext,
+    me: &AdapterId,
+    user: &UserId,
+    source: &AdapterId,
+    avatar: &str,
+) -> Result<(), AdapterError> {
+    /// Avatars are small pictures; anything larger is refused.
+    const AVATAR_LIMIT: u64 = 4 * 1024 * 1024;
+    let attachment = bridge_core::Attachment {
+        name: "avatar".into(),
+        url: avatar.to_owned(),
+        ..bridge_core::Attachment::default()
+    };
+    let mxc = crate::calls::rehost(hs, As::Ghost(user), ctx, me, source, &attachment, AVATAR_LIMIT)
+        .await?;
+    let mxc = ruma::OwnedMxcUri::from(mxc);
+    hs.call(
+        set_profile_field::v3::Request::new(user.to_owned(), ProfileFieldValue::AvatarUrl(mxc)),
+        As::Ghost(user),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Registers a ghost in the appservice's namespace; an existing one is fine.

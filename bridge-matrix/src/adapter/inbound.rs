@@ -136,9 +136,11 @@ impl Inner {
                 .may_redact_others(&inbound.room, &inbound.sender.id)
                 .await;
         }
-        if inbound.sender.display_name.is_none() {
-            inbound.sender.display_name =
-                self.display_name(&inbound.room, &inbound.sender.id).await;
+        if inbound.sender.display_name.is_none() || inbound.sender.avatar.is_none() {
+            let member = self.member(&inbound.room, &inbound.sender.id).await;
+            let sender = &mut inbound.sender;
+            sender.display_name = sender.display_name.take().or(member.name.map(String::from));
+            sender.avatar = sender.avatar.take().or(member.avatar.map(String::from));
         }
         self.direct_room(ctx, &inbound).await;
         ctx.enqueue(inbound).map(Some)
@@ -356,62 +358,74 @@ impl Inner {
         Some((levels, crate::translate::inbound::creators(&create)))
     }
 
-    /// Member events teach display names.
+    /// Member events teach display names and avatars.
     fn remember_member(&self, inbound: &InboundEvent) {
-        let name = match &inbound.kind {
+        let key: super::MemberKey = (
+            inbound.room.as_str().into(),
+            inbound.sender.id.as_str().into(),
+        );
+        let mut members = self.members.lock();
+        match &inbound.kind {
             EventKind::Membership {
                 change: MembershipChange::Join,
                 ..
-            } => inbound.sender.display_name.clone(),
-            EventKind::Profile { display_name, .. } => display_name.clone(),
-            EventKind::Membership { .. } => {
-                self.members.lock().remove(&(
-                    inbound.room.as_str().into(),
-                    inbound.sender.id.as_str().into(),
-                ));
-                return;
+            } => {
+                let member = super::Member {
+                    name: inbound.sender.display_name.as_deref().map(Box::from),
+                    avatar: inbound.sender.avatar.as_deref().map(Box::from),
+                };
+                members.insert(key, member);
             }
-            _ => return,
-        };
-        self.members.lock().insert(
-            (
-                inbound.room.as_str().into(),
-                inbound.sender.id.as_str().into(),
-            ),
-            name.map(String::into_boxed_str),
-        );
+            // A profile event carries what changed.
+            EventKind::Profile {
+                display_name,
+                avatar,
+            } => {
+                let member = members.entry(key).or_default();
+                if let Some(name) = display_name {
+                    member.name = Some(name.as_str().into());
+                }
+                if let Some(avatar) = avatar {
+                    member.avatar = Some(avatar.as_str().into());
+                }
+            }
+            EventKind::Membership { .. } => {
+                members.remove(&key);
+            }
+            _ => {}
+        }
     }
 
-    /// A Matrix user's display name in a room: from member events seen, else asked once.
-    async fn display_name(&self, room: &RemoteRoomId, user: &RemoteUserId) -> Option<String> {
+    /// A Matrix user's display name and avatar in a room: from member events seen, else read
+    /// from the room state once.
+    async fn member(&self, room: &RemoteRoomId, user: &RemoteUserId) -> super::Member {
         let key: super::MemberKey = (room.as_str().into(), user.as_str().into());
-        if let Some(name) = self.members.lock().get(&key) {
-            return name.as_deref().map(str::to_owned);
+        if let Some(member) = self.members.lock().get(&key) {
+            return member.clone();
         }
-        let room_id = ruma::RoomId::parse(room.as_str()).ok()?;
+        let Ok(room_id) = ruma::RoomId::parse(room.as_str()) else {
+            return super::Member::default();
+        };
         let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
             room_id,
             ruma::events::StateEventType::RoomMember,
             user.as_str().to_owned(),
         );
-        let name = match self.hs.call(request, As::Bot).await {
+        let content = match self.hs.call(request, As::Bot).await {
             Ok(answer) => serde_json::from_str::<Value>(answer.event_or_content.get())
-                .ok()
-                .and_then(|content| {
-                    content
-                        .get("displayname")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                }),
+                .unwrap_or(Value::Null),
             Err(e) => {
                 tracing::debug!(adapter = %self.id, %room, %user, error = %e, "no member state");
-                None
+                Value::Null
             }
         };
-        self.members
-            .lock()
-            .insert(key, name.clone().map(String::into_boxed_str));
-        name
+        let text = |field: &str| content.get(field).and_then(Value::as_str).map(Box::from);
+        let member = super::Member {
+            name: text("displayname"),
+            avatar: text("avatar_url"),
+        };
+        self.members.lock().insert(key, member.clone());
+        member
     }
 
     /// Typing and read receipts: best effort, not waited for.

@@ -43,6 +43,14 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// A room's power levels (content) and its creators, for moderation checks.
 type Power = (serde_json::Value, Vec<String>);
 
+/// What the bridge knows of a Matrix user in a room.
+#[derive(Debug, Clone, Default)]
+struct Member {
+    name: Option<Box<str>>,
+    /// Their avatar (`mxc://`), which this adapter can fetch for the others.
+    avatar: Option<Box<str>>,
+}
+
 /// A Matrix user in a room: (room ID, user ID).
 type MemberKey = (Box<str>, Box<str>);
 
@@ -102,7 +110,7 @@ pub(crate) struct Inner {
     ctx: Mutex<Option<AdapterContext>>,
     ghosts: Ghosts,
     /// Display names of Matrix users by (room, user), from member events.
-    members: Mutex<HashMap<MemberKey, Option<Box<str>>>>,
+    members: Mutex<HashMap<MemberKey, Member>>,
     /// Power levels and creators by room, read when first needed.
     power: Mutex<HashMap<String, Arc<Power>>>,
     /// Who is typing in each room, as last pushed.

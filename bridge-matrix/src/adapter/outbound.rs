@@ -14,9 +14,18 @@ use ruma::events::receipt::ReceiptThread;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, UserId};
 
 use super::Inner;
-use super::ghosts::user_id;
+use super::ghosts::{GhostProfile, user_id};
 use crate::homeserver::As;
 use crate::translate::outbound::{self as tr, Action, Voice};
+
+/// The profile a ghost shows for a sender.
+fn profile_of(sender: &Sender) -> GhostProfile<'_> {
+    GhostProfile {
+        name: sender.display_name.as_deref(),
+        avatar: sender.avatar.as_deref(),
+        source: &sender.adapter,
+    }
+}
 
 /// How long a ghost shows as typing unless told otherwise.
 const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -36,12 +45,7 @@ impl Inner {
         let room = self.room_id(&event.room).await?;
         let ctx = self.ctx()?;
         self.ghosts
-            .ensure(
-                &self.hs,
-                ctx.store(),
-                &ghost,
-                event.sender.display_name.as_deref(),
-            )
+            .ensure(&self.hs, &ctx, &self.id, &ghost, profile_of(&event.sender))
             .await?;
         let mut first: Option<OwnedEventId> = None;
         for (i, action) in actions.into_iter().enumerate() {
@@ -194,9 +198,18 @@ impl Inner {
                     .map_err(|e| AdapterError::transient(e.to_string()))?;
                 Ok(None)
             }
-            Action::Profile { display_name, .. } => {
+            Action::Profile {
+                display_name,
+                avatar,
+            } => {
+                let ctx = self.ctx()?;
+                let profile = GhostProfile {
+                    name: display_name.as_deref(),
+                    avatar: avatar.as_deref(),
+                    source: &event.sender.adapter,
+                };
                 self.ghosts
-                    .ensure(&self.hs, &store, ghost, display_name.as_deref())
+                    .ensure(&self.hs, &ctx, &self.id, ghost, profile)
                     .await?;
                 Ok(None)
             }
@@ -241,7 +254,7 @@ impl Inner {
         let invitee = user_id(user.as_str())?;
         let ghost = user_id(&self.naming.ghost_user_id(&with.adapter, &with.user))?;
         self.ghosts
-            .ensure(&self.hs, ctx.store(), &ghost, with.display_name.as_deref())
+            .ensure(&self.hs, &ctx, &self.id, &ghost, profile_of(with))
             .await?;
         let mut request = create_room::v3::Request::new();
         request.invite = vec![invitee];
