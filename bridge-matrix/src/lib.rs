@@ -9,6 +9,7 @@ mod calls;
 pub mod homeserver;
 pub mod registration;
 pub mod relay;
+mod rooms;
 pub mod settings;
 pub mod translate;
 

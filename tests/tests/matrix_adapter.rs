@@ -64,6 +64,11 @@ struct Rig {
 /// Alice creates a public room with the bridge bot invited; the core links it with the memory
 /// adapter's room; returns once the bot has joined.
 async fn rig(test: &str) -> Rig {
+    rig_linked(test, false).await
+}
+
+/// Like [`rig`], the room linked by its alias (`#<test>-…:localhost`) when `by_alias`.
+async fn rig_linked(test: &str, by_alias: bool) -> Rig {
     let turn = APPSERVICE.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -73,9 +78,10 @@ async fn rig(test: &str) -> Rig {
     let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
         .await
         .expect("alice logs in");
+    let name = fresh(test);
     let room = alice
         .create_room_with(json!({
-            "name": fresh(test), "public": true, "invite": [BOT],
+            "name": name, "public": true, "invite": [BOT], "alias_localpart": name,
             // The bridge bot moderates: topics and deletions by people of the far side.
             "power_level_override": { "users": { BOT: 100 } },
         }))
@@ -866,5 +872,23 @@ async fn a_far_user_can_open_a_direct_conversation() {
         .wait_timeline(|e| e["room_id"] == room.as_str() && e["content"]["body"] == "hello alice")
         .await
         .expect("erin's message arrives");
+    rig.core.shutdown().await;
+}
+
+/// A room linked by its alias works like one linked by its ID, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_linked_by_alias_works_both_ways() {
+    let mut rig = rig_linked("by-alias", true).await;
+    // The warm-up message of the rig already crossed Matrix → memory under the alias.
+    let warm = delivered(&rig.memory, |e| body_of(e) == Some("warm-up")).await;
+    assert!(warm.room.as_str() == MEMORY_ROOM);
+    rig.memory
+        .submit(inbound(MEMORY_ROOM).id("a1").from("carol").named("Carol").text("to the alias"))
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["room_id"] == rig.room.as_str() && e["content"]["body"] == "to the alias")
+        .await
+        .expect("delivered into the room the alias names");
     rig.core.shutdown().await;
 }

@@ -143,6 +143,8 @@ impl Inner {
             sender.avatar = sender.avatar.take().or(member.avatar.map(String::from));
         }
         self.direct_room(ctx, &inbound).await;
+        // The core knows the room by the name it was linked by (an alias, perhaps).
+        inbound.room = self.rooms.linked_name(inbound.room.as_str());
         ctx.enqueue(inbound).map(Some)
     }
 
@@ -256,7 +258,7 @@ impl Inner {
         let Some(room) = event.get("room_id").and_then(Value::as_str) else {
             return;
         };
-        let room = RemoteRoomId::new(room);
+        let room = self.rooms.linked_name(room);
         if !ctx.linked_rooms().contains(&room) {
             tracing::info!(adapter = %self.id, %room, "the bot was invited to a room that is not linked");
             return;
@@ -440,6 +442,7 @@ impl Inner {
         for item in items {
             let inbound = match item {
                 Ephemeral::Typing { room, users } => {
+                    let room = self.rooms.linked_name(&room).to_string();
                     let users: Vec<String> =
                         users.into_iter().filter(|u| !self.is_ours(u)).collect();
                     let old = self
@@ -466,6 +469,7 @@ impl Inner {
                     if self.is_ours(&user) {
                         continue;
                     }
+                    let room = self.rooms.linked_name(&room).to_string();
                     InboundEvent::new(
                         room.as_str(),
                         None,

@@ -117,6 +117,8 @@ pub(crate) struct Inner {
     typing: Mutex<HashMap<String, Vec<String>>>,
     /// The transactions taken most recently; the lock also makes transactions one at a time.
     txns: tokio::sync::Mutex<VecDeque<String>>,
+    /// Linked rooms named by alias, and their room IDs.
+    rooms: crate::rooms::RoomNames,
     /// Direct-message rooms: room → the ghost invited to it.
     direct: Mutex<HashMap<String, String>>,
     /// The homeserver's upload limit, once known.
@@ -187,6 +189,7 @@ impl AppserviceAdapter {
                 power: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
                 txns: tokio::sync::Mutex::new(VecDeque::new()),
+                rooms: crate::rooms::RoomNames::default(),
                 direct: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
             }),
@@ -308,23 +311,9 @@ impl Inner {
         Ok(())
     }
 
-    /// A room ID from a linked room, resolving an alias.
+    /// A room ID from a linked room, resolving an alias (once).
     async fn room_id(&self, room: &RemoteRoomId) -> Result<ruma::OwnedRoomId, AdapterError> {
-        let text = room.as_str();
-        if text.starts_with('#') {
-            let alias = ruma::RoomAliasId::parse(text)
-                .map_err(|e| AdapterError::Permanent(format!("{text}: {e}")))?;
-            let answer = self
-                .hs
-                .call(
-                    ruma::api::client::alias::get_alias::v3::Request::new(alias),
-                    As::Bot,
-                )
-                .await?;
-            return Ok(answer.room_id);
-        }
-        ruma::RoomId::parse(text)
-            .map_err(|e| AdapterError::Permanent(format!("{text} is not a room ID: {e}")))
+        self.rooms.resolve(&self.hs, room).await
     }
 
     /// The largest file that can cross into Matrix.
