@@ -1,73 +1,112 @@
 #!/usr/bin/env bash
-# The demo: two chat servers (the project's line-based example protocol), the bridge linking a
-# room on each, one message crossing each way. It then keeps running: type `lobby NAME TEXT` to
-# post on side A; Ctrl-C stops and cleans up everything it started.
-# (The XMPP + Matrix demo replaces this once those adapters land.)
+# The demo: Prosody and Synapse on loopback, the bridge linking the MUC
+# lobby@conference.localhost with the Matrix room #lobby:localhost, and one message crossing each
+# way between two real clients (juliet on slixmpp, alice on matrix-nio). It then keeps running
+# with instructions for connecting any XMPP or Matrix client; Ctrl-C stops and removes
+# everything it started.
+#
+# Installs what is missing (Prosody from apt, Synapse and the clients in venvs). Ports: XMPP
+# c2s 25222, Synapse 25808 (override with PROSODY_C2S_PORT, SYNAPSE_PORT, … as in servers.sh).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-log "building"
-cargo build -q -p bridge -p bridge-example-linechat
-bin="$ROOT/target/debug"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  echo "stopped; removed $work"
-}
-trap cleanup EXIT INT TERM
+log "building the bridge"
+cargo build -q --bin bridge
+bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/bridge"
 
-mkfifo "$work/a.in" "$work/b.in"
-port_a=17070; port_b=17071
-"$bin/linechat-server" "127.0.0.1:$port_a" <"$work/a.in" >"$work/a.out" 2>&1 & pids+=($!)
-"$bin/linechat-server" "127.0.0.1:$port_b" <"$work/b.in" >"$work/b.out" 2>&1 & pids+=($!)
-exec 3>"$work/a.in" 4>"$work/b.in"
+. "$ROOT/scripts/servers.sh"
+work="$SERVERS_DIR"
+bridge_pid=""
+interrupted=""
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ "$status" -ne 0 ] && [ -z "$interrupted" ] && [ -f "$work/bridge.log" ]; then
+    echo "the demo failed; the end of the bridge's log:" >&2
+    tail -n 30 "$work/bridge.log" >&2
+  fi
+  if [ -n "$bridge_pid" ]; then kill "$bridge_pid" 2>/dev/null || true; wait "$bridge_pid" 2>/dev/null || true; fi
+  servers_stop
+  echo "stopped the bridge, Prosody and Synapse; removed $work"
+}
+trap cleanup EXIT
+trap 'interrupted=1; exit 130' INT TERM
+
+log "installing what is missing"
+prosody_install
+test_clients_install
+synapse_install
+
+export PROSODY_C2S_PORT="${PROSODY_C2S_PORT:-25222}"
+export SYNAPSE_PORT="${SYNAPSE_PORT:-25808}"
+export BRIDGE_TEST_AS_PORT="${BRIDGE_TEST_AS_PORT:-25900}"
+hs="http://127.0.0.1:$SYNAPSE_PORT"
 
 cat >"$work/bridge.toml" <<TOML
 [bridge]
-data_dir = "$work/data"
+data_dir = "$work/bridge-data"
 log_level = "info"
 
 [[adapter]]
-id = "side-a"
-type = "linechat"
-connect = "127.0.0.1:$port_a"
+id = "xmpp"
+type = "xmpp"
+mode = "component"
+server = "127.0.0.1:${PROSODY_COMPONENT_PORT:-25347}"
+domain = "bridge.localhost"
+secret = "bridgesecret"
 
 [[adapter]]
-id = "side-b"
-type = "linechat"
-connect = "127.0.0.1:$port_b"
+id = "matrix"
+type = "matrix"
+mode = "appservice"
+homeserver = "$hs"
+server_name = "localhost"
+registration = "$work/registration.yaml"
+listen = "127.0.0.1:$BRIDGE_TEST_AS_PORT"
 
 [[room]]
 id = "lobby"
 [[room.link]]
-adapter = "side-a"
-remote = "lobby"
+adapter = "xmpp"
+remote = "lobby@conference.localhost"
 [[room.link]]
-adapter = "side-b"
-remote = "lobby"
+adapter = "matrix"
+remote = "#lobby:localhost"
 TOML
-"$bin/bridge" check -c "$work/bridge.toml"
-"$bin/bridge" run -c "$work/bridge.toml" 2>"$work/bridge.log" & pids+=($!)
-sleep 1
 
-wait_line() { # file pattern
-  for _ in $(seq 1 100); do
-    if grep -q "$2" "$1"; then grep "$2" "$1" | head -1; return 0; fi
-    sleep 0.1
-  done
-  echo "did not arrive: $2 in $1" >&2; return 1
-}
-log "alice posts on side A; side B receives:"
-echo "lobby alice hello from side A" >&3
-wait_line "$work/b.out" "hello from side A"
-log "bob posts on side B; side A receives:"
-echo "lobby bob hello from side B" >&4
-wait_line "$work/a.out" "hello from side B"
+log "the appservice registration, with fresh tokens"
+"$bin" generate-registration -c "$work/bridge.toml"
 
-log "running. Type 'lobby NAME TEXT' to post on side A; side B's log: $work/b.out. Ctrl-C stops."
-tail -n0 -f "$work/b.out" & pids+=($!)
-while IFS= read -r line; do echo "$line" >&3; done
+log "starting Prosody and Synapse"
+prosody_start
+SYNAPSE_REGISTRATION="$work/registration.yaml" synapse_start
+
+log "alice creates #lobby:localhost on Matrix and invites the bridge bot"
+"$BRIDGE_TEST_PYTHON" "$ROOT/scripts/demo_clients.py" setup --homeserver "$hs"
+
+log "starting the bridge (log: $work/bridge.log)"
+"$bin" check -c "$work/bridge.toml"
+"$bin" run -c "$work/bridge.toml" >"$work/bridge.log" 2>&1 &
+bridge_pid=$!
+for _ in $(seq 1 100); do
+  if grep -q "matrix appservice connected" "$work/bridge.log" && grep -q "XMPP session up" "$work/bridge.log"; then sleep 1; break; fi
+  if ! kill -0 "$bridge_pid" 2>/dev/null; then cat "$work/bridge.log" >&2; exit 1; fi
+  sleep 0.2
+done
+
+log "one message each way, printed as it arrives on the other side"
+"$BRIDGE_TEST_PYTHON" "$ROOT/scripts/demo_clients.py" exchange --homeserver "$hs" \
+  --xmpp "127.0.0.1:$PROSODY_C2S_PORT" --muc lobby@conference.localhost
+
+cat <<EOF
+
+The bridge is running. Connect any client and talk across:
+  XMPP:   server 127.0.0.1 port $PROSODY_C2S_PORT, no TLS (plain authentication allowed on loopback);
+          register an account (in-band registration is on) or use juliet@localhost / julietpass;
+          join lobby@conference.localhost
+  Matrix: homeserver $hs; log in as alice / alicepass (also bob, carol);
+          join #lobby:localhost
+Bridge log: $work/bridge.log   Config: $work/bridge.toml
+Ctrl-C stops everything.
+EOF
+wait "$bridge_pid"

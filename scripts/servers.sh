@@ -104,7 +104,14 @@ synapse_start() {
   fi
   sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$SYNAPSE_PORT#g" "$servers/homeserver.yaml" >"$dir/homeserver.yaml"
   cp "$servers/synapse.log.config" "$dir/"
-  sed -e "s#@AS_PORT@#$BRIDGE_TEST_AS_PORT#g" "$servers/appservice.yaml" >"$dir/appservice.yaml"
+  # SYNAPSE_REGISTRATION: a registration of the caller's (the demo's, written by `bridge
+  # generate-registration`) instead of the tests' fixed one.
+  local registration="${SYNAPSE_REGISTRATION:-}"
+  if [ -n "$registration" ]; then
+    cp "$registration" "$dir/appservice.yaml"
+  else
+    sed -e "s#@AS_PORT@#$BRIDGE_TEST_AS_PORT#g" "$servers/appservice.yaml" >"$dir/appservice.yaml"
+  fi
   "$BRIDGE_TEST_SYNAPSE_PYTHON" "$servers/synapse_setup.py" signing-key "$dir/localhost.signing.key"
   "$BRIDGE_TEST_SYNAPSE_PYTHON" -m synapse.app.homeserver -c "$dir/homeserver.yaml" >"$dir/synapse.out" 2>&1 &
   SERVER_PIDS+=($!)
@@ -117,8 +124,8 @@ synapse_start() {
   export BRIDGE_TEST_SYNAPSE_URL="http://127.0.0.1:$SYNAPSE_PORT"
   export BRIDGE_TEST_SYNAPSE_CONFIG="$dir/homeserver.yaml"
   # The tokens of the registration, read from the template so they are written down once.
-  BRIDGE_TEST_AS_TOKEN="$(sed -n 's/^as_token: *"\([^"]*\)".*/\1/p' "$servers/appservice.yaml")"
-  BRIDGE_TEST_HS_TOKEN="$(sed -n 's/^hs_token: *"\([^"]*\)".*/\1/p' "$servers/appservice.yaml")"
+  BRIDGE_TEST_AS_TOKEN="$(sed -n 's/^as_token: *"\{0,1\}\([^" ]*\)"\{0,1\}.*/\1/p' "$dir/appservice.yaml")"
+  BRIDGE_TEST_HS_TOKEN="$(sed -n 's/^hs_token: *"\{0,1\}\([^" ]*\)"\{0,1\}.*/\1/p' "$dir/appservice.yaml")"
   export BRIDGE_TEST_AS_TOKEN BRIDGE_TEST_HS_TOKEN
   echo "Synapse ${SYNAPSE_PACKAGES#*==} on $BRIDGE_TEST_SYNAPSE_URL (appservice pushes to 127.0.0.1:$BRIDGE_TEST_AS_PORT); data in $dir"
 }
