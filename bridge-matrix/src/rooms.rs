@@ -73,7 +73,12 @@ mod tests {
             .await
             .expect("a room ID is its own");
         assert_eq!(id.as_str(), "!abc:example.org");
-        assert!(names.resolve(&hs, &RemoteRoomId::new("lobby")).await.is_err());
+        assert!(
+            names
+                .resolve(&hs, &RemoteRoomId::new("lobby"))
+                .await
+                .is_err()
+        );
         names
             .by_id
             .lock()

@@ -585,7 +585,11 @@ async fn files_cross_both_ways_through_authenticated_media() {
     assert_eq!(attachment.name, "notes.txt");
     assert_eq!(attachment.url, sent["url"].as_str().expect("url"));
     // A far-side user's avatar becomes the ghost's, re-hosted in the media repository.
-    let mut with_avatar = inbound(MEMORY_ROOM).id("f2").from("frank").named("Frank").text("look at me");
+    let mut with_avatar = inbound(MEMORY_ROOM)
+        .id("f2")
+        .from("frank")
+        .named("Frank")
+        .text("look at me");
     with_avatar.sender.avatar = Some(serve_file(PICTURE).await);
     rig.memory.submit(with_avatar).await.expect("submitted");
     rig.alice
@@ -599,7 +603,10 @@ async fn files_cross_both_ways_through_authenticated_media() {
         .cloned()
         .unwrap_or_default();
     let avatar = frank["avatar_url"].as_str().unwrap_or_default().to_owned();
-    assert!(avatar.starts_with("mxc://"), "frank's ghost has an avatar: {frank}");
+    assert!(
+        avatar.starts_with("mxc://"),
+        "frank's ghost has an avatar: {frank}"
+    );
     let fetched = rig.alice.download(&avatar).await.expect("download");
     assert_eq!(fetched["size"], PICTURE.len());
     let ctx = rig.memory.context().await.expect("memory is running");
@@ -883,12 +890,126 @@ async fn a_room_linked_by_alias_works_both_ways() {
     let warm = delivered(&rig.memory, |e| body_of(e) == Some("warm-up")).await;
     assert!(warm.room.as_str() == MEMORY_ROOM);
     rig.memory
-        .submit(inbound(MEMORY_ROOM).id("a1").from("carol").named("Carol").text("to the alias"))
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("a1")
+                .from("carol")
+                .named("Carol")
+                .text("to the alias"),
+        )
         .await
         .expect("submitted");
     rig.alice
-        .wait_timeline(|e| e["room_id"] == rig.room.as_str() && e["content"]["body"] == "to the alias")
+        .wait_timeline(|e| {
+            e["room_id"] == rig.room.as_str() && e["content"]["body"] == "to the alias"
+        })
         .await
         .expect("delivered into the room the alias names");
+    rig.core.shutdown().await;
+}
+
+/// Joins, leaves and name changes cross both ways; custom event types are carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_profiles_and_custom_events_cross() {
+    let mut rig = rig("members").await;
+    // Matrix → memory: bob joins, changes his name, leaves.
+    let mut bob = MatrixHuman::start("bob", "bobpass", &test_env("BRIDGE_TEST_SYNAPSE_URL"))
+        .await
+        .expect("bob logs in");
+    bob.join(&rig.room).await.expect("bob joins");
+    delivered(&rig.memory, |e| {
+        e.sender.user.as_str() == "@bob:localhost"
+            && matches!(
+                e.kind,
+                EventKind::Membership {
+                    change: bridge_core::MembershipChange::Join,
+                    ..
+                }
+            )
+    })
+    .await;
+    let name = fresh("Bob");
+    bob.displayname(&name).await.expect("renamed");
+    delivered(
+        &rig.memory,
+        |e| matches!(&e.kind, EventKind::Profile { display_name: Some(n), .. } if *n == name),
+    )
+    .await;
+    bob.leave(&rig.room).await.expect("bob leaves");
+    delivered(&rig.memory, |e| {
+        e.sender.user.as_str() == "@bob:localhost"
+            && matches!(
+                e.kind,
+                EventKind::Membership {
+                    change: bridge_core::MembershipChange::Leave,
+                    ..
+                }
+            )
+    })
+    .await;
+    // A custom event type, both ways.
+    rig.alice
+        .send_raw(&rig.room, "org.example.poll", json!({ "question": "tea?" }))
+        .await
+        .expect("sent");
+    delivered(&rig.memory, |e| {
+        matches!(&e.kind, EventKind::Custom { event_type, content }
+            if event_type == "org.example.poll" && content["question"] == "tea?")
+    })
+    .await;
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("x1")
+                .from("carol")
+                .named("Carol")
+                .custom("org.example.vote", json!({ "answer": "yes" })),
+        )
+        .await
+        .expect("submitted");
+    let vote = rig
+        .alice
+        .wait_timeline(|e| e["type"] == "org.example.vote")
+        .await
+        .expect("the custom event arrives");
+    assert_eq!(vote["content"]["answer"], "yes");
+    assert_eq!(vote["sender"], ghost("carol").as_str());
+    // memory → Matrix: dave joins (his ghost joins), then leaves.
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("x2")
+                .from("dave")
+                .named("Dave")
+                .join(),
+        )
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == ghost("dave").as_str()
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("dave's ghost joins");
+    let mut leave = inbound(MEMORY_ROOM)
+        .id("x3")
+        .from("dave")
+        .named("Dave")
+        .join();
+    leave.kind = EventKind::Membership {
+        change: bridge_core::MembershipChange::Leave,
+        reason: None,
+    };
+    rig.memory.submit(leave).await.expect("submitted");
+    rig.alice
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == ghost("dave").as_str()
+                && e["content"]["membership"] == "leave"
+        })
+        .await
+        .expect("dave's ghost leaves");
     rig.core.shutdown().await;
 }

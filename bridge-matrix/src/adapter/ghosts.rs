@@ -275,8 +275,16 @@ async fn set_avatar(
         url: avatar.to_owned(),
         ..bridge_core::Attachment::default()
     };
-    let mxc = crate::calls::rehost(hs, As::Ghost(user), ctx, me, source, &attachment, AVATAR_LIMIT)
-        .await?;
+    let mxc = crate::calls::rehost(
+        hs,
+        As::Ghost(user),
+        ctx,
+        me,
+        source,
+        &attachment,
+        AVATAR_LIMIT,
+    )
+    .await?;
     let mxc = ruma::OwnedMxcUri::from(mxc);
     hs.call(
         set_profile_field::v3::Request::new(user.to_owned(), ProfileFieldValue::AvatarUrl(mxc)),

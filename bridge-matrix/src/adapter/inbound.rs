@@ -414,8 +414,9 @@ impl Inner {
             user.as_str().to_owned(),
         );
         let content = match self.hs.call(request, As::Bot).await {
-            Ok(answer) => serde_json::from_str::<Value>(answer.event_or_content.get())
-                .unwrap_or(Value::Null),
+            Ok(answer) => {
+                serde_json::from_str::<Value>(answer.event_or_content.get()).unwrap_or(Value::Null)
+            }
             Err(e) => {
                 tracing::debug!(adapter = %self.id, %room, %user, error = %e, "no member state");
                 Value::Null
