@@ -10,6 +10,12 @@ use ruma::events::{MessageLikeEventType, StateEventType};
 use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
 
+use std::borrow::Cow;
+
+use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::path_builder::PathBuilder;
+use ruma::api::{OutgoingRequest, SupportedVersions};
+
 use crate::homeserver::{As, Homeserver, HsError};
 
 /// JSON as ruma's raw type.
@@ -52,13 +58,7 @@ pub(crate) async fn redact(
         .map_err(|e| AdapterError::Permanent(format!("{event_id} is not an event ID: {e}")))?;
     let mut request = redact_event::v3::Request::new(room.clone(), target, txn);
     request.reason = reason;
-    let answer = match hs.call(request.clone(), who).await {
-        Err(e) if e.status() == Some(403) && matches!(who, As::Ghost(_)) => {
-            hs.call(request, As::Bot).await
-        }
-        other => other,
-    }?;
-    Ok(answer.event_id)
+    Ok(as_or_bot(hs, who, request).await?.event_id)
 }
 
 /// `PUT /rooms/{room}/state/{type}/{key}`, falling back to the bot's power like [`redact`].
@@ -76,13 +76,7 @@ pub(crate) async fn put_state(
         state_key,
         raw(content)?,
     );
-    let answer = match hs.call(request.clone(), who).await {
-        Err(e) if e.status() == Some(403) && matches!(who, As::Ghost(_)) => {
-            hs.call(request, As::Bot).await
-        }
-        other => other,
-    }?;
-    Ok(answer.event_id)
+    Ok(as_or_bot(hs, who, request).await?.event_id)
 }
 
 /// Puts an attachment in the media repository and returns its `mxc://` URI: one that this
@@ -140,30 +134,42 @@ pub(crate) async fn rehost(
 
 /// Downloads an HTTP(S) attachment, streamed; refuses at once one announced over `limit`.
 async fn fetch_http(url: &str, limit: u64) -> Result<AttachmentBody, AdapterError> {
-    use futures::TryStreamExt as _;
     let response = reqwest::Client::new()
         .get(url)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| AdapterError::transient(format!("cannot fetch {url}: {e}")))?;
-    let length = response.content_length();
-    if let Some(n) = length.filter(|&n| n > limit) {
-        return Err(AdapterError::Permanent(format!(
-            "{url} is {n} bytes, over the limit of {limit}"
-        )));
+    crate::homeserver::body_of(response, limit, url)
+        .map_err(|e| AdapterError::Permanent(e.to_string()))
+}
+
+/// The transaction ID of the `i`-th homeserver call made for one neutral event: the event ID,
+/// then `<id>.1`, `<id>.2`… (stable across retries, so the homeserver recognises a repeat).
+pub(crate) fn txn_id(event: &bridge_core::EventId, i: usize) -> OwnedTransactionId {
+    if i == 0 {
+        event.to_string().into()
+    } else {
+        format!("{event}.{i}").into()
     }
-    let mime = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let chunks = response
-        .bytes_stream()
-        .map_err(|e| AdapterError::transient(format!("download interrupted: {e}")));
-    Ok(AttachmentBody {
-        length,
-        mime,
-        chunks: Box::pin(chunks),
-    })
+}
+
+/// Sends `request` as `who`; when that is refused (403) and `who` is a ghost, again as the
+/// bot, whose power covers what a ghost may not do (a moderator's deletion, a topic).
+async fn as_or_bot<R>(
+    hs: &Homeserver,
+    who: As<'_>,
+    request: R,
+) -> Result<R::IncomingResponse, HsError>
+where
+    R: OutgoingRequest,
+    for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+{
+    match hs.call(request.clone(), who).await {
+        Err(e) if e.status() == Some(403) && matches!(who, As::Ghost(_)) => {
+            hs.call(request, As::Bot).await
+        }
+        other => other,
+    }
 }

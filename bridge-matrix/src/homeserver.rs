@@ -267,25 +267,7 @@ impl Homeserver {
             .await
             .map_err(|e| HsError::Network(error_chain(&e)))?;
         let response = check(response).await?;
-        let length = response.content_length();
-        if let Some(n) = length.filter(|&n| n > limit) {
-            return Err(HsError::Invalid(format!(
-                "{mxc} is {n} bytes, over the limit of {limit}"
-            )));
-        }
-        let mime = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let chunks = response
-            .bytes_stream()
-            .map_err(|e| AdapterError::transient(format!("download interrupted: {e}")));
-        Ok(AttachmentBody {
-            length,
-            mime,
-            chunks: Box::pin(chunks),
-        })
+        body_of(response, limit, mxc)
     }
 
     /// `GET /_matrix/client/versions`: whether the homeserver is up (no authentication).
@@ -316,6 +298,34 @@ impl Homeserver {
             url.query_pairs_mut().append_pair("user_id", user.as_str());
         }
     }
+}
+
+/// A successful answer's body as a stream, refused at once when announced over `limit` bytes
+/// (the reader counts what arrives: [`AttachmentBody::collect`]).
+pub(crate) fn body_of(
+    response: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<AttachmentBody, HsError> {
+    let length = response.content_length();
+    if let Some(n) = length.filter(|&n| n > limit) {
+        return Err(HsError::Invalid(format!(
+            "{what} is {n} bytes, over the limit of {limit}"
+        )));
+    }
+    let mime = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let chunks = response
+        .bytes_stream()
+        .map_err(|e| AdapterError::transient(format!("download interrupted: {e}")));
+    Ok(AttachmentBody {
+        length,
+        mime,
+        chunks: Box::pin(chunks),
+    })
 }
 
 /// Passes a successful answer through; turns any other into [`HsError::Matrix`].

@@ -99,7 +99,14 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
             "lobby",
             RoomSettings::default(),
             vec![
-                Link::new("matrix", room.as_str()),
+                Link::new(
+                    "matrix",
+                    if by_alias {
+                        format!("#{name}:localhost")
+                    } else {
+                        room.clone()
+                    },
+                ),
                 Link::new("memory", MEMORY_ROOM),
             ],
         )

@@ -49,11 +49,7 @@ impl Inner {
             .await?;
         let mut first: Option<OwnedEventId> = None;
         for (i, action) in actions.into_iter().enumerate() {
-            let txn: OwnedTransactionId = if i == 0 {
-                event.id.to_string().into()
-            } else {
-                format!("{}.{i}", event.id).into()
-            };
+            let txn = crate::calls::txn_id(&event.id, i);
             let produced = self.act(&event, &room, &ghost, txn, action).await?;
             if first.is_none() {
                 first = produced;
