@@ -188,6 +188,17 @@ async fn memory_id(memory: &MemoryHandle, event: &OutboundEvent) -> String {
 async fn text_crosses_both_ways_with_names_and_formatting() {
     let mut rig = rig("text").await;
     rig.alice.displayname("Alice A.").await.expect("name set");
+    // The homeserver updates her member event in each room after answering: the name holds in
+    // the room from that event on.
+    let room = rig.room.clone();
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == room.as_str()
+                && e["type"] == "m.room.member"
+                && e["content"]["displayname"] == "Alice A."
+        })
+        .await
+        .expect("the room sees the new name");
     rig.alice
         .send_html(
             &rig.room,
