@@ -39,8 +39,10 @@ synapse_start
 
 log "cargo test"
 output="${CARGO_TARGET_DIR:-$ROOT/target}/test-output.txt"   # CARGO_TARGET_DIR may be elsewhere
+set +e   # a failing test run still gets its summary below
 cargo test --workspace --no-fail-fast 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
+set -e
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$output" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$output" | awk '{s+=$1} END {print s+0}')
