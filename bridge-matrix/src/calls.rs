@@ -132,6 +132,29 @@ pub(crate) async fn rehost(
     Ok(mxc.to_string())
 }
 
+/// The notice sent in place of a file that cannot cross: its name, size, link (when it is a
+/// web link) and why.
+pub(crate) fn file_notice(attachment: &Attachment, why: &str) -> serde_json::Value {
+    let size = attachment
+        .size
+        .map(|n| format!(", {n} bytes"))
+        .unwrap_or_default();
+    let link = if attachment.url.starts_with("https://") || attachment.url.starts_with("http://") {
+        format!(" {}", attachment.url)
+    } else {
+        String::new()
+    };
+    let name = if attachment.name.is_empty() {
+        "a file"
+    } else {
+        &attachment.name
+    };
+    serde_json::json!({
+        "msgtype": "m.notice",
+        "body": format!("📎 {name}{size}{link} (not bridged: {why})"),
+    })
+}
+
 /// Downloads an HTTP(S) attachment, streamed; refuses at once one announced over `limit`.
 async fn fetch_http(url: &str, limit: u64) -> Result<AttachmentBody, AdapterError> {
     let response = reqwest::Client::new()

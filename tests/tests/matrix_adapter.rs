@@ -1031,3 +1031,41 @@ async fn membership_profiles_and_custom_events_cross() {
         .expect("dave's ghost leaves");
     rig.core.shutdown().await;
 }
+
+/// A file over the homeserver's upload limit (10 MiB in the test config) cannot cross: the room
+/// gets a notice with its name and link instead of nothing, and the text of its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_file_leaves_a_notice() {
+    let mut rig = rig("oversize").await;
+    let big: &'static [u8] = Box::leak(vec![7u8; 11 * 1024 * 1024].into_boxed_slice());
+    let url = serve_file(big).await;
+    let mut msg = inbound(MEMORY_ROOM)
+        .id("big1")
+        .from("carol")
+        .named("Carol")
+        .text("the recording");
+    if let EventKind::Message { content, .. } = &mut msg.kind {
+        // No size announced: the adapter finds out while reading.
+        content.attachments = vec![Attachment {
+            name: "recording.bin".into(),
+            url: url.clone(),
+            ..Attachment::default()
+        }];
+    }
+    rig.memory.submit(msg).await.expect("submitted");
+    rig.alice
+        .wait_timeline(|e| e["content"]["body"] == "the recording")
+        .await
+        .expect("the text arrives");
+    let notice = rig
+        .alice
+        .wait_timeline(|e| e["content"]["msgtype"] == "m.notice")
+        .await
+        .expect("a notice stands for the file");
+    let body = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("recording.bin") && body.contains(&url),
+        "{body}"
+    );
+    rig.core.shutdown().await;
+}

@@ -91,7 +91,7 @@ impl Inner {
                 thread,
             } => {
                 joined().await?;
-                let mxc = crate::calls::rehost(
+                let rehosted = crate::calls::rehost(
                     &self.hs,
                     As::Ghost(ghost),
                     &self.ctx()?,
@@ -100,7 +100,22 @@ impl Inner {
                     &attachment,
                     self.file_limit(),
                 )
-                .await?;
+                .await;
+                let mxc = match rehosted {
+                    Ok(mxc) => mxc,
+                    // A file that can never cross (too large, refused, gone) still leaves a
+                    // trace: its name and link, as a notice, instead of nothing.
+                    Err(AdapterError::Permanent(why)) => {
+                        tracing::warn!(adapter = %self.id, event = %event.id, file = %attachment.name, %why,
+                            "file not bridged; sending its name and link instead");
+                        let content = crate::calls::file_notice(&attachment, &why);
+                        let id = self
+                            .send_event(room, ghost, &txn, "m.room.message", &content)
+                            .await?;
+                        return Ok(Some(id));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let content = tr::file_content(
                     msgtype,
                     &attachment,
