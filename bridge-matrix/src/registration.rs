@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(back.as_token, generated.as_token);
         assert_eq!(back.hs_token, generated.hs_token);
         assert_eq!(back.sender_localpart, "_bridge_bot");
-        assert_eq!(back.namespaces.users[0].regex, r"^@_bridge_.*:example\.org$");
+        assert_eq!(
+            back.namespaces.users[0].regex,
+            r"^@_bridge_.*:example\.org$"
+        );
         assert!(back.namespaces.users[0].exclusive);
         assert_eq!(
             back.namespaces.aliases[0].regex,
@@ -221,8 +224,7 @@ mod tests {
                 ghost_prefix: prefix,
             });
             let users = regex::Regex::new(&generated.namespaces.users[0].regex).expect("regex");
-            let aliases =
-                regex::Regex::new(&generated.namespaces.aliases[0].regex).expect("regex");
+            let aliases = regex::Regex::new(&generated.namespaces.aliases[0].regex).expect("regex");
             let naming = Naming::new(prefix, server);
             for adapter in ["xmpp", "my_xmpp", "a-b_c", "x"] {
                 for user in [
@@ -238,7 +240,11 @@ mod tests {
                     assert!(users.is_match(&ghost), "{ghost} outside {}", users.as_str());
                     let alias =
                         naming.portal_alias(&AdapterId::new(adapter), &RemoteRoomId::new(user));
-                    assert!(aliases.is_match(&alias), "{alias} outside {}", aliases.as_str());
+                    assert!(
+                        aliases.is_match(&alias),
+                        "{alias} outside {}",
+                        aliases.as_str()
+                    );
                 }
             }
             let bot = format!("@{}:{server}", generated.sender_localpart);

@@ -56,7 +56,11 @@ fn writes_a_registration_the_adapter_loads() {
     let config = config(dir.path(), &path, "listen = \"127.0.0.1:9009\"");
     let out = generate(&config, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&path.display().to_string()), "{}", text(&out));
+    assert!(
+        text(&out).contains(&path.display().to_string()),
+        "{}",
+        text(&out)
+    );
 
     let yaml = std::fs::read_to_string(&path).expect("written at the section's path");
     let registration = bridge_matrix::registration::load(&path).expect("the adapter loads it");
