@@ -7,6 +7,8 @@ use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use ruma::api::appservice::{Namespace, Namespaces, Registration, RegistrationInit};
 
+use crate::translate::ids::{Naming, regex_escape};
+
 /// What a registration is generated from.
 #[derive(Debug, Clone)]
 pub struct RegistrationParams<'a> {
@@ -21,22 +23,14 @@ pub struct RegistrationParams<'a> {
 }
 
 /// A new registration with fresh random tokens: exclusive namespaces for the ghosts
-/// (`@{prefix}.*:{server}`) and portal aliases (`#{prefix}.*:{server}`), the bridge bot
-/// `{prefix}bot`, no rate limits, ephemeral events (typing, receipts) pushed.
+/// (`^@{prefix}.*:{server}$`) and portal aliases (`^#{prefix}.*:{server}$`), written by the same
+/// [`Naming`] that names the ghosts and portals, the bridge bot `{prefix}bot`, no rate limits,
+/// ephemeral events (typing, receipts) pushed.
 pub fn generate(params: &RegistrationParams<'_>) -> Registration {
-    let namespace = |sigil: char| {
-        Namespace::new(
-            true,
-            format!(
-                "{sigil}{}.*:{}",
-                regex_escape(params.ghost_prefix),
-                regex_escape(params.server_name)
-            ),
-        )
-    };
+    let naming = Naming::new(params.ghost_prefix, params.server_name);
     let mut namespaces = Namespaces::new();
-    namespaces.users = vec![namespace('@')];
-    namespaces.aliases = vec![namespace('#')];
+    namespaces.users = vec![Namespace::new(true, naming.user_regex())];
+    namespaces.aliases = vec![Namespace::new(true, naming.alias_regex())];
     let mut registration: Registration = RegistrationInit {
         id: params.id.to_owned(),
         url: Some(params.url.to_owned()),
@@ -138,13 +132,15 @@ pub fn parse(text: &str) -> Result<Registration, String> {
 }
 
 /// Whether the registration's user namespace gives the appservice the ghosts it will make:
-/// an exclusive user regex that starts with `@{prefix}` (the homeserver matches the regex;
-/// this checks the form [`generate`] writes, so a hand-written file is warned about, not refused).
+/// an exclusive user regex that starts with `@{prefix}` (after an optional `^`; the homeserver
+/// matches the regex; this checks the form [`generate`] writes, so a hand-written file is
+/// warned about, not refused).
 pub fn covers_ghosts(registration: &Registration, ghost_prefix: &str) -> bool {
-    let start = format!("@{}", regex_escape(ghost_prefix));
+    let escaped = format!("@{}", regex_escape(ghost_prefix));
+    let plain = format!("@{ghost_prefix}");
     registration.namespaces.users.iter().any(|n| {
-        n.exclusive
-            && (n.regex.starts_with(&start) || n.regex.starts_with(&format!("@{ghost_prefix}")))
+        let regex = n.regex.strip_prefix('^').unwrap_or(&n.regex);
+        n.exclusive && (regex.starts_with(&escaped) || regex.starts_with(&plain))
     })
 }
 
@@ -155,18 +151,6 @@ fn token() -> String {
         .take(64)
         .map(char::from)
         .collect()
-}
-
-/// Escapes regex metacharacters.
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -194,11 +178,14 @@ mod tests {
         assert_eq!(back.as_token, generated.as_token);
         assert_eq!(back.hs_token, generated.hs_token);
         assert_eq!(back.sender_localpart, "_bridge_bot");
-        assert_eq!(back.namespaces.users[0].regex, r"@_bridge_.*:example\.org");
+        assert_eq!(
+            back.namespaces.users[0].regex,
+            r"^@_bridge_.*:example\.org$"
+        );
         assert!(back.namespaces.users[0].exclusive);
         assert_eq!(
             back.namespaces.aliases[0].regex,
-            r"#_bridge_.*:example\.org"
+            r"^#_bridge_.*:example\.org$"
         );
         assert_eq!(back.rate_limited, Some(false));
         assert!(back.receive_ephemeral);
@@ -217,5 +204,61 @@ mod tests {
         assert!(covers_ghosts(&registration, "_bridge_"));
         assert!(parse("id: x\n").is_err());
         assert!(parse(&text.replace("hs_token: h", "hs_token: a")).is_err());
+    }
+
+    /// The namespaces cover every ghost and portal the bridge names, and nothing of anyone
+    /// else (checked with a real regex engine; Synapse's `re.match` anchors at the start, the
+    /// regexes anchor both ends themselves).
+    #[test]
+    fn the_namespaces_cover_every_ghost_and_portal() {
+        use bridge_core::{AdapterId, RemoteRoomId, RemoteUserId};
+        for (prefix, server) in [
+            ("_bridge_", "example.org"),
+            ("_bridge_", "localhost:8448"),
+            ("x.y-", "my-server.example"),
+        ] {
+            let generated = generate(&RegistrationParams {
+                id: "matrix",
+                url: "http://127.0.0.1:9000",
+                server_name: server,
+                ghost_prefix: prefix,
+            });
+            let users = regex::Regex::new(&generated.namespaces.users[0].regex).expect("regex");
+            let aliases = regex::Regex::new(&generated.namespaces.aliases[0].regex).expect("regex");
+            let naming = Naming::new(prefix, server);
+            for adapter in ["xmpp", "my_xmpp", "a-b_c", "x"] {
+                for user in [
+                    "alice@example.org",
+                    "Alice_B@x.org",
+                    "日本語",
+                    "=+:@/",
+                    "room@conference.localhost/Nick Name",
+                    "",
+                ] {
+                    let ghost =
+                        naming.ghost_user_id(&AdapterId::new(adapter), &RemoteUserId::new(user));
+                    assert!(users.is_match(&ghost), "{ghost} outside {}", users.as_str());
+                    let alias =
+                        naming.portal_alias(&AdapterId::new(adapter), &RemoteRoomId::new(user));
+                    assert!(
+                        aliases.is_match(&alias),
+                        "{alias} outside {}",
+                        aliases.as_str()
+                    );
+                }
+            }
+            let bot = format!("@{}:{server}", generated.sender_localpart);
+            assert!(users.is_match(&bot), "the bot {bot} is in the namespace");
+            for other in [
+                format!("@alice:{server}"),
+                format!("@{prefix}x_alice:elsewhere.org"),
+                format!("@{prefix}x_alice:{server}.evil.org"),
+                format!("@not{prefix}x:{server}"),
+                format!("#{prefix}x_lobby:{server}"),
+            ] {
+                assert!(!users.is_match(&other), "{other} inside {}", users.as_str());
+            }
+            assert!(!aliases.is_match(&format!("#lobby:{server}")));
+        }
     }
 }

@@ -5,12 +5,20 @@
 //!
 //! Guarantees: the sync token is saved only after every event of the batch it ends is durably
 //! stored, so a crash or restart resumes from the last stored batch (redelivered events are
-//! deduplicated by event ID). The session (user, device, access token) is kept in the store, so
-//! a restart reuses the device instead of creating one per start. Sends carry the neutral event
-//! ID as transaction ID; the bot's own events are never bridged.
+//! deduplicated by event ID). A room whose timeline the homeserver cut (`limited`: more news
+//! than [`TIMELINE_LIMIT`] since the last sync, e.g. after a long downtime) has the gap fetched
+//! with `/messages` back to the previous sync token, so nothing is skipped. The session (user,
+//! device, access token) is kept in the store, so a restart reuses the device instead of
+//! creating one per start. Sends carry the neutral event ID as transaction ID; the bot's own
+//! events are never bridged.
+//!
+//! History is not bridged: the first sync of a new bot only finds where the stream stands, and
+//! in a room the bot joins later, what the homeserver sends from before the bot's join is left
+//! out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +44,11 @@ const SESSION_KEY: &[u8] = b"relay/session";
 const SINCE_KEY: &[u8] = b"relay/since";
 /// How long one `/sync` long-poll waits for news.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most events of one room one `/sync` answer carries; more are fetched with `/messages`.
+pub const TIMELINE_LIMIT: u32 = 50;
+/// The most events fetched to fill one room's gap (a longer gap loses its oldest events, and
+/// says so in the log).
+const MAX_GAP: usize = 10_000;
 
 /// The Matrix adapter as a relay bot.
 #[derive(Debug, Clone)]
@@ -53,8 +66,15 @@ struct Inner {
     naming: Naming,
     /// The bot's session once logged in: its client-server connection and user ID.
     session: Mutex<Option<(Homeserver, OwnedUserId)>>,
+    /// The device of the session, once logged in.
+    device: Mutex<Option<String>>,
+    /// Whether the bot is past its first sync and the last one succeeded.
+    syncing: AtomicBool,
     ctx: Mutex<Option<AdapterContext>>,
     typing: Mutex<HashMap<String, Vec<String>>>,
+    /// Display names by (room, user), from the member events synced, in timeline order (the
+    /// SDK's member store holds the state at the end of a batch, not at each message).
+    names: Mutex<HashMap<(String, String), Option<String>>>,
     upload_limit: Mutex<Option<u64>>,
 }
 
@@ -94,11 +114,29 @@ impl RelayAdapter {
                 id,
                 settings,
                 session: Mutex::new(None),
+                device: Mutex::new(None),
+                syncing: AtomicBool::new(false),
                 ctx: Mutex::new(None),
                 typing: Mutex::new(HashMap::new()),
+                names: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
             }),
         })
+    }
+
+    /// The bot's user ID and device ID while logged in (the device is the one stored with the
+    /// session, reused across restarts).
+    pub fn logged_in_as(&self) -> Option<(String, String)> {
+        let user = self.inner.session.lock().as_ref()?.1.to_string();
+        let device = self.inner.device.lock().clone()?;
+        Some((user, device))
+    }
+
+    /// True while the bot follows its rooms: its first sync is done, so what is posted in a
+    /// linked room from now on is bridged (what was posted before is history), and the last
+    /// sync succeeded.
+    pub fn is_syncing(&self) -> bool {
+        self.inner.syncing.load(Ordering::Acquire)
     }
 }
 
@@ -188,6 +226,7 @@ impl Inner {
         };
         let hs = Homeserver::new(&self.settings.homeserver, &token, false)?;
         *self.session.lock() = Some((hs, user.to_owned()));
+        *self.device.lock() = client.device_id().map(|d| d.to_string());
         Ok(client)
     }
 
@@ -224,7 +263,12 @@ impl Inner {
         loop {
             let mut settings = SyncSettings::new().timeout(SYNC_TIMEOUT);
             if let Some(token) = &since {
-                settings = settings.token(token.clone());
+                settings = settings
+                    .token(token.clone())
+                    .filter(sync_filter(TIMELINE_LIMIT));
+            } else {
+                // Where the stream stands, and the rooms' state (members' names): no history.
+                settings = settings.filter(sync_filter(1));
             }
             let response = tokio::select! {
                 () = ctx.shutdown().cancelled() => return Ended::Shutdown,
@@ -235,9 +279,16 @@ impl Inner {
                 Err(e) => {
                     let error = match e.as_client_api_error() {
                         Some(api) if api.status_code.as_u16() == 401 => {
-                            // The stored session is no longer valid: log in afresh next time.
+                            // The stored session is no longer valid (logged out, device
+                            // deleted): log in afresh next time, at once when the password
+                            // allows it; a refused access token waits for an admin.
                             let _ = ctx.store().delete(SESSION_KEY);
-                            AdapterError::Auth(e.to_string())
+                            match self.login {
+                                RelayLogin::Password(_) => AdapterError::transient(format!(
+                                    "the session was refused, logging in again: {e}"
+                                )),
+                                RelayLogin::AccessToken(_) => AdapterError::Auth(e.to_string()),
+                            }
                         }
                         _ => AdapterError::transient(e.to_string()),
                     };
@@ -250,8 +301,10 @@ impl Inner {
                 tracing::info!(adapter = %self.id, user = %me, "matrix relay connected");
             }
             // The first sync of a new bot is the rooms' past: nothing to bridge from it.
-            if since.is_some()
-                && let Err(e) = self.take_batch(ctx, &client, &me, &response).await
+            if let Some(since) = &since
+                && let Err(e) = self
+                    .take_batch(ctx, &client, &hs, &me, since, &response)
+                    .await
             {
                 return Ended::Failed(e);
             }
@@ -271,6 +324,7 @@ impl Inner {
                 return Ended::Failed(AdapterError::transient(e.to_string()));
             }
             since = Some(response.next_batch);
+            self.syncing.store(true, Ordering::Release);
         }
     }
 
@@ -279,7 +333,9 @@ impl Inner {
         &self,
         ctx: &AdapterContext,
         client: &matrix_sdk::Client,
+        hs: &Homeserver,
         me: &OwnedUserId,
+        since: &str,
         response: &matrix_sdk::sync::SyncResponse,
     ) -> Result<(), AdapterError> {
         let ictx = InboundCtx {
@@ -289,18 +345,33 @@ impl Inner {
         let mut pending: Vec<Pending> = Vec::new();
         for (room_id, update) in &response.rooms.joined {
             let room = client.get_room(room_id);
-            for item in &update.timeline.events {
-                let Ok(event) = serde_json::from_str::<Value>(item.raw().json().get()) else {
-                    continue;
-                };
+            let mut events: Vec<Value> = Vec::new();
+            if update.timeline.limited
+                && let Some(prev_batch) = &update.timeline.prev_batch
+            {
+                events = self.gap(hs, room_id, prev_batch, since).await?;
+            }
+            events.extend(
+                update
+                    .timeline
+                    .events
+                    .iter()
+                    .filter_map(|item| serde_json::from_str::<Value>(item.raw().json().get()).ok()),
+            );
+            // A room the bot (re)joined in this batch: what came before the join is history.
+            if let Some(join) = events.iter().rposition(|e| is_own_join(e, me.as_str())) {
+                events.drain(..=join);
+            }
+            for event in &events {
                 let sender = event
                     .get("sender")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
+                self.remember_name(room_id.as_str(), event);
                 if sender == me.as_str() {
                     continue;
                 }
-                let mut inbound = match tr_in::timeline_event(&event, Some(room_id.as_str()), &ictx)
+                let mut inbound = match tr_in::timeline_event(event, Some(room_id.as_str()), &ictx)
                 {
                     Ok(Some(inbound)) => inbound,
                     Ok(None) => continue,
@@ -310,12 +381,10 @@ impl Inner {
                         continue;
                     }
                 };
-                if inbound.sender.display_name.is_none()
-                    && let Some(room) = &room
-                    && let Ok(user) = ruma::UserId::parse(inbound.sender.id.as_str())
-                    && let Ok(Some(member)) = room.get_member_no_sync(&user).await
-                {
-                    inbound.sender.display_name = member.display_name().map(str::to_owned);
+                if inbound.sender.display_name.is_none() {
+                    inbound.sender.display_name = self
+                        .display_name(hs, room.as_ref(), room_id, inbound.sender.id.as_str())
+                        .await;
                 }
                 pending.push(
                     ctx.enqueue(inbound)
@@ -335,6 +404,108 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The events of a room between the sync token `since` and `prev_batch` (the start of a
+    /// cut timeline), oldest first, from `/messages`.
+    async fn gap(
+        &self,
+        hs: &Homeserver,
+        room: &OwnedRoomId,
+        prev_batch: &str,
+        since: &str,
+    ) -> Result<Vec<Value>, AdapterError> {
+        use ruma::api::client::message::get_message_events::v3::Request;
+        let mut newest_first = Vec::new();
+        let mut from = prev_batch.to_owned();
+        loop {
+            let mut request = Request::new(room.clone(), ruma::api::Direction::Backward);
+            request.from = Some(from.clone());
+            request.to = Some(since.to_owned());
+            request.limit = ruma::UInt::from(100u32);
+            let answer = hs.call(request, As::Bot).await?;
+            let done = answer.chunk.is_empty();
+            newest_first.extend(
+                answer
+                    .chunk
+                    .iter()
+                    .filter_map(|raw| serde_json::from_str::<Value>(raw.json().get()).ok()),
+            );
+            match answer.end {
+                Some(end) if !done && end != from && newest_first.len() < MAX_GAP => from = end,
+                _ => break,
+            }
+        }
+        if newest_first.len() >= MAX_GAP {
+            tracing::warn!(adapter = %self.id, %room, max = MAX_GAP,
+                "the gap since the last sync is too long: its oldest events are not bridged");
+        }
+        tracing::debug!(adapter = %self.id, %room, events = newest_first.len(), "gap filled");
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    /// A member's display name: from the member events synced, else the SDK's member store
+    /// (the state the first sync gave), else asked once (after a restart, the SDK's store
+    /// starts empty and an incremental sync only brings changes).
+    async fn display_name(
+        &self,
+        hs: &Homeserver,
+        room: Option<&matrix_sdk::Room>,
+        room_id: &OwnedRoomId,
+        user: &str,
+    ) -> Option<String> {
+        let key = (room_id.to_string(), user.to_owned());
+        if let Some(name) = self.names.lock().get(&key) {
+            return name.clone();
+        }
+        let user_id = ruma::UserId::parse(user).ok()?;
+        if let Some(room) = room
+            && let Ok(Some(member)) = room.get_member_no_sync(&user_id).await
+        {
+            return member.display_name().map(str::to_owned);
+        }
+        let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
+            room_id.clone(),
+            ruma::events::StateEventType::RoomMember,
+            user.to_owned(),
+        );
+        let name = match hs.call(request, As::Bot).await {
+            Ok(answer) => serde_json::from_str::<Value>(answer.event_or_content.get())
+                .ok()
+                .and_then(|content| {
+                    content
+                        .get("displayname")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }),
+            Err(e) => {
+                tracing::debug!(adapter = %self.id, room = %room_id, %user, error = %e, "no member state");
+                None
+            }
+        };
+        self.names.lock().insert(key, name.clone());
+        name
+    }
+
+    /// Learns a member's display name from a member event (forgets it when they leave).
+    fn remember_name(&self, room: &str, event: &Value) {
+        if event.get("type").and_then(Value::as_str) != Some("m.room.member") {
+            return;
+        }
+        let Some(user) = event.get("state_key").and_then(Value::as_str) else {
+            return;
+        };
+        let key = (room.to_owned(), user.to_owned());
+        if event.pointer("/content/membership").and_then(Value::as_str) == Some("join") {
+            let name = event
+                .pointer("/content/displayname")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            self.names.lock().insert(key, name);
+        } else {
+            self.names.lock().remove(&key);
+        }
     }
 
     fn ephemeral(&self, ctx: &AdapterContext, me: &OwnedUserId, event: &Value, room: &str) {
@@ -475,6 +646,25 @@ impl Inner {
     }
 }
 
+/// The sync filter: at most `timeline` events per room, no presence.
+fn sync_filter(timeline: u32) -> ruma::api::client::sync::sync_events::v3::Filter {
+    let mut filter = ruma::api::client::filter::FilterDefinition::empty();
+    filter.room.timeline.limit = Some(ruma::UInt::from(timeline));
+    filter.presence = ruma::api::client::filter::Filter::ignore_all();
+    ruma::api::client::sync::sync_events::v3::Filter::FilterDefinition(filter)
+}
+
+/// Whether `event` is `me` joining the room (not a change of name or avatar while joined).
+fn is_own_join(event: &Value, me: &str) -> bool {
+    event.get("type").and_then(Value::as_str) == Some("m.room.member")
+        && event.get("state_key").and_then(Value::as_str) == Some(me)
+        && event.pointer("/content/membership").and_then(Value::as_str) == Some("join")
+        && event
+            .pointer("/unsigned/prev_content/membership")
+            .and_then(Value::as_str)
+            != Some("join")
+}
+
 fn room_id(room: &RemoteRoomId) -> Result<OwnedRoomId, AdapterError> {
     ruma::RoomId::parse(room.as_str())
         .map_err(|e| AdapterError::Permanent(format!("{room} is not a room ID: {e}")))
@@ -519,6 +709,7 @@ impl Adapter for RelayAdapter {
             match inner.session_loop(&ctx).await {
                 Ended::Shutdown => break,
                 Ended::Failed(e) => {
+                    inner.syncing.store(false, Ordering::Release);
                     ctx.set_connected(false);
                     let wait = match &e {
                         AdapterError::Auth(_) => Duration::from_secs(60),
@@ -532,6 +723,7 @@ impl Adapter for RelayAdapter {
                 }
             }
         }
+        inner.syncing.store(false, Ordering::Release);
         *inner.ctx.lock() = None;
         Ok(())
     }

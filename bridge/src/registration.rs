@@ -34,15 +34,27 @@ fn write(
     force: bool,
 ) -> Result<PathBuf, String> {
     let loaded = crate::config::load(config).map_err(|d| d.to_string())?;
-    let appservices: Vec<_> = loaded
+    let matrix: Vec<_> = loaded
         .adapters
         .iter()
         .filter(|a| a.type_name == "matrix")
-        .filter(|a| a.settings.get("mode").and_then(toml::Value::as_str) == Some("appservice"))
         .filter(|a| adapter.is_none_or(|id| a.id == id))
         .collect();
+    let appservices: Vec<_> = matrix
+        .iter()
+        .filter(|a| a.settings.get("mode").and_then(toml::Value::as_str) == Some("appservice"))
+        .collect();
     let section = match appservices.as_slice() {
-        [one] => *one,
+        [one] => **one,
+        [] if !matrix.is_empty() => {
+            let relays: Vec<&str> = matrix.iter().map(|a| a.id.as_str()).collect();
+            return Err(format!(
+                "{}: matrix adapter {} is in relay mode: a relay bot logs in as an ordinary \
+                 user and needs no registration; only a section with mode = \"appservice\" has one",
+                config.display(),
+                relays.join(", ")
+            ));
+        }
         [] => {
             return Err(match adapter {
                 Some(id) => format!("{}: no matrix appservice adapter {id:?}", config.display()),

@@ -142,7 +142,7 @@ impl Naming {
 /// `s` as a literal in a regular expression: the metacharacters common to the dialects of
 /// homeservers (Python `re`, Go `regexp`, Rust `regex`) get a backslash, nothing else does
 /// (some dialects refuse needless escapes).
-fn regex_escape(s: &str) -> String {
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {
