@@ -132,6 +132,51 @@ pub(crate) async fn rehost(
     Ok(mxc.to_string())
 }
 
+/// One file of an event, as [`crate::translate::outbound::Action::SendFile`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileParts<'a> {
+    pub(crate) attachment: &'a Attachment,
+    pub(crate) msgtype: &'a str,
+    pub(crate) caption: Option<&'a bridge_core::RichText>,
+    pub(crate) reply_to: Option<&'a str>,
+    pub(crate) thread: Option<&'a str>,
+}
+
+/// What to send for one file of an event: the file message, after putting the file in the
+/// media repository ([`rehost`]); or, when it can never cross (too large, refused, gone at its
+/// source), a notice with its name and link ([`file_notice`]) so the room keeps a trace of it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn file_message(
+    hs: &Homeserver,
+    who: As<'_>,
+    ctx: &AdapterContext,
+    me: &AdapterId,
+    event: &bridge_core::OutboundEvent,
+    file: &FileParts<'_>,
+    voice: &crate::translate::outbound::Voice<'_>,
+    limit: u64,
+) -> Result<serde_json::Value, AdapterError> {
+    let attachment = file.attachment;
+    match rehost(hs, who, ctx, me, &event.sender.adapter, attachment, limit).await {
+        Ok(mxc) => Ok(crate::translate::outbound::file_content(
+            file.msgtype,
+            attachment,
+            &mxc,
+            file.caption,
+            file.reply_to,
+            file.thread,
+            voice,
+            &event.sender,
+        )),
+        Err(AdapterError::Permanent(why)) => {
+            tracing::warn!(adapter = %me, event = %event.id, file = %attachment.name, %why,
+                "file not bridged; sending its name and link instead");
+            Ok(file_notice(attachment, &why))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The notice sent in place of a file that cannot cross: its name, size, link (when it is a
 /// web link) and why.
 pub(crate) fn file_notice(attachment: &Attachment, why: &str) -> serde_json::Value {

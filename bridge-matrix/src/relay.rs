@@ -30,7 +30,7 @@ use bridge_core::{
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 
 use crate::homeserver::{As, Homeserver};
@@ -72,6 +72,8 @@ struct Inner {
     syncing: AtomicBool,
     ctx: Mutex<Option<AdapterContext>>,
     typing: Mutex<HashMap<String, Vec<String>>>,
+    /// Linked rooms named by alias, and their room IDs.
+    rooms: crate::rooms::RoomNames,
     /// Display names by (room, user), from the member events synced, in timeline order (the
     /// SDK's member store holds the state at the end of a batch, not at each message).
     names: Mutex<HashMap<(String, String), Option<String>>>,
@@ -118,6 +120,7 @@ impl RelayAdapter {
                 syncing: AtomicBool::new(false),
                 ctx: Mutex::new(None),
                 typing: Mutex::new(HashMap::new()),
+                rooms: crate::rooms::RoomNames::default(),
                 names: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
             }),
@@ -240,7 +243,7 @@ impl Inner {
             return Ended::Failed(AdapterError::transient("no session"));
         };
         for room in ctx.linked_rooms() {
-            if let Err(e) = join(&hs, &room).await {
+            if let Err(e) = self.join(&hs, &room).await {
                 tracing::error!(adapter = %self.id, %room, error = %e, "the relay bot cannot join a linked room; invite it");
             }
         }
@@ -386,6 +389,8 @@ impl Inner {
                         .display_name(hs, room.as_ref(), room_id, inbound.sender.id.as_str())
                         .await;
                 }
+                // The core knows the room by the name it was linked by (an alias, perhaps).
+                inbound.room = self.rooms.linked_name(inbound.room.as_str());
                 pending.push(
                     ctx.enqueue(inbound)
                         .map_err(|e| AdapterError::transient(e.to_string()))?,
@@ -515,6 +520,7 @@ impl Inner {
         for item in items {
             match item {
                 Ephemeral::Typing { room, users } => {
+                    let room = self.rooms.linked_name(&room).to_string();
                     let users: Vec<String> =
                         users.into_iter().filter(|u| u != me.as_str()).collect();
                     let old = self
@@ -536,6 +542,7 @@ impl Inner {
                     user,
                     event_id,
                 } if user != me.as_str() => {
+                    let room = self.rooms.linked_name(&room).to_string();
                     let _ = ctx.enqueue(InboundEvent::new(
                         room.as_str(),
                         None,
@@ -556,14 +563,10 @@ impl Inner {
         };
         let actions = tr_out::actions(&event, &self.naming, &voice)?;
         let (hs, me) = self.session()?;
-        let room = room_id(&event.room)?;
+        let room = self.rooms.resolve(&hs, &event.room).await?;
         let mut first = None;
         for (i, action) in actions.into_iter().enumerate() {
-            let txn: OwnedTransactionId = if i == 0 {
-                event.id.to_string().into()
-            } else {
-                format!("{}.{i}", event.id).into()
-            };
+            let txn = crate::calls::txn_id(&event.id, i);
             let produced = match action {
                 Action::Send {
                     event_type,
@@ -579,27 +582,24 @@ impl Inner {
                     reply_to,
                     thread,
                 } => {
-                    let limit = self.file_limit();
-                    let mxc = crate::calls::rehost(
+                    let file = crate::calls::FileParts {
+                        attachment: &attachment,
+                        msgtype,
+                        caption: caption.as_ref(),
+                        reply_to: reply_to.as_deref(),
+                        thread: thread.as_deref(),
+                    };
+                    let content = crate::calls::file_message(
                         &hs,
                         As::Bot,
                         &self.ctx()?,
                         &self.id,
-                        &event.sender.adapter,
-                        &attachment,
-                        limit,
+                        &event,
+                        &file,
+                        &voice,
+                        self.file_limit(),
                     )
                     .await?;
-                    let content = tr_out::file_content(
-                        msgtype,
-                        &attachment,
-                        &mxc,
-                        caption.as_ref(),
-                        reply_to.as_deref(),
-                        thread.as_deref(),
-                        &voice,
-                        &event.sender,
-                    );
                     Some(
                         crate::calls::send_event(
                             &hs,
@@ -640,6 +640,12 @@ impl Inner {
         })
     }
 
+    /// Joins a linked room (by ID or alias) and learns its room ID.
+    async fn join(&self, hs: &Homeserver, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        join(hs, room).await?;
+        self.rooms.resolve(hs, room).await.map(|_| ())
+    }
+
     fn file_limit(&self) -> u64 {
         let ours = self.settings.max_file_size;
         self.upload_limit.lock().map_or(ours, |hs| hs.min(ours))
@@ -663,11 +669,6 @@ fn is_own_join(event: &Value, me: &str) -> bool {
             .pointer("/unsigned/prev_content/membership")
             .and_then(Value::as_str)
             != Some("join")
-}
-
-fn room_id(room: &RemoteRoomId) -> Result<OwnedRoomId, AdapterError> {
-    ruma::RoomId::parse(room.as_str())
-        .map_err(|e| AdapterError::Permanent(format!("{room} is not a room ID: {e}")))
 }
 
 /// Joins a room by ID or alias (`POST /join/{room}`).
@@ -734,13 +735,15 @@ impl Adapter for RelayAdapter {
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         let (hs, _) = self.inner.session()?;
-        join(&hs, room).await
+        self.inner.join(&hs, room).await
     }
 
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         let (hs, _) = self.inner.session()?;
         hs.call(
-            ruma::api::client::membership::leave_room::v3::Request::new(room_id(room)?),
+            ruma::api::client::membership::leave_room::v3::Request::new(
+                self.inner.rooms.resolve(&hs, room).await?,
+            ),
             As::Bot,
         )
         .await?;

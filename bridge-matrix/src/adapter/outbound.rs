@@ -91,41 +91,24 @@ impl Inner {
                 thread,
             } => {
                 joined().await?;
-                let rehosted = crate::calls::rehost(
+                let file = crate::calls::FileParts {
+                    attachment: &attachment,
+                    msgtype,
+                    caption: caption.as_ref(),
+                    reply_to: reply_to.as_deref(),
+                    thread: thread.as_deref(),
+                };
+                let content = crate::calls::file_message(
                     &self.hs,
                     As::Ghost(ghost),
                     &self.ctx()?,
                     &self.id,
-                    &event.sender.adapter,
-                    &attachment,
+                    event,
+                    &file,
+                    &Voice::Ghost,
                     self.file_limit(),
                 )
-                .await;
-                let mxc = match rehosted {
-                    Ok(mxc) => mxc,
-                    // A file that can never cross (too large, refused, gone) still leaves a
-                    // trace: its name and link, as a notice, instead of nothing.
-                    Err(AdapterError::Permanent(why)) => {
-                        tracing::warn!(adapter = %self.id, event = %event.id, file = %attachment.name, %why,
-                            "file not bridged; sending its name and link instead");
-                        let content = crate::calls::file_notice(&attachment, &why);
-                        let id = self
-                            .send_event(room, ghost, &txn, "m.room.message", &content)
-                            .await?;
-                        return Ok(Some(id));
-                    }
-                    Err(e) => return Err(e),
-                };
-                let content = tr::file_content(
-                    msgtype,
-                    &attachment,
-                    &mxc,
-                    caption.as_ref(),
-                    reply_to.as_deref(),
-                    thread.as_deref(),
-                    &Voice::Ghost,
-                    &event.sender,
-                );
+                .await?;
                 let id = self
                     .send_event(room, ghost, &txn, "m.room.message", &content)
                     .await?;
