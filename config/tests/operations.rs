@@ -139,3 +139,16 @@ fn a_token_is_read_from_the_environment_or_a_file_relative_to_the_config() {
     let error = missing.resolve("bridge.provisioning_token").unwrap_err();
     assert_eq!(error.path, "bridge.provisioning_token.file");
 }
+
+#[test]
+fn the_example_documents_the_operations_keys_and_its_token_line_works() {
+    let example = include_str!("../../examples/bridge.toml");
+    assert!(example.lines().any(|l| l.starts_with("http_addr = ")));
+    let commented = "# provisioning_token = ";
+    assert!(example.lines().any(|l| l.starts_with(commented)));
+    let config = ok(&example.replace(commented, "provisioning_token = "));
+    assert_eq!(
+        config.bridge.provisioning_token,
+        Some(SecretRef::File("/etc/bridge/provisioning-token".into()))
+    );
+}
