@@ -11,7 +11,7 @@
 mod metrics;
 mod provisioning;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +20,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bridge_config::{BridgeSection, Config};
 use bridge_core::{Core, Link, RoomId};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -100,7 +102,7 @@ impl Prepared {
             .route("/metrics", get(metrics::render))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
-            .nest("/api/v1", provisioning::router())
+            .merge(provisioning::router())
             .fallback(not_found)
             .with_state(ops)
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -167,29 +169,37 @@ async fn live() -> axum::Json<Value> {
     axum::Json(json!({ "live": true }))
 }
 
+/// The answer of `GET /health/ready`.
+#[derive(Debug, Serialize)]
+struct Readiness<'a> {
+    ready: bool,
+    /// The adapters that are not connected.
+    not_connected: Vec<&'a str>,
+    /// Every adapter: connected or not.
+    adapters: BTreeMap<&'a str, bool>,
+}
+
 /// `GET /health/ready`: every adapter is connected (200), or which are not (503).
-async fn ready(State(ops): State<Arc<Ops>>) -> (StatusCode, axum::Json<Value>) {
+async fn ready(State(ops): State<Arc<Ops>>) -> Response {
     let adapters = ops.core.adapter_connections();
-    let down: Vec<&str> = adapters
-        .iter()
-        .filter(|(_, connected)| !connected)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    let states: serde_json::Map<String, Value> = adapters
-        .iter()
-        .map(|(id, connected)| (id.to_string(), Value::Bool(*connected)))
-        .collect();
-    let status = if down.is_empty() {
+    let readiness = Readiness {
+        ready: adapters.iter().all(|(_, connected)| *connected),
+        not_connected: adapters
+            .iter()
+            .filter(|(_, connected)| !connected)
+            .map(|(id, _)| id.as_str())
+            .collect(),
+        adapters: adapters
+            .iter()
+            .map(|(id, connected)| (id.as_str(), *connected))
+            .collect(),
+    };
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "ready": down.is_empty(),
-        "adapters": states,
-        "not_connected": down,
-    });
-    (status, axum::Json(body))
+    (status, axum::Json(readiness)).into_response()
 }
 
 /// Any other path.

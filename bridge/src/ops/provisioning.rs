@@ -26,8 +26,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bridge_config::{ROOM_ID_MAX_LEN, ROOM_ID_PUNCTUATION, SecretRef, check_identifier};
-use bridge_core::{CoreError, Link, RoomId, RoutingError};
-use serde::Deserialize;
+use bridge_core::{AdapterId, CoreError, Link, RemoteRoomId, RoomId, RoutingError};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Ops;
@@ -35,14 +35,14 @@ use super::Ops;
 /// The longest native room ID accepted, in bytes.
 const MAX_REMOTE_LEN: usize = 1024;
 
-/// The routes, relative to `/api/v1`.
+/// The routes.
 pub(super) fn router() -> Router<Arc<Ops>> {
     Router::new()
-        .route("/rooms", get(list_rooms))
-        .route("/rooms/{room}/links", post(add_link))
-        .route("/links/{adapter}/{*remote}", delete(remove_link))
-        .route("/dead-letters", get(dead_letters))
-        .route("/dead-letters/retry", post(retry_dead_letters))
+        .route("/api/v1/rooms", get(list_rooms))
+        .route("/api/v1/rooms/{room}/links", post(add_link))
+        .route("/api/v1/links/{adapter}/{*remote}", delete(remove_link))
+        .route("/api/v1/dead-letters", get(dead_letters))
+        .route("/api/v1/dead-letters/retry", post(retry_dead_letters))
 }
 
 /// The bearer token. Never printed.
@@ -184,29 +184,53 @@ impl Ops {
     }
 }
 
+/// A room in `GET /rooms`.
+#[derive(Debug, Serialize)]
+struct RoomView {
+    room: RoomId,
+    name: Option<String>,
+    links: Vec<LinkView>,
+}
+
+/// A link in `GET /rooms`.
+#[derive(Debug, Serialize)]
+struct LinkView {
+    adapter: AdapterId,
+    remote: RemoteRoomId,
+    /// Events waiting in its outbox.
+    outbox: u64,
+    /// Declared in the configuration file (the API does not remove it).
+    from_config: bool,
+}
+
+/// The answer of `GET /rooms`.
+#[derive(Debug, Serialize)]
+struct Rooms {
+    rooms: Vec<RoomView>,
+}
+
 /// `GET /rooms`.
-async fn list_rooms(_: Authorized, State(ops): State<Arc<Ops>>) -> Json<Value> {
-    let rooms: Vec<Value> = ops
+async fn list_rooms(_: Authorized, State(ops): State<Arc<Ops>>) -> Json<Rooms> {
+    let rooms: Vec<RoomView> = ops
         .core
         .status()
         .into_iter()
-        .map(|room| {
-            let links: Vec<Value> = room
+        .map(|room| RoomView {
+            links: room
                 .links
                 .iter()
-                .map(|(link, depth)| {
-                    json!({
-                        "adapter": link.adapter,
-                        "remote": link.remote,
-                        "outbox": depth,
-                        "from_config": ops.declared.contains_key(link),
-                    })
+                .map(|(link, depth)| LinkView {
+                    adapter: link.adapter.clone(),
+                    remote: link.remote.clone(),
+                    outbox: *depth,
+                    from_config: ops.declared.contains_key(link),
                 })
-                .collect();
-            json!({ "room": room.id, "name": room.name, "links": links })
+                .collect(),
+            room: room.id,
+            name: room.name,
         })
         .collect();
-    Json(json!({ "rooms": rooms }))
+    Json(Rooms { rooms })
 }
 
 /// The body of `POST /rooms/{room}/links`.
@@ -217,6 +241,16 @@ struct NewLink {
     remote: String,
 }
 
+/// The answer of `POST /rooms/{room}/links`.
+#[derive(Debug, Serialize)]
+struct LinkAnswer {
+    room: RoomId,
+    adapter: AdapterId,
+    remote: RemoteRoomId,
+    /// False when it was already linked to this room.
+    created: bool,
+}
+
 /// `POST /rooms/{room}/links`: 201 linked; 200 already linked to this room; 400 bad room ID or
 /// body; 404 unknown adapter; 409 linked to another room.
 async fn add_link(
@@ -224,7 +258,7 @@ async fn add_link(
     State(ops): State<Arc<Ops>>,
     room: Result<Path<String>, PathRejection>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<LinkAnswer>), ApiError> {
     let Path(room) = room.map_err(ApiError::path)?;
     check_identifier(&room, ROOM_ID_MAX_LEN, ROOM_ID_PUNCTUATION)
         .map_err(|message| ApiError::bad_request(format!("room ID: {message}")))?;
@@ -244,14 +278,21 @@ async fn add_link(
     }
     let room = RoomId::new(room);
     let link = Link::new(new.adapter.as_str(), new.remote.as_str());
-    let answer = |created: bool| json!({ "room": room, "adapter": link.adapter, "remote": link.remote, "created": created });
+    let answer = |created: bool| {
+        Json(LinkAnswer {
+            room: room.clone(),
+            adapter: link.adapter.clone(),
+            remote: link.remote.clone(),
+            created,
+        })
+    };
     if ops.room_of(&link).as_ref() == Some(&room) {
-        return Ok((StatusCode::OK, Json(answer(false))));
+        return Ok((StatusCode::OK, answer(false)));
     }
     match ops.core.add_link(&room, link.clone()).await {
         Ok(()) => {
             tracing::info!(%link, %room, "provisioning API: linked");
-            Ok((StatusCode::CREATED, Json(answer(true))))
+            Ok((StatusCode::CREATED, answer(true)))
         }
         Err(CoreError::UnknownAdapter(_, adapter)) => {
             let known: Vec<String> = ops
@@ -306,26 +347,52 @@ async fn remove_link(
     }
 }
 
+/// A dead letter in `GET /dead-letters`.
+#[derive(Debug, Serialize)]
+struct DeadLetterView {
+    adapter: AdapterId,
+    remote: RemoteRoomId,
+    /// The neutral room of the event (unknown if the event is gone).
+    room: Option<RoomId>,
+    event: String,
+    kind: Option<&'static str>,
+    error: String,
+    attempts: u32,
+    /// When it was given up, in milliseconds since the Unix epoch.
+    at_ms: u64,
+}
+
+/// The answer of `GET /dead-letters`.
+#[derive(Debug, Serialize)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetterView>,
+}
+
 /// `GET /dead-letters`.
-async fn dead_letters(_: Authorized, State(ops): State<Arc<Ops>>) -> Result<Json<Value>, ApiError> {
+async fn dead_letters(
+    _: Authorized,
+    State(ops): State<Arc<Ops>>,
+) -> Result<Json<DeadLetters>, ApiError> {
     let letters = ops.core.dead_letters().map_err(ApiError::internal)?;
-    let letters: Vec<Value> = letters
+    let letters: Vec<DeadLetterView> = letters
         .into_iter()
         .map(|letter| {
             let event = ops.core.event(letter.event).ok().flatten();
-            json!({
-                "adapter": letter.link.adapter,
-                "remote": letter.link.remote,
-                "event": letter.event.to_string(),
-                "room": event.as_ref().map(|e| e.room.clone()),
-                "kind": event.as_ref().map(|e| e.kind.name()),
-                "error": letter.error,
-                "attempts": letter.attempts,
-                "at_ms": letter.at_ms,
-            })
+            DeadLetterView {
+                adapter: letter.link.adapter,
+                remote: letter.link.remote,
+                room: event.as_ref().map(|e| e.room.clone()),
+                event: letter.event.to_string(),
+                kind: event.as_ref().map(|e| e.kind.name()),
+                error: letter.error,
+                attempts: letter.attempts,
+                at_ms: letter.at_ms,
+            }
         })
         .collect();
-    Ok(Json(json!({ "dead_letters": letters })))
+    Ok(Json(DeadLetters {
+        dead_letters: letters,
+    }))
 }
 
 /// `POST /dead-letters/retry`.
