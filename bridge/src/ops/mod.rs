@@ -60,9 +60,9 @@ pub async fn prepare(bridge: &BridgeSection, addr: SocketAddr) -> anyhow::Result
         Some(secret) => Some(Token::resolve(secret)?),
         None => None,
     };
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve HTTP on {addr} (bridge.http_addr)"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot serve HTTP on {addr} (bridge.http_addr; is the bridge already running?)")
+    })?;
     let metrics = metrics::install()?;
     Ok(Prepared {
         listener,
