@@ -10,6 +10,7 @@
 //!   letters and capability fallbacks.
 //! - [`store`]: the durable store ([`store::SledStore`] by default, behind a
 //!   [`store::CombiningStore`] that merges small batches) and [`durability`]: group commit.
+//! - [`telemetry`]: the metrics the core records, with their descriptions.
 //! - `testkit` (feature): an in-memory adapter, event builders and the adapter conformance
 //!   suite.
 //!
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod richtext;
 pub mod routing;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

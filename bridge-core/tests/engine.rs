@@ -584,3 +584,24 @@ async fn what_a_room_missed_is_backfilled_on_every_connect_once() {
     assert_eq!(p.b.sent().len(), 3);
     p.core.shutdown().await;
 }
+
+#[tokio::test]
+async fn readiness_names_each_adapter_and_whether_it_is_connected() {
+    let p = pair(Capabilities::all()).await;
+    assert_eq!(
+        p.core.adapter_connections(),
+        vec![("a".into(), true), ("b".into(), true)]
+    );
+    assert!(p.core.is_ready());
+    // A disconnected adapter makes the core not ready, and is named.
+    let ctx = p.b.context().await.expect("b runs");
+    ctx.set_connected(false);
+    assert_eq!(
+        p.core.adapter_connections(),
+        vec![("a".into(), true), ("b".into(), false)]
+    );
+    assert!(!p.core.is_ready());
+    ctx.set_connected(true);
+    assert!(p.core.is_ready());
+    p.core.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! `bridge`: links chat rooms across protocols.
 //!
-//! `bridge run -c FILE` runs the bridge; `bridge check -c FILE` validates a config and lists
+//! `bridge run -c FILE` runs the bridge (with metrics, health probes and the provisioning API
+//! on `http_addr`, see [`ops`]); `bridge check -c FILE` validates a config and lists
 //! every problem; `bridge links …` lists and changes links while the bridge is stopped;
 //! `bridge generate-registration -c FILE` writes the Matrix appservice registration.
 
@@ -8,6 +9,7 @@ mod cli;
 mod config;
 mod links;
 mod logging;
+mod ops;
 mod registration;
 mod registry;
 mod run;

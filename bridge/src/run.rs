@@ -1,4 +1,5 @@
-//! `bridge run`: start everything, stop cleanly on SIGINT / SIGTERM.
+//! `bridge run`: start everything (the HTTP listener of [`crate::ops`] first, when
+//! `http_addr` is set), stop cleanly on SIGINT / SIGTERM.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use anyhow::Context;
 use bridge_core::{AdapterId, Core, Link, RoomSettings, SledStore, Store};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{config, logging, registry};
+use crate::{config, logging, ops, registry};
 
 /// Runs the bridge with the config at `path`.
 pub fn main(path: &Path) -> ExitCode {
@@ -41,13 +42,17 @@ pub fn main(path: &Path) -> ExitCode {
 
 async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    if let Some(addr) = config.bridge.metrics_addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    if config.bridge.metrics_addr.is_some() {
+        tracing::warn!(
+            "bridge.metrics_addr is the former name of http_addr, which also serves the health \
+             probes (and the provisioning API when provisioning_token is set): rename it"
+        );
     }
+    // Before anything registers a metric, and so that a taken port stops the start at once.
+    let http = match config.bridge.http_addr {
+        Some(addr) => Some(ops::prepare(&config.bridge, addr).await?),
+        None => None,
+    };
     let data_dir = &config.bridge.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -76,7 +81,8 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
             .collect();
         builder = builder.room(room.id.as_str(), settings, links);
     }
-    let core = builder.start().await?;
+    let core = Arc::new(builder.start().await?);
+    let http = http.map(|prepared| prepared.serve(core.clone(), &config));
     tracing::info!(
         adapters = config.adapters.len(),
         rooms = config.rooms.len(),
@@ -90,7 +96,30 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-    core.shutdown().await;
-    tracing::info!("stopped; the store is flushed");
+    // The HTTP listener first: nothing may change the links while the core stops.
+    if let Some(http) = http {
+        http.stop().await;
+    }
+    match sole_owner(core).await {
+        Some(core) => {
+            core.shutdown().await;
+            tracing::info!("stopped; the store is flushed");
+        }
+        // Only if an HTTP request outlived its connection's 5 s of grace: everything accepted
+        // is durable all the same (group commit), and the next start resumes the outboxes.
+        None => tracing::error!("the core is still in use: stopped without the final flush"),
+    }
     Ok(())
+}
+
+/// The core once the HTTP handlers have let go of it (they do when their connections close).
+async fn sole_owner(mut core: Arc<Core>) -> Option<Core> {
+    for _ in 0..50 {
+        match Arc::try_unwrap(core) {
+            Ok(core) => return Some(core),
+            Err(shared) => core = shared,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
 }

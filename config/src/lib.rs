@@ -8,7 +8,11 @@
 //!                                   # a relative path is relative to this file
 //! log_format = "human"              # "human" (default) | "json"
 //! log_level = "info"                # default "info"; a tracing EnvFilter directive string
-//! metrics_addr = "127.0.0.1:9184"   # optional IP:port serving Prometheus /metrics
+//! http_addr = "127.0.0.1:9184"      # optional IP:port serving /metrics, /health/live,
+//!                                   # /health/ready and the provisioning API (/api/v1);
+//!                                   # `metrics_addr` is its former name, still accepted
+//! provisioning_token = { env = "BRIDGE_TOKEN" }  # optional secret (inline, env or file, at
+//!                                   # least 16 bytes): turns the provisioning API on
 //!
 //! [delivery]                        # optional; every key has a default
 //! max_attempts = 12                 # 1..=10000: tries of a transient failure before dead-lettering
@@ -37,7 +41,9 @@
 //! ```
 //!
 //! Secrets in adapter settings may be written inline, as `{ env = "VAR" }`
-//! or as `{ file = "/path" }`; see [`resolve_secret`].
+//! or as `{ file = "/path" }`; see [`resolve_secret`]. `provisioning_token`
+//! takes the same forms and is kept as a [`SecretRef`], read when the
+//! bridge starts.
 //!
 //! # Checking
 //!
@@ -97,7 +103,7 @@ pub use model::{
     AdapterSection, BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback, LinkSection,
     LogFormat, RoomSection,
 };
-pub use secret::{check_secret, resolve_secret, resolve_secret_in, secret_setting};
+pub use secret::{SecretRef, check_secret, resolve_secret, resolve_secret_in, secret_setting};
 pub use settings::SettingsReader;
 pub use source_map::{Position, SourceMap, join_path};
 pub use suggest::did_you_mean;

@@ -43,6 +43,9 @@ impl Config {
         if self.bridge.data_dir.is_relative() && !base.as_os_str().is_empty() {
             self.bridge.data_dir = base.join(&self.bridge.data_dir);
         }
+        if let Some(token) = &mut self.bridge.provisioning_token {
+            token.resolve_relative_to(base);
+        }
     }
 }
 
@@ -57,13 +60,23 @@ pub struct BridgeSection {
     pub log_format: LogFormat,
     /// A `tracing` `EnvFilter` directive string; `info` by default.
     pub log_level: String,
-    /// Where to serve Prometheus `/metrics`, if anywhere.
+    /// Where to serve HTTP, if anywhere: `/metrics` (Prometheus), `/health/live`,
+    /// `/health/ready` and, with a [`provisioning_token`](Self::provisioning_token), the
+    /// provisioning API under `/api/v1`. Set by `http_addr`, or by its former name
+    /// `metrics_addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// The deprecated `metrics_addr` key as written (the former name of `http_addr`, which then
+    /// holds the same address); kept so that the binary can warn about it.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bearer token of the provisioning API; the API is off without one.
+    pub provisioning_token: Option<crate::SecretRef>,
 }
 
 impl BridgeSection {
     /// Default of `log_level`.
     pub const DEFAULT_LOG_LEVEL: &'static str = "info";
+    /// The shortest accepted `provisioning_token`, in bytes.
+    pub const MIN_TOKEN_LEN: usize = 16;
 }
 
 /// Format of log lines (`bridge.log_format`).

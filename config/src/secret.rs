@@ -1,5 +1,6 @@
-//! Secrets in adapter settings: written inline, or taken from an
-//! environment variable or a file.
+//! Secrets in adapter settings (and `bridge.provisioning_token`, a
+//! [`SecretRef`]): written inline, or taken from an environment variable or
+//! a file.
 //!
 //! ```toml
 //! password = "hunter2"                       # inline
@@ -7,7 +8,10 @@
 //! password = { file = "/run/secrets/xmpp" }   # from a file, one trailing newline removed
 //! ```
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::describe::{describe_toml, show};
 use crate::diagnostics::Diagnostic;
@@ -40,7 +44,7 @@ pub fn resolve_secret_in(
     match source(value, path)? {
         Source::Inline(text) => Ok(text.to_owned()),
         Source::Env(name, inner_path) => from_env(name, inner_path),
-        Source::File(file, inner_path) => from_file(file, inner_path, base_dir),
+        Source::File(file, inner_path) => from_file(Path::new(file), inner_path, base_dir),
     }
 }
 
@@ -133,10 +137,10 @@ fn from_env(name: &str, path: String) -> Result<String, Diagnostic> {
     }
 }
 
-fn from_file(file: &str, path: String, base_dir: Option<&Path>) -> Result<String, Diagnostic> {
+fn from_file(file: &Path, path: String, base_dir: Option<&Path>) -> Result<String, Diagnostic> {
     let file = match base_dir {
         Some(base) => base.join(file),
-        None => Path::new(file).to_path_buf(),
+        None => file.to_path_buf(),
     };
     match std::fs::read_to_string(&file) {
         Ok(mut secret) => {
@@ -155,5 +159,79 @@ fn from_file(file: &str, path: String, base_dir: Option<&Path>) -> Result<String
                 show(&file.display().to_string())
             ),
         )),
+    }
+}
+
+/// A secret setting of the generic sections (`bridge.provisioning_token`) as written: the value
+/// inline, or where to read it when the bridge starts. Neither `Debug` nor `Serialize` shows an
+/// inline value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    /// Written in the file.
+    Inline(String),
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from this file, one trailing newline removed. [`load`](crate::load) makes a
+    /// relative path relative to the configuration file's directory.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// The setting found at `path`, checked for shape without reading anything.
+    pub fn parse(value: &toml::Value, path: &str) -> Result<Self, Diagnostic> {
+        Ok(match source(value, path)? {
+            Source::Inline(text) => Self::Inline(text.to_owned()),
+            Source::Env(name, _) => Self::Env(name.to_owned()),
+            Source::File(file, _) => Self::File(PathBuf::from(file)),
+        })
+    }
+
+    /// The secret: the inline value, or the variable or file read now. `path` (the setting's
+    /// path, such as `bridge.provisioning_token`) names the setting in the error.
+    pub fn resolve(&self, path: &str) -> Result<String, Diagnostic> {
+        match self {
+            Self::Inline(text) => Ok(text.clone()),
+            Self::Env(name) => from_env(name, join_path(path, "env")),
+            Self::File(file) => from_file(file, join_path(path, "file"), None),
+        }
+    }
+
+    /// Makes a relative `{ file = … }` relative to `base`.
+    pub(crate) fn resolve_relative_to(&mut self, base: &Path) {
+        if let Self::File(file) = self
+            && file.is_relative()
+            && !base.as_os_str().is_empty()
+        {
+            *file = base.join(&*file);
+        }
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            Self::File(file) => f.debug_tuple("File").field(file).finish(),
+        }
+    }
+}
+
+/// `"<redacted>"`, `{ env = "VAR" }` or `{ file = "/path" }`.
+impl Serialize for SecretRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Inline(_) => serializer.serialize_str("<redacted>"),
+            Self::Env(name) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("env", name)?;
+                map.end()
+            }
+            Self::File(file) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("file", file)?;
+                map.end()
+            }
+        }
     }
 }

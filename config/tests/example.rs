@@ -33,9 +33,11 @@ fn example_parses_without_diagnostics() {
     assert_eq!(config.bridge.log_format, LogFormat::Human);
     assert_eq!(config.bridge.log_level, "info");
     assert_eq!(
-        config.bridge.metrics_addr,
+        config.bridge.http_addr,
         Some("127.0.0.1:9184".parse().unwrap())
     );
+    assert_eq!(config.bridge.metrics_addr, None);
+    assert_eq!(config.bridge.provisioning_token, None);
     assert_eq!(config.delivery, bridge_config::Delivery::default());
 
     let ids: Vec<&str> = config.adapters.iter().map(|a| a.id.as_str()).collect();

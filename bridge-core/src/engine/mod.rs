@@ -83,6 +83,8 @@ pub(crate) struct AdapterSlot {
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) caps: Capabilities,
     connected: AtomicBool,
+    /// It has been connected at least once in this process: a later connection is a reconnect.
+    ever_connected: AtomicBool,
     /// `bridge_events_in_total` by (kind, outcome), registered on first use.
     inbound: RwLock<HashMap<(&'static str, &'static str), metrics::Counter>>,
 }
@@ -174,6 +176,11 @@ impl Shared {
             .set(if connected { 1.0 } else { 0.0 });
         if was && !connected {
             metrics::counter!("bridge_adapter_disconnects_total", "adapter" => adapter.to_string())
+                .increment(1);
+        }
+        // A connection after an earlier one (not the first of the process) is a reconnect.
+        if connected && !was && slot.ever_connected.swap(true, Ordering::AcqRel) {
+            metrics::counter!("bridge_adapter_reconnects_total", "adapter" => adapter.to_string())
                 .increment(1);
         }
         connected && !was
@@ -368,11 +375,13 @@ impl CoreBuilder {
                 adapter,
                 caps,
                 connected: AtomicBool::new(false),
+                ever_connected: AtomicBool::new(false),
                 inbound: RwLock::new(HashMap::new()),
             };
             if adapters.insert(id.clone(), slot).is_some() {
                 return Err(CoreError::DuplicateAdapter(id));
             }
+            crate::telemetry::register_adapter(&id);
         }
         let mut batch = Batch::new();
         // The config is the source of truth for the links it declares: a link it declared at
@@ -573,6 +582,19 @@ impl Core {
             .adapters
             .values()
             .all(|s| s.connected.load(Ordering::Acquire))
+    }
+
+    /// Every adapter with whether it reports itself connected, sorted by ID: what
+    /// [`Core::is_ready`] sums up, for a readiness probe that says which are not.
+    pub fn adapter_connections(&self) -> Vec<(AdapterId, bool)> {
+        let mut adapters: Vec<(AdapterId, bool)> = self
+            .shared
+            .adapters
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.connected.load(Ordering::Acquire)))
+            .collect();
+        adapters.sort();
+        adapters
     }
 
     /// The dead letters, oldest first.

@@ -62,7 +62,7 @@ impl LinkQueue {
             depth: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             rewind: AtomicBool::new(false),
-            depth_gauge: metrics::gauge!("bridge_outbox_depth", "adapter" => link.adapter.to_string(), "room" => link.remote.to_string()),
+            depth_gauge: metrics::gauge!("bridge_outbox_depth", "adapter" => link.adapter.to_string(), "remote" => link.remote.to_string()),
             link,
         }
     }
@@ -81,8 +81,13 @@ impl LinkQueue {
     }
 
     fn report_depth(&self) {
-        self.depth_gauge
-            .set(self.depth.load(Ordering::Acquire) as f64);
+        // A removed link's outbox is gone: its gauge reads 0 rather than its last depth.
+        let depth = if self.closed.load(Ordering::Acquire) {
+            0
+        } else {
+            self.depth.load(Ordering::Acquire)
+        };
+        self.depth_gauge.set(depth as f64);
     }
 
     /// Events waiting for this link (in memory and in the store).
@@ -128,6 +133,7 @@ impl LinkQueue {
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.report_depth();
         self.notify.notify_one();
     }
 

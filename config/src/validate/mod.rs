@@ -12,13 +12,21 @@ use toml_edit::TableLike;
 use crate::describe::show;
 use crate::diagnostics::Diagnostics;
 use crate::model::{BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback, LogFormat};
+use crate::secret::SecretRef;
 use crate::suggest::did_you_mean;
-use fields::Table;
+use fields::{Table, to_toml};
 
 /// Keys of the top-level table.
 const ROOT_KEYS: &[&str] = &["bridge", "delivery", "adapter", "room"];
 /// Keys of `[bridge]`.
-const BRIDGE_KEYS: &[&str] = &["data_dir", "log_format", "log_level", "metrics_addr"];
+const BRIDGE_KEYS: &[&str] = &[
+    "data_dir",
+    "log_format",
+    "log_level",
+    "http_addr",
+    "metrics_addr",
+    "provisioning_token",
+];
 /// Keys of `[delivery]`.
 const DELIVERY_KEYS: &[&str] = &[
     "max_attempts",
@@ -58,7 +66,9 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
         data_dir: PathBuf::new(),
         log_format: LogFormat::default(),
         log_level: BridgeSection::DEFAULT_LOG_LEVEL.to_owned(),
+        http_addr: None,
         metrics_addr: None,
+        provisioning_token: None,
     };
     if root.item("bridge").is_none() {
         d.push("bridge", "missing required section [bridge]");
@@ -82,19 +92,63 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
             Err(message) => d.push(table.path("log_level"), message),
         }
     }
-    if let Some(text) = table.string(d, "metrics_addr", false) {
-        match text.parse::<SocketAddr>() {
-            Ok(address) => bridge.metrics_addr = Some(address),
-            Err(_) => d.push(
-                table.path("metrics_addr"),
+    let http_addr = socket_addr(d, table, "http_addr");
+    bridge.metrics_addr = socket_addr(d, table, "metrics_addr");
+    if table.item("metrics_addr").is_some() && table.item("http_addr").is_some() {
+        d.push(
+            table.path("metrics_addr"),
+            "metrics_addr is the former name of http_addr; keep only http_addr",
+        );
+    }
+    bridge.http_addr = http_addr.or(bridge.metrics_addr);
+    if let Some(item) = table.item("provisioning_token") {
+        let path = table.path("provisioning_token");
+        match to_toml(item).map(|value| SecretRef::parse(&value, &path)) {
+            Some(Ok(token)) => {
+                if let SecretRef::Inline(text) = &token
+                    && text.len() < BridgeSection::MIN_TOKEN_LEN
+                {
+                    d.push(
+                        path.as_str(),
+                        format!(
+                            "the token is too short ({} bytes); use at least {} random \
+                             characters, e.g. the output of `openssl rand -hex 32`",
+                            text.len(),
+                            BridgeSection::MIN_TOKEN_LEN
+                        ),
+                    );
+                }
+                if table.item("http_addr").is_none() && table.item("metrics_addr").is_none() {
+                    d.push(
+                        path.as_str(),
+                        "the provisioning API is served on http_addr, which is not set",
+                    );
+                }
+                bridge.provisioning_token = Some(token);
+            }
+            Some(Err(diagnostic)) => d.push_diagnostic(diagnostic),
+            None => {}
+        }
+    }
+    bridge
+}
+
+/// An optional `IP:port` value.
+fn socket_addr(d: &mut Diagnostics, table: Table<'_>, key: &str) -> Option<SocketAddr> {
+    let text = table.string(d, key, false)?;
+    match text.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            d.push(
+                table.path(key),
                 format!(
                     "expected a socket address like \"127.0.0.1:9184\", got {}",
                     show(text)
                 ),
-            ),
+            );
+            None
         }
     }
-    bridge
 }
 
 /// Checks a `tracing` `EnvFilter` directive string as far as can be done
