@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     typing: Mutex<HashMap<String, Vec<String>>>,
     /// The transactions taken most recently; the lock also makes transactions one at a time.
     txns: tokio::sync::Mutex<VecDeque<String>>,
+    /// Transactions the homeserver skipped (see [`inbound::GapCheck`]).
+    gaps: Mutex<inbound::GapCheck>,
     /// Direct-message rooms: room → the ghost invited to it.
     direct: Mutex<HashMap<String, String>>,
     /// The homeserver's upload limit, once known.
@@ -173,6 +175,7 @@ impl AppserviceAdapter {
                 members: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
                 txns: tokio::sync::Mutex::new(VecDeque::new()),
+                gaps: Mutex::new(inbound::GapCheck::default()),
                 direct: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
             }),
