@@ -342,7 +342,7 @@ async fn a_synapse_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
 /// room.
 fn bridge_config(dir: &std::path::Path, synapse: &Synapse, chat: &Server, room: &str) -> String {
     let config = format!(
-        "[bridge]\ndata_dir = \"{}\"\nlog_level = \"warn\"\n\n\
+        "[bridge]\ndata_dir = \"{}\"\nlog_level = \"info,bridge_matrix=debug\"\n\n\
          [[adapter]]\nid = \"matrix\"\ntype = \"matrix\"\n{}\n\
          [[adapter]]\nid = \"chat\"\ntype = \"linechat\"\nconnect = \"{}\"\n\n\
          [[room]]\nid = \"lobby\"\n\
@@ -357,13 +357,23 @@ fn bridge_config(dir: &std::path::Path, synapse: &Synapse, chat: &Server, room: 
     path.display().to_string()
 }
 
-/// Polls until `done`, at most `limit` (for a hung run).
-async fn until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+/// Polls until `done`, at most `limit` (for a hung run); returns whether it got there.
+async fn until(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    true
+}
+
+/// The last `n` lines of a log file.
+fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,29 +415,30 @@ async fn sigkill_during_streams_both_ways_loses_and_duplicates_nothing() {
     for i in 0..TO_MATRIX {
         chat.post("lobby", "carol", None, &format!("from chat {i}"));
     }
-    // Bob talks from Matrix meanwhile, through the kills.
-    let bob_room = room.clone();
-    let bob_task = tokio::spawn(async move {
-        for i in 0..TO_CHAT {
-            bob.send(&bob_room, &format!("from matrix {i}"))
-                .await
-                .expect("bob sends");
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        bob
-    });
-
+    // Bob talks from Matrix in bursts, each running through a kill: paced sends from a task.
+    let bob_says = |mut bob: MatrixHuman, range: std::ops::Range<usize>| {
+        let room = room.clone();
+        tokio::spawn(async move {
+            for i in range {
+                bob.send(&room, &format!("from matrix {i}"))
+                    .await
+                    .expect("bob sends");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bob
+        })
+    };
     let chat_count = |chat: &Server| {
         let texts: Vec<String> = chat.from_bridge("lobby").into_iter().map(|m| m.text).collect();
         count_sequence(&texts, "from matrix ", TO_CHAT)
     };
+    const BURST: usize = TO_CHAT * 2 / 5;
     let mut kills = 0;
     // What alice's client has synced so far (only to pick the moments to kill: the counts come
     // from the room's history).
     let mut synced = 0;
     for threshold in [TO_MATRIX / 4, TO_MATRIX / 2 + TO_MATRIX / 5] {
-        until(
-            "messages in the Matrix room",
+        let got_there = until(
             Duration::from_secs(180),
             async || {
                 synced += alice
@@ -444,43 +455,72 @@ async fn sigkill_during_streams_both_ways_loses_and_duplicates_nothing() {
             },
         )
         .await;
+        assert!(
+            got_there,
+            "only {synced} of {TO_MATRIX} messages reached the Matrix room; the bridge's log:\n{}",
+            tail(&log, 40)
+        );
+        // Bob's burst is flowing through the bridge when it dies, and goes on while no bridge
+        // runs.
+        let first = kills * BURST;
+        let talking = bob_says(bob, first..first + BURST);
+        let got_there = until(Duration::from_secs(120), async || {
+            chat_count(&chat).delivered >= first + BURST / 4
+        })
+        .await;
+        assert!(
+            got_there,
+            "bob's burst does not reach line-chat ({:?}); the bridge's log:\n{}",
+            chat_count(&chat),
+            tail(&log, 40)
+        );
         bridge.kill9().await.expect("SIGKILL");
         kills += 1;
         let events = history(&mut alice, &room).await.expect("history");
         println!(
-            "SIGKILL {kills}: {} in the Matrix room, {} on the line-chat side",
+            "SIGKILL {kills}: {} of {TO_MATRIX} in the Matrix room, {} of {TO_CHAT} on the \
+             line-chat side",
             bodies_with(&events, "from chat ").len(),
             chat_count(&chat).delivered
         );
-        // Bob goes on talking while no bridge runs.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         bridge = BridgeProcess::start(config, &log).expect("bridge restarts");
+        bob = talking.await.expect("bob's task");
     }
-    let bob = bob_task.await.expect("bob's task");
-    let events = history_until(
-        &mut alice,
-        &room,
-        "from chat ",
-        TO_MATRIX,
-        Duration::from_secs(300),
-    )
-    .await;
-    until("bob's messages on the line-chat side", Duration::from_secs(300), async || {
-        chat_count(&chat).delivered >= TO_CHAT
-    })
-    .await;
+    let bob = bob_says(bob, kills * BURST..TO_CHAT)
+        .await
+        .expect("bob's task");
+    // Until everything arrived both ways (or nothing more does, for a long while: the counts
+    // below tell what is missing).
+    let mut last = (0, 0);
+    let mut progress = Instant::now();
+    loop {
+        let events = history(&mut alice, &room).await.expect("history");
+        let now = (
+            bodies_with(&events, "from chat ").len(),
+            chat_count(&chat).delivered,
+        );
+        if now.0 >= TO_MATRIX && now.1 >= TO_CHAT {
+            break;
+        }
+        if now != last {
+            last = now;
+            progress = Instant::now();
+        } else if progress.elapsed() > Duration::from_secs(120) {
+            println!(
+                "stuck at {now:?}; the bridge's log:\n{}\nSynapse's log:\n{}",
+                tail(&log, 60),
+                tail(&synapse.log_path(), 60)
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let elapsed = started.elapsed();
     // Anything that would be a late duplicate has time to arrive, then a clean stop.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(bridge.terminate().await.expect("SIGTERM"), "clean exit");
-    let events = {
-        let again = history(&mut alice, &room).await.expect("history");
-        if again.len() >= events.len() {
-            again
-        } else {
-            events
-        }
-    };
+    let events = history(&mut alice, &room).await.expect("history");
     let to_matrix = bodies_with(&events, "from chat ");
     let matrix = count_sequence(&to_matrix, "from chat ", TO_MATRIX);
     let chat_texts: Vec<String> = chat
