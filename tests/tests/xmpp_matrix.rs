@@ -84,7 +84,10 @@ async fn rig(test: &str) -> Rig {
         .room(
             "lobby",
             RoomSettings::default(),
-            vec![Link::new("matrix", room.as_str()), Link::new("xmpp", muc.as_str())],
+            vec![
+                Link::new("matrix", room.as_str()),
+                Link::new("xmpp", muc.as_str()),
+            ],
         )
         .start()
         .await
@@ -116,7 +119,10 @@ async fn rig(test: &str) -> Rig {
 
     // Synapse backs off pushing to an appservice that was down (another test's bridge stopped
     // a moment ago): a message each way proves both paths before the test starts.
-    alice.send(&room, "warm-up from matrix").await.expect("sent");
+    alice
+        .send(&room, "warm-up from matrix")
+        .await
+        .expect("sent");
     xavier
         .next_event(
             |e| e["event"] == "message" && e["body"] == "warm-up from matrix",
@@ -189,10 +195,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
     let hello_stanza_id = text(&hello_reflection["stanza_id"]).to_owned();
 
     // Text, Matrix → XMPP: alice's puppet, under her display name.
-    let hi_matrix_id = alice
-        .send(&room, "hello from matrix")
-        .await
-        .expect("sent");
+    let hi_matrix_id = alice.send(&room, "hello from matrix").await.expect("sent");
     let hi = xavier
         .wait_message(|m| m["body"] == "hello from matrix")
         .await
@@ -337,7 +340,11 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         })
         .await
         .expect("xavier sees alice's message retracted");
-    assert_eq!(text(&retraction["retract_id"]), hi_stanza_id, "{retraction}");
+    assert_eq!(
+        text(&retraction["retract_id"]),
+        hi_stanza_id,
+        "{retraction}"
+    );
 
     // A file, XMPP → Matrix: uploaded to Prosody (XEP-0363), shared by OOB, re-hosted in
     // Synapse's media repository.
@@ -511,13 +518,9 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
     let events = history(&mut alice, &room).await.expect("history");
     let bodies = bodies_with(&events, PREFIX);
     let count = count_sequence(&bodies, PREFIX, N);
-    let mut admin = MatrixHuman::start(
-        "admin",
-        "adminpass",
-        &test_env("BRIDGE_TEST_SYNAPSE_URL"),
-    )
-    .await
-    .expect("admin logs in");
+    let mut admin = MatrixHuman::start("admin", "adminpass", &test_env("BRIDGE_TEST_SYNAPSE_URL"))
+        .await
+        .expect("admin logs in");
     let extremities = admin
         .forward_extremities(&room)
         .await

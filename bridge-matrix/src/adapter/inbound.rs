@@ -60,11 +60,7 @@ impl GapCheck {
         if self.unfilled >= UNFILLED_GAPS {
             return None;
         }
-        let number = |id: &str| {
-            id.parse::<u64>()
-                .ok()
-                .filter(|n| n.to_string() == id)
-        };
+        let number = |id: &str| id.parse::<u64>().ok().filter(|n| n.to_string() == id);
         let n = number(id)?;
         let last = recent.iter().filter_map(|t| number(t)).max()?;
         if n <= last.saturating_add(1) {
