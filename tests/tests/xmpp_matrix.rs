@@ -1,8 +1,8 @@
 //! XMPP ⇄ Matrix through both real servers: the core in this process with the XMPP adapter in
 //! component mode (the shared Prosody of scripts/test.sh) and the Matrix appservice adapter (the
-//! shared Synapse), linking a MUC and a Matrix room; a slixmpp human in the MUC and a
-//! matrix-nio human in the Matrix room. Nothing of the core's testkit is in the path: what each
-//! human's own client received is what is asserted.
+//! shared Synapse), linking a MUC and a Matrix room; a slixmpp human (xavier) in the MUC and a
+//! matrix-nio human (carol) in the Matrix room. Nothing of the core's testkit is in the path:
+//! what each human's own client received is what is asserted.
 //!
 //! Prosody serves the component domain to one connection at a time and Synapse pushes to one
 //! appservice port, so the tests of this file take turns (cargo runs test binaries one after
@@ -21,8 +21,9 @@ use serde_json::{Value, json};
 
 const GC: Kind = Kind::Groupchat;
 const WAIT: Duration = Duration::from_secs(20);
-/// Alice's display name on Matrix: her puppet's nick in the MUC.
-const ALICE_NAME: &str = "Alice Matrix";
+/// The Matrix human's display name: her puppet's nick in the MUC. She is the test user carol:
+/// alice's name is set by the matrix_adapter tests, which use the same server.
+const CAROL_NAME: &str = "Carol Matrix";
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -33,7 +34,7 @@ struct Rig {
     muc: String,
     /// The Matrix room's ID.
     room: String,
-    alice: MatrixHuman,
+    carol: MatrixHuman,
     xavier: XmppHuman,
     _dir: tempfile::TempDir,
 }
@@ -42,7 +43,7 @@ fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
-/// The core linking a fresh MUC with alice's fresh Matrix room; xavier is in the MUC; both
+/// The core linking a fresh MUC with carol's fresh Matrix room; xavier is in the MUC; both
 /// directions have carried a message before the rig is handed over.
 async fn rig(test: &str) -> Rig {
     let turn = TURN.lock().await;
@@ -51,11 +52,11 @@ async fn rig(test: &str) -> Rig {
         .with_test_writer()
         .try_init();
     let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
-    let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
+    let mut carol = MatrixHuman::start("carol", "carolpass", &hs)
         .await
-        .expect("alice logs in");
-    alice.displayname(ALICE_NAME).await.expect("name set");
-    let room = alice
+        .expect("carol logs in");
+    carol.displayname(CAROL_NAME).await.expect("name set");
+    let room = carol
         .create_room_with(json!({
             "name": fresh(test), "public": true, "invite": [BOT],
             "power_level_override": { "users": { BOT: 100 } },
@@ -92,7 +93,7 @@ async fn rig(test: &str) -> Rig {
         .start()
         .await
         .expect("core starts");
-    alice
+    carol
         .next_event(
             |e| {
                 e["event"] == "timeline"
@@ -119,7 +120,7 @@ async fn rig(test: &str) -> Rig {
 
     // Synapse backs off pushing to an appservice that was down (another test's bridge stopped
     // a moment ago): a message each way proves both paths before the test starts.
-    alice
+    carol
         .send(&room, "warm-up from matrix")
         .await
         .expect("sent");
@@ -134,7 +135,7 @@ async fn rig(test: &str) -> Rig {
         .send(&muc, GC, "warm-up from xmpp")
         .await
         .expect("sent");
-    alice
+    carol
         .next_event(
             |e| e["event"] == "timeline" && e["content"]["body"] == "warm-up from xmpp",
             Duration::from_secs(60),
@@ -146,7 +147,7 @@ async fn rig(test: &str) -> Rig {
         core,
         muc,
         room,
-        alice,
+        carol,
         xavier,
         _dir: dir,
     }
@@ -164,7 +165,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         core,
         muc,
         room,
-        mut alice,
+        mut carol,
         mut xavier,
         _dir,
     } = rig("xm-features").await;
@@ -175,14 +176,14 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .await
         .expect("sent");
     let hello_xmpp_id = text(&hello["id"]).to_owned();
-    let seen = alice
+    let seen = carol
         .wait_timeline(|e| e["content"]["body"] == "hello from xmpp")
         .await
-        .expect("alice sees xavier's message");
+        .expect("carol sees xavier's message");
     let ghost = text(&seen["sender"]).to_owned();
     assert!(is_xmpp_ghost(&seen["sender"]), "sent by a ghost: {ghost}");
     let hello_matrix_id = text(&seen["event_id"]).to_owned();
-    let members = alice.members(&room).await.expect("members");
+    let members = carol.members(&room).await.expect("members");
     let ghost_name = members["members"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["user_id"] == ghost.as_str()))
@@ -194,13 +195,13 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .expect("the MUC reflects it");
     let hello_stanza_id = text(&hello_reflection["stanza_id"]).to_owned();
 
-    // Text, Matrix → XMPP: alice's puppet, under her display name.
-    let hi_matrix_id = alice.send(&room, "hello from matrix").await.expect("sent");
+    // Text, Matrix → XMPP: carol's puppet, under her display name.
+    let hi_matrix_id = carol.send(&room, "hello from matrix").await.expect("sent");
     let hi = xavier
         .wait_message(|m| m["body"] == "hello from matrix")
         .await
-        .expect("xavier sees alice's message");
-    assert_eq!(text(&hi["from"]), format!("{muc}/{ALICE_NAME}"));
+        .expect("xavier sees carol's message");
+    assert_eq!(text(&hi["from"]), format!("{muc}/{CAROL_NAME}"));
     let hi_id = text(&hi["id"]).to_owned();
     let hi_stanza_id = text(&hi["stanza_id"]).to_owned();
     assert!(!hi_stanza_id.is_empty(), "{hi}");
@@ -210,10 +211,10 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .correct(&muc, GC, &hello_xmpp_id, "hello from xmpp, corrected")
         .await
         .expect("corrected");
-    let edit = alice
+    let edit = carol
         .wait_timeline(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
         .await
-        .expect("alice sees the edit");
+        .expect("carol sees the edit");
     assert_eq!(edit["sender"], ghost.as_str());
     assert_eq!(
         edit["content"]["m.relates_to"]["event_id"],
@@ -223,7 +224,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         edit["content"]["m.new_content"]["body"],
         "hello from xmpp, corrected"
     );
-    alice
+    carol
         .edit(&room, &hi_matrix_id, "hello from matrix, edited")
         .await
         .expect("edited");
@@ -232,7 +233,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .await
         .expect("xavier sees the correction");
     assert_eq!(text(&correction["replace_id"]), hi_id);
-    assert_eq!(text(&correction["from"]), format!("{muc}/{ALICE_NAME}"));
+    assert_eq!(text(&correction["from"]), format!("{muc}/{CAROL_NAME}"));
 
     // A reply each way.
     xavier
@@ -241,17 +242,17 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
             GC,
             "xavier answers",
             &hi_stanza_id,
-            &format!("{muc}/{ALICE_NAME}"),
+            &format!("{muc}/{CAROL_NAME}"),
             Some("hello from matrix"),
         )
         .await
         .expect("replied");
-    let reply = alice
+    let reply = carol
         .wait_timeline(|e| {
             text(&e["content"]["body"]).ends_with("xavier answers") && e["sender"] == ghost.as_str()
         })
         .await
-        .expect("alice sees the reply");
+        .expect("carol sees the reply");
     assert_eq!(
         reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
         hi_matrix_id.as_str(),
@@ -261,14 +262,14 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         !text(&reply["content"]["body"]).contains("> "),
         "the XMPP fallback quote is not carried as text: {reply}"
     );
-    alice
-        .reply(&room, &hello_matrix_id, "alice answers")
+    carol
+        .reply(&room, &hello_matrix_id, "carol answers")
         .await
         .expect("replied");
     let answer = xavier
-        .wait_message(|m| text(&m["body"]).contains("alice answers"))
+        .wait_message(|m| text(&m["body"]).contains("carol answers"))
         .await
-        .expect("xavier sees alice's reply");
+        .expect("xavier sees carol's reply");
     let to = text(&answer["reply"]["id"]);
     assert!(
         to == hello_stanza_id || to == hello_xmpp_id,
@@ -280,10 +281,10 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .react(&muc, GC, &hi_stanza_id, &["👍"])
         .await
         .expect("reacted");
-    let reaction = alice
+    let reaction = carol
         .wait_timeline(|e| e["type"] == "m.reaction")
         .await
-        .expect("alice sees the reaction");
+        .expect("carol sees the reaction");
     assert_eq!(reaction["sender"], ghost.as_str());
     assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
     assert_eq!(
@@ -291,29 +292,29 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         hi_matrix_id.as_str()
     );
     let reaction_id = text(&reaction["event_id"]).to_owned();
-    alice
+    carol
         .react(&room, &hello_matrix_id, "🎉")
         .await
         .expect("reacted");
     let reactions = xavier
         .wait_message(|m| {
-            !m["reactions"].is_null() && text(&m["from"]) == format!("{muc}/{ALICE_NAME}")
+            !m["reactions"].is_null() && text(&m["from"]) == format!("{muc}/{CAROL_NAME}")
         })
         .await
-        .expect("xavier sees alice's reaction");
+        .expect("xavier sees carol's reaction");
     assert_eq!(reactions["reactions"]["keys"], json!(["🎉"]));
     let about = text(&reactions["reactions"]["id"]);
     assert!(
         about == hello_stanza_id || about == hello_xmpp_id,
         "the reaction is to xavier's message: {reactions}"
     );
-    assert_eq!(text(&reactions["from"]), format!("{muc}/{ALICE_NAME}"));
+    assert_eq!(text(&reactions["from"]), format!("{muc}/{CAROL_NAME}"));
     // Xavier takes his reaction back: the Matrix reaction is redacted.
     xavier
         .react(&muc, GC, &hi_stanza_id, &[])
         .await
         .expect("unreacted");
-    alice
+    carol
         .wait_timeline(|e| e["type"] == "m.room.redaction" && e["redacts"] == reaction_id.as_str())
         .await
         .expect("the reaction is redacted on Matrix");
@@ -323,23 +324,23 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .retract(&muc, GC, &hello_stanza_id)
         .await
         .expect("retracted");
-    let redaction = alice
+    let redaction = carol
         .wait_timeline(|e| {
             e["type"] == "m.room.redaction" && e["redacts"] == hello_matrix_id.as_str()
         })
         .await
-        .expect("alice sees xavier's message deleted");
+        .expect("carol sees xavier's message deleted");
     assert_eq!(redaction["sender"], ghost.as_str());
-    alice
+    carol
         .redact(&room, &hi_matrix_id, Some("never mind"))
         .await
         .expect("redacted");
     let retraction = xavier
         .wait_message(|m| {
-            !m["retract_id"].is_null() && text(&m["from"]) == format!("{muc}/{ALICE_NAME}")
+            !m["retract_id"].is_null() && text(&m["from"]) == format!("{muc}/{CAROL_NAME}")
         })
         .await
-        .expect("xavier sees alice's message retracted");
+        .expect("xavier sees carol's message retracted");
     assert_eq!(
         text(&retraction["retract_id"]),
         hi_stanza_id,
@@ -360,33 +361,33 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .oob(&muc, GC, text(&uploaded["url"]), None)
         .await
         .expect("shared");
-    let file = alice
+    let file = carol
         .wait_timeline(|e| text(&e["content"]["url"]).starts_with("mxc://"))
         .await
-        .expect("alice sees the file");
+        .expect("carol sees the file");
     assert_eq!(file["sender"], ghost.as_str());
     assert_eq!(file["content"]["body"], "notes.txt", "{file}");
-    let fetched = alice
+    let fetched = carol
         .download(text(&file["content"]["url"]))
         .await
-        .expect("alice downloads it from Synapse");
+        .expect("carol downloads it from Synapse");
     assert_eq!(fetched["size"], json!(notes.len()));
     assert_eq!(fetched["sha256"], uploaded["sha256"], "the same bytes");
 
     // A file, Matrix → XMPP: fetched from Synapse's authenticated media, uploaded to Prosody.
     let picture: Vec<u8> = (0..120_000u32).map(|i| (i % 251) as u8).collect();
-    let sent = alice
+    let sent = carol
         .send_file(&room, &picture, "picture.png", "image/png")
         .await
         .expect("file sent");
     let shared = xavier
         .wait_message(|m| {
             m["oob_urls"].as_array().is_some_and(|u| !u.is_empty())
-                && text(&m["from"]) == format!("{muc}/{ALICE_NAME}")
+                && text(&m["from"]) == format!("{muc}/{CAROL_NAME}")
         })
         .await
         .expect("xavier gets the file as an OOB link");
-    assert_eq!(text(&shared["from"]), format!("{muc}/{ALICE_NAME}"));
+    assert_eq!(text(&shared["from"]), format!("{muc}/{CAROL_NAME}"));
     let url = text(&shared["oob_urls"][0]).to_owned();
     assert!(
         url.contains("/file_share/"),
@@ -401,7 +402,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .chatstate(&muc, GC, "composing")
         .await
         .expect("typing");
-    alice
+    carol
         .wait_ephemeral(|e| {
             e["type"] == "m.typing"
                 && e["room_id"] == room.as_str()
@@ -410,19 +411,19 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
                     .is_some_and(|u| u.iter().any(|u| u == ghost.as_str()))
         })
         .await
-        .expect("alice sees xavier typing");
-    alice.typing(&room, true).await.expect("typing");
+        .expect("carol sees xavier typing");
+    carol.typing(&room, true).await.expect("typing");
     xavier
         .wait_message(|m| {
-            m["chat_state"] == "composing" && text(&m["from"]) == format!("{muc}/{ALICE_NAME}")
+            m["chat_state"] == "composing" && text(&m["from"]) == format!("{muc}/{CAROL_NAME}")
         })
         .await
-        .expect("xavier sees alice typing");
+        .expect("xavier sees carol typing");
 
-    // Nothing came back to where it was said: no echo of alice's words from a ghost, none of
-    // xavier's from alice's puppet.
+    // Nothing came back to where it was said: no echo of carol's words from a ghost, none of
+    // xavier's from carol's puppet.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let echoes: Vec<Value> = alice
+    let echoes: Vec<Value> = carol
         .drain()
         .into_iter()
         .filter(|e| {
@@ -438,7 +439,7 @@ async fn xmpp_and_matrix_humans_talk_through_both_servers() {
         .into_iter()
         .filter(|e| {
             e["event"] == "message"
-                && text(&e["from"]) == format!("{muc}/{ALICE_NAME}")
+                && text(&e["from"]) == format!("{muc}/{CAROL_NAME}")
                 && text(&e["body"]).contains("from xmpp")
         })
         .collect();
@@ -463,7 +464,7 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
         core,
         muc,
         room,
-        mut alice,
+        mut carol,
         mut xavier,
         _dir,
     } = rig("xm-burst").await;
@@ -476,7 +477,7 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
     }
     let posted = started.elapsed();
     // Until every message is in the room, or nothing more arrives for a long while (a hung or
-    // losing bridge): the counts below tell which. Progress is followed in alice's sync
+    // losing bridge): the counts below tell which. Progress is followed in carol's sync
     // stream, which costs Synapse nothing; a sync that skipped events (a gappy one) is made up
     // for by reading the history when the stream goes quiet.
     let mut synced = 0;
@@ -484,7 +485,7 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
     let mut progress = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let new = alice
+        let new = carol
             .drain()
             .iter()
             .filter(|e| {
@@ -501,7 +502,7 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
             break;
         }
         if progress.elapsed() > Duration::from_secs(15) {
-            let events = history(&mut alice, &room).await.expect("history");
+            let events = history(&mut carol, &room).await.expect("history");
             let now = bodies_with(&events, PREFIX).len();
             if now >= N || (now == in_history && progress.elapsed() > Duration::from_secs(120)) {
                 break;
@@ -515,7 +516,7 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
     let arrived = started.elapsed();
     // A late duplicate would show now.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let events = history(&mut alice, &room).await.expect("history");
+    let events = history(&mut carol, &room).await.expect("history");
     let bodies = bodies_with(&events, PREFIX);
     let count = count_sequence(&bodies, PREFIX, N);
     let mut admin = MatrixHuman::start("admin", "adminpass", &test_env("BRIDGE_TEST_SYNAPSE_URL"))
