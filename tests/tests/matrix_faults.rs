@@ -20,7 +20,7 @@ use bridge_tests::matrix_rig::{
     BOT, appservice_adapter, appservice_settings, bodies_with, count_sequence, free_port, history,
 };
 use bridge_tests::synapse::Synapse;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MEMORY_ROOM: &str = "memory-room";
 
