@@ -4,6 +4,7 @@
 
 pub mod jsonl;
 pub mod matrix_human;
+pub mod matrix_rig;
 pub mod prosody;
 pub mod synapse;
 pub mod xmpp_human;

@@ -6,6 +6,7 @@
 //! the transaction is answered once all of them are durable. A malformed event is logged,
 //! counted and skipped; it never fails the others.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,6 +23,59 @@ use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
 
 /// Store key prefix of direct-message rooms (`d/<room>` → the ghost in it).
 pub(super) const DIRECT: &[u8] = b"d/";
+/// After this many gaps that a retry did not fill, the homeserver is taken not to number its
+/// transactions consecutively and gaps are no longer looked for.
+const UNFILLED_GAPS: u32 = 3;
+
+/// Looks for transactions the homeserver skipped.
+///
+/// Synapse numbers an appservice's transactions 1, 2, 3… and, in a race as it leaves recovery
+/// mode (the appservice was unreachable, then answered again), can store a transaction that it
+/// never pushes: the recoverer is forgotten just before the service is marked up again, and an
+/// event arriving in between is queued as a transaction for the recoverer that is gone. The
+/// next events are pushed as usual, and the stranded one stays in its database until a later
+/// push fails. Refusing the first transaction after a gap makes the homeserver fail a push now:
+/// its recoverer sends the oldest transaction it holds first, the missing one, then this one
+/// again; so nothing is lost and the order is kept.
+///
+/// A homeserver whose IDs are not consecutive integers would have every transaction refused
+/// once: IDs that do not parse are never checked, and after [`UNFILLED_GAPS`] gaps that its
+/// retry did not fill the check is off.
+#[derive(Debug, Default)]
+pub(super) struct GapCheck {
+    /// The transaction refused for a gap, while waiting for its retry.
+    refused: Option<String>,
+    /// Gaps that the retry did not fill.
+    unfilled: u32,
+}
+
+impl GapCheck {
+    /// The missing transaction numbers when `id` comes after a gap and is to be refused; `None`
+    /// to take it.
+    pub(super) fn check(
+        &mut self,
+        recent: &VecDeque<String>,
+        id: &str,
+    ) -> Option<std::ops::RangeInclusive<u64>> {
+        if self.unfilled >= UNFILLED_GAPS {
+            return None;
+        }
+        let number = |id: &str| id.parse::<u64>().ok().filter(|n| n.to_string() == id);
+        let n = number(id)?;
+        let last = recent.iter().filter_map(|t| number(t)).max()?;
+        if n <= last.saturating_add(1) {
+            return None;
+        }
+        if self.refused.as_deref() == Some(id) {
+            // The retry came without the missing ones: they do not exist.
+            self.refused = None;
+            self.unfilled += 1;
+            return None;
+        }
+        self.refused = Some(id.to_owned());
+        Some(last + 1..=n - 1)
+    }
+}
 
 /// The adapter as the appservice server's [`Handler`].
 pub(super) struct Taker(pub(super) Arc<Inner>);
@@ -49,6 +103,15 @@ impl Inner {
         if recent.iter().any(|id| *id == txn.id) {
             tracing::debug!(adapter = %self.id, txn = %txn.id, "transaction already taken");
             return Ok(());
+        }
+        if let Some(missing) = self.gaps.lock().check(&recent, &txn.id) {
+            tracing::warn!(adapter = %self.id, txn = %txn.id, ?missing,
+                "transactions before this one never arrived; refusing it once so that the homeserver retries from the oldest one it holds");
+            return Err(TxnError(format!(
+                "transactions {}..={} are missing: send them first",
+                missing.start(),
+                missing.end()
+            )));
         }
         tracing::debug!(adapter = %self.id, txn = %txn.id, events = txn.events.len(),
             ephemeral = txn.ephemeral.len(), "transaction");
@@ -522,5 +585,49 @@ impl Inner {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(ids: &[&str]) -> VecDeque<String> {
+        ids.iter().map(|&s| s.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_gap_is_refused_once_and_filled_by_the_retry() {
+        let mut gaps = GapCheck::default();
+        let recent = taken(&["7", "8"]);
+        assert_eq!(gaps.check(&recent, "9"), None, "the next one");
+        assert_eq!(gaps.check(&recent, "8"), None, "a repeat is not a gap");
+        assert_eq!(gaps.check(&recent, "11"), Some(9..=10));
+        // The homeserver retries from the oldest it holds: 9, 10, then 11 again.
+        assert_eq!(gaps.check(&taken(&["8"]), "9"), None);
+        assert_eq!(gaps.check(&taken(&["8", "9", "10"]), "11"), None);
+        assert_eq!(gaps.unfilled, 0);
+    }
+
+    #[test]
+    fn a_gap_that_stays_is_accepted_on_the_retry_and_repeated_ones_end_the_check() {
+        let mut gaps = GapCheck::default();
+        let mut recent = taken(&["1"]);
+        for round in 0..UNFILLED_GAPS {
+            let next = 10 * (u64::from(round) + 1);
+            let id = next.to_string();
+            assert!(gaps.check(&recent, &id).is_some(), "round {round}");
+            assert_eq!(gaps.check(&recent, &id), None, "taken on its retry");
+            recent.push_back(id);
+        }
+        assert_eq!(gaps.check(&recent, "1000"), None, "no longer checked");
+    }
+
+    #[test]
+    fn ids_that_are_not_plain_numbers_are_never_checked() {
+        let mut gaps = GapCheck::default();
+        assert_eq!(gaps.check(&taken(&["abc"]), "xyz"), None);
+        assert_eq!(gaps.check(&taken(&["1"]), "0005"), None);
+        assert_eq!(gaps.check(&taken(&[]), "5"), None, "nothing taken yet");
     }
 }

@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     txns: tokio::sync::Mutex<VecDeque<String>>,
     /// Linked rooms named by alias, and their room IDs.
     rooms: crate::rooms::RoomNames,
+    /// Transactions the homeserver skipped (see [`inbound::GapCheck`]).
+    gaps: Mutex<inbound::GapCheck>,
     /// Direct-message rooms: room → the ghost invited to it.
     direct: Mutex<HashMap<String, String>>,
     /// The homeserver's upload limit, once known.
@@ -190,6 +192,7 @@ impl AppserviceAdapter {
                 typing: Mutex::new(HashMap::new()),
                 txns: tokio::sync::Mutex::new(VecDeque::new()),
                 rooms: crate::rooms::RoomNames::default(),
+                gaps: Mutex::new(inbound::GapCheck::default()),
                 direct: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
             }),
