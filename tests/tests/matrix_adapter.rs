@@ -14,6 +14,7 @@ use bridge_core::{
     OutboundEvent, RichText, RoomSettings, SledStore, Store,
 };
 use bridge_matrix::AppserviceAdapter;
+use bridge_tests::far::{body_of, serve_file};
 use bridge_tests::matrix_human::MatrixHuman;
 use bridge_tests::{fresh, test_env};
 use serde_json::{Value, json};
@@ -137,36 +138,12 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
     }
 }
 
-/// The first event delivered to the memory side that `pick` accepts.
+/// The first event delivered to the memory side that `pick` accepts, within [`WAIT`].
 async fn delivered(
     memory: &MemoryHandle,
-    mut pick: impl FnMut(&OutboundEvent) -> bool,
+    pick: impl FnMut(&OutboundEvent) -> bool,
 ) -> OutboundEvent {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let sent = memory.sent();
-        if let Some(found) = sent.iter().find(|e| pick(e)) {
-            return found.clone();
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let summary: Vec<String> = sent
-                .iter()
-                .map(|e| format!("{} from {}: {:?}", e.kind.name(), e.sender.user, e.kind))
-                .collect();
-            panic!(
-                "not delivered within {WAIT:?}; delivered so far:\n{}",
-                summary.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn body_of(event: &OutboundEvent) -> Option<&str> {
-    match &event.kind {
-        EventKind::Message { content, .. } => Some(content.text.body()),
-        _ => None,
-    }
+    bridge_tests::far::delivered(memory, WAIT, pick).await
 }
 
 /// The ghost of a memory-side user.
@@ -523,28 +500,6 @@ async fn typing_receipts_topic_and_names_cross() {
         .await
         .expect("topic set");
     rig.core.shutdown().await;
-}
-
-/// Serves `body` once per request on a loopback port: an attachment's source.
-async fn serve_file(body: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body).await;
-        }
-    });
-    format!("http://{addr}/picture.png")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
-use bridge_core::{
-    Capabilities, Core, EventKind, Link, OutboundEvent, RoomSettings, SledStore, Store,
-};
+use bridge_core::{Capabilities, Core, Link, RoomSettings, SledStore, Store};
 use bridge_example_linechat::server::Server;
 use bridge_tests::BridgeProcess;
+use bridge_tests::far::body_of;
 use bridge_tests::matrix_human::MatrixHuman;
 use bridge_tests::matrix_rig::{
     BOT, appservice_adapter, appservice_settings, bodies_with, count_sequence, free_port, history,
@@ -78,13 +77,6 @@ async fn start_core(
         .await
         .expect("core starts");
     (core, handle)
-}
-
-fn body_of(event: &OutboundEvent) -> Option<&str> {
-    match &event.kind {
-        EventKind::Message { content, .. } => Some(content.text.body()),
-        _ => None,
-    }
 }
 
 /// The bodies the memory side was given, in order.

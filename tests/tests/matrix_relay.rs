@@ -17,6 +17,7 @@ use bridge_core::{
     OutboundEvent, RichText, RoomSettings, SledStore, Store,
 };
 use bridge_matrix::relay::{RelayAdapter, TIMELINE_LIMIT};
+use bridge_tests::far::{body_of, serve_file};
 use bridge_tests::matrix_human::MatrixHuman;
 use bridge_tests::{fresh, test_env};
 use serde_json::{Value, json};
@@ -145,39 +146,12 @@ async fn rig(test: &str, login: &str) -> Rig {
     }
 }
 
-/// The first event delivered to the memory side that `pick` accepts.
+/// The first event delivered to the memory side that `pick` accepts, within [`WAIT`].
 async fn delivered(
     memory: &MemoryHandle,
-    mut pick: impl FnMut(&OutboundEvent) -> bool,
+    pick: impl FnMut(&OutboundEvent) -> bool,
 ) -> OutboundEvent {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let sent = memory.sent();
-        if let Some(found) = sent.iter().find(|e| pick(e)) {
-            return found.clone();
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "not delivered within {WAIT:?}; delivered so far:\n{}",
-                summary(&sent)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn summary(sent: &[OutboundEvent]) -> String {
-    sent.iter()
-        .map(|e| format!("{} from {}: {:?}", e.kind.name(), e.sender.user, e.kind))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn body_of(event: &OutboundEvent) -> Option<&str> {
-    match &event.kind {
-        EventKind::Message { content, .. } => Some(content.text.body()),
-        _ => None,
-    }
+    bridge_tests::far::delivered(memory, WAIT, pick).await
 }
 
 /// The bodies of the messages delivered to the memory side, in order.
@@ -196,7 +170,7 @@ async fn assert_no_echo(memory: &MemoryHandle) {
     assert!(
         sent.iter().all(|e| e.sender.user.as_str() != BOT),
         "the bot's own event was bridged back:\n{}",
-        summary(&sent)
+        bridge_tests::far::summary(&sent)
     );
 }
 
@@ -479,28 +453,6 @@ async fn typing_and_read_receipts_cross_to_the_memory_side() {
     // The bot's own receipts and typing are never bridged.
     assert_no_echo(&rig.memory).await;
     rig.core.shutdown().await;
-}
-
-/// Serves `body` once per request on a loopback port: an attachment's source.
-async fn serve_file(body: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body).await;
-        }
-    });
-    format!("http://{addr}/picture.png")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
