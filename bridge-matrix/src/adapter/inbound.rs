@@ -16,7 +16,7 @@ use bridge_core::{
 };
 use serde_json::Value;
 
-use super::{Inner, RECENT_TXNS, TXNS_KEY};
+use super::{Inner, PERSISTED_TXNS, RECENT_TXNS, TXNS_KEY};
 use crate::appservice::{Handler, Transaction, TxnError};
 use crate::homeserver::As;
 use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
@@ -91,7 +91,10 @@ impl Inner {
             tracing::debug!(adapter = %self.id, txn = %txn.id, "transaction taken (echoes only)");
             return Ok(());
         }
-        let list: Vec<&String> = recent.iter().collect();
+        let list: Vec<&String> = recent
+            .iter()
+            .skip(recent.len().saturating_sub(PERSISTED_TXNS))
+            .collect();
         let json = serde_json::to_vec(&list).unwrap_or_default();
         ctx.store()
             .put(TXNS_KEY, &json)
