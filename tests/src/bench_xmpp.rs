@@ -119,13 +119,12 @@ impl Prosody {
         let dir_str = path
             .to_str()
             .ok_or_else(|| anyhow::anyhow!("temp dir is not UTF-8"))?;
-        let config = GLOBAL_SETTINGS.to_owned()
-            + &TEMPLATE
+        let body = TEMPLATE
             .replace("@DIR@", dir_str)
             .replace("@C2S_PORT@", &C2S_PORT.to_string())
             .replace("@COMPONENT_PORT@", &COMPONENT_PORT.to_string())
-            .replace("@HTTP_PORT@", &HTTP_PORT.to_string())
-            + EXTRA_COMPONENTS;
+            .replace("@HTTP_PORT@", &HTTP_PORT.to_string());
+        let config = format!("{GLOBAL_SETTINGS}{body}{EXTRA_COMPONENTS}");
         let config_path = path.join("prosody.cfg.lua");
         std::fs::write(&config_path, config)?;
         let out = std::fs::File::create(path.join("prosody.out"))?;

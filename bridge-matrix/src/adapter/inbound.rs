@@ -3,8 +3,9 @@
 //! Per transaction, one at a time: events from our own ghosts and bot are echoes and are
 //! dropped here (they are in our exclusive namespace, so nothing else can send as them);
 //! every other event is translated, given its sender's display name, and enqueued in order;
-//! the transaction is answered once all of them are durable. A malformed event is logged,
-//! counted and skipped; it never fails the others.
+//! the transaction is answered once all of them are durable (one that changes nothing, such
+//! as the echo of a message the bridge sent, at once). A malformed event is logged, counted and
+//! skipped; it never fails the others.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use bridge_core::{
 };
 use serde_json::Value;
 
-use super::{Inner, RECENT_TXNS, TXNS_KEY};
+use super::{Inner, PERSISTED_TXNS, RECENT_TXNS, TXNS_KEY};
 use crate::appservice::{Handler, Transaction, TxnError};
 use crate::homeserver::As;
 use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
@@ -116,7 +117,14 @@ impl Inner {
         tracing::debug!(adapter = %self.id, txn = %txn.id, events = txn.events.len(),
             ephemeral = txn.ephemeral.len(), "transaction");
         let mut pending = Vec::with_capacity(txn.events.len());
+        // Whether anything in the transaction has to be on disk before it is answered. Every
+        // send of the bridge comes back in a transaction of its own: an echo of our message,
+        // reaction or redaction, or a ghost's join the joined set already shows, changes
+        // nothing here, and a retry of it after a crash is dropped again. Such transactions are
+        // answered without waiting for a flush (that was a group commit per message sent).
+        let mut durable = false;
         for event in &txn.events {
+            durable |= !self.changes_nothing(event);
             match self.timeline(&ctx, event).await {
                 Ok(Some(p)) => pending.push(p),
                 Ok(None) => {}
@@ -141,11 +149,20 @@ impl Inner {
         while recent.len() > RECENT_TXNS {
             recent.pop_front();
         }
-        let list: Vec<&String> = recent.iter().collect();
+        let list: Vec<&String> = recent
+            .iter()
+            .skip(recent.len().saturating_sub(PERSISTED_TXNS))
+            .collect();
         let json = serde_json::to_vec(&list).unwrap_or_default();
         ctx.store()
             .put(TXNS_KEY, &json)
             .map_err(|e| TxnError(e.to_string()))?;
+        if !durable {
+            // Written, not waited for: after a clean restart the gap check still sees it; a
+            // crash that loses it costs one refused transaction, never an event.
+            tracing::debug!(adapter = %self.id, txn = %txn.id, "transaction taken (echoes only)");
+            return Ok(());
+        }
         ctx.store()
             .flush()
             .await
@@ -211,6 +228,24 @@ impl Inner {
         ctx.enqueue(inbound).map(Some)
     }
 
+    /// Our own event coming back that changes nothing here: a message, reaction or redaction
+    /// of ours, or a membership change of ours that the joined set already shows.
+    fn changes_nothing(&self, event: &Value) -> bool {
+        let sender = event.get("sender").and_then(Value::as_str);
+        if !sender.is_some_and(|s| self.is_ours(s)) {
+            return false;
+        }
+        if event.get("type").and_then(Value::as_str) != Some("m.room.member") {
+            return true;
+        }
+        match own_membership(event) {
+            Some((room, user, "join")) => self.ghosts.is_joined(room, user),
+            Some((room, user, "leave" | "ban")) => !self.ghosts.is_joined(room, user),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// True for our bot and ghosts.
     pub(super) fn is_ours(&self, user: &str) -> bool {
         user == self.bot.as_str() || self.naming.is_ours(user)
@@ -221,16 +256,15 @@ impl Inner {
         if event.get("type").and_then(Value::as_str) != Some("m.room.member") {
             return;
         }
-        let (Some(room), Some(user), Some(membership)) = (
-            event.get("room_id").and_then(Value::as_str),
-            event.get("state_key").and_then(Value::as_str),
-            event.pointer("/content/membership").and_then(Value::as_str),
-        ) else {
+        let Some((room, user, membership)) = own_membership(event) else {
             return;
         };
+        // The adapter marks a ghost joined as soon as its join returns, usually before the
+        // echo arrives: write only what changes.
+        let joined = self.ghosts.is_joined(room, user);
         let result = match membership {
-            "join" => self.ghosts.mark_joined(ctx.store(), room, user),
-            "leave" | "ban" => self.ghosts.mark_left(ctx.store(), room, user),
+            "join" if !joined => self.ghosts.mark_joined(ctx.store(), room, user),
+            "leave" | "ban" if joined => self.ghosts.mark_left(ctx.store(), room, user),
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -586,6 +620,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// (room, user, membership) of a member event.
+fn own_membership(event: &Value) -> Option<(&str, &str, &str)> {
+    Some((
+        event.get("room_id").and_then(Value::as_str)?,
+        event.get("state_key").and_then(Value::as_str)?,
+        event
+            .pointer("/content/membership")
+            .and_then(Value::as_str)?,
+    ))
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub(crate) use ghosts::Ghosts;
 
 /// How many recent transaction IDs are remembered (a retry comes right after its original).
 const RECENT_TXNS: usize = 1024;
+/// How many of them are written to the store with each transaction that changes something:
+/// the homeserver retries its oldest unanswered transaction, so after a restart only the last
+/// few can come again (and the core drops events it already has besides). The whole list made
+/// each such transaction a ~20 kB write.
+const PERSISTED_TXNS: usize = 64;
 /// Store key of the recent transaction IDs.
 const TXNS_KEY: &[u8] = b"txns";
 /// How often the homeserver is checked while connected.

@@ -7,6 +7,9 @@
 //! - `xmpp`: MUC → bridge → second MUC against a Prosody of its own: sustained messages/s and
 //!   added latency compared with a trivial relay on the same server, and the bridge's RSS with
 //!   1,000 puppets across 100 MUCs.
+//! - `matrix`: far side → core → ghost send into a Synapse of its own, against one client
+//!   sending straight to Synapse (rate and added latency), the inbound path (appservice
+//!   transaction → core), and the `bridge` binary's RSS with 10,000 ghosts.
 
 use std::process::ExitCode;
 
@@ -16,6 +19,10 @@ mod core_bench {
 
 mod xmpp_bench {
     include!("../bench_xmpp.rs");
+}
+
+mod matrix_bench {
+    include!("../bench_matrix.rs");
 }
 
 fn main() -> ExitCode {
@@ -40,8 +47,9 @@ fn main() -> ExitCode {
     let result = match name.as_str() {
         "core" => runtime.block_on(core_bench::run()),
         "xmpp" => runtime.block_on(xmpp_bench::run()),
+        "matrix" => runtime.block_on(matrix_bench::run()),
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; available: core, xmpp"
+            "unknown benchmark {other:?}; available: core, xmpp, matrix"
         )),
     };
     match result {
