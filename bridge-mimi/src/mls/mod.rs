@@ -32,7 +32,7 @@ use participants::ParticipantListError;
 use storage::{MlsStorage, MlsStorageError, Overlay};
 
 pub use clients::KeyPackageSettings;
-pub use rooms::{CommitOutput, Decrypted, Participant, Processed, RoomProfile};
+pub use rooms::{CommitOutput, Decrypted, PAST_EPOCHS, Participant, Processed, RoomProfile};
 
 /// An MLS operation failed. Nothing was written.
 #[derive(Debug, thiserror::Error)]

@@ -108,9 +108,14 @@ fn group_id(room: &RoomUri) -> GroupId {
     GroupId::from_slice(room.group_uri().as_bytes())
 }
 
+/// Epochs whose message secrets a member keeps after a commit, so that application messages
+/// sent just before it (in flight while the hub fanned the commit out) still decrypt.
+pub const PAST_EPOCHS: usize = 3;
+
 fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(PAST_EPOCHS)
         .use_ratchet_tree_extension(true)
         .build()
 }
@@ -275,6 +280,7 @@ impl MlsHost {
                 .ciphersuite(CIPHERSUITE)
                 .with_capabilities(capabilities())
                 .with_wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+                .max_past_epochs(PAST_EPOCHS)
                 .use_ratchet_tree_extension(true)
                 .with_group_context_extensions(extensions)
                 .build(&provider, &identity.signer, identity.credential.clone())
