@@ -30,7 +30,11 @@ fn mls_rs_client(identity: &str) -> Client<impl MlsConfig> {
     Client::builder()
         .identity_provider(BasicIdentityProvider)
         .crypto_provider(crypto)
-        .signing_identity(SigningIdentity::new(credential, public), secret, CIPHERSUITE)
+        .signing_identity(
+            SigningIdentity::new(credential, public),
+            secret,
+            CIPHERSUITE,
+        )
         .build()
 }
 
@@ -63,7 +67,10 @@ fn an_mls_rs_client_joins_our_group_and_talks_both_ways() {
     let output = hub
         .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
         .expect("add");
-    assert!(output.participants.is_empty(), "no room state in a plain group");
+    assert!(
+        output.participants.is_empty(),
+        "no room state in a plain group"
+    );
 
     // dave joins from our Welcome (tree in the GroupInfo extension).
     let welcome = MlsMessage::from_bytes(output.welcome.as_deref().expect("welcome"))
@@ -71,7 +78,10 @@ fn an_mls_rs_client_joins_our_group_and_talks_both_ways() {
     let (mut dave_group, _) = dave.join_group(None, &welcome, None).expect("join");
     assert_eq!(dave_group.current_epoch(), 1);
     let members = hub.members(&room).expect("members");
-    assert_eq!(members, vec![alice.puppet_client().to_string(), DAVE.to_owned()]);
+    assert_eq!(
+        members,
+        vec![alice.puppet_client().to_string(), DAVE.to_owned()]
+    );
 
     // Arbitrary bytes (later: MIMI CBOR) both ways.
     let payload: Vec<u8> = (0..=255u8).chain([0xa1, 0x01, 0xf6]).collect();

@@ -45,7 +45,10 @@ fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
     let created = hub
         .create_room(&room, &alice, RoomProfile::Mimi)
         .expect("create");
-    assert_eq!(created, vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]);
+    assert_eq!(
+        created,
+        vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
+    );
     let key_package = follower
         .take_key_package(&bob)
         .expect("take")
@@ -72,7 +75,10 @@ fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
             users: vec![bob.clone()],
         }
     );
-    assert_eq!(follower.participants(&room).expect("list"), output.participants);
+    assert_eq!(
+        follower.participants(&room).expect("list"),
+        output.participants
+    );
     room
 }
 
@@ -81,7 +87,10 @@ fn a_restart_loses_nothing() {
     let hub_dir = tempfile::tempdir().expect("tempdir");
     let follower_dir = tempfile::tempdir().expect("tempdir");
     let room = {
-        let hub = host(HUB, Arc::new(SledStore::open(hub_dir.path()).expect("open")));
+        let hub = host(
+            HUB,
+            Arc::new(SledStore::open(hub_dir.path()).expect("open")),
+        );
         let follower = host(
             FOLLOWER,
             Arc::new(SledStore::open(follower_dir.path()).expect("open")),
@@ -89,7 +98,10 @@ fn a_restart_loses_nothing() {
         room_with_two(&hub, &follower)
         // Every host, store and group in memory is dropped here.
     };
-    let hub = host(HUB, Arc::new(SledStore::open(hub_dir.path()).expect("reopen")));
+    let hub = host(
+        HUB,
+        Arc::new(SledStore::open(hub_dir.path()).expect("reopen")),
+    );
     let follower = host(
         FOLLOWER,
         Arc::new(SledStore::open(follower_dir.path()).expect("reopen")),
@@ -184,7 +196,9 @@ fn two_puppets_of_one_host_share_a_room() {
         vec![alice.clone(), carol.clone()]
     );
     assert!(matches!(
-        follower.process(&room, &output.commit).expect("bob processes"),
+        follower
+            .process(&room, &output.commit)
+            .expect("bob processes"),
         Processed::Commit { epoch: 2, .. }
     ));
 
@@ -193,12 +207,24 @@ fn two_puppets_of_one_host_share_a_room() {
     let (sender, _) = application(follower.decrypt(&room, &from_carol).expect("bob reads"));
     assert_eq!(sender, carol.puppet_client().to_string());
     let (sender, text) = application(hub.decrypt(&room, &from_carol).expect("alice reads"));
-    assert_eq!((sender.as_str(), text.as_slice()), (carol.puppet_client().to_string().as_str(), &b"from carol"[..]));
+    assert_eq!(
+        (sender.as_str(), text.as_slice()),
+        (
+            carol.puppet_client().to_string().as_str(),
+            &b"from carol"[..]
+        )
+    );
 
     // alice removes carol: carol's puppet drops the group.
-    hub.remove_user(&room, &alice, &carol).expect("remove carol");
-    assert_eq!(hub.local_members_of(&room).expect("locals"), vec![alice.clone()]);
-    let from_bob = follower.encrypt(&room, &bob, b"still here").expect("encrypt");
+    hub.remove_user(&room, &alice, &carol)
+        .expect("remove carol");
+    assert_eq!(
+        hub.local_members_of(&room).expect("locals"),
+        vec![alice.clone()]
+    );
+    let from_bob = follower
+        .encrypt(&room, &bob, b"still here")
+        .expect("encrypt");
     // bob has not seen that commit yet: his message is for the previous epoch, which the
     // hub still decrypts (past-epoch window).
     let (sender, text) = application(hub.decrypt(&room, &from_bob).expect("past epoch"));
@@ -222,7 +248,10 @@ fn stale_and_garbage_messages_are_refused_and_change_nothing() {
     follower.process(&room, &first.commit).expect("epoch 2");
     // The same commit again (a redelivery, or a peer behind): epoch 1 ≠ 2.
     match follower.process(&room, &first.commit) {
-        Err(MlsError::WrongEpoch { current: 2, message: 1 }) => {}
+        Err(MlsError::WrongEpoch {
+            current: 2,
+            message: 1,
+        }) => {}
         other => panic!("expected WrongEpoch, got {other:?}"),
     }
     for garbage in [
@@ -232,7 +261,10 @@ fn stale_and_garbage_messages_are_refused_and_change_nothing() {
         &[0u8; 300],
     ] {
         assert!(
-            matches!(follower.process(&room, garbage), Err(MlsError::Malformed(_))),
+            matches!(
+                follower.process(&room, garbage),
+                Err(MlsError::Malformed(_))
+            ),
             "{garbage:?}"
         );
     }
@@ -246,17 +278,23 @@ fn stale_and_garbage_messages_are_refused_and_change_nothing() {
     ));
     // A message from another room.
     let other = RoomUri::new(HUB, "other");
-    hub.create_room(&other, &alice, RoomProfile::Mimi).expect("create");
+    hub.create_room(&other, &alice, RoomProfile::Mimi)
+        .expect("create");
     let elsewhere = hub.encrypt(&other, &alice, b"x").expect("encrypt");
     assert!(follower.process(&room, &elsewhere).is_err());
 
     // Nothing changed: both sides still talk at epoch 2.
     assert_eq!(follower.epoch(&room).expect("epoch"), 2);
-    let ciphertext = hub.encrypt(&room, &alice, b"after the noise").expect("encrypt");
+    let ciphertext = hub
+        .encrypt(&room, &alice, b"after the noise")
+        .expect("encrypt");
     let (_, text) = application(follower.process(&room, &ciphertext).expect("decrypt"));
     assert_eq!(text, b"after the noise");
     let reply = follower.encrypt(&room, &bob, b"ok").expect("encrypt");
-    assert_eq!(application(hub.decrypt(&room, &reply).expect("decrypt")).1, b"ok");
+    assert_eq!(
+        application(hub.decrypt(&room, &reply).expect("decrypt")).1,
+        b"ok"
+    );
 }
 
 #[test]
@@ -276,7 +314,10 @@ fn key_packages_are_handed_out_once_fresh_and_replenished() {
         let kp = follower.take_key_package(&bob).expect("take").expect("kp");
         let crypto = openmls_rust_crypto::RustCrypto::default();
         let hash_ref = kp.hash_ref(&crypto).expect("ref");
-        assert!(seen.insert(hash_ref.as_slice().to_vec()), "handed out twice");
+        assert!(
+            seen.insert(hash_ref.as_slice().to_vec()),
+            "handed out twice"
+        );
         assert_eq!(
             follower.key_package_owner(&hash_ref).expect("owner"),
             Some(bob.clone())

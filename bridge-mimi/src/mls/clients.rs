@@ -118,11 +118,9 @@ impl MlsHost {
     ) -> Result<(Identity, bool), MlsError> {
         let provider = self.provider(tx, owner);
         let existing = match public_key {
-            Some(pk) => SignatureKeyPair::read(
-                provider.storage(),
-                pk,
-                CIPHERSUITE.signature_algorithm(),
-            ),
+            Some(pk) => {
+                SignatureKeyPair::read(provider.storage(), pk, CIPHERSUITE.signature_algorithm())
+            }
             None => None,
         };
         let (signer, created) = match existing {
@@ -144,8 +142,11 @@ impl MlsHost {
     /// The hub's identity (the groups' external sender), created on first use.
     pub(crate) fn hub_identity(&self, tx: &Tx) -> Result<Identity, MlsError> {
         let record: Option<HubRecord> = self.get_record(tx, HUB_KEY)?;
-        let (identity, created) =
-            self.identity(tx, &self.hub_uri(), record.as_ref().map(|r| r.public_key.as_slice()))?;
+        let (identity, created) = self.identity(
+            tx,
+            &self.hub_uri(),
+            record.as_ref().map(|r| r.public_key.as_slice()),
+        )?;
         if created {
             let record = HubRecord {
                 public_key: identity.signer.to_public_vec(),
@@ -163,8 +164,11 @@ impl MlsHost {
     pub(crate) fn client_identity(&self, tx: &Tx, user: &UserUri) -> Result<Identity, MlsError> {
         let client = user.puppet_client().to_string();
         let record = self.client_record(tx, user)?;
-        let (identity, created) =
-            self.identity(tx, &client, record.as_ref().map(|r| r.public_key.as_slice()))?;
+        let (identity, created) = self.identity(
+            tx,
+            &client,
+            record.as_ref().map(|r| r.public_key.as_slice()),
+        )?;
         if created || record.is_none() {
             let record = ClientRecord {
                 public_key: identity.signer.to_public_vec(),
@@ -258,7 +262,8 @@ impl MlsHost {
                 return Ok(None);
             };
             entry.taken = true;
-            let bundle: Option<KeyPackageBundle> = provider.storage().key_package(&entry.hash_ref)?;
+            let bundle: Option<KeyPackageBundle> =
+                provider.storage().key_package(&entry.hash_ref)?;
             let bundle = bundle.ok_or_else(|| {
                 MlsError::Malformed(format!("KeyPackage of {user} missing from the store"))
             })?;
@@ -303,9 +308,7 @@ impl MlsHost {
     ) -> Result<(), MlsError> {
         self.delete_record(tx, &key_package_key(hash_ref.as_slice()));
         if let Some(mut record) = self.client_record(tx, user)? {
-            record
-                .key_packages
-                .retain(|e| e.hash_ref != *hash_ref);
+            record.key_packages.retain(|e| e.hash_ref != *hash_ref);
             self.put_record(tx, &user_key(user), &record)?;
         }
         Ok(())
@@ -313,20 +316,24 @@ impl MlsHost {
 }
 
 impl MlsHost {
-/// Parses and verifies a KeyPackage received from the network: a bare `KeyPackage` or one
-/// wrapped in an `MLSMessage` (signature, lifetime, ciphersuite, protocol version).
-pub fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
-    use tls_codec::Deserialize as _;
-    let key_package_in = match MlsMessageIn::tls_deserialize_exact(bytes) {
-        Ok(message) => match message.extract() {
-            MlsMessageBodyIn::KeyPackage(kp) => kp,
-            _ => return Err(MlsError::Malformed("an MLSMessage but not a KeyPackage".into())),
-        },
-        Err(_) => KeyPackageIn::tls_deserialize_exact(bytes)
-            .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?,
-    };
-    key_package_in
-        .validate(&self.crypto, ProtocolVersion::Mls10)
-        .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))
-}
+    /// Parses and verifies a KeyPackage received from the network: a bare `KeyPackage` or one
+    /// wrapped in an `MLSMessage` (signature, lifetime, ciphersuite, protocol version).
+    pub fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, MlsError> {
+        use tls_codec::Deserialize as _;
+        let key_package_in = match MlsMessageIn::tls_deserialize_exact(bytes) {
+            Ok(message) => match message.extract() {
+                MlsMessageBodyIn::KeyPackage(kp) => kp,
+                _ => {
+                    return Err(MlsError::Malformed(
+                        "an MLSMessage but not a KeyPackage".into(),
+                    ));
+                }
+            },
+            Err(_) => KeyPackageIn::tls_deserialize_exact(bytes)
+                .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?,
+        };
+        key_package_in
+            .validate(&self.crypto, ProtocolVersion::Mls10)
+            .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))
+    }
 }

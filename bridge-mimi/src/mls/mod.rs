@@ -217,8 +217,14 @@ impl MlsHost {
     }
 
     /// Writes one of the host's own records.
-    fn put_record(&self, tx: &Tx, key: &str, value: &impl serde::Serialize) -> Result<(), MlsError> {
-        tx.overlay.put(key.as_bytes().to_vec(), serde_json::to_vec(value)?);
+    fn put_record(
+        &self,
+        tx: &Tx,
+        key: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), MlsError> {
+        tx.overlay
+            .put(key.as_bytes().to_vec(), serde_json::to_vec(value)?);
         Ok(())
     }
 

@@ -15,9 +15,7 @@
 
 use std::collections::HashSet;
 
-use tls_codec::{
-    Serialize as _, TlsDeserialize, TlsSerialize, TlsSize, VLBytes,
-};
+use tls_codec::{Serialize as _, TlsDeserialize, TlsSerialize, TlsSize, VLBytes};
 
 /// A participant list could not be decoded or an update does not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,8 +180,8 @@ impl ParticipantListUpdate {
 /// Decodes `T`, refusing trailing bytes.
 fn decode_exact<T: tls_codec::Deserialize>(bytes: &[u8]) -> Result<T, ParticipantListError> {
     let mut rest = bytes;
-    let value =
-        T::tls_deserialize(&mut rest).map_err(|e| ParticipantListError::Malformed(e.to_string()))?;
+    let value = T::tls_deserialize(&mut rest)
+        .map_err(|e| ParticipantListError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(ParticipantListError::Malformed(format!(
             "{} trailing bytes",

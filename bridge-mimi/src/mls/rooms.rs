@@ -183,9 +183,15 @@ fn resolve_app_data<'a>(
                         "more than one room_metadata update in a commit".into(),
                     ));
                 }
-                updater.set(ComponentData::from_parts(id, bytes.as_slice().to_vec().into()));
+                updater.set(ComponentData::from_parts(
+                    id,
+                    bytes.as_slice().to_vec().into(),
+                ));
             }
-            (COMPONENT_PARTICIPANT_LIST | COMPONENT_ROOM_METADATA, AppDataUpdateOperation::Remove) => {
+            (
+                COMPONENT_PARTICIPANT_LIST | COMPONENT_ROOM_METADATA,
+                AppDataUpdateOperation::Remove,
+            ) => {
                 return Err(MlsError::InvalidStateChange(format!(
                     "removal of component {id:#06x}"
                 )));
@@ -216,7 +222,9 @@ impl MlsHost {
         record
             .local_members
             .iter()
-            .map(|u| UserUri::parse(u).map_err(|e| MlsError::Malformed(format!("stored user: {e}"))))
+            .map(|u| {
+                UserUri::parse(u).map_err(|e| MlsError::Malformed(format!("stored user: {e}")))
+            })
             .collect()
     }
 
@@ -247,7 +255,10 @@ impl MlsHost {
         profile: RoomProfile,
     ) -> Result<Vec<Participant>, MlsError> {
         self.transaction(|tx| {
-            if self.get_record::<RoomRecord>(tx, &room_key(room))?.is_some() {
+            if self
+                .get_record::<RoomRecord>(tx, &room_key(room))?
+                .is_some()
+            {
                 return Err(MlsError::RoomExists(room.to_string()));
             }
             let hub = self.hub_identity(tx)?;
@@ -265,13 +276,15 @@ impl MlsHost {
                         &[],
                     ),
                 ));
-                let list = ParticipantListData::default()
-                    .apply(&ParticipantListUpdate::add(&creator.to_string(), ROLE_GROUP_ADMIN))?;
+                let list = ParticipantListData::default().apply(&ParticipantListUpdate::add(
+                    &creator.to_string(),
+                    ROLE_GROUP_ADMIN,
+                ))?;
                 let mut dictionary = AppDataDictionary::new();
                 dictionary.insert(COMPONENT_PARTICIPANT_LIST, list.encode());
-                extensions.push(Extension::AppDataDictionary(AppDataDictionaryExtension::new(
-                    dictionary,
-                )));
+                extensions.push(Extension::AppDataDictionary(
+                    AppDataDictionaryExtension::new(dictionary),
+                ));
             }
             let extensions = Extensions::from_vec(extensions)
                 .map_err(|e| mls_err("group context extensions")(&e))?;
@@ -310,7 +323,10 @@ impl MlsHost {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             let (group, _) = self.load_group(tx, room, &user)?;
-            Ok(group.members().map(|m| identity_of(&m.credential)).collect())
+            Ok(group
+                .members()
+                .map(|m| identity_of(&m.credential))
+                .collect())
         })
     }
 
@@ -504,7 +520,9 @@ impl MlsHost {
         let changes = updater.changes();
         stage.with_app_data_dictionary_updates(changes);
         let bundle = stage
-            .build(provider.rand(), provider.crypto(), &identity.signer, |_| true)
+            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
+                true
+            })
             .map_err(|e| mls_err("commit")(&e))?
             .stage_commit(provider)
             .map_err(|e| mls_err("stage commit")(&e))?;

@@ -662,10 +662,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage {
         self.remove(JOIN_CONFIG, group_id)
     }
 
-    fn delete_tree<GroupId: traits::GroupId<CURRENT_VERSION>>(
-        &self,
-        group_id: &GroupId,
-    ) -> R<()> {
+    fn delete_tree<GroupId: traits::GroupId<CURRENT_VERSION>>(&self, group_id: &GroupId) -> R<()> {
         self.remove(TREE, group_id)
     }
 

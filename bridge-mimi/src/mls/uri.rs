@@ -71,7 +71,11 @@ pub fn decode_segment(segment: &str) -> Result<String, UriError> {
 }
 
 /// Splits `mimi://DOMAIN/KIND/rest` into the domain and the segments after the kind.
-fn split<'a>(uri: &'a str, kind: &str, expected: &'static str) -> Result<(&'a str, Vec<&'a str>), UriError> {
+fn split<'a>(
+    uri: &'a str,
+    kind: &str,
+    expected: &'static str,
+) -> Result<(&'a str, Vec<&'a str>), UriError> {
     let shape = || UriError::Shape {
         expected,
         uri: uri.to_owned(),
@@ -260,7 +264,12 @@ mod tests {
 
     #[test]
     fn native_ids_round_trip_through_uris() {
-        for native in ["alice@xmpp.example/phone", "@bob:matrix.org", "zoë 100%", "a~b-c.d_e"] {
+        for native in [
+            "alice@xmpp.example/phone",
+            "@bob:matrix.org",
+            "zoë 100%",
+            "a~b-c.d_e",
+        ] {
             let user = UserUri::new("bridge.example", native);
             let text = user.to_string();
             assert_eq!(text.matches('/').count(), 4, "{text}");
