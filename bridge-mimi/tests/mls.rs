@@ -366,7 +366,8 @@ fn foreign_key_packages_are_validated() {
 /// indicative; `--release` for real figures).
 #[test]
 fn encrypt_and_decrypt_cost() {
-    let hub = memory_host(HUB);
+    let hub_store = Arc::new(MemoryStore::new());
+    let hub = host(HUB, hub_store.clone());
     let follower = memory_host(FOLLOWER);
     let room = room_with_two(&hub, &follower);
     let alice = hub.puppet("alice@xmpp.example");
@@ -380,4 +381,15 @@ fn encrypt_and_decrypt_cost() {
     }
     let per_message = start.elapsed() / n;
     eprintln!("encrypt+decrypt, 200-byte message, store round trips included: {per_message:?}");
+    let start = Instant::now();
+    for _ in 0..n {
+        hub.epoch(&room).expect("epoch");
+    }
+    eprintln!("loading a group from the store: {:?}", start.elapsed() / n);
+    let entries = hub_store.scan(b"mimi/", None, usize::MAX).expect("scan");
+    let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+    eprintln!(
+        "hub store: {} entries, {bytes} bytes (hub key, alice's puppet, one 2-member group)",
+        entries.len()
+    );
 }

@@ -108,8 +108,8 @@ impl MlsHost {
         UserUri::new(&self.domain, user)
     }
 
-    /// Loads (creating it the first time) a signing identity kept in namespace `owner` whose
-    /// public key is recorded at `record_key`.
+    /// Loads the signing identity kept in namespace `owner` under `public_key`, or creates one
+    /// (true: created) when there is none yet.
     fn identity(
         &self,
         tx: &Tx,

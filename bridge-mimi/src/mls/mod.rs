@@ -12,7 +12,11 @@
 //!
 //! Every operation writes its changes in one atomic batch ([`storage::Overlay`]): a crash
 //! between two operations loses nothing, a crash inside one loses all of it, and an operation
-//! that fails (a malformed or stale message) changes nothing.
+//! that fails (a malformed or stale message) changes nothing. The batch is visible at once and
+//! durable after the store's flush: over an [`bridge_core::AdapterStore`], await its `flush()`
+//! before acknowledging what the operation answered (a `/notify`, an `/update`). Operations
+//! of one host run one at a time (an internal lock), so two of them never load the same group
+//! state and both write a successor.
 
 mod clients;
 pub mod kv;
@@ -25,6 +29,7 @@ use std::sync::Arc;
 
 use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;
+use parking_lot::Mutex;
 
 use crate::codepoints;
 use kv::KvStore;
@@ -143,6 +148,9 @@ pub struct MlsHost {
     kv: Arc<dyn KvStore>,
     crypto: RustCrypto,
     key_packages: KeyPackageSettings,
+    /// Held for the length of one operation: two operations on the same group must not load
+    /// the same state and both write their successor.
+    op_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for MlsHost {
@@ -169,6 +177,7 @@ impl MlsHost {
             kv,
             crypto: RustCrypto::default(),
             key_packages: KeyPackageSettings::default(),
+            op_lock: Mutex::new(()),
         }
     }
 
@@ -185,6 +194,7 @@ impl MlsHost {
 
     /// Runs `op` with a fresh overlay and commits its writes if it succeeds.
     fn transaction<T>(&self, op: impl FnOnce(&Tx) -> Result<T, MlsError>) -> Result<T, MlsError> {
+        let _serialised = self.op_lock.lock();
         let tx = Tx {
             overlay: Overlay::new(),
         };
