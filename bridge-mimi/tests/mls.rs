@@ -57,6 +57,7 @@ fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
         .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
         .expect("add");
     assert_eq!(output.epoch, 1);
+    assert!(output.group_info.is_some());
     assert_eq!(
         output.participants,
         vec![
@@ -391,5 +392,92 @@ fn encrypt_and_decrypt_cost() {
     eprintln!(
         "hub store: {} entries, {bytes} bytes (hub key, alice's puppet, one 2-member group)",
         entries.len()
+    );
+}
+
+#[test]
+fn the_hub_follows_a_group_it_is_not_a_member_of() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    // The group's only members are the follower's puppets; the hub follows it from outside.
+    let room = RoomUri::new(HUB, "followed");
+    let dave = follower.puppet("dave");
+    let erin = follower.puppet("erin");
+    follower
+        .create_room(&room, &dave, RoomProfile::Mimi)
+        .expect("create");
+    let (group_info, tree) = follower.group_info(&room).expect("GroupInfo");
+    assert_eq!(
+        hub.hub_track(&room, &group_info, &tree).expect("track"),
+        vec![participant(&dave.to_string(), ROLE_GROUP_ADMIN)]
+    );
+    assert!(
+        hub.hub_track(&RoomUri::new(HUB, "other"), &group_info, &tree)
+            .is_err()
+    );
+
+    let key_package = follower.take_key_package(&erin).expect("take").expect("kp");
+    let add = follower
+        .add_client(&room, &dave, key_package, ROLE_ORDINARY_USER)
+        .expect("add erin");
+    assert!(add.group_info.is_some());
+    // A forged commit is refused and changes nothing: one byte of the Ed25519 signature flipped
+    // (it ends 66 bytes before the end, before the confirmation and membership tags, 33 bytes
+    // each; an outsider cannot check the membership tag, but it checks the signature).
+    let mut forged = add.commit.clone();
+    let at = forged.len() - 70;
+    forged[at] ^= 1;
+    match hub.hub_process(&room, &forged) {
+        Err(MlsError::Mls { message, .. }) if message.contains("signature") => {}
+        other => panic!("expected a signature failure, got {other:?}"),
+    }
+    match hub.hub_process(&room, &add.commit).expect("verify") {
+        Processed::Commit {
+            epoch,
+            participants,
+            ..
+        } => {
+            assert_eq!(epoch, 1);
+            assert_eq!(participants, add.participants);
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert_eq!(hub.hub_members(&room).expect("members").len(), 2);
+    assert!(matches!(
+        hub.hub_process(&room, &add.commit),
+        Err(MlsError::WrongEpoch {
+            current: 1,
+            message: 0
+        })
+    ));
+    // Application messages are opaque to the hub.
+    let secret = follower
+        .encrypt(&room, &dave, b"not for the hub")
+        .expect("encrypt");
+    assert!(matches!(
+        hub.hub_process(&room, &secret),
+        Err(MlsError::Malformed(_))
+    ));
+
+    // erin leaves: the hub queues her proposals, then verifies dave's commit of them.
+    for proposal in follower.leave(&room, &erin).expect("leave") {
+        assert_eq!(
+            hub.hub_process(&room, &proposal).expect("queue"),
+            Processed::Proposal
+        );
+    }
+    let commit = follower.commit_pending(&room, &dave).expect("commit");
+    match hub.hub_process(&room, &commit.commit).expect("verify") {
+        Processed::Commit { participants, .. } => {
+            assert_eq!(
+                participants,
+                vec![participant(&dave.to_string(), ROLE_GROUP_ADMIN)]
+            );
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert_eq!(
+        hub.hub_participants(&room).expect("list"),
+        follower.participants(&room).expect("list")
     );
 }

@@ -19,6 +19,7 @@
 //! state and both write a successor.
 
 mod clients;
+mod hub;
 pub mod kv;
 pub mod participants;
 mod rooms;

@@ -104,7 +104,7 @@ fn room_key(room: &RoomUri) -> String {
     format!("mls/r/{room}")
 }
 
-fn group_id(room: &RoomUri) -> GroupId {
+pub(crate) fn group_id(room: &RoomUri) -> GroupId {
     GroupId::from_slice(room.group_uri().as_bytes())
 }
 
@@ -127,7 +127,7 @@ fn to_bytes(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
 }
 
 /// The credential identity of `credential`, as text.
-fn identity_of(credential: &Credential) -> String {
+pub(crate) fn identity_of(credential: &Credential) -> String {
     BasicCredential::try_from(credential.clone())
         .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
         .unwrap_or_default()
@@ -135,8 +135,14 @@ fn identity_of(credential: &Credential) -> String {
 
 /// The participant list in `group`'s context (empty for [`RoomProfile::Plain`]).
 fn participants_of(group: &MlsGroup) -> Result<Vec<Participant>, MlsError> {
-    let Some(data) = group
-        .extensions()
+    participants_in(group.extensions())
+}
+
+/// The participant list in GroupContext extensions `extensions`.
+pub(crate) fn participants_in(
+    extensions: &Extensions<GroupContext>,
+) -> Result<Vec<Participant>, MlsError> {
+    let Some(data) = extensions
         .app_data_dictionary()
         .and_then(|ext| ext.dictionary().get(&COMPONENT_PARTICIPANT_LIST))
     else {
@@ -155,7 +161,7 @@ fn participants_of(group: &MlsGroup) -> Result<Vec<Participant>, MlsError> {
 /// Computes the new `app_data_dictionary` entries from AppDataUpdate proposals (in commit
 /// order): the participant list applies each `ParticipantListUpdate` in turn (§7.5), room
 /// metadata takes the single update's value (§7.6); any other component is refused.
-fn resolve_app_data<'a>(
+pub(crate) fn resolve_app_data<'a>(
     updater: &mut AppDataDictionaryUpdater<'_>,
     proposals: impl Iterator<Item = &'a AppDataUpdateProposal>,
 ) -> Result<(), MlsError> {
@@ -339,6 +345,26 @@ impl MlsHost {
         })
     }
 
+    /// The current GroupInfo of `room` (an `MLSMessage`, signed by the first local member) and
+    /// its ratchet tree: what `/groupInfo` serves and what a hub needs to follow the group
+    /// ([`MlsHost::hub_track`]).
+    pub fn group_info(&self, room: &RoomUri) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let identity = self.client_identity(tx, &user)?;
+            let (group, provider) = self.load_group(tx, room, &user)?;
+            let info = group
+                .export_group_info(provider.crypto(), &identity.signer, false)
+                .map_err(|e| mls_err("export GroupInfo")(&e))?;
+            let tree = group
+                .export_ratchet_tree()
+                .tls_serialize_detached()
+                .map_err(|e| mls_err("encode ratchet tree")(&e))?;
+            Ok((to_bytes(&info)?, tree))
+        })
+    }
+
     /// This host's puppets in `room`.
     pub fn local_members_of(&self, room: &RoomUri) -> Result<Vec<UserUri>, MlsError> {
         self.transaction(|tx| self.local_members(&self.room_record(tx, room)?))
@@ -514,7 +540,8 @@ impl MlsHost {
         let identity = self.client_identity(tx, by)?;
         let mut stage = configure(group.commit_builder())
             .load_psks(provider.storage())
-            .map_err(|e| mls_err("commit")(&e))?;
+            .map_err(|e| mls_err("commit")(&e))?
+            .create_group_info(true);
         let mut updater = stage.app_data_dictionary_updater();
         resolve_app_data(&mut updater, stage.app_data_update_proposals())?;
         let changes = updater.changes();
@@ -797,7 +824,7 @@ impl MlsHost {
     }
 }
 
-fn parse_protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, MlsError> {
+pub(crate) fn parse_protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, MlsError> {
     MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| MlsError::Malformed(e.to_string()))?
         .try_into_protocol_message()
