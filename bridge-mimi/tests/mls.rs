@@ -142,7 +142,14 @@ fn remove_and_leave_update_the_participant_list() {
         vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
     );
     match follower.process(&room, &removal.commit).expect("process") {
-        Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob.clone()]),
+        Processed::Commit {
+            removed,
+            participants,
+            epoch,
+        } => {
+            assert_eq!(removed, vec![bob.clone()]);
+            assert_eq!((epoch, participants), (removal.epoch, removal.participants));
+        }
         other => panic!("expected a commit, got {other:?}"),
     }
     assert!(matches!(

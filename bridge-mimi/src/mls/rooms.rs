@@ -575,7 +575,7 @@ impl MlsHost {
     }
 
     /// Has every local member of `room` but `except` process a handshake message; drops the
-    /// local members it removes. Returns the last member's outcome.
+    /// local members it removes. Returns the outcome as a remaining member sees it.
     fn deliver_local(
         &self,
         tx: &Tx,
@@ -591,10 +591,14 @@ impl MlsHost {
                 continue;
             }
             let (result, gone) = self.process_as(tx, room, &user, bytes)?;
+            // A member that stays reports the new epoch and list; a removed one only if no
+            // member stays.
             if gone {
                 removed.push(user);
+                outcome.get_or_insert(result);
+            } else {
+                outcome = Some(result);
             }
-            outcome = Some(result);
         }
         if !removed.is_empty() {
             let mut record = self.room_record(tx, room)?;
@@ -666,27 +670,18 @@ impl MlsHost {
         group
             .merge_staged_commit(&provider, staged)
             .map_err(|e| mls_err("merge commit")(&e))?;
-        if !group.is_active() {
+        let outcome = Processed::Commit {
+            epoch: group.epoch().as_u64(),
+            participants: participants_of(&group)?,
+            removed: Vec::new(),
+        };
+        let gone = !group.is_active();
+        if gone {
             group
                 .delete(provider.storage())
                 .map_err(|e| mls_err("delete group")(&e))?;
-            return Ok((
-                Processed::Commit {
-                    epoch: 0,
-                    participants: Vec::new(),
-                    removed: Vec::new(),
-                },
-                true,
-            ));
         }
-        Ok((
-            Processed::Commit {
-                epoch: group.epoch().as_u64(),
-                participants: participants_of(&group)?,
-                removed: Vec::new(),
-            },
-            false,
-        ))
+        Ok((outcome, gone))
     }
 
     /// Processes an `MLSMessage` from the network for `room`: a commit or proposal is processed
