@@ -7,6 +7,7 @@ use std::time::Instant;
 use bridge_core::{MemoryStore, SledStore, Store};
 use bridge_mimi::codepoints::{ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER};
 use bridge_mimi::mls::kv::StoreKv;
+use bridge_mimi::mls::metadata::RoomMetadata;
 use bridge_mimi::mls::uri::RoomUri;
 use bridge_mimi::mls::{
     KeyPackageSettings, MlsError, MlsHost, Participant, Processed, RoomProfile,
@@ -487,4 +488,25 @@ fn the_hub_follows_a_group_it_is_not_a_member_of() {
         hub.hub_participants(&room).expect("list"),
         follower.participants(&room).expect("list")
     );
+}
+
+#[test]
+fn room_metadata_travels_in_the_group_context() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    assert_eq!(follower.room_metadata(&room).expect("read"), None);
+    let metadata = RoomMetadata::new(&room.to_string(), "Lobby", "Welcome, all");
+    let output = hub
+        .set_room_metadata(&room, &alice, &metadata)
+        .expect("set");
+    follower.process(&room, &output.commit).expect("process");
+    let seen = follower.room_metadata(&room).expect("read").expect("set");
+    assert_eq!(
+        (seen.name(), seen.subject()),
+        ("Lobby".into(), "Welcome, all".into())
+    );
+    assert_eq!(hub.room_metadata(&room).expect("read"), Some(metadata));
+    assert_eq!(follower.participants(&room).expect("list").len(), 2);
 }

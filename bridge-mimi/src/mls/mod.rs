@@ -21,6 +21,7 @@
 mod clients;
 mod hub;
 pub mod kv;
+pub mod metadata;
 pub mod participants;
 mod rooms;
 pub mod storage;
@@ -34,7 +35,7 @@ use parking_lot::Mutex;
 
 use crate::codepoints;
 use kv::KvStore;
-use participants::ParticipantListError;
+use participants::RoomStateError;
 use storage::{MlsStorage, MlsStorageError, Overlay};
 
 pub use clients::KeyPackageSettings;
@@ -77,7 +78,7 @@ pub enum MlsError {
     NotForUs,
     /// A participant-list update does not apply, or the component's data is invalid.
     #[error(transparent)]
-    Participants(#[from] ParticipantListError),
+    RoomState(#[from] RoomStateError),
     /// An AppDataUpdate for a component this bridge does not know, or an operation it refuses.
     #[error("invalid room state change: {0}")]
     InvalidStateChange(String),

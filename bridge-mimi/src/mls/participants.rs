@@ -17,10 +17,11 @@ use std::collections::HashSet;
 
 use tls_codec::{Serialize as _, TlsDeserialize, TlsSerialize, TlsSize, VLBytes};
 
-/// A participant list could not be decoded or an update does not apply.
+/// A room-state component (participant list, room metadata) could not be decoded, or an
+/// update does not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParticipantListError {
+pub enum RoomStateError {
     /// The bytes are not a valid TLS encoding of the struct.
     #[error("malformed participant list: {0}")]
     Malformed(String),
@@ -88,7 +89,7 @@ pub struct ParticipantListUpdate {
 
 impl ParticipantListData {
     /// Decodes the component's data.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ParticipantListError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RoomStateError> {
         decode_exact(bytes)
     }
 
@@ -107,19 +108,19 @@ impl ParticipantListData {
     }
 
     /// The list after `update`, or why it does not apply.
-    pub fn apply(&self, update: &ParticipantListUpdate) -> Result<Self, ParticipantListError> {
+    pub fn apply(&self, update: &ParticipantListUpdate) -> Result<Self, RoomStateError> {
         let mut touched = HashSet::new();
         let mut list = self.participants.clone();
-        let user_at = |i: u32| -> Result<String, ParticipantListError> {
+        let user_at = |i: u32| -> Result<String, RoomStateError> {
             self.participants
                 .get(i as usize)
                 .map(UserRolePair::user_str)
-                .ok_or(ParticipantListError::IndexOutOfRange(i))
+                .ok_or(RoomStateError::IndexOutOfRange(i))
         };
         for change in &update.changed_role_participants {
             let user = user_at(change.user_index)?;
             if !touched.insert(user.clone()) {
-                return Err(ParticipantListError::Repeated(user));
+                return Err(RoomStateError::Repeated(user));
             }
             list[change.user_index as usize].role_index = change.role_index;
         }
@@ -127,7 +128,7 @@ impl ParticipantListData {
         for &index in &update.removed_indices {
             let user = user_at(index)?;
             if !touched.insert(user.clone()) {
-                return Err(ParticipantListError::Repeated(user));
+                return Err(RoomStateError::Repeated(user));
             }
             removed.push(index);
         }
@@ -138,10 +139,10 @@ impl ParticipantListData {
         for added in &update.added_participants {
             let user = added.user_str();
             if self.index_of(&user).is_some() && !touched.contains(&user) {
-                return Err(ParticipantListError::AlreadyPresent(user));
+                return Err(RoomStateError::AlreadyPresent(user));
             }
             if !touched.insert(user.clone()) {
-                return Err(ParticipantListError::Repeated(user));
+                return Err(RoomStateError::Repeated(user));
             }
             list.push(added.clone());
         }
@@ -151,7 +152,7 @@ impl ParticipantListData {
 
 impl ParticipantListUpdate {
     /// Decodes an AppDataUpdate payload.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ParticipantListError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RoomStateError> {
         decode_exact(bytes)
     }
 
@@ -178,12 +179,12 @@ impl ParticipantListUpdate {
 }
 
 /// Decodes `T`, refusing trailing bytes.
-fn decode_exact<T: tls_codec::Deserialize>(bytes: &[u8]) -> Result<T, ParticipantListError> {
+fn decode_exact<T: tls_codec::Deserialize>(bytes: &[u8]) -> Result<T, RoomStateError> {
     let mut rest = bytes;
-    let value = T::tls_deserialize(&mut rest)
-        .map_err(|e| ParticipantListError::Malformed(e.to_string()))?;
+    let value =
+        T::tls_deserialize(&mut rest).map_err(|e| RoomStateError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(ParticipantListError::Malformed(format!(
+        return Err(RoomStateError::Malformed(format!(
             "{} trailing bytes",
             rest.len()
         )));
@@ -244,11 +245,11 @@ mod tests {
         };
         assert_eq!(
             list.apply(&ParticipantListUpdate::remove(1)),
-            Err(ParticipantListError::IndexOutOfRange(1))
+            Err(RoomStateError::IndexOutOfRange(1))
         );
         assert!(matches!(
             list.apply(&ParticipantListUpdate::add("a", 2)),
-            Err(ParticipantListError::AlreadyPresent(_))
+            Err(RoomStateError::AlreadyPresent(_))
         ));
         let twice = ParticipantListUpdate {
             removed_indices: vec![0, 0],
@@ -256,7 +257,7 @@ mod tests {
         };
         assert!(matches!(
             list.apply(&twice),
-            Err(ParticipantListError::Repeated(_))
+            Err(RoomStateError::Repeated(_))
         ));
         for garbage in [&[0xffu8, 0xff][..], &[7, 2, b'a'], &[0, 0]] {
             assert!(ParticipantListData::decode(garbage).is_err(), "{garbage:?}");

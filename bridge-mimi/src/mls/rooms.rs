@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use super::clients::capabilities;
+use super::metadata::RoomMetadata;
 use super::participants::{ParticipantListData, ParticipantListUpdate};
 use super::uri::{ClientUri, RoomUri, UserUri};
 use super::{CIPHERSUITE, MlsError, MlsHost, Provider, Tx, mls_err};
@@ -189,6 +190,7 @@ pub(crate) fn resolve_app_data<'a>(
                         "more than one room_metadata update in a commit".into(),
                     ));
                 }
+                RoomMetadata::decode(bytes.as_slice())?;
                 updater.set(ComponentData::from_parts(
                     id,
                     bytes.as_slice().to_vec().into(),
@@ -470,6 +472,46 @@ impl MlsHost {
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.propose_removals(leaves).add_proposals(proposals)
             })
+        })
+    }
+
+    /// Replaces `room`'s metadata (name, subject…) in one commit by `by`'s puppet
+    /// ([`RoomProfile::Mimi`] only).
+    pub fn set_room_metadata(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        metadata: &RoomMetadata,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            if self.room_record(tx, room)?.profile != RoomProfile::Mimi {
+                return Err(MlsError::InvalidStateChange(
+                    "a plain group has no room state".into(),
+                ));
+            }
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let proposal = Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
+                COMPONENT_ROOM_METADATA,
+                metadata.encode(),
+            )));
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.add_proposal(proposal)
+            })
+        })
+    }
+
+    /// `room`'s metadata, if set.
+    pub fn room_metadata(&self, room: &RoomUri) -> Result<Option<RoomMetadata>, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &user)?;
+            group
+                .extensions()
+                .app_data_dictionary()
+                .and_then(|ext| ext.dictionary().get(&COMPONENT_ROOM_METADATA))
+                .map(|bytes| RoomMetadata::decode(bytes).map_err(MlsError::from))
+                .transpose()
         })
     }
 
