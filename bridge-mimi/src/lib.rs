@@ -1,1 +1,4 @@
-//! The mimi adapter (filled in by its own issue).
+//! The MIMI adapter (draft-ietf-mimi-protocol-06): so far the code points and the MLS layer.
+
+pub mod codepoints;
+pub mod mls;

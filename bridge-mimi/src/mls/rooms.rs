@@ -1,0 +1,869 @@
+//! Rooms: the MLS group of each room the bridge's puppets are members of, and the room state
+//! in its GroupContext (draft-ietf-mimi-protocol-06 §3, §7).
+//!
+//! Record `mls/r/<room URI>` → the room's profile and the puppets of this host that are members.
+//! A handshake one puppet makes (a commit, a proposal) is processed at once by the other local
+//! members, so every puppet's view of the group stays current; application messages are
+//! decrypted by one local member only (see [`MlsHost::decrypt`]).
+
+use openmls::component::ComponentData;
+use openmls::prelude::*;
+use serde::{Deserialize, Serialize};
+use tls_codec::{Deserialize as _, Serialize as _};
+
+use super::clients::capabilities;
+use super::metadata::RoomMetadata;
+use super::participants::{ParticipantListData, ParticipantListUpdate};
+use super::uri::{ClientUri, RoomUri, UserUri};
+use super::{CIPHERSUITE, MlsError, MlsHost, Provider, Tx, mls_err};
+use crate::codepoints::{COMPONENT_PARTICIPANT_LIST, COMPONENT_ROOM_METADATA, ROLE_GROUP_ADMIN};
+
+/// The shape of a room's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomProfile {
+    /// MIMI: `required_capabilities` with `app_data_dictionary` and AppDataUpdate, the
+    /// participant list in the GroupContext, the hub in `external_senders`.
+    Mimi,
+    /// Plain RFC 9420 with the hub in `external_senders` and no room state in the group: for
+    /// peers without the mls-extensions draft (mls-rs).
+    Plain,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RoomRecord {
+    profile: RoomProfile,
+    /// User URIs of this host's puppets that are members, in joining order.
+    local_members: Vec<String>,
+}
+
+/// A participant of a room: a user URI and its role index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// The user's URI.
+    pub user: String,
+    /// The role index (draft-ietf-mimi-room-policy §3).
+    pub role_index: u32,
+}
+
+/// What a commit made by one of this host's puppets produced: everything `/update` and
+/// `/notify` carry (draft-ietf-mimi-protocol-06 §5.3, §5.5).
+#[derive(Debug, Clone)]
+pub struct CommitOutput {
+    /// The Commit, an `MLSMessage` (PublicMessage).
+    pub commit: Vec<u8>,
+    /// The Welcome for added clients, an `MLSMessage`.
+    pub welcome: Option<Vec<u8>>,
+    /// The new epoch's GroupInfo, an `MLSMessage`.
+    pub group_info: Option<Vec<u8>>,
+    /// The ratchet tree (`RatchetTree`, TLS-encoded), for a `RatchetTreeOption` of type full.
+    pub ratchet_tree: Vec<u8>,
+    /// The new epoch.
+    pub epoch: u64,
+    /// The participant list after the commit.
+    pub participants: Vec<Participant>,
+}
+
+/// A decrypted application message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decrypted {
+    /// The sender's credential identity (a client URI for MIMI peers).
+    pub sender: String,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// What processing an incoming message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Processed {
+    /// A commit was merged: the new epoch and participant list.
+    Commit {
+        /// The new epoch.
+        epoch: u64,
+        /// The participant list after the commit.
+        participants: Vec<Participant>,
+        /// Local puppets the commit removed.
+        removed: Vec<UserUri>,
+    },
+    /// A proposal was queued for the next commit.
+    Proposal,
+    /// An application message.
+    Application(Decrypted),
+    /// An application message one of this host's puppets sent (it cannot be decrypted by its
+    /// sender, and no other local member could).
+    Own,
+    /// A Welcome: these puppets joined the room.
+    Joined {
+        /// The room.
+        room: RoomUri,
+        /// The puppets that joined.
+        users: Vec<UserUri>,
+    },
+}
+
+fn room_key(room: &RoomUri) -> String {
+    format!("mls/r/{room}")
+}
+
+pub(crate) fn group_id(room: &RoomUri) -> GroupId {
+    GroupId::from_slice(room.group_uri().as_bytes())
+}
+
+/// Epochs whose message secrets a member keeps after a commit, so that application messages
+/// sent just before it (in flight while the hub fanned the commit out) still decrypt.
+pub const PAST_EPOCHS: usize = 3;
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(PAST_EPOCHS)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+fn to_bytes(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| mls_err("encode")(&e))
+}
+
+/// The credential identity of `credential`, as text.
+pub(crate) fn identity_of(credential: &Credential) -> String {
+    BasicCredential::try_from(credential.clone())
+        .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+        .unwrap_or_default()
+}
+
+/// The participant list in `group`'s context (empty for [`RoomProfile::Plain`]).
+fn participants_of(group: &MlsGroup) -> Result<Vec<Participant>, MlsError> {
+    participants_in(group.extensions())
+}
+
+/// The participant list in GroupContext extensions `extensions`.
+pub(crate) fn participants_in(
+    extensions: &Extensions<GroupContext>,
+) -> Result<Vec<Participant>, MlsError> {
+    let Some(data) = extensions
+        .app_data_dictionary()
+        .and_then(|ext| ext.dictionary().get(&COMPONENT_PARTICIPANT_LIST))
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(ParticipantListData::decode(data)?
+        .participants
+        .iter()
+        .map(|p| Participant {
+            user: p.user_str(),
+            role_index: p.role_index,
+        })
+        .collect())
+}
+
+/// Computes the new `app_data_dictionary` entries from AppDataUpdate proposals (in commit
+/// order): the participant list applies each `ParticipantListUpdate` in turn (§7.5), room
+/// metadata takes the single update's value (§7.6); any other component is refused.
+pub(crate) fn resolve_app_data<'a>(
+    updater: &mut AppDataDictionaryUpdater<'_>,
+    proposals: impl Iterator<Item = &'a AppDataUpdateProposal>,
+) -> Result<(), MlsError> {
+    let mut list: Option<ParticipantListData> = None;
+    let mut metadata_updates = 0;
+    for proposal in proposals {
+        let id = proposal.component_id();
+        match (id, proposal.operation()) {
+            (COMPONENT_PARTICIPANT_LIST, AppDataUpdateOperation::Update(bytes)) => {
+                let current = match list.take() {
+                    Some(list) => list,
+                    None => updater
+                        .old_value(id)
+                        .map(ParticipantListData::decode)
+                        .transpose()?
+                        .unwrap_or_default(),
+                };
+                let update = ParticipantListUpdate::decode(bytes.as_slice())?;
+                list = Some(current.apply(&update)?);
+            }
+            (COMPONENT_ROOM_METADATA, AppDataUpdateOperation::Update(bytes)) => {
+                metadata_updates += 1;
+                if metadata_updates > 1 {
+                    return Err(MlsError::InvalidStateChange(
+                        "more than one room_metadata update in a commit".into(),
+                    ));
+                }
+                RoomMetadata::decode(bytes.as_slice())?;
+                updater.set(ComponentData::from_parts(
+                    id,
+                    bytes.as_slice().to_vec().into(),
+                ));
+            }
+            (
+                COMPONENT_PARTICIPANT_LIST | COMPONENT_ROOM_METADATA,
+                AppDataUpdateOperation::Remove,
+            ) => {
+                return Err(MlsError::InvalidStateChange(format!(
+                    "removal of component {id:#06x}"
+                )));
+            }
+            (other, _) => {
+                return Err(MlsError::InvalidStateChange(format!(
+                    "unknown component {other:#06x}"
+                )));
+            }
+        }
+    }
+    if let Some(list) = list {
+        updater.set(ComponentData::from_parts(
+            COMPONENT_PARTICIPANT_LIST,
+            list.encode().into(),
+        ));
+    }
+    Ok(())
+}
+
+impl MlsHost {
+    fn room_record(&self, tx: &Tx, room: &RoomUri) -> Result<RoomRecord, MlsError> {
+        self.get_record(tx, &room_key(room))?
+            .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
+    }
+
+    fn local_members(&self, record: &RoomRecord) -> Result<Vec<UserUri>, MlsError> {
+        record
+            .local_members
+            .iter()
+            .map(|u| {
+                UserUri::parse(u).map_err(|e| MlsError::Malformed(format!("stored user: {e}")))
+            })
+            .collect()
+    }
+
+    /// Loads `user`'s puppet's view of `room`'s group.
+    fn load_group<'h>(
+        &'h self,
+        tx: &Tx,
+        room: &RoomUri,
+        user: &UserUri,
+    ) -> Result<(MlsGroup, Provider<'h>), MlsError> {
+        let provider = self.client_provider(tx, user);
+        let group = MlsGroup::load(provider.storage(), &group_id(room))?.ok_or_else(|| {
+            MlsError::NotAMember {
+                room: room.to_string(),
+                user: user.to_string(),
+            }
+        })?;
+        Ok((group, provider))
+    }
+
+    /// Creates `room`'s group with `creator`'s puppet as its only member (and the creator as
+    /// admin in the participant list for [`RoomProfile::Mimi`]) and this host as the hub
+    /// (`external_senders`). Returns the participant list.
+    pub fn create_room(
+        &self,
+        room: &RoomUri,
+        creator: &UserUri,
+        profile: RoomProfile,
+    ) -> Result<Vec<Participant>, MlsError> {
+        self.transaction(|tx| {
+            if self
+                .get_record::<RoomRecord>(tx, &room_key(room))?
+                .is_some()
+            {
+                return Err(MlsError::RoomExists(room.to_string()));
+            }
+            let hub = self.hub_identity(tx)?;
+            let identity = self.client_identity(tx, creator)?;
+            let provider = self.client_provider(tx, creator);
+            let mut extensions = vec![Extension::ExternalSenders(vec![ExternalSender::new(
+                hub.credential.signature_key.clone(),
+                hub.credential.credential.clone(),
+            )])];
+            if profile == RoomProfile::Mimi {
+                extensions.push(Extension::RequiredCapabilities(
+                    RequiredCapabilitiesExtension::new(
+                        &[ExtensionType::AppDataDictionary],
+                        &[ProposalType::AppDataUpdate],
+                        &[],
+                    ),
+                ));
+                let list = ParticipantListData::default().apply(&ParticipantListUpdate::add(
+                    &creator.to_string(),
+                    ROLE_GROUP_ADMIN,
+                ))?;
+                let mut dictionary = AppDataDictionary::new();
+                dictionary.insert(COMPONENT_PARTICIPANT_LIST, list.encode());
+                extensions.push(Extension::AppDataDictionary(
+                    AppDataDictionaryExtension::new(dictionary),
+                ));
+            }
+            let extensions = Extensions::from_vec(extensions)
+                .map_err(|e| mls_err("group context extensions")(&e))?;
+            let group = MlsGroup::builder()
+                .with_group_id(group_id(room))
+                .ciphersuite(CIPHERSUITE)
+                .with_capabilities(capabilities())
+                .with_wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+                .max_past_epochs(PAST_EPOCHS)
+                .use_ratchet_tree_extension(true)
+                .with_group_context_extensions(extensions)
+                .build(&provider, &identity.signer, identity.credential.clone())
+                .map_err(|e| mls_err("create group")(&e))?;
+            let record = RoomRecord {
+                profile,
+                local_members: vec![creator.to_string()],
+            };
+            self.put_record(tx, &room_key(room), &record)?;
+            participants_of(&group)
+        })
+    }
+
+    /// The participant list of `room` (users with roles), as the first local member sees it.
+    pub fn participants(&self, room: &RoomUri) -> Result<Vec<Participant>, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &user)?;
+            participants_of(&group)
+        })
+    }
+
+    /// The credential identities of `room`'s members (clients), in leaf order.
+    pub fn members(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &user)?;
+            Ok(group
+                .members()
+                .map(|m| identity_of(&m.credential))
+                .collect())
+        })
+    }
+
+    /// The current epoch of `room`'s group.
+    pub fn epoch(&self, room: &RoomUri) -> Result<u64, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            Ok(self.load_group(tx, room, &user)?.0.epoch().as_u64())
+        })
+    }
+
+    /// The current GroupInfo of `room` (an `MLSMessage`, signed by the first local member) and
+    /// its ratchet tree: what `/groupInfo` serves and what a hub needs to follow the group
+    /// ([`MlsHost::hub_track`]).
+    pub fn group_info(&self, room: &RoomUri) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let identity = self.client_identity(tx, &user)?;
+            let (group, provider) = self.load_group(tx, room, &user)?;
+            let info = group
+                .export_group_info(provider.crypto(), &identity.signer, false)
+                .map_err(|e| mls_err("export GroupInfo")(&e))?;
+            let tree = group
+                .export_ratchet_tree()
+                .tls_serialize_detached()
+                .map_err(|e| mls_err("encode ratchet tree")(&e))?;
+            Ok((to_bytes(&info)?, tree))
+        })
+    }
+
+    /// This host's puppets in `room`.
+    pub fn local_members_of(&self, room: &RoomUri) -> Result<Vec<UserUri>, MlsError> {
+        self.transaction(|tx| self.local_members(&self.room_record(tx, room)?))
+    }
+
+    fn first_member(&self, room: &RoomUri, record: &RoomRecord) -> Result<UserUri, MlsError> {
+        self.local_members(record)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
+    }
+
+    /// Adds the client of `key_package` to `room`, committed by `by`'s puppet: one commit with
+    /// the Add and (for [`RoomProfile::Mimi`], if the user is not yet a participant) an
+    /// AppDataUpdate adding its user with `role_index`. The commit is merged at once (this host
+    /// is the hub), the other local members process it, and a puppet of this host whose
+    /// KeyPackage it is joins from the Welcome.
+    pub fn add_client(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        key_package: KeyPackage,
+        role_index: u32,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let mut proposals = Vec::new();
+            if record.profile == RoomProfile::Mimi {
+                let identity = identity_of(key_package.leaf_node().credential());
+                let client = ClientUri::parse(&identity)
+                    .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
+                let user = client.user().to_string();
+                let list = participants_of(&group)?;
+                if !list.iter().any(|p| p.user == user) {
+                    proposals.push(Proposal::AppDataUpdate(Box::new(
+                        AppDataUpdateProposal::update(
+                            COMPONENT_PARTICIPANT_LIST,
+                            ParticipantListUpdate::add(&user, role_index).encode(),
+                        ),
+                    )));
+                }
+            }
+            let hash_ref = key_package
+                .hash_ref(provider.crypto())
+                .map_err(|e| mls_err("KeyPackage reference")(&e))?;
+            let output = self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.propose_adds(Some(key_package)).add_proposals(proposals)
+            })?;
+            // One of our own puppets? It joins now.
+            if let (Some(owner), Some(welcome)) =
+                (self.key_package_owner_in(tx, &hash_ref)?, &output.welcome)
+            {
+                self.join_as(tx, &owner, &hash_ref, welcome, None)?;
+            }
+            Ok(output)
+        })
+    }
+
+    /// Removes every client of `user` from `room` and (for [`RoomProfile::Mimi`]) the user from
+    /// the participant list, in one commit by `by`'s puppet.
+    pub fn remove_user(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        user: &UserUri,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let target = user.to_string();
+            let leaves: Vec<LeafNodeIndex> = group
+                .members()
+                .filter(|m| {
+                    let identity = identity_of(&m.credential);
+                    ClientUri::parse(&identity)
+                        .map(|c| *c.user() == *user)
+                        .unwrap_or(identity == target)
+                })
+                .map(|m| m.index)
+                .collect();
+            let mut proposals = Vec::new();
+            if record.profile == RoomProfile::Mimi {
+                let list = participants_of(&group)?;
+                let index = list.iter().position(|p| p.user == target);
+                if let Some(index) = index {
+                    let index = u32::try_from(index)
+                        .map_err(|_| MlsError::Malformed("participant index".into()))?;
+                    proposals.push(Proposal::AppDataUpdate(Box::new(
+                        AppDataUpdateProposal::update(
+                            COMPONENT_PARTICIPANT_LIST,
+                            ParticipantListUpdate::remove(index).encode(),
+                        ),
+                    )));
+                }
+            }
+            if leaves.is_empty() && proposals.is_empty() {
+                return Err(MlsError::NotAMember {
+                    room: room.to_string(),
+                    user: target,
+                });
+            }
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.propose_removals(leaves).add_proposals(proposals)
+            })
+        })
+    }
+
+    /// Replaces `room`'s metadata (name, subject…) in one commit by `by`'s puppet
+    /// ([`RoomProfile::Mimi`] only).
+    pub fn set_room_metadata(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        metadata: &RoomMetadata,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            if self.room_record(tx, room)?.profile != RoomProfile::Mimi {
+                return Err(MlsError::InvalidStateChange(
+                    "a plain group has no room state".into(),
+                ));
+            }
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let proposal = Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
+                COMPONENT_ROOM_METADATA,
+                metadata.encode(),
+            )));
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.add_proposal(proposal)
+            })
+        })
+    }
+
+    /// `room`'s metadata, if set.
+    pub fn room_metadata(&self, room: &RoomUri) -> Result<Option<RoomMetadata>, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let user = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &user)?;
+            group
+                .extensions()
+                .app_data_dictionary()
+                .and_then(|ext| ext.dictionary().get(&COMPONENT_ROOM_METADATA))
+                .map(|bytes| RoomMetadata::decode(bytes).map_err(MlsError::from))
+                .transpose()
+        })
+    }
+
+    /// `user`'s puppet leaves `room`: it proposes its own removal and (for
+    /// [`RoomProfile::Mimi`]) its user's removal from the participant list. Returns the
+    /// proposals (PublicMessages) for the hub, which the other local members have already
+    /// queued; a commit ([`MlsHost::commit_pending`]) carries them out.
+    pub fn leave(&self, room: &RoomUri, user: &UserUri) -> Result<Vec<Vec<u8>>, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            let identity = self.client_identity(tx, user)?;
+            let (mut group, provider) = self.load_group(tx, room, user)?;
+            let mut messages = Vec::new();
+            if record.profile == RoomProfile::Mimi {
+                let list = participants_of(&group)?;
+                let target = user.to_string();
+                if let Some(index) = list.iter().position(|p| p.user == target) {
+                    let index = u32::try_from(index)
+                        .map_err(|_| MlsError::Malformed("participant index".into()))?;
+                    let (message, _) = group
+                        .propose_app_data_update(
+                            &provider,
+                            &identity.signer,
+                            COMPONENT_PARTICIPANT_LIST,
+                            AppDataUpdateOperation::Update(
+                                ParticipantListUpdate::remove(index).encode().into(),
+                            ),
+                        )
+                        .map_err(|e| mls_err("propose participant removal")(&e))?;
+                    messages.push(to_bytes(&message)?);
+                }
+            }
+            let message = group
+                .leave_group(&provider, &identity.signer)
+                .map_err(|e| mls_err("leave")(&e))?;
+            messages.push(to_bytes(&message)?);
+            for bytes in &messages {
+                self.deliver_local(tx, room, &record, Some(user), bytes)?;
+            }
+            Ok(messages)
+        })
+    }
+
+    /// Commits every proposal `by`'s puppet has queued (a leave, external proposals), as the
+    /// hub must before anything else (draft-ietf-mimi-protocol-06 §3.5).
+    pub fn commit_pending(&self, room: &RoomUri, by: &UserUri) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.consume_proposal_store(true)
+            })
+        })
+    }
+
+    /// Resolves AppDataUpdates, builds, stages and merges a commit, then has the other local
+    /// members process it.
+    fn finish_commit(
+        &self,
+        tx: &Tx,
+        room: &RoomUri,
+        by: &UserUri,
+        group: &mut MlsGroup,
+        provider: &Provider<'_>,
+        configure: impl for<'g> FnOnce(
+            CommitBuilder<'g, openmls::group::Initial>,
+        ) -> CommitBuilder<'g, openmls::group::Initial>,
+    ) -> Result<CommitOutput, MlsError> {
+        let identity = self.client_identity(tx, by)?;
+        let mut stage = configure(group.commit_builder())
+            .load_psks(provider.storage())
+            .map_err(|e| mls_err("commit")(&e))?
+            .create_group_info(true);
+        let mut updater = stage.app_data_dictionary_updater();
+        resolve_app_data(&mut updater, stage.app_data_update_proposals())?;
+        let changes = updater.changes();
+        stage.with_app_data_dictionary_updates(changes);
+        let bundle = stage
+            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
+                true
+            })
+            .map_err(|e| mls_err("commit")(&e))?
+            .stage_commit(provider)
+            .map_err(|e| mls_err("stage commit")(&e))?;
+        let (commit, welcome, group_info) = bundle.into_messages();
+        group
+            .merge_pending_commit(provider)
+            .map_err(|e| mls_err("merge commit")(&e))?;
+        let commit = to_bytes(&commit)?;
+        let output = CommitOutput {
+            welcome: welcome.as_ref().map(to_bytes).transpose()?,
+            group_info: group_info.as_ref().map(to_bytes).transpose()?,
+            ratchet_tree: group
+                .export_ratchet_tree()
+                .tls_serialize_detached()
+                .map_err(|e| mls_err("encode ratchet tree")(&e))?,
+            epoch: group.epoch().as_u64(),
+            participants: participants_of(group)?,
+            commit,
+        };
+        let record = self.room_record(tx, room)?;
+        self.deliver_local(tx, room, &record, Some(by), &output.commit)?;
+        Ok(output)
+    }
+
+    /// Has every local member of `room` but `except` process a handshake message; drops the
+    /// local members it removes. Returns the outcome as a remaining member sees it.
+    fn deliver_local(
+        &self,
+        tx: &Tx,
+        room: &RoomUri,
+        record: &RoomRecord,
+        except: Option<&UserUri>,
+        bytes: &[u8],
+    ) -> Result<Option<Processed>, MlsError> {
+        let mut outcome = None;
+        let mut removed = Vec::new();
+        for user in self.local_members(record)? {
+            if Some(&user) == except {
+                continue;
+            }
+            let (result, gone) = self.process_as(tx, room, &user, bytes)?;
+            // A member that stays reports the new epoch and list; a removed one only if no
+            // member stays.
+            if gone {
+                removed.push(user);
+                outcome.get_or_insert(result);
+            } else {
+                outcome = Some(result);
+            }
+        }
+        if !removed.is_empty() {
+            let mut record = self.room_record(tx, room)?;
+            record
+                .local_members
+                .retain(|u| !removed.iter().any(|r| r.to_string() == *u));
+            self.put_record(tx, &room_key(room), &record)?;
+            if let Some(Processed::Commit { removed: r, .. }) = &mut outcome {
+                *r = removed;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// `user`'s puppet processes one message of `room`; true when it is no longer a member.
+    fn process_as(
+        &self,
+        tx: &Tx,
+        room: &RoomUri,
+        user: &UserUri,
+        bytes: &[u8],
+    ) -> Result<(Processed, bool), MlsError> {
+        let (mut group, provider) = self.load_group(tx, room, user)?;
+        let message = parse_protocol_message(bytes)?;
+        if message.group_id() != group.group_id() {
+            return Err(MlsError::Malformed("message for another group".into()));
+        }
+        let is_handshake = message.is_handshake_message();
+        if is_handshake && message.epoch() != group.epoch() {
+            return Err(MlsError::WrongEpoch {
+                current: group.epoch().as_u64(),
+                message: message.epoch().as_u64(),
+            });
+        }
+        let processed = group
+            .process_message(&provider, message)
+            .map_err(|e| mls_err("process message")(&e))?;
+        let sender = identity_of(processed.credential());
+        let staged = match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                return Ok((
+                    Processed::Application(Decrypted {
+                        sender,
+                        plaintext: app.into_bytes(),
+                    }),
+                    false,
+                ));
+            }
+            ProcessedMessageContent::OwnPrivateMessage => return Ok((Processed::Own, false)),
+            ProcessedMessageContent::ProposalMessage(proposal)
+            | ProcessedMessageContent::ExternalJoinProposalMessage(proposal) => {
+                group
+                    .store_pending_proposal(provider.storage(), *proposal)
+                    .map_err(|e| mls_err("queue proposal")(&e))?;
+                return Ok((Processed::Proposal, false));
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => *staged,
+            ProcessedMessageContent::UnresolvedAppDataCommit(unresolved) => {
+                let mut updater = group.app_data_dictionary_updater();
+                resolve_app_data(&mut updater, unresolved.app_data_update_proposals())?;
+                let changes = updater.changes();
+                group
+                    .stage_app_data_commit(&provider, *unresolved, changes)
+                    .map_err(|e| mls_err("stage commit")(&e))?
+            }
+            #[allow(unreachable_patterns)]
+            _ => return Err(MlsError::Malformed("unexpected message content".into())),
+        };
+        group
+            .merge_staged_commit(&provider, staged)
+            .map_err(|e| mls_err("merge commit")(&e))?;
+        let outcome = Processed::Commit {
+            epoch: group.epoch().as_u64(),
+            participants: participants_of(&group)?,
+            removed: Vec::new(),
+        };
+        let gone = !group.is_active();
+        if gone {
+            group
+                .delete(provider.storage())
+                .map_err(|e| mls_err("delete group")(&e))?;
+        }
+        Ok((outcome, gone))
+    }
+
+    /// Processes an `MLSMessage` from the network for `room`: a commit or proposal is processed
+    /// by every local member (a commit for another epoch is refused with
+    /// [`MlsError::WrongEpoch`]); an application message is decrypted as by
+    /// [`MlsHost::decrypt`]; a Welcome makes the puppets it is for join (see
+    /// [`MlsHost::join`]).
+    pub fn process(&self, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
+        let message = MlsMessageIn::tls_deserialize_exact(bytes)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        match message.extract() {
+            MlsMessageBodyIn::Welcome(_) => self.join(bytes, None),
+            MlsMessageBodyIn::PrivateMessage(_) => self.decrypt(room, bytes),
+            MlsMessageBodyIn::PublicMessage(_) => self.transaction(|tx| {
+                let record = self.room_record(tx, room)?;
+                self.deliver_local(tx, room, &record, None, bytes)?
+                    .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
+            }),
+            _ => Err(MlsError::Malformed(
+                "not a message for a group (GroupInfo or KeyPackage)".into(),
+            )),
+        }
+    }
+
+    /// Encrypts `plaintext` as `user`'s puppet: an `MLSMessage` carrying a PrivateMessage.
+    pub fn encrypt(
+        &self,
+        room: &RoomUri,
+        user: &UserUri,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        self.transaction(|tx| {
+            let identity = self.client_identity(tx, user)?;
+            let (mut group, provider) = self.load_group(tx, room, user)?;
+            let message = group
+                .create_message(&provider, &identity.signer, plaintext)
+                .map_err(|e| mls_err("encrypt")(&e))?;
+            to_bytes(&message)
+        })
+    }
+
+    /// Decrypts an application message of `room`. One local member decrypts (the first that
+    /// did not send it); the others do not, which is safe because a member's secret tree is
+    /// rebuilt at every epoch and a sender's ratchet can be skipped forward. Returns
+    /// [`Processed::Application`] or [`Processed::Own`].
+    pub fn decrypt(&self, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            for user in self.local_members(&record)? {
+                match self.process_as(tx, room, &user, bytes)?.0 {
+                    Processed::Own => continue,
+                    Processed::Application(decrypted) => {
+                        return Ok(Processed::Application(decrypted));
+                    }
+                    _ => return Err(MlsError::Malformed("not an application message".into())),
+                }
+            }
+            Ok(Processed::Own)
+        })
+    }
+
+    /// Joins from a Welcome (follower side): every puppet of this host the Welcome is for
+    /// joins the group, with the ratchet tree from `ratchet_tree` or the GroupInfo's
+    /// extension. Returns [`Processed::Joined`].
+    pub fn join(&self, welcome: &[u8], ratchet_tree: Option<&[u8]>) -> Result<Processed, MlsError> {
+        self.transaction(|tx| {
+            let parsed = MlsMessageIn::tls_deserialize_exact(welcome)
+                .map_err(|e| MlsError::Malformed(e.to_string()))?;
+            let MlsMessageBodyIn::Welcome(w) = parsed.extract() else {
+                return Err(MlsError::Malformed("not a Welcome".into()));
+            };
+            let mut joined = Vec::new();
+            let mut room = None;
+            for secrets in w.secrets() {
+                let hash_ref = secrets.new_member();
+                if let Some(owner) = self.key_package_owner_in(tx, &hash_ref)? {
+                    room = Some(self.join_as(tx, &owner, &hash_ref, welcome, ratchet_tree)?);
+                    joined.push(owner);
+                }
+            }
+            match room {
+                Some(room) => Ok(Processed::Joined {
+                    room,
+                    users: joined,
+                }),
+                None => Err(MlsError::NotForUs),
+            }
+        })
+    }
+
+    /// `user`'s puppet joins from `welcome` (an `MLSMessage`) with its KeyPackage `hash_ref`.
+    fn join_as(
+        &self,
+        tx: &Tx,
+        user: &UserUri,
+        hash_ref: &KeyPackageRef,
+        welcome: &[u8],
+        ratchet_tree: Option<&[u8]>,
+    ) -> Result<RoomUri, MlsError> {
+        let parsed = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let MlsMessageBodyIn::Welcome(w) = parsed.extract() else {
+            return Err(MlsError::Malformed("not a Welcome".into()));
+        };
+        let tree = ratchet_tree
+            .map(RatchetTreeIn::tls_deserialize_exact)
+            .transpose()
+            .map_err(|e| MlsError::Malformed(format!("ratchet tree: {e}")))?;
+        let provider = self.client_provider(tx, user);
+        let group = StagedWelcome::new_from_welcome(&provider, &join_config(), w, tree)
+            .map_err(|e| mls_err("Welcome")(&e))?
+            .into_group(&provider)
+            .map_err(|e| mls_err("join")(&e))?;
+        self.key_package_used(tx, user, hash_ref)?;
+        let group_uri = String::from_utf8_lossy(group.group_id().as_slice()).into_owned();
+        let room = RoomUri::from_group_uri(&group_uri)
+            .map_err(|e| MlsError::Malformed(format!("group ID: {e}")))?;
+        let profile = if group.extensions().app_data_dictionary().is_some() {
+            RoomProfile::Mimi
+        } else {
+            RoomProfile::Plain
+        };
+        let mut record = self
+            .get_record::<RoomRecord>(tx, &room_key(&room))?
+            .unwrap_or(RoomRecord {
+                profile,
+                local_members: Vec::new(),
+            });
+        let name = user.to_string();
+        if !record.local_members.contains(&name) {
+            record.local_members.push(name);
+        }
+        self.put_record(tx, &room_key(&room), &record)?;
+        Ok(room)
+    }
+}
+
+pub(crate) fn parse_protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, MlsError> {
+    MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| MlsError::Malformed(e.to_string()))?
+        .try_into_protocol_message()
+        .map_err(|e| MlsError::Malformed(e.to_string()))
+}

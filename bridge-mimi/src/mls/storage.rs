@@ -1,0 +1,792 @@
+//! openmls' [`StorageProvider`] over the bridge's store.
+//!
+//! Every value openmls stores (group state, epoch secrets, the tree, key packages with their
+//! private keys, signature keys) is serialised with `serde_json` (the format openmls' own
+//! storage providers use) and kept under `mls/c/<client URI>/<label>/<key as JSON>`: one
+//! namespace per puppet client, because several puppets of the bridge can be members of the
+//! same group (same group ID) and each has its own view of it.
+//!
+//! Writes of one operation (processing a commit, sending a message…) go to an [`Overlay`] that
+//! [`Overlay::commit`] writes in one atomic batch: a crash never leaves half a merged commit in
+//! the store, and an operation that fails leaves nothing behind. A deletion is written as an
+//! empty value in that batch (no stored value is ever empty) and removed for good right after.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openmls_traits::storage::{CURRENT_VERSION, StorageProvider, traits};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::kv::KvStore;
+use bridge_core::StoreError;
+
+/// A storage operation of the MLS layer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MlsStorageError {
+    /// The bridge's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value could not be encoded or decoded.
+    #[error("MLS state codec: {0}")]
+    Codec(#[from] serde_json::Error),
+}
+
+/// Writes not yet in the store: key → new value (`None`: deleted).
+#[derive(Debug, Default)]
+pub struct Overlay {
+    writes: Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Overlay {
+    /// An empty overlay.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub(crate) fn get(&self, kv: &dyn KvStore, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(pending) = self.writes.lock().get(key) {
+            return Ok(pending.clone());
+        }
+        Ok(kv.get(key)?.filter(|v| !v.is_empty()))
+    }
+
+    pub(crate) fn put(&self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.lock().insert(key, Some(value));
+    }
+
+    pub(crate) fn delete(&self, key: Vec<u8>) {
+        self.writes.lock().insert(key, None);
+    }
+
+    /// The number of keys written or deleted so far.
+    pub fn len(&self) -> usize {
+        self.writes.lock().len()
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.writes.lock().is_empty()
+    }
+
+    /// Writes everything to `kv` in one atomic batch, then removes the deleted keys' tombstones.
+    pub fn commit(&self, kv: &dyn KvStore) -> Result<(), StoreError> {
+        let writes = std::mem::take(&mut *self.writes.lock());
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let puts: Vec<(&[u8], &[u8])> = writes
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref().unwrap_or(&[])))
+            .collect();
+        kv.put_all(&puts)?;
+        for (key, value) in &writes {
+            if value.is_none() {
+                kv.delete(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every pending write.
+    pub fn discard(&self) {
+        self.writes.lock().clear();
+    }
+}
+
+/// One puppet client's openmls storage: a namespace of the bridge's store seen through an
+/// [`Overlay`].
+#[derive(Debug, Clone)]
+pub struct MlsStorage {
+    kv: Arc<dyn KvStore>,
+    prefix: Vec<u8>,
+    overlay: Arc<Overlay>,
+}
+
+// Labels: short, stable, part of the storage format.
+const JOIN_CONFIG: &str = "join_config";
+const OWN_LEAF_NODES: &str = "own_leaf_nodes";
+const PROPOSAL: &str = "proposal";
+const PROPOSAL_REFS: &str = "proposal_refs";
+const TREE: &str = "tree";
+const TRANSCRIPT_HASH: &str = "interim_transcript_hash";
+const CONTEXT: &str = "context";
+const CONFIRMATION_TAG: &str = "confirmation_tag";
+const GROUP_STATE: &str = "group_state";
+const MESSAGE_SECRETS: &str = "message_secrets";
+const RESUMPTION_PSKS: &str = "resumption_psks";
+const OWN_LEAF_INDEX: &str = "own_leaf_index";
+const EPOCH_SECRETS: &str = "epoch_secrets";
+const EXPORT_TREE: &str = "application_export_tree";
+const SIGNATURE_KEY: &str = "signature_key";
+const ENCRYPTION_KEY: &str = "encryption_key";
+const EPOCH_KEY_PAIRS: &str = "epoch_key_pairs";
+const KEY_PACKAGE: &str = "key_package";
+const PSK: &str = "psk";
+
+impl MlsStorage {
+    /// The storage of the client whose keys start with `prefix`, writing into `overlay`.
+    pub fn new(kv: Arc<dyn KvStore>, prefix: Vec<u8>, overlay: Arc<Overlay>) -> Self {
+        Self {
+            kv,
+            prefix,
+            overlay,
+        }
+    }
+
+    fn key(&self, label: &str, key: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
+        let mut full = self.prefix.clone();
+        full.extend_from_slice(label.as_bytes());
+        full.push(b'/');
+        serde_json::to_writer(&mut full, key)?;
+        Ok(full)
+    }
+
+    fn write(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+        value: &impl Serialize,
+    ) -> Result<(), MlsStorageError> {
+        let value = serde_json::to_vec(value)?;
+        self.overlay.put(self.key(label, key)?, value);
+        Ok(())
+    }
+
+    fn read<V: DeserializeOwned>(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+    ) -> Result<Option<V>, MlsStorageError> {
+        match self.overlay.get(self.kv.as_ref(), &self.key(label, key)?)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn remove(&self, label: &str, key: &impl Serialize) -> Result<(), MlsStorageError> {
+        self.overlay.delete(self.key(label, key)?);
+        Ok(())
+    }
+
+    /// A list value: the JSON encodings of its items.
+    fn raw_list(&self, label: &str, key: &impl Serialize) -> Result<Vec<Vec<u8>>, MlsStorageError> {
+        Ok(self.read::<Vec<Vec<u8>>>(label, key)?.unwrap_or_default())
+    }
+
+    fn read_list<V: DeserializeOwned>(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+    ) -> Result<Vec<V>, MlsStorageError> {
+        self.raw_list(label, key)?
+            .iter()
+            .map(|item| serde_json::from_slice(item).map_err(MlsStorageError::from))
+            .collect()
+    }
+
+    fn append(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+        item: &impl Serialize,
+    ) -> Result<(), MlsStorageError> {
+        let mut list = self.raw_list(label, key)?;
+        list.push(serde_json::to_vec(item)?);
+        self.write(label, key, &list)
+    }
+
+    fn remove_item(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+        item: &impl Serialize,
+    ) -> Result<(), MlsStorageError> {
+        let item = serde_json::to_vec(item)?;
+        let mut list = self.raw_list(label, key)?;
+        list.retain(|i| *i != item);
+        self.write(label, key, &list)
+    }
+}
+
+/// The key of a group's epoch key pairs.
+#[derive(Serialize)]
+struct EpochKeyPairsId<'a, G, E> {
+    group_id: &'a G,
+    epoch: &'a E,
+    leaf_index: u32,
+}
+
+type R<T> = std::result::Result<T, MlsStorageError>;
+
+impl StorageProvider<CURRENT_VERSION> for MlsStorage {
+    type Error = MlsStorageError;
+
+    fn write_mls_join_config<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MlsGroupJoinConfig: traits::MlsGroupJoinConfig<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        config: &MlsGroupJoinConfig,
+    ) -> R<()> {
+        self.write(JOIN_CONFIG, group_id, config)
+    }
+
+    fn append_own_leaf_node<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        LeafNode: traits::LeafNode<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        leaf_node: &LeafNode,
+    ) -> R<()> {
+        self.append(OWN_LEAF_NODES, group_id, leaf_node)
+    }
+
+    fn queue_proposal<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ProposalRef: traits::ProposalRef<CURRENT_VERSION>,
+        QueuedProposal: traits::QueuedProposal<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        proposal_ref: &ProposalRef,
+        proposal: &QueuedProposal,
+    ) -> R<()> {
+        self.write(PROPOSAL, &(group_id, proposal_ref), proposal)?;
+        self.append(PROPOSAL_REFS, group_id, proposal_ref)
+    }
+
+    fn write_tree<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        TreeSync: traits::TreeSync<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        tree: &TreeSync,
+    ) -> R<()> {
+        self.write(TREE, group_id, tree)
+    }
+
+    fn write_interim_transcript_hash<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        InterimTranscriptHash: traits::InterimTranscriptHash<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        interim_transcript_hash: &InterimTranscriptHash,
+    ) -> R<()> {
+        self.write(TRANSCRIPT_HASH, group_id, interim_transcript_hash)
+    }
+
+    fn write_context<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        GroupContext: traits::GroupContext<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        group_context: &GroupContext,
+    ) -> R<()> {
+        self.write(CONTEXT, group_id, group_context)
+    }
+
+    fn write_confirmation_tag<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ConfirmationTag: traits::ConfirmationTag<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        confirmation_tag: &ConfirmationTag,
+    ) -> R<()> {
+        self.write(CONFIRMATION_TAG, group_id, confirmation_tag)
+    }
+
+    fn write_group_state<
+        GroupState: traits::GroupState<CURRENT_VERSION>,
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        group_state: &GroupState,
+    ) -> R<()> {
+        self.write(GROUP_STATE, group_id, group_state)
+    }
+
+    fn write_message_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MessageSecrets: traits::MessageSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        message_secrets: &MessageSecrets,
+    ) -> R<()> {
+        self.write(MESSAGE_SECRETS, group_id, message_secrets)
+    }
+
+    fn write_resumption_psk_store<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ResumptionPskStore: traits::ResumptionPskStore<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        resumption_psk_store: &ResumptionPskStore,
+    ) -> R<()> {
+        self.write(RESUMPTION_PSKS, group_id, resumption_psk_store)
+    }
+
+    fn write_own_leaf_index<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        LeafNodeIndex: traits::LeafNodeIndex<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        own_leaf_index: &LeafNodeIndex,
+    ) -> R<()> {
+        self.write(OWN_LEAF_INDEX, group_id, own_leaf_index)
+    }
+
+    fn write_group_epoch_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        GroupEpochSecrets: traits::GroupEpochSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        group_epoch_secrets: &GroupEpochSecrets,
+    ) -> R<()> {
+        self.write(EPOCH_SECRETS, group_id, group_epoch_secrets)
+    }
+
+    fn write_application_export_tree<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ApplicationExportTree: traits::ApplicationExportTree<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        application_export_tree: &ApplicationExportTree,
+    ) -> R<()> {
+        self.write(EXPORT_TREE, group_id, application_export_tree)
+    }
+
+    fn write_signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<CURRENT_VERSION>,
+        SignatureKeyPair: traits::SignatureKeyPair<CURRENT_VERSION>,
+    >(
+        &self,
+        public_key: &SignaturePublicKey,
+        signature_key_pair: &SignatureKeyPair,
+    ) -> R<()> {
+        self.write(SIGNATURE_KEY, public_key, signature_key_pair)
+    }
+
+    fn write_encryption_key_pair<
+        EncryptionKey: traits::EncryptionKey<CURRENT_VERSION>,
+        HpkeKeyPair: traits::HpkeKeyPair<CURRENT_VERSION>,
+    >(
+        &self,
+        public_key: &EncryptionKey,
+        key_pair: &HpkeKeyPair,
+    ) -> R<()> {
+        self.write(ENCRYPTION_KEY, public_key, key_pair)
+    }
+
+    fn write_encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        EpochKey: traits::EpochKey<CURRENT_VERSION>,
+        HpkeKeyPair: traits::HpkeKeyPair<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        epoch: &EpochKey,
+        leaf_index: u32,
+        key_pairs: &[HpkeKeyPair],
+    ) -> R<()> {
+        let id = EpochKeyPairsId {
+            group_id,
+            epoch,
+            leaf_index,
+        };
+        self.write(EPOCH_KEY_PAIRS, &id, &key_pairs)
+    }
+
+    fn write_key_package<
+        HashReference: traits::HashReference<CURRENT_VERSION>,
+        KeyPackage: traits::KeyPackage<CURRENT_VERSION>,
+    >(
+        &self,
+        hash_ref: &HashReference,
+        key_package: &KeyPackage,
+    ) -> R<()> {
+        self.write(KEY_PACKAGE, hash_ref, key_package)
+    }
+
+    fn write_psk<
+        PskId: traits::PskId<CURRENT_VERSION>,
+        PskBundle: traits::PskBundle<CURRENT_VERSION>,
+    >(
+        &self,
+        psk_id: &PskId,
+        psk: &PskBundle,
+    ) -> R<()> {
+        self.write(PSK, psk_id, psk)
+    }
+
+    fn mls_group_join_config<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MlsGroupJoinConfig: traits::MlsGroupJoinConfig<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<MlsGroupJoinConfig>> {
+        self.read(JOIN_CONFIG, group_id)
+    }
+
+    fn own_leaf_nodes<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        LeafNode: traits::LeafNode<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Vec<LeafNode>> {
+        self.read_list(OWN_LEAF_NODES, group_id)
+    }
+
+    fn queued_proposal_refs<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ProposalRef: traits::ProposalRef<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Vec<ProposalRef>> {
+        self.read_list(PROPOSAL_REFS, group_id)
+    }
+
+    fn queued_proposals<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ProposalRef: traits::ProposalRef<CURRENT_VERSION>,
+        QueuedProposal: traits::QueuedProposal<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Vec<(ProposalRef, QueuedProposal)>> {
+        let refs: Vec<ProposalRef> = self.read_list(PROPOSAL_REFS, group_id)?;
+        let mut proposals = Vec::with_capacity(refs.len());
+        for proposal_ref in refs {
+            if let Some(proposal) = self.read(PROPOSAL, &(group_id, &proposal_ref))? {
+                proposals.push((proposal_ref, proposal));
+            }
+        }
+        Ok(proposals)
+    }
+
+    fn tree<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        TreeSync: traits::TreeSync<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<TreeSync>> {
+        self.read(TREE, group_id)
+    }
+
+    fn group_context<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        GroupContext: traits::GroupContext<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<GroupContext>> {
+        self.read(CONTEXT, group_id)
+    }
+
+    fn interim_transcript_hash<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        InterimTranscriptHash: traits::InterimTranscriptHash<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<InterimTranscriptHash>> {
+        self.read(TRANSCRIPT_HASH, group_id)
+    }
+
+    fn confirmation_tag<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ConfirmationTag: traits::ConfirmationTag<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<ConfirmationTag>> {
+        self.read(CONFIRMATION_TAG, group_id)
+    }
+
+    fn group_state<
+        GroupState: traits::GroupState<CURRENT_VERSION>,
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<GroupState>> {
+        self.read(GROUP_STATE, group_id)
+    }
+
+    fn message_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MessageSecrets: traits::MessageSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<MessageSecrets>> {
+        self.read(MESSAGE_SECRETS, group_id)
+    }
+
+    fn resumption_psk_store<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ResumptionPskStore: traits::ResumptionPskStore<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<ResumptionPskStore>> {
+        self.read(RESUMPTION_PSKS, group_id)
+    }
+
+    fn own_leaf_index<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        LeafNodeIndex: traits::LeafNodeIndex<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<LeafNodeIndex>> {
+        self.read(OWN_LEAF_INDEX, group_id)
+    }
+
+    fn group_epoch_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        GroupEpochSecrets: traits::GroupEpochSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<GroupEpochSecrets>> {
+        self.read(EPOCH_SECRETS, group_id)
+    }
+
+    fn signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<CURRENT_VERSION>,
+        SignatureKeyPair: traits::SignatureKeyPair<CURRENT_VERSION>,
+    >(
+        &self,
+        public_key: &SignaturePublicKey,
+    ) -> R<Option<SignatureKeyPair>> {
+        self.read(SIGNATURE_KEY, public_key)
+    }
+
+    fn encryption_key_pair<
+        HpkeKeyPair: traits::HpkeKeyPair<CURRENT_VERSION>,
+        EncryptionKey: traits::EncryptionKey<CURRENT_VERSION>,
+    >(
+        &self,
+        public_key: &EncryptionKey,
+    ) -> R<Option<HpkeKeyPair>> {
+        self.read(ENCRYPTION_KEY, public_key)
+    }
+
+    fn encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        EpochKey: traits::EpochKey<CURRENT_VERSION>,
+        HpkeKeyPair: traits::HpkeKeyPair<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        epoch: &EpochKey,
+        leaf_index: u32,
+    ) -> R<Vec<HpkeKeyPair>> {
+        let id = EpochKeyPairsId {
+            group_id,
+            epoch,
+            leaf_index,
+        };
+        Ok(self.read(EPOCH_KEY_PAIRS, &id)?.unwrap_or_default())
+    }
+
+    fn key_package<
+        KeyPackageRef: traits::HashReference<CURRENT_VERSION>,
+        KeyPackage: traits::KeyPackage<CURRENT_VERSION>,
+    >(
+        &self,
+        hash_ref: &KeyPackageRef,
+    ) -> R<Option<KeyPackage>> {
+        self.read(KEY_PACKAGE, hash_ref)
+    }
+
+    fn psk<PskBundle: traits::PskBundle<CURRENT_VERSION>, PskId: traits::PskId<CURRENT_VERSION>>(
+        &self,
+        psk_id: &PskId,
+    ) -> R<Option<PskBundle>> {
+        self.read(PSK, psk_id)
+    }
+
+    fn application_export_tree<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ApplicationExportTree: traits::ApplicationExportTree<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<Option<ApplicationExportTree>> {
+        self.read(EXPORT_TREE, group_id)
+    }
+
+    fn remove_proposal<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ProposalRef: traits::ProposalRef<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        proposal_ref: &ProposalRef,
+    ) -> R<()> {
+        self.remove_item(PROPOSAL_REFS, group_id, proposal_ref)?;
+        self.remove(PROPOSAL, &(group_id, proposal_ref))
+    }
+
+    fn delete_own_leaf_nodes<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(OWN_LEAF_NODES, group_id)
+    }
+
+    fn delete_group_config<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(JOIN_CONFIG, group_id)
+    }
+
+    fn delete_tree<GroupId: traits::GroupId<CURRENT_VERSION>>(&self, group_id: &GroupId) -> R<()> {
+        self.remove(TREE, group_id)
+    }
+
+    fn delete_confirmation_tag<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(CONFIRMATION_TAG, group_id)
+    }
+
+    fn delete_group_state<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(GROUP_STATE, group_id)
+    }
+
+    fn delete_context<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(CONTEXT, group_id)
+    }
+
+    fn delete_interim_transcript_hash<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(TRANSCRIPT_HASH, group_id)
+    }
+
+    fn delete_message_secrets<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(MESSAGE_SECRETS, group_id)
+    }
+
+    fn delete_all_resumption_psk_secrets<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(RESUMPTION_PSKS, group_id)
+    }
+
+    fn delete_own_leaf_index<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(OWN_LEAF_INDEX, group_id)
+    }
+
+    fn delete_group_epoch_secrets<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(EPOCH_SECRETS, group_id)
+    }
+
+    fn clear_proposal_queue<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ProposalRef: traits::ProposalRef<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        let refs: Vec<ProposalRef> = self.read_list(PROPOSAL_REFS, group_id)?;
+        for proposal_ref in &refs {
+            self.remove(PROPOSAL, &(group_id, proposal_ref))?;
+        }
+        self.remove(PROPOSAL_REFS, group_id)
+    }
+
+    fn delete_signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<CURRENT_VERSION>,
+    >(
+        &self,
+        public_key: &SignaturePublicKey,
+    ) -> R<()> {
+        self.remove(SIGNATURE_KEY, public_key)
+    }
+
+    fn delete_encryption_key_pair<EncryptionKey: traits::EncryptionKey<CURRENT_VERSION>>(
+        &self,
+        public_key: &EncryptionKey,
+    ) -> R<()> {
+        self.remove(ENCRYPTION_KEY, public_key)
+    }
+
+    fn delete_encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        EpochKey: traits::EpochKey<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        epoch: &EpochKey,
+        leaf_index: u32,
+    ) -> R<()> {
+        let id = EpochKeyPairsId {
+            group_id,
+            epoch,
+            leaf_index,
+        };
+        self.remove(EPOCH_KEY_PAIRS, &id)
+    }
+
+    fn delete_key_package<KeyPackageRef: traits::HashReference<CURRENT_VERSION>>(
+        &self,
+        hash_ref: &KeyPackageRef,
+    ) -> R<()> {
+        self.remove(KEY_PACKAGE, hash_ref)
+    }
+
+    fn delete_psk<PskKey: traits::PskId<CURRENT_VERSION>>(&self, psk_id: &PskKey) -> R<()> {
+        self.remove(PSK, psk_id)
+    }
+
+    fn delete_application_export_tree<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        ApplicationExportTree: traits::ApplicationExportTree<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> R<()> {
+        self.remove(EXPORT_TREE, group_id)
+    }
+}

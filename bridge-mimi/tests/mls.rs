@@ -1,0 +1,512 @@
+//! The MLS layer end to end: a hub host and a follower host, each over its own store, exchange
+//! commits, Welcomes and messages as `/update` and `/notify` would carry them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bridge_core::{MemoryStore, SledStore, Store};
+use bridge_mimi::codepoints::{ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER};
+use bridge_mimi::mls::kv::StoreKv;
+use bridge_mimi::mls::metadata::RoomMetadata;
+use bridge_mimi::mls::uri::RoomUri;
+use bridge_mimi::mls::{
+    KeyPackageSettings, MlsError, MlsHost, Participant, Processed, RoomProfile,
+};
+
+const HUB: &str = "hub.example";
+const FOLLOWER: &str = "follower.example";
+
+fn host(domain: &str, store: Arc<dyn Store>) -> MlsHost {
+    MlsHost::open(domain, Arc::new(StoreKv::new(store, b"mimi/")))
+}
+
+fn memory_host(domain: &str) -> MlsHost {
+    host(domain, Arc::new(MemoryStore::new()))
+}
+
+fn participant(user: &str, role_index: u32) -> Participant {
+    Participant {
+        user: user.to_owned(),
+        role_index,
+    }
+}
+
+fn application(processed: Processed) -> (String, Vec<u8>) {
+    match processed {
+        Processed::Application(d) => (d.sender, d.plaintext),
+        other => panic!("expected an application message, got {other:?}"),
+    }
+}
+
+/// alice@hub creates a MIMI room and adds bob@follower; bob's host joins from the Welcome.
+fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
+    let room = RoomUri::new(HUB, "lobby");
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let created = hub
+        .create_room(&room, &alice, RoomProfile::Mimi)
+        .expect("create");
+    assert_eq!(
+        created,
+        vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
+    );
+    let key_package = follower
+        .take_key_package(&bob)
+        .expect("take")
+        .expect("a KeyPackage");
+    let output = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add");
+    assert_eq!(output.epoch, 1);
+    assert!(output.group_info.is_some());
+    assert_eq!(
+        output.participants,
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&bob.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+    let welcome = output.welcome.expect("a Welcome");
+    let joined = follower
+        .join(&welcome, Some(&output.ratchet_tree))
+        .expect("join");
+    assert_eq!(
+        joined,
+        Processed::Joined {
+            room: room.clone(),
+            users: vec![bob.clone()],
+        }
+    );
+    assert_eq!(
+        follower.participants(&room).expect("list"),
+        output.participants
+    );
+    room
+}
+
+#[test]
+fn a_restart_loses_nothing() {
+    let hub_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let room = {
+        let hub = host(
+            HUB,
+            Arc::new(SledStore::open(hub_dir.path()).expect("open")),
+        );
+        let follower = host(
+            FOLLOWER,
+            Arc::new(SledStore::open(follower_dir.path()).expect("open")),
+        );
+        room_with_two(&hub, &follower)
+        // Every host, store and group in memory is dropped here.
+    };
+    let hub = host(
+        HUB,
+        Arc::new(SledStore::open(hub_dir.path()).expect("reopen")),
+    );
+    let follower = host(
+        FOLLOWER,
+        Arc::new(SledStore::open(follower_dir.path()).expect("reopen")),
+    );
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    assert_eq!(hub.epoch(&room).expect("epoch"), 1);
+    assert_eq!(hub.participants(&room).expect("list").len(), 2);
+
+    let to_bob = hub.encrypt(&room, &alice, b"hello bob").expect("encrypt");
+    let (sender, text) = application(follower.process(&room, &to_bob).expect("decrypt"));
+    assert_eq!(sender, alice.puppet_client().to_string());
+    assert_eq!(text, b"hello bob");
+
+    let to_alice = follower.encrypt(&room, &bob, b"hi alice").expect("encrypt");
+    let (sender, text) = application(hub.decrypt(&room, &to_alice).expect("decrypt"));
+    assert_eq!(sender, bob.puppet_client().to_string());
+    assert_eq!(text, b"hi alice");
+
+    // A KeyPackage handed out before the restart is never handed out again.
+    let remaining = follower.unused_key_packages(&bob).expect("count");
+    assert!(remaining > 0);
+}
+
+#[test]
+fn remove_and_leave_update_the_participant_list() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+
+    // alice removes bob: one commit with Remove and AppDataUpdate.
+    let removal = hub.remove_user(&room, &alice, &bob).expect("remove");
+    assert_eq!(
+        removal.participants,
+        vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
+    );
+    match follower.process(&room, &removal.commit).expect("process") {
+        Processed::Commit {
+            removed,
+            participants,
+            epoch,
+        } => {
+            assert_eq!(removed, vec![bob.clone()]);
+            assert_eq!((epoch, participants), (removal.epoch, removal.participants));
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert!(matches!(
+        follower.participants(&room),
+        Err(MlsError::UnknownRoom(_))
+    ));
+
+    // bob is added again and leaves by himself: proposals to the hub, which commits them.
+    let key_package = follower.take_key_package(&bob).expect("take").expect("kp");
+    let output = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("re-add");
+    follower
+        .join(output.welcome.as_deref().expect("welcome"), None)
+        .expect("rejoin");
+    let proposals = follower.leave(&room, &bob).expect("leave");
+    assert_eq!(proposals.len(), 2, "AppDataUpdate and Remove");
+    for proposal in &proposals {
+        assert_eq!(
+            hub.process(&room, proposal).expect("queue"),
+            Processed::Proposal
+        );
+    }
+    let commit = hub.commit_pending(&room, &alice).expect("commit");
+    assert_eq!(
+        commit.participants,
+        vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
+    );
+    assert_eq!(hub.members(&room).expect("members").len(), 1);
+    match follower.process(&room, &commit.commit).expect("process") {
+        Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob]),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_puppets_of_one_host_share_a_room() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let carol = hub.puppet("@carol:matrix.example");
+    let bob = follower.puppet("@bob:matrix.example");
+
+    // carol is local: her puppet joins as soon as the commit is made.
+    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
+    let output = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add carol");
+    assert_eq!(
+        hub.local_members_of(&room).expect("locals"),
+        vec![alice.clone(), carol.clone()]
+    );
+    assert!(matches!(
+        follower
+            .process(&room, &output.commit)
+            .expect("bob processes"),
+        Processed::Commit { epoch: 2, .. }
+    ));
+
+    // carol speaks; bob reads it, and alice's view (the hub's reader) does too.
+    let from_carol = hub.encrypt(&room, &carol, b"from carol").expect("encrypt");
+    let (sender, _) = application(follower.decrypt(&room, &from_carol).expect("bob reads"));
+    assert_eq!(sender, carol.puppet_client().to_string());
+    let (sender, text) = application(hub.decrypt(&room, &from_carol).expect("alice reads"));
+    assert_eq!(
+        (sender.as_str(), text.as_slice()),
+        (
+            carol.puppet_client().to_string().as_str(),
+            &b"from carol"[..]
+        )
+    );
+
+    // alice removes carol: carol's puppet drops the group.
+    hub.remove_user(&room, &alice, &carol)
+        .expect("remove carol");
+    assert_eq!(
+        hub.local_members_of(&room).expect("locals"),
+        vec![alice.clone()]
+    );
+    let from_bob = follower
+        .encrypt(&room, &bob, b"still here")
+        .expect("encrypt");
+    // bob has not seen that commit yet: his message is for the previous epoch, which the
+    // hub still decrypts (past-epoch window).
+    let (sender, text) = application(hub.decrypt(&room, &from_bob).expect("past epoch"));
+    assert_eq!(sender, bob.puppet_client().to_string());
+    assert_eq!(text, b"still here");
+}
+
+#[test]
+fn stale_and_garbage_messages_are_refused_and_change_nothing() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let carol = hub.puppet("carol@xmpp.example");
+
+    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
+    let first = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add carol");
+    follower.process(&room, &first.commit).expect("epoch 2");
+    // The same commit again (a redelivery, or a peer behind): epoch 1 ≠ 2.
+    match follower.process(&room, &first.commit) {
+        Err(MlsError::WrongEpoch {
+            current: 2,
+            message: 1,
+        }) => {}
+        other => panic!("expected WrongEpoch, got {other:?}"),
+    }
+    for garbage in [
+        &b""[..],
+        b"\x00\x01\x00\x01garbage",
+        b"not an MLS message at all",
+        &[0u8; 300],
+    ] {
+        assert!(
+            matches!(
+                follower.process(&room, garbage),
+                Err(MlsError::Malformed(_))
+            ),
+            "{garbage:?}"
+        );
+    }
+    // A commit cut short.
+    let truncated = &first.commit[..first.commit.len() / 2];
+    assert!(follower.process(&room, truncated).is_err());
+    // A Welcome for nobody here.
+    assert!(matches!(
+        hub.join(first.welcome.as_deref().expect("welcome"), None),
+        Err(MlsError::NotForUs)
+    ));
+    // A message from another room.
+    let other = RoomUri::new(HUB, "other");
+    hub.create_room(&other, &alice, RoomProfile::Mimi)
+        .expect("create");
+    let elsewhere = hub.encrypt(&other, &alice, b"x").expect("encrypt");
+    assert!(follower.process(&room, &elsewhere).is_err());
+
+    // Nothing changed: both sides still talk at epoch 2.
+    assert_eq!(follower.epoch(&room).expect("epoch"), 2);
+    let ciphertext = hub
+        .encrypt(&room, &alice, b"after the noise")
+        .expect("encrypt");
+    let (_, text) = application(follower.process(&room, &ciphertext).expect("decrypt"));
+    assert_eq!(text, b"after the noise");
+    let reply = follower.encrypt(&room, &bob, b"ok").expect("encrypt");
+    assert_eq!(
+        application(hub.decrypt(&room, &reply).expect("decrypt")).1,
+        b"ok"
+    );
+}
+
+#[test]
+fn key_packages_are_handed_out_once_fresh_and_replenished() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let short = KeyPackageSettings {
+        batch: 4,
+        low_water: 1,
+        lifetime_secs: 3600,
+        min_remaining_secs: 0,
+    };
+    let follower = host(FOLLOWER, store.clone()).with_key_package_settings(short);
+    let bob = follower.puppet("bob");
+    follower.generate_key_packages(&bob, 4).expect("generate");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let kp = follower.take_key_package(&bob).expect("take").expect("kp");
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let hash_ref = kp.hash_ref(&crypto).expect("ref");
+        assert!(
+            seen.insert(hash_ref.as_slice().to_vec()),
+            "handed out twice"
+        );
+        assert_eq!(
+            follower.key_package_owner(&hash_ref).expect("owner"),
+            Some(bob.clone())
+        );
+    }
+    assert!(follower.unused_key_packages(&bob).expect("count") >= 1);
+
+    // Reopened with a rule that one-hour KeyPackages are too close to expiry: they are dropped
+    // and a long-lived one is handed out.
+    let strict = KeyPackageSettings {
+        batch: 3,
+        low_water: 1,
+        lifetime_secs: 28 * 24 * 3600,
+        min_remaining_secs: 2 * 3600,
+    };
+    let follower = host(FOLLOWER, store).with_key_package_settings(strict);
+    let kp = follower.take_key_package(&bob).expect("take").expect("kp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(kp.life_time().not_after() > now + 2 * 3600);
+    assert_eq!(follower.unused_key_packages(&bob).expect("count"), 2);
+}
+
+#[test]
+fn foreign_key_packages_are_validated() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let bob = follower.puppet("bob");
+    let kp = follower.take_key_package(&bob).expect("take").expect("kp");
+    let bytes = tls_codec::Serialize::tls_serialize_detached(&kp).expect("encode");
+    let parsed = hub.validate_key_package(&bytes).expect("valid");
+    assert_eq!(parsed, kp);
+    let mut tampered = bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        hub.validate_key_package(&tampered),
+        Err(MlsError::Malformed(_))
+    ));
+    assert!(hub.validate_key_package(b"junk").is_err());
+}
+
+/// Bench hook: encrypt + decrypt per message between two hosts (debug build numbers are only
+/// indicative; `--release` for real figures).
+#[test]
+fn encrypt_and_decrypt_cost() {
+    let hub_store = Arc::new(MemoryStore::new());
+    let hub = host(HUB, hub_store.clone());
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let n = 50;
+    let payload = vec![0x42u8; 200];
+    let start = Instant::now();
+    for _ in 0..n {
+        let ciphertext = hub.encrypt(&room, &alice, &payload).expect("encrypt");
+        let (_, text) = application(follower.decrypt(&room, &ciphertext).expect("decrypt"));
+        assert_eq!(text.len(), payload.len());
+    }
+    let per_message = start.elapsed() / n;
+    eprintln!("encrypt+decrypt, 200-byte message, store round trips included: {per_message:?}");
+    let start = Instant::now();
+    for _ in 0..n {
+        hub.epoch(&room).expect("epoch");
+    }
+    eprintln!("loading a group from the store: {:?}", start.elapsed() / n);
+    let entries = hub_store.scan(b"mimi/", None, usize::MAX).expect("scan");
+    let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+    eprintln!(
+        "hub store: {} entries, {bytes} bytes (hub key, alice's puppet, one 2-member group)",
+        entries.len()
+    );
+}
+
+#[test]
+fn the_hub_follows_a_group_it_is_not_a_member_of() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    // The group's only members are the follower's puppets; the hub follows it from outside.
+    let room = RoomUri::new(HUB, "followed");
+    let dave = follower.puppet("dave");
+    let erin = follower.puppet("erin");
+    follower
+        .create_room(&room, &dave, RoomProfile::Mimi)
+        .expect("create");
+    let (group_info, tree) = follower.group_info(&room).expect("GroupInfo");
+    assert_eq!(
+        hub.hub_track(&room, &group_info, &tree).expect("track"),
+        vec![participant(&dave.to_string(), ROLE_GROUP_ADMIN)]
+    );
+    assert!(
+        hub.hub_track(&RoomUri::new(HUB, "other"), &group_info, &tree)
+            .is_err()
+    );
+
+    let key_package = follower.take_key_package(&erin).expect("take").expect("kp");
+    let add = follower
+        .add_client(&room, &dave, key_package, ROLE_ORDINARY_USER)
+        .expect("add erin");
+    assert!(add.group_info.is_some());
+    // A forged commit is refused and changes nothing: one byte of the Ed25519 signature flipped
+    // (it ends 66 bytes before the end, before the confirmation and membership tags, 33 bytes
+    // each; an outsider cannot check the membership tag, but it checks the signature).
+    let mut forged = add.commit.clone();
+    let at = forged.len() - 70;
+    forged[at] ^= 1;
+    match hub.hub_process(&room, &forged) {
+        Err(MlsError::Mls { message, .. }) if message.contains("signature") => {}
+        other => panic!("expected a signature failure, got {other:?}"),
+    }
+    match hub.hub_process(&room, &add.commit).expect("verify") {
+        Processed::Commit {
+            epoch,
+            participants,
+            ..
+        } => {
+            assert_eq!(epoch, 1);
+            assert_eq!(participants, add.participants);
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert_eq!(hub.hub_members(&room).expect("members").len(), 2);
+    assert!(matches!(
+        hub.hub_process(&room, &add.commit),
+        Err(MlsError::WrongEpoch {
+            current: 1,
+            message: 0
+        })
+    ));
+    // Application messages are opaque to the hub.
+    let secret = follower
+        .encrypt(&room, &dave, b"not for the hub")
+        .expect("encrypt");
+    assert!(matches!(
+        hub.hub_process(&room, &secret),
+        Err(MlsError::Malformed(_))
+    ));
+
+    // erin leaves: the hub queues her proposals, then verifies dave's commit of them.
+    for proposal in follower.leave(&room, &erin).expect("leave") {
+        assert_eq!(
+            hub.hub_process(&room, &proposal).expect("queue"),
+            Processed::Proposal
+        );
+    }
+    let commit = follower.commit_pending(&room, &dave).expect("commit");
+    match hub.hub_process(&room, &commit.commit).expect("verify") {
+        Processed::Commit { participants, .. } => {
+            assert_eq!(
+                participants,
+                vec![participant(&dave.to_string(), ROLE_GROUP_ADMIN)]
+            );
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert_eq!(
+        hub.hub_participants(&room).expect("list"),
+        follower.participants(&room).expect("list")
+    );
+}
+
+#[test]
+fn room_metadata_travels_in_the_group_context() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    assert_eq!(follower.room_metadata(&room).expect("read"), None);
+    let metadata = RoomMetadata::new(&room.to_string(), "Lobby", "Welcome, all");
+    let output = hub
+        .set_room_metadata(&room, &alice, &metadata)
+        .expect("set");
+    follower.process(&room, &output.commit).expect("process");
+    let seen = follower.room_metadata(&room).expect("read").expect("set");
+    assert_eq!(
+        (seen.name(), seen.subject()),
+        ("Lobby".into(), "Welcome, all".into())
+    );
+    assert_eq!(hub.room_metadata(&room).expect("read"), Some(metadata));
+    assert_eq!(follower.participants(&room).expect("list").len(), 2);
+}
