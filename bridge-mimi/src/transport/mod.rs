@@ -1,0 +1,1 @@
+//! The HTTPS transport (filled in next).

@@ -1,0 +1,1 @@
+//! The endpoint directory (filled in next).
