@@ -12,5 +12,6 @@ pub use provider::{
     DownloadedAsset, NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError,
     RecentNotifies,
 };
+pub use client::{ClientError, ClientOptions, MimiClient, Peer, RetryPolicy};
 pub use server::{PeerCertificate, ServerOptions, router, serve};
 pub use tls::{TlsError, TlsIdentity};
