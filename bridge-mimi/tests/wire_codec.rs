@@ -18,7 +18,11 @@ const BOB: &str = "mimi://b.example/u/bob";
 fn check_exact<T: WireBody + PartialEq + std::fmt::Debug>(bytes: &[u8], expected: &T) {
     let decoded = T::decode(bytes).expect("decode the hand-written fixture");
     assert_eq!(&decoded, expected);
-    assert_eq!(expected.encode().expect("encode"), bytes, "our encoding differs");
+    assert_eq!(
+        expected.encode().expect("encode"),
+        bytes,
+        "our encoding differs"
+    );
     check_malformed::<T>(bytes, &[]);
 }
 
@@ -34,7 +38,10 @@ fn check_malformed<T: WireBody + std::fmt::Debug>(bytes: &[u8], whole: &[usize])
     }
     let mut longer = bytes.to_vec();
     longer.push(0);
-    assert!(matches!(T::decode(&longer), Err(WireError::TrailingBytes(1)) | Err(_)));
+    assert!(matches!(
+        T::decode(&longer),
+        Err(WireError::TrailingBytes(1)) | Err(_)
+    ));
     for at in 0..bytes.len() {
         for flip in [0x01, 0x80, 0xff] {
             let mut mutated = bytes.to_vec();
@@ -54,7 +61,10 @@ fn mls_objects_are_delimited_and_classified() {
         msg(public_remove_proposal(2)).kind(),
         MessageKind::PublicMessage(ContentKind::Proposal)
     );
-    assert_eq!(msg(public_commit()).kind(), MessageKind::PublicMessage(ContentKind::Commit));
+    assert_eq!(
+        msg(public_commit()).kind(),
+        MessageKind::PublicMessage(ContentKind::Commit)
+    );
     assert_eq!(msg(welcome_message()).kind(), MessageKind::Welcome);
     KeyPackage::from_bytes(key_package("x")).expect("key package");
     Welcome::from_bytes(welcome()).expect("welcome");
@@ -81,7 +91,10 @@ fn submit_message_request_and_responses() {
     );
     // A commit is not an application message.
     let wrong = cat(&[&[0x01], &public_commit(), &v(BOB.as_bytes())]);
-    assert!(matches!(SubmitMessageRequest::decode(&wrong), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        SubmitMessageRequest::decode(&wrong),
+        Err(WireError::Malformed(_))
+    ));
 
     // accepted(0), timestamp, no frank.
     let accepted = cat(&[&[0x01, 0x00], &u64be(1_700_000_000_123), &[0x00]]);
@@ -207,7 +220,10 @@ fn update_request_commit_and_proposal_bundles() {
     // An application message is neither; a commit in moreProposals is refused.
     assert!(UpdateRequest::decode(&cat(&[&private_application(1), &v(&[])])).is_err());
     let commit_in_more = cat(&[&public_remove_proposal(2), &v(&public_commit())]);
-    assert!(matches!(UpdateRequest::decode(&commit_in_more), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        UpdateRequest::decode(&commit_in_more),
+        Err(WireError::Malformed(_))
+    ));
     // Our encoder refuses a bundle whose message does not fit.
     let bad = UpdateRequest {
         bundle: HandshakeBundle::Proposals(ProposalBundle {
@@ -328,13 +344,22 @@ fn notify_bodies_concatenate_fanout_messages() {
         .len();
         boundaries.push(at);
     }
-    assert_eq!(NotifyBody::decode(&bytes[..boundaries[1]]).expect("two").messages.len(), 2);
+    assert_eq!(
+        NotifyBody::decode(&bytes[..boundaries[1]])
+            .expect("two")
+            .messages
+            .len(),
+        2
+    );
     check_malformed::<NotifyBody>(&bytes, &boundaries);
     assert!(NotifyBody::decode(&[]).is_err(), "an empty body");
     assert!(NotifyBody { messages: vec![] }.encode().is_err());
     // A GroupInfo message cannot be fanned out.
     let gi = cat(&[&u64be(1), &[0x00, 0x01, 0x00, 0x04], &group_info()]);
-    assert!(matches!(NotifyBody::decode(&gi), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        NotifyBody::decode(&gi),
+        Err(WireError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -411,11 +436,16 @@ fn key_material_request_and_response() {
     // userDeleted with no clients; an unknown user code.
     let deleted = cat(&[&[0x01, 0x07], &v(BOB.as_bytes()), &v(&[])]);
     assert_eq!(
-        KeyMaterialResponse::decode(&deleted).expect("decode").user_status,
+        KeyMaterialResponse::decode(&deleted)
+            .expect("decode")
+            .user_status,
         KeyMaterialUserCode::UserDeleted
     );
     let unknown = cat(&[&[0x01, 0x08], &v(BOB.as_bytes()), &v(&[])]);
-    assert_eq!(KeyMaterialResponse::decode(&unknown), Err(WireError::UnknownCodePoint(8)));
+    assert_eq!(
+        KeyMaterialResponse::decode(&unknown),
+        Err(WireError::UnknownCodePoint(8))
+    );
 }
 
 #[test]
@@ -440,7 +470,10 @@ fn group_info_request_and_responses() {
         signature: VLBytes::new(vec![0x5A; 64]),
     };
     check_exact(&request, &expected);
-    assert_eq!(expected.to_be_signed().expect("tbs"), request[..request.len() - 66]);
+    assert_eq!(
+        expected.to_be_signed().expect("tbs"),
+        request[..request.len() - 66]
+    );
 
     let success = cat(&[
         &[0x01],
@@ -511,20 +544,38 @@ fn group_info_request_and_responses() {
 fn length_and_limit_errors() {
     // A vector claiming 4096 bytes with 3 present.
     let claims_more = cat(&[&[0x01, 0x50, 0x00], b"abc"]);
-    assert_eq!(SubmitMessageResponse::decode(&claims_more), Err(WireError::UnknownCodePoint(0x50)));
+    assert_eq!(
+        SubmitMessageResponse::decode(&claims_more),
+        Err(WireError::UnknownCodePoint(0x50))
+    );
     let uri_claims_more = cat(&[&[0x01], &private_application(1), &[0x50, 0x00], b"abc"]);
-    assert_eq!(SubmitMessageRequest::decode(&uri_claims_more), Err(WireError::Truncated));
+    assert_eq!(
+        SubmitMessageRequest::decode(&uri_claims_more),
+        Err(WireError::Truncated)
+    );
     // A non-minimal length (2-byte form for 3).
     let non_minimal = cat(&[&[0x01], &private_application(1), &[0x40, 0x03], b"abc"]);
-    assert_eq!(SubmitMessageRequest::decode(&non_minimal), Err(WireError::InvalidLength));
+    assert_eq!(
+        SubmitMessageRequest::decode(&non_minimal),
+        Err(WireError::InvalidLength)
+    );
     // Invalid UTF-8 in a URI.
     let not_utf8 = cat(&[&[0x01], &private_application(1), &v(&[0xff, 0xfe])]);
-    assert!(matches!(SubmitMessageRequest::decode(&not_utf8), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        SubmitMessageRequest::decode(&not_utf8),
+        Err(WireError::Malformed(_))
+    ));
     // Over the body limit, before any parsing.
     let huge = vec![0u8; KeyMaterialRequest::MAX_LEN + 1];
-    assert!(matches!(KeyMaterialRequest::decode(&huge), Err(WireError::TooLarge { .. })));
+    assert!(matches!(
+        KeyMaterialRequest::decode(&huge),
+        Err(WireError::TooLarge { .. })
+    ));
     let huge_notify = vec![0u8; NotifyBody::MAX_LEN + 1];
-    assert!(matches!(NotifyBody::decode(&huge_notify), Err(WireError::TooLarge { .. })));
+    assert!(matches!(
+        NotifyBody::decode(&huge_notify),
+        Err(WireError::TooLarge { .. })
+    ));
     // Trailing bytes.
     assert_eq!(
         SubmitMessageResponse::decode(&[0x01, 0x01, 0x00, 0x00]),

@@ -30,7 +30,9 @@ impl Pki {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "MIMI test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "MIMI test CA");
         let issuer =
             CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
         Self {
@@ -79,7 +81,10 @@ impl Provider for TestProvider {
         target_user: IdentifierUri,
         request: KeyMaterialRequest,
     ) -> Result<KeyMaterialResponse, ProviderError> {
-        self.log(format!("keyMaterial {peer} {target_user} {}", request.room_id));
+        self.log(format!(
+            "keyMaterial {peer} {target_user} {}",
+            request.room_id
+        ));
         Ok(KeyMaterialResponse {
             protocol: Protocol::Mls10,
             user_status: KeyMaterialUserCode::Success,
@@ -118,7 +123,10 @@ impl Provider for TestProvider {
         room: IdentifierUri,
         request: SubmitMessageRequest,
     ) -> Result<SubmitMessageResponse, ProviderError> {
-        self.log(format!("submitMessage {peer} {room} {}", request.sending_uri));
+        self.log(format!(
+            "submitMessage {peer} {room} {}",
+            request.sending_uri
+        ));
         Ok(SubmitMessageResponse {
             protocol: Protocol::Mls10,
             result: SubmitResult::Accepted {
@@ -134,7 +142,8 @@ impl Provider for TestProvider {
         room: IdentifierUri,
         body: NotifyBody,
     ) -> Result<(), ProviderError> {
-        if room.as_str().ends_with("/flaky") && self.flaky_failures.fetch_add(1, Ordering::SeqCst) < 2
+        if room.as_str().ends_with("/flaky")
+            && self.flaky_failures.fetch_add(1, Ordering::SeqCst) < 2
         {
             return Err(ProviderError::Unavailable {
                 reason: "try later".into(),
@@ -172,11 +181,16 @@ struct Setup {
 async fn start_b() -> Setup {
     let pki = Pki::new();
     let provider = Arc::new(TestProvider::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let origin = format!("https://b.example:{}", address.port());
     let tls = server_config(pki.identity("b.example"), pki.roots()).expect("server TLS");
-    let app = router(provider.clone(), ServerOptions::new("b.example", origin.clone()));
+    let app = router(
+        provider.clone(),
+        ServerOptions::new("b.example", origin.clone()),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, tls, app, async {
         let _ = stopped.await;
@@ -235,7 +249,10 @@ async fn every_endpoint_over_mutual_tls() {
         .fetch_directory("b.example", &setup.origin)
         .await
         .expect("directory");
-    assert_eq!(peer.directory, bridge_mimi::wire::directory::Directory::for_origin(&setup.origin));
+    assert_eq!(
+        peer.directory,
+        bridge_mimi::wire::directory::Directory::for_origin(&setup.origin)
+    );
 
     let bob: IdentifierUri = "mimi://b.example/u/bob".into();
     let keys = a
@@ -260,8 +277,17 @@ async fn every_endpoint_over_mutual_tls() {
         app_message: MlsMessage::from_bytes(private_application(3)).expect("message"),
         sending_uri: "mimi://a.example/u/alice".into(),
     };
-    let answer = a.submit_message(&peer, &room, &submit).await.expect("submit");
-    assert!(matches!(answer.result, SubmitResult::Accepted { accepted_timestamp: 1234, .. }));
+    let answer = a
+        .submit_message(&peer, &room, &submit)
+        .await
+        .expect("submit");
+    assert!(matches!(
+        answer.result,
+        SubmitResult::Accepted {
+            accepted_timestamp: 1234,
+            ..
+        }
+    ));
 
     let request = GroupInfoRequest {
         protocol: Protocol::Mls10,
@@ -272,12 +298,17 @@ async fn every_endpoint_over_mutual_tls() {
         joining_code: VLBytes::new(vec![]),
         signature: VLBytes::new(vec![2; 64]),
     };
-    let answer = a.group_info(&peer, &room, &request).await.expect("groupInfo");
+    let answer = a
+        .group_info(&peer, &room, &request)
+        .await
+        .expect("groupInfo");
     assert_eq!(answer.result, GroupInfoResult::NoSuchRoom);
 
     // a.example is the hub of its own rooms: it may notify b about them.
     let hub_room: IdentifierUri = "mimi://a.example/r/clubhouse".into();
-    a.notify(&peer, &hub_room, &notify_body(1)).await.expect("notify");
+    a.notify(&peer, &hub_room, &notify_body(1))
+        .await
+        .expect("notify");
 
     // No proxyDownload in the test provider: 501.
     match a.proxy_download(&peer, "https://c.example/asset/1").await {
@@ -301,18 +332,38 @@ async fn every_endpoint_over_mutual_tls() {
 async fn notify_retries_are_deduplicated_and_only_the_hub_may_notify() {
     let setup = start_b().await;
     let a = client(&setup, "a.example", Some("a.example"));
-    let peer = a.fetch_directory("b.example", &setup.origin).await.expect("directory");
+    let peer = a
+        .fetch_directory("b.example", &setup.origin)
+        .await
+        .expect("directory");
     let room: IdentifierUri = "mimi://a.example/r/clubhouse".into();
 
-    a.notify(&peer, &room, &notify_body(1)).await.expect("first");
-    a.notify(&peer, &room, &notify_body(1)).await.expect("byte-identical retry: 201");
-    assert_eq!(setup.provider.notifies.load(Ordering::SeqCst), 1, "the retry reached the provider");
-    a.notify(&peer, &room, &notify_body(2)).await.expect("another body");
+    a.notify(&peer, &room, &notify_body(1))
+        .await
+        .expect("first");
+    a.notify(&peer, &room, &notify_body(1))
+        .await
+        .expect("byte-identical retry: 201");
+    assert_eq!(
+        setup.provider.notifies.load(Ordering::SeqCst),
+        1,
+        "the retry reached the provider"
+    );
+    a.notify(&peer, &room, &notify_body(2))
+        .await
+        .expect("another body");
     assert_eq!(setup.provider.notifies.load(Ordering::SeqCst), 2);
 
     // A room whose hub is c.example.
-    match a.notify(&peer, &"mimi://c.example/r/x".into(), &notify_body(1)).await {
-        Err(ClientError::Status { status: 403, reason, .. }) => {
+    match a
+        .notify(&peer, &"mimi://c.example/r/x".into(), &notify_body(1))
+        .await
+    {
+        Err(ClientError::Status {
+            status: 403,
+            reason,
+            ..
+        }) => {
             assert!(reason.contains("not the hub"), "{reason}");
         }
         other => panic!("expected 403, got {other:?}"),
@@ -324,20 +375,29 @@ async fn notify_retries_are_deduplicated_and_only_the_hub_may_notify() {
         min_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
     };
-    a.notify_with_retry(&peer, &"mimi://a.example/r/flaky".into(), &notify_body(3), &policy)
-        .await
-        .expect("third try");
+    a.notify_with_retry(
+        &peer,
+        &"mimi://a.example/r/flaky".into(),
+        &notify_body(3),
+        &policy,
+    )
+    .await
+    .expect("third try");
     assert_eq!(setup.provider.flaky_failures.load(Ordering::SeqCst), 3);
     assert_eq!(setup.provider.notifies.load(Ordering::SeqCst), 3);
 
     // Retry-After longer than the policy allows: given back to the caller at once.
     match a
-        .update(&peer, &"mimi://b.example/r/busy".into(), &UpdateRequest {
-            bundle: HandshakeBundle::Proposals(ProposalBundle {
-                proposal: MlsMessage::from_bytes(public_remove_proposal(1)).expect("proposal"),
-                more_proposals: vec![],
-            }),
-        })
+        .update(
+            &peer,
+            &"mimi://b.example/r/busy".into(),
+            &UpdateRequest {
+                bundle: HandshakeBundle::Proposals(ProposalBundle {
+                    proposal: MlsMessage::from_bytes(public_remove_proposal(1)).expect("proposal"),
+                    more_proposals: vec![],
+                }),
+            },
+        )
         .await
     {
         Err(error @ ClientError::Status { status: 503, .. }) => {
@@ -354,8 +414,15 @@ async fn a_certificate_for_another_domain_is_forbidden() {
     // c.example's certificate, claiming to speak for a.example.
     let impostor = client(&setup, "a.example", Some("c.example"));
     match impostor.fetch_directory("b.example", &setup.origin).await {
-        Err(ClientError::Status { status: 403, reason, .. }) => {
-            assert!(reason.contains("does not authenticate a.example"), "{reason}");
+        Err(ClientError::Status {
+            status: 403,
+            reason,
+            ..
+        }) => {
+            assert!(
+                reason.contains("does not authenticate a.example"),
+                "{reason}"
+            );
         }
         other => panic!("expected 403, got {other:?}"),
     }
@@ -364,7 +431,11 @@ async fn a_certificate_for_another_domain_is_forbidden() {
         directory: bridge_mimi::wire::directory::Directory::for_origin(&setup.origin),
     };
     match impostor
-        .key_material(&peer, &"mimi://b.example/u/bob".into(), &key_material_request())
+        .key_material(
+            &peer,
+            &"mimi://b.example/u/bob".into(),
+            &key_material_request(),
+        )
         .await
     {
         Err(ClientError::Status { status: 403, .. }) => {}
@@ -397,7 +468,10 @@ async fn oversize_undecodable_and_misdirected_requests() {
         .resolve("b.example", setup.address)
         .build()
         .expect("client");
-    let url = format!("{}/keyMaterial/mimi%3A%2F%2Fb.example%2Fu%2Fbob", setup.origin);
+    let url = format!(
+        "{}/keyMaterial/mimi%3A%2F%2Fb.example%2Fu%2Fbob",
+        setup.origin
+    );
     let post = |body: Vec<u8>, host: &'static str| {
         raw.post(&url)
             .header("From", "mimi@a.example")
@@ -411,14 +485,19 @@ async fn oversize_undecodable_and_misdirected_requests() {
         .expect("answer");
     assert_eq!(too_big.status().as_u16(), 413);
 
-    let garbage = post(vec![0x01, 0x02, 0x03], "b.example").await.expect("answer");
+    let garbage = post(vec![0x01, 0x02, 0x03], "b.example")
+        .await
+        .expect("answer");
     assert_eq!(garbage.status().as_u16(), 400);
     let reason = garbage.text().await.expect("text");
     assert!(reason.starts_with("undecodable body"), "{reason}");
 
-    let elsewhere = post(key_material_request().encode().expect("encode"), "z.example")
-        .await
-        .expect("answer");
+    let elsewhere = post(
+        key_material_request().encode().expect("encode"),
+        "z.example",
+    )
+    .await
+    .expect("answer");
     assert_eq!(elsewhere.status().as_u16(), 421);
 
     let no_from = raw.post(&url).body(vec![1]).send().await.expect("answer");

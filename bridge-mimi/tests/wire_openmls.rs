@@ -84,7 +84,10 @@ fn openmls_objects_travel_in_mimi_bodies() {
     let update = UpdateRequest {
         bundle: HandshakeBundle::Commit(CommitBundle {
             commit: commit.clone(),
-            welcome: Some(bridge_mimi::wire::Welcome::from_bytes(welcome_bytes[4..].to_vec()).expect("welcome")),
+            welcome: Some(
+                bridge_mimi::wire::Welcome::from_bytes(welcome_bytes[4..].to_vec())
+                    .expect("welcome"),
+            ),
             group_info: GroupInfoOption::Full(
                 GroupInfo::from_bytes(bytes(&group_info)[4..].to_vec()).expect("group info"),
             ),
@@ -101,7 +104,10 @@ fn openmls_objects_travel_in_mimi_bodies() {
         .create_message(&alice_provider, &alice_signer, b"hello from a.example")
         .expect("message");
     let app = MlsMessage::from_bytes(bytes(&app)).expect("app");
-    assert_eq!(app.kind(), MessageKind::PrivateMessage(ContentKind::Application));
+    assert_eq!(
+        app.kind(),
+        MessageKind::PrivateMessage(ContentKind::Application)
+    );
     let notify = NotifyBody {
         messages: vec![
             FanoutMessage {

@@ -181,7 +181,12 @@ impl MimiClient {
         Ok(Self { http, from })
     }
 
-    fn request(&self, method: reqwest::Method, peer_domain: &str, url: &str) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        peer_domain: &str,
+        url: &str,
+    ) -> reqwest::RequestBuilder {
         let mut request = self
             .http
             .request(method, url)
@@ -194,7 +199,11 @@ impl MimiClient {
 
     /// Fetches and checks the directory of `peer_domain`, served at `origin`
     /// (`https://b.example`, or with a port).
-    pub async fn fetch_directory(&self, peer_domain: &str, origin: &str) -> Result<Peer, ClientError> {
+    pub async fn fetch_directory(
+        &self,
+        peer_domain: &str,
+        origin: &str,
+    ) -> Result<Peer, ClientError> {
         let url = format!("{}{WELL_KNOWN_PATH}", origin.trim_end_matches('/'));
         let response = self
             .request(reqwest::Method::GET, peer_domain, &url)
@@ -244,7 +253,8 @@ impl MimiClient {
         room: &IdentifierUri,
         request: &UpdateRequest,
     ) -> Result<UpdateRoomResponse, ClientError> {
-        self.post(peer, &peer.directory.update_url(room), request).await
+        self.post(peer, &peer.directory.update_url(room), request)
+            .await
     }
 
     /// `POST /submitMessage/{roomId}` (§5.4).
@@ -287,7 +297,11 @@ impl MimiClient {
         bytes: Vec<u8>,
     ) -> Result<(), ClientError> {
         let response = self
-            .request(reqwest::Method::POST, &peer.domain, &peer.directory.notify_url(room))
+            .request(
+                reqwest::Method::POST,
+                &peer.domain,
+                &peer.directory.notify_url(room),
+            )
             .header(header::CONTENT_TYPE, BODY_CONTENT_TYPE)
             .body(bytes)
             .send()
@@ -320,7 +334,11 @@ impl MimiClient {
     }
 
     /// `GET /proxyDownload/{downloadUrl}` (§5.10.2): the asset bytes.
-    pub async fn proxy_download(&self, peer: &Peer, download_url: &str) -> Result<Vec<u8>, ClientError> {
+    pub async fn proxy_download(
+        &self,
+        peer: &Peer,
+        download_url: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let url = peer
             .directory
             .proxy_download_url(download_url)
@@ -377,7 +395,10 @@ async fn read_success(response: reqwest::Response, limit: usize) -> Result<Vec<u
 }
 
 /// Reads up to `limit` bytes of the body (stopping there).
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ClientError> {
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
         let room = limit.saturating_sub(body.len());

@@ -7,11 +7,10 @@ mod provider;
 pub mod server;
 pub mod tls;
 
-
+pub use client::{ClientError, ClientOptions, MimiClient, Peer, RetryPolicy};
 pub use provider::{
     DownloadedAsset, NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError,
     RecentNotifies,
 };
-pub use client::{ClientError, ClientOptions, MimiClient, Peer, RetryPolicy};
 pub use server::{PeerCertificate, ServerOptions, router, serve};
 pub use tls::{TlsError, TlsIdentity};

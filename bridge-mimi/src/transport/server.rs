@@ -24,7 +24,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::provider::{NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError, RecentNotifies};
+use super::provider::{
+    NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError, RecentNotifies,
+};
 use super::tls::certificate_names;
 use crate::wire::directory::{Directory, WELL_KNOWN_PATH};
 use crate::wire::{
@@ -107,9 +109,10 @@ impl IntoResponse for Refusal {
         let Refusal(status, reason, retry_after) = self;
         let mut response = (status, reason).into_response();
         if let Some(after) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
         }
         response
     }
@@ -149,7 +152,12 @@ fn path_uri(raw: String) -> IdentifierUri {
 fn from_domain(headers: &HeaderMap) -> Result<String, Refusal> {
     let value = headers
         .get(header::FROM)
-        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no From header (expected mimi@DOMAIN)"))?
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "no From header (expected mimi@DOMAIN)",
+            )
+        })?
         .to_str()
         .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the From header is not text"))?
         .trim();
@@ -174,7 +182,11 @@ fn authenticate(state: &ServerState, request: &Request) -> Result<PeerDomain, Re
         .and_then(|host| host.to_str().ok())
         .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no Host header"))?;
     let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
     });
     if !host.eq_ignore_ascii_case(&state.options.local_domain) {
         return Err(Refusal::new(
@@ -228,7 +240,10 @@ fn decode<T: WireBody>(bytes: &[u8]) -> Result<T, Refusal> {
         crate::wire::WireError::TooLarge { .. } => {
             Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
-        _ => Refusal::new(StatusCode::BAD_REQUEST, format!("undecodable body: {error}")),
+        _ => Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("undecodable body: {error}"),
+        ),
     })
 }
 
@@ -300,7 +315,10 @@ async fn update(
         let peer = authenticate(&state, &request)?;
         let body = read_body(request, UpdateRequest::MAX_LEN).await?;
         let decoded = decode::<UpdateRequest>(&body)?;
-        let response = state.provider.update(&peer, path_uri(room), decoded).await?;
+        let response = state
+            .provider
+            .update(&peer, path_uri(room), decoded)
+            .await?;
         body_response(&response)
     };
     respond("update", outcome.await)

@@ -3,9 +3,7 @@
 
 use std::io::{Read, Write};
 
-use tls_codec::{
-    Deserialize, Serialize, Size, TlsDeserialize, TlsSerialize, TlsSize, VLBytes,
-};
+use tls_codec::{Deserialize, Serialize, Size, TlsDeserialize, TlsSerialize, TlsSize, VLBytes};
 
 use super::codec::malformed;
 

@@ -111,8 +111,8 @@ impl Directory {
     /// Parses and checks a peer's directory: every template we use must be an `https:` URL with
     /// its variable.
     pub fn parse(json: &[u8]) -> Result<Self, DirectoryError> {
-        let directory: Directory =
-            serde_json::from_slice(json).map_err(|error| DirectoryError::Json(error.to_string()))?;
+        let directory: Directory = serde_json::from_slice(json)
+            .map_err(|error| DirectoryError::Json(error.to_string()))?;
         directory.check()?;
         Ok(directory)
     }
@@ -247,7 +247,8 @@ mod tests {
                 ..
             })
         ));
-        let http = String::from_utf8_lossy(draft).replace("https://mimi.example.com/v1/groupInfo", "http://x");
+        let http = String::from_utf8_lossy(draft)
+            .replace("https://mimi.example.com/v1/groupInfo", "http://x");
         assert!(matches!(
             Directory::parse(http.as_bytes()),
             Err(DirectoryError::NotHttps { .. })

@@ -30,7 +30,9 @@ impl<R: Read> Read for Tee<'_, R> {
 }
 
 /// Decodes one `T` from `reader` and returns it with the bytes it was read from.
-fn read_delimited<T: Deserialize, R: Read>(reader: &mut R) -> Result<(T, Vec<u8>), tls_codec::Error> {
+fn read_delimited<T: Deserialize, R: Read>(
+    reader: &mut R,
+) -> Result<(T, Vec<u8>), tls_codec::Error> {
     let mut tee = Tee {
         inner: reader,
         seen: Vec::new(),
@@ -206,7 +208,11 @@ fn kind_of(message: MlsMessageIn) -> Result<MessageKind, tls_codec::Error> {
         MlsMessageBodyIn::GroupInfo(_) => MessageKind::GroupInfo,
         MlsMessageBodyIn::KeyPackage(_) => MessageKind::KeyPackage,
         #[allow(unreachable_patterns)]
-        _ => return Err(super::codec::malformed("an MLSMessage of an unsupported wire format")),
+        _ => {
+            return Err(super::codec::malformed(
+                "an MLSMessage of an unsupported wire format",
+            ));
+        }
     })
 }
 

@@ -25,22 +25,25 @@ mod update;
 pub use codec::{WireBody, WireError};
 pub use common::{
     Capabilities, CipherSuite, Credential, Extension, ExternalSender, HpkeCiphertext,
-    HpkePublicKey, IdentifierUri, Protocol, ProposalRef, RequiredCapabilities,
-    SignaturePublicKey,
+    HpkePublicKey, IdentifierUri, ProposalRef, Protocol, RequiredCapabilities, SignaturePublicKey,
 };
 pub use group_info::{
-    GroupInfoCode, GroupInfoRatchetTreeTbe, GroupInfoRequest, GroupInfoResponse,
-    GroupInfoResult, PendingProposal,
+    GroupInfoCode, GroupInfoRatchetTreeTbe, GroupInfoRequest, GroupInfoResponse, GroupInfoResult,
+    PendingProposal,
 };
 pub use key_material::{
     ClientKeyMaterial, ClientKeyMaterialResult, KeyMaterialClientCode, KeyMaterialRequest,
     KeyMaterialResponse, KeyMaterialUserCode,
 };
-pub use mls_objects::{ContentKind, GroupInfo, KeyPackage, MessageKind, MlsMessage, RatchetTree, Welcome};
+pub use mls_objects::{
+    ContentKind, GroupInfo, KeyPackage, MessageKind, MlsMessage, RatchetTree, Welcome,
+};
 pub use notify::{FanoutMessage, FanoutPayload, NotifyBody};
-pub use submit::{Frank, SubmitMessageRequest, SubmitMessageResponse, SubmitResponseCode, SubmitResult};
+pub use submit::{
+    Frank, SubmitMessageRequest, SubmitMessageResponse, SubmitResponseCode, SubmitResult,
+};
 pub use update::{
     CommitBundle, GroupInfoOption, GroupInfoRepresentation, HandshakeBundle, PartialGroupInfo,
     ProposalBundle, RatchetTreeOption, RatchetTreePresence, RatchetTreeRepresentation,
-    UpdateRequest, UpdateResponseCode, UpdateResult, UpdateRoomResponse,
+    RatchetTreeUrl, UpdateRequest, UpdateResponseCode, UpdateResult, UpdateRoomResponse,
 };

@@ -59,7 +59,9 @@ pub struct FanoutMessage {
 impl FanoutPayload {
     fn check(&self) -> Result<(), String> {
         let (message, expected) = match self {
-            FanoutPayload::Application { message, .. } => (message, "an application PrivateMessage"),
+            FanoutPayload::Application { message, .. } => {
+                (message, "an application PrivateMessage")
+            }
             FanoutPayload::Welcome { welcome, .. } => (welcome, "a Welcome"),
             FanoutPayload::Proposal {
                 proposal,
@@ -131,7 +133,9 @@ impl Size for FanoutMessage {
 
 impl Serialize for FanoutMessage {
     fn tls_serialize<W: Write>(&self, writer: &mut W) -> Result<usize, tls_codec::Error> {
-        self.payload.check().map_err(tls_codec::Error::EncodingError)?;
+        self.payload
+            .check()
+            .map_err(tls_codec::Error::EncodingError)?;
         let mut written = self.timestamp.tls_serialize(writer)?;
         written += self.payload.message().tls_serialize(writer)?;
         written += match &self.payload {

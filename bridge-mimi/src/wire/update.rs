@@ -191,7 +191,8 @@ impl Serialize for HandshakeBundle {
                     + bundle.ratchet_tree.tls_serialize(writer)?
             }
             HandshakeBundle::Proposals(bundle) => {
-                bundle.proposal.tls_serialize(writer)? + bundle.more_proposals.tls_serialize(writer)?
+                bundle.proposal.tls_serialize(writer)?
+                    + bundle.more_proposals.tls_serialize(writer)?
             }
         })
     }
@@ -310,7 +311,8 @@ impl Size for UpdateRoomResponse {
 impl Serialize for UpdateRoomResponse {
     fn tls_serialize<W: Write>(&self, writer: &mut W) -> Result<usize, tls_codec::Error> {
         let mut written = self.result.code().tls_serialize(writer)?;
-        written += tls_codec::VLByteSlice(self.error_description.as_bytes()).tls_serialize(writer)?;
+        written +=
+            tls_codec::VLByteSlice(self.error_description.as_bytes()).tls_serialize(writer)?;
         written += match &self.result {
             UpdateResult::Success {
                 accepted_timestamp: value,
