@@ -297,10 +297,17 @@ async fn key_material(
         let peer = authenticate(&state, &request)?;
         let body = read_body(request, KeyMaterialRequest::MAX_LEN).await?;
         let decoded = decode::<KeyMaterialRequest>(&body)?;
-        let response = state
-            .provider
-            .key_material(&peer, path_uri(target), decoded)
-            .await?;
+        let target = path_uri(target);
+        if target != decoded.target_user {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the path names {target}, the body's targetUser {}",
+                    decoded.target_user
+                ),
+            ));
+        }
+        let response = state.provider.key_material(&peer, target, decoded).await?;
         body_response(&response)
     };
     respond("keyMaterial", outcome.await)

@@ -48,7 +48,7 @@ impl std::fmt::Display for IdentifierUri {
 
 impl Size for IdentifierUri {
     fn tls_serialized_len(&self) -> usize {
-        VLBytes::new(self.0.as_bytes().to_vec()).tls_serialized_len()
+        tls_codec::VLByteSlice(self.0.as_bytes()).tls_serialized_len()
     }
 }
 
