@@ -501,13 +501,20 @@ async fn oversize_undecodable_and_misdirected_requests() {
     assert_eq!(elsewhere.status().as_u16(), 421);
 
     let other_user = raw
-        .post(format!("{}/keyMaterial/mimi%3A%2F%2Fb.example%2Fu%2Fcarol", setup.origin))
+        .post(format!(
+            "{}/keyMaterial/mimi%3A%2F%2Fb.example%2Fu%2Fcarol",
+            setup.origin
+        ))
         .header("From", "mimi@a.example")
         .body(key_material_request().encode().expect("encode"))
         .send()
         .await
         .expect("answer");
-    assert_eq!(other_user.status().as_u16(), 400, "path and body name different users");
+    assert_eq!(
+        other_user.status().as_u16(),
+        400,
+        "path and body name different users"
+    );
 
     let no_from = raw.post(&url).body(vec![1]).send().await.expect("answer");
     assert_eq!(no_from.status().as_u16(), 400);
