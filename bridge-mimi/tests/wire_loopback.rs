@@ -65,6 +65,9 @@ struct TestProvider {
     calls: Mutex<Vec<String>>,
     notifies: AtomicUsize,
     flaky_failures: AtomicUsize,
+    /// Notifies for a room ending in `/slow` set `entered`, then wait for `slow`.
+    slow: tokio::sync::Notify,
+    entered: std::sync::atomic::AtomicBool,
 }
 
 impl TestProvider {
@@ -149,6 +152,10 @@ impl Provider for TestProvider {
                 reason: "try later".into(),
                 retry_after: None,
             });
+        }
+        if room.as_str().ends_with("/slow") {
+            self.entered.store(true, Ordering::SeqCst);
+            self.slow.notified().await;
         }
         self.notifies.fetch_add(1, Ordering::SeqCst);
         self.log(format!("notify {peer} {room} {}", body.messages.len()));
@@ -406,6 +413,66 @@ async fn notify_retries_are_deduplicated_and_only_the_hub_may_notify() {
         }
         other => panic!("expected 503, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_identical_notify_during_processing_is_told_to_retry() {
+    let setup = start_b().await;
+    let a = client(&setup, "a.example", Some("a.example"));
+    let peer = a
+        .fetch_directory("b.example", &setup.origin)
+        .await
+        .expect("directory");
+    let room: IdentifierUri = "mimi://a.example/r/slow".into();
+    let first = {
+        let (a, peer, room) = (a.clone(), peer.clone(), room.clone());
+        tokio::spawn(async move { a.notify(&peer, &room, &notify_body(1)).await })
+    };
+    // Wait until the first is inside the provider.
+    for _ in 0..500 {
+        if setup.provider.entered.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        setup.provider.entered.load(Ordering::SeqCst),
+        "the first notify never arrived"
+    );
+    match a.notify(&peer, &room, &notify_body(1)).await {
+        Err(error @ ClientError::Status { status: 503, .. }) => {
+            assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected 503 while the first is processed, got {other:?}"),
+    }
+    setup.provider.slow.notify_one();
+    first.await.expect("join").expect("the first notify");
+    a.notify(&peer, &room, &notify_body(1))
+        .await
+        .expect("a retry after processing: 201");
+    assert_eq!(setup.provider.notifies.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_fails_the_handshake() {
+    let setup = start_b().await;
+    let stranger = Pki::new();
+    let client = MimiClient::new(ClientOptions {
+        local_domain: "a.example".into(),
+        tls: client_config(Some(stranger.identity("a.example")), setup.pki.roots())
+            .expect("client TLS"),
+        timeout: Duration::from_secs(10),
+        resolve: vec![("b.example".into(), setup.address)],
+    })
+    .expect("client");
+    match client.fetch_directory("b.example", &setup.origin).await {
+        Err(ClientError::Transport(reason)) => {
+            // Same CA name, other key: the server's verifier fails the signature check.
+            assert!(reason.contains("received fatal alert"), "{reason}");
+        }
+        other => panic!("expected a handshake failure, got {other:?}"),
+    }
+    assert!(setup.provider.calls.lock().is_empty());
 }
 
 #[tokio::test]

@@ -81,6 +81,20 @@ struct ServerState {
     provider: Arc<dyn Provider>,
     options: ServerOptions,
     directory: Vec<u8>,
+    /// Notify bodies being processed: an identical one arriving meanwhile is told to retry.
+    notifies_in_flight: parking_lot::Mutex<std::collections::HashSet<NotifyDigest>>,
+}
+
+/// Removes a digest from the in-flight set when the processing ends, however it ends.
+struct InFlight<'a> {
+    state: &'a ServerState,
+    digest: NotifyDigest,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.notifies_in_flight.lock().remove(&self.digest);
+    }
 }
 
 /// A refusal: status and reason, logged and sent as text.
@@ -126,6 +140,7 @@ pub fn router(provider: Arc<dyn Provider>, options: ServerOptions) -> Router {
         provider,
         options,
         directory,
+        notifies_in_flight: parking_lot::Mutex::new(std::collections::HashSet::new()),
     });
     Router::new()
         .route(WELL_KNOWN_PATH, get(directory_handler))
@@ -399,6 +414,17 @@ async fn notify(
             return Ok(StatusCode::CREATED.into_response());
         }
         let decoded = decode::<NotifyBody>(&body)?;
+        if !state.notifies_in_flight.lock().insert(digest) {
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the same body is being processed: retry".into(),
+                Some(Duration::from_secs(1)),
+            ));
+        }
+        let _in_flight = InFlight {
+            state: &state,
+            digest,
+        };
         state.provider.notify(&peer, room, decoded).await?;
         state.options.dedupe.record(digest).await;
         Ok(StatusCode::CREATED.into_response())
