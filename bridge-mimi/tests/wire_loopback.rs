@@ -512,6 +512,48 @@ async fn a_certificate_for_another_domain_is_forbidden() {
 }
 
 #[tokio::test]
+async fn a_server_certificate_must_name_the_target_provider() {
+    let setup = start_b().await;
+    // A server holding c.example's certificate, listed in a directory as b.example's.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let origin = format!("https://c.example:{}", address.port());
+    let tls = server_config(setup.pki.identity("c.example"), setup.pki.roots()).expect("TLS");
+    let app = router(
+        setup.provider.clone(),
+        ServerOptions::new("b.example", origin.clone()),
+    );
+    tokio::spawn(serve(listener, tls, app, std::future::pending()));
+    let a = MimiClient::new(ClientOptions {
+        local_domain: "a.example".into(),
+        tls: client_config(Some(setup.pki.identity("a.example")), setup.pki.roots())
+            .expect("client TLS"),
+        timeout: Duration::from_secs(10),
+        resolve: vec![("c.example".into(), address)],
+    })
+    .expect("client");
+    let peer = Peer {
+        domain: "b.example".into(),
+        directory: bridge_mimi::wire::directory::Directory::for_origin(&origin),
+    };
+    match a
+        .key_material(
+            &peer,
+            &"mimi://b.example/u/bob".into(),
+            &key_material_request(),
+        )
+        .await
+    {
+        Err(ClientError::Transport(reason)) => {
+            assert!(reason.contains("the server is not b.example"), "{reason}");
+        }
+        other => panic!("expected a refusal of the server, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_client_without_certificate_is_refused_in_the_handshake() {
     let setup = start_b().await;
     let anonymous = client(&setup, "a.example", None);

@@ -9,7 +9,10 @@ use bridge_core::Backoff;
 use reqwest::header::{self, HeaderValue};
 use tracing::{debug, warn};
 
+use rustls::pki_types::CertificateDer;
+
 use super::server::BODY_CONTENT_TYPE;
+use super::tls::certificate_names;
 use crate::wire::directory::{Directory, DirectoryError, WELL_KNOWN_PATH};
 use crate::wire::{
     GroupInfoRequest, GroupInfoResponse, IdentifierUri, KeyMaterialRequest, KeyMaterialResponse,
@@ -173,12 +176,32 @@ impl MimiClient {
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(options.tls)
             .timeout(options.timeout)
+            .tls_info(true)
             .redirect(reqwest::redirect::Policy::none());
         for (domain, address) in &options.resolve {
             builder = builder.resolve(domain, *address);
         }
         let http = builder.build().map_err(transport)?;
         Ok(Self { http, from })
+    }
+
+    /// Sends `request` to `peer_domain` and checks that the server's certificate authenticates
+    /// that domain (protocol-06 §4.1), not only the host of the directory's URL.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        peer_domain: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(transport)?;
+        let certificate = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .ok_or_else(|| ClientError::Transport("no server certificate".into()))?;
+        certificate_names(&CertificateDer::from(certificate), peer_domain).map_err(|reason| {
+            ClientError::Transport(format!("the server is not {peer_domain}: {reason}"))
+        })?;
+        Ok(response)
     }
 
     fn request(
@@ -205,11 +228,8 @@ impl MimiClient {
         origin: &str,
     ) -> Result<Peer, ClientError> {
         let url = format!("{}{WELL_KNOWN_PATH}", origin.trim_end_matches('/'));
-        let response = self
-            .request(reqwest::Method::GET, peer_domain, &url)
-            .send()
-            .await
-            .map_err(transport)?;
+        let request = self.request(reqwest::Method::GET, peer_domain, &url);
+        let response = self.send(request, peer_domain).await?;
         let body = read_success(response, MAX_DIRECTORY_LEN).await?;
         Ok(Peer {
             domain: peer_domain.to_ascii_lowercase(),
@@ -224,13 +244,11 @@ impl MimiClient {
         body: &Req,
     ) -> Result<Resp, ClientError> {
         let bytes = body.encode().map_err(ClientError::Encode)?;
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, &peer.domain, url)
             .header(header::CONTENT_TYPE, BODY_CONTENT_TYPE)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(transport)?;
+            .body(bytes);
+        let response = self.send(request, &peer.domain).await?;
         let answer = read_success(response, Resp::MAX_LEN).await?;
         Resp::decode(&answer).map_err(ClientError::Decode)
     }
@@ -296,17 +314,15 @@ impl MimiClient {
         room: &IdentifierUri,
         bytes: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let response = self
+        let request = self
             .request(
                 reqwest::Method::POST,
                 &peer.domain,
                 &peer.directory.notify_url(room),
             )
             .header(header::CONTENT_TYPE, BODY_CONTENT_TYPE)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(transport)?;
+            .body(bytes);
+        let response = self.send(request, &peer.domain).await?;
         if response.status() == reqwest::StatusCode::CREATED {
             Ok(())
         } else {
@@ -343,11 +359,8 @@ impl MimiClient {
             .directory
             .proxy_download_url(download_url)
             .ok_or(ClientError::NoEndpoint("proxyDownload"))?;
-        let response = self
-            .request(reqwest::Method::GET, &peer.domain, &url)
-            .send()
-            .await
-            .map_err(transport)?;
+        let request = self.request(reqwest::Method::GET, &peer.domain, &url);
+        let response = self.send(request, &peer.domain).await?;
         read_success(response, MAX_ASSET_LEN).await
     }
 }

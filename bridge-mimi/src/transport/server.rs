@@ -217,7 +217,7 @@ fn authenticate(state: &ServerState, request: &Request) -> Result<PeerDomain, Re
     certificate_names(&certificate.0, &domain).map_err(|reason| {
         Refusal::new(
             StatusCode::FORBIDDEN,
-            format!("From: mimi@{domain} refused: {reason}"),
+            format!("From: mimi@{domain} refused: client certificate: {reason}"),
         )
     })?;
     Ok(PeerDomain(domain))

@@ -113,13 +113,14 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Whether `certificate` (already verified against the CA bundle during the handshake)
-/// authenticates `domain` (its subjectAltName, RFC 6125 as implemented by webpki).
+/// Whether `certificate` (already verified against the CA bundle during the handshake: a peer's
+/// client certificate, or a server's) authenticates `domain` (its subjectAltName, RFC 6125 as
+/// implemented by webpki).
 pub fn certificate_names(certificate: &CertificateDer<'_>, domain: &str) -> Result<(), String> {
     let parsed = ParsedCertificate::try_from(certificate)
-        .map_err(|error| format!("unreadable client certificate: {error}"))?;
+        .map_err(|error| format!("unreadable certificate: {error}"))?;
     let name = ServerName::try_from(domain.to_owned())
         .map_err(|_| format!("{domain:?} is not a DNS name"))?;
     rustls::client::verify_server_name(&parsed, &name)
-        .map_err(|_| format!("the client certificate does not authenticate {domain}"))
+        .map_err(|_| format!("the certificate does not authenticate {domain}"))
 }
