@@ -546,8 +546,12 @@ async fn a_server_certificate_must_name_the_target_provider() {
         )
         .await
     {
-        Err(ClientError::Transport(reason)) => {
-            assert!(reason.contains("the server is not b.example"), "{reason}");
+        Err(error @ ClientError::ServerIdentity(_)) => {
+            assert!(!error.is_retryable());
+            assert!(
+                error.to_string().contains("the server is not b.example"),
+                "{error}"
+            );
         }
         other => panic!("expected a refusal of the server, got {other:?}"),
     }

@@ -31,6 +31,9 @@ pub enum ClientError {
     /// No answer: connection, TLS handshake (for example our certificate refused) or timeout.
     #[error("transport: {0}")]
     Transport(String),
+    /// The server's certificate does not name the provider we meant to call (not retried).
+    #[error("server identity: {0}")]
+    ServerIdentity(String),
     /// The peer answered with an error status.
     #[error("HTTP {status}: {reason}")]
     Status {
@@ -197,9 +200,9 @@ impl MimiClient {
             .extensions()
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|info| info.peer_certificate())
-            .ok_or_else(|| ClientError::Transport("no server certificate".into()))?;
+            .ok_or_else(|| ClientError::ServerIdentity("no server certificate".into()))?;
         certificate_names(&CertificateDer::from(certificate), peer_domain).map_err(|reason| {
-            ClientError::Transport(format!("the server is not {peer_domain}: {reason}"))
+            ClientError::ServerIdentity(format!("the server is not {peer_domain}: {reason}"))
         })?;
         Ok(response)
     }
