@@ -1,4 +1,12 @@
-//! The MIMI adapter (draft-ietf-mimi-protocol-06): so far the code points and the MLS layer.
+//! The MIMI adapter of the bridge (draft-ietf-mimi-protocol-06), so far its layers:
+//!
+//! - [`codepoints`]: every provisional code point we use, in one table;
+//! - [`mls`]: the MLS layer (openmls): puppet clients, KeyPackages, rooms and their state, all
+//!   persisted through the bridge's store;
+//! - [`wire`]: the bodies of the MIMI protocol endpoints (§5) and the endpoint directory;
+//! - [`transport`]: the HTTPS server and client over mutually authenticated TLS (§4.1).
 
 pub mod codepoints;
 pub mod mls;
+pub mod transport;
+pub mod wire;

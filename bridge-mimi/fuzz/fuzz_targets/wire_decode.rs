@@ -1,0 +1,12 @@
+//! Fuzzes the decoders of the MIMI protocol bodies: `cargo +nightly fuzz run wire_decode`
+//! (from bridge-mimi/; corpus in corpus/wire_decode). The same check replays the committed
+//! corpus in `bridge-mimi/tests/wire_corpus.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+include!("wire_decode_check.rs");
+
+fuzz_target!(|data: &[u8]| {
+    check(data);
+});
