@@ -566,6 +566,94 @@ impl MlsHost {
         })
     }
 
+    /// `user`'s puppet asks to join `room`, hosted by another provider, at `epoch`: an Add
+    /// proposal of one of its KeyPackages sent as a new member (RFC 9420 §12.1.8,
+    /// `new_member_proposal`), an `MLSMessage` for the hub's `/update`. The puppet joins when the
+    /// hub's Welcome arrives ([`MlsHost::join`]).
+    pub fn join_proposal(
+        &self,
+        room: &RoomUri,
+        user: &UserUri,
+        epoch: u64,
+    ) -> Result<Vec<u8>, MlsError> {
+        let key_package = self
+            .take_key_package(user)?
+            .ok_or_else(|| MlsError::Malformed(format!("no KeyPackage for {user}")))?;
+        self.transaction(|tx| {
+            let identity = self.client_identity(tx, user)?;
+            let message = JoinProposal::new::<super::storage::MlsStorage>(
+                key_package,
+                group_id(room),
+                GroupEpoch::from(epoch),
+                &identity.signer,
+            )
+            .map_err(|e| mls_err("join proposal")(&e))?;
+            to_bytes(&message)
+        })
+    }
+
+    /// As the hub: processes `proposal`, a new member's Add proposal (see
+    /// [`MlsHost::join_proposal`]) whose user must belong to `domain`, and commits it at once by
+    /// `by`'s puppet with an AppDataUpdate adding the user to the participant list (role
+    /// `role_index`). Anything else, or a user of another domain, is refused and nothing is
+    /// written.
+    pub fn accept_join(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        proposal: &[u8],
+        domain: &str,
+        role_index: u32,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            match self.deliver_local(tx, room, &record, None, proposal)? {
+                Some(Processed::Proposal) => {}
+                _ => return Err(MlsError::Malformed("not a proposal".into())),
+            }
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let list = participants_of(&group)?;
+            let mut users = Vec::new();
+            for queued in group.pending_proposals() {
+                let (Sender::NewMemberProposal, Proposal::Add(add)) =
+                    (queued.sender(), queued.proposal())
+                else {
+                    return Err(MlsError::InvalidStateChange(
+                        "only a new member's Add proposal is accepted here".into(),
+                    ));
+                };
+                let identity = identity_of(add.key_package().leaf_node().credential());
+                let client = ClientUri::parse(&identity)
+                    .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
+                if !client.user().domain().eq_ignore_ascii_case(domain) {
+                    return Err(MlsError::InvalidStateChange(format!(
+                        "{client} does not belong to {domain}"
+                    )));
+                }
+                let user = client.user().to_string();
+                if !list.iter().any(|p| p.user == user) && !users.contains(&user) {
+                    users.push(user);
+                }
+            }
+            let proposals: Vec<Proposal> = if record.profile == RoomProfile::Mimi {
+                users
+                    .iter()
+                    .map(|user| {
+                        Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
+                            COMPONENT_PARTICIPANT_LIST,
+                            ParticipantListUpdate::add(user, role_index).encode(),
+                        )))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.consume_proposal_store(true).add_proposals(proposals)
+            })
+        })
+    }
+
     /// Resolves AppDataUpdates, builds, stages and merges a commit, then has the other local
     /// members process it.
     fn finish_commit(
