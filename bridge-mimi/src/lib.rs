@@ -1,4 +1,5 @@
-//! The MIMI adapter of the bridge (draft-ietf-mimi-protocol-06), so far its layers:
+//! The MIMI adapter of the bridge (draft-ietf-mimi-protocol-06): [`adapter`] (`type = "mimi"`,
+//! with [`settings`]) and the layers it is built on:
 //!
 //! - [`codepoints`]: every provisional code point we use, in one table;
 //! - [`mls`]: the MLS layer (openmls): puppet clients, KeyPackages, rooms and their state, all
@@ -6,7 +7,11 @@
 //! - [`wire`]: the bodies of the MIMI protocol endpoints (§5) and the endpoint directory;
 //! - [`transport`]: the HTTPS server and client over mutually authenticated TLS (§4.1).
 
+pub mod adapter;
 pub mod codepoints;
 pub mod mls;
+pub mod settings;
 pub mod transport;
 pub mod wire;
+
+pub use adapter::{MimiAdapter, MimiFactory};

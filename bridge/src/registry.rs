@@ -8,6 +8,7 @@ pub fn factories() -> Vec<Box<dyn AdapterFactory>> {
         Box::new(bridge_example_linechat::LinechatFactory),
         Box::new(bridge_xmpp::XmppFactory),
         Box::new(bridge_matrix::MatrixFactory),
+        Box::new(bridge_mimi::MimiFactory),
     ]
 }
 

@@ -1,0 +1,220 @@
+//! The hub's fan-out (protocol-06 §5.5): one durable queue per follower provider, in the
+//! adapter's store, sent in order with `/notify`; and the follower's persistent notify dedupe.
+//!
+//! Keys: `q/<domain>/<20-digit sequence>` → the room URI, a newline, the notify body;
+//! `q-seq` → the last sequence number; `n/<hex digest>` → a processed notify body.
+//! An entry is removed only after the follower answered 201, so after a crash (even `kill -9`)
+//! it is sent again; the follower recognises the byte-identical body and answers 201 without
+//! processing it twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::adapter::CancellationToken;
+use bridge_core::{AdapterStore, StoreError};
+use tracing::{debug, warn};
+
+use super::Running;
+use crate::mls::uri::RoomUri;
+use crate::transport::client::RetryPolicy;
+use crate::transport::{NotifyDedupe, NotifyDigest};
+use crate::wire::{FanoutMessage, IdentifierUri, NotifyBody, WireBody};
+
+const QUEUE: &[u8] = b"q/";
+const SEQ: &[u8] = b"q-seq";
+const DEDUPE: &str = "n/";
+
+/// The fan-out queues of one hub.
+#[derive(Debug)]
+pub struct Queue {
+    store: AdapterStore,
+    wake: tokio::sync::Notify,
+    seq: parking_lot::Mutex<()>,
+}
+
+impl Queue {
+    /// The queues kept in `store`.
+    pub fn new(store: AdapterStore) -> Self {
+        Self {
+            store,
+            wake: tokio::sync::Notify::new(),
+            seq: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Queues, for each `(domain, messages)` of `bodies`, one notify body about `room`, writing
+    /// `extra` in the same atomic batch. Visible at once, durable after the store's flush.
+    pub fn push(
+        &self,
+        room: &RoomUri,
+        bodies: &[(String, Vec<FanoutMessage>)],
+        extra: &[(&[u8], &[u8])],
+    ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.seq.lock();
+        let mut seq = match self.store.get(SEQ)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).parse::<u64>().unwrap_or(0),
+            None => 0,
+        };
+        let mut entries = Vec::new();
+        for (domain, messages) in bodies.iter().filter(|(_, m)| !m.is_empty()) {
+            let body = NotifyBody {
+                messages: messages.clone(),
+            }
+            .encode()
+            .map_err(|e| StoreError::Backend(format!("notify body: {e}")))?;
+            let mut value = room.to_string().into_bytes();
+            value.push(b'\n');
+            value.extend_from_slice(&body);
+            seq += 1;
+            entries.push((format!("q/{domain}/{seq:020}").into_bytes(), value));
+        }
+        let seq_text = seq.to_string().into_bytes();
+        let mut puts: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        puts.push((SEQ, &seq_text));
+        puts.extend_from_slice(extra);
+        self.store.put_all(&puts)
+    }
+
+    /// The same messages for every one of `domains`.
+    pub fn to_all(
+        domains: &[String],
+        messages: &[FanoutMessage],
+    ) -> Vec<(String, Vec<FanoutMessage>)> {
+        domains
+            .iter()
+            .map(|d| (d.clone(), messages.to_vec()))
+            .collect()
+    }
+
+    /// Wakes the sender after a push.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The oldest entry of each follower's queue.
+    fn heads(&self) -> Result<BTreeMap<String, bridge_core::store::Entry>, StoreError> {
+        let mut heads = BTreeMap::new();
+        for (key, value) in self.store.scan(QUEUE, 4096)? {
+            let text = String::from_utf8_lossy(&key[QUEUE.len()..]).into_owned();
+            if let Some((domain, _)) = text.split_once('/') {
+                heads.entry(domain.to_owned()).or_insert((key, value));
+            }
+        }
+        Ok(heads)
+    }
+
+    /// How many entries wait (all followers).
+    pub fn len(&self) -> Result<usize, StoreError> {
+        Ok(self.store.scan(QUEUE, usize::MAX)?.len())
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.store.scan(QUEUE, 1)?.is_empty())
+    }
+}
+
+/// Sends every queue in order until `shutdown`. One follower that fails is retried after a
+/// pause without holding up the entries of the others beyond that pause.
+pub(crate) async fn run(running: Arc<Running>, shutdown: CancellationToken) {
+    let policy = RetryPolicy {
+        attempts: 3,
+        ..RetryPolicy::default()
+    };
+    loop {
+        let heads = match running.queue.heads() {
+            Ok(heads) => heads,
+            Err(error) => {
+                warn!(%error, "MIMI fan-out queue unreadable");
+                BTreeMap::new()
+            }
+        };
+        let mut failed = false;
+        for (domain, (key, value)) in &heads {
+            match send_one(&running, domain, value, &policy).await {
+                Ok(()) => {
+                    if let Err(error) = running.queue.store.delete(key) {
+                        warn!(%error, "MIMI fan-out entry not removed");
+                    }
+                }
+                Err(error) => {
+                    warn!(peer = %domain, %error, "MIMI notify failed; will retry");
+                    failed = true;
+                }
+            }
+        }
+        if heads.is_empty() || failed {
+            let pause = if failed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = running.queue.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn send_one(
+    running: &Running,
+    domain: &str,
+    value: &[u8],
+    policy: &RetryPolicy,
+) -> Result<(), String> {
+    let split = value
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("queue entry without a room")?;
+    let room = IdentifierUri(String::from_utf8_lossy(&value[..split]).into_owned());
+    let body = NotifyBody::decode(&value[split + 1..]).map_err(|e| e.to_string())?;
+    let peer = running.peer(domain).await.map_err(|e| e.to_string())?;
+    running
+        .client
+        .notify_with_retry(&peer, &room, &body, policy)
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(peer = %domain, %room, "MIMI notify delivered");
+    Ok(())
+}
+
+/// The notify dedupe kept in the adapter's store: a retry of a body processed before a restart
+/// is still recognised. Entries are never removed (a later step: expire them).
+#[derive(Debug, Clone)]
+pub struct StoreDedupe {
+    store: AdapterStore,
+}
+
+impl StoreDedupe {
+    /// The dedupe over `store`.
+    pub fn new(store: AdapterStore) -> Self {
+        Self { store }
+    }
+
+    fn key(digest: &NotifyDigest) -> Vec<u8> {
+        let mut key = DEDUPE.to_owned();
+        for byte in digest {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key.into_bytes()
+    }
+}
+
+#[async_trait]
+impl NotifyDedupe for StoreDedupe {
+    async fn seen(&self, digest: &NotifyDigest) -> bool {
+        matches!(self.store.get(&Self::key(digest)), Ok(Some(_)))
+    }
+
+    async fn record(&self, digest: NotifyDigest) {
+        if let Err(error) = self.store.put(&Self::key(&digest), b"1") {
+            warn!(%error, "MIMI notify dedupe not recorded");
+        }
+    }
+}

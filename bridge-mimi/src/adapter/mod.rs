@@ -1,0 +1,553 @@
+//! The `type = "mimi"` adapter: the bridge as a MIMI provider (draft-ietf-mimi-protocol-06),
+//! hub of the rooms whose URI names our domain and follower of the others.
+//!
+//! A linked native room is a room URI, `mimi://HUB/r/NAME`. When `HUB` is our domain we are the
+//! room's hub: the MLS group is created at start with the bridge bot's puppet as creator, our
+//! puppets are added by the bot when they first speak, and every message is fanned out to the
+//! followers through one durable queue per follower provider ([`fanout`]). Otherwise we are a
+//! follower: messages go to the hub with `/submitMessage`, and what the hub notifies is
+//! processed (Welcome, commits, proposals) or decrypted and handed to the core.
+//!
+//! Guarantees: an inbound message is answered (`/notify` 201, `/submitMessage` accepted) only
+//! after the core stored it durably; a notify body is processed once (the dedupe is kept in the
+//! store, [`fanout::StoreDedupe`]); the fan-out queue survives a crash; a retried send reuses
+//! what was stored for its neutral event ID, so it never produces a second message.
+
+pub mod fanout;
+mod payload;
+mod provider;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bridge_core::{
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Capabilities, ConfigIssue,
+    Delivered, EventKind, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId,
+};
+use sha2::Digest as _;
+use tracing::{info, warn};
+
+use crate::codepoints::ROLE_ORDINARY_USER;
+use crate::mls::uri::{RoomUri, UserUri};
+use crate::mls::{MlsError, MlsHost, RoomProfile};
+use crate::settings::{self, Settings};
+use crate::transport::client::{ClientError, ClientOptions, MimiClient, Peer};
+use crate::transport::server::{ServerOptions, router, serve};
+use crate::transport::tls::{TlsIdentity, client_config, roots_from_pem, server_config};
+use crate::wire::{
+    FanoutMessage, FanoutPayload, HandshakeBundle, IdentifierUri, MlsMessage, ProposalBundle,
+    Protocol, SubmitMessageRequest, SubmitResult, UpdateRequest, UpdateResult,
+};
+
+/// The native ID of the bridge's bot, the creator of the rooms we host.
+pub const BOT_USER: &str = "bridge-bot";
+
+/// Store key prefix of sends already done: neutral event ID → MIMI native ID.
+const SENT: &str = "a/sent/";
+/// Store key prefix of sends prepared but not yet accepted by the hub: the ciphertext.
+const PENDING: &str = "a/pending/";
+/// Store key prefix of join requests sent to a hub: `<room>/<user>` → when (ms).
+const JOINING: &str = "a/joining/";
+/// How long a join request is waited for before it is sent again.
+const JOIN_PATIENCE_MS: u64 = 30_000;
+/// When the core should try a send again while its puppet joins.
+const JOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Builds MIMI adapters from `type = "mimi"` sections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MimiFactory;
+
+impl AdapterFactory for MimiFactory {
+    fn type_name(&self) -> &'static str {
+        "mimi"
+    }
+
+    fn validate(&self, settings: &toml::Table) -> Vec<ConfigIssue> {
+        settings::parse(settings).err().unwrap_or_default()
+    }
+
+    fn build(&self, id: AdapterId, table: &toml::Table) -> Result<Arc<dyn Adapter>, AdapterError> {
+        let settings = settings::parse(table).map_err(|issues| {
+            let list: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect();
+            AdapterError::Permanent(format!("invalid mimi settings: {}", list.join("; ")))
+        })?;
+        Ok(Arc::new(MimiAdapter::new(id, settings)))
+    }
+}
+
+/// The MIMI adapter (see the module documentation).
+#[derive(Debug)]
+pub struct MimiAdapter {
+    id: AdapterId,
+    settings: Settings,
+    /// Set while [`Adapter::run`] runs, cleared when it returns (the running state holds the
+    /// adapter context, which holds the core: keeping it would be a reference cycle).
+    running: parking_lot::Mutex<Option<Arc<Running>>>,
+}
+
+/// What exists while the adapter runs.
+pub(crate) struct Running {
+    pub(crate) settings: Settings,
+    pub(crate) ctx: AdapterContext,
+    pub(crate) mls: MlsHost,
+    pub(crate) client: MimiClient,
+    peers: tokio::sync::Mutex<HashMap<String, Peer>>,
+    /// Sends of one adapter run one at a time (the core already orders them per room).
+    send_lock: tokio::sync::Mutex<()>,
+    pub(crate) queue: fanout::Queue,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("domain", &self.settings.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the adapter could not start or act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MimiAdapterError {
+    /// A file of the settings could not be read or used.
+    #[error("{what} {path}: {message}")]
+    File {
+        /// Which setting.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The MLS layer failed.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
+}
+
+/// The hex SHA-256 of an MLS message: its native ID in the core, the same on every provider.
+pub(crate) fn native_id(message: &[u8]) -> RemoteEventId {
+    let digest = sha2::Sha256::digest(message);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    RemoteEventId::new(hex)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn mls_failed(e: MlsError) -> AdapterError {
+    match e {
+        MlsError::Storage(_) => AdapterError::transient(e.to_string()),
+        other => AdapterError::Permanent(other.to_string()),
+    }
+}
+
+fn client_failed(e: ClientError) -> AdapterError {
+    if e.is_retryable() {
+        AdapterError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        AdapterError::Permanent(e.to_string())
+    }
+}
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, MimiAdapterError> {
+    std::fs::read(path).map_err(|e| MimiAdapterError::File {
+        what,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl MimiAdapter {
+    /// An adapter with `settings` (no I/O until [`Adapter::run`]).
+    pub fn new(id: AdapterId, settings: Settings) -> Self {
+        Self {
+            id,
+            settings,
+            running: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn running(&self) -> Result<Arc<Running>, AdapterError> {
+        self.running
+            .lock()
+            .clone()
+            .ok_or_else(|| AdapterError::transient("the mimi adapter is not running"))
+    }
+
+    fn start(&self, ctx: &AdapterContext) -> Result<Arc<Running>, AdapterError> {
+        let s = &self.settings;
+        let tls = (|| -> Result<_, MimiAdapterError> {
+            let chain = read("certificate", &s.certificate)?;
+            let key = read("key", &s.key)?;
+            let ca = read("ca", &s.ca)?;
+            let file =
+                |what, path: &std::path::Path, e: &dyn std::fmt::Display| MimiAdapterError::File {
+                    what,
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                };
+            let identity = TlsIdentity::from_pem(&chain, &key)
+                .map_err(|e| file("certificate", &s.certificate, &e))?;
+            let roots = || roots_from_pem(&ca).map_err(|e| file("ca", &s.ca, &e));
+            let server = server_config(identity.clone(), roots()?)
+                .map_err(|e| file("certificate", &s.certificate, &e))?;
+            let client = client_config(Some(identity), roots()?)
+                .map_err(|e| file("certificate", &s.certificate, &e))?;
+            Ok((server, client))
+        })()
+        .map_err(|e| AdapterError::Permanent(e.to_string()))?;
+        let (server_tls, client_tls) = tls;
+        let resolve = s
+            .addresses
+            .iter()
+            .map(|(host, address)| (host.clone(), *address))
+            .collect();
+        let client = MimiClient::new(ClientOptions {
+            local_domain: s.domain.clone(),
+            tls: client_tls,
+            timeout: s.timeout,
+            resolve,
+        })
+        .map_err(|e| AdapterError::Permanent(e.to_string()))?;
+        let store = ctx.store().clone();
+        let running = Arc::new(Running {
+            settings: s.clone(),
+            ctx: ctx.clone(),
+            mls: MlsHost::open(&s.domain, Arc::new(store.clone())),
+            client,
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            send_lock: tokio::sync::Mutex::new(()),
+            queue: fanout::Queue::new(store),
+        });
+        for room in ctx.linked_rooms() {
+            if let Err(e) = running.open_room(&room) {
+                warn!(%room, error = %e, "MIMI room not opened");
+            }
+        }
+        let provider: Arc<dyn crate::transport::Provider> =
+            Arc::new(provider::Handler(running.clone()));
+        let mut options = ServerOptions::new(&s.domain, &s.origin);
+        options.dedupe = Arc::new(fanout::StoreDedupe::new(ctx.store().clone()));
+        let app = router(provider, options);
+        let listen = s.listen;
+        let shutdown = ctx.shutdown().clone();
+        let listener = (|| {
+            let socket = if listen.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            // A restart binds again at once, whatever connections are still in TIME_WAIT.
+            socket.set_reuseaddr(true)?;
+            socket.bind(listen)?;
+            socket.listen(1024)
+        })()
+        .map_err(|e| AdapterError::transient(format!("MIMI listen on {listen}: {e}")))?;
+        tokio::spawn(serve(listener, server_tls, app, shutdown.cancelled_owned()));
+        info!(domain = %s.domain, %listen, "MIMI provider serving");
+        Ok(running)
+    }
+}
+
+impl Running {
+    /// The bot's puppet.
+    pub(crate) fn bot(&self) -> UserUri {
+        self.mls.puppet(BOT_USER)
+    }
+
+    /// Whether we are the hub of `room`.
+    pub(crate) fn is_hub(&self, room: &RoomUri) -> bool {
+        room.domain().eq_ignore_ascii_case(&self.settings.domain)
+    }
+
+    /// Creates the group of a room we host unless it exists.
+    fn open_room(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        let room = RoomUri::parse(room.as_str())
+            .map_err(|e| AdapterError::Permanent(format!("{room} is not a MIMI room URI: {e}")))?;
+        if !self.is_hub(&room) {
+            return Ok(());
+        }
+        match self.mls.local_members_of(&room) {
+            Ok(members) if !members.is_empty() => Ok(()),
+            Ok(_) | Err(MlsError::UnknownRoom(_)) => {
+                self.mls
+                    .create_room(&room, &self.bot(), RoomProfile::Mimi)
+                    .map_err(mls_failed)?;
+                info!(%room, "MIMI room created (we are its hub)");
+                Ok(())
+            }
+            Err(e) => Err(mls_failed(e)),
+        }
+    }
+
+    /// The follower providers of `room` (the domains of its participants but ours).
+    pub(crate) fn followers(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
+        let mut domains: Vec<String> = self
+            .mls
+            .participants(room)?
+            .into_iter()
+            .filter_map(|p| UserUri::parse(&p.user).ok())
+            .map(|u| u.domain().to_ascii_lowercase())
+            .filter(|d| *d != self.settings.domain)
+            .collect();
+        domains.sort();
+        domains.dedup();
+        Ok(domains)
+    }
+
+    /// The peer `domain`, its directory fetched once.
+    pub(crate) async fn peer(&self, domain: &str) -> Result<Peer, ClientError> {
+        let mut peers = self.peers.lock().await;
+        if let Some(peer) = peers.get(domain) {
+            return Ok(peer.clone());
+        }
+        let origin = self.settings.peer_origin(domain);
+        let peer = self.client.fetch_directory(domain, &origin).await?;
+        peers.insert(domain.to_owned(), peer.clone());
+        Ok(peer)
+    }
+
+    /// Adds `user`'s puppet to `room` (we are the hub), the bot committing; the commit is
+    /// queued for the followers.
+    fn add_local(&self, room: &RoomUri, user: &UserUri) -> Result<(), AdapterError> {
+        let followers = self.followers(room).map_err(mls_failed)?;
+        let key_package = self
+            .mls
+            .take_key_package(user)
+            .map_err(mls_failed)?
+            .ok_or_else(|| AdapterError::transient(format!("no KeyPackage for {user}")))?;
+        let output = self
+            .mls
+            .add_client(room, &self.bot(), key_package, ROLE_ORDINARY_USER)
+            .map_err(mls_failed)?;
+        let commit = MlsMessage::from_bytes(output.commit)
+            .map_err(|e| AdapterError::Permanent(format!("our commit: {e}")))?;
+        let message = FanoutMessage {
+            timestamp: now_ms(),
+            payload: FanoutPayload::Commit {
+                commit,
+                external_proposals: Vec::new(),
+            },
+        };
+        self.queue
+            .push(room, &fanout::Queue::to_all(&followers, &[message]), &[])
+            .map_err(AdapterError::from)?;
+        self.queue.wake();
+        Ok(())
+    }
+
+    /// Asks the hub of `room` to add `user`'s puppet (a new member's Add proposal in an
+    /// `/update`, docs/mimi.md "Adapter"); the Welcome comes later by `/notify`. Returns the
+    /// error `send` answers meanwhile: transient, so the core tries again once joined.
+    async fn ask_to_join(&self, room: &RoomUri, user: &UserUri) -> AdapterError {
+        let store = self.ctx.store();
+        let joining_key = format!("{JOINING}{room}/{user}");
+        let asked = store
+            .get(joining_key.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|t| String::from_utf8_lossy(&t).parse::<u64>().ok());
+        let waiting = AdapterError::Transient {
+            message: format!("{user} is joining {room}: waiting for the hub's Welcome"),
+            retry_after: Some(JOIN_RETRY),
+        };
+        if asked.is_some_and(|t| now_ms().saturating_sub(t) < JOIN_PATIENCE_MS) {
+            return waiting;
+        }
+        let peer = match self.peer(room.domain()).await {
+            Ok(peer) => peer,
+            Err(e) => return client_failed(e),
+        };
+        let room_id = IdentifierUri(room.to_string());
+        let mut epoch = 0;
+        for _ in 0..3 {
+            let proposal = match self
+                .mls
+                .join_proposal(room, user, epoch)
+                .map_err(mls_failed)
+                .and_then(|bytes| {
+                    MlsMessage::from_bytes(bytes)
+                        .map_err(|e| AdapterError::Permanent(format!("our proposal: {e}")))
+                }) {
+                Ok(proposal) => proposal,
+                Err(e) => return e,
+            };
+            let request = UpdateRequest {
+                bundle: HandshakeBundle::Proposals(ProposalBundle {
+                    proposal,
+                    more_proposals: Vec::new(),
+                }),
+            };
+            let answer = match self.client.update(&peer, &room_id, &request).await {
+                Ok(answer) => answer,
+                Err(e) => return client_failed(e),
+            };
+            match answer.result {
+                UpdateResult::Success { .. } => {
+                    let now = now_ms().to_string();
+                    if let Err(e) = store.put(joining_key.as_bytes(), now.as_bytes()) {
+                        return e.into();
+                    }
+                    info!(%room, %user, "asked the hub to join");
+                    return waiting;
+                }
+                UpdateResult::WrongEpoch { current_epoch } => epoch = current_epoch,
+                _ => {
+                    return AdapterError::Permanent(format!(
+                        "the hub {} refused {user}: {}",
+                        room.domain(),
+                        answer.error_description
+                    ));
+                }
+            }
+        }
+        AdapterError::transient(format!("{room} changed epoch while {user} asked to join"))
+    }
+
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        let EventKind::Message { content, .. } = &event.kind else {
+            return Err(AdapterError::Unsupported(
+                "the mimi adapter carries messages only so far".into(),
+            ));
+        };
+        let _one_at_a_time = self.send_lock.lock().await;
+        let sent_key = format!("{SENT}{}", event.id);
+        let user = self.mls.puppet(event.sender.user.as_str());
+        let delivered = |id: RemoteEventId| Delivered {
+            native_id: Some(id),
+            puppet: Some(RemoteUserId::new(user.to_string())),
+        };
+        let store = self.ctx.store();
+        if let Some(done) = store.get(sent_key.as_bytes())? {
+            return Ok(delivered(RemoteEventId::new(
+                String::from_utf8_lossy(&done).into_owned(),
+            )));
+        }
+        let room = RoomUri::parse(event.room.as_str()).map_err(|e| {
+            AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
+        })?;
+        let pending_key = format!("{PENDING}{}", event.id);
+        let ciphertext = match store.get(pending_key.as_bytes())? {
+            Some(ciphertext) => ciphertext,
+            None => {
+                let members = match self.mls.local_members_of(&room) {
+                    Ok(members) => members,
+                    Err(MlsError::UnknownRoom(_)) => Vec::new(),
+                    Err(e) => return Err(mls_failed(e)),
+                };
+                if !members.contains(&user) {
+                    if !self.is_hub(&room) {
+                        return Err(self.ask_to_join(&room, &user).await);
+                    }
+                    self.mls.ensure_client(&user).map_err(mls_failed)?;
+                    self.add_local(&room, &user)?;
+                }
+                let plaintext = payload::encode(&event.sender, content);
+                self.mls
+                    .encrypt(&room, &user, &plaintext)
+                    .map_err(mls_failed)?
+            }
+        };
+        let id = native_id(&ciphertext);
+        if self.is_hub(&room) {
+            let message = MlsMessage::from_bytes(ciphertext)
+                .map_err(|e| AdapterError::Permanent(format!("our message: {e}")))?;
+            let followers = self.followers(&room).map_err(mls_failed)?;
+            let fanned = FanoutMessage {
+                timestamp: event.ts,
+                payload: FanoutPayload::Application {
+                    message,
+                    frank: None,
+                },
+            };
+            self.queue.push(
+                &room,
+                &fanout::Queue::to_all(&followers, &[fanned]),
+                &[(sent_key.as_bytes(), id.as_str().as_bytes())],
+            )?;
+            store.flush().await?;
+            self.queue.wake();
+            return Ok(delivered(id));
+        }
+        // Follower: keep the ciphertext so a retry submits the same bytes.
+        store.put(pending_key.as_bytes(), &ciphertext)?;
+        store.flush().await?;
+        let peer = self.peer(room.domain()).await.map_err(client_failed)?;
+        let request = SubmitMessageRequest {
+            protocol: Protocol::Mls10,
+            app_message: MlsMessage::from_bytes(ciphertext)
+                .map_err(|e| AdapterError::Permanent(format!("our message: {e}")))?,
+            sending_uri: IdentifierUri(user.puppet_client().to_string()),
+        };
+        let room_id = IdentifierUri(room.to_string());
+        let answer = self
+            .client
+            .submit_message(&peer, &room_id, &request)
+            .await
+            .map_err(client_failed)?;
+        match answer.result {
+            SubmitResult::Accepted { .. } => {
+                store.put_all(&[(sent_key.as_bytes(), id.as_str().as_bytes())])?;
+                store.delete(pending_key.as_bytes())?;
+                Ok(delivered(id))
+            }
+            SubmitResult::NotAllowed => {
+                store.delete(pending_key.as_bytes())?;
+                Err(AdapterError::Permanent(format!(
+                    "the hub {} refused the message (notAllowed)",
+                    room.domain()
+                )))
+            }
+            SubmitResult::EpochTooOld { current_epoch } => {
+                // Encrypt again at the next try, once the hub's commits have arrived.
+                store.delete(pending_key.as_bytes())?;
+                Err(AdapterError::transient(format!(
+                    "the hub is at epoch {current_epoch}: sent again later"
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for MimiAdapter {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::text_only()
+    }
+
+    async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let running = self.start(&ctx)?;
+        *self.running.lock() = Some(running.clone());
+        ctx.set_connected(true);
+        fanout::run(running, ctx.shutdown().clone()).await;
+        *self.running.lock() = None;
+        info!(adapter = %self.id, "MIMI adapter stopped");
+        Ok(())
+    }
+
+    async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        self.running()?.send(event).await
+    }
+
+    async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        self.running()?.open_room(room)
+    }
+}
+
+/// Serialises an openmls object (a KeyPackage) to its bytes.
+pub(crate) fn to_bytes(value: &impl tls_codec::Serialize) -> Result<Vec<u8>, String> {
+    value.tls_serialize_detached().map_err(|e| e.to_string())
+}

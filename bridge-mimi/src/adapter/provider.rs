@@ -1,0 +1,477 @@
+//! The adapter's answers to peers: hub endpoints (`/submitMessage`, `/update`, `/keyMaterial`,
+//! `/groupInfo`) and the follower's `/notify`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bridge_core::{InboundEvent, Pending, Submitted};
+use tracing::{debug, warn};
+
+use super::{Running, native_id, now_ms, payload, to_bytes};
+use crate::codepoints::ROLE_ORDINARY_USER;
+use crate::mls::uri::{ClientUri, RoomUri, UserUri};
+use crate::mls::{MlsError, Processed};
+use crate::transport::{PeerDomain, Provider, ProviderError};
+use crate::wire::{
+    ClientKeyMaterial, ClientKeyMaterialResult, FanoutMessage, FanoutPayload, GroupInfoRequest,
+    GroupInfoResponse, HandshakeBundle, IdentifierUri, KeyMaterialRequest, KeyMaterialResponse,
+    KeyMaterialUserCode, KeyPackage, MlsMessage, NotifyBody, Protocol, RatchetTree,
+    RatchetTreeOption, SubmitMessageRequest, SubmitMessageResponse, SubmitResult, UpdateRequest,
+    UpdateResult, UpdateRoomResponse,
+};
+
+/// The [`Provider`] of a running adapter.
+pub(crate) struct Handler(pub(crate) Arc<Running>);
+
+fn internal(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable {
+        reason: e.to_string(),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    }
+}
+
+fn room_of(uri: &IdentifierUri) -> Result<RoomUri, ProviderError> {
+    RoomUri::parse(uri.as_str())
+        .map_err(|e| ProviderError::BadRequest(format!("{uri} is not a room URI: {e}")))
+}
+
+impl Handler {
+    /// A room we host, known to the MLS layer.
+    fn hosted(&self, room: &IdentifierUri) -> Result<RoomUri, ProviderError> {
+        let room = room_of(room)?;
+        if !self.0.is_hub(&room) {
+            return Err(ProviderError::NotFound(format!(
+                "we are not the hub of {room}"
+            )));
+        }
+        match self.0.mls.local_members_of(&room) {
+            Ok(members) if !members.is_empty() => Ok(room),
+            Ok(_) | Err(MlsError::UnknownRoom(_)) => {
+                Err(ProviderError::NotFound(format!("no room {room}")))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Whether `peer` has a participant in `room`.
+    fn has_participant(&self, room: &RoomUri, peer: &PeerDomain) -> Result<bool, ProviderError> {
+        Ok(self
+            .0
+            .followers(room)
+            .map_err(internal)?
+            .iter()
+            .any(|d| d == peer.as_str()))
+    }
+
+    /// Hands a decrypted message to the core (not waiting for durability), unless it is the
+    /// echo of one of our puppets.
+    fn enqueue(
+        &self,
+        room: &RoomUri,
+        message: &[u8],
+        sender: &str,
+        plaintext: &[u8],
+        ts: Option<u64>,
+    ) -> Result<Option<Pending>, ProviderError> {
+        let user = ClientUri::parse(sender)
+            .map(|c| c.user().clone())
+            .or_else(|_| UserUri::parse(sender))
+            .map_err(|e| ProviderError::BadRequest(format!("sender {sender}: {e}")))?;
+        if user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
+            return Ok(None); // our own puppet's message coming back
+        }
+        let mut event = InboundEvent::new(
+            room.to_string(),
+            Some(native_id(message)),
+            user.to_string(),
+            bridge_core::EventKind::Message {
+                content: payload::decode(plaintext),
+                reply_to: None,
+                thread: None,
+            },
+        );
+        event.ts = ts;
+        self.0.ctx.enqueue(event).map(Some).map_err(internal)
+    }
+}
+
+impl Handler {
+    /// A follower's puppet asks to join (a new member's Add proposal): committed at once by
+    /// the bot; the proposal and commit go to the followers, the Welcome to the asking one.
+    async fn join(
+        &self,
+        room: &RoomUri,
+        peer: &PeerDomain,
+        proposal: &MlsMessage,
+    ) -> Result<UpdateRoomResponse, ProviderError> {
+        let followers = self.0.followers(room).map_err(internal)?;
+        let output = match self.0.mls.accept_join(
+            room,
+            &self.0.bot(),
+            proposal.as_bytes(),
+            peer.as_str(),
+            ROLE_ORDINARY_USER,
+        ) {
+            Ok(output) => output,
+            Err(MlsError::WrongEpoch { current, .. }) => {
+                return Ok(UpdateRoomResponse {
+                    error_description: format!("the room is at epoch {current}"),
+                    result: UpdateResult::WrongEpoch {
+                        current_epoch: current,
+                    },
+                });
+            }
+            Err(MlsError::Storage(e)) => return Err(internal(e)),
+            Err(e) => {
+                return Ok(UpdateRoomResponse {
+                    error_description: e.to_string(),
+                    result: UpdateResult::NotAllowed,
+                });
+            }
+        };
+        let accepted_timestamp = now_ms();
+        let bad = |e: crate::wire::WireError| ProviderError::Internal(e.to_string());
+        let handshake = vec![
+            FanoutMessage {
+                timestamp: accepted_timestamp,
+                payload: FanoutPayload::Proposal {
+                    proposal: proposal.clone(),
+                    more_proposals: Vec::new(),
+                },
+            },
+            FanoutMessage {
+                timestamp: accepted_timestamp,
+                payload: FanoutPayload::Commit {
+                    commit: MlsMessage::from_bytes(output.commit).map_err(bad)?,
+                    external_proposals: Vec::new(),
+                },
+            },
+        ];
+        let welcome = match output.welcome {
+            Some(welcome) => Some(FanoutMessage {
+                timestamp: accepted_timestamp,
+                payload: FanoutPayload::Welcome {
+                    welcome: MlsMessage::from_bytes(welcome).map_err(bad)?,
+                    ratchet_tree: RatchetTreeOption::Full(
+                        RatchetTree::from_bytes(output.ratchet_tree).map_err(bad)?,
+                    ),
+                },
+            }),
+            None => None,
+        };
+        let mut bodies = super::fanout::Queue::to_all(&followers, &handshake);
+        if !followers.iter().any(|d| d == peer.as_str()) {
+            bodies.push((peer.as_str().to_owned(), Vec::new()));
+        }
+        for (domain, messages) in &mut bodies {
+            if domain == peer.as_str() {
+                messages.extend(welcome.clone());
+            }
+        }
+        self.0.queue.push(room, &bodies, &[]).map_err(internal)?;
+        self.0.ctx.store().flush().await.map_err(internal)?;
+        self.0.queue.wake();
+        Ok(UpdateRoomResponse {
+            error_description: String::new(),
+            result: UpdateResult::Success { accepted_timestamp },
+        })
+    }
+}
+
+async fn durable(pending: Option<Pending>) {
+    if let Some(pending) = pending
+        && let Submitted::Rejected(reason) = pending.durable().await
+    {
+        warn!(%reason, "MIMI message refused by the core");
+    }
+}
+
+#[async_trait]
+impl Provider for Handler {
+    async fn key_material(
+        &self,
+        _peer: &PeerDomain,
+        target_user: IdentifierUri,
+        _request: KeyMaterialRequest,
+    ) -> Result<KeyMaterialResponse, ProviderError> {
+        let unknown = |status| KeyMaterialResponse {
+            protocol: Protocol::Mls10,
+            user_status: status,
+            user_uri: target_user.clone(),
+            clients: Vec::new(),
+        };
+        let Ok(user) = UserUri::parse(target_user.as_str()) else {
+            return Ok(unknown(KeyMaterialUserCode::UserUnknown));
+        };
+        if !user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
+            return Err(ProviderError::NotImplemented(
+                "relaying /keyMaterial to another provider".into(),
+            ));
+        }
+        // Only puppets that exist (someone bridged spoke through them) have key material.
+        if self.0.mls.unused_key_packages(&user).map_err(internal)? == 0
+            && self
+                .0
+                .ctx
+                .store()
+                .get(format!("mls/u/{user}").as_bytes())
+                .map_err(internal)?
+                .is_none()
+        {
+            return Ok(unknown(KeyMaterialUserCode::UserUnknown));
+        }
+        let client = IdentifierUri(user.puppet_client().to_string());
+        let result = match self.0.mls.take_key_package(&user).map_err(internal)? {
+            Some(kp) => ClientKeyMaterialResult::Success(
+                KeyPackage::from_bytes(to_bytes(&kp).map_err(internal)?).map_err(internal)?,
+            ),
+            None => ClientKeyMaterialResult::KeyMaterialExhausted,
+        };
+        self.0.ctx.store().flush().await.map_err(internal)?;
+        let status = if matches!(result, ClientKeyMaterialResult::Success(_)) {
+            KeyMaterialUserCode::Success
+        } else {
+            KeyMaterialUserCode::NoCompatibleMaterial
+        };
+        Ok(KeyMaterialResponse {
+            protocol: Protocol::Mls10,
+            user_status: status,
+            user_uri: target_user,
+            clients: vec![ClientKeyMaterial {
+                client_uri: client,
+                result,
+            }],
+        })
+    }
+
+    async fn update(
+        &self,
+        peer: &PeerDomain,
+        room: IdentifierUri,
+        request: UpdateRequest,
+    ) -> Result<UpdateRoomResponse, ProviderError> {
+        let room = self.hosted(&room)?;
+        if let HandshakeBundle::Proposals(bundle) = &request.bundle
+            && bundle.more_proposals.is_empty()
+        {
+            return self.join(&room, peer, &bundle.proposal).await;
+        }
+        if !self.has_participant(&room, peer)? {
+            return Ok(UpdateRoomResponse {
+                error_description: format!("{peer} has no participant in {room}"),
+                result: UpdateResult::NotAllowed,
+            });
+        }
+        let followers = self.0.followers(&room).map_err(internal)?;
+        let (messages, payload) = match request.bundle {
+            HandshakeBundle::Commit(bundle) => (
+                vec![bundle.commit.clone()],
+                FanoutPayload::Commit {
+                    commit: bundle.commit,
+                    external_proposals: Vec::new(),
+                },
+            ),
+            HandshakeBundle::Proposals(bundle) => {
+                let mut all = vec![bundle.proposal.clone()];
+                all.extend(bundle.more_proposals.iter().cloned());
+                (
+                    all,
+                    FanoutPayload::Proposal {
+                        proposal: bundle.proposal,
+                        more_proposals: bundle.more_proposals,
+                    },
+                )
+            }
+        };
+        for message in &messages {
+            match self.0.mls.process(&room, message.as_bytes()) {
+                Ok(_) => {}
+                Err(MlsError::WrongEpoch { current, .. }) => {
+                    return Ok(UpdateRoomResponse {
+                        error_description: format!("the room is at epoch {current}"),
+                        result: UpdateResult::WrongEpoch {
+                            current_epoch: current,
+                        },
+                    });
+                }
+                Err(MlsError::Storage(e)) => return Err(internal(e)),
+                Err(e) => {
+                    return Ok(UpdateRoomResponse {
+                        error_description: e.to_string(),
+                        result: UpdateResult::NotAllowed,
+                    });
+                }
+            }
+        }
+        let accepted_timestamp = now_ms();
+        let fanned = FanoutMessage {
+            timestamp: accepted_timestamp,
+            payload,
+        };
+        self.0
+            .queue
+            .push(
+                &room,
+                &super::fanout::Queue::to_all(&followers, &[fanned]),
+                &[],
+            )
+            .map_err(internal)?;
+        self.0.ctx.store().flush().await.map_err(internal)?;
+        self.0.queue.wake();
+        Ok(UpdateRoomResponse {
+            error_description: String::new(),
+            result: UpdateResult::Success { accepted_timestamp },
+        })
+    }
+
+    async fn submit_message(
+        &self,
+        peer: &PeerDomain,
+        room: IdentifierUri,
+        request: SubmitMessageRequest,
+    ) -> Result<SubmitMessageResponse, ProviderError> {
+        let room = self.hosted(&room)?;
+        let answer = |result| SubmitMessageResponse {
+            protocol: Protocol::Mls10,
+            result,
+        };
+        if request.sending_uri.domain().as_deref() != Some(peer.as_str())
+            || !self.has_participant(&room, peer)?
+        {
+            return Ok(answer(SubmitResult::NotAllowed));
+        }
+        let bytes = request.app_message.as_bytes();
+        let id = native_id(bytes);
+        let seen_key = format!("a/submitted/{}", id.as_str());
+        let store = self.0.ctx.store();
+        if let Some(ts) = store.get(seen_key.as_bytes()).map_err(internal)? {
+            let accepted_timestamp = String::from_utf8_lossy(&ts).parse().unwrap_or(0);
+            return Ok(answer(SubmitResult::Accepted {
+                accepted_timestamp,
+                frank: None,
+            }));
+        }
+        let decrypted = match self.0.mls.decrypt(&room, bytes) {
+            Ok(Processed::Application(decrypted)) => decrypted,
+            Ok(_) => return Ok(answer(SubmitResult::NotAllowed)),
+            Err(MlsError::Storage(e)) => return Err(internal(e)),
+            Err(e) => {
+                debug!(%room, error = %e, "MIMI submitted message not decrypted");
+                let current_epoch = self.0.mls.epoch(&room).map_err(internal)?;
+                return Ok(answer(SubmitResult::EpochTooOld { current_epoch }));
+            }
+        };
+        let sender_domain = ClientUri::parse(&decrypted.sender)
+            .map(|c| c.user().domain().to_ascii_lowercase())
+            .unwrap_or_default();
+        if sender_domain != peer.as_str() {
+            return Ok(answer(SubmitResult::NotAllowed));
+        }
+        let accepted_timestamp = now_ms();
+        let pending = self.enqueue(
+            &room,
+            bytes,
+            &decrypted.sender,
+            &decrypted.plaintext,
+            Some(accepted_timestamp),
+        )?;
+        let followers = self.0.followers(&room).map_err(internal)?;
+        let fanned = FanoutMessage {
+            timestamp: accepted_timestamp,
+            payload: FanoutPayload::Application {
+                message: request.app_message.clone(),
+                frank: None,
+            },
+        };
+        let ts = accepted_timestamp.to_string();
+        self.0
+            .queue
+            .push(
+                &room,
+                &super::fanout::Queue::to_all(&followers, &[fanned]),
+                &[(seen_key.as_bytes(), ts.as_bytes())],
+            )
+            .map_err(internal)?;
+        durable(pending).await;
+        store.flush().await.map_err(internal)?;
+        self.0.queue.wake();
+        Ok(answer(SubmitResult::Accepted {
+            accepted_timestamp,
+            frank: None,
+        }))
+    }
+
+    async fn notify(
+        &self,
+        _peer: &PeerDomain,
+        room: IdentifierUri,
+        body: NotifyBody,
+    ) -> Result<(), ProviderError> {
+        let room = room_of(&room)?;
+        let mut pending = Vec::new();
+        for message in body.messages {
+            let outcome = match &message.payload {
+                FanoutPayload::Application { message: m, .. } => {
+                    match self.0.mls.decrypt(&room, m.as_bytes()) {
+                        Ok(Processed::Application(d)) => {
+                            pending.push(self.enqueue(
+                                &room,
+                                m.as_bytes(),
+                                &d.sender,
+                                &d.plaintext,
+                                Some(message.timestamp),
+                            )?);
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                FanoutPayload::Welcome {
+                    welcome,
+                    ratchet_tree,
+                } => {
+                    let tree = match ratchet_tree {
+                        RatchetTreeOption::Full(tree) => Some(tree.as_bytes()),
+                        _ => None,
+                    };
+                    match self.0.mls.join(welcome.as_bytes(), tree) {
+                        Ok(_) | Err(MlsError::NotForUs) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                FanoutPayload::Commit { commit, .. } => {
+                    self.0.mls.process(&room, commit.as_bytes()).map(|_| ())
+                }
+                FanoutPayload::Proposal {
+                    proposal,
+                    more_proposals,
+                } => std::iter::once(proposal)
+                    .chain(more_proposals)
+                    .try_for_each(|p| self.0.mls.process(&room, p.as_bytes()).map(|_| ())),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(MlsError::Storage(e)) => return Err(internal(e)),
+                // Not for us, replayed or undecryptable: retrying would not help.
+                Err(e) => warn!(%room, error = %e, "MIMI notified message skipped"),
+            }
+        }
+        for p in pending {
+            durable(p).await;
+        }
+        self.0.ctx.store().flush().await.map_err(internal)?;
+        Ok(())
+    }
+
+    async fn group_info(
+        &self,
+        _peer: &PeerDomain,
+        room: IdentifierUri,
+        _request: GroupInfoRequest,
+    ) -> Result<GroupInfoResponse, ProviderError> {
+        Err(ProviderError::NotImplemented(format!(
+            "/groupInfo for {room}: external joins are not supported yet"
+        )))
+    }
+}

@@ -1,0 +1,210 @@
+//! Two bridges, each a MIMI provider with an in-memory far side, in one process over mutual
+//! TLS on loopback: `hub.example` hosts the room, `follower.example` joins it when its user
+//! first speaks. Messages go both ways; the follower restarts (same store) and they go both
+//! ways again: nothing lost, nothing duplicated.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::{
+    Capabilities, Core, DeliverySettings, EventKind, Link, RemoteEventId, RoomSettings, SledStore,
+    Store, Submitted,
+};
+use bridge_mimi::{MimiAdapter, settings};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+
+const ROOM: &str = "mimi://hub.example/r/lobby";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Writes a CA and a certificate for each domain (server and client use) under `dir`.
+fn pki(dir: &Path, domains: &[&str]) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "MIMI test CA");
+    let issuer =
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    std::fs::write(dir.join("ca.pem"), issuer.pem()).expect("write");
+    for domain in domains {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![(*domain).to_owned()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, *domain);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let certificate = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{domain}.crt")), certificate.pem()).expect("write");
+        std::fs::write(dir.join(format!("{domain}.key")), key.serialize_pem()).expect("write");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn section(dir: &Path, domain: &str, port: u16, peer: &str, peer_port: u16) -> settings::Settings {
+    let text = format!(
+        r#"
+        domain = "{domain}"
+        listen = "127.0.0.1:{port}"
+        origin = "https://{domain}:{port}"
+        certificate = "{dir}/{domain}.crt"
+        key = "{dir}/{domain}.key"
+        ca = "{dir}/ca.pem"
+        timeout_secs = 5
+        [peers]
+        "{peer}" = {{ url = "https://{peer}:{peer_port}", address = "127.0.0.1:{peer_port}" }}
+        "#,
+        dir = dir.display()
+    );
+    settings::parse(&text.parse().expect("TOML")).expect("valid settings")
+}
+
+struct Side {
+    core: Core,
+    far: MemoryHandle,
+}
+
+async fn start(store: Arc<dyn Store>, settings: settings::Settings) -> Side {
+    let far = MemoryAdapter::new(Capabilities::all());
+    let handle = far.handle();
+    let mimi = MimiAdapter::new("mimi".into(), settings);
+    let core = Core::builder(store)
+        .settings(DeliverySettings {
+            max_attempts: 60,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            queue_capacity: 1024,
+        })
+        .adapter("far", Arc::new(far))
+        .adapter("mimi", Arc::new(mimi))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![Link::new("far", "far-room"), Link::new("mimi", ROOM)],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    handle.context().await;
+    Side { core, far: handle }
+}
+
+fn body(kind: &EventKind<RemoteEventId>) -> String {
+    match kind {
+        EventKind::Message { content, .. } => content.text.body().to_owned(),
+        other => format!("<{}>", other.name()),
+    }
+}
+
+async fn say(side: &Side, id: &str, user: &str, text: &str) {
+    let submitted = side
+        .far
+        .submit(inbound("far-room").id(id).from(user).text(text))
+        .await
+        .expect("submitted");
+    assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+}
+
+/// Waits until `side`'s far adapter got `n` messages in all; returns their bodies and senders.
+async fn received(side: &Side, n: usize) -> Vec<(String, String)> {
+    side.far
+        .wait_sent(n, WAIT)
+        .await
+        .iter()
+        .map(|e| (e.sender.user.to_string(), body(&e.kind)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_providers_exchange_messages_across_a_follower_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,bridge_mimi=debug")
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path(), &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir.path(),
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir.path(),
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let hub_store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.path().join("hub-store")).expect("store"));
+    let follower_dir = dir.path().join("follower-store");
+    let hub = start(hub_store, hub_settings).await;
+    let follower_store: Arc<dyn Store> = Arc::new(SledStore::open(&follower_dir).expect("store"));
+    let follower = start(follower_store, follower_settings.clone()).await;
+
+    // The follower's user speaks first: its puppet joins the hub's room, then the message goes.
+    say(&follower, "f1", "bob", "hello from the follower").await;
+    let at_hub = received(&hub, 1).await;
+    assert_eq!(
+        at_hub,
+        vec![(
+            "mimi://follower.example/u/bob".to_owned(),
+            "hello from the follower".to_owned()
+        )]
+    );
+    // The hub's user answers: fanned out to the follower.
+    say(&hub, "h1", "alice", "hello from the hub").await;
+    let at_follower = received(&follower, 1).await;
+    assert_eq!(
+        at_follower,
+        vec![(
+            "mimi://hub.example/u/alice".to_owned(),
+            "hello from the hub".to_owned()
+        )]
+    );
+
+    // Restart the follower over the same store.
+    let Side { core, far } = follower;
+    core.shutdown().await;
+    drop(far);
+    // The store is free once the last task of the old adapter has ended.
+    let mut tries = 0;
+    let follower_store: Arc<dyn Store> = loop {
+        match SledStore::open(&follower_dir) {
+            Ok(store) => break Arc::new(store),
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    let follower = start(follower_store, follower_settings).await;
+    say(&follower, "f2", "bob", "back after a restart").await;
+    say(&hub, "h2", "alice", "welcome back").await;
+    let at_hub = received(&hub, 2).await;
+    let at_follower = received(&follower, 1).await;
+    assert_eq!(at_hub[1].1, "back after a restart");
+    assert_eq!(at_follower[0].1, "welcome back");
+    // Nothing more arrives: no duplicates, no echoes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hub.far.sent().len(), 2, "{:?}", hub.far.sent());
+    assert_eq!(follower.far.sent().len(), 1, "{:?}", follower.far.sent());
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
