@@ -8,12 +8,16 @@
 //!   (RFC 8949 §4.2.1, required by §6), with the limits below; decoding never panics and
 //!   whatever it accepts re-encodes byte for byte.
 //! * [`MessageId`] is the -08 message ID of §3.3 (with 16-bit length prefixes; -07 had none).
+//! * [`neutral`] maps messages to and from the bridge's neutral model.
+//! * [`json`] renders a message as JSON for people (`bridge mimi inspect`).
 
 mod cbor;
 mod codec;
 mod error;
 mod id;
+pub mod json;
 pub mod model;
+pub mod neutral;
 
 pub use error::ContentError;
 pub use id::{MessageId, SHA256_ID, Salt};
