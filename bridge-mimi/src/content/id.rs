@@ -137,7 +137,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// Bytes from hex, `None` if `text` is not an even number of hex digits.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
