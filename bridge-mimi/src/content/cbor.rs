@@ -282,7 +282,9 @@ impl<'a> Reader<'a> {
                 _ => {}
             }
             let depth = level + stack.len();
-            let is_key = stack.last().is_some_and(|f| f.map && f.left.is_multiple_of(2));
+            let is_key = stack
+                .last()
+                .is_some_and(|f| f.map && f.left.is_multiple_of(2));
             let start = self.pos;
             let head = self.head()?;
             match stack.last_mut() {
