@@ -107,7 +107,7 @@ fn ns_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The timestamps of one measured run, by message index (the body is "<tag> <index>").
+/// The timestamps of one measured run, by message index (the body is `"<tag> <index>"`).
 #[derive(Debug)]
 struct Probe {
     tag: String,
@@ -571,7 +571,7 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// A field of /proc/<pid>/status in kB (VmRSS, VmHWM).
+/// A field of `/proc/<pid>/status` in kB (VmRSS, VmHWM).
 fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
