@@ -1,5 +1,7 @@
 //! The MIMI adapter of the bridge (draft-ietf-mimi-protocol-06), so far its layers:
 //!
+//! - [`content`]: the MIMI content format (draft-ietf-mimi-content-08): a typed model, its
+//!   deterministic CBOR codec, message IDs and the mapping to the neutral model;
 //! - [`codepoints`]: every provisional code point we use, in one table;
 //! - [`mls`]: the MLS layer (openmls): puppet clients, KeyPackages, rooms and their state, all
 //!   persisted through the bridge's store;
@@ -7,6 +9,7 @@
 //! - [`transport`]: the HTTPS server and client over mutually authenticated TLS (§4.1).
 
 pub mod codepoints;
+pub mod content;
 pub mod mls;
 pub mod transport;
 pub mod wire;
