@@ -55,6 +55,31 @@ pub enum Command {
         #[command(subcommand)]
         command: LinksCommand,
     },
+    /// Tools for the MIMI protocol.
+    Mimi {
+        /// What to do.
+        #[command(subcommand)]
+        command: MimiCommand,
+    },
+}
+
+/// `bridge mimi …`
+#[derive(Debug, Subcommand)]
+pub enum MimiCommand {
+    /// Decode a MIMI content message (draft-ietf-mimi-content-08, CBOR) and print it as JSON,
+    /// then its message ID as the last line, `message_id=<hex>`. The ID is computed with the
+    /// sender and room URIs of the message's extensions unless given here. Exit status 1 if the
+    /// file is not a valid message or no URI is known.
+    Inspect {
+        /// The message, as raw CBOR bytes.
+        file: PathBuf,
+        /// The sender's URI for the message ID, e.g. `mimi://example.com/u/alice`.
+        #[arg(long, value_name = "URI")]
+        sender: Option<String>,
+        /// The room's URI for the message ID, e.g. `mimi://example.com/r/lobby`.
+        #[arg(long, value_name = "URI")]
+        room: Option<String>,
+    },
 }
 
 /// `bridge links …`

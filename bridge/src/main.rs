@@ -3,12 +3,14 @@
 //! `bridge run -c FILE` runs the bridge (with metrics, health probes and the provisioning API
 //! on `http_addr`, see [`ops`]); `bridge check -c FILE` validates a config and lists
 //! every problem; `bridge links …` lists and changes links while the bridge is stopped;
-//! `bridge generate-registration -c FILE` writes the Matrix appservice registration.
+//! `bridge generate-registration -c FILE` writes the Matrix appservice registration;
+//! `bridge mimi inspect FILE` decodes a MIMI content message.
 
 mod cli;
 mod config;
 mod links;
 mod logging;
+mod mimi;
 mod ops;
 mod registration;
 mod registry;
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => config::check(&config),
         cli::Command::Run { config } => run::main(&config),
         cli::Command::Links { command } => links::main(command),
+        cli::Command::Mimi { command } => mimi::main(command),
         cli::Command::GenerateRegistration {
             config,
             adapter,
