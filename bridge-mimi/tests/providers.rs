@@ -201,9 +201,34 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     let at_follower = received(&follower, 1).await;
     assert_eq!(at_hub[1].1, "back after a restart");
     assert_eq!(at_follower[0].1, "welcome back");
+    // A reply across providers points at the right message on the other side: references
+    // travel as MIMI message IDs.
+    let welcome = follower.far.sent()[0].id;
+    let target = follower.far.native_id_of(welcome).expect("delivered");
+    let reply = inbound("far-room")
+        .id("f3")
+        .from("bob")
+        .reply(target.as_str(), "thanks");
+    follower.far.submit(reply).await.expect("submitted");
+    let replies = hub.far.wait_sent(3, WAIT).await;
+    match &replies[2].kind {
+        EventKind::Message {
+            content,
+            reply_to: Some(to),
+            ..
+        } => {
+            assert_eq!(content.text.body(), "thanks");
+            assert_eq!(
+                to.as_str(),
+                "h2",
+                "the reply points at the hub's own message"
+            );
+        }
+        other => panic!("not a reply: {other:?}"),
+    }
     // Nothing more arrives: no duplicates, no echoes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hub.far.sent().len(), 2, "{:?}", hub.far.sent());
+    assert_eq!(hub.far.sent().len(), 3, "{:?}", hub.far.sent());
     assert_eq!(follower.far.sent().len(), 1, "{:?}", follower.far.sent());
     follower.core.shutdown().await;
     hub.core.shutdown().await;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bridge_core::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Capabilities, ConfigIssue,
-    Delivered, EventKind, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId,
+    Delivered, Mention, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId,
 };
 use sha2::Digest as _;
 use tracing::{info, warn};
@@ -45,7 +45,8 @@ pub const BOT_USER: &str = "bridge-bot";
 
 /// Store key prefix of sends already done: neutral event ID → MIMI native ID.
 const SENT: &str = "a/sent/";
-/// Store key prefix of sends prepared but not yet accepted by the hub: the ciphertext.
+/// Store key prefix of sends prepared but not yet accepted by the hub: the message ID and the
+/// ciphertext.
 const PENDING: &str = "a/pending/";
 /// Store key prefix of join requests sent to a hub: `<room>/<user>` → when (ms).
 const JOINING: &str = "a/joining/";
@@ -128,14 +129,26 @@ pub enum MimiAdapterError {
     Mls(#[from] MlsError),
 }
 
-/// The hex SHA-256 of an MLS message: its native ID in the core, the same on every provider.
-pub(crate) fn native_id(message: &[u8]) -> RemoteEventId {
+/// The hex SHA-256 of an MLS message: the key of a submission the hub accepted.
+pub(crate) fn digest_hex(message: &[u8]) -> String {
     let digest = sha2::Sha256::digest(message);
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push_str(&format!("{byte:02x}"));
     }
-    RemoteEventId::new(hex)
+    hex
+}
+
+/// A pending send as stored: the message ID, a newline, the ciphertext.
+fn split_pending(pending: &[u8]) -> Result<(RemoteEventId, Vec<u8>), AdapterError> {
+    let split = pending
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| AdapterError::Permanent("a pending send without its message ID".into()))?;
+    Ok((
+        RemoteEventId::new(String::from_utf8_lossy(&pending[..split]).into_owned()),
+        pending[split + 1..].to_vec(),
+    ))
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -418,11 +431,6 @@ impl Running {
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
-        let EventKind::Message { content, .. } = &event.kind else {
-            return Err(AdapterError::Unsupported(
-                "the mimi adapter carries messages only so far".into(),
-            ));
-        };
         let _one_at_a_time = self.send_lock.lock().await;
         let sent_key = format!("{SENT}{}", event.id);
         let user = self.mls.puppet(event.sender.user.as_str());
@@ -440,9 +448,22 @@ impl Running {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
         let pending_key = format!("{PENDING}{}", event.id);
-        let ciphertext = match store.get(pending_key.as_bytes())? {
-            Some(ciphertext) => ciphertext,
+        let (id, ciphertext) = match store.get(pending_key.as_bytes())? {
+            Some(pending) => split_pending(&pending)?,
             None => {
+                let mention_uri = |m: &Mention| {
+                    Some(if m.adapter == *self.ctx.adapter_id() {
+                        m.user.to_string()
+                    } else {
+                        self.mls.puppet(m.user.as_str()).to_string()
+                    })
+                };
+                let encoded = payload::encode(
+                    &event.kind,
+                    &user.to_string(),
+                    &room.to_string(),
+                    &mention_uri,
+                )?;
                 let members = match self.mls.local_members_of(&room) {
                     Ok(members) => members,
                     Err(MlsError::UnknownRoom(_)) => Vec::new(),
@@ -455,13 +476,13 @@ impl Running {
                     self.mls.ensure_client(&user).map_err(mls_failed)?;
                     self.add_local(&room, &user)?;
                 }
-                let plaintext = payload::encode(&event.sender, content);
-                self.mls
-                    .encrypt(&room, &user, &plaintext)
-                    .map_err(mls_failed)?
+                let ciphertext = self
+                    .mls
+                    .encrypt(&room, &user, &encoded.bytes)
+                    .map_err(mls_failed)?;
+                (encoded.id, ciphertext)
             }
         };
-        let id = native_id(&ciphertext);
         if self.is_hub(&room) {
             let message = MlsMessage::from_bytes(ciphertext)
                 .map_err(|e| AdapterError::Permanent(format!("our message: {e}")))?;
@@ -483,7 +504,10 @@ impl Running {
             return Ok(delivered(id));
         }
         // Follower: keep the ciphertext so a retry submits the same bytes.
-        store.put(pending_key.as_bytes(), &ciphertext)?;
+        let mut pending = id.as_str().as_bytes().to_vec();
+        pending.push(b'\n');
+        pending.extend_from_slice(&ciphertext);
+        store.put(pending_key.as_bytes(), &pending)?;
         store.flush().await?;
         let peer = self.peer(room.domain()).await.map_err(client_failed)?;
         let request = SubmitMessageRequest {
@@ -525,7 +549,14 @@ impl Running {
 #[async_trait]
 impl Adapter for MimiAdapter {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::text_only()
+        let mut caps = Capabilities::text_only();
+        caps.formatting = true;
+        caps.edits = true;
+        caps.replies = true;
+        caps.threads = true;
+        caps.reactions = true;
+        caps.redactions = true;
+        caps
     }
 
     async fn run(&self, ctx: AdapterContext) -> Result<(), AdapterError> {

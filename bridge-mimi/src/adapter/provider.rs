@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bridge_core::{InboundEvent, Pending, Submitted};
 use tracing::{debug, warn};
 
-use super::{Running, native_id, now_ms, payload, to_bytes};
+use super::{Running, digest_hex, now_ms, payload, to_bytes};
 use crate::codepoints::ROLE_ORDINARY_USER;
 use crate::mls::uri::{ClientUri, RoomUri, UserUri};
 use crate::mls::{MlsError, Processed};
@@ -64,11 +64,10 @@ impl Handler {
     }
 
     /// Hands a decrypted message to the core (not waiting for durability), unless it is the
-    /// echo of one of our puppets.
+    /// echo of one of our puppets or cannot be shown (logged: retrying would not help).
     fn enqueue(
         &self,
         room: &RoomUri,
-        message: &[u8],
         sender: &str,
         plaintext: &[u8],
         ts: Option<u64>,
@@ -80,16 +79,21 @@ impl Handler {
         if user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
             return Ok(None); // our own puppet's message coming back
         }
-        let mut event = InboundEvent::new(
-            room.to_string(),
-            Some(native_id(message)),
-            user.to_string(),
-            bridge_core::EventKind::Message {
-                content: payload::decode(plaintext),
-                reply_to: None,
-                thread: None,
-            },
+        let decoded = payload::decode(
+            plaintext,
+            &user.to_string(),
+            &room.to_string(),
+            self.0.ctx.adapter_id(),
         );
+        let (id, kind) = match decoded {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                warn!(%room, %user, %error, "MIMI message not bridged");
+                return Ok(None);
+            }
+        };
+        let mut event = InboundEvent::new(room.to_string(), Some(id), user.to_string(), kind);
         event.ts = ts;
         self.0.ctx.enqueue(event).map(Some).map_err(internal)
     }
@@ -341,8 +345,7 @@ impl Provider for Handler {
             return Ok(answer(SubmitResult::NotAllowed));
         }
         let bytes = request.app_message.as_bytes();
-        let id = native_id(bytes);
-        let seen_key = format!("a/submitted/{}", id.as_str());
+        let seen_key = format!("a/submitted/{}", digest_hex(bytes));
         let store = self.0.ctx.store();
         if let Some(ts) = store.get(seen_key.as_bytes()).map_err(internal)? {
             let accepted_timestamp = String::from_utf8_lossy(&ts).parse().unwrap_or(0);
@@ -370,7 +373,6 @@ impl Provider for Handler {
         let accepted_timestamp = now_ms();
         let pending = self.enqueue(
             &room,
-            bytes,
             &decrypted.sender,
             &decrypted.plaintext,
             Some(accepted_timestamp),
@@ -416,7 +418,6 @@ impl Provider for Handler {
                         Ok(Processed::Application(d)) => {
                             pending.push(self.enqueue(
                                 &room,
-                                m.as_bytes(),
                                 &d.sender,
                                 &d.plaintext,
                                 Some(message.timestamp),
