@@ -2,12 +2,13 @@
 //! adapter's store, sent in order with `/notify`; and the follower's persistent notify dedupe.
 //!
 //! Keys: `q/<domain>/<20-digit sequence>` → the room URI, a newline, the notify body;
-//! `q-seq` → the last sequence number; `n/<hex digest>` → a processed notify body.
+//! `q-seq` → the last sequence number; `qd/<domain>` → a follower that has a queue;
+//! `n/<hex digest>` → a processed notify body.
 //! An entry is removed only after the follower answered 201, so after a crash (even `kill -9`)
 //! it is sent again; the follower recognises the byte-identical body and answers 201 without
 //! processing it twice.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::wire::{FanoutMessage, IdentifierUri, NotifyBody, WireBody};
 
 const QUEUE: &[u8] = b"q/";
 const SEQ: &[u8] = b"q-seq";
+const DOMAINS: &[u8] = b"qd/";
 const DEDUPE: &str = "n/";
 
 /// The fan-out queues of one hub.
@@ -69,6 +71,7 @@ impl Queue {
             value.extend_from_slice(&body);
             seq += 1;
             entries.push((format!("q/{domain}/{seq:020}").into_bytes(), value));
+            entries.push((format!("qd/{domain}").into_bytes(), Vec::new()));
         }
         let seq_text = seq.to_string().into_bytes();
         let mut puts: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
@@ -93,16 +96,14 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// The oldest entry of each follower's queue.
-    fn heads(&self) -> Result<BTreeMap<String, bridge_core::store::Entry>, StoreError> {
-        let mut heads = BTreeMap::new();
-        for (key, value) in self.store.scan(QUEUE, 4096)? {
-            let text = String::from_utf8_lossy(&key[QUEUE.len()..]).into_owned();
-            if let Some((domain, _)) = text.split_once('/') {
-                heads.entry(domain.to_owned()).or_insert((key, value));
-            }
-        }
-        Ok(heads)
+    /// The follower providers that have (or had) a queue.
+    fn domains(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .scan(DOMAINS, usize::MAX)?
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key[DOMAINS.len()..]).into_owned())
+            .collect())
     }
 
     /// How many entries wait (all followers).
@@ -116,47 +117,68 @@ impl Queue {
     }
 }
 
-/// Sends every queue in order until `shutdown`. One follower that fails is retried after a
-/// pause without holding up the entries of the others beyond that pause.
+/// Sends every follower's queue in order until `shutdown`: one task per follower, so one that
+/// is slow or down does not hold up the others (each retries after a pause).
 pub(crate) async fn run(running: Arc<Running>, shutdown: CancellationToken) {
+    let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match running.queue.domains() {
+            Ok(domains) => {
+                for domain in domains {
+                    if tasks.get(&domain).is_none_or(|t| t.is_finished()) {
+                        let task =
+                            tokio::spawn(drain(running.clone(), domain.clone(), shutdown.clone()));
+                        tasks.insert(domain, task);
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "MIMI fan-out queue unreadable"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = running.queue.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    for task in tasks.into_values() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+/// Sends `domain`'s queue in order until it is empty or `shutdown`.
+async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToken) {
     let policy = RetryPolicy {
         attempts: 3,
         ..RetryPolicy::default()
     };
+    let prefix = format!("q/{domain}/").into_bytes();
     loop {
-        let heads = match running.queue.heads() {
-            Ok(heads) => heads,
+        let head = match running.queue.store.scan(&prefix, 1) {
+            Ok(mut entries) => entries.pop(),
             Err(error) => {
                 warn!(%error, "MIMI fan-out queue unreadable");
-                BTreeMap::new()
+                None
             }
         };
-        let mut failed = false;
-        for (domain, (key, value)) in &heads {
-            match send_one(&running, domain, value, &policy).await {
-                Ok(()) => {
-                    if let Err(error) = running.queue.store.delete(key) {
-                        warn!(%error, "MIMI fan-out entry not removed");
-                    }
+        let Some((key, value)) = head else {
+            return;
+        };
+        match send_one(&running, &domain, &value, &policy).await {
+            Ok(()) => {
+                if let Err(error) = running.queue.store.delete(&key) {
+                    warn!(%error, "MIMI fan-out entry not removed");
                 }
-                Err(error) => {
-                    warn!(peer = %domain, %error, "MIMI notify failed; will retry");
-                    failed = true;
+            }
+            Err(error) => {
+                warn!(peer = %domain, %error, "MIMI notify failed; will retry");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
-        if heads.is_empty() || failed {
-            let pause = if failed {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(5)
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = running.queue.wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
-            }
-        } else if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() {
             return;
         }
     }
