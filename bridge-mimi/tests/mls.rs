@@ -510,3 +510,72 @@ fn room_metadata_travels_in_the_group_context() {
     assert_eq!(hub.room_metadata(&room).expect("read"), Some(metadata));
     assert_eq!(follower.participants(&room).expect("list").len(), 2);
 }
+
+#[test]
+fn a_new_member_proposal_is_committed_by_the_hub_with_the_participant() {
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = RoomUri::new(HUB, "lobby");
+    let bot = hub.puppet("bridge-bot");
+    let carol = follower.puppet("carol@xmpp.example");
+    hub.create_room(&room, &bot, RoomProfile::Mimi)
+        .expect("create");
+    // A stale epoch is refused as such, and changes nothing.
+    let stale = follower.join_proposal(&room, &carol, 7).expect("proposal");
+    assert!(matches!(
+        hub.accept_join(&room, &bot, &stale, FOLLOWER, ROLE_ORDINARY_USER),
+        Err(MlsError::WrongEpoch { current: 0, .. })
+    ));
+    // A proposal for a user of another domain than the peer's is refused.
+    let proposal = follower.join_proposal(&room, &carol, 0).expect("proposal");
+    assert!(
+        hub.accept_join(
+            &room,
+            &bot,
+            &proposal,
+            "elsewhere.example",
+            ROLE_ORDINARY_USER
+        )
+        .is_err()
+    );
+    assert_eq!(hub.epoch(&room).expect("epoch"), 0);
+    let output = hub
+        .accept_join(&room, &bot, &proposal, FOLLOWER, ROLE_ORDINARY_USER)
+        .expect("accepted");
+    assert_eq!(output.epoch, 1);
+    assert_eq!(
+        output.participants,
+        vec![
+            participant(&bot.to_string(), ROLE_GROUP_ADMIN),
+            participant(&carol.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+    let welcome = output.welcome.expect("a Welcome");
+    follower
+        .join(&welcome, Some(&output.ratchet_tree))
+        .expect("join");
+    let message = follower.encrypt(&room, &carol, b"hello").expect("encrypt");
+    assert_eq!(
+        application(hub.decrypt(&room, &message).expect("decrypt")),
+        (carol.puppet_client().to_string(), b"hello".to_vec())
+    );
+}
+
+#[test]
+fn a_kept_decryption_answers_a_redelivery() {
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let message = hub.encrypt(&room, &alice, b"once").expect("encrypt");
+    let first = follower
+        .decrypt_once(&room, &message, "a/kept/1")
+        .expect("decrypt");
+    // The ratchet secret is spent: a plain decrypt fails, the kept one answers.
+    assert!(follower.decrypt(&room, &message).is_err());
+    assert_eq!(
+        follower
+            .decrypt_once(&room, &message, "a/kept/1")
+            .expect("kept"),
+        first
+    );
+    assert!(follower.decrypt_once(&room, &message, "mls/x").is_err());
+}

@@ -182,6 +182,19 @@ impl Handler {
     }
 }
 
+/// Store key prefix of decryptions kept until the message is safely handled
+/// ([`crate::mls::MlsHost::decrypt_once`]): hex SHA-256 of the MLS message.
+const DECRYPTED: &str = "a/decrypted/";
+
+/// Deletes kept decryptions once what they produced is on disk.
+fn forget(store: &bridge_core::AdapterStore, keys: &[String]) {
+    for key in keys {
+        if let Err(error) = store.delete(key.as_bytes()) {
+            warn!(%error, "MIMI kept decryption not removed");
+        }
+    }
+}
+
 async fn durable(pending: Option<Pending>) {
     if let Some(pending) = pending
         && let Submitted::Rejected(reason) = pending.durable().await
@@ -354,7 +367,8 @@ impl Provider for Handler {
                 frank: None,
             }));
         }
-        let decrypted = match self.0.mls.decrypt(&room, bytes) {
+        let kept_key = format!("{DECRYPTED}{}", digest_hex(bytes));
+        let decrypted = match self.0.mls.decrypt_once(&room, bytes, &kept_key) {
             Ok(Processed::Application(decrypted)) => decrypted,
             Ok(_) => return Ok(answer(SubmitResult::NotAllowed)),
             Err(MlsError::Storage(e)) => return Err(internal(e)),
@@ -397,6 +411,7 @@ impl Provider for Handler {
         durable(pending).await;
         store.flush().await.map_err(internal)?;
         self.0.queue.wake();
+        forget(store, &[kept_key]);
         Ok(answer(SubmitResult::Accepted {
             accepted_timestamp,
             frank: None,
@@ -411,10 +426,14 @@ impl Provider for Handler {
     ) -> Result<(), ProviderError> {
         let room = room_of(&room)?;
         let mut pending = Vec::new();
+        let mut kept = Vec::new();
         for message in body.messages {
             let outcome = match &message.payload {
                 FanoutPayload::Application { message: m, .. } => {
-                    match self.0.mls.decrypt(&room, m.as_bytes()) {
+                    let key = format!("{DECRYPTED}{}", digest_hex(m.as_bytes()));
+                    let decrypted = self.0.mls.decrypt_once(&room, m.as_bytes(), &key);
+                    kept.push(key);
+                    match decrypted {
                         Ok(Processed::Application(d)) => {
                             pending.push(self.enqueue(
                                 &room,
@@ -462,6 +481,7 @@ impl Provider for Handler {
             durable(p).await;
         }
         self.0.ctx.store().flush().await.map_err(internal)?;
+        forget(self.0.ctx.store(), &kept);
         Ok(())
     }
 

@@ -36,6 +36,14 @@ struct RoomRecord {
     local_members: Vec<String>,
 }
 
+/// A decryption kept by [`MlsHost::decrypt_once`]: the sender (none: our own message) and
+/// the plaintext.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptDecryption {
+    sender: Option<String>,
+    plaintext: Vec<u8>,
+}
+
 /// A participant of a room: a user URI and its role index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
@@ -858,19 +866,63 @@ impl MlsHost {
     /// rebuilt at every epoch and a sender's ratchet can be skipped forward. Returns
     /// [`Processed::Application`] or [`Processed::Own`].
     pub fn decrypt(&self, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
+        self.transaction(|tx| self.decrypt_in(tx, room, bytes))
+    }
+
+    /// [`MlsHost::decrypt`], remembering the result under `key` (a key of the host's store
+    /// outside `mls/`) in the same atomic write; when `key` is there already, returns what it
+    /// holds without decrypting. For a message delivered again after a crash that came between
+    /// this write and the caller's own: its ratchet secret is spent, it cannot be decrypted
+    /// twice. The caller deletes `key` when the message is safely handled.
+    pub fn decrypt_once(
+        &self,
+        room: &RoomUri,
+        bytes: &[u8],
+        key: &str,
+    ) -> Result<Processed, MlsError> {
+        if key.starts_with("mls/") {
+            return Err(MlsError::InvalidStateChange(format!(
+                "{key} is in the MLS layer's own space"
+            )));
+        }
         self.transaction(|tx| {
-            let record = self.room_record(tx, room)?;
-            for user in self.local_members(&record)? {
-                match self.process_as(tx, room, &user, bytes)?.0 {
-                    Processed::Own => continue,
-                    Processed::Application(decrypted) => {
-                        return Ok(Processed::Application(decrypted));
-                    }
-                    _ => return Err(MlsError::Malformed("not an application message".into())),
-                }
+            if let Some(kept) = self.get_record::<KeptDecryption>(tx, key)? {
+                return Ok(match kept.sender {
+                    Some(sender) => Processed::Application(Decrypted {
+                        sender,
+                        plaintext: kept.plaintext,
+                    }),
+                    None => Processed::Own,
+                });
             }
-            Ok(Processed::Own)
+            let processed = self.decrypt_in(tx, room, bytes)?;
+            let kept = match &processed {
+                Processed::Application(d) => KeptDecryption {
+                    sender: Some(d.sender.clone()),
+                    plaintext: d.plaintext.clone(),
+                },
+                _ => KeptDecryption {
+                    sender: None,
+                    plaintext: Vec::new(),
+                },
+            };
+            self.put_record(tx, key, &kept)?;
+            Ok(processed)
         })
+    }
+
+    fn decrypt_in(&self, tx: &Tx, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
+        let record = self.room_record(tx, room)?;
+        for user in self.local_members(&record)? {
+            match self.process_as(tx, room, &user, bytes)?.0 {
+                Processed::Own => continue,
+                Processed::Application(decrypted) => {
+                    return Ok(Processed::Application(decrypted));
+                }
+                _ => return Err(MlsError::Malformed("not an application message".into())),
+            }
+        }
+        Ok(Processed::Own)
     }
 
     /// Joins from a Welcome (follower side): every puppet of this host the Welcome is for
