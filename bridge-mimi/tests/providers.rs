@@ -226,10 +226,24 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
         }
         other => panic!("not a reply: {other:?}"),
     }
+    // A second user of the follower joins a room its provider is already in (the follower
+    // processes the proposal and commit for bob's puppet, then carol's Welcome), and is heard.
+    say(&follower, "f4", "carol", "me too").await;
+    let at_hub = received(&hub, 4).await;
+    assert_eq!(
+        at_hub[3],
+        (
+            "mimi://follower.example/u/carol".to_owned(),
+            "me too".to_owned()
+        )
+    );
+    say(&hub, "h3", "alice", "hi carol").await;
+    let at_follower = received(&follower, 2).await;
+    assert_eq!(at_follower[1].1, "hi carol");
     // Nothing more arrives: no duplicates, no echoes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hub.far.sent().len(), 3, "{:?}", hub.far.sent());
-    assert_eq!(follower.far.sent().len(), 1, "{:?}", follower.far.sent());
+    assert_eq!(hub.far.sent().len(), 4, "{:?}", hub.far.sent());
+    assert_eq!(follower.far.sent().len(), 2, "{:?}", follower.far.sent());
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
