@@ -1,7 +1,8 @@
 //! Two bridges, each a MIMI provider with an in-memory far side, in one process over mutual
 //! TLS on loopback: `hub.example` hosts the room, `follower.example` joins it when its user
-//! first speaks. Messages go both ways; the follower restarts (same store) and they go both
-//! ways again: nothing lost, nothing duplicated.
+//! first speaks. Messages go both ways; the follower stops, a message for it waits in the hub's
+//! queue, the follower restarts (same store), gets it, and messages go both ways again: nothing
+//! lost, nothing duplicated.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,6 +182,9 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     let Side { core, far } = follower;
     core.shutdown().await;
     drop(far);
+    // While the follower is down, the hub's user speaks: the notify waits in the hub's queue.
+    say(&hub, "h2", "alice", "welcome back").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The store is free once the last task of the old adapter has ended.
     let mut tries = 0;
     let follower_store: Arc<dyn Store> = loop {
@@ -196,7 +200,6 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     };
     let follower = start(follower_store, follower_settings).await;
     say(&follower, "f2", "bob", "back after a restart").await;
-    say(&hub, "h2", "alice", "welcome back").await;
     let at_hub = received(&hub, 2).await;
     let at_follower = received(&follower, 1).await;
     assert_eq!(at_hub[1].1, "back after a restart");
