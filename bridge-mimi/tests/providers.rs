@@ -127,6 +127,28 @@ async fn received(side: &Side, n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until every outbox of `side` is empty: each delivery is acknowledged and its native
+/// ID is in the core's ID map (the far adapter records a send before the core does).
+async fn settled(side: &Side) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let waiting: u64 = side
+            .core
+            .status()
+            .iter()
+            .flat_map(|room| room.links.iter().map(|(_, n)| n))
+            .sum();
+        if waiting == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{waiting} events still in the outboxes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_providers_exchange_messages_across_a_follower_restart() {
     let _ = tracing_subscriber::fmt()
@@ -206,6 +228,7 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     assert_eq!(at_follower[0].1, "welcome back");
     // A reply across providers points at the right message on the other side: references
     // travel as MIMI message IDs.
+    settled(&follower).await;
     let welcome = follower.far.sent()[0].id;
     let target = follower.far.native_id_of(welcome).expect("delivered");
     let reply = inbound("far-room")

@@ -277,6 +277,16 @@ fn body_response<T: WireBody>(value: &T) -> Result<Response, Refusal> {
         .into_response())
 }
 
+/// Authenticates the peer, reads the body (at most `T::MAX_LEN` bytes) and decodes it.
+async fn take<T: WireBody>(
+    state: &ServerState,
+    request: Request,
+) -> Result<(PeerDomain, T), Refusal> {
+    let peer = authenticate(state, &request)?;
+    let body = read_body(request, T::MAX_LEN).await?;
+    Ok((peer, decode::<T>(&body)?))
+}
+
 /// Logs a refusal and turns the outcome into a response.
 fn respond(endpoint: &str, outcome: Result<Response, Refusal>) -> Response {
     match outcome {
@@ -309,9 +319,7 @@ async fn key_material(
     request: Request,
 ) -> Response {
     let outcome = async {
-        let peer = authenticate(&state, &request)?;
-        let body = read_body(request, KeyMaterialRequest::MAX_LEN).await?;
-        let decoded = decode::<KeyMaterialRequest>(&body)?;
+        let (peer, decoded) = take::<KeyMaterialRequest>(&state, request).await?;
         let target = path_uri(target);
         if target != decoded.target_user {
             return Err(Refusal::new(
@@ -334,9 +342,7 @@ async fn update(
     request: Request,
 ) -> Response {
     let outcome = async {
-        let peer = authenticate(&state, &request)?;
-        let body = read_body(request, UpdateRequest::MAX_LEN).await?;
-        let decoded = decode::<UpdateRequest>(&body)?;
+        let (peer, decoded) = take::<UpdateRequest>(&state, request).await?;
         let response = state
             .provider
             .update(&peer, path_uri(room), decoded)
@@ -352,9 +358,7 @@ async fn submit_message(
     request: Request,
 ) -> Response {
     let outcome = async {
-        let peer = authenticate(&state, &request)?;
-        let body = read_body(request, SubmitMessageRequest::MAX_LEN).await?;
-        let decoded = decode::<SubmitMessageRequest>(&body)?;
+        let (peer, decoded) = take::<SubmitMessageRequest>(&state, request).await?;
         let response = state
             .provider
             .submit_message(&peer, path_uri(room), decoded)
@@ -370,9 +374,7 @@ async fn group_info(
     request: Request,
 ) -> Response {
     let outcome = async {
-        let peer = authenticate(&state, &request)?;
-        let body = read_body(request, GroupInfoRequest::MAX_LEN).await?;
-        let decoded = decode::<GroupInfoRequest>(&body)?;
+        let (peer, decoded) = take::<GroupInfoRequest>(&state, request).await?;
         let response = state
             .provider
             .group_info(&peer, path_uri(room), decoded)
