@@ -117,21 +117,7 @@ impl Handler {
             ROLE_ORDINARY_USER,
         ) {
             Ok(output) => output,
-            Err(MlsError::WrongEpoch { current, .. }) => {
-                return Ok(UpdateRoomResponse {
-                    error_description: format!("the room is at epoch {current}"),
-                    result: UpdateResult::WrongEpoch {
-                        current_epoch: current,
-                    },
-                });
-            }
-            Err(MlsError::Storage(e)) => return Err(internal(e)),
-            Err(e) => {
-                return Ok(UpdateRoomResponse {
-                    error_description: e.to_string(),
-                    result: UpdateResult::NotAllowed,
-                });
-            }
+            Err(e) => return update_refusal(e),
         };
         let accepted_timestamp = now_ms();
         let bad = |e: crate::wire::WireError| ProviderError::Internal(e.to_string());
@@ -303,21 +289,7 @@ impl Provider for Handler {
         for message in &messages {
             match self.0.mls.process(&room, message.as_bytes()) {
                 Ok(_) => {}
-                Err(MlsError::WrongEpoch { current, .. }) => {
-                    return Ok(UpdateRoomResponse {
-                        error_description: format!("the room is at epoch {current}"),
-                        result: UpdateResult::WrongEpoch {
-                            current_epoch: current,
-                        },
-                    });
-                }
-                Err(MlsError::Storage(e)) => return Err(internal(e)),
-                Err(e) => {
-                    return Ok(UpdateRoomResponse {
-                        error_description: e.to_string(),
-                        result: UpdateResult::NotAllowed,
-                    });
-                }
+                Err(e) => return update_refusal(e),
             }
         }
         let accepted_timestamp = now_ms();
@@ -494,5 +466,23 @@ impl Provider for Handler {
         Err(ProviderError::NotImplemented(format!(
             "/groupInfo for {room}: external joins are not supported yet"
         )))
+    }
+}
+
+/// The answer to an update the MLS layer refused: `wrongEpoch` with the room's epoch, a storage
+/// failure as our own error, anything else `notAllowed` with the reason.
+fn update_refusal(e: MlsError) -> Result<UpdateRoomResponse, ProviderError> {
+    match e {
+        MlsError::WrongEpoch { current, .. } => Ok(UpdateRoomResponse {
+            error_description: format!("the room is at epoch {current}"),
+            result: UpdateResult::WrongEpoch {
+                current_epoch: current,
+            },
+        }),
+        MlsError::Storage(e) => Err(internal(e)),
+        e => Ok(UpdateRoomResponse {
+            error_description: e.to_string(),
+            result: UpdateResult::NotAllowed,
+        }),
     }
 }
