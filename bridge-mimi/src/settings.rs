@@ -11,6 +11,7 @@
 //! ca = "/etc/bridge/mimi-ca.pem"       # PEM bundle that peers' certificates chain to
 //! # origin = "https://bridge.example:8443"   # what our directory points at; default https://DOMAIN
 //! # timeout_secs = 30                  # one request to a peer
+//! # max_file_mb = 25                   # largest attachment sent or received (1 to 100 MiB)
 //! [adapter.peers]                      # optional: where a peer provider is served
 //! "hub.example" = "https://mimi.hub.example:8443"   # default: https://DOMAIN
 //! # or, to connect to a fixed address instead of resolving the URL's host:
@@ -49,6 +50,8 @@ pub struct Settings {
     pub addresses: BTreeMap<String, SocketAddr>,
     /// How long one request to a peer may take.
     pub timeout: Duration,
+    /// The largest attachment we encrypt and host, or download and decrypt, in bytes.
+    pub max_file_bytes: u64,
 }
 
 impl Settings {
@@ -61,6 +64,9 @@ impl Settings {
     }
 }
 
+/// The default of `max_file_mb`.
+const DEFAULT_MAX_FILE_MB: u64 = 25;
+
 const KEYS: &[&str] = &[
     "domain",
     "listen",
@@ -70,6 +76,7 @@ const KEYS: &[&str] = &[
     "origin",
     "peers",
     "timeout_secs",
+    "max_file_mb",
 ];
 
 /// Whether `domain` is a plausible DNS name (letters, digits, `-`, dots between labels).
@@ -208,6 +215,17 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
             Duration::from_secs(30)
         }
     };
+    let max_file_bytes = match table.get("max_file_mb") {
+        None => DEFAULT_MAX_FILE_MB << 20,
+        Some(toml::Value::Integer(n)) if (1..=100).contains(n) => n.unsigned_abs() << 20,
+        Some(_) => {
+            issues.push(ConfigIssue::new(
+                "max_file_mb",
+                "expected a whole number of MiB from 1 to 100",
+            ));
+            DEFAULT_MAX_FILE_MB << 20
+        }
+    };
     match (domain, listen, certificate, key, ca) {
         (Some(domain), Some(listen), Some(certificate), Some(key), Some(ca))
             if issues.is_empty() =>
@@ -225,6 +243,7 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
                 peers,
                 addresses,
                 timeout,
+                max_file_bytes,
             })
         }
         _ => Err(issues),

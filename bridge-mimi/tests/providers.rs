@@ -273,3 +273,198 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// Serves `body` over plain HTTP on loopback, as any web link a far user might share; returns
+/// its URL.
+async fn serve_file(body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new().route(
+        "/cat.png",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "image/png")], body) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/cat.png")
+}
+
+/// A far message carrying one file.
+fn with_file(id: &str, user: &str, text: &str, url: &str) -> bridge_core::InboundEvent {
+    let mut event = inbound("far-room").id(id).from(user).text(text);
+    if let EventKind::Message { content, .. } = &mut event.kind {
+        content.attachments.push(bridge_core::Attachment {
+            name: "cat.png".into(),
+            url: url.to_owned(),
+            mime: Some("image/png".into()),
+            size: None,
+            width: None,
+            height: None,
+        });
+    }
+    event
+}
+
+/// The file of the newest message `side`'s far adapter got.
+fn last_file(side: &Side) -> bridge_core::Attachment {
+    match side.far.sent().last().map(|e| e.kind.clone()) {
+        Some(EventKind::Message { content, .. }) => {
+            content.attachments.first().cloned().expect("a file")
+        }
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+/// The bytes of `file`, which the MIMI adapter of `side` received, as another adapter asks for
+/// them to re-host the file.
+async fn fetch(side: &Side, file: &bridge_core::Attachment) -> Vec<u8> {
+    let ctx = side.far.context().await.expect("running");
+    let body = ctx
+        .fetch_attachment(&"mimi".into(), file)
+        .await
+        .expect("the MIMI adapter fetches it");
+    assert_eq!(body.mime.as_deref(), Some("image/png"));
+    body.collect(1 << 24).await.expect("read").to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,bridge_mimi=debug")
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path(), &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir.path(),
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir.path(),
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let hub = start(Arc::new(bridge_core::MemoryStore::new()), hub_settings).await;
+    let follower = start(
+        Arc::new(bridge_core::MemoryStore::new()),
+        follower_settings.clone(),
+    )
+    .await;
+    let picture: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let link = serve_file(picture.clone()).await;
+
+    // Follower → hub: the follower encrypts and hosts the file; the hub downloads it from the
+    // follower and decrypts it.
+    follower
+        .far
+        .submit(with_file("f1", "bob", "a cat", &link))
+        .await
+        .expect("submitted");
+    received(&hub, 1).await;
+    let file = last_file(&hub);
+    assert!(
+        file.url
+            .starts_with(&format!("https://follower.example:{follower_port}/assets/")),
+        "hosted by the sender's provider: {}",
+        file.url
+    );
+    assert_eq!(file.name, "cat.png");
+    assert_eq!(file.size, Some(picture.len() as u64));
+    assert_eq!(fetch(&hub, &file).await, picture);
+
+    // Hub → follower.
+    hub.far
+        .submit(with_file("h1", "alice", "another cat", &link))
+        .await
+        .expect("submitted");
+    received(&follower, 1).await;
+    let file = last_file(&follower);
+    assert!(
+        file.url
+            .starts_with(&format!("https://hub.example:{hub_port}/assets/")),
+        "{}",
+        file.url
+    );
+    assert_eq!(fetch(&follower, &file).await, picture);
+
+    // What is hosted is ciphertext, served only to authenticated peers; the hub's proxy
+    // serves its peers' files and refuses other hosts (it is not an open proxy).
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read");
+    let identity = bridge_mimi::transport::TlsIdentity::from_pem(
+        &read("follower.example.crt"),
+        &read("follower.example.key"),
+    )
+    .expect("identity");
+    let roots = bridge_mimi::transport::tls::roots_from_pem(&read("ca.pem")).expect("roots");
+    let client = bridge_mimi::transport::MimiClient::new(bridge_mimi::transport::ClientOptions {
+        local_domain: "follower.example".into(),
+        tls: bridge_mimi::transport::tls::client_config(Some(identity), roots).expect("tls"),
+        timeout: Duration::from_secs(5),
+        resolve: vec![(
+            "hub.example".into(),
+            format!("127.0.0.1:{hub_port}").parse().expect("addr"),
+        )],
+    })
+    .expect("client");
+    let direct = client
+        .download("hub.example", &file.url, 1 << 24)
+        .await
+        .expect("direct download");
+    assert_eq!(
+        direct.len(),
+        picture.len() + 16,
+        "AES-GCM ciphertext and tag"
+    );
+    assert_ne!(&direct[..64], &picture[..64]);
+    let peer = client
+        .fetch_directory("hub.example", &format!("https://hub.example:{hub_port}"))
+        .await
+        .expect("directory");
+    let proxied = client
+        .proxy_download(&peer, &file.url)
+        .await
+        .expect("proxied");
+    assert_eq!(proxied, direct);
+    let refused = client
+        .proxy_download(&peer, "https://elsewhere.example/assets/0123")
+        .await
+        .expect_err("not a peer of the hub");
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let missing = client
+        .download(
+            "hub.example",
+            &format!("https://hub.example:{hub_port}/assets/{}", "0".repeat(32)),
+            1 << 24,
+        )
+        .await
+        .expect_err("no such file");
+    assert!(missing.to_string().contains("404"), "{missing}");
+
+    // A link that is gone (404) crosses as a plain link, not re-hosted.
+    let gone = link.replace("cat.png", "gone.png");
+    follower
+        .far
+        .submit(with_file("f2", "bob", "gone", &gone))
+        .await
+        .expect("submitted");
+    received(&hub, 2).await;
+    let file = last_file(&hub);
+    assert_eq!(file.url, gone);
+    // Another adapter re-hosting it is told to fetch it as the link it is.
+    let ctx = hub.far.context().await.expect("running");
+    assert!(matches!(
+        ctx.fetch_attachment(&"mimi".into(), &file).await,
+        Err(bridge_core::AdapterError::Unsupported(_))
+    ));
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

@@ -13,6 +13,7 @@
 //! store, [`fanout::StoreDedupe`]); the fan-out queue survives a crash; a retried send reuses
 //! what was stored for its neutral event ID, so it never produces a second message.
 
+mod assets;
 pub mod fanout;
 mod payload;
 mod provider;
@@ -22,13 +23,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bridge_core::{
-    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Capabilities, ConfigIssue,
-    Delivered, Mention, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId,
+    Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Attachment, AttachmentBody,
+    AttachmentLimit, Capabilities, ConfigIssue, Delivered, EventKind, Mention, OutboundEvent,
+    RemoteEventId, RemoteRoomId, RemoteUserId,
 };
 use sha2::Digest as _;
 use tracing::{info, warn};
 
 use crate::codepoints::ROLE_ORDINARY_USER;
+use crate::content::Disposition;
+use crate::content::neutral::MimiAttachment;
 use crate::mls::uri::{RoomUri, UserUri};
 use crate::mls::{MlsError, MlsHost, RoomProfile};
 use crate::settings::{self, Settings};
@@ -96,6 +100,8 @@ pub(crate) struct Running {
     pub(crate) ctx: AdapterContext,
     pub(crate) mls: MlsHost,
     pub(crate) client: MimiClient,
+    /// For files that are plain HTTP(S) links (not on a MIMI provider).
+    web: reqwest::Client,
     peers: tokio::sync::Mutex<HashMap<String, Peer>>,
     /// Sends of one adapter run one at a time (the core already orders them per room).
     send_lock: tokio::sync::Mutex<()>,
@@ -235,12 +241,22 @@ impl MimiAdapter {
             resolve,
         })
         .map_err(|e| AdapterError::Permanent(e.to_string()))?;
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // An error means another thread installed one meanwhile: fine too.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let web = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| AdapterError::Permanent(format!("HTTP client: {e}")))?;
         let store = ctx.store().clone();
         let running = Arc::new(Running {
             settings: s.clone(),
             ctx: ctx.clone(),
             mls: MlsHost::open(&s.domain, Arc::new(store.clone())),
             client,
+            web,
             peers: tokio::sync::Mutex::new(HashMap::new()),
             send_lock: tokio::sync::Mutex::new(()),
             queue: fanout::Queue::new(store),
@@ -430,6 +446,144 @@ impl Running {
         AdapterError::transient(format!("{room} changed epoch while {user} asked to join"))
     }
 
+    /// Encrypts and hosts the files of `event` (see [`assets`]), by position. A file that can
+    /// never be fetched (gone, too large) is sent as an unencrypted link to where it was, with
+    /// the reason as its description; a passing failure is returned, so the send is retried.
+    async fn seal_files(&self, event: &OutboundEvent) -> Result<Vec<MimiAttachment>, AdapterError> {
+        let files = match &event.kind {
+            EventKind::Message { content, .. } | EventKind::Edit { new: content, .. } => {
+                &content.attachments
+            }
+            _ => return Ok(Vec::new()),
+        };
+        let mut sealed = Vec::with_capacity(files.len());
+        for file in files {
+            let mut part = match self.fetch_file(&event.sender.adapter, file).await {
+                Ok(bytes) => {
+                    let assets::Sealed {
+                        ciphertext,
+                        mut part,
+                    } = assets::seal(&bytes).map_err(AdapterError::from)?;
+                    let id = assets::new_id();
+                    assets::host(self.ctx.store(), &id, &ciphertext)?;
+                    part.url = format!("{}{}{id}", self.settings.origin, assets::ASSET_PATH);
+                    part
+                }
+                Err(AdapterError::Permanent(why) | AdapterError::Unsupported(why)) => {
+                    warn!(url = %file.url, %why, "attachment sent as a link");
+                    crate::content::ExternalPart {
+                        description: format!("not re-hosted: {why}"),
+                        ..Default::default()
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if part.url.is_empty() {
+                part.url.clone_from(&file.url);
+            }
+            sealed.push(MimiAttachment {
+                disposition: Disposition::ATTACHMENT,
+                part,
+            });
+        }
+        Ok(sealed)
+    }
+
+    /// The bytes of `file`, which adapter `source` received: asked of that adapter, or
+    /// downloaded when it is a plain HTTP(S) link.
+    async fn fetch_file(
+        &self,
+        source: &AdapterId,
+        file: &Attachment,
+    ) -> Result<bytes::Bytes, AdapterError> {
+        let limit = self.settings.max_file_bytes;
+        let body = match self.ctx.fetch_attachment(source, file).await {
+            Ok(body) => body,
+            Err(AdapterError::Unsupported(_))
+                if file.url.starts_with("https://") || file.url.starts_with("http://") =>
+            {
+                let failed = |e: reqwest::Error| {
+                    let why = format!("cannot fetch {}: {e}", file.url);
+                    // Gone or refused for good (404, 403…): sent as a link; anything else
+                    // (unreachable, 5xx, 429) may pass, so the send is retried.
+                    match e.status() {
+                        Some(s)
+                            if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 =>
+                        {
+                            AdapterError::Permanent(why)
+                        }
+                        _ => AdapterError::transient(why),
+                    }
+                };
+                let response = self
+                    .web
+                    .get(&file.url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(failed)?;
+                if response.content_length().is_some_and(|n| n > limit) {
+                    return Err(AdapterError::Permanent(format!(
+                        "{} is over the limit of {limit} bytes",
+                        file.url
+                    )));
+                }
+                let bytes = response.bytes().await.map_err(failed)?;
+                AttachmentBody::from_bytes(bytes, None)
+            }
+            Err(e) => return Err(e),
+        };
+        body.collect(limit).await
+    }
+
+    /// The provider domain serving `url`: ours, a configured peer's, or the URL's host.
+    fn owner_of(&self, url: &str) -> Option<String> {
+        let under = |origin: &str| {
+            url.strip_prefix(origin)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if under(&self.settings.origin) {
+            return Some(self.settings.domain.clone());
+        }
+        if let Some((domain, _)) = self.settings.peers.iter().find(|(_, origin)| under(origin)) {
+            return Some(domain.clone());
+        }
+        let host = url
+            .strip_prefix("https://")?
+            .split(['/', ':', '?', '#'])
+            .next()?
+            .to_ascii_lowercase();
+        (!host.is_empty() && host.contains('.')).then_some(host)
+    }
+
+    /// The encrypted file at `url`, from a room hosted by `hub`: from our store when we host
+    /// it, else from the provider that does: straight from the hub (or, when we are the hub,
+    /// from the follower that hosts it), through the hub's `/proxyDownload` when a third
+    /// provider hosts it (protocol-06 §5.10.2), straight from it when the hub offers no proxy.
+    async fn download(&self, url: &str, hub: &str) -> Result<Vec<u8>, AdapterError> {
+        let owner = self
+            .owner_of(url)
+            .ok_or_else(|| AdapterError::Permanent(format!("{url} is not on a MIMI provider")))?;
+        // The ciphertext: the plaintext limit plus the AEAD tag.
+        let limit = usize::try_from(self.settings.max_file_bytes + 16).unwrap_or(usize::MAX);
+        if owner == self.settings.domain {
+            let id = url.rsplit('/').next().unwrap_or_default();
+            return assets::hosted(self.ctx.store(), id)?
+                .ok_or_else(|| AdapterError::Permanent(format!("we host no file {url}")));
+        }
+        if owner != hub && hub != self.settings.domain {
+            let peer = self.peer(hub).await.map_err(client_failed)?;
+            match self.client.proxy_download(&peer, url).await {
+                Err(ClientError::NoEndpoint(_)) => {}
+                other => return other.map_err(client_failed),
+            }
+        }
+        self.client
+            .download(&owner, url, limit)
+            .await
+            .map_err(client_failed)
+    }
+
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
         let _one_at_a_time = self.send_lock.lock().await;
         let sent_key = format!("{SENT}{}", event.id);
@@ -458,11 +612,13 @@ impl Running {
                         self.mls.puppet(m.user.as_str()).to_string()
                     })
                 };
+                let files = self.seal_files(&event).await?;
                 let encoded = payload::encode(
                     &event.kind,
                     &user.to_string(),
                     &room.to_string(),
                     &mention_uri,
+                    &files,
                 )?;
                 let members = match self.mls.local_members_of(&room) {
                     Ok(members) => members,
@@ -556,6 +712,9 @@ impl Adapter for MimiAdapter {
         caps.threads = true;
         caps.reactions = true;
         caps.redactions = true;
+        caps.attachments = Some(AttachmentLimit {
+            max_bytes: Some(self.settings.max_file_bytes),
+        });
         caps
     }
 
@@ -575,6 +734,29 @@ impl Adapter for MimiAdapter {
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         self.running()?.open_room(room)
+    }
+
+    /// A file received in a MIMI message: downloaded, checked against its hash and decrypted
+    /// (docs/mimi.md, "Attachments"). `Unsupported` for a URL no message of ours carried.
+    async fn fetch_attachment(
+        &self,
+        attachment: &Attachment,
+    ) -> Result<AttachmentBody, AdapterError> {
+        let running = self.running()?;
+        let received = assets::recall(running.ctx.store(), &attachment.url)?;
+        let Some(received) =
+            received.filter(|r| r.enc_alg != 0 || running.owner_of(&attachment.url).is_some())
+        else {
+            // Not from a MIMI message, or a plain link: the caller fetches it as one.
+            return Err(AdapterError::Unsupported(format!(
+                "{} is not a file hosted by a MIMI provider",
+                attachment.url
+            )));
+        };
+        let ciphertext = running.download(&attachment.url, &received.hub).await?;
+        let plaintext = assets::open(&received, &ciphertext, self.settings.max_file_bytes)?;
+        let mime = (!received.content_type.is_empty()).then(|| received.content_type.clone());
+        Ok(AttachmentBody::from_bytes(plaintext.into(), mime))
     }
 }
 

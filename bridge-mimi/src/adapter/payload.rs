@@ -7,7 +7,7 @@
 
 use bridge_core::{AdapterError, AdapterId, EventKind, Mention, RemoteEventId};
 
-use crate::content::neutral::{self, InboundCtx, NeutralError, OutboundCtx};
+use crate::content::neutral::{self, InboundCtx, MimiAttachment, NeutralError, OutboundCtx};
 use crate::content::{MessageId, MimiContent, Salt};
 
 /// The encoded message a neutral event becomes, and its message ID.
@@ -18,12 +18,14 @@ pub(crate) struct Encoded {
     pub(crate) id: RemoteEventId,
 }
 
-/// Encodes `kind`, written by `sender_uri` in `room_uri`; `mention_uri` names mentioned users.
+/// Encodes `kind`, written by `sender_uri` in `room_uri`; `mention_uri` names mentioned users;
+/// `attachments` are the encrypted copies of the content's files, by position.
 pub(crate) fn encode(
     kind: &EventKind<RemoteEventId>,
     sender_uri: &str,
     room_uri: &str,
     mention_uri: &dyn Fn(&Mention) -> Option<String>,
+    attachments: &[MimiAttachment],
 ) -> Result<Encoded, AdapterError> {
     let kind = kind
         .clone()
@@ -34,7 +36,7 @@ pub(crate) fn encode(
         room_uri,
         salt: Salt::random(),
         mention_uri,
-        attachments: &[],
+        attachments,
     };
     let content = neutral::from_neutral(&kind, &ctx).map_err(|e| match e {
         NeutralError::Unsupported(what) => AdapterError::Unsupported(what.to_owned()),
@@ -71,14 +73,25 @@ pub(crate) enum PayloadError {
     },
 }
 
-/// Decodes a message `sender_uri` (the MLS sender's user) sent in `room_uri`: its message ID
-/// and neutral kind, or `None` when nothing in it can be shown.
+/// A received message in neutral terms.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// Its message ID, hex.
+    pub(crate) id: RemoteEventId,
+    /// What it says.
+    pub(crate) kind: EventKind<RemoteEventId>,
+    /// The MIMI details of the kind's attachments, in the same order.
+    pub(crate) attachments: Vec<MimiAttachment>,
+}
+
+/// Decodes a message `sender_uri` (the MLS sender's user) sent in `room_uri`, or `None` when
+/// nothing in it can be shown.
 pub(crate) fn decode(
     plaintext: &[u8],
     sender_uri: &str,
     room_uri: &str,
     adapter: &AdapterId,
-) -> Result<Option<(RemoteEventId, EventKind<RemoteEventId>)>, PayloadError> {
+) -> Result<Option<Decoded>, PayloadError> {
     let content = MimiContent::decode(plaintext)?;
     if let Some(claimed) = &content.extensions.sender_uri
         && claimed != sender_uri
@@ -96,7 +109,11 @@ pub(crate) fn decode(
         .kind
         .map_refs(|r| Some(RemoteEventId::new(r.to_hex())))
         .map_err(|_| NeutralError::Unsupported("an unresolved reference"))?;
-    Ok(Some((RemoteEventId::new(id.to_hex()), kind)))
+    Ok(Some(Decoded {
+        id: RemoteEventId::new(id.to_hex()),
+        kind,
+        attachments: mapped.attachments,
+    }))
 }
 
 #[cfg(test)]
@@ -115,22 +132,22 @@ mod tests {
             reply_to: None,
             thread: None,
         };
-        let sent = encode(&first, sender, room, &none).expect("encodes");
-        let (id, kind) = decode(&sent.bytes, sender, room, &adapter)
+        let sent = encode(&first, sender, room, &none, &[]).expect("encodes");
+        let decoded = decode(&sent.bytes, sender, room, &adapter)
             .expect("decodes")
             .expect("a message");
-        assert_eq!(id, sent.id);
-        assert_eq!(kind, first);
+        assert_eq!(decoded.id, sent.id);
+        assert_eq!(decoded.kind, first);
         let reply = EventKind::Message {
             content: MessageContent::text("yes"),
             reply_to: Some(sent.id.clone()),
             thread: None,
         };
-        let answer = encode(&reply, sender, room, &none).expect("encodes");
-        let (_, kind) = decode(&answer.bytes, sender, room, &adapter)
+        let answer = encode(&reply, sender, room, &none, &[]).expect("encodes");
+        let decoded = decode(&answer.bytes, sender, room, &adapter)
             .expect("decodes")
             .expect("a message");
-        assert_eq!(kind, reply);
+        assert_eq!(decoded.kind, reply);
         // Someone else's credential with alice's senderUri: refused.
         assert!(decode(&sent.bytes, "mimi://hub.example/u/mallory", room, &adapter).is_err());
     }

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use bridge_core::{InboundEvent, Pending, Submitted};
 use tracing::{debug, warn};
 
-use super::{Running, digest_hex, now_ms, payload, to_bytes};
+use super::{Running, assets, digest_hex, now_ms, payload, to_bytes};
 use crate::codepoints::ROLE_ORDINARY_USER;
 use crate::mls::uri::{ClientUri, RoomUri, UserUri};
 use crate::mls::{MlsError, Processed};
-use crate::transport::{PeerDomain, Provider, ProviderError};
+use crate::transport::{DownloadedAsset, PeerDomain, Provider, ProviderError};
 use crate::wire::{
     ClientKeyMaterial, ClientKeyMaterialResult, FanoutMessage, FanoutPayload, GroupInfoRequest,
     GroupInfoResponse, HandshakeBundle, IdentifierUri, KeyMaterialRequest, KeyMaterialResponse,
@@ -85,7 +85,7 @@ impl Handler {
             &room.to_string(),
             self.0.ctx.adapter_id(),
         );
-        let (id, kind) = match decoded {
+        let decoded = match decoded {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return Ok(None),
             Err(error) => {
@@ -93,7 +93,18 @@ impl Handler {
                 return Ok(None);
             }
         };
-        let mut event = InboundEvent::new(room.to_string(), Some(id), user.to_string(), kind);
+        // How to open its files later: written before the event, so the flush that makes the
+        // event durable covers it.
+        for file in &decoded.attachments {
+            let received = assets::Received::of(&file.part, room.domain());
+            assets::remember(self.0.ctx.store(), &file.part.url, &received).map_err(internal)?;
+        }
+        let mut event = InboundEvent::new(
+            room.to_string(),
+            Some(decoded.id),
+            user.to_string(),
+            decoded.kind,
+        );
         event.ts = ts;
         self.0.ctx.enqueue(event).map(Some).map_err(internal)
     }
@@ -455,6 +466,57 @@ impl Provider for Handler {
         self.0.ctx.store().flush().await.map_err(internal)?;
         forget(self.0.ctx.store(), &kept);
         Ok(())
+    }
+
+    async fn asset(
+        &self,
+        _peer: &PeerDomain,
+        id: String,
+    ) -> Result<DownloadedAsset, ProviderError> {
+        match assets::hosted(self.0.ctx.store(), &id).map_err(internal)? {
+            Some(body) => Ok(DownloadedAsset {
+                content_type: None,
+                body,
+            }),
+            None => Err(ProviderError::NotFound(format!("no asset {id}"))),
+        }
+    }
+
+    /// As hub: fetches `download_url` for `peer`, only from a provider with a participant in
+    /// a room we host (or from ourselves), so we are not an open proxy (§5.10.2).
+    async fn proxy_download(
+        &self,
+        peer: &PeerDomain,
+        download_url: String,
+    ) -> Result<DownloadedAsset, ProviderError> {
+        let owner = self.0.owner_of(&download_url).ok_or_else(|| {
+            ProviderError::BadRequest(format!("{download_url} is not a provider's URL"))
+        })?;
+        let known = owner == self.0.settings.domain
+            || self.0.ctx.linked_rooms().iter().any(|room| {
+                RoomUri::parse(room.as_str()).is_ok_and(|room| {
+                    self.0.is_hub(&room)
+                        && self.0.followers(&room).is_ok_and(|f| f.contains(&owner))
+                })
+            });
+        if !known {
+            return Err(ProviderError::Forbidden(format!(
+                "{owner} is not a provider of our rooms"
+            )));
+        }
+        debug!(peer = %peer.as_str(), url = %download_url, "proxyDownload");
+        let body = self
+            .0
+            .download(&download_url, &self.0.settings.domain)
+            .await
+            .map_err(|e| ProviderError::Unavailable {
+                reason: e.to_string(),
+                retry_after: None,
+            })?;
+        Ok(DownloadedAsset {
+            content_type: None,
+            body,
+        })
     }
 
     async fn group_info(

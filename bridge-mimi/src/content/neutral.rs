@@ -545,12 +545,17 @@ fn body(message: &MessageContent, ctx: &OutboundCtx<'_>) -> Result<NestedPart, N
             Some(mimi) => (mimi.disposition, mimi.part.clone()),
             None => (Disposition::ATTACHMENT, ExternalPart::default()),
         };
-        part.url.clone_from(&file.url);
+        // The upload's URL (where the encrypted copy is) wins over the source's.
+        if part.url.is_empty() {
+            part.url.clone_from(&file.url);
+        }
         part.filename.clone_from(&file.name);
         if let Some(mime) = &file.mime {
             part.content_type.clone_from(mime);
         }
-        if let Some(size) = file.size {
+        if let Some(size) = file.size
+            && part.size == 0
+        {
             part.size = size;
         }
         parts.push(NestedPart::new(disposition, Part::External(part)));

@@ -352,6 +352,19 @@ impl MimiClient {
         outcome
     }
 
+    /// `GET url` from provider `peer_domain` (its certificate must name it): an asset it
+    /// hosts, at most `limit` bytes.
+    pub async fn download(
+        &self,
+        peer_domain: &str,
+        url: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let request = self.request(reqwest::Method::GET, peer_domain, url);
+        let response = self.send(request, peer_domain).await?;
+        read_success(response, limit).await
+    }
+
     /// `GET /proxyDownload/{downloadUrl}` (§5.10.2): the asset bytes.
     pub async fn proxy_download(
         &self,

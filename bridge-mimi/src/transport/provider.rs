@@ -145,6 +145,14 @@ pub trait Provider: Send + Sync + 'static {
         let _ = (peer, download_url);
         Err(ProviderError::NotImplemented("proxyDownload".into()))
     }
+
+    /// `GET /assets/{id}`: a file this provider hosts for its users' messages (the upload
+    /// side is out of the draft's scope; the download URL is whatever the `ExternalPart`
+    /// says, ours is this path). None by default.
+    async fn asset(&self, peer: &PeerDomain, id: String) -> Result<DownloadedAsset, ProviderError> {
+        let _ = peer;
+        Err(ProviderError::NotFound(format!("no asset {id}")))
+    }
 }
 
 /// The digest identifying a notify body: SHA-256 over the hub's domain, the room and the body

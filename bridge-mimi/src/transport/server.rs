@@ -25,7 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::provider::{
-    NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError, RecentNotifies,
+    DownloadedAsset, NotifyDedupe, NotifyDigest, PeerDomain, Provider, ProviderError,
+    RecentNotifies,
 };
 use super::tls::certificate_names;
 use crate::wire::directory::{Directory, WELL_KNOWN_PATH};
@@ -150,6 +151,7 @@ pub fn router(provider: Arc<dyn Provider>, options: ServerOptions) -> Router {
         .route("/notify/{*room}", post(notify))
         .route("/groupInfo/{*room}", post(group_info))
         .route("/proxyDownload/{*url}", get(proxy_download))
+        .route("/assets/{id}", get(asset))
         .with_state(state)
 }
 
@@ -443,17 +445,36 @@ async fn proxy_download(
         let peer = authenticate(&state, &request)?;
         drop(request);
         let asset = state.provider.proxy_download(&peer, url).await?;
-        let content_type = asset
-            .content_type
-            .unwrap_or_else(|| "application/octet-stream".into());
-        Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, content_type)],
-            Body::from(asset.body),
-        )
-            .into_response())
+        Ok(asset_response(asset))
     };
     respond("proxyDownload", outcome.await)
+}
+
+/// `GET /assets/{id}`: a file we host (encrypted; see [`Provider::asset`]).
+async fn asset(
+    State(state): State<Arc<ServerState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let outcome = async {
+        let peer = authenticate(&state, &request)?;
+        drop(request);
+        let asset = state.provider.asset(&peer, id).await?;
+        Ok(asset_response(asset))
+    };
+    respond("assets", outcome.await)
+}
+
+fn asset_response(asset: DownloadedAsset) -> Response {
+    let content_type = asset
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from(asset.body),
+    )
+        .into_response()
 }
 
 /// Serves `router` on `listener` over TLS with `tls` (which must require client certificates,

@@ -584,24 +584,28 @@ impl Inner {
     ) -> Result<String, String> {
         let http = self.http.as_ref().ok_or("no HTTP client")?;
         let limit = service.max_file_size.unwrap_or(100 * 1024 * 1024);
-        let fetched =
-            if attachment.url.starts_with("http://") || attachment.url.starts_with("https://") {
-                http.fetch(&attachment.url, limit)
-                    .await
-                    .map_err(|e| e.to_string())?
-            } else {
-                let ctx = self.ctx().map_err(|e| e.to_string())?;
-                let body = ctx
-                    .fetch_attachment(source, attachment)
-                    .await
-                    .map_err(|e| e.to_string())?;
+        // The source adapter first: its URL may need its credentials or hold ciphertext (a
+        // MIMI file); a plain link it does not serve is fetched as one.
+        let ctx = self.ctx().map_err(|e| e.to_string())?;
+        let fetched = match ctx.fetch_attachment(source, attachment).await {
+            Ok(body) => {
                 let content_type = body.mime.clone();
                 crate::upload::Fetched {
                     bytes: body.collect(limit).await.map_err(|e| e.to_string())?,
                     content_type,
                     file_name: None,
                 }
-            };
+            }
+            Err(AdapterError::Unsupported(_))
+                if attachment.url.starts_with("http://")
+                    || attachment.url.starts_with("https://") =>
+            {
+                http.fetch(&attachment.url, limit)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let name = if attachment.name.is_empty() {
             fetched.file_name.clone().unwrap_or_else(|| "file".into())
         } else {
