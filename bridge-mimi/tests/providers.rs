@@ -117,14 +117,46 @@ async fn say(side: &Side, id: &str, user: &str, text: &str) {
     assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
 }
 
+/// The messages (not joins and leaves) `side`'s far adapter got.
+fn messages(side: &Side) -> Vec<bridge_core::OutboundEvent> {
+    side.far
+        .sent()
+        .into_iter()
+        .filter(|e| !matches!(e.kind, EventKind::Membership { .. }))
+        .collect()
+}
+
+/// The joins and leaves `side`'s far adapter got: (user, change).
+fn memberships(side: &Side) -> Vec<(String, bridge_core::MembershipChange)> {
+    side.far
+        .sent()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Membership { change, .. } => Some((e.sender.user.to_string(), change)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits until `side`'s far adapter got `n` messages in all; returns their bodies and senders.
 async fn received(side: &Side, n: usize) -> Vec<(String, String)> {
-    side.far
-        .wait_sent(n, WAIT)
-        .await
-        .iter()
-        .map(|e| (e.sender.user.to_string(), body(&e.kind)))
-        .collect()
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = messages(side);
+        if got.len() >= n {
+            return got
+                .iter()
+                .map(|e| (e.sender.user.to_string(), body(&e.kind)))
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} messages: {:?}",
+            got.len(),
+            side.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until every outbox of `side` is empty: each delivery is acknowledged and its native
@@ -229,14 +261,15 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     // A reply across providers points at the right message on the other side: references
     // travel as MIMI message IDs.
     settled(&follower).await;
-    let welcome = follower.far.sent()[0].id;
+    let welcome = messages(&follower)[0].id;
     let target = follower.far.native_id_of(welcome).expect("delivered");
     let reply = inbound("far-room")
         .id("f3")
         .from("bob")
         .reply(target.as_str(), "thanks");
     follower.far.submit(reply).await.expect("submitted");
-    let replies = hub.far.wait_sent(3, WAIT).await;
+    received(&hub, 3).await;
+    let replies = messages(&hub);
     match &replies[2].kind {
         EventKind::Message {
             content,
@@ -268,8 +301,54 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     assert_eq!(at_follower[1].1, "hi carol");
     // Nothing more arrives: no duplicates, no echoes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hub.far.sent().len(), 4, "{:?}", hub.far.sent());
-    assert_eq!(follower.far.sent().len(), 2, "{:?}", follower.far.sent());
+    assert_eq!(messages(&hub).len(), 4, "{:?}", hub.far.sent());
+    assert_eq!(messages(&follower).len(), 2, "{:?}", follower.far.sent());
+    // Joins cross too: the hub's side saw bob's and carol's puppets join. (The follower's side
+    // saw alice join before its restart, on the far adapter it had then.)
+    use bridge_core::MembershipChange::{Join, Leave};
+    assert_eq!(
+        memberships(&hub),
+        vec![
+            ("mimi://follower.example/u/bob".to_owned(), Join),
+            ("mimi://follower.example/u/carol".to_owned(), Join),
+        ]
+    );
+    assert_eq!(memberships(&follower), vec![]);
+    // Carol leaves on the follower's side: her puppet proposes its removal, the hub commits
+    // it; the hub's side sees her leave. Alice leaves on the hub's side: the follower's side
+    // sees it.
+    follower
+        .far
+        .submit(inbound("far-room").id("f5").from("carol").leave())
+        .await
+        .expect("submitted");
+    hub.far
+        .submit(inbound("far-room").id("h4").from("alice").leave())
+        .await
+        .expect("submitted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memberships(&hub).len() < 3 || memberships(&follower).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hub {:?}, follower {:?}",
+            memberships(&hub),
+            memberships(&follower)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        memberships(&hub)[2],
+        ("mimi://follower.example/u/carol".to_owned(), Leave)
+    );
+    assert_eq!(
+        memberships(&follower),
+        vec![("mimi://hub.example/u/alice".to_owned(), Leave)]
+    );
+    // Bob, still in, is heard on the hub's side; alice, back, joins again and is heard.
+    say(&follower, "f6", "bob", "still here").await;
+    assert_eq!(received(&hub, 5).await[4].1, "still here");
+    say(&hub, "h5", "alice", "back again").await;
+    assert_eq!(received(&follower, 3).await[2].1, "back again");
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

@@ -141,6 +141,14 @@ impl InboundBuilder {
         })
     }
 
+    /// A leave.
+    pub fn leave(self) -> InboundEvent {
+        self.kind(EventKind::Membership {
+            change: MembershipChange::Leave,
+            reason: None,
+        })
+    }
+
     /// A topic change.
     pub fn topic(self, text: &str) -> InboundEvent {
         self.kind(EventKind::Topic {

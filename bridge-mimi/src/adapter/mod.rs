@@ -446,6 +446,96 @@ impl Running {
         AdapterError::transient(format!("{room} changed epoch while {user} asked to join"))
     }
 
+    /// A far user joined or left: their puppet joins the room's group (as when they first
+    /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
+    /// entry) and queues the commit for the followers; as follower, the puppet proposes its own
+    /// removal to the hub (`/update`), which commits it. Idempotent: a puppet already in (or
+    /// out of) the room is left as it is.
+    async fn membership(
+        &self,
+        room: &RoomUri,
+        user: &UserUri,
+        change: bridge_core::MembershipChange,
+    ) -> Result<(), AdapterError> {
+        use bridge_core::MembershipChange as M;
+        let members = match self.mls.local_members_of(room) {
+            Ok(members) => members,
+            Err(MlsError::UnknownRoom(_)) => Vec::new(),
+            Err(e) => return Err(mls_failed(e)),
+        };
+        let member = members.contains(user);
+        match change {
+            M::Join if member => Ok(()),
+            M::Join if self.is_hub(room) => {
+                self.mls.ensure_client(user).map_err(mls_failed)?;
+                self.add_local(room, user)
+            }
+            // Joined once the hub's Welcome arrives: the core retries until then.
+            M::Join => Err(self.ask_to_join(room, user).await),
+            M::Leave | M::Kick | M::Ban if member && self.is_hub(room) => {
+                let followers = self.followers(room).map_err(mls_failed)?;
+                let output = self
+                    .mls
+                    .remove_user(room, &self.bot(), user)
+                    .map_err(mls_failed)?;
+                let commit = MlsMessage::from_bytes(output.commit)
+                    .map_err(|e| AdapterError::Permanent(format!("our commit: {e}")))?;
+                let message = FanoutMessage {
+                    timestamp: now_ms(),
+                    payload: FanoutPayload::Commit {
+                        commit,
+                        external_proposals: Vec::new(),
+                    },
+                };
+                self.queue
+                    .push(room, &fanout::Queue::to_all(&followers, &[message]), &[])
+                    .map_err(AdapterError::from)?;
+                self.ctx.store().flush().await?;
+                self.queue.wake();
+                info!(%room, %user, "puppet removed from the room");
+                Ok(())
+            }
+            M::Leave | M::Kick | M::Ban if member => {
+                let proposals = self
+                    .mls
+                    .leave(room, user)
+                    .map_err(mls_failed)?
+                    .into_iter()
+                    .map(MlsMessage::from_bytes)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| AdapterError::Permanent(format!("our proposal: {e}")))?;
+                let mut proposals = proposals.into_iter();
+                let Some(first) = proposals.next() else {
+                    return Ok(());
+                };
+                let request = UpdateRequest {
+                    bundle: HandshakeBundle::Proposals(ProposalBundle {
+                        proposal: first,
+                        more_proposals: proposals.collect(),
+                    }),
+                };
+                let peer = self.peer(room.domain()).await.map_err(client_failed)?;
+                let answer = self
+                    .client
+                    .update(&peer, &IdentifierUri(room.to_string()), &request)
+                    .await
+                    .map_err(client_failed)?;
+                match answer.result {
+                    UpdateResult::Success { .. } => {
+                        info!(%room, %user, "puppet left the room");
+                        Ok(())
+                    }
+                    _ => Err(AdapterError::transient(format!(
+                        "the hub {} did not take {user}'s leave: {}",
+                        room.domain(),
+                        answer.error_description
+                    ))),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Encrypts and hosts the files of `event` (see [`assets`]), by position. A file that can
     /// never be fetched (gone, too large) is sent as an unencrypted link to where it was, with
     /// the reason as its description; a passing failure is returned, so the send is retried.
@@ -601,6 +691,13 @@ impl Running {
         let room = RoomUri::parse(event.room.as_str()).map_err(|e| {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
+        if let EventKind::Membership { change, .. } = &event.kind {
+            self.membership(&room, &user, *change).await?;
+            return Ok(Delivered {
+                native_id: None,
+                puppet: Some(RemoteUserId::new(user.to_string())),
+            });
+        }
         let pending_key = format!("{PENDING}{}", event.id);
         let (id, ciphertext) = match store.get(pending_key.as_bytes())? {
             Some(pending) => split_pending(&pending)?,
@@ -712,6 +809,7 @@ impl Adapter for MimiAdapter {
         caps.threads = true;
         caps.reactions = true;
         caps.redactions = true;
+        caps.membership = true;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.settings.max_file_bytes),
         });

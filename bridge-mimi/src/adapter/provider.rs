@@ -63,6 +63,57 @@ impl Handler {
             .any(|d| d == peer.as_str()))
     }
 
+    /// Hands the core a join or leave for each user of another provider that a commit added
+    /// to or removed from `room`'s participant list (`before` → `after`); not waited for: the
+    /// answer that follows flushes the store. Native IDs name the epoch, so a replayed commit
+    /// is recognised.
+    fn memberships(
+        &self,
+        room: &RoomUri,
+        before: &[crate::mls::Participant],
+        after: &[crate::mls::Participant],
+        epoch: u64,
+    ) -> Result<Vec<Pending>, ProviderError> {
+        use bridge_core::{EventKind, MembershipChange};
+        let has =
+            |list: &[crate::mls::Participant], user: &str| list.iter().any(|p| p.user == user);
+        let joined = after
+            .iter()
+            .filter(|p| !has(before, &p.user))
+            .map(|p| (p, MembershipChange::Join));
+        let left = before
+            .iter()
+            .filter(|p| !has(after, &p.user))
+            .map(|p| (p, MembershipChange::Leave));
+        let mut pending = Vec::new();
+        debug!(%room, ?before, ?after, epoch, "participant list changed");
+        for (participant, change) in joined.chain(left) {
+            let Ok(user) = UserUri::parse(&participant.user) else {
+                continue;
+            };
+            if user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
+                continue; // our own puppets: the core knows
+            }
+            let verb = if change == MembershipChange::Join {
+                "join"
+            } else {
+                "leave"
+            };
+            let id = format!("{verb}/{epoch}/{user}");
+            let event = InboundEvent::new(
+                room.to_string(),
+                Some(bridge_core::RemoteEventId::new(id)),
+                user.to_string(),
+                EventKind::Membership {
+                    change,
+                    reason: None,
+                },
+            );
+            pending.push(self.0.ctx.enqueue(event).map_err(internal)?);
+        }
+        Ok(pending)
+    }
+
     /// Hands a decrypted message to the core (not waiting for durability), unless it is the
     /// echo of one of our puppets or cannot be shown (logged: retrying would not help).
     fn enqueue(
@@ -120,6 +171,7 @@ impl Handler {
         proposal: &MlsMessage,
     ) -> Result<UpdateRoomResponse, ProviderError> {
         let followers = self.0.followers(room).map_err(internal)?;
+        let before = self.0.mls.participants(room).map_err(internal)?;
         let output = match self.0.mls.accept_join(
             room,
             &self.0.bot(),
@@ -130,6 +182,7 @@ impl Handler {
             Ok(output) => output,
             Err(e) => return update_refusal(e),
         };
+        let joins = self.memberships(room, &before, &output.participants, output.epoch)?;
         let accepted_timestamp = now_ms();
         let bad = |e: crate::wire::WireError| ProviderError::Internal(e.to_string());
         let handshake = vec![
@@ -170,6 +223,9 @@ impl Handler {
             }
         }
         self.0.queue.push(room, &bodies, &[]).map_err(internal)?;
+        for p in joins {
+            durable(Some(p)).await;
+        }
         self.0.ctx.store().flush().await.map_err(internal)?;
         self.0.queue.wake();
         Ok(UpdateRoomResponse {
@@ -297,6 +353,7 @@ impl Provider for Handler {
                 )
             }
         };
+        let before = self.0.mls.participants(&room).map_err(internal)?;
         for message in &messages {
             match self.0.mls.process(&room, message.as_bytes()) {
                 Ok(_) => {}
@@ -304,18 +361,42 @@ impl Provider for Handler {
             }
         }
         let accepted_timestamp = now_ms();
+        let proposals = matches!(payload, FanoutPayload::Proposal { .. });
         let fanned = FanoutMessage {
             timestamp: accepted_timestamp,
             payload,
         };
-        self.0
-            .queue
-            .push(
-                &room,
-                &super::fanout::Queue::to_all(&followers, &[fanned]),
-                &[],
-            )
-            .map_err(internal)?;
+        let mut bodies = super::fanout::Queue::to_all(&followers, &[fanned]);
+        let mut joins_and_leaves = Vec::new();
+        if proposals {
+            // The hub commits pending proposals before anything else (§3.5): a follower's
+            // puppet leaving proposes its removal, the bot commits it. The proposer already
+            // holds its proposals; everyone gets the commit.
+            let output = match self.0.mls.commit_pending(&room, &self.0.bot()) {
+                Ok(output) => output,
+                Err(e) => return update_refusal(e),
+            };
+            let commit = FanoutMessage {
+                timestamp: accepted_timestamp,
+                payload: FanoutPayload::Commit {
+                    commit: MlsMessage::from_bytes(output.commit)
+                        .map_err(|e| ProviderError::Internal(e.to_string()))?,
+                    external_proposals: Vec::new(),
+                },
+            };
+            for (domain, messages) in &mut bodies {
+                if domain == peer.as_str() {
+                    messages.clear();
+                }
+                messages.push(commit.clone());
+            }
+            joins_and_leaves =
+                self.memberships(&room, &before, &output.participants, output.epoch)?;
+        }
+        self.0.queue.push(&room, &bodies, &[]).map_err(internal)?;
+        for p in joins_and_leaves {
+            durable(Some(p)).await;
+        }
         self.0.ctx.store().flush().await.map_err(internal)?;
         self.0.queue.wake();
         Ok(UpdateRoomResponse {
@@ -444,7 +525,22 @@ impl Provider for Handler {
                     }
                 }
                 FanoutPayload::Commit { commit, .. } => {
-                    self.0.mls.process(&room, commit.as_bytes()).map(|_| ())
+                    let before = self.0.mls.participants(&room).unwrap_or_default();
+                    match self.0.mls.process(&room, commit.as_bytes()) {
+                        Ok(Processed::Commit {
+                            epoch,
+                            participants,
+                            ..
+                        }) if !before.is_empty() => {
+                            pending.extend(
+                                self.memberships(&room, &before, &participants, epoch)?
+                                    .into_iter()
+                                    .map(Some),
+                            );
+                            Ok(())
+                        }
+                        other => other.map(|_| ()),
+                    }
                 }
                 FanoutPayload::Proposal {
                     proposal,
