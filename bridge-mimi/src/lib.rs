@@ -14,6 +14,8 @@ pub mod codepoints;
 pub mod content;
 pub mod mls;
 pub mod settings;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod transport;
 pub mod wire;
 

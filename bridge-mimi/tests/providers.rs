@@ -14,36 +14,13 @@ use bridge_core::{
     Store, Submitted,
 };
 use bridge_mimi::{MimiAdapter, settings};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 
 const ROOM: &str = "mimi://hub.example/r/lobby";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Writes a CA and a certificate for each domain (server and client use) under `dir`.
 fn pki(dir: &Path, domains: &[&str]) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "MIMI test CA");
-    let issuer =
-        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-    std::fs::write(dir.join("ca.pem"), issuer.pem()).expect("write");
-    for domain in domains {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![(*domain).to_owned()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, *domain);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let certificate = params.signed_by(&key, &issuer).expect("sign");
-        std::fs::write(dir.join(format!("{domain}.crt")), certificate.pem()).expect("write");
-        std::fs::write(dir.join(format!("{domain}.key")), key.serialize_pem()).expect("write");
-    }
+    bridge_mimi::testkit::write_pki(dir, domains).expect("certificates");
 }
 
 fn free_port() -> u16 {

@@ -4,6 +4,7 @@
 
 pub mod far;
 pub mod jsonl;
+pub mod linechat;
 pub mod matrix_human;
 pub mod matrix_rig;
 pub mod prosody;

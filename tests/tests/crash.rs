@@ -2,7 +2,6 @@
 //! servers (which live in this test process), restarted, and the receiving sides count
 //! 0 lost, 0 duplicated, order kept per room.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bridge_example_linechat::server::Server;
@@ -34,27 +33,9 @@ fn config(dir: &std::path::Path, a: &Server, b: &Server) -> std::path::PathBuf {
 
 /// (delivered, duplicated, out of order) over the rooms of one side.
 fn count(server: &Server, prefix: &str, per_room: usize) -> (usize, usize, usize) {
-    let (mut delivered, mut duplicated, mut out_of_order) = (0, 0, 0);
-    for r in 0..ROOMS {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut last: Option<usize> = None;
-        for m in server.from_bridge(&format!("{prefix}{r}")) {
-            *seen.entry(m.text.clone()).or_default() += 1;
-            let index: usize = m
-                .text
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            if last.is_some_and(|l| index <= l) {
-                out_of_order += 1;
-            }
-            last = Some(index);
-        }
-        delivered += seen.len().min(per_room);
-        duplicated += seen.values().map(|n| n - 1).sum::<usize>();
-    }
-    (delivered, duplicated, out_of_order)
+    let side = if prefix == "b" { "from a" } else { "from b" };
+    let c = bridge_tests::linechat::count(server, prefix, ROOMS, side, per_room);
+    (c.delivered, c.duplicated, c.out_of_order)
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
