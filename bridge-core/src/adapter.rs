@@ -116,6 +116,51 @@ impl ConfigIssue {
     }
 }
 
+/// The issues of the keys of an adapter's `settings` that are not among `known`, for an adapter
+/// of type `adapter_type`: each names the key and lists the known ones. Adapters start their
+/// [`AdapterFactory::validate`] with it.
+pub fn unknown_settings(
+    settings: &toml::Table,
+    known: &[&str],
+    adapter_type: &str,
+) -> Vec<ConfigIssue> {
+    settings
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|key| {
+            ConfigIssue::new(
+                key.as_str(),
+                format!(
+                    "unknown setting; the {adapter_type} adapter takes {}",
+                    known.join(", ")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The non-empty string setting `key` of `settings`; a missing `required` one, or one that is
+/// not a non-empty string, is recorded in `issues` (and gives `None`).
+pub fn text_setting(
+    settings: &toml::Table,
+    key: &str,
+    required: bool,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<String> {
+    match settings.get(key) {
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(_) => {
+            issues.push(ConfigIssue::new(key, "expected a non-empty string"));
+            None
+        }
+        None if required => {
+            issues.push(ConfigIssue::new(key, "required"));
+            None
+        }
+        None => None,
+    }
+}
+
 /// Builds adapters of one type from their config sections.
 pub trait AdapterFactory: Send + Sync {
     /// The `type` string of the `[[adapter]]` sections this factory builds.

@@ -33,7 +33,7 @@ pub mod testkit;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterStore, AttachmentBody,
-    ConfigIssue, Delivered, Pending, SubmitError, Submitted,
+    ConfigIssue, Delivered, Pending, SubmitError, Submitted, text_setting, unknown_settings,
 };
 pub use backoff::Backoff;
 pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};

@@ -99,29 +99,9 @@ fn is_origin(url: &str) -> bool {
 
 /// Reads the settings, reporting every problem at once, each with its path.
 pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
-    let mut issues = Vec::new();
-    for key in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-        issues.push(ConfigIssue::new(
-            key.as_str(),
-            format!(
-                "unknown setting; the mimi adapter takes {}",
-                KEYS.join(", ")
-            ),
-        ));
-    }
+    let mut issues = bridge_core::unknown_settings(table, KEYS, "mimi");
     let mut text = |key: &str, required: bool| -> Option<String> {
-        match table.get(key) {
-            Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(_) => {
-                issues.push(ConfigIssue::new(key, "expected a non-empty string"));
-                None
-            }
-            None if required => {
-                issues.push(ConfigIssue::new(key, "required"));
-                None
-            }
-            None => None,
-        }
+        bridge_core::text_setting(table, key, required, &mut issues)
     };
     let domain = text("domain", true).map(|d| d.to_ascii_lowercase());
     let listen = text("listen", true);

@@ -91,29 +91,9 @@ const KEYS: &[&str] = &[
 /// Reads the settings, reporting every problem at once. Secrets given as `{ env = … }` or
 /// `{ file = … }` are resolved only when `resolve_secrets` is set (validation does no I/O).
 pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec<ConfigIssue>> {
-    let mut issues = Vec::new();
-    for key in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-        issues.push(ConfigIssue::new(
-            key.as_str(),
-            format!(
-                "unknown setting; the xmpp adapter takes {}",
-                KEYS.join(", ")
-            ),
-        ));
-    }
+    let mut issues = bridge_core::unknown_settings(table, KEYS, "xmpp");
     let mut text = |key: &str, required: bool| -> Option<String> {
-        match table.get(key) {
-            Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(_) => {
-                issues.push(ConfigIssue::new(key, "expected a non-empty string"));
-                None
-            }
-            None if required => {
-                issues.push(ConfigIssue::new(key, "required"));
-                None
-            }
-            None => None,
-        }
+        bridge_core::text_setting(table, key, required, &mut issues)
     };
     let mode = text("mode", true);
     let nick = text("nick", false).unwrap_or_else(|| "bridge".into());
