@@ -330,6 +330,50 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     hub.core.shutdown().await;
 }
 
+/// A hub and a follower over in-memory stores, in `dir`; with their ports.
+async fn pair_in_memory(dir: &Path) -> (Side, Side, u16, u16) {
+    pki(dir, &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir,
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir,
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let hub = start(Arc::new(bridge_core::MemoryStore::new()), hub_settings).await;
+    let follower = start(Arc::new(bridge_core::MemoryStore::new()), follower_settings).await;
+    (hub, follower, hub_port, follower_port)
+}
+
+/// A MIMI client speaking for `follower.example` (its certificate), to the hub on `hub_port`.
+fn follower_client(dir: &Path, hub_port: u16) -> bridge_mimi::transport::MimiClient {
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("read");
+    let identity = bridge_mimi::transport::TlsIdentity::from_pem(
+        &read("follower.example.crt"),
+        &read("follower.example.key"),
+    )
+    .expect("identity");
+    let roots = bridge_mimi::transport::tls::roots_from_pem(&read("ca.pem")).expect("roots");
+    bridge_mimi::transport::MimiClient::new(bridge_mimi::transport::ClientOptions {
+        local_domain: "follower.example".into(),
+        tls: bridge_mimi::transport::tls::client_config(Some(identity), roots).expect("tls"),
+        timeout: Duration::from_secs(5),
+        resolve: vec![(
+            "hub.example".into(),
+            format!("127.0.0.1:{hub_port}").parse().expect("addr"),
+        )],
+    })
+    .expect("client")
+}
+
 /// Serves `body` over plain HTTP on loopback, as any web link a far user might share; returns
 /// its URL.
 async fn serve_file(body: Vec<u8>) -> String {
@@ -393,28 +437,7 @@ async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    pki(dir.path(), &["hub.example", "follower.example"]);
-    let (hub_port, follower_port) = (free_port(), free_port());
-    let hub_settings = section(
-        dir.path(),
-        "hub.example",
-        hub_port,
-        "follower.example",
-        follower_port,
-    );
-    let follower_settings = section(
-        dir.path(),
-        "follower.example",
-        follower_port,
-        "hub.example",
-        hub_port,
-    );
-    let hub = start(Arc::new(bridge_core::MemoryStore::new()), hub_settings).await;
-    let follower = start(
-        Arc::new(bridge_core::MemoryStore::new()),
-        follower_settings.clone(),
-    )
-    .await;
+    let (hub, follower, hub_port, follower_port) = pair_in_memory(dir.path()).await;
     let picture: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let link = serve_file(picture.clone()).await;
 
@@ -454,23 +477,7 @@ async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
 
     // What is hosted is ciphertext, served only to authenticated peers; the hub's proxy
     // serves its peers' files and refuses other hosts (it is not an open proxy).
-    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read");
-    let identity = bridge_mimi::transport::TlsIdentity::from_pem(
-        &read("follower.example.crt"),
-        &read("follower.example.key"),
-    )
-    .expect("identity");
-    let roots = bridge_mimi::transport::tls::roots_from_pem(&read("ca.pem")).expect("roots");
-    let client = bridge_mimi::transport::MimiClient::new(bridge_mimi::transport::ClientOptions {
-        local_domain: "follower.example".into(),
-        tls: bridge_mimi::transport::tls::client_config(Some(identity), roots).expect("tls"),
-        timeout: Duration::from_secs(5),
-        resolve: vec![(
-            "hub.example".into(),
-            format!("127.0.0.1:{hub_port}").parse().expect("addr"),
-        )],
-    })
-    .expect("client");
+    let client = follower_client(dir.path(), hub_port);
     let direct = client
         .download("hub.example", &file.url, 1 << 24)
         .await
@@ -521,6 +528,154 @@ async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
         ctx.fetch_attachment(&"mimi".into(), &file).await,
         Err(bridge_core::AdapterError::Unsupported(_))
     ));
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
+
+/// A `/groupInfo` request for a new client `client` (a client URI), signed with its key.
+fn group_info_request(
+    client: &str,
+    signer: &openmls_basic_credential::SignatureKeyPair,
+    hpke_public: &[u8],
+) -> bridge_mimi::wire::GroupInfoRequest {
+    use bridge_mimi::wire::{
+        CipherSuite, Credential, GroupInfoRequest, HpkePublicKey, Protocol, SignaturePublicKey,
+    };
+    use openmls_traits::signatures::Signer as _;
+    let mut request = GroupInfoRequest {
+        protocol: Protocol::Mls10,
+        cipher_suite: CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519,
+        requesting_signature_key: SignaturePublicKey(signer.to_public_vec().into()),
+        requesting_credential: Credential {
+            credential_type: Credential::BASIC,
+            content: client.as_bytes().to_vec().into(),
+        },
+        group_info_public_key: HpkePublicKey(hpke_public.to_vec().into()),
+        joining_code: Vec::new().into(),
+        signature: Vec::new().into(),
+    };
+    let tbs = request.to_be_signed().expect("TBS");
+    let content =
+        bridge_mimi::mls::labeled(GroupInfoRequest::SIGNATURE_LABEL, &tbs).expect("label");
+    request.signature = signer.sign(&content).expect("sign").into();
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_serves_group_info_encrypted_and_signed_to_participants_only() {
+    use bridge_mimi::wire::{
+        GroupInfoRatchetTreeTbe, GroupInfoResponse, GroupInfoResult, IdentifierUri,
+        RatchetTreeOption,
+    };
+    use openmls_traits::crypto::OpenMlsCrypto as _;
+    use tls_codec::Deserialize as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, hub_port, _) = pair_in_memory(dir.path()).await;
+    // Bob (a follower user) becomes a participant.
+    say(&follower, "f1", "bob", "hello").await;
+    received(&hub, 1).await;
+
+    let client = follower_client(dir.path(), hub_port);
+    let peer = client
+        .fetch_directory("hub.example", &format!("https://hub.example:{hub_port}"))
+        .await
+        .expect("directory");
+    let crypto = openmls_rust_crypto::RustCrypto::default();
+    let suite = openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+    let signer = openmls_basic_credential::SignatureKeyPair::new(suite.signature_algorithm())
+        .expect("signature key");
+    let hpke = crypto
+        .derive_hpke_keypair(suite.hpke_config(), &[9; 32])
+        .expect("HPKE key");
+    let room = IdentifierUri(ROOM.to_owned());
+    let host = bridge_mimi::mls::MlsHost::open(
+        "reader.example",
+        Arc::new(bridge_mimi::mls::kv::StoreKv::new(
+            Arc::new(bridge_core::MemoryStore::new()),
+            b"m/",
+        )),
+    );
+
+    // A second client of bob: the GroupInfo and the full tree, for the room, signed by the hub.
+    let request = group_info_request(
+        "mimi://follower.example/d/bob/tablet",
+        &signer,
+        &hpke.public,
+    );
+    let response: GroupInfoResponse = client
+        .group_info(&peer, &room, &request)
+        .await
+        .expect("answered");
+    let tbs = response.to_be_signed().expect("TBS").expect("a success");
+    let GroupInfoResult::Success {
+        hub_sender,
+        encrypted_groupinfo_and_tree,
+        signature,
+        ..
+    } = response.result
+    else {
+        panic!("not a success: {:?}", response.result);
+    };
+    assert_eq!(
+        hub_sender.credential.content.as_slice(),
+        b"mimi://hub.example"
+    );
+    host.verify_with_label(
+        hub_sender.signature_key.0.as_slice(),
+        GroupInfoResponse::SIGNATURE_LABEL,
+        &tbs,
+        signature.as_slice(),
+    )
+    .expect("signed by the hub");
+    let plaintext = host
+        .decrypt_with_label(
+            &hpke.private,
+            GroupInfoRatchetTreeTbe::ENCRYPTION_LABEL,
+            ROOM.as_bytes(),
+            encrypted_groupinfo_and_tree.kem_output.as_slice(),
+            encrypted_groupinfo_and_tree.ciphertext.as_slice(),
+        )
+        .expect("encrypted to our key");
+    let tbe = GroupInfoRatchetTreeTbe::tls_deserialize_exact(plaintext.as_slice()).expect("TBE");
+    let info = tbe.group_info.parse().expect("a GroupInfo");
+    assert_eq!(info.group_id().as_slice(), b"mimi://hub.example/g/lobby");
+    assert!(matches!(tbe.ratchet_tree, RatchetTreeOption::Full(_)));
+
+    // Someone who is not a participant, a client of another provider's user, an unknown room:
+    // refused; a forged signature: 400.
+    for (who, room) in [
+        ("mimi://follower.example/d/mallory/phone", ROOM),
+        ("mimi://hub.example/d/alice/phone", ROOM),
+        (
+            "mimi://follower.example/d/bob/tablet",
+            "mimi://hub.example/r/nowhere",
+        ),
+    ] {
+        let request = group_info_request(who, &signer, &hpke.public);
+        let response = client
+            .group_info(&peer, &IdentifierUri(room.to_owned()), &request)
+            .await
+            .expect("answered");
+        assert!(
+            matches!(
+                response.result,
+                GroupInfoResult::NotAuthorized | GroupInfoResult::NoSuchRoom
+            ),
+            "{who} in {room}: {:?}",
+            response.result
+        );
+    }
+    let mut forged = group_info_request(
+        "mimi://follower.example/d/bob/tablet",
+        &signer,
+        &hpke.public,
+    );
+    forged.joining_code = b"changed after signing".to_vec().into();
+    let refused = client
+        .group_info(&peer, &room, &forged)
+        .await
+        .expect_err("bad signature");
+    assert!(refused.to_string().contains("400"), "{refused}");
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

@@ -13,6 +13,10 @@ use crate::mls::uri::{ClientUri, RoomUri, UserUri};
 use crate::mls::{MlsError, Processed};
 use crate::transport::{DownloadedAsset, PeerDomain, Provider, ProviderError};
 use crate::wire::{
+    CipherSuite, Credential, ExternalSender, GroupInfo, GroupInfoRatchetTreeTbe, GroupInfoResult,
+    HpkeCiphertext, SignaturePublicKey,
+};
+use crate::wire::{
     ClientKeyMaterial, ClientKeyMaterialResult, FanoutMessage, FanoutPayload, GroupInfoRequest,
     GroupInfoResponse, HandshakeBundle, IdentifierUri, KeyMaterialRequest, KeyMaterialResponse,
     KeyMaterialUserCode, KeyPackage, MlsMessage, NotifyBody, Protocol, RatchetTree,
@@ -615,15 +619,116 @@ impl Provider for Handler {
         })
     }
 
+    /// As hub (§5.6): the room's GroupInfo and full ratchet tree, encrypted to the requester's
+    /// key and signed by the hub, for a client of the calling provider whose user is a
+    /// participant (a new client of an existing user joining by external commit). The request's
+    /// signature is checked first; other requesters get `notAuthorized` (joining codes and open
+    /// rooms are not supported).
     async fn group_info(
         &self,
-        _peer: &PeerDomain,
+        peer: &PeerDomain,
         room: IdentifierUri,
-        _request: GroupInfoRequest,
+        request: GroupInfoRequest,
     ) -> Result<GroupInfoResponse, ProviderError> {
-        Err(ProviderError::NotImplemented(format!(
-            "/groupInfo for {room}: external joins are not supported yet"
-        )))
+        let answer = |result| GroupInfoResponse {
+            protocol: Protocol::Mls10,
+            room_id: room.clone(),
+            result,
+        };
+        let hosted = match self.hosted(&room) {
+            Ok(hosted) => hosted,
+            Err(ProviderError::NotFound(_)) => return Ok(answer(GroupInfoResult::NoSuchRoom)),
+            Err(e) => return Err(e),
+        };
+        if request.cipher_suite != CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519 {
+            return Err(ProviderError::BadRequest(format!(
+                "cipher suite {:#06x}: we speak 0x0001 only",
+                request.cipher_suite.0
+            )));
+        }
+        let bad = |e: &dyn std::fmt::Display| ProviderError::BadRequest(e.to_string());
+        let tbs = request.to_be_signed().map_err(|e| bad(&e))?;
+        self.0
+            .mls
+            .verify_with_label(
+                request.requesting_signature_key.0.as_slice(),
+                GroupInfoRequest::SIGNATURE_LABEL,
+                &tbs,
+                request.signature.as_slice(),
+            )
+            .map_err(|e| bad(&e))?;
+        let credential = &request.requesting_credential;
+        let user = (credential.credential_type == Credential::BASIC)
+            .then(|| String::from_utf8(credential.content.as_slice().to_vec()).ok())
+            .flatten()
+            .and_then(|identity| ClientUri::parse(&identity).ok())
+            .map(|client| client.user().clone());
+        let participant = match &user {
+            Some(user) if user.domain().eq_ignore_ascii_case(peer.as_str()) => self
+                .0
+                .mls
+                .participants(&hosted)
+                .map_err(internal)?
+                .iter()
+                .any(|p| p.user == user.to_string()),
+            _ => false,
+        };
+        if !participant {
+            debug!(%room, peer = %peer.as_str(), "groupInfo refused: not a participant's client");
+            return Ok(answer(GroupInfoResult::NotAuthorized));
+        }
+        let (info, tree) = self.0.mls.group_info(&hosted).map_err(internal)?;
+        // An MLSMessage: version (2 bytes), wire format (2 bytes, 4 = GroupInfo), GroupInfo.
+        let info = match info.get(..4) {
+            Some([0, 1, 0, 4]) => info[4..].to_vec(),
+            _ => return Err(ProviderError::Internal("our GroupInfo message".into())),
+        };
+        let wire = |e: crate::wire::WireError| ProviderError::Internal(e.to_string());
+        let tbe = GroupInfoRatchetTreeTbe {
+            group_info: GroupInfo::from_bytes(info).map_err(wire)?,
+            ratchet_tree: RatchetTreeOption::Full(RatchetTree::from_bytes(tree).map_err(wire)?),
+            pending_proposals: Vec::new(),
+        };
+        let plaintext = to_bytes(&tbe).map_err(ProviderError::Internal)?;
+        let (kem_output, ciphertext) = self
+            .0
+            .mls
+            .encrypt_with_label(
+                request.group_info_public_key.0.as_slice(),
+                GroupInfoRatchetTreeTbe::ENCRYPTION_LABEL,
+                room.as_str().as_bytes(),
+                &plaintext,
+            )
+            .map_err(|e| bad(&e))?;
+        let (public_key, identity) = self.0.mls.hub_sender().map_err(internal)?;
+        let mut response = answer(GroupInfoResult::Success {
+            cipher_suite: request.cipher_suite,
+            hub_sender: ExternalSender {
+                signature_key: SignaturePublicKey(public_key.into()),
+                credential: Credential {
+                    credential_type: Credential::BASIC,
+                    content: identity.into(),
+                },
+            },
+            encrypted_groupinfo_and_tree: HpkeCiphertext {
+                kem_output: kem_output.into(),
+                ciphertext: ciphertext.into(),
+            },
+            signature: Vec::new().into(),
+        });
+        let tbs = response
+            .to_be_signed()
+            .map_err(wire)?
+            .ok_or_else(|| ProviderError::Internal("an unsigned success".into()))?;
+        let signed = self
+            .0
+            .mls
+            .hub_sign_with_label(GroupInfoResponse::SIGNATURE_LABEL, &tbs)
+            .map_err(internal)?;
+        if let GroupInfoResult::Success { signature, .. } = &mut response.result {
+            *signature = signed.signature.into();
+        }
+        Ok(response)
     }
 }
 

@@ -21,6 +21,7 @@
 mod clients;
 mod hub;
 pub mod kv;
+mod labels;
 pub mod metadata;
 pub mod participants;
 mod rooms;
@@ -39,6 +40,7 @@ use participants::RoomStateError;
 use storage::{MlsStorage, MlsStorageError, Overlay};
 
 pub use clients::KeyPackageSettings;
+pub use labels::{HubSignature, labeled};
 pub use rooms::{CommitOutput, Decrypted, PAST_EPOCHS, Participant, Processed, RoomProfile};
 
 /// An MLS operation failed. Nothing was written.
