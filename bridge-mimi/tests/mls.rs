@@ -54,9 +54,21 @@ fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
         .take_key_package(&bob)
         .expect("take")
         .expect("a KeyPackage");
+    // What a hub relaying this KeyPackage records is what the Welcome names.
+    let key_package_bytes =
+        tls_codec::Serialize::tls_serialize_detached(&key_package).expect("serialize");
+    let reference = hub
+        .key_package_ref(&key_package_bytes)
+        .expect("a valid KeyPackage");
     let output = hub
         .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
         .expect("add");
+    assert_eq!(
+        MlsHost::welcome_recipients(output.welcome.as_deref().expect("a Welcome"))
+            .expect("a Welcome"),
+        vec![reference]
+    );
+    assert!(hub.key_package_ref(b"not a KeyPackage").is_err());
     assert_eq!(output.epoch, 1);
     assert!(output.group_info.is_some());
     assert_eq!(

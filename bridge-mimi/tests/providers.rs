@@ -350,6 +350,17 @@ async fn pair_in_memory(dir: &Path) -> (Side, Side, u16, u16) {
     );
     let hub = start(Arc::new(bridge_core::MemoryStore::new()), hub_settings).await;
     let follower = start(Arc::new(bridge_core::MemoryStore::new()), follower_settings).await;
+    // Both providers serve once their adapters have started.
+    for port in [hub_port, follower_port] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "nothing on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     (hub, follower, hub_port, follower_port)
 }
 
@@ -676,6 +687,67 @@ async fn the_hub_serves_group_info_encrypted_and_signed_to_participants_only() {
         .await
         .expect_err("bad signature");
     assert!(refused.to_string().contains("400"), "{refused}");
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_relays_key_material_for_its_rooms_only() {
+    use bridge_mimi::wire::{
+        CipherSuite, ClientKeyMaterialResult, Credential, IdentifierUri, KeyMaterialRequest,
+        KeyMaterialUserCode, Protocol, RequiredCapabilities, SignaturePublicKey,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, hub_port, _) = pair_in_memory(dir.path()).await;
+    let client = follower_client(dir.path(), hub_port);
+    let peer = client
+        .fetch_directory("hub.example", &format!("https://hub.example:{hub_port}"))
+        .await
+        .expect("directory");
+    let claim = |target: &str, room: &str| KeyMaterialRequest {
+        protocol: Protocol::Mls10,
+        requesting_user: IdentifierUri("mimi://follower.example/u/bob".into()),
+        target_user: IdentifierUri(target.into()),
+        room_id: IdentifierUri(room.into()),
+        acceptable_ciphersuites: vec![CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519],
+        required_capabilities: RequiredCapabilities::default(),
+        requester_signature_key: SignaturePublicKey(vec![1; 32].into()),
+        requester_credential: Credential {
+            credential_type: Credential::BASIC,
+            content: b"mimi://follower.example/d/bob/bob".to_vec().into(),
+        },
+        key_material_request_signature: vec![2; 64].into(),
+    };
+    let bob = "mimi://follower.example/u/bob";
+    // While the follower has no participant in the room, nothing is relayed for it.
+    let refused = client
+        .key_material(&peer, &IdentifierUri(bob.into()), &claim(bob, ROOM))
+        .await
+        .expect_err("no participant yet");
+    assert!(refused.to_string().contains("403"), "{refused}");
+    say(&follower, "f1", "bob", "hello").await;
+    received(&hub, 1).await;
+    // A user of another provider (here the follower's own bob, through the hub): relayed to
+    // that provider, its KeyPackage checked on the way.
+    let answer = client
+        .key_material(&peer, &IdentifierUri(bob.into()), &claim(bob, ROOM))
+        .await
+        .expect("relayed");
+    assert_eq!(answer.user_status, KeyMaterialUserCode::Success);
+    assert!(matches!(
+        answer.clients.first().map(|c| &c.result),
+        Some(ClientKeyMaterialResult::Success(_))
+    ));
+    // Not for a room the hub hosts, or the hub's own user: not relayed.
+    let elsewhere = client
+        .key_material(
+            &peer,
+            &IdentifierUri(bob.into()),
+            &claim(bob, "mimi://hub.example/r/nowhere"),
+        )
+        .await
+        .expect_err("no such room");
+    assert!(elsewhere.to_string().contains("404"), "{elsewhere}");
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

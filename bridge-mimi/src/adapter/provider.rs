@@ -67,6 +67,84 @@ impl Handler {
             .any(|d| d == peer.as_str()))
     }
 
+    /// As hub, relays a claim for the KeyPackages of `user`, of another provider, for a room
+    /// we host in which `peer` has a participant (§5.2: the hub proxies, so the requester need
+    /// not reach the target); each KeyPackage handed out is checked and its reference recorded
+    /// with the target's domain, so the Welcome of the commit that adds it goes there.
+    async fn relay_key_material(
+        &self,
+        peer: &PeerDomain,
+        user: &UserUri,
+        request: KeyMaterialRequest,
+    ) -> Result<KeyMaterialResponse, ProviderError> {
+        let room = room_of(&request.room_id)?;
+        let room = self.hosted(&IdentifierUri(room.to_string()))?;
+        if !self.has_participant(&room, peer)? {
+            return Err(ProviderError::Forbidden(format!(
+                "{peer} has no participant in {room}: no KeyPackages relayed for it"
+            )));
+        }
+        let target = self
+            .0
+            .peer(user.domain())
+            .await
+            .map_err(|e| ProviderError::Unavailable {
+                reason: format!("{}: {e}", user.domain()),
+                retry_after: e.retry_after(),
+            })?;
+        let uri = IdentifierUri(user.to_string());
+        let response = self
+            .0
+            .client
+            .key_material(&target, &uri, &request)
+            .await
+            .map_err(|e| ProviderError::Unavailable {
+                reason: format!("{}: {e}", user.domain()),
+                retry_after: e.retry_after(),
+            })?;
+        let domain = user.domain().to_ascii_lowercase();
+        let mut records = Vec::new();
+        for client in &response.clients {
+            if let ClientKeyMaterialResult::Success(key_package) = &client.result {
+                let reference =
+                    self.0
+                        .mls
+                        .key_package_ref(key_package.as_bytes())
+                        .map_err(|e| ProviderError::Unavailable {
+                            reason: format!("{} sent a bad KeyPackage: {e}", user.domain()),
+                            retry_after: None,
+                        })?;
+                records.push(format!("{KEY_PACKAGE_OWNER}{}", digest_hex_of(&reference)));
+            }
+        }
+        let entries: Vec<(&[u8], &[u8])> = records
+            .iter()
+            .map(|k| (k.as_bytes(), domain.as_bytes()))
+            .collect();
+        self.0.ctx.store().put_all(&entries).map_err(internal)?;
+        self.0.ctx.store().flush().await.map_err(internal)?;
+        debug!(%room, %user, relayed = records.len(), "KeyPackages relayed");
+        Ok(response)
+    }
+
+    /// The providers a Welcome (an `MLSMessage`) must go to: those whose KeyPackages we
+    /// relayed for its new members. Recipients we do not know are logged and skipped.
+    fn welcome_destinations(&self, welcome: &[u8]) -> Result<Vec<String>, ProviderError> {
+        let references = crate::mls::MlsHost::welcome_recipients(welcome)
+            .map_err(|e| ProviderError::BadRequest(format!("Welcome: {e}")))?;
+        let mut domains = Vec::new();
+        for reference in references {
+            let key = format!("{KEY_PACKAGE_OWNER}{}", digest_hex_of(&reference));
+            match self.0.ctx.store().get(key.as_bytes()).map_err(internal)? {
+                Some(domain) => domains.push(String::from_utf8_lossy(&domain).into_owned()),
+                None => warn!("a Welcome for a KeyPackage we did not relay: not forwarded"),
+            }
+        }
+        domains.sort();
+        domains.dedup();
+        Ok(domains)
+    }
+
     /// Hands the core a join or leave for each user of another provider that a commit added
     /// to or removed from `room`'s participant list (`before` → `after`); not waited for: the
     /// answer that follows flushes the store. Native IDs name the epoch, so a replayed commit
@@ -239,6 +317,15 @@ impl Handler {
     }
 }
 
+/// Store key prefix of KeyPackages the hub relayed: hex `KeyPackageRef` → the provider domain
+/// that owns it.
+const KEY_PACKAGE_OWNER: &str = "a/kpref/";
+
+/// Lower-case hex of `bytes`.
+fn digest_hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Store key prefix of decryptions kept until the message is safely handled
 /// ([`crate::mls::MlsHost::decrypt_once`]): hex SHA-256 of the MLS message.
 const DECRYPTED: &str = "a/decrypted/";
@@ -264,9 +351,9 @@ async fn durable(pending: Option<Pending>) {
 impl Provider for Handler {
     async fn key_material(
         &self,
-        _peer: &PeerDomain,
+        peer: &PeerDomain,
         target_user: IdentifierUri,
-        _request: KeyMaterialRequest,
+        request: KeyMaterialRequest,
     ) -> Result<KeyMaterialResponse, ProviderError> {
         let unknown = |status| KeyMaterialResponse {
             protocol: Protocol::Mls10,
@@ -278,9 +365,7 @@ impl Provider for Handler {
             return Ok(unknown(KeyMaterialUserCode::UserUnknown));
         };
         if !user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
-            return Err(ProviderError::NotImplemented(
-                "relaying /keyMaterial to another provider".into(),
-            ));
+            return self.relay_key_material(peer, &user, request).await;
         }
         // Only puppets that exist (someone bridged spoke through them) have key material.
         if self.0.mls.unused_key_packages(&user).map_err(internal)? == 0
@@ -337,14 +422,20 @@ impl Provider for Handler {
             });
         }
         let followers = self.0.followers(&room).map_err(internal)?;
+        let mut welcome = None;
         let (messages, payload) = match request.bundle {
-            HandshakeBundle::Commit(bundle) => (
-                vec![bundle.commit.clone()],
-                FanoutPayload::Commit {
-                    commit: bundle.commit,
-                    external_proposals: Vec::new(),
-                },
-            ),
+            HandshakeBundle::Commit(bundle) => {
+                if let Some(w) = &bundle.welcome {
+                    welcome = Some((w.clone(), bundle.ratchet_tree.clone()));
+                }
+                (
+                    vec![bundle.commit.clone()],
+                    FanoutPayload::Commit {
+                        commit: bundle.commit,
+                        external_proposals: Vec::new(),
+                    },
+                )
+            }
             HandshakeBundle::Proposals(bundle) => {
                 let mut all = vec![bundle.proposal.clone()];
                 all.extend(bundle.more_proposals.iter().cloned());
@@ -358,11 +449,50 @@ impl Provider for Handler {
             }
         };
         let before = self.0.mls.participants(&room).map_err(internal)?;
+        let mut committed = None;
         for message in &messages {
             match self.0.mls.process(&room, message.as_bytes()) {
+                Ok(Processed::Commit {
+                    epoch,
+                    participants,
+                    ..
+                }) => committed = Some((epoch, participants)),
                 Ok(_) => {}
                 Err(e) => return update_refusal(e),
             }
+        }
+        // A follower's commit that adds clients: its Welcome goes to the providers whose
+        // KeyPackages we relayed, with the full tree (ours, after the commit, unless the
+        // bundle carries it).
+        let mut welcomed = Vec::new();
+        if let Some((welcome, tree)) = welcome {
+            // The bundle's Welcome is bare; the notify carries an MLSMessage (version 1,
+            // wire format 3 = mls_welcome).
+            let mut message = vec![0, 1, 0, 3];
+            message.extend_from_slice(welcome.as_bytes());
+            let destinations = self.welcome_destinations(&message)?;
+            let tree = match tree {
+                RatchetTreeOption::Full(tree) => RatchetTreeOption::Full(tree),
+                _ => {
+                    let (_, tree) = self.0.mls.group_info(&room).map_err(internal)?;
+                    RatchetTreeOption::Full(
+                        RatchetTree::from_bytes(tree)
+                            .map_err(|e| ProviderError::Internal(e.to_string()))?,
+                    )
+                }
+            };
+            let welcome = FanoutMessage {
+                timestamp: now_ms(),
+                payload: FanoutPayload::Welcome {
+                    welcome: MlsMessage::from_bytes(message)
+                        .map_err(|e| ProviderError::BadRequest(format!("Welcome: {e}")))?,
+                    ratchet_tree: tree,
+                },
+            };
+            welcomed = destinations
+                .into_iter()
+                .map(|domain| (domain, welcome.clone()))
+                .collect();
         }
         let accepted_timestamp = now_ms();
         let proposals = matches!(payload, FanoutPayload::Proposal { .. });
@@ -396,6 +526,14 @@ impl Provider for Handler {
             }
             joins_and_leaves =
                 self.memberships(&room, &before, &output.participants, output.epoch)?;
+        } else if let Some((epoch, participants)) = &committed {
+            joins_and_leaves = self.memberships(&room, &before, participants, *epoch)?;
+        }
+        for (domain, welcome) in welcomed {
+            match bodies.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, messages)) => messages.push(welcome),
+                None => bodies.push((domain, vec![welcome])),
+            }
         }
         self.0.queue.push(&room, &bodies, &[]).map_err(internal)?;
         for p in joins_and_leaves {

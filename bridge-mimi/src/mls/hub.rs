@@ -20,6 +20,36 @@ fn hub_room_key(room: &RoomUri) -> String {
 }
 
 impl MlsHost {
+    /// The `KeyPackageRef` (RFC 9420 §5.2) of a KeyPackage (TLS-encoded, not in an
+    /// `MLSMessage`), after checking it (signature, lifetime, cipher suite): how the hub that
+    /// relayed it (`/keyMaterial`) recognises the Welcome for it later.
+    pub fn key_package_ref(&self, key_package: &[u8]) -> Result<Vec<u8>, MlsError> {
+        let parsed = KeyPackageIn::tls_deserialize_exact(key_package)
+            .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?;
+        let valid = parsed
+            .validate(&self.crypto, ProtocolVersion::Mls10)
+            .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?;
+        Ok(valid
+            .hash_ref(&self.crypto)
+            .map_err(|e| mls_err("KeyPackage reference")(&e))?
+            .as_slice()
+            .to_vec())
+    }
+
+    /// The `KeyPackageRef`s a Welcome (an `MLSMessage`) is encrypted to: who it is for.
+    pub fn welcome_recipients(welcome: &[u8]) -> Result<Vec<Vec<u8>>, MlsError> {
+        let parsed = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let MlsMessageBodyIn::Welcome(welcome) = parsed.extract() else {
+            return Err(MlsError::Malformed("not a Welcome".into()));
+        };
+        Ok(welcome
+            .secrets()
+            .iter()
+            .map(|s| s.new_member().as_slice().to_vec())
+            .collect())
+    }
+
     fn load_public(&self, tx: &Tx, room: &RoomUri) -> Result<PublicGroup, MlsError> {
         if self.get_record::<bool>(tx, &hub_room_key(room))?.is_none() {
             return Err(MlsError::UnknownRoom(room.to_string()));
