@@ -158,6 +158,37 @@ async fn relations_are_mapped_to_the_targets_native_ids() {
 }
 
 #[tokio::test]
+async fn an_unreact_naming_its_reaction_gets_the_reactions_key_and_only_from_its_author() {
+    let p = pair(Capabilities::all()).await;
+    let submit = |ev| p.a.submit(ev);
+    submit(inbound("a-room").id("q").from("alice").text("question"))
+        .await
+        .expect("q");
+    submit(inbound("a-room").id("x").from("bob").react("q", "🎉"))
+        .await
+        .expect("x");
+    // As MIMI's unlike: the reaction is named, the key is not.
+    let unlike = |who: &str, id: &str| {
+        inbound("a-room").id(id).from(who).kind(EventKind::Unreact {
+            target: RemoteEventId::new("q"),
+            key: String::new(),
+            reaction: Some(RemoteEventId::new("x")),
+        })
+    };
+    let refused = submit(unlike("mallory", "m")).await.expect("m");
+    assert!(matches!(refused, Submitted::Rejected(_)), "{refused:?}");
+    submit(unlike("bob", "y")).await.expect("y");
+    let sent = p.b.wait_sent(3, WAIT).await;
+    let q_native = p.b.native_id_of(sent[0].id).expect("q delivered");
+    let x_native = p.b.native_id_of(sent[1].id).expect("x delivered");
+    assert!(matches!(&sent[2].kind,
+        EventKind::Unreact { target, key, reaction: Some(r) } if *target == q_native && key == "🎉" && *r == x_native));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(p.b.sent().len(), 3);
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
 async fn only_the_author_edits_and_only_author_or_moderator_deletes() {
     let p = pair(Capabilities::all()).await;
     p.a.submit(inbound("a-room").id("m").from("alice").text("mine"))

@@ -751,3 +751,106 @@ async fn the_hub_relays_key_material_for_its_rooms_only() {
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reactions_and_deletions_cross_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    let submit = |side: &Side, event: bridge_core::InboundEvent| {
+        let far = side.far.clone();
+        async move {
+            let submitted = far.submit(event).await.expect("submitted");
+            assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+        }
+    };
+    // Bob (follower) writes, then corrects himself: the hub's side gets the edit of its copy.
+    say(&follower, "f1", "bob", "helo").await;
+    received(&hub, 1).await;
+    settled(&hub).await;
+    let copy_at_hub = hub
+        .far
+        .native_id_of(messages(&hub)[0].id)
+        .expect("delivered");
+    submit(
+        &follower,
+        inbound("far-room").id("f2").from("bob").edit("f1", "hello"),
+    )
+    .await;
+    received(&hub, 2).await;
+    match &messages(&hub)[1].kind {
+        EventKind::Edit { target, new } => {
+            assert_eq!(target, &copy_at_hub);
+            assert_eq!(new.text.body(), "hello");
+        }
+        other => panic!("not an edit: {other:?}"),
+    }
+    // Alice (hub) reacts to it and takes the reaction back: the follower's side sees both,
+    // pointing at bob's own message.
+    submit(
+        &hub,
+        inbound("far-room")
+            .id("h1")
+            .from("alice")
+            .react(copy_at_hub.as_str(), "👍"),
+    )
+    .await;
+    received(&follower, 1).await;
+    match &messages(&follower)[0].kind {
+        EventKind::Reaction { target, key } => {
+            assert_eq!(target.as_str(), "f1");
+            assert_eq!(key, "👍");
+        }
+        other => panic!("not a reaction: {other:?}"),
+    }
+    submit(
+        &hub,
+        inbound("far-room")
+            .id("h2")
+            .from("alice")
+            .unreact(copy_at_hub.as_str(), "👍"),
+    )
+    .await;
+    received(&follower, 2).await;
+    match &messages(&follower)[1].kind {
+        EventKind::Unreact { target, key, .. } => {
+            assert_eq!(target.as_str(), "f1");
+            assert_eq!(key, "👍");
+        }
+        other => panic!("not an unreact: {other:?}"),
+    }
+    // Alice writes and deletes her message; bob deletes his: each side sees the other's
+    // deletion of its copy.
+    say(&hub, "h3", "alice", "oops").await;
+    received(&follower, 3).await;
+    settled(&follower).await;
+    let alice_copy = follower
+        .far
+        .native_id_of(messages(&follower)[2].id)
+        .expect("delivered");
+    submit(
+        &hub,
+        inbound("far-room").id("h4").from("alice").redact("h3"),
+    )
+    .await;
+    received(&follower, 4).await;
+    match &messages(&follower)[3].kind {
+        EventKind::Redaction { target, .. } => assert_eq!(target, &alice_copy),
+        other => panic!("not a deletion: {other:?}"),
+    }
+    submit(
+        &follower,
+        inbound("far-room").id("f3").from("bob").redact("f1"),
+    )
+    .await;
+    received(&hub, 3).await;
+    match &messages(&hub)[2].kind {
+        EventKind::Redaction { target, .. } => assert_eq!(target, &copy_at_hub),
+        other => panic!("not a deletion: {other:?}"),
+    }
+    // Nothing else crossed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(messages(&hub).len(), 3, "{:?}", messages(&hub));
+    assert_eq!(messages(&follower).len(), 4, "{:?}", messages(&follower));
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

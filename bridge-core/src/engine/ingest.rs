@@ -396,6 +396,38 @@ impl Shared {
                 )),
                 _ => Ok(EventKind::Redaction { target, reason }),
             },
+            // An unreact that names its reaction (MIMI's unlike does, without the key): the
+            // reaction must be the sender's; its key and message are taken from it.
+            EventKind::Unreact {
+                target,
+                key,
+                reaction: Some(reaction),
+            } => match load_event(store, reaction)? {
+                Some(Event {
+                    kind:
+                        EventKind::Reaction {
+                            target: message,
+                            key: original,
+                        },
+                    sender: reactor,
+                    ..
+                }) if reactor.adapter == sender.adapter && reactor.user == sender.user => {
+                    Ok(EventKind::Unreact {
+                        target: message,
+                        key: original,
+                        reaction: Some(reaction),
+                    })
+                }
+                Some(_) => Err(format!(
+                    "{} may only take back a reaction of their own",
+                    sender.user
+                )),
+                None => Ok(EventKind::Unreact {
+                    target,
+                    key,
+                    reaction: Some(reaction),
+                }),
+            },
             EventKind::Unreact {
                 target,
                 key,

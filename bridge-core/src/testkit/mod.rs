@@ -53,7 +53,8 @@ impl InboundBuilder {
         self
     }
 
-    fn kind(mut self, kind: EventKind<RemoteEventId>) -> InboundEvent {
+    /// An event of any kind.
+    pub fn kind(mut self, kind: EventKind<RemoteEventId>) -> InboundEvent {
         self.event.kind = kind;
         self.event
     }
