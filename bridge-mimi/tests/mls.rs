@@ -561,6 +561,15 @@ fn a_new_member_proposal_is_committed_by_the_hub_with_the_participant() {
             participant(&carol.to_string(), ROLE_ORDINARY_USER),
         ]
     );
+    // The follower did not hear the answer and asks again (another KeyPackage, the new
+    // epoch): refused as a repeat, changing nothing; no second client for carol.
+    let again = follower.join_proposal(&room, &carol, 1).expect("proposal");
+    assert!(matches!(
+        hub.accept_join(&room, &bot, &again, FOLLOWER, ROLE_ORDINARY_USER),
+        Err(MlsError::AlreadyMember { .. })
+    ));
+    assert_eq!(hub.epoch(&room).expect("epoch"), 1);
+    assert_eq!(hub.members(&room).expect("members").len(), 2);
     let welcome = output.welcome.expect("a Welcome");
     follower
         .join(&welcome, Some(&output.ratchet_tree))

@@ -262,6 +262,18 @@ impl Handler {
             ROLE_ORDINARY_USER,
         ) {
             Ok(output) => output,
+            // A repeated request (the answer to the first was lost): the first was committed
+            // and its Welcome is queued for the peer, so this one succeeds without a second
+            // client in the group.
+            Err(MlsError::AlreadyMember { client, .. }) => {
+                debug!(%room, %client, "join asked again: already a member");
+                return Ok(UpdateRoomResponse {
+                    error_description: String::new(),
+                    result: UpdateResult::Success {
+                        accepted_timestamp: now_ms(),
+                    },
+                });
+            }
             Err(e) => return update_refusal(e),
         };
         let joins = self.memberships(room, &before, &output.participants, output.epoch)?;

@@ -75,6 +75,15 @@ pub enum MlsError {
     /// A room with this URI exists already.
     #[error("room {0} exists already")]
     RoomExists(String),
+    /// A client asked to join a room it is already a member of (its first request was
+    /// committed; its Welcome is on the way).
+    #[error("{client} is already a member of {room}")]
+    AlreadyMember {
+        /// The room.
+        room: String,
+        /// The client.
+        client: String,
+    },
     /// A Welcome for none of our KeyPackages.
     #[error("the Welcome is for none of this bridge's KeyPackages")]
     NotForUs,

@@ -638,6 +638,15 @@ impl MlsHost {
                         "{client} does not belong to {domain}"
                     )));
                 }
+                if group
+                    .members()
+                    .any(|m| identity_of(&m.credential) == identity)
+                {
+                    return Err(MlsError::AlreadyMember {
+                        room: room.to_string(),
+                        client: identity,
+                    });
+                }
                 let user = client.user().to_string();
                 if !list.iter().any(|p| p.user == user) && !users.contains(&user) {
                     users.push(user);
