@@ -692,12 +692,24 @@ impl AdapterStore {
     /// Up to `limit` entries whose key starts with `prefix`, in key order (keys without the
     /// namespace).
     pub fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.scan_after(prefix, None, limit)
+    }
+
+    /// Like [`AdapterStore::scan`], from the first key after `after` (a key as `scan` returns
+    /// it): pages through a long prefix.
+    pub fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let ns = self.prefix().build();
         let full = self.prefix().raw(prefix).build();
+        let after = after.map(|k| self.key(k));
         Ok(self
             .shared
             .store
-            .scan(&full, None, limit)?
+            .scan(&full, after.as_deref(), limit)?
             .into_iter()
             .map(|(k, v)| (k[ns.len()..].to_vec(), v))
             .collect())

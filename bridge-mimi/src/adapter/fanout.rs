@@ -207,7 +207,8 @@ async fn send_one(
 }
 
 /// The notify dedupe kept in the adapter's store: a retry of a body processed before a restart
-/// is still recognised. Entries are never removed (a later step: expire them).
+/// is still recognised. Each entry holds when it was recorded; [`super::expiry`] deletes it
+/// after a week.
 #[derive(Debug, Clone)]
 pub struct StoreDedupe {
     store: AdapterStore,
@@ -235,7 +236,8 @@ impl NotifyDedupe for StoreDedupe {
     }
 
     async fn record(&self, digest: NotifyDigest) {
-        if let Err(error) = self.store.put(&Self::key(&digest), b"1") {
+        let now = super::now_ms().to_string();
+        if let Err(error) = self.store.put(&Self::key(&digest), now.as_bytes()) {
             warn!(%error, "MIMI notify dedupe not recorded");
         }
     }

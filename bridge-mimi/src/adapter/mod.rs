@@ -14,6 +14,7 @@
 //! what was stored for its neutral event ID, so it never produces a second message.
 
 mod assets;
+mod expiry;
 pub mod fanout;
 mod payload;
 mod provider;
@@ -820,6 +821,10 @@ impl Adapter for MimiAdapter {
         let running = self.start(&ctx)?;
         *self.running.lock() = Some(running.clone());
         ctx.set_connected(true);
+        tokio::spawn(prune_now_and_then(
+            running.ctx.store().clone(),
+            ctx.shutdown().clone(),
+        ));
         fanout::run(running, ctx.shutdown().clone()).await;
         *self.running.lock() = None;
         info!(adapter = %self.id, "MIMI adapter stopped");
@@ -855,6 +860,24 @@ impl Adapter for MimiAdapter {
         let plaintext = assets::open(&received, &ciphertext, self.settings.max_file_bytes)?;
         let mime = (!received.content_type.is_empty()).then(|| received.content_type.clone());
         Ok(AttachmentBody::from_bytes(plaintext.into(), mime))
+    }
+}
+
+/// Deletes expired bookkeeping ([`expiry`]) at start and every hour until shutdown.
+async fn prune_now_and_then(
+    store: bridge_core::AdapterStore,
+    shutdown: bridge_core::adapter::CancellationToken,
+) {
+    loop {
+        match expiry::prune(&store, now_ms()) {
+            Ok(0) => {}
+            Ok(n) => info!(deleted = n, "MIMI bookkeeping expired"),
+            Err(error) => warn!(%error, "MIMI bookkeeping not expired"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(expiry::EVERY) => {}
+        }
     }
 }
 
