@@ -207,7 +207,7 @@ async fn send_one(
 }
 
 /// The notify dedupe kept in the adapter's store: a retry of a body processed before a restart
-/// is still recognised. Each entry holds when it was recorded; [`super::expiry`] deletes it
+/// is still recognised. Each entry holds when it was recorded; the adapter deletes it
 /// after a week.
 #[derive(Debug, Clone)]
 pub struct StoreDedupe {
