@@ -180,13 +180,17 @@ fn remove_and_leave_update_the_participant_list() {
         .expect("rejoin");
     let proposals = follower.leave(&room, &bob).expect("leave");
     assert_eq!(proposals.len(), 2, "AppDataUpdate and Remove");
-    for proposal in &proposals {
-        assert_eq!(
-            hub.process(&room, proposal).expect("queue"),
-            Processed::Proposal
-        );
-    }
-    let commit = hub.commit_pending(&room, &alice).expect("commit");
+    let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+    // Relayed by a provider bob does not belong to: refused, and nothing is queued.
+    assert!(matches!(
+        hub.commit_proposals_from(&room, &alice, &bytes, "elsewhere.example"),
+        Err(MlsError::InvalidStateChange(_))
+    ));
+    assert_eq!(hub.members(&room).expect("members").len(), 2);
+    // From bob's provider: his own removal is allowed and committed.
+    let commit = hub
+        .commit_proposals_from(&room, &alice, &bytes, FOLLOWER)
+        .expect("commit");
     assert_eq!(
         commit.participants,
         vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]

@@ -462,7 +462,22 @@ impl Provider for Handler {
         };
         let before = self.0.mls.participants(&room).map_err(internal)?;
         let mut committed = None;
-        for message in &messages {
+        // Proposals: checked against the room policy and committed at once by the bot (the hub
+        // commits pending proposals before anything else, §3.5); nothing is kept if refused.
+        let proposed = if matches!(payload, FanoutPayload::Proposal { .. }) {
+            let bytes: Vec<&[u8]> = messages.iter().map(MlsMessage::as_bytes).collect();
+            match self
+                .0
+                .mls
+                .commit_proposals_from(&room, &self.0.bot(), &bytes, peer.as_str())
+            {
+                Ok(output) => Some(output),
+                Err(e) => return update_refusal(e),
+            }
+        } else {
+            None
+        };
+        for message in messages.iter().filter(|_| proposed.is_none()) {
             match self.0.mls.process(&room, message.as_bytes()) {
                 Ok(Processed::Commit {
                     epoch,
@@ -507,21 +522,15 @@ impl Provider for Handler {
                 .collect();
         }
         let accepted_timestamp = now_ms();
-        let proposals = matches!(payload, FanoutPayload::Proposal { .. });
         let fanned = FanoutMessage {
             timestamp: accepted_timestamp,
             payload,
         };
         let mut bodies = super::fanout::Queue::to_all(&followers, &[fanned]);
         let mut joins_and_leaves = Vec::new();
-        if proposals {
-            // The hub commits pending proposals before anything else (§3.5): a follower's
-            // puppet leaving proposes its removal, the bot commits it. The proposer already
-            // holds its proposals; everyone gets the commit.
-            let output = match self.0.mls.commit_pending(&room, &self.0.bot()) {
-                Ok(output) => output,
-                Err(e) => return update_refusal(e),
-            };
+        if let Some(output) = proposed {
+            // A follower's puppet leaving proposed its removal, the bot committed it. The
+            // proposer already holds its proposals; everyone gets the commit.
             let commit = FanoutMessage {
                 timestamp: accepted_timestamp,
                 payload: FanoutPayload::Commit {

@@ -574,6 +574,93 @@ impl MlsHost {
         })
     }
 
+    /// As hub, takes `proposals` (`MLSMessage`s) from provider `domain` and commits them by
+    /// `by`'s puppet, after checking who proposes what (draft-ietf-mimi-room-policy's base
+    /// rules as we apply them): every proposal must come from a member whose client belongs
+    /// to `domain`; a Remove, or a participant-list update removing someone, may only concern
+    /// the proposer's own user unless the proposer is a group admin; role changes and
+    /// participant additions need a group admin; room metadata needs a group admin. On a
+    /// refusal nothing is kept (the proposals are not queued).
+    pub fn commit_proposals_from(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        proposals: &[&[u8]],
+        domain: &str,
+    ) -> Result<CommitOutput, MlsError> {
+        self.transaction(|tx| {
+            let record = self.room_record(tx, room)?;
+            for bytes in proposals {
+                match self.deliver_local(tx, room, &record, None, bytes)? {
+                    Some(Processed::Proposal) => {}
+                    _ => return Err(MlsError::Malformed("not a proposal".into())),
+                }
+            }
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let list = participants_of(&group)?;
+            let user_of_leaf = |leaf: LeafNodeIndex| {
+                group.member(leaf).and_then(|credential| {
+                    ClientUri::parse(&identity_of(credential))
+                        .ok()
+                        .map(|c| c.user().clone())
+                })
+            };
+            let refuse = |why: String| Err(MlsError::InvalidStateChange(why));
+            for queued in group.pending_proposals() {
+                let Sender::Member(leaf) = queued.sender() else {
+                    return refuse("a proposal from a non-member".into());
+                };
+                let Some(proposer) = user_of_leaf(*leaf) else {
+                    return refuse("a proposer without a client URI".into());
+                };
+                if !proposer.domain().eq_ignore_ascii_case(domain) {
+                    return refuse(format!("{proposer} does not belong to {domain}"));
+                }
+                let admin = list
+                    .iter()
+                    .any(|p| p.user == proposer.to_string() && p.role_index >= ROLE_GROUP_ADMIN);
+                match queued.proposal() {
+                    Proposal::Remove(remove) => {
+                        let target = user_of_leaf(remove.removed());
+                        if target.as_ref() != Some(&proposer) && !admin {
+                            return refuse(format!("{proposer} may remove only their own clients"));
+                        }
+                    }
+                    Proposal::AppDataUpdate(update) => match update.component_id() {
+                        COMPONENT_PARTICIPANT_LIST => {
+                            let AppDataUpdateOperation::Update(bytes) = update.operation() else {
+                                return refuse("removal of the participant list".into());
+                            };
+                            let change = ParticipantListUpdate::decode(bytes.as_slice())?;
+                            let own = list
+                                .iter()
+                                .position(|p| p.user == proposer.to_string())
+                                .and_then(|i| u32::try_from(i).ok());
+                            let only_self = change.removed_indices.iter().all(|i| Some(*i) == own);
+                            if !admin
+                                && (!only_self
+                                    || !change.changed_role_participants.is_empty()
+                                    || !change.added_participants.is_empty())
+                            {
+                                return refuse(format!(
+                                    "{proposer} may only remove themselves from the participant list"
+                                ));
+                            }
+                        }
+                        _ if !admin => {
+                            return refuse(format!("{proposer} may not change the room state"));
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.consume_proposal_store(true)
+            })
+        })
+    }
+
     /// `user`'s puppet asks to join `room`, hosted by another provider, at `epoch`: an Add
     /// proposal of one of its KeyPackages sent as a new member (RFC 9420 §12.1.8,
     /// `new_member_proposal`), an `MLSMessage` for the hub's `/update`. The puppet joins when the
