@@ -64,7 +64,7 @@ pub const MAX_DEPTH: usize = 64;
 /// URI schemes a [`Node::Link`] may use; links with any other (or no) scheme
 /// are reduced to their text.
 pub const ALLOWED_SCHEMES: &[&str] = &[
-    "http", "https", "ftp", "mailto", "magnet", "xmpp", "matrix", "tel",
+    "http", "https", "ftp", "mailto", "magnet", "xmpp", "matrix", "mimi", "tel",
 ];
 
 /// Prefix of a Matrix user permalink, as used for mentions.

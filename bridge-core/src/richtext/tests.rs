@@ -340,6 +340,11 @@ fn href_checks() {
         Some("https://a.example/x")
     );
     assert_eq!(safe_href("MAILTO:a@b"), Some("MAILTO:a@b"));
+    // MIMI users and rooms (mentions and room links from MIMI messages).
+    assert_eq!(
+        safe_href("mimi://hub.example/r/lobby"),
+        Some("mimi://hub.example/r/lobby")
+    );
     for bad in [
         "javascript:alert(1)",
         "JaVaScRiPt:x",
