@@ -847,10 +847,39 @@ async fn edits_reactions_and_deletions_cross_both_ways() {
         EventKind::Redaction { target, .. } => assert_eq!(target, &copy_at_hub),
         other => panic!("not a deletion: {other:?}"),
     }
+    // Alice mentions bob as her side knows him (a MIMI user): on bob's side the mention is of
+    // bob himself, the far user the follower's puppet stands for.
+    let mut mention = inbound("far-room").id("h5").from("alice").text("hi bob");
+    if let EventKind::Message { content, .. } = &mut mention.kind {
+        content.text = bridge_core::RichText::from_nodes(vec![
+            bridge_core::richtext::Node::text("hi "),
+            bridge_core::richtext::Node::Mention {
+                id: "mimi://follower.example/u/bob".into(),
+                text: "bob".into(),
+            },
+        ]);
+        content.mentions.push(bridge_core::Mention {
+            adapter: "mimi".into(),
+            user: "mimi://follower.example/u/bob".into(),
+            display: "bob".into(),
+        });
+    }
+    submit(&hub, mention).await;
+    received(&follower, 5).await;
+    match &messages(&follower)[4].kind {
+        EventKind::Message { content, .. } => {
+            let m = content
+                .mentions
+                .first()
+                .unwrap_or_else(|| panic!("no mention: {content:?}"));
+            assert_eq!((m.adapter.as_str(), m.user.as_str()), ("far", "bob"));
+        }
+        other => panic!("not a message: {other:?}"),
+    }
     // Nothing else crossed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(messages(&hub).len(), 3, "{:?}", messages(&hub));
-    assert_eq!(messages(&follower).len(), 4, "{:?}", messages(&follower));
+    assert_eq!(messages(&follower).len(), 5, "{:?}", messages(&follower));
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

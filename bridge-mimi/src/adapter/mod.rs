@@ -53,6 +53,8 @@ const SENT: &str = "a/sent/";
 /// Store key prefix of sends prepared but not yet accepted by the hub: the message ID and the
 /// ciphertext.
 const PENDING: &str = "a/pending/";
+/// Store key prefix of our puppets: user URI → the adapter and native ID it stands for.
+const PUPPET: &str = "a/puppet/";
 /// Store key prefix of join requests sent to a hub: `<room>/<user>` → when (ms).
 const JOINING: &str = "a/joining/";
 /// How long a join request is waited for before it is sent again.
@@ -447,6 +449,35 @@ impl Running {
         AdapterError::transient(format!("{room} changed epoch while {user} asked to join"))
     }
 
+    /// Records whom puppet `uri` stands for (a user of `adapter`), once, so that a MIMI user's
+    /// mention of the puppet becomes a mention of that user ([`Running::stands_for`]).
+    fn remember_puppet(
+        &self,
+        uri: &UserUri,
+        adapter: &AdapterId,
+        user: &RemoteUserId,
+    ) -> Result<(), AdapterError> {
+        let key = format!("{PUPPET}{uri}");
+        let store = self.ctx.store();
+        if store.get(key.as_bytes())?.is_none() {
+            let value = format!("{adapter}\n{user}");
+            store.put(key.as_bytes(), value.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The user (adapter and native ID) our puppet `uri` stands for, if it is one of ours.
+    pub(crate) fn stands_for(&self, uri: &str) -> Option<(AdapterId, RemoteUserId)> {
+        let value = self
+            .ctx
+            .store()
+            .get(format!("{PUPPET}{uri}").as_bytes())
+            .ok()??;
+        let value = String::from_utf8(value).ok()?;
+        let (adapter, user) = value.split_once('\n')?;
+        Some((AdapterId::new(adapter), RemoteUserId::new(user)))
+    }
+
     /// A far user joined or left: their puppet joins the room's group (as when they first
     /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
     /// entry) and queues the commit for the followers; as follower, the puppet proposes its own
@@ -692,6 +723,7 @@ impl Running {
         let room = RoomUri::parse(event.room.as_str()).map_err(|e| {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
+        self.remember_puppet(&user, &event.sender.adapter, &event.sender.user)?;
         if let EventKind::Membership { change, .. } = &event.kind {
             self.membership(&room, &user, *change).await?;
             return Ok(Delivered {
@@ -703,6 +735,21 @@ impl Running {
         let (id, ciphertext) = match store.get(pending_key.as_bytes())? {
             Some(pending) => split_pending(&pending)?,
             None => {
+                if let EventKind::Message { content, .. } | EventKind::Edit { new: content, .. } =
+                    &event.kind
+                {
+                    for m in content
+                        .mentions
+                        .iter()
+                        .filter(|m| m.adapter != *self.ctx.adapter_id())
+                    {
+                        self.remember_puppet(
+                            &self.mls.puppet(m.user.as_str()),
+                            &m.adapter,
+                            &m.user,
+                        )?;
+                    }
+                }
                 let mention_uri = |m: &Mention| {
                     Some(if m.adapter == *self.ctx.adapter_id() {
                         m.user.to_string()

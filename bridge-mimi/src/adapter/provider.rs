@@ -232,12 +232,20 @@ impl Handler {
             let received = assets::Received::of(&file.part, room.domain());
             assets::remember(self.0.ctx.store(), &file.part.url, &received).map_err(internal)?;
         }
-        let mut event = InboundEvent::new(
-            room.to_string(),
-            Some(decoded.id),
-            user.to_string(),
-            decoded.kind,
-        );
+        let mut kind = decoded.kind;
+        // A mention of one of our puppets is a mention of the user it stands for.
+        if let bridge_core::EventKind::Message { content, .. }
+        | bridge_core::EventKind::Edit { new: content, .. } = &mut kind
+        {
+            for mention in &mut content.mentions {
+                if let Some((adapter, user)) = self.0.stands_for(mention.user.as_str()) {
+                    mention.adapter = adapter;
+                    mention.user = user;
+                }
+            }
+        }
+        let mut event =
+            InboundEvent::new(room.to_string(), Some(decoded.id), user.to_string(), kind);
         event.ts = ts;
         self.0.ctx.enqueue(event).map(Some).map_err(internal)
     }
