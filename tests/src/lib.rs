@@ -103,3 +103,15 @@ pub fn fresh(name: &str) -> String {
         .map_or(0, |d| d.subsec_nanos());
     format!("{name}-{}-{nanos}", std::process::id())
 }
+
+/// Waits until `done` holds, checking every 20 ms; panics naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

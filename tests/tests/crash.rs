@@ -2,10 +2,10 @@
 //! servers (which live in this test process), restarted, and the receiving sides count
 //! 0 lost, 0 duplicated, order kept per room.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridge_example_linechat::server::Server;
-use bridge_tests::BridgeProcess;
+use bridge_tests::{BridgeProcess, wait_for};
 
 const ROOMS: usize = 10;
 const A_TO_B: usize = 8_000;
@@ -36,14 +36,6 @@ fn count(server: &Server, prefix: &str, per_room: usize) -> (usize, usize, usize
     let side = if prefix == "b" { "from a" } else { "from b" };
     let c = bridge_tests::linechat::count(server, prefix, ROOMS, side, per_room);
     (c.delivered, c.duplicated, c.out_of_order)
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

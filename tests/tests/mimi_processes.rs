@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bridge_example_linechat::server::Server;
-use bridge_tests::BridgeProcess;
 use bridge_tests::linechat::{Counts, count};
+use bridge_tests::{BridgeProcess, wait_for};
 
 const ROOMS: usize = 2;
 /// Messages each way, spread over the rooms.
@@ -74,14 +74,6 @@ timeout_secs = 5
     let path = dir.join(format!("{}.toml", p.name));
     std::fs::write(&path, toml).expect("write config");
     path
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -365,7 +365,17 @@ impl Running {
             .mls
             .add_client(room, &self.bot(), key_package, ROLE_ORDINARY_USER)
             .map_err(mls_failed)?;
-        let commit = MlsMessage::from_bytes(output.commit)
+        self.queue_commit(room, &followers, output.commit)
+    }
+
+    /// Queues a commit of ours for `followers` of `room` and wakes the sender.
+    fn queue_commit(
+        &self,
+        room: &RoomUri,
+        followers: &[String],
+        commit: Vec<u8>,
+    ) -> Result<(), AdapterError> {
+        let commit = MlsMessage::from_bytes(commit)
             .map_err(|e| AdapterError::Permanent(format!("our commit: {e}")))?;
         let message = FanoutMessage {
             timestamp: now_ms(),
@@ -375,7 +385,7 @@ impl Running {
             },
         };
         self.queue
-            .push(room, &fanout::Queue::to_all(&followers, &[message]), &[])
+            .push(room, &fanout::Queue::to_all(followers, &[message]), &[])
             .map_err(AdapterError::from)?;
         self.queue.wake();
         Ok(())
@@ -510,20 +520,8 @@ impl Running {
                     .mls
                     .remove_user(room, &self.bot(), user)
                     .map_err(mls_failed)?;
-                let commit = MlsMessage::from_bytes(output.commit)
-                    .map_err(|e| AdapterError::Permanent(format!("our commit: {e}")))?;
-                let message = FanoutMessage {
-                    timestamp: now_ms(),
-                    payload: FanoutPayload::Commit {
-                        commit,
-                        external_proposals: Vec::new(),
-                    },
-                };
-                self.queue
-                    .push(room, &fanout::Queue::to_all(&followers, &[message]), &[])
-                    .map_err(AdapterError::from)?;
+                self.queue_commit(room, &followers, output.commit)?;
                 self.ctx.store().flush().await?;
-                self.queue.wake();
                 info!(%room, %user, "puppet removed from the room");
                 Ok(())
             }
