@@ -23,7 +23,10 @@ fn the_corpus_replays_without_panics() {
     for entry in std::fs::read_dir(corpus_dir()).expect("corpus directory") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("read");
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !is_seed(name) {
             // What `scripts/fuzz.sh` kept: valid or not, it must not panic.
             check(&data);
