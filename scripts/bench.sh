@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks: scripts/bench.sh NAME. Each prints its figures and, as its last line, one JSON
-# object. Available: core, xmpp, matrix (the adapter issues add mimi and e2e).
+# object. Available: core, xmpp, matrix, mimi (a MIMI hub fanning out to 10 follower bridges;
+# BENCH_MIMI_FOLLOWERS, _MEMBERS, _MESSAGES, _RSS_CLIENTS shrink it for a trial run).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 name="${1:-}"
 if [ -z "$name" ]; then
-  echo "usage: scripts/bench.sh NAME   (NAME: core | xmpp | matrix)" >&2
+  echo "usage: scripts/bench.sh NAME   (NAME: core | xmpp | matrix | mimi)" >&2
   exit 2
 fi
 if [ "$name" = matrix ]; then

@@ -604,3 +604,64 @@ fn a_kept_decryption_answers_a_redelivery() {
     );
     assert!(follower.decrypt_once(&room, &message, "mls/x").is_err());
 }
+
+#[test]
+fn several_clients_are_added_in_one_commit() {
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = RoomUri::new(HUB, "crowd");
+    let alice = hub.puppet("alice");
+    hub.create_room(&room, &alice, RoomProfile::Mimi)
+        .expect("create");
+    let (bob, carol, erin) = (
+        follower.puppet("bob"),
+        follower.puppet("carol"),
+        hub.puppet("erin"),
+    );
+    let key_packages = vec![
+        follower
+            .take_key_package(&bob)
+            .expect("take")
+            .expect("bob's"),
+        follower
+            .take_key_package(&carol)
+            .expect("take")
+            .expect("carol's"),
+        hub.take_key_package(&erin).expect("take").expect("erin's"),
+    ];
+    let output = hub
+        .add_clients(&room, &alice, key_packages, ROLE_ORDINARY_USER)
+        .expect("add");
+    assert_eq!(output.epoch, 1, "one commit");
+    assert_eq!(
+        output.participants,
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&bob.to_string(), ROLE_ORDINARY_USER),
+            participant(&carol.to_string(), ROLE_ORDINARY_USER),
+            participant(&erin.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+    // The hub's own puppet joined at once; the follower's two join from the one Welcome.
+    assert_eq!(
+        hub.local_members_of(&room).expect("members"),
+        vec![alice.clone(), erin.clone()]
+    );
+    let joined = follower
+        .join(
+            &output.welcome.expect("a Welcome"),
+            Some(&output.ratchet_tree),
+        )
+        .expect("join");
+    assert_eq!(
+        joined,
+        Processed::Joined {
+            room: room.clone(),
+            users: vec![bob, carol],
+        }
+    );
+    assert_eq!(follower.members(&room).expect("members").len(), 4);
+    let message = hub.encrypt(&room, &erin, b"hello crowd").expect("encrypt");
+    let (sender, plaintext) = application(follower.decrypt(&room, &message).expect("decrypt"));
+    assert_eq!(sender, erin.puppet_client().to_string());
+    assert_eq!(plaintext, b"hello crowd");
+}

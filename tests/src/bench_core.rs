@@ -173,15 +173,7 @@ fn latencies(rig: &Rig) -> Vec<u32> {
 }
 
 fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    bridge_tests::self_status_kb("VmHWM:")
 }
 
 /// Set in the child processes `bench core` spawns: the phase to run alone.
@@ -235,10 +227,17 @@ async fn phase(name: &str) -> anyhow::Result<serde_json::Value> {
 /// Runs `name` in a child process (this binary, same arguments, [`PHASE_ENV`] set), so that
 /// every phase's peak RSS is its own; returns the child's JSON line.
 fn child_phase(name: &str) -> anyhow::Result<serde_json::Value> {
+    child_phase_in(PHASE_ENV, name)
+}
+
+/// Runs phase `name` of a benchmark in a child process: this binary with the same arguments
+/// and `env` set to `name`. The child's stdout is printed but for its last line, its JSON
+/// figures, which are returned; its stderr is passed through.
+pub(crate) fn child_phase_in(env: &str, name: &str) -> anyhow::Result<serde_json::Value> {
     let exe = std::env::current_exe()?;
     let output = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(PHASE_ENV, name)
+        .env(env, name)
         .stderr(std::process::Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);

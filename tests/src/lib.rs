@@ -16,6 +16,20 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+/// A field of this process's `/proc/self/status` in kB (`"VmRSS:"`, `"VmHWM:"`); 0 when it
+/// cannot be read. Shared by the benchmarks' RSS figures.
+pub fn self_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The `bridge` binary built next to this test (`cargo test --workspace` builds it).
 pub fn bridge_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");

@@ -13,7 +13,7 @@ use tls_codec::{Deserialize as _, Serialize as _};
 
 use super::clients::capabilities;
 use super::metadata::RoomMetadata;
-use super::participants::{ParticipantListData, ParticipantListUpdate};
+use super::participants::{ParticipantListData, ParticipantListUpdate, UserRolePair};
 use super::uri::{ClientUri, RoomUri, UserUri};
 use super::{CIPHERSUITE, MlsError, MlsHost, Provider, Tx, mls_err};
 use crate::codepoints::{COMPONENT_PARTICIPANT_LIST, COMPONENT_ROOM_METADATA, ROLE_GROUP_ADMIN};
@@ -399,36 +399,63 @@ impl MlsHost {
         key_package: KeyPackage,
         role_index: u32,
     ) -> Result<CommitOutput, MlsError> {
+        self.add_clients(room, by, vec![key_package], role_index)
+    }
+
+    /// [`MlsHost::add_client`] for several clients in one commit: an Add for each KeyPackage
+    /// and one AppDataUpdate adding every user not yet a participant (once each, in the order
+    /// of `key_packages`), one Welcome for them all. Every puppet of this host among them joins.
+    pub fn add_clients(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        key_packages: Vec<KeyPackage>,
+        role_index: u32,
+    ) -> Result<CommitOutput, MlsError> {
         self.transaction(|tx| {
             let record = self.room_record(tx, room)?;
             let (mut group, provider) = self.load_group(tx, room, by)?;
             let mut proposals = Vec::new();
             if record.profile == RoomProfile::Mimi {
-                let identity = identity_of(key_package.leaf_node().credential());
-                let client = ClientUri::parse(&identity)
-                    .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
-                let user = client.user().to_string();
                 let list = participants_of(&group)?;
-                if !list.iter().any(|p| p.user == user) {
+                let mut update = ParticipantListUpdate::default();
+                for key_package in &key_packages {
+                    let identity = identity_of(key_package.leaf_node().credential());
+                    let client = ClientUri::parse(&identity)
+                        .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
+                    let user = client.user().to_string();
+                    let listed = list.iter().any(|p| p.user == user)
+                        || update
+                            .added_participants
+                            .iter()
+                            .any(|p| p.user_str() == user);
+                    if !listed {
+                        update
+                            .added_participants
+                            .push(UserRolePair::new(&user, role_index));
+                    }
+                }
+                if !update.added_participants.is_empty() {
                     proposals.push(Proposal::AppDataUpdate(Box::new(
-                        AppDataUpdateProposal::update(
-                            COMPONENT_PARTICIPANT_LIST,
-                            ParticipantListUpdate::add(&user, role_index).encode(),
-                        ),
+                        AppDataUpdateProposal::update(COMPONENT_PARTICIPANT_LIST, update.encode()),
                     )));
                 }
             }
-            let hash_ref = key_package
-                .hash_ref(provider.crypto())
+            let hash_refs = key_packages
+                .iter()
+                .map(|k| k.hash_ref(provider.crypto()))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| mls_err("KeyPackage reference")(&e))?;
             let output = self.finish_commit(tx, room, by, &mut group, &provider, |b| {
-                b.propose_adds(Some(key_package)).add_proposals(proposals)
+                b.propose_adds(key_packages).add_proposals(proposals)
             })?;
-            // One of our own puppets? It joins now.
-            if let (Some(owner), Some(welcome)) =
-                (self.key_package_owner_in(tx, &hash_ref)?, &output.welcome)
-            {
-                self.join_as(tx, &owner, &hash_ref, welcome, None)?;
+            // Our own puppets among them join now.
+            if let Some(welcome) = &output.welcome {
+                for hash_ref in &hash_refs {
+                    if let Some(owner) = self.key_package_owner_in(tx, hash_ref)? {
+                        self.join_as(tx, &owner, hash_ref, welcome, None)?;
+                    }
+                }
             }
             Ok(output)
         })

@@ -10,6 +10,9 @@
 //! - `matrix`: far side → core → ghost send into a Synapse of its own, against one client
 //!   sending straight to Synapse (rate and added latency), the inbound path (appservice
 //!   transaction → core), and the `bridge` binary's RSS with 10,000 ghosts.
+//! - `mimi`: a hub bridge fanning messages out to 10 follower bridges (100 puppets each in one
+//!   1,000-member MLS group) over HTTPS with mutual TLS on loopback: messages/s, latency, the
+//!   MLS cost per message, and RSS per hosted MLS client.
 
 use std::process::ExitCode;
 
@@ -23,6 +26,10 @@ mod xmpp_bench {
 
 mod matrix_bench {
     include!("../bench_matrix.rs");
+}
+
+mod mimi_bench {
+    include!("../bench_mimi.rs");
 }
 
 fn main() -> ExitCode {
@@ -48,8 +55,9 @@ fn main() -> ExitCode {
         "core" => runtime.block_on(core_bench::run()),
         "xmpp" => runtime.block_on(xmpp_bench::run()),
         "matrix" => runtime.block_on(matrix_bench::run()),
+        "mimi" => runtime.block_on(mimi_bench::run()),
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; available: core, xmpp, matrix"
+            "unknown benchmark {other:?}; available: core, xmpp, matrix, mimi"
         )),
     };
     match result {
