@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bridge_core::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Backoff, Capabilities,
     ConfigIssue, Delivered, EventKind, InboundEvent, MessageContent, MsgType, OutboundEvent,
-    RemoteEventId, RemoteUserId, Sender,
+    RemoteEventId, RemoteRoomId, RemoteUserId, Sender,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
@@ -130,6 +130,9 @@ fn outbound(event: &OutboundEvent, puppet: &RemoteUserId) -> Result<Post, Adapte
 /// A `SEND` for the connection task: txn, post and the waiter of its `OK`.
 type Outgoing = (String, Post, oneshot::Sender<u64>);
 
+/// The linechat user the bridge itself posts as (answers to admin commands).
+pub const BRIDGE_USER: &str = "bridge";
+
 /// An adapter to one linechat server. There is nothing to join: the server sends the events of
 /// every room, and the core ignores (as `Unrouted`) those of rooms that are not linked.
 #[derive(Debug)]
@@ -141,18 +144,21 @@ pub struct LinechatAdapter {
     /// The context `run` was given, for `send` to register puppets with.
     ctx: Mutex<Option<AdapterContext>>,
     malformed: AtomicU64,
+    /// Notices sent, for their transaction IDs.
+    notices: AtomicU64,
 }
 
 impl LinechatAdapter {
     /// An adapter that will connect to `addr` as client `name`.
     pub fn new(addr: SocketAddr, name: impl Into<String>) -> Self {
-        let (name, (out, ctx, malformed)) = (name.into(), Default::default());
+        let (name, (out, ctx, malformed, notices)) = (name.into(), Default::default());
         Self {
             addr,
             name,
             out,
             ctx,
             malformed,
+            notices,
         }
     }
 
@@ -292,5 +298,40 @@ impl Adapter for LinechatAdapter {
         };
         let (native_id, puppet) = (Some(RemoteEventId::new(seq.to_string())), Some(puppet));
         Ok(Delivered { native_id, puppet })
+    }
+
+    /// Posts as [`BRIDGE_USER`], the bridge's own linechat user (registered as ours first, so
+    /// its `EVENT` coming back is an echo, never a command).
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let me = RemoteUserId::new(BRIDGE_USER);
+        self.register_puppet(&me).await?;
+        if !is_word(room.as_str()) {
+            return Err(AdapterError::Permanent(format!(
+                "{room} is not a linechat room"
+            )));
+        }
+        let post = Post {
+            room: room.as_str().to_owned(),
+            sender: BRIDGE_USER.to_owned(),
+            reply_to: None,
+            text: text.to_owned(),
+        };
+        let txn = format!(
+            "notice-{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            self.notices.fetch_add(1, Ordering::Relaxed)
+        );
+        let (waiter, ok) = oneshot::channel();
+        let out = self.out.lock().clone();
+        if out.is_none_or(|out| out.send((txn, post, waiter)).is_err()) {
+            return Err(AdapterError::transient("not connected"));
+        }
+        match tokio::time::timeout(SEND_TIMEOUT, ok).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(AdapterError::transient("disconnected before the OK")),
+            Err(_) => Err(AdapterError::transient("no OK within 10 s")),
+        }
     }
 }
