@@ -9,8 +9,11 @@
 //! backoff, inbound events enqueued in read order and acknowledged once durable, idempotent
 //! sends, and echoes recognised by their puppet. [`server`] is a server for tests and demos.
 
+pub mod notice;
 pub mod protocol;
 pub mod server;
+
+pub use notice::BRIDGE_USER;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -130,9 +133,6 @@ fn outbound(event: &OutboundEvent, puppet: &RemoteUserId) -> Result<Post, Adapte
 /// A `SEND` for the connection task: txn, post and the waiter of its `OK`.
 type Outgoing = (String, Post, oneshot::Sender<u64>);
 
-/// The linechat user the bridge itself posts as (answers to admin commands).
-pub const BRIDGE_USER: &str = "bridge";
-
 /// An adapter to one linechat server. There is nothing to join: the server sends the events of
 /// every room, and the core ignores (as `Unrouted`) those of rooms that are not linked.
 #[derive(Debug)]
@@ -144,21 +144,18 @@ pub struct LinechatAdapter {
     /// The context `run` was given, for `send` to register puppets with.
     ctx: Mutex<Option<AdapterContext>>,
     malformed: AtomicU64,
-    /// Notices sent, for their transaction IDs.
-    notices: AtomicU64,
 }
 
 impl LinechatAdapter {
     /// An adapter that will connect to `addr` as client `name`.
     pub fn new(addr: SocketAddr, name: impl Into<String>) -> Self {
-        let (name, (out, ctx, malformed, notices)) = (name.into(), Default::default());
+        let (name, (out, ctx, malformed)) = (name.into(), Default::default());
         Self {
             addr,
             name,
             out,
             ctx,
             malformed,
-            notices,
         }
     }
 
@@ -239,7 +236,7 @@ impl LinechatAdapter {
 
     /// Makes `puppet` known as ours before its message can come back as an `EVENT`: the core
     /// records [`Delivered::puppet`] only after `send` returns, which can be too late.
-    async fn register_puppet(&self, puppet: &RemoteUserId) -> Result<(), AdapterError> {
+    pub(crate) async fn register_puppet(&self, puppet: &RemoteUserId) -> Result<(), AdapterError> {
         let ctx = self.ctx.lock().clone();
         let ctx = ctx.ok_or_else(|| AdapterError::transient("the adapter is not running"))?;
         if !ctx.is_puppet(puppet) {
@@ -286,52 +283,13 @@ impl Adapter for LinechatAdapter {
         let post = outbound(&event, &puppet)?;
         self.register_puppet(&puppet).await?;
         // The neutral event ID is the transaction ID: a retried send creates nothing new.
-        let (txn, (waiter, ok)) = (event.id.to_string(), oneshot::channel());
-        let out = self.out.lock().clone();
-        if out.is_none_or(|out| out.send((txn, post, waiter)).is_err()) {
-            return Err(AdapterError::transient("not connected"));
-        }
-        let seq = match tokio::time::timeout(SEND_TIMEOUT, ok).await {
-            Ok(Ok(seq)) => seq,
-            Ok(Err(_)) => return Err(AdapterError::transient("disconnected before the OK")),
-            Err(_) => return Err(AdapterError::transient("no OK within 10 s")),
-        };
+        let seq = notice::post(self, event.id.to_string(), post).await?;
         let (native_id, puppet) = (Some(RemoteEventId::new(seq.to_string())), Some(puppet));
         Ok(Delivered { native_id, puppet })
     }
 
-    /// Posts as [`BRIDGE_USER`], the bridge's own linechat user (registered as ours first, so
-    /// its `EVENT` coming back is an echo, never a command).
+    /// Posts as [`BRIDGE_USER`] ([`notice`]).
     async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
-        let me = RemoteUserId::new(BRIDGE_USER);
-        self.register_puppet(&me).await?;
-        if !is_word(room.as_str()) {
-            return Err(AdapterError::Permanent(format!(
-                "{room} is not a linechat room"
-            )));
-        }
-        let post = Post {
-            room: room.as_str().to_owned(),
-            sender: BRIDGE_USER.to_owned(),
-            reply_to: None,
-            text: text.to_owned(),
-        };
-        let txn = format!(
-            "notice-{}-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            self.notices.fetch_add(1, Ordering::Relaxed)
-        );
-        let (waiter, ok) = oneshot::channel();
-        let out = self.out.lock().clone();
-        if out.is_none_or(|out| out.send((txn, post, waiter)).is_err()) {
-            return Err(AdapterError::transient("not connected"));
-        }
-        match tokio::time::timeout(SEND_TIMEOUT, ok).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(AdapterError::transient("disconnected before the OK")),
-            Err(_) => Err(AdapterError::transient("no OK within 10 s")),
-        }
+        notice::send(self, room, text).await
     }
 }
