@@ -211,6 +211,17 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Sends `text` into `room` as a notice from the bridge itself (its bot or own account,
+    /// never a puppet): the answer to an admin command in a management room (see
+    /// [`crate::management`]). The bridge's own messages must not come back to the core as
+    /// commands: drop them, or report them as sent by a puppet. The default: `Unsupported`.
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let _ = text;
+        Err(AdapterError::Unsupported(format!(
+            "this adapter cannot answer admin commands (in {room})"
+        )))
+    }
+
     /// Resolves a human alias (`#lobby:example.org`, a MUC address) to a native room.
     async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
         Err(AdapterError::Unsupported(format!(
@@ -334,6 +345,9 @@ pub enum Submitted {
     /// Refused (counted and logged): e.g. an edit of someone else's message, or a reference to
     /// an event the bridge never saw.
     Rejected(String),
+    /// Posted in a management room: not bridged; a text message went to the admin commands
+    /// (see [`crate::management`]).
+    Management,
 }
 
 /// An inbound event the core has ordered; [`Pending::durable`] waits until it is stored.
@@ -429,9 +443,26 @@ impl AdapterContext {
         self.shared.enqueue(&self.adapter, event)
     }
 
-    /// The native rooms currently linked for this adapter: join them when connected.
+    /// The native rooms currently linked for this adapter, and its management rooms (see
+    /// [`crate::management`]): join them when connected.
     pub fn linked_rooms(&self) -> Vec<RemoteRoomId> {
-        self.shared.linked_rooms(&self.adapter)
+        let mut rooms = self.shared.linked_rooms(&self.adapter);
+        rooms.extend(
+            self.shared
+                .management
+                .iter()
+                .filter(|link| link.adapter == self.adapter)
+                .map(|link| link.remote.clone()),
+        );
+        rooms
+    }
+
+    /// True when `room` is one of this adapter's management rooms (see [`crate::management`]).
+    pub fn is_management_room(&self, room: &RemoteRoomId) -> bool {
+        self.shared.management.contains(&crate::routing::Link::new(
+            self.adapter.clone(),
+            room.clone(),
+        ))
     }
 
     /// Cancelled when the bridge shuts down.

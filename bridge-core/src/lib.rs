@@ -24,6 +24,7 @@ pub mod durability;
 mod engine;
 pub mod event;
 pub mod ids;
+pub mod management;
 pub mod richtext;
 pub mod routing;
 pub mod store;
@@ -43,6 +44,7 @@ pub use event::{
     Origin, OutboundEvent, PresenceState, RemoteSender, Sender,
 };
 pub use ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId};
+pub use management::ManagementMessage;
 pub use richtext::RichText;
 pub use routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
 pub use store::{MemoryStore, SledStore, Store, StoreError};

@@ -6,10 +6,12 @@
 //! `bridge generate-registration -c FILE` writes the Matrix appservice registration;
 //! `bridge mimi inspect FILE` decodes a MIMI content message.
 
+mod admin;
 mod cli;
 mod config;
 mod links;
 mod logging;
+mod manage;
 mod mimi;
 mod ops;
 mod registration;

@@ -9,7 +9,8 @@ use anyhow::Context;
 use bridge_core::{AdapterId, Core, Link, RoomSettings, SledStore, Store};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{config, logging, ops, registry};
+use crate::manage::Manager;
+use crate::{admin, config, logging, ops, registry};
 
 /// Runs the bridge with the config at `path`.
 pub fn main(path: &Path) -> ExitCode {
@@ -81,11 +82,28 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
             .collect();
         builder = builder.room(room.id.as_str(), settings, links);
     }
+    let (sink, management) = tokio::sync::mpsc::channel(bridge_core::management::SINK_CAPACITY);
+    if !config.bridge.management.is_empty() {
+        let rooms = config
+            .bridge
+            .management
+            .iter()
+            .map(|m| Link::new(m.adapter.as_str(), m.remote.as_str()));
+        builder = builder.management(rooms, sink);
+    } else {
+        drop(sink);
+    }
     let core = Arc::new(builder.start().await?);
-    let http = http.map(|prepared| prepared.serve(core.clone(), &config));
+    let manager = Arc::new(Manager::new(core.clone(), &config));
+    let commands = admin::spawn(
+        admin::Commands::new(manager.clone(), admin::Admins::from_config(&config)),
+        management,
+    );
+    let http = http.map(|prepared| prepared.serve(manager.clone()));
     tracing::info!(
         adapters = config.adapters.len(),
         rooms = config.rooms.len(),
+        management_rooms = config.bridge.management.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "bridge started"
     );
@@ -100,6 +118,9 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
     if let Some(http) = http {
         http.stop().await;
     }
+    commands.abort();
+    let _ = commands.await;
+    drop(manager);
     match sole_owner(core).await {
         Some(core) => {
             core.shutdown().await;

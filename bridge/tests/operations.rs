@@ -614,3 +614,112 @@ async fn metrics_addr_still_works_and_the_api_is_off_without_a_token() {
     );
     bridge.stop().await;
 }
+
+/// The bridge's answers in a linechat room, in order.
+fn answers(server: &Server, room: &str) -> Vec<String> {
+    server
+        .from_bridge(room)
+        .into_iter()
+        .filter(|m| m.sender == bridge_example_linechat::BRIDGE_USER)
+        .map(|m| m.text)
+        .collect()
+}
+
+/// Posts `text` in `room` as `user` and waits for the bridge's next answer there.
+async fn command(server: &Server, room: &str, user: &str, text: &str) -> String {
+    let before = answers(server, room).len();
+    server.post(room, user, None, text);
+    wait_for(&format!("the answer to {text:?}"), || async {
+        answers(server, room).len() > before
+    })
+    .await;
+    answers(server, room)[before].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_run_commands_in_a_management_room() {
+    let (a, b) = (
+        Server::bind("127.0.0.1:0").await.expect("server a"),
+        Server::bind("127.0.0.1:0").await.expect("server b"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "{}admins = [\"a:alice\"]\n[[bridge.management]]\nadapter = \"a\"\nremote = \"admin\"\n",
+        with_api()
+    );
+    let bridge = Bridge::start(&config(dir.path(), &a, &b, &extra, "")).await;
+    let addr = bridge.addr;
+
+    let help = command(&a, "admin", "alice", "help").await;
+    assert!(help.contains("link ROOM ADAPTER REMOTE"), "{help}");
+    let status = command(&a, "admin", "alice", "!bridge status").await;
+    assert!(status.contains("Room lobby (Lobby):"), "{status}");
+    assert!(
+        status.contains("a:lobby (outbox 0, from config)"),
+        "{status}"
+    );
+    assert!(status.contains("Dead letters: 0"), "{status}");
+
+    // A non-admin is refused, and nothing changes.
+    let refused = command(&a, "admin", "mallory", "link dev b dev").await;
+    assert!(refused.contains("only the bridge's admins"), "{refused}");
+    assert!(bridge.log_text().contains("admin command refused"));
+    let rooms = get_api(addr, "/api/v1/rooms").await;
+    assert_eq!(rooms["rooms"].as_array().map(Vec::len), Some(1), "{rooms}");
+
+    // Link, through the same operations as the API (which then shows it).
+    let linked = command(&a, "admin", "alice", "link dev b dev").await;
+    assert_eq!(linked, "Linked b:dev to room dev.");
+    let linked = command(&a, "admin", "alice", "link dev a dev").await;
+    assert_eq!(linked, "Linked a:dev to room dev.");
+    let rooms = get_api(addr, "/api/v1/rooms").await;
+    assert!(rooms.to_string().contains("\"room\":\"dev\""), "{rooms}");
+    a.post("dev", "alice", None, "hello dev");
+    wait_for("the message in the new link", || async {
+        b.from_bridge("dev")
+            .iter()
+            .any(|m| m.text.contains("hello dev"))
+    })
+    .await;
+    let again = command(&a, "admin", "alice", "link dev b dev").await;
+    assert_eq!(again, "b:dev is already linked to room dev.");
+    let taken = command(&a, "admin", "alice", "link other b dev").await;
+    assert!(taken.starts_with("Cannot link:"), "{taken}");
+    let itself = command(&a, "admin", "alice", "link dev a admin").await;
+    assert!(itself.contains("management room"), "{itself}");
+
+    let retried = command(&a, "admin", "alice", "retry-dead-letters").await;
+    assert_eq!(retried, "Put 0 dead letters back into their outboxes.");
+    let retried = command(&a, "admin", "alice", "retry-dead-letters nowhere").await;
+    assert_eq!(retried, "Cannot retry: no room nowhere");
+
+    let unlinked = command(&a, "admin", "alice", "unlink b dev").await;
+    assert_eq!(unlinked, "Unlinked b:dev from room dev.");
+    let declared = command(&a, "admin", "alice", "unlink b lobby").await;
+    assert!(
+        declared.contains("declared in the configuration file"),
+        "{declared}"
+    );
+    let unknown = command(&a, "admin", "alice", "frobnicate").await;
+    assert!(unknown.contains("\"help\""), "{unknown}");
+
+    // Nothing said in the management room was bridged, and the bridge's own answers were
+    // never taken for commands: one answer per command.
+    assert!(b.from_bridge("admin").is_empty());
+    assert!(b.from_bridge("lobby").is_empty());
+    let posted = a
+        .messages("admin")
+        .iter()
+        .filter(|m| m.sender != bridge_example_linechat::BRIDGE_USER)
+        .count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(answers(&a, "admin").len(), posted);
+    bridge.stop().await;
+}
+
+/// `GET` of the provisioning API with the token, as JSON.
+async fn get_api(addr: SocketAddr, path: &str) -> Value {
+    let answer = http(addr, "GET", path, Some(TOKEN), None).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.json()
+}

@@ -100,8 +100,8 @@ pub use identifier::{
     check_identifier,
 };
 pub use model::{
-    AdapterSection, BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback, LinkSection,
-    LogFormat, RoomSection,
+    AdapterSection, AdminSection, BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback,
+    LinkSection, LogFormat, ManagementSection, RoomSection,
 };
 pub use secret::{SecretRef, check_secret, resolve_secret, resolve_secret_in, secret_setting};
 pub use settings::SettingsReader;

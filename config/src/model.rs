@@ -70,6 +70,33 @@ pub struct BridgeSection {
     pub metrics_addr: Option<SocketAddr>,
     /// The bearer token of the provisioning API; the API is off without one.
     pub provisioning_token: Option<crate::SecretRef>,
+    /// Who may run admin commands (`bridge.admins`): native users, each on one adapter.
+    pub admins: Vec<AdminSection>,
+    /// The management rooms (`[[bridge.management]]`): native rooms where every message is an
+    /// admin command to the bridge, never bridged.
+    pub management: Vec<ManagementSection>,
+}
+
+/// One entry of `bridge.admins`, written `"ADAPTER:USER"` (`"matrix:@alice:example.org"`,
+/// `"xmpp:alice@example.org"`): a native user of one configured adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct AdminSection {
+    /// Id of a configured adapter.
+    pub adapter: String,
+    /// The user's native ID on that adapter, as the adapter reports senders (a Matrix user ID,
+    /// a bare JID).
+    pub user: String,
+}
+
+/// One `[[bridge.management]]`: a native room on one adapter where admins talk to the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ManagementSection {
+    /// Id of a configured adapter.
+    pub adapter: String,
+    /// The native room ID on that adapter (a Matrix room ID, a MUC address).
+    pub remote: String,
+    /// Path of the section, such as `bridge.management[0]`.
+    pub path: String,
 }
 
 impl BridgeSection {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use super::outbox::QueueItem;
 use super::{Shared, now_ms};
 use crate::adapter::{Pending, SubmitError, Submitted};
-use crate::event::{Event, EventKind, InboundEvent, Origin, Sender};
+use crate::event::{Event, EventKind, InboundEvent, MsgType, Origin, Sender};
 use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId};
+use crate::management::ManagementMessage;
 use crate::routing::Link;
 use crate::store::keys::{Key, id_value, tag};
 use crate::store::{Batch, Store, StoreError};
@@ -167,7 +168,14 @@ fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
 /// What the locked part of ingest decided.
 enum Decision {
     Done(Submitted),
-    Accepted { id: EventId, seq: u64 },
+    Accepted {
+        id: EventId,
+        seq: u64,
+    },
+    /// A management message: durable once `seq` is (its native ID, for dedup).
+    Management {
+        seq: u64,
+    },
 }
 
 impl Shared {
@@ -183,6 +191,7 @@ impl Shared {
         let decision = self.decide(adapter, event)?;
         let (submitted, seq) = match decision {
             Decision::Done(s) => (s, 0),
+            Decision::Management { seq } => (Submitted::Management, seq),
             Decision::Accepted { id, seq } => (Submitted::Accepted(id), seq),
         };
         let outcome = match &submitted {
@@ -190,6 +199,7 @@ impl Shared {
             Submitted::Duplicate(_) => "duplicate",
             Submitted::Echo => "echo",
             Submitted::Unrouted => "unrouted",
+            Submitted::Management => "management",
             Submitted::Rejected(reason) => {
                 tracing::info!(%reason, "inbound event rejected");
                 "rejected"
@@ -209,6 +219,13 @@ impl Shared {
     fn decide(&self, adapter: &AdapterId, ev: InboundEvent) -> Result<Decision, StoreError> {
         let store = &*self.store;
         let _order = self.ingest_lock.lock();
+        if !self.management.is_empty()
+            && self
+                .management
+                .contains(&Link::new(adapter.clone(), ev.room.clone()))
+        {
+            return self.management_message(adapter, ev);
+        }
         let routing = self.routing.read();
         let Some(room_id) = routing.room_of(adapter, &ev.room) else {
             return Ok(Decision::Done(Submitted::Unrouted));
@@ -347,6 +364,71 @@ impl Shared {
             }
         }
         Ok(Decision::Accepted { id, seq })
+    }
+
+    /// An event in a management room (under the ingest lock): never bridged; a text message
+    /// from someone other than the bridge goes to the command sink once. Its native ID is
+    /// recorded like an accepted event's, so a redelivery (or the room's history on a rejoin)
+    /// is a duplicate, not a second command.
+    fn management_message(
+        &self,
+        adapter: &AdapterId,
+        ev: InboundEvent,
+    ) -> Result<Decision, StoreError> {
+        if ev.echo_of.is_some() || self.is_puppet(adapter, &ev.sender.id) {
+            return Ok(Decision::Done(Submitted::Echo));
+        }
+        let EventKind::Message { content, .. } = &ev.kind else {
+            return Ok(Decision::Done(Submitted::Management));
+        };
+        // Notices are what bots (this bridge's answers included) send: never commands.
+        if content.msgtype != MsgType::Text {
+            return Ok(Decision::Done(Submitted::Management));
+        }
+        let mut seq = 0;
+        if let Some(native) = &ev.native_id {
+            if let Some((id, provenance)) = lookup_native(&*self.store, adapter, &ev.room, native)?
+            {
+                return Ok(Decision::Done(match provenance {
+                    Provenance::Inbound => Submitted::Duplicate(id),
+                    Provenance::Produced => Submitted::Echo,
+                }));
+            }
+            let mut batch = Batch::new();
+            let id = self.ids.next_id();
+            map_remote(
+                &mut batch,
+                id,
+                adapter,
+                &ev.room,
+                native,
+                Provenance::Inbound,
+            );
+            seq = self.apply(batch)?;
+        }
+        let message = ManagementMessage {
+            room: Link::new(adapter.clone(), ev.room.clone()),
+            sender: Sender {
+                adapter: adapter.clone(),
+                user: ev.sender.id.clone(),
+                display_name: ev.sender.display_name.clone(),
+                avatar: ev.sender.avatar.clone(),
+            },
+            native_id: ev.native_id.clone(),
+            text: content.text.body().to_owned(),
+        };
+        match &self.commands {
+            Some(sink) => {
+                if let Err(e) = sink.try_send(message) {
+                    tracing::warn!(%adapter, room = %ev.room, error = %e,
+                        "management message dropped: the admin commands are not keeping up");
+                }
+            }
+            None => {
+                tracing::warn!(%adapter, room = %ev.room, "management message without a command reader")
+            }
+        }
+        Ok(Decision::Management { seq })
     }
 
     /// Edits only by the original sender; deletions by the sender or a moderator; the deletion

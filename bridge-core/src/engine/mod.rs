@@ -27,6 +27,7 @@ use crate::durability::GroupCommit;
 use crate::ids::{
     AdapterId, EventId, EventIdGenerator, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId,
 };
+use crate::management::ManagementMessage;
 use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
 use crate::store::keys::{Key, KeyReader, read_pair, tag};
 use crate::store::{
@@ -77,6 +78,18 @@ pub enum CoreError {
     /// Two adapters have the same ID.
     #[error("adapter {0:?} is registered twice")]
     DuplicateAdapter(AdapterId),
+    /// The native room is one of the bridge's management rooms, which are never bridged.
+    #[error(
+        "{0} is a management room of the bridge (where admins give commands); it cannot be \
+         bridged"
+    )]
+    ManagementRoom(Link),
+    /// A configured management room is also linked to a room (a link added at runtime).
+    #[error(
+        "management room {0} is also linked to room {1}: a management room cannot be bridged; \
+         unlink it (`bridge links remove`) or choose another management room"
+    )]
+    ManagementRoomLinked(Link, RoomId),
 }
 
 pub(crate) struct AdapterSlot {
@@ -127,6 +140,10 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Serialises the creation of direct-message rooms.
     pub(crate) direct: tokio::sync::Mutex<()>,
+    /// The management rooms (never links; see [`crate::management`]).
+    pub(crate) management: HashSet<Link>,
+    /// Where their text messages go.
+    pub(crate) commands: Option<tokio::sync::mpsc::Sender<ManagementMessage>>,
 }
 
 impl Shared {
@@ -141,6 +158,9 @@ impl Shared {
             let adapter = link.adapter.clone();
             return Err(CoreError::UnknownAdapter(link, adapter));
         };
+        if self.management.contains(&link) {
+            return Err(CoreError::ManagementRoom(link));
+        }
         let batch = {
             let _order = self.ingest_lock.lock();
             self.routing.write().add_link(room, link.clone())?
@@ -324,6 +344,8 @@ pub struct CoreBuilder {
     policy: DegradePolicy,
     adapters: Vec<(AdapterId, Arc<dyn Adapter>)>,
     rooms: Vec<(RoomId, RoomSettings, Vec<Link>)>,
+    management: HashSet<Link>,
+    commands: Option<tokio::sync::mpsc::Sender<ManagementMessage>>,
 }
 
 impl std::fmt::Debug for CoreBuilder {
@@ -351,6 +373,18 @@ impl CoreBuilder {
     /// Registers an adapter under its configured ID.
     pub fn adapter(mut self, id: impl Into<AdapterId>, adapter: Arc<dyn Adapter>) -> Self {
         self.adapters.push((id.into(), adapter));
+        self
+    }
+
+    /// The management rooms, and where their text messages go (see [`crate::management`]):
+    /// create the channel with [`crate::management::SINK_CAPACITY`].
+    pub fn management(
+        mut self,
+        rooms: impl IntoIterator<Item = Link>,
+        sink: tokio::sync::mpsc::Sender<ManagementMessage>,
+    ) -> Self {
+        self.management.extend(rooms);
+        self.commands = Some(sink);
         self
     }
 
@@ -422,6 +456,15 @@ impl CoreBuilder {
                 }
             }
         }
+        for link in &self.management {
+            if !adapters.contains_key(&link.adapter) {
+                let adapter = link.adapter.clone();
+                return Err(CoreError::UnknownAdapter(link.clone(), adapter));
+            }
+            if let Some(room) = routing.room_of(&link.adapter, &link.remote) {
+                return Err(CoreError::ManagementRoomLinked(link.clone(), room.clone()));
+            }
+        }
         self.store.apply(batch)?;
 
         let mut puppets: HashMap<AdapterId, HashSet<RemoteUserId>> = HashMap::new();
@@ -458,6 +501,8 @@ impl CoreBuilder {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             direct: tokio::sync::Mutex::new(()),
+            management: self.management,
+            commands: self.commands,
         });
         commit.flush_now().await?;
         // Stopped in this order at shutdown: workers, then adapters, then the flusher.
@@ -526,6 +571,8 @@ impl Core {
             policy: DegradePolicy::default(),
             adapters: Vec::new(),
             rooms: Vec::new(),
+            management: HashSet::new(),
+            commands: None,
         }
     }
 
@@ -604,7 +651,42 @@ impl Core {
 
     /// Moves every dead letter back into its link's outbox; returns how many.
     pub async fn retry_dead_letters(&self) -> Result<usize, StoreError> {
-        outbox::retry_dead_letters(&self.shared).await
+        outbox::retry_dead_letters(&self.shared, |_| true).await
+    }
+
+    /// Moves the dead letters of `room`'s links back into their outboxes; returns how many.
+    pub async fn retry_dead_letters_of(&self, room: &RoomId) -> Result<usize, StoreError> {
+        let links: HashSet<Link> = self
+            .shared
+            .routing
+            .read()
+            .room(room)
+            .map(|r| r.links.iter().cloned().collect())
+            .unwrap_or_default();
+        outbox::retry_dead_letters(&self.shared, |link| links.contains(link)).await
+    }
+
+    /// Sends `text` into a management room as a notice from the bridge itself
+    /// ([`Adapter::send_notice`]): the answer to an admin command.
+    pub async fn send_notice(
+        &self,
+        room: &Link,
+        text: &str,
+    ) -> Result<(), crate::adapter::AdapterError> {
+        match self.shared.adapters.get(&room.adapter) {
+            Some(slot) => slot.adapter.send_notice(&room.remote, text).await,
+            None => Err(crate::adapter::AdapterError::Permanent(format!(
+                "no adapter {} to answer in {}",
+                room.adapter, room.remote
+            ))),
+        }
+    }
+
+    /// The management rooms (see [`crate::management`]).
+    pub fn management_rooms(&self) -> Vec<Link> {
+        let mut rooms: Vec<Link> = self.shared.management.iter().cloned().collect();
+        rooms.sort_by(|a, b| (&a.adapter, &a.remote).cmp(&(&b.adapter, &b.remote)));
+        rooms
     }
 
     /// Looks up the event stored under `id`.

@@ -547,8 +547,12 @@ pub(crate) fn dead_letters(shared: &Shared) -> Result<Vec<DeadLetter>, StoreErro
 /// Moves dead letters back to their outboxes. Their order relative to newer events of the link
 /// is their original acceptance order only if the link's worker has not passed them yet, so they
 /// are delivered as soon as the worker reloads (after its current window).
-pub(crate) async fn retry_dead_letters(shared: &Shared) -> Result<usize, StoreError> {
-    let letters = dead_letters(shared)?;
+pub(crate) async fn retry_dead_letters(
+    shared: &Shared,
+    only: impl Fn(&Link) -> bool,
+) -> Result<usize, StoreError> {
+    let mut letters = dead_letters(shared)?;
+    letters.retain(|letter| only(&letter.link));
     let mut batch = Batch::new();
     for letter in &letters {
         batch.delete(dead_key(&letter.link, letter.event));

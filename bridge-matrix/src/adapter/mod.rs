@@ -398,6 +398,31 @@ impl Adapter for AppserviceAdapter {
         self.inner.send(event).await
     }
 
+    /// An `m.notice` from the bot (its own events are in our namespace, so never taken back
+    /// as inbound events).
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        let room_id = inner.room_id(room).await?;
+        let txn = ruma::OwnedTransactionId::from(format!(
+            "notice.{}.{:016x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            rand::random::<u64>()
+        ));
+        let content = serde_json::json!({ "msgtype": "m.notice", "body": text });
+        crate::calls::send_event(
+            &inner.hs,
+            As::Bot,
+            &room_id,
+            &txn,
+            "m.room.message",
+            &content,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         self.inner.join_bot(room).await
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::xml::Attrs as _;
 use async_trait::async_trait;
 use bridge_core::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, AttachmentLimit,
@@ -539,6 +540,28 @@ impl Adapter for XmppAdapter {
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
         self.inner.deliver(event).await
+    }
+
+    /// A groupchat message from the listener (the bridge's own occupant). Its reflection is
+    /// the listener's own, which carries no neutral event ID: never translated, so never a
+    /// command.
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        let listener = inner
+            .listener_jid()
+            .ok_or_else(|| AdapterError::transient("not connected"))?;
+        let id = inner.next_id();
+        let mut message = Element::builder("message", crate::wire::NS_CLIENT)
+            .with("type", "groupchat")
+            .with("to", room.as_str())
+            .with("id", &id);
+        if let Some(from) = inner.stanza_from(&listener) {
+            message = message.with("from", from);
+        }
+        let message = message
+            .append(Element::builder("body", crate::wire::NS_CLIENT).append(text))
+            .build();
+        inner.send_written(message).await
     }
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {

@@ -11,7 +11,7 @@
 mod metrics;
 mod provisioning;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bridge_config::{BridgeSection, Config};
-use bridge_core::{Core, Link, RoomId};
+use bridge_config::BridgeSection;
+use bridge_core::Core;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::manage::Manager;
 use provisioning::Token;
 
 /// What the HTTP handlers share.
@@ -39,9 +40,8 @@ struct Ops {
     metrics: PrometheusHandle,
     /// The provisioning API's bearer token; the API is off without one.
     token: Option<Token>,
-    /// The links declared in the configuration file, with their rooms: the API does not remove
-    /// them (the file would bring them back at the next start).
-    declared: HashMap<Link, RoomId>,
+    /// The operations the API runs (shared with the admin commands).
+    manager: Arc<Manager>,
 }
 
 /// The listener, bound and with the metrics recorder installed, before the core starts (so
@@ -73,7 +73,8 @@ pub async fn prepare(bridge: &BridgeSection, addr: SocketAddr) -> anyhow::Result
 
 impl Prepared {
     /// Starts serving requests about `core`.
-    pub fn serve(self, core: Arc<Core>, config: &Config) -> HttpServer {
+    pub fn serve(self, manager: Arc<Manager>) -> HttpServer {
+        let core = manager.core().clone();
         let addr = self.listener.local_addr().ok();
         let api = self.token.is_some();
         if api && addr.is_some_and(|a| !a.ip().is_loopback()) {
@@ -82,21 +83,11 @@ impl Prepared {
                  token crosses the network in clear unless a TLS proxy is in front"
             );
         }
-        let declared = config
-            .rooms
-            .iter()
-            .flat_map(|room| {
-                room.links.iter().map(|l| {
-                    let link = Link::new(l.adapter.as_str(), l.remote.as_str());
-                    (link, RoomId::new(room.id.as_str()))
-                })
-            })
-            .collect();
         let ops = Arc::new(Ops {
             core,
             metrics: self.metrics.clone(),
             token: self.token,
-            declared,
+            manager,
         });
         let app = Router::new()
             .route("/metrics", get(metrics::render))

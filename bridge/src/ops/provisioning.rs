@@ -25,15 +25,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use bridge_config::{ROOM_ID_MAX_LEN, ROOM_ID_PUNCTUATION, SecretRef, check_identifier};
-use bridge_core::{AdapterId, CoreError, Link, RemoteRoomId, RoomId, RoutingError};
+use bridge_config::SecretRef;
+use bridge_core::{AdapterId, RemoteRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Ops;
-
-/// The longest native room ID accepted, in bytes.
-const MAX_REMOTE_LEN: usize = 1024;
+use crate::manage::ManageError;
 
 /// The routes.
 pub(super) fn router() -> Router<Arc<Ops>> {
@@ -105,11 +103,6 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "provisioning API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-    }
-
     fn path(rejection: PathRejection) -> Self {
         Self::bad_request(rejection.body_text())
     }
@@ -173,14 +166,15 @@ impl FromRequestParts<Arc<Ops>> for Authorized {
     }
 }
 
-impl Ops {
-    /// The room a native room is linked to now.
-    fn room_of(&self, link: &Link) -> Option<RoomId> {
-        self.core
-            .status()
-            .into_iter()
-            .find(|room| room.links.iter().any(|(l, _)| l == link))
-            .map(|room| room.id)
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> Self {
+        let status = match &e {
+            ManageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ManageError::NotFound(_) => StatusCode::NOT_FOUND,
+            ManageError::Conflict(_) => StatusCode::CONFLICT,
+            ManageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.message())
     }
 }
 
@@ -212,21 +206,21 @@ struct Rooms {
 /// `GET /rooms`.
 async fn list_rooms(_: Authorized, State(ops): State<Arc<Ops>>) -> Json<Rooms> {
     let rooms: Vec<RoomView> = ops
-        .core
-        .status()
+        .manager
+        .rooms()
         .into_iter()
         .map(|room| RoomView {
             links: room
                 .links
-                .iter()
-                .map(|(link, depth)| LinkView {
-                    adapter: link.adapter.clone(),
-                    remote: link.remote.clone(),
-                    outbox: *depth,
-                    from_config: ops.declared.contains_key(link),
+                .into_iter()
+                .map(|l| LinkView {
+                    adapter: l.link.adapter,
+                    remote: l.link.remote,
+                    outbox: l.outbox,
+                    from_config: l.from_config,
                 })
                 .collect(),
-            room: room.id,
+            room: room.room,
             name: room.name,
         })
         .collect();
@@ -260,61 +254,27 @@ async fn add_link(
     body: Bytes,
 ) -> Result<(StatusCode, Json<LinkAnswer>), ApiError> {
     let Path(room) = room.map_err(ApiError::path)?;
-    check_identifier(&room, ROOM_ID_MAX_LEN, ROOM_ID_PUNCTUATION)
-        .map_err(|message| ApiError::bad_request(format!("room ID: {message}")))?;
     let new: NewLink = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "expected a JSON object {{\"adapter\": \"…\", \"remote\": \"…\"}}: {e}"
         ))
     })?;
-    if new.remote.is_empty()
-        || new.remote.len() > MAX_REMOTE_LEN
-        || new.remote.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(format!(
-            "remote: expected a native room ID of 1 to {MAX_REMOTE_LEN} bytes without control \
-             characters"
-        )));
+    let (room, link, created) = ops.manager.link(&room, &new.adapter, &new.remote).await?;
+    if created {
+        tracing::info!(%link, %room, "provisioning API: linked");
     }
-    let room = RoomId::new(room);
-    let link = Link::new(new.adapter.as_str(), new.remote.as_str());
-    let answer = |created: bool| {
-        Json(LinkAnswer {
-            room: room.clone(),
-            adapter: link.adapter.clone(),
-            remote: link.remote.clone(),
-            created,
-        })
+    let answer = Json(LinkAnswer {
+        room,
+        adapter: link.adapter,
+        remote: link.remote,
+        created,
+    });
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    if ops.room_of(&link).as_ref() == Some(&room) {
-        return Ok((StatusCode::OK, answer(false)));
-    }
-    match ops.core.add_link(&room, link.clone()).await {
-        Ok(()) => {
-            tracing::info!(%link, %room, "provisioning API: linked");
-            Ok((StatusCode::CREATED, answer(true)))
-        }
-        Err(CoreError::UnknownAdapter(_, adapter)) => {
-            let known: Vec<String> = ops
-                .core
-                .adapter_connections()
-                .into_iter()
-                .map(|(id, _)| id.to_string())
-                .collect();
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no adapter {:?} in the configuration; configured: {}",
-                    adapter.as_str(),
-                    known.join(", ")
-                ),
-            ))
-        }
-        Err(CoreError::Routing(e @ RoutingError::AlreadyLinked { .. })) => {
-            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
-        }
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    Ok((status, answer))
 }
 
 /// `DELETE /links/{adapter}/{remote}`: 204 unlinked; 404 not linked; 409 declared in the
@@ -325,26 +285,9 @@ async fn remove_link(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path((adapter, remote)) = path.map_err(ApiError::path)?;
-    let link = Link::new(adapter, remote);
-    if let Some(room) = ops.declared.get(&link) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{link} is declared in the configuration file (room {room}): remove it there and \
-                 restart the bridge, or the next start would link it again"
-            ),
-        ));
-    }
-    match ops.core.remove_link(&link).await {
-        Ok(room) => {
-            tracing::info!(%link, %room, "provisioning API: unlinked");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(CoreError::Routing(e @ RoutingError::NotLinked(_))) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
-        }
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    let room = ops.manager.unlink(&adapter, &remote).await?;
+    tracing::info!(%adapter, %remote, %room, "provisioning API: unlinked");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A dead letter in `GET /dead-letters`.
@@ -373,21 +316,19 @@ async fn dead_letters(
     _: Authorized,
     State(ops): State<Arc<Ops>>,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    let letters = ops.core.dead_letters().map_err(ApiError::internal)?;
-    let letters: Vec<DeadLetterView> = letters
+    let letters: Vec<DeadLetterView> = ops
+        .manager
+        .dead_letters()?
         .into_iter()
-        .map(|letter| {
-            let event = ops.core.event(letter.event).ok().flatten();
-            DeadLetterView {
-                adapter: letter.link.adapter,
-                remote: letter.link.remote,
-                room: event.as_ref().map(|e| e.room.clone()),
-                event: letter.event.to_string(),
-                kind: event.as_ref().map(|e| e.kind.name()),
-                error: letter.error,
-                attempts: letter.attempts,
-                at_ms: letter.at_ms,
-            }
+        .map(|info| DeadLetterView {
+            adapter: info.letter.link.adapter,
+            remote: info.letter.link.remote,
+            room: info.room,
+            event: info.letter.event.to_string(),
+            kind: info.kind,
+            error: info.letter.error,
+            attempts: info.letter.attempts,
+            at_ms: info.letter.at_ms,
         })
         .collect();
     Ok(Json(DeadLetters {
@@ -400,11 +341,7 @@ async fn retry_dead_letters(
     _: Authorized,
     State(ops): State<Arc<Ops>>,
 ) -> Result<Json<Value>, ApiError> {
-    let retried = ops
-        .core
-        .retry_dead_letters()
-        .await
-        .map_err(ApiError::internal)?;
+    let retried = ops.manager.retry_dead_letters(None).await?;
     tracing::info!(
         retried,
         "provisioning API: dead letters put back into their outboxes"

@@ -26,6 +26,8 @@ const BRIDGE_KEYS: &[&str] = &[
     "http_addr",
     "metrics_addr",
     "provisioning_token",
+    "admins",
+    "management",
 ];
 /// Keys of `[delivery]`.
 const DELIVERY_KEYS: &[&str] = &[
@@ -49,10 +51,19 @@ pub(crate) fn config(d: &mut Diagnostics, root: &dyn TableLike) -> Config {
         path: "",
     };
     root.check_keys(d, ROOT_KEYS);
-    let bridge = bridge(d, root);
+    let mut bridge = bridge(d, root);
     let delivery = delivery(d, root);
     let (adapters, adapter_ids) = sections::adapters(d, root);
     let rooms = sections::rooms(d, root, &adapter_ids, &delivery.degrade);
+    if let Some(item) = root.item("bridge")
+        && let Some(table) = item.as_table_like()
+    {
+        let table = Table {
+            table,
+            path: "bridge",
+        };
+        (bridge.admins, bridge.management) = sections::admin(d, table, &adapter_ids, &rooms);
+    }
     Config {
         bridge,
         delivery,
@@ -69,6 +80,8 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
         http_addr: None,
         metrics_addr: None,
         provisioning_token: None,
+        admins: Vec::new(),
+        management: Vec::new(),
     };
     if root.item("bridge").is_none() {
         d.push("bridge", "missing required section [bridge]");

@@ -11,7 +11,9 @@ use crate::identifier::{
     ADAPTER_ID_MAX_LEN, ADAPTER_ID_PUNCTUATION, ROOM_ID_MAX_LEN, ROOM_ID_PUNCTUATION,
     check_identifier,
 };
-use crate::model::{AdapterSection, Degrade, LinkSection, RoomSection};
+use crate::model::{
+    AdapterSection, AdminSection, Degrade, LinkSection, ManagementSection, RoomSection,
+};
 use crate::suggest::did_you_mean;
 
 /// Keys of `[[room]]`.
@@ -139,6 +141,168 @@ pub(crate) fn rooms(
     sections
 }
 
+/// What to say about a reference to an adapter id that is not configured.
+fn unknown_adapter(adapter: &str, adapters: &AdapterIds) -> String {
+    match did_you_mean(adapter, adapters.names()) {
+        Some(candidate) => format!(
+            "unknown adapter {} (did you mean {candidate:?}?)",
+            show(adapter)
+        ),
+        None if adapters.0.is_empty() => format!(
+            "unknown adapter {}; no [[adapter]] is configured",
+            show(adapter)
+        ),
+        None => {
+            let names: Vec<&str> = adapters.names().collect();
+            format!(
+                "unknown adapter {}; configured adapters: {}",
+                show(adapter),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Keys of `[[bridge.management]]`.
+const MANAGEMENT_KEYS: &[&str] = &["adapter", "remote"];
+
+/// Reads `bridge.admins` (`["ADAPTER:USER", …]`) and the `[[bridge.management]]` rooms,
+/// checking them against the adapters and the rooms' links: a management room is never also
+/// a bridged link.
+pub(crate) fn admin(
+    d: &mut Diagnostics,
+    bridge: Table<'_>,
+    adapters: &AdapterIds,
+    rooms: &[RoomSection],
+) -> (Vec<AdminSection>, Vec<ManagementSection>) {
+    let mut admins = Vec::new();
+    if let Some(item) = bridge.item("admins") {
+        let path = bridge.path("admins");
+        match item.as_array() {
+            None => d.push(
+                path,
+                format!(
+                    "expected an array of \"ADAPTER:USER\" strings, got {}",
+                    crate::describe::describe(item)
+                ),
+            ),
+            Some(array) => {
+                for (index, value) in array.iter().enumerate() {
+                    let at = crate::source_map::index_path(&path, index);
+                    let Some(text) = value.as_str() else {
+                        d.push(
+                            at,
+                            format!(
+                                "expected a string \"ADAPTER:USER\", got {}",
+                                crate::describe::describe_value(value)
+                            ),
+                        );
+                        continue;
+                    };
+                    let Some((adapter, user)) = text.split_once(':') else {
+                        d.push(
+                            at,
+                            format!(
+                                "expected \"ADAPTER:USER\" (an adapter id, a colon, the user's \
+                                 native ID, e.g. \"matrix:@alice:example.org\"), got {}",
+                                show(text)
+                            ),
+                        );
+                        continue;
+                    };
+                    let user = user.trim();
+                    if !adapters.contains(adapter) {
+                        d.push(at, unknown_adapter(adapter, adapters));
+                    } else if user.is_empty() || user.chars().any(char::is_control) {
+                        d.push(
+                            at,
+                            format!(
+                                "the user after {:?} is empty or has control characters",
+                                format!("{adapter}:")
+                            ),
+                        );
+                    } else if admins
+                        .iter()
+                        .any(|a: &AdminSection| a.adapter == adapter && a.user == user)
+                    {
+                        d.push(at, format!("{} is listed twice", show(text)));
+                    } else {
+                        admins.push(AdminSection {
+                            adapter: adapter.to_owned(),
+                            user: user.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let linked: HashMap<(&str, &str), (&str, &str)> = rooms
+        .iter()
+        .flat_map(|room| {
+            room.links.iter().map(move |l| {
+                (
+                    (l.adapter.as_str(), l.remote.as_str()),
+                    (room.id.as_str(), l.path.as_str()),
+                )
+            })
+        })
+        .collect();
+    let mut management: Vec<ManagementSection> = Vec::new();
+    for element in bridge.tables(d, "management") {
+        let table = element.view();
+        table.check_keys(d, MANAGEMENT_KEYS);
+        let adapter = table.string(d, "adapter", true);
+        let remote = table.non_empty_string(d, "remote", true);
+        if let Some(adapter) = adapter
+            && !adapters.contains(adapter)
+        {
+            d.push(table.path("adapter"), unknown_adapter(adapter, adapters));
+            continue;
+        }
+        let (Some(adapter), Some(remote)) = (adapter, remote) else {
+            continue;
+        };
+        if let Some((room, link_path)) = linked.get(&(adapter, remote)) {
+            let first = with_line(d, &format!("{link_path}.remote"));
+            d.push(
+                table.path("remote"),
+                format!(
+                    "{} on adapter {} is bridged in room {} at {first}; a management room \
+                     cannot also be a bridged room: use a room of its own for commands",
+                    show(remote),
+                    show(adapter),
+                    show(room)
+                ),
+            );
+            continue;
+        }
+        if let Some(first) = management
+            .iter()
+            .find(|m| m.adapter == adapter && m.remote == remote)
+        {
+            let first = with_line(d, &format!("{}.remote", first.path));
+            d.push(
+                table.path("remote"),
+                format!("{} is already a management room at {first}", show(remote)),
+            );
+            continue;
+        }
+        management.push(ManagementSection {
+            adapter: adapter.to_owned(),
+            remote: remote.to_owned(),
+            path: element.path.clone(),
+        });
+    }
+    if !management.is_empty() && admins.is_empty() {
+        d.push(
+            bridge.path("admins"),
+            "management rooms are configured but nobody may use them: name the admins, e.g. \
+             admins = [\"matrix:@alice:example.org\"]",
+        );
+    }
+    (admins, management)
+}
+
 fn link(
     d: &mut Diagnostics,
     table: Table<'_>,
@@ -152,29 +316,7 @@ fn link(
     let known = match adapter {
         Some(adapter) if adapters.contains(adapter) => true,
         Some(adapter) => {
-            let message = match did_you_mean(adapter, adapters.names()) {
-                Some(candidate) => {
-                    format!(
-                        "unknown adapter {} (did you mean {candidate:?}?)",
-                        show(adapter)
-                    )
-                }
-                None if adapters.0.is_empty() => {
-                    format!(
-                        "unknown adapter {}; no [[adapter]] is configured",
-                        show(adapter)
-                    )
-                }
-                None => {
-                    let names: Vec<&str> = adapters.names().collect();
-                    format!(
-                        "unknown adapter {}; configured adapters: {}",
-                        show(adapter),
-                        names.join(", ")
-                    )
-                }
-            };
-            d.push(table.path("adapter"), message);
+            d.push(table.path("adapter"), unknown_adapter(adapter, adapters));
             false
         }
         None => false,

@@ -9,8 +9,11 @@
 //! backoff, inbound events enqueued in read order and acknowledged once durable, idempotent
 //! sends, and echoes recognised by their puppet. [`server`] is a server for tests and demos.
 
+pub mod notice;
 pub mod protocol;
 pub mod server;
+
+pub use notice::BRIDGE_USER;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -23,7 +26,7 @@ use async_trait::async_trait;
 use bridge_core::{
     Adapter, AdapterContext, AdapterError, AdapterFactory, AdapterId, Backoff, Capabilities,
     ConfigIssue, Delivered, EventKind, InboundEvent, MessageContent, MsgType, OutboundEvent,
-    RemoteEventId, RemoteUserId, Sender,
+    RemoteEventId, RemoteRoomId, RemoteUserId, Sender,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
@@ -233,7 +236,7 @@ impl LinechatAdapter {
 
     /// Makes `puppet` known as ours before its message can come back as an `EVENT`: the core
     /// records [`Delivered::puppet`] only after `send` returns, which can be too late.
-    async fn register_puppet(&self, puppet: &RemoteUserId) -> Result<(), AdapterError> {
+    pub(crate) async fn register_puppet(&self, puppet: &RemoteUserId) -> Result<(), AdapterError> {
         let ctx = self.ctx.lock().clone();
         let ctx = ctx.ok_or_else(|| AdapterError::transient("the adapter is not running"))?;
         if !ctx.is_puppet(puppet) {
@@ -280,17 +283,13 @@ impl Adapter for LinechatAdapter {
         let post = outbound(&event, &puppet)?;
         self.register_puppet(&puppet).await?;
         // The neutral event ID is the transaction ID: a retried send creates nothing new.
-        let (txn, (waiter, ok)) = (event.id.to_string(), oneshot::channel());
-        let out = self.out.lock().clone();
-        if out.is_none_or(|out| out.send((txn, post, waiter)).is_err()) {
-            return Err(AdapterError::transient("not connected"));
-        }
-        let seq = match tokio::time::timeout(SEND_TIMEOUT, ok).await {
-            Ok(Ok(seq)) => seq,
-            Ok(Err(_)) => return Err(AdapterError::transient("disconnected before the OK")),
-            Err(_) => return Err(AdapterError::transient("no OK within 10 s")),
-        };
+        let seq = notice::post(self, event.id.to_string(), post).await?;
         let (native_id, puppet) = (Some(RemoteEventId::new(seq.to_string())), Some(puppet));
         Ok(Delivered { native_id, puppet })
+    }
+
+    /// Posts as [`BRIDGE_USER`] ([`notice`]).
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        notice::send(self, room, text).await
     }
 }
