@@ -10,6 +10,9 @@
 //! - `matrix`: far side → core → ghost send into a Synapse of its own, against one client
 //!   sending straight to Synapse (rate and added latency), the inbound path (appservice
 //!   transaction → core), and the `bridge` binary's RSS with 10,000 ghosts.
+//! - `e2e`: the `bridge` binary between a Prosody and a Synapse of its own: XMPP → Matrix and
+//!   Matrix → XMPP rates and added latency against each server's own delivery in the same run,
+//!   CPU per message, RSS idle and under load, time from start to ready.
 
 use std::process::ExitCode;
 
@@ -23,6 +26,10 @@ mod xmpp_bench {
 
 mod matrix_bench {
     include!("../bench_matrix.rs");
+}
+
+mod e2e_bench {
+    include!("../bench_e2e.rs");
 }
 
 fn main() -> ExitCode {
@@ -48,8 +55,9 @@ fn main() -> ExitCode {
         "core" => runtime.block_on(core_bench::run()),
         "xmpp" => runtime.block_on(xmpp_bench::run()),
         "matrix" => runtime.block_on(matrix_bench::run()),
+        "e2e" => runtime.block_on(e2e_bench::run()),
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; available: core, xmpp, matrix"
+            "unknown benchmark {other:?}; available: core, xmpp, matrix, e2e"
         )),
     };
     match result {
