@@ -78,6 +78,11 @@ fn total(counts: &[RoomCount], pick: impl Fn(&RoomCount) -> SequenceCount) -> Se
 //    run: room 2, message 2 after 16), around the bridge's restart: a pipelined send the room
 //    did not reflect (or bounced, the puppet not being in the room yet) is sent again by the
 //    XMPP adapter while the link goes on with the next ones (`resend_unconfirmed`, `refused`).
+// 4. NOT FIXED: after fix 1, the 10,000-message run (843 s on a loaded 2-core machine) gave
+//    `sent=10000 delivered=10000 lost=0 duplicated=2 out_of_order=2`: XMPP → Matrix, message
+//    370 twice in a row in 2 of 4 rooms, at the SIGKILL (not yet diagnosed: the core's dedup
+//    by stanza-id or Synapse's transaction-ID dedup of a ghost's resent PUT). Finding 2 did not
+//    show in that run.
 #[ignore = "fails: finds loss (Matrix → XMPP across a Synapse restart) and reordering that are \
             not fixed yet (see the comment above); takes 6-20 minutes on a 2-core machine. Run it with \
             `cargo test -p bridge-tests --test faults_e2e -- --ignored --nocapture`"]
