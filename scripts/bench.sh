@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Benchmarks: scripts/bench.sh NAME. Each prints its figures and, as its last line, one JSON
 # object. Available: core, xmpp, matrix, mimi (a MIMI hub fanning out to 10 follower bridges;
-# BENCH_MIMI_FOLLOWERS, _MEMBERS, _MESSAGES, _RSS_CLIENTS shrink it for a trial run).
+# BENCH_MIMI_FOLLOWERS, _MEMBERS, _MESSAGES, _RSS_CLIENTS shrink it for a trial run), e2e (the
+# bridge binary between a Prosody and a Synapse of its own).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 name="${1:-}"
 if [ -z "$name" ]; then
-  echo "usage: scripts/bench.sh NAME   (NAME: core | xmpp | matrix | mimi)" >&2
+  echo "usage: scripts/bench.sh NAME   (NAME: core | xmpp | matrix | mimi | e2e)" >&2
   exit 2
 fi
-if [ "$name" = matrix ]; then
+if [ "$name" = matrix ] || [ "$name" = e2e ]; then
   # Synapse from PyPI in $ROOT/.venv-synapse (installed once, like scripts/test.sh does); the
   # bench starts and stops its own server. servers.sh makes a directory for servers started
   # by the shell, which this bench does not use.
   . "$ROOT/scripts/servers.sh"
   rm -rf "$SERVERS_DIR"
   synapse_install >&2
+  if [ "$name" = e2e ]; then prosody_install >&2; fi
 fi
 # The bench binary, and the bridge binary the matrix bench runs for its RSS figure.
 cargo build --release -q --workspace --bin bench --bin bridge >&2

@@ -2,6 +2,7 @@
 //! configs, running the bridge as a child process, scripted XMPP and Matrix users ([`xmpp_human`],
 //! [`matrix_human`]) and test servers of a test's own ([`prosody`], [`synapse`]).
 
+pub mod e2e;
 pub mod far;
 pub mod jsonl;
 pub mod linechat;

@@ -23,6 +23,17 @@ pub struct Prosody {
 impl Prosody {
     /// Starts Prosody with c2s on `c2s`, components on `component` and HTTP on `http`.
     pub fn start(c2s: u16, component: u16, http: u16) -> Result<Self> {
+        Self::start_with(c2s, component, http, |text| text)
+    }
+
+    /// Like [`Prosody::start`], with the config text passed through `edit` first (e.g. global
+    /// settings put in front, or a setting of the template replaced).
+    pub fn start_with(
+        c2s: u16,
+        component: u16,
+        http: u16,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         std::fs::create_dir_all(dir.path().join("certs"))?;
@@ -34,7 +45,7 @@ impl Prosody {
             .replace("@COMPONENT_PORT@", &component.to_string())
             .replace("@HTTP_PORT@", &http.to_string());
         let config = dir.path().join("prosody.cfg.lua");
-        std::fs::write(&config, text)?;
+        std::fs::write(&config, edit(text))?;
         let mut prosody = Self {
             dir,
             config,
@@ -47,7 +58,11 @@ impl Prosody {
     }
 
     fn launch(&mut self) -> Result<()> {
-        let log = std::fs::File::create(self.dir.path().join("prosody.out"))?;
+        // Appended to, so that the log of a restarted server keeps its first life.
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("prosody.out"))?;
         let child = Command::new("prosody")
             .arg("--config")
             .arg(&self.config)
@@ -82,6 +97,36 @@ impl Prosody {
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.launch()
+    }
+
+    /// Creates the account `user@localhost` with `password` (`prosodyctl register`; the
+    /// server may be running).
+    pub fn register(&self, user: &str, password: &str) -> Result<()> {
+        let out = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["register", user, "localhost", password])
+            .output()
+            .context("running prosodyctl")?;
+        if !out.status.success() {
+            bail!(
+                "prosodyctl register {user} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The process ID of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's output (stdout and stderr), for a failing test's report.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.out")
     }
 
     /// `127.0.0.1:<c2s port>`.

@@ -117,13 +117,98 @@ impl Inner {
             .map_err(|e| AdapterError::transient(e.to_string()))
     }
 
+    /// The core's catch-up of `room` after a (re)connect: what the archive holds after `after`
+    /// (or the stored position), then the room's messages heard live since the rejoin, which
+    /// were held back until now ([`Inner::catching_up`]). Both are enqueued here, in that
+    /// order, under the lock the live path takes, so that nothing heard live is accepted
+    /// before what the room got while we were away: the core's position (the newest native ID
+    /// accepted) and ours (the newest durable live message) never pass a gap. Returns nothing
+    /// for the core to enqueue. The archive is read to its end, whatever `limit` says (a
+    /// partial catch-up followed by the live messages would leave a gap).
     pub(super) async fn backfill(
         &self,
         room: &str,
         after: Option<&RemoteEventId>,
-        limit: usize,
+        _limit: usize,
     ) -> Result<Vec<InboundEvent>, AdapterError> {
         let ctx = self.ctx()?;
+        let session = self.catching_up.lock().0;
+        let archived = self.archived_since(room, after, &ctx).await;
+        let mut last = None;
+        let mut position = None;
+        {
+            let mut gate = self.catching_up.lock();
+            if gate.0 != session {
+                // The session ended meanwhile: the next one catches up again, from where the
+                // positions still are.
+                return Err(AdapterError::transient(
+                    "the XMPP session ended during the catch-up",
+                ));
+            }
+            let held = gate
+                .1
+                .remove(&room.to_ascii_lowercase())
+                .unwrap_or_default();
+            let archived = match archived {
+                Ok(events) => events,
+                Err(e) if held.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(adapter = %self.id, room, error = %e,
+                        "catch-up from the archive failed; what the room got meanwhile may be missing");
+                    Vec::new()
+                }
+            };
+            let mut events = archived;
+            for stanza in &held {
+                let Ok(parsed) = translate::parse_message(stanza, &self.limits()) else {
+                    continue;
+                };
+                let from = parsed.from.clone().unwrap_or_default();
+                let (from_room, nick) = jid::split(&from);
+                let ours = nick.is_some_and(|n| {
+                    self.rooms
+                        .lock()
+                        .is_ours(from_room, n, parsed.occupant_id.as_deref())
+                });
+                if let Some(p) = parsed.stanza_id_by(from_room) {
+                    position = Some(p.to_owned());
+                }
+                events.extend(self.translate_groupchat(
+                    &parsed,
+                    from_room,
+                    nick,
+                    ours,
+                    Heard::Live,
+                    &ctx,
+                ));
+            }
+            for event in events {
+                match ctx.enqueue(event) {
+                    Ok(pending) => last = Some(pending),
+                    Err(e) => {
+                        tracing::warn!(adapter = %self.id, room, error = %e, "caught-up message not accepted");
+                    }
+                }
+            }
+        }
+        if let Some(pending) = last {
+            // Durability is in order: the last one covers the others.
+            pending.durable().await;
+            if let Some(position) = position {
+                self.positions.lock().insert(room.to_owned(), position);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// What the archive of `room` holds after `after` (or the stored position), oldest first.
+    async fn archived_since(
+        &self,
+        room: &str,
+        after: Option<&RemoteEventId>,
+        ctx: &AdapterContext,
+    ) -> Result<Vec<InboundEvent>, AdapterError> {
+        let ctx = ctx.clone();
         // Reaction events carry "<stanza-id>#…" IDs; the archive knows the stanza-id.
         let after = after.map(|a| a.as_str().split('#').next().unwrap_or_default().to_owned());
         let start = match after {
@@ -157,7 +242,7 @@ impl Inner {
                 fin.complete,
                 fin.last.or(items.last().map(|i| i.archive_id.clone())),
             ) {
-                (false, Some(last)) if !items.is_empty() && events.len() < limit => start = last,
+                (false, Some(last)) if !items.is_empty() => start = last,
                 _ => break,
             }
         }

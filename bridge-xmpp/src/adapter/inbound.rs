@@ -262,6 +262,16 @@ impl Inner {
             // The listener's copy (in client mode, the only one) may be the first to come back.
             self.confirm_copy(stanza, ctx);
         }
+        if let Some(held) = self
+            .catching_up
+            .lock()
+            .1
+            .get_mut(&room.to_ascii_lowercase())
+        {
+            // The room has not caught up from its archive yet: this comes after that.
+            held.push(stanza.clone());
+            return;
+        }
         let position = parsed.stanza_id_by(room).map(str::to_owned);
         let events = self.translate_groupchat(&parsed, room, nick, ours, Heard::Live, ctx);
         let mut last = None;

@@ -111,6 +111,13 @@ struct Inner {
     waiters: Mutex<Waiters>,
     /// Archive positions not yet written to the store, by room.
     positions: Mutex<HashMap<String, String>>,
+    /// Linked rooms whose catch-up from the archive has not run yet in this session (by
+    /// lower-cased bare JID), with the room messages heard live meanwhile, held back: taken
+    /// before the catch-up, they would move the positions it starts from past what the room
+    /// got while we were away (see [`Inner::backfill`]).
+    /// The session's number comes first: a catch-up that began in an earlier session leaves
+    /// this one's alone.
+    catching_up: Mutex<(u64, HashMap<String, Vec<Element>>)>,
     /// Archive queries in progress: query id → (room, results so far).
     archive: Mutex<HashMap<String, (String, Vec<crate::mam::MamItem>)>>,
     /// The task that takes direct messages to puppets, while running.
@@ -147,6 +154,7 @@ impl XmppAdapter {
             rooms: Mutex::new(Rooms::default()),
             waiters: Mutex::new(Waiters::default()),
             positions: Mutex::new(HashMap::new()),
+            catching_up: Mutex::new((0, HashMap::new())),
             archive: Mutex::new(HashMap::new()),
             direct: Mutex::new(None),
             upload: Mutex::new(None),
@@ -497,6 +505,17 @@ impl Adapter for XmppAdapter {
                         tracing::info!(adapter = %self.inner.id, %jid, "XMPP session up");
                         *self.inner.me.lock() = Some(jid);
                         self.inner.rooms.lock().reset();
+                        // Live messages wait until each room has caught up from its archive.
+                        {
+                            let mut gate = self.inner.catching_up.lock();
+                            gate.0 += 1;
+                            gate.1 = ctx
+                                .linked_rooms()
+                                .iter()
+                                .filter(|room| direct::parts(room.as_str()).is_none())
+                                .map(|room| (room.as_str().to_ascii_lowercase(), Vec::new()))
+                                .collect();
+                        }
                         tokio::spawn(self.inner.clone().join_linked_rooms(ctx.clone()));
                         let this = self.inner.clone();
                         tokio::spawn(async move { this.discover_upload().await });

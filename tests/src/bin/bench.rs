@@ -13,6 +13,9 @@
 //! - `mimi`: a hub bridge fanning messages out to 10 follower bridges (100 puppets each in one
 //!   1,000-member MLS group) over HTTPS with mutual TLS on loopback: messages/s, latency, the
 //!   MLS cost per message, and RSS per hosted MLS client.
+//! - `e2e`: the `bridge` binary between a Prosody and a Synapse of its own: XMPP → Matrix and
+//!   Matrix → XMPP rates and added latency against each server's own delivery in the same run,
+//!   CPU per message, RSS idle and under load, time from start to ready.
 
 use std::process::ExitCode;
 
@@ -30,6 +33,10 @@ mod matrix_bench {
 
 mod mimi_bench {
     include!("../bench_mimi.rs");
+}
+
+mod e2e_bench {
+    include!("../bench_e2e.rs");
 }
 
 fn main() -> ExitCode {
@@ -56,8 +63,9 @@ fn main() -> ExitCode {
         "xmpp" => runtime.block_on(xmpp_bench::run()),
         "matrix" => runtime.block_on(matrix_bench::run()),
         "mimi" => runtime.block_on(mimi_bench::run()),
+        "e2e" => runtime.block_on(e2e_bench::run()),
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; available: core, xmpp, matrix, mimi"
+            "unknown benchmark {other:?}; available: core, xmpp, matrix, mimi, e2e"
         )),
     };
     match result {
