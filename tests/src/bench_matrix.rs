@@ -1,9 +1,10 @@
 // The `matrix` benchmark (included by src/bin/bench.rs).
 //
 // Against a Synapse of its own (tests/src/synapse.rs: a fresh directory, the client API on
-// 127.0.0.1:26808, application service pushes to 127.0.0.1:26900, rate limits lifted, stopped
-// at the end), with the interpreter of scripts/servers.sh's `synapse_install`
-// ($BRIDGE_TEST_SYNAPSE_PYTHON, which scripts/bench.sh sets).
+// 127.0.0.1:26808, application service pushes to 127.0.0.1:26900, both moved by
+// `BRIDGE_BENCH_MATRIX_PORT_BASE`; rate limits lifted, stopped at the end), with the
+// interpreter of scripts/servers.sh's `synapse_install` ($BRIDGE_TEST_SYNAPSE_PYTHON, which
+// scripts/bench.sh sets).
 //
 // Send path (far side → core → ghost → Synapse), in-process: `bridge_core::Core` over sled with
 // the Matrix adapter in appservice mode and a far-side adapter of the bench's own, one neutral
@@ -66,10 +67,33 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
-const SYNAPSE_PORT: u16 = 26808;
-const RELAY_PORT: u16 = 26809;
-const AS_PORT: u16 = 26900;
-const METRICS_PORT: u16 = 26950;
+/// Overrides the base of the ports below (26800): Synapse on base+8, the relay on base+9, the
+/// appservice on base+100, the bridge's metrics on base+150 (runs alongside other benches).
+const PORT_BASE_ENV: &str = "BRIDGE_BENCH_MATRIX_PORT_BASE";
+
+fn port(offset: u16) -> u16 {
+    let base = std::env::var(PORT_BASE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(26800);
+    base.saturating_add(offset)
+}
+
+fn synapse_port() -> u16 {
+    port(8)
+}
+
+fn relay_port() -> u16 {
+    port(9)
+}
+
+fn as_port() -> u16 {
+    port(100)
+}
+
+fn metrics_port() -> u16 {
+    port(150)
+}
 
 /// Throughput: one slice of one path, and how many times every path runs a slice.
 const SLICE: Duration = Duration::from_secs(2);
@@ -653,7 +677,7 @@ fn port_open(port: u16) -> bool {
 /// bridge.
 fn registration_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/appservice.yaml");
-    let text = std::fs::read_to_string(template)?.replace("@AS_PORT@", &AS_PORT.to_string());
+    let text = std::fs::read_to_string(template)?.replace("@AS_PORT@", &as_port().to_string());
     let path = dir.join("registration.yaml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -663,8 +687,9 @@ fn matrix_adapter(dir: &std::path::Path, base: &str) -> anyhow::Result<Appservic
     let registration = registration_file(dir)?;
     let text = format!(
         "mode = 'appservice'\nhomeserver = '{base}'\nserver_name = 'localhost'\n\
-         registration = '{}'\nlisten = '127.0.0.1:{AS_PORT}'",
-        registration.display()
+         registration = '{}'\nlisten = '127.0.0.1:{}'",
+        registration.display(),
+        as_port()
     );
     let table: toml::Table = text.parse()?;
     let settings = bridge_matrix::settings::parse(&table, true).map_err(|issues| {
@@ -1013,8 +1038,8 @@ async fn wait_ready(core: &Core) -> anyhow::Result<()> {
 }
 
 async fn rig(synapse: &Synapse) -> anyhow::Result<Rig> {
-    let relay = Relay::start(RELAY_PORT, synapse.port).await?;
-    let base = format!("http://127.0.0.1:{RELAY_PORT}");
+    let relay = Relay::start(relay_port(), synapse.port).await?;
+    let base = format!("http://127.0.0.1:{}", relay_port());
     let alice = Client::new(&base, &login(&base, "alice", "alicepass").await?, None)?;
     let bridged_room = alice.create_room("bench-bridged", json!({})).await?;
     let plain_room = alice.create_room("bench-plain", json!({})).await?;
@@ -1347,7 +1372,7 @@ impl Bridge {
 
 /// The bridge's Prometheus metrics, as (name with labels → value).
 async fn metrics() -> anyhow::Result<Vec<(String, f64)>> {
-    let text = reqwest::get(format!("http://127.0.0.1:{METRICS_PORT}/metrics"))
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", metrics_port()))
         .await?
         .text()
         .await?;
@@ -1409,7 +1434,8 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
         Ok(v) => v.parse::<usize>()?.clamp(1, ghosts),
         Err(_) => ghosts,
     };
-    anyhow::ensure!(!port_open(METRICS_PORT), "127.0.0.1:{METRICS_PORT} is taken");
+    let metrics_at = metrics_port();
+    anyhow::ensure!(!port_open(metrics_at), "127.0.0.1:{metrics_at} is taken");
     let base = synapse.url();
     let alice = Client::new(&base, &login(&base, "alice", "alicepass").await?, None)?;
     let mut rooms = Vec::new();
@@ -1420,13 +1446,14 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
     let dir = tempfile::tempdir()?;
     let registration = registration_file(dir.path())?;
     let mut config = format!(
-        "[bridge]\ndata_dir = \"{data}\"\nlog_level = \"warn\"\nmetrics_addr = \"127.0.0.1:{METRICS_PORT}\"\n\n\
+        "[bridge]\ndata_dir = \"{data}\"\nlog_level = \"warn\"\nmetrics_addr = \"127.0.0.1:{metrics_at}\"\n\n\
          [[adapter]]\nid = \"matrix\"\ntype = \"matrix\"\nmode = \"appservice\"\n\
          homeserver = \"{base}\"\nserver_name = \"localhost\"\nregistration = \"{reg}\"\n\
-         listen = \"127.0.0.1:{AS_PORT}\"\n\n\
+         listen = \"127.0.0.1:{as_port}\"\n\n\
          [[adapter]]\nid = \"chat\"\ntype = \"linechat\"\nconnect = \"{chat}\"\n",
         data = dir.path().join("data").display(),
         reg = registration.display(),
+        as_port = as_port(),
         chat = linechat.addr(),
     );
     for (r, room) in rooms.iter().enumerate() {
@@ -1544,17 +1571,19 @@ pub async fn run() -> anyhow::Result<String> {
         std::env::var_os("BRIDGE_TEST_SYNAPSE_PYTHON").is_some(),
         "BRIDGE_TEST_SYNAPSE_PYTHON is not set: run this through scripts/bench.sh matrix, which installs Synapse"
     );
-    for port in [SYNAPSE_PORT, RELAY_PORT, AS_PORT, METRICS_PORT] {
+    for port in [synapse_port(), relay_port(), as_port(), metrics_port()] {
         anyhow::ensure!(
             !port_open(port),
             "something already listens on 127.0.0.1:{port}; the bench needs it"
         );
     }
     eprintln!(
-        "matrix: starting Synapse on 127.0.0.1:{SYNAPSE_PORT} (appservice on :{AS_PORT})"
+        "matrix: starting Synapse on 127.0.0.1:{} (appservice on :{})",
+        synapse_port(),
+        as_port()
     );
     let started = Instant::now();
-    let synapse = tokio::task::block_in_place(|| Synapse::start(SYNAPSE_PORT, AS_PORT))?;
+    let synapse = tokio::task::block_in_place(|| Synapse::start(synapse_port(), as_port()))?;
     eprintln!(
         "Synapse up in {:.1?}; data in {}",
         started.elapsed(),
