@@ -297,6 +297,14 @@ pub(crate) fn safe_href(href: &str) -> Option<&str> {
 
 /// The Matrix user ID a `matrix.to` or `matrix:u/` link points at, if any.
 pub(crate) fn mention_id(href: &str) -> Option<String> {
+    // A MIMI user URI (`mimi://DOMAIN/u/NAME`) names its user as it is.
+    if let Some(rest) = href.strip_prefix("mimi://")
+        && rest.split_once('/').is_some_and(|(domain, path)| {
+            !domain.is_empty() && path.len() > 2 && path.starts_with("u/")
+        })
+    {
+        return Some(href.to_owned());
+    }
     let id = if let Some(rest) = href.strip_prefix(MATRIX_TO) {
         percent_decode(rest.split('?').next().unwrap_or_default())
     } else {

@@ -368,6 +368,11 @@ fn href_checks() {
         mention_id("matrix:u/carol:example.org").as_deref(),
         Some("@carol:example.org")
     );
+    assert_eq!(
+        mention_id("mimi://hub.example/u/alice").as_deref(),
+        Some("mimi://hub.example/u/alice")
+    );
+    assert_eq!(mention_id("mimi://hub.example/r/lobby"), None);
     assert_eq!(mention_id("https://matrix.to/#/#room:example.org"), None);
     assert_eq!(
         mention_href("@a b:x").as_deref(),
