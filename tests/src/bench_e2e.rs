@@ -56,32 +56,6 @@ const PACE_MPS: f64 = 6.0;
 /// The longest any one phase may take.
 const WAIT: Duration = Duration::from_secs(300);
 
-/// A field of `/proc/<pid>/status` in kB (VmRSS, VmHWM).
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -104,7 +78,7 @@ fn round(x: f64, digits: i32) -> f64 {
 fn sample_rss(pid: u32, on: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
     tokio::spawn(async move {
         while on.load(Ordering::Relaxed) {
-            peak.fetch_max(status_kb(pid, "VmRSS:"), Ordering::Relaxed);
+            peak.fetch_max(bridge_tests::status_kb(pid, "VmRSS:"), Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -259,13 +233,13 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss = status_kb(pid, "VmRSS:");
+    let idle_rss = bridge_tests::status_kb(pid, "VmRSS:");
     eprintln!("e2e: idle VmRSS {idle_rss} kB");
 
     let sampling = Arc::new(AtomicBool::new(true));
     let load_rss = Arc::new(AtomicU64::new(0));
     sample_rss(pid, sampling.clone(), load_rss.clone());
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = bridge_tests::cpu_seconds(pid);
 
     // XMPP → Matrix, as fast as the XMPP users can say it.
     let x2m_bodies: Vec<String> = rig
@@ -324,7 +298,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         "e2e: Matrix → XMPP {m2x_mps:.1} messages/s; Matrix room → same room {direct_matrix_mps:.1} messages/s ({} messages)",
         m2x_bodies.len()
     );
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = bridge_tests::cpu_seconds(pid) - cpu_before;
     sampling.store(false, Ordering::Relaxed);
     let bridged_total = x2m_bodies.len() + m2x_bodies.len();
     let cpu_per_1000 = cpu * 1000.0 / bridged_total as f64;

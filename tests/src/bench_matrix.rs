@@ -595,34 +595,6 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// A field of `/proc/<pid>/status` in kB (VmRSS, VmHWM).
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // "pid (comm) state ppid ...": utime and stime are fields 14 and 15, counted from 1.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // rest starts at field 3 (state): utime is field 14 → index 11.
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 /// CPU used by Synapse and by this process between two points.
 #[derive(Debug, Clone, Copy)]
 struct Cpu {
@@ -642,8 +614,8 @@ fn cpu_now(synapse_pid: u32) -> Cpu {
         })
         .unwrap_or(0);
     Cpu {
-        synapse: cpu_seconds(synapse_pid),
-        bench: cpu_seconds(std::process::id()),
+        synapse: bridge_tests::cpu_seconds(synapse_pid),
+        bench: bridge_tests::cpu_seconds(std::process::id()),
         bench_written: written,
     }
 }
@@ -1469,12 +1441,12 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
     let mut bridge = Bridge::start(&config_path, &log)?;
     wait_connected(&mut bridge).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline = status_kb(bridge.pid, "VmRSS:");
+    let baseline = bridge_tests::status_kb(bridge.pid, "VmRSS:");
     eprintln!(
         "rss: the bridge binary in {RSS_ROOMS} Matrix rooms, no ghosts yet: VmRSS {baseline} kB"
     );
     let started = Instant::now();
-    let cpu_before = (cpu_seconds(bridge.pid), cpu_seconds(synapse_pid(synapse)?));
+    let cpu_before = (bridge_tests::cpu_seconds(bridge.pid), bridge_tests::cpu_seconds(synapse_pid(synapse)?));
     let deadline = Instant::now() + RSS_WAIT;
     let mut last_report = Instant::now();
     let mut posted = 0;
@@ -1509,7 +1481,7 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
                 "rss: {out} of {ghosts} ghosts have spoken after {:.0?} ({:.1}/s); VmRSS {} kB",
                 started.elapsed(),
                 out as f64 / started.elapsed().as_secs_f64(),
-                status_kb(bridge.pid, "VmRSS:")
+                bridge_tests::status_kb(bridge.pid, "VmRSS:")
             );
         }
         anyhow::ensure!(
@@ -1519,10 +1491,10 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let took = started.elapsed();
-    let cpu_after = (cpu_seconds(bridge.pid), cpu_seconds(synapse_pid(synapse)?));
+    let cpu_after = (bridge_tests::cpu_seconds(bridge.pid), bridge_tests::cpu_seconds(synapse_pid(synapse)?));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = status_kb(bridge.pid, "VmRSS:");
-    let peak = status_kb(bridge.pid, "VmHWM:");
+    let rss = bridge_tests::status_kb(bridge.pid, "VmRSS:");
+    let peak = bridge_tests::status_kb(bridge.pid, "VmHWM:");
     let mut members = 0;
     for room in &rooms {
         members += alice.joined_members(room).await?;
@@ -1540,8 +1512,8 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
     let mut bridge = Bridge::start(&config_path, &log)?;
     wait_connected(&mut bridge).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let restarted = status_kb(bridge.pid, "VmRSS:");
-    let restarted_peak = status_kb(bridge.pid, "VmHWM:");
+    let restarted = bridge_tests::status_kb(bridge.pid, "VmRSS:");
+    let restarted_peak = bridge_tests::status_kb(bridge.pid, "VmHWM:");
     eprintln!(
         "rss: restarted with {ghosts} ghosts in the store: VmRSS {restarted} kB (peak {restarted_peak} kB)"
     );

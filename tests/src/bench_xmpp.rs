@@ -483,17 +483,6 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn read_status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn bridge_settings(server: &str) -> anyhow::Result<bridge_xmpp::settings::Settings> {
     let table: toml::Table = format!(
@@ -564,7 +553,7 @@ async fn rss_phase() -> anyhow::Result<serde_json::Value> {
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = read_status_kb("VmRSS:");
+    let baseline = bridge_tests::self_status_kb("VmRSS:");
     eprintln!("rss: bridge in {RSS_ROOMS} MUCs (listener only): VmRSS {baseline} kB");
 
     let ctx = handle
@@ -602,8 +591,8 @@ async fn rss_phase() -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(dead == 0, "{dead} deliveries failed (dead letters)");
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = read_status_kb("VmRSS:");
-    let peak = read_status_kb("VmHWM:");
+    let rss = bridge_tests::self_status_kb("VmRSS:");
+    let peak = bridge_tests::self_status_kb("VmHWM:");
     eprintln!(
         "rss: {RSS_USERS} puppets joined and spoke in {RSS_ROOMS} MUCs in {took:.2?}: VmRSS {rss} kB (peak {peak} kB); {:.1} kB per puppet above the listener-only baseline",
         (rss.saturating_sub(baseline)) as f64 / RSS_USERS as f64

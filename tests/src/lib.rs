@@ -20,7 +20,37 @@ use tokio::process::{Child, Command};
 /// A field of this process's `/proc/self/status` in kB (`"VmRSS:"`, `"VmHWM:"`); 0 when it
 /// cannot be read. Shared by the benchmarks' RSS figures.
 pub fn self_status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_kb("self", field)
+}
+
+/// A field of `/proc/<pid>/status` in kB, for another process (`pid` a number, or `"self"`);
+/// 0 when it cannot be read.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    proc_status_kb(&pid.to_string(), field)
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds (0 when unreadable).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // "pid (comm) state ppid ...": utime and stime are fields 14 and 15, counted from 1; the
+    // rest after ")" starts at field 3, so they are at indexes 11 and 12.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn proc_status_kb(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
