@@ -19,7 +19,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use bridge_xmpp::wire::NS_CLIENT;
 use bridge_xmpp::xml::Attrs as _;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use xmpp_parsers::minidom::Element;
@@ -274,7 +273,7 @@ impl Rig {
             .build()?;
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = bridge.child.try_wait()? {
+            if let Some(status) = bridge.process.child.try_wait()? {
                 bail!(
                     "the bridge exited ({status}); its log:\n{}",
                     tail(&self.log, 30)
@@ -456,10 +455,10 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A `bridge run` child process, killed when dropped.
+/// A `bridge run` child process, killed when dropped, with its PID and start time.
 #[derive(Debug)]
 pub struct Bridge {
-    child: Child,
+    process: crate::BridgeProcess,
     /// Its process ID.
     pub pid: u32,
     /// When it was spawned.
@@ -469,34 +468,20 @@ pub struct Bridge {
 impl Bridge {
     /// Starts `binary run -c config`, appending its output to `log`.
     pub fn start(binary: &Path, config: &Path, log: &Path) -> Result<Self> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
         let started = Instant::now();
-        let child = Command::new(binary)
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
+        let process = crate::BridgeProcess::start_binary(binary, config, log)
             .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id().context("the bridge exited at once")?;
+        let pid = process.pid().context("the bridge exited at once")?;
         Ok(Self {
-            child,
+            process,
             pid,
             started,
         })
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
-    pub async fn kill9(mut self) -> Result<()> {
-        self.child.start_kill()?;
-        self.child.wait().await?;
-        Ok(())
+    pub async fn kill9(self) -> Result<()> {
+        Ok(self.process.kill9().await?)
     }
 
     /// SIGTERM, then waits (at most 30 s) for the exit; whether it exited successfully.
@@ -505,11 +490,12 @@ impl Bridge {
             .arg("-TERM")
             .arg(self.pid.to_string())
             .status();
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+        let child = &mut self.process.child;
+        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
             Ok(status) => Ok(status?.success()),
             Err(_) => {
-                self.child.start_kill()?;
-                self.child.wait().await?;
+                child.start_kill()?;
+                child.wait().await?;
                 Ok(false)
             }
         }

@@ -87,11 +87,16 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Starts `bridge run -c config`, logging to `log`.
     pub fn start(config: &Path, log: &Path) -> std::io::Result<Self> {
+        Self::start_binary(&bridge_binary(), config, log)
+    }
+
+    /// Starts `binary run -c config` (a release build, say), appending its output to `log`.
+    pub fn start_binary(binary: &Path, config: &Path, log: &Path) -> std::io::Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let child = Command::new(bridge_binary())
+        let child = Command::new(binary)
             .arg("run")
             .arg("-c")
             .arg(config)
