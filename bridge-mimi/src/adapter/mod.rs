@@ -578,7 +578,7 @@ impl Running {
         };
         let mut sealed = Vec::with_capacity(files.len());
         for file in files {
-            let mut part = match self.fetch_file(&event.sender.adapter, file).await {
+            let part = match self.fetch_file(&event.sender.adapter, file).await {
                 Ok(bytes) => {
                     let assets::Sealed {
                         ciphertext,
@@ -598,9 +598,8 @@ impl Running {
                 }
                 Err(e) => return Err(e),
             };
-            if part.url.is_empty() {
-                part.url.clone_from(&file.url);
-            }
+            // An empty URL (a file sent as a link) is filled with the file's own by
+            // `from_neutral`.
             sealed.push(MimiAttachment {
                 disposition: Disposition::ATTACHMENT,
                 part,
