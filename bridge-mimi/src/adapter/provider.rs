@@ -182,7 +182,7 @@ impl Handler {
                 "leave"
             };
             let id = format!("{verb}/{epoch}/{user}");
-            let event = InboundEvent::new(
+            let mut event = InboundEvent::new(
                 room.to_string(),
                 Some(bridge_core::RemoteEventId::new(id)),
                 user.to_string(),
@@ -191,6 +191,7 @@ impl Handler {
                     reason: None,
                 },
             );
+            event.sender.display_name = Some(display_name(&user));
             pending.push(self.0.ctx.enqueue(event).map_err(internal)?);
         }
         Ok(pending)
@@ -247,8 +248,16 @@ impl Handler {
         let mut event =
             InboundEvent::new(room.to_string(), Some(decoded.id), user.to_string(), kind);
         event.ts = ts;
+        event.sender.display_name = Some(display_name(&user));
         self.0.ctx.enqueue(event).map(Some).map_err(internal)
     }
+}
+
+/// What other networks show as a MIMI user's name. MIMI has no display names (a participant is
+/// its URI): the user part of the URI, decoded (`dana` for `mimi://hub.example/u/dana`), which
+/// reads better than the URI in a nick or a Matrix ghost's name.
+fn display_name(user: &UserUri) -> String {
+    user.user().to_owned()
 }
 
 impl Handler {

@@ -645,6 +645,15 @@ impl Adapter for XmppAdapter {
             ));
         };
         let user = user.as_str();
+        if user.contains('?') {
+            // `room?occupant-id=…`: a semi-anonymous room hides this occupant's address from
+            // the bridge, so there is nobody to write to outside the room.
+            return Err(AdapterError::Permanent(format!(
+                "{user} is known only by its occupant ID in a room that hides real addresses \
+                 from the bridge: no direct conversation (make the room non-anonymous, or the \
+                 bridge a moderator there)"
+            )));
+        }
         if !user.contains('@') || user.contains(['/', ' ']) || !crate::jid::is_plausible(user) {
             return Err(AdapterError::Permanent(format!(
                 "not an XMPP account: {user}"
@@ -655,5 +664,57 @@ impl Adapter for XmppAdapter {
             user,
             &format!("{local}@{domain}"),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_core::{Adapter, AdapterError, AdapterId, RemoteUserId, Sender};
+
+    use super::XmppAdapter;
+
+    fn component() -> XmppAdapter {
+        let table: toml::Table = "mode = 'component'\nserver = '127.0.0.1:5347'\n\
+                                  domain = 'bridge.example'\nsecret = 's'"
+            .parse()
+            .expect("TOML");
+        XmppAdapter::new(
+            AdapterId::new("xmpp"),
+            crate::settings::parse(&table, true).expect("valid settings"),
+        )
+    }
+
+    fn carol() -> Sender {
+        Sender {
+            adapter: AdapterId::new("matrix"),
+            user: RemoteUserId::new("@carol:example.org"),
+            display_name: None,
+            avatar: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_direct_conversation_needs_an_address_to_write_to() {
+        let adapter = component();
+        let room = adapter
+            .open_direct(&RemoteUserId::new("xavier@example.org"), &carol())
+            .await
+            .expect("a real address");
+        assert_eq!(
+            room.as_str(),
+            "xavier@example.org matrix.\\40carol\\3aexample.org@bridge.example"
+        );
+        // An occupant of a semi-anonymous room is known only by its occupant ID there.
+        let hidden = RemoteUserId::new("lobby@conference.example.org?occupant-id=abc");
+        match adapter.open_direct(&hidden, &carol()).await {
+            Err(AdapterError::Permanent(why)) => assert!(why.contains("occupant ID"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // So is an occupant of a room that gives neither: by its nick, which anyone may take.
+        let by_nick = RemoteUserId::new("lobby@conference.example.org/Xavier");
+        assert!(matches!(
+            adapter.open_direct(&by_nick, &carol()).await,
+            Err(AdapterError::Permanent(_))
+        ));
     }
 }

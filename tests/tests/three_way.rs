@@ -1,0 +1,2151 @@
+//! The three-way suite: one neutral room linking an XMPP MUC (the shared Prosody of
+//! scripts/test.sh), a Matrix room (the shared Synapse) and a MIMI room hosted by a second
+//! bridge instance. Every feature is tried from every network, and what the human on each far
+//! side received is what is checked:
+//!
+//! - **XMPP**: xavier, a slixmpp client in the MUC (`tests/clients/xmpp_human.py`);
+//! - **Matrix**: carol, a matrix-nio client in the room (`tests/clients/matrix_human.py`);
+//! - **MIMI**: dana, a user of the provider `hub.example`. That provider is a second bridge
+//!   (its own core, store and MIMI adapter, hosting the MIMI room) whose local network is the
+//!   core's in-memory adapter: what dana "sees" is what her provider decrypted from the MLS
+//!   group and decoded from MIMI content. The first bridge (XMPP + Matrix) is the provider
+//!   `follower.example`; between the two providers everything is HTTPS with mutual TLS and
+//!   every message is an MLS application message in the room's group.
+//!
+//! The run writes `docs/features.md`: the matrix of features × directions with the outcome of
+//! each check, or why a direction is not carried (a capability the target network's adapter
+//! does not declare). The test fails if any check failed.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::{
+    Adapter, AdapterId, Attachment, Capabilities, Core, EventKind, InboundEvent, Link,
+    MembershipChange, OutboundEvent, RoomSettings, SledStore, Store, Submitted,
+};
+use bridge_mimi::MimiAdapter;
+use bridge_tests::matrix_human::MatrixHuman;
+use bridge_tests::matrix_rig::{BOT, appservice_adapter};
+use bridge_tests::xmpp_human::{Kind, XmppHuman};
+use bridge_tests::{fresh, test_env};
+use bridge_xmpp::XmppAdapter;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+const GC: Kind = Kind::Groupchat;
+/// How long a check waits for its event on the far side.
+const WAIT: Duration = Duration::from_secs(30);
+/// The Matrix human's display name: her puppet's nick in the MUC.
+const CAROL_NAME: &str = "Carol Matrix";
+/// The MIMI room, hosted by the second bridge.
+const MIMI_ROOM: &str = "mimi://hub.example/r/lobby";
+/// The MIMI side's room on the second bridge's local (in-memory) network.
+const DANA_ROOM: &str = "far-room";
+
+/// The three networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Net {
+    Xmpp,
+    Matrix,
+    Mimi,
+}
+
+impl Net {
+    fn name(self) -> &'static str {
+        match self {
+            Net::Xmpp => "XMPP",
+            Net::Matrix => "Matrix",
+            Net::Mimi => "MIMI",
+        }
+    }
+}
+
+/// The directions, in the order of the table's columns.
+const DIRECTIONS: [(Net, Net); 6] = [
+    (Net::Xmpp, Net::Matrix),
+    (Net::Xmpp, Net::Mimi),
+    (Net::Matrix, Net::Xmpp),
+    (Net::Matrix, Net::Mimi),
+    (Net::Mimi, Net::Xmpp),
+    (Net::Mimi, Net::Matrix),
+];
+
+/// The features, in the order of the table's rows.
+const FEATURES: [&str; 16] = [
+    "text",
+    "formatting",
+    "edit",
+    "reply",
+    "reaction",
+    "reaction removal",
+    "redaction / retraction",
+    "attachment",
+    "typing",
+    "read marker",
+    "join",
+    "leave",
+    "nick / display name",
+    "topic",
+    "direct message",
+    "no echo, no duplicate",
+];
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pass,
+    Fail(String),
+    NotCarried(String),
+}
+
+/// The outcome of every check, for docs/features.md.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(&'static str, Net, Net, Outcome)>,
+}
+
+impl Table {
+    /// Runs `check` (bounded by [`WAIT`]) and records its outcome; returns its value if it
+    /// passed.
+    async fn check<T>(
+        &mut self,
+        feature: &'static str,
+        from: Net,
+        to: Net,
+        check: impl Future<Output = Result<T>>,
+    ) -> Option<T> {
+        let outcome = tokio::time::timeout(WAIT, check)
+            .await
+            .map_err(|_| anyhow!("nothing within {WAIT:?}"))
+            .and_then(|r| r);
+        match outcome {
+            Ok(value) => {
+                eprintln!("three_way: {feature}, {} → {}: ok", from.name(), to.name());
+                self.rows.push((feature, from, to, Outcome::Pass));
+                Some(value)
+            }
+            Err(e) => {
+                eprintln!(
+                    "three_way: {feature}, {} → {}: FAILED: {e:#}",
+                    from.name(),
+                    to.name()
+                );
+                self.rows
+                    .push((feature, from, to, Outcome::Fail(format!("{e:#}"))));
+                None
+            }
+        }
+    }
+
+    /// Records that `feature` cannot cross from `from` to `to`, and why.
+    fn not_carried(&mut self, feature: &'static str, from: Net, to: Net, why: &str) {
+        self.rows
+            .push((feature, from, to, Outcome::NotCarried(why.to_owned())));
+    }
+
+    /// Records a check that could not run because an earlier one it builds on failed.
+    fn skipped(&mut self, feature: &'static str, from: Net, to: Net, needs: &str) {
+        self.rows.push((
+            feature,
+            from,
+            to,
+            Outcome::Fail(format!("not tried: {needs} failed")),
+        ));
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter_map(|(f, from, to, o)| match o {
+                Outcome::Fail(e) => Some(format!("{f}, {} → {}: {e}", from.name(), to.name())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The Markdown of docs/features.md.
+    fn markdown(&self, seconds: u64) -> String {
+        let mut md = String::from(
+            "# Features × directions\n\n\
+             Generated by `tests/tests/three_way.rs` (run by `scripts/test.sh`); do not edit by \
+             hand.\nOne neutral room links an XMPP MUC on Prosody, a Matrix room on Synapse and \
+             a MIMI room hosted by a second bridge instance (provider `hub.example`, over HTTPS \
+             with mutual TLS and MLS). Each cell is what the human on the target side received: \
+             a slixmpp client in the MUC, a matrix-nio client in the room, and the MIMI user's \
+             view at her provider after MLS decryption and MIMI content decoding.\n\n\
+             ✅ passed · ❌ failed · — not carried (the reason is below the table)\n\n",
+        );
+        md.push_str("| feature |");
+        for (from, to) in DIRECTIONS {
+            let _ = write!(md, " {} → {} |", from.name(), to.name());
+        }
+        md.push_str("\n|---|");
+        for _ in DIRECTIONS {
+            md.push_str(":-:|");
+        }
+        md.push('\n');
+        let mut notes: Vec<String> = Vec::new();
+        for feature in FEATURES {
+            let _ = write!(md, "| {feature} |");
+            for (from, to) in DIRECTIONS {
+                let cell = match self.outcome(feature, from, to) {
+                    Some(Outcome::Pass) => "✅".to_owned(),
+                    Some(Outcome::Fail(e)) => {
+                        notes.push(format!(
+                            "- ❌ {feature}, {} → {}: {e}",
+                            from.name(),
+                            to.name()
+                        ));
+                        "❌".to_owned()
+                    }
+                    Some(Outcome::NotCarried(why)) => {
+                        let note = format!("- — {feature}: {why}");
+                        if !notes.contains(&note) {
+                            notes.push(note);
+                        }
+                        "—".to_owned()
+                    }
+                    None => "?".to_owned(),
+                };
+                let _ = write!(md, " {cell} |");
+            }
+            md.push('\n');
+        }
+        let passed = self
+            .rows
+            .iter()
+            .filter(|r| matches!(r.3, Outcome::Pass))
+            .count();
+        let failed = self.failures().len();
+        let _ = write!(
+            md,
+            "\n{passed} checks passed, {failed} failed, in {seconds} s.\n"
+        );
+        if !notes.is_empty() {
+            md.push_str("\n## Notes\n\n");
+            for note in notes {
+                md.push_str(&note);
+                md.push('\n');
+            }
+        }
+        md
+    }
+
+    fn outcome(&self, feature: &str, from: Net, to: Net) -> Option<Outcome> {
+        self.rows
+            .iter()
+            .find(|(f, a, b, _)| *f == feature && *a == from && *b == to)
+            .map(|r| r.3.clone())
+    }
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// The second bridge: the MIMI provider `hub.example` hosting the room, with dana's network.
+struct Hub {
+    core: Core,
+    dana: MemoryHandle,
+}
+
+impl Hub {
+    /// Dana's side submits `event` (she is "dana" unless the builder said otherwise).
+    async fn submit(&self, event: InboundEvent) -> Result<()> {
+        match self.dana.submit(event).await {
+            Ok(Submitted::Accepted(_)) => Ok(()),
+            other => bail!("the hub's core did not accept it: {other:?}"),
+        }
+    }
+
+    /// Waits until dana's side got an event `accept` takes; returns it.
+    async fn wait(&self, mut accept: impl FnMut(&OutboundEvent) -> bool) -> Result<OutboundEvent> {
+        loop {
+            if let Some(e) = self.dana.sent().into_iter().find(|e| accept(e)) {
+                return Ok(e);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Dana's native ID of `event` (an event her side received), once the hub's core recorded
+    /// it (it does just after her side saw the event).
+    async fn native(&self, event: &OutboundEvent) -> Result<String> {
+        for _ in 0..250 {
+            if self.dana.native_id_of(event.id).is_some() && self.outboxes_empty() {
+                return Ok(self
+                    .dana
+                    .native_id_of(event.id)
+                    .expect("just seen")
+                    .to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("the hub never recorded where {} went", event.id)
+    }
+
+    fn outboxes_empty(&self) -> bool {
+        self.core
+            .status()
+            .iter()
+            .flat_map(|room| room.links.iter().map(|(_, n)| *n))
+            .sum::<u64>()
+            == 0
+    }
+
+    /// The bytes of `file`, which dana's side received, as her provider decrypts them.
+    async fn fetch(&self, file: &Attachment) -> Result<Vec<u8>> {
+        let ctx = self
+            .dana
+            .context()
+            .await
+            .context("the hub's far side runs")?;
+        let body = ctx
+            .fetch_attachment(&AdapterId::new("mimi"), file)
+            .await
+            .map_err(|e| anyhow!("the hub's MIMI adapter fetches the file: {e}"))?;
+        Ok(body
+            .collect(1 << 24)
+            .await
+            .map_err(|e| anyhow!("reading the file: {e}"))?
+            .to_vec())
+    }
+}
+
+fn body_of(e: &OutboundEvent) -> Option<&str> {
+    match &e.kind {
+        EventKind::Message { content, .. } => Some(content.text.body()),
+        _ => None,
+    }
+}
+
+fn message_with<'a>(body: &'a str) -> impl FnMut(&OutboundEvent) -> bool + 'a {
+    move |e| body_of(e) == Some(body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn mimi_settings(
+    dir: &Path,
+    domain: &str,
+    port: u16,
+    peer: &str,
+    peer_port: u16,
+) -> bridge_mimi::settings::Settings {
+    let text = format!(
+        r#"
+        domain = "{domain}"
+        listen = "127.0.0.1:{port}"
+        origin = "https://{domain}:{port}"
+        certificate = "{dir}/{domain}.crt"
+        key = "{dir}/{domain}.key"
+        ca = "{dir}/ca.pem"
+        timeout_secs = 5
+        [peers]
+        "{peer}" = {{ url = "https://{peer}:{peer_port}", address = "127.0.0.1:{peer_port}" }}
+        "#,
+        dir = dir.display()
+    );
+    bridge_mimi::settings::parse(&text.parse().expect("TOML")).expect("valid MIMI settings")
+}
+
+/// Serves `body` over plain HTTP on loopback, as any web link a user might share.
+async fn serve_file(body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new().route(
+        "/diagram.png",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "image/png")], body) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/diagram.png")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+fn features_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/features.md")
+}
+
+/// What a MIMI adapter's declared capabilities say a feature needs, and why MIMI has none.
+fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
+    match feature {
+        "typing" if !caps.typing => Some(
+            "MIMI content (draft-ietf-mimi-content-08) has no typing notifications; the MIMI \
+             adapter declares no `typing` capability, so the core does not send them there.",
+        ),
+        "read marker" if !caps.read_markers => Some(
+            "MIMI content has no read receipts; they are proposed in an individual draft \
+             (draft-mahy-mimi-message-status-01, not a working-group document), which the MIMI \
+             adapter does not implement; it declares no `read_markers` capability.",
+        ),
+        "nick / display name" if !caps.profile => Some(
+            "a MIMI participant is a user URI in the room's participant list; MIMI has no \
+             display names, so the MIMI adapter declares no `profile` capability.",
+        ),
+        "topic" if !caps.topic => Some(
+            "a MIMI room's name and topic are room metadata in its policy (room-policy-03), \
+             which the MIMI adapter neither reads nor writes yet (docs/mimi.md, Not done); it \
+             declares no `topic` capability.",
+        ),
+        "direct message" => Some(
+            "a MIMI direct conversation is a MIMI room of its own, created on demand; the MIMI \
+             adapter does not open one (no `Adapter::open_direct` for MIMI; docs/mimi.md, Not \
+             done).",
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let started = std::time::Instant::now();
+    let mut table = Table::default();
+    let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // ---- Matrix: carol's fresh room, the bridge bot invited with power.
+    let mut carol = MatrixHuman::start("carol", "carolpass", &hs)
+        .await
+        .expect("carol logs in");
+    carol.displayname(CAROL_NAME).await.expect("name set");
+    let room = carol
+        .create_room_with(json!({
+            "name": fresh("three-way"), "public": true, "invite": [BOT],
+            "power_level_override": { "users": { BOT: 100 } },
+        }))
+        .await
+        .expect("room created");
+    let muc = format!("{}@conference.localhost", fresh("three-way"));
+
+    // ---- The second bridge: the MIMI provider hub.example, hosting the MIMI room.
+    bridge_mimi::testkit::write_pki(dir.path(), &["hub.example", "follower.example"])
+        .expect("certificates");
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.path().join("hub-store")).expect("store"));
+    let dana_side = MemoryAdapter::new(Capabilities::all());
+    let dana = dana_side.handle();
+    let hub_mimi = MimiAdapter::new(
+        "mimi".into(),
+        mimi_settings(
+            dir.path(),
+            "hub.example",
+            hub_port,
+            "follower.example",
+            follower_port,
+        ),
+    );
+    let hub_core = Core::builder(hub_store)
+        .adapter("far", Arc::new(dana_side))
+        .adapter("mimi", Arc::new(hub_mimi))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![Link::new("far", DANA_ROOM), Link::new("mimi", MIMI_ROOM)],
+        )
+        .start()
+        .await
+        .expect("the hub's core starts");
+    dana.context().await;
+    let hub = Hub {
+        core: hub_core,
+        dana,
+    };
+
+    // ---- XMPP: xavier's MUC. He creates it (its owner) and sets it up as a bridged room
+    // wants: occupants may change the subject (the bridge's puppets are occupants) and real
+    // addresses are shown (so that direct messages can reach occupants).
+    let jid = format!("{}@localhost", fresh("xavier"));
+    let mut xavier = XmppHuman::start(&jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("xavier online");
+    xavier.join(&muc, "Xavier").await.expect("xavier joins");
+    xavier
+        .configure(&muc, json!({ "changesubject": "1", "whois": "anyone" }))
+        .await
+        .expect("room configured");
+
+    // ---- The bridge under test: XMPP (component), Matrix (appservice), MIMI (follower).
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.path().join("bridge-store")).expect("store"));
+    let as_port: u16 = test_env("BRIDGE_TEST_AS_PORT").parse().expect("a port");
+    let matrix = appservice_adapter(dir.path(), &hs, as_port);
+    let xmpp_settings: toml::Table = format!(
+        "mode = 'component'\nserver = '{}'\ndomain = 'bridge.localhost'\nsecret = 'bridgesecret'",
+        test_env("BRIDGE_TEST_XMPP_COMPONENT")
+    )
+    .parse()
+    .expect("settings parse");
+    let xmpp = XmppAdapter::new(
+        AdapterId::new("xmpp"),
+        bridge_xmpp::settings::parse(&xmpp_settings, true).expect("valid settings"),
+    );
+    let mimi = MimiAdapter::new(
+        "mimi".into(),
+        mimi_settings(
+            dir.path(),
+            "follower.example",
+            follower_port,
+            "hub.example",
+            hub_port,
+        ),
+    );
+    let mimi_caps = mimi.capabilities();
+    let core = Core::builder(store)
+        .adapter("matrix", Arc::new(matrix))
+        .adapter("xmpp", Arc::new(xmpp))
+        .adapter("mimi", Arc::new(mimi))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("matrix", room.as_str()),
+                Link::new("xmpp", muc.as_str()),
+                Link::new("mimi", MIMI_ROOM),
+            ],
+        )
+        .start()
+        .await
+        .expect("the bridge's core starts");
+    carol
+        .next_event(
+            |e| {
+                e["event"] == "timeline"
+                    && e["room_id"] == room.as_str()
+                    && e["type"] == "m.room.member"
+                    && e["state_key"] == BOT
+                    && e["content"]["membership"] == "join"
+            },
+            WAIT,
+        )
+        .await
+        .expect("the bridge bot joins the Matrix room");
+
+    // ---- XMPP: the bridge joins xavier's MUC.
+    xavier
+        .next_event(|e| e["event"] == "presence" && e["nick"] == "bridge", WAIT)
+        .await
+        .expect("the bridge is in the MUC");
+
+    // ---- Warm-up: Synapse backs off pushing to an appservice that was down a moment ago (the
+    // previous test binary's), and the bridge's MIMI side joins the hub's room when its first
+    // user speaks there. A message each way proves every path before the checks start.
+    carol
+        .send(&room, "warm-up from matrix")
+        .await
+        .expect("sent");
+    xavier
+        .next_event(
+            |e| e["event"] == "message" && e["body"] == "warm-up from matrix",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the warm-up reaches XMPP");
+    xavier
+        .send(&muc, GC, "warm-up from xmpp")
+        .await
+        .expect("sent");
+    carol
+        .next_event(
+            |e| e["event"] == "timeline" && e["content"]["body"] == "warm-up from xmpp",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the warm-up reaches Matrix");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        hub.wait(message_with("warm-up from xmpp")),
+    )
+    .await
+    .expect("the warm-up reaches MIMI")
+    .expect("waited");
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-warm")
+            .from("dana")
+            .named("Dana")
+            .text("warm-up from mimi"),
+    )
+    .await
+    .expect("dana speaks");
+    xavier
+        .next_event(
+            |e| e["event"] == "message" && e["body"] == "warm-up from mimi",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the MIMI warm-up reaches XMPP");
+    let dana_warm = carol
+        .next_event(
+            |e| e["event"] == "timeline" && e["content"]["body"] == "warm-up from mimi",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the MIMI warm-up reaches Matrix");
+    let dana_ghost = text(&dana_warm["sender"]).to_owned();
+    let carol_in_muc = format!("{muc}/{CAROL_NAME}");
+
+    // ================================================================ text
+    xavier
+        .send(&muc, GC, "hello from xmpp")
+        .await
+        .expect("sent");
+    let x_hello = xavier
+        .wait_message(|m| m["body"] == "hello from xmpp")
+        .await
+        .expect("the MUC reflects it");
+    let x_hello_stanza = text(&x_hello["stanza_id"]).to_owned();
+    let x_hello_id = text(&x_hello["id"]).to_owned();
+    let x_hello_mx = table
+        .check("text", Net::Xmpp, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| e["content"]["body"] == "hello from xmpp")
+                .await?;
+            ensure!(
+                text(&e["sender"]).starts_with("@_bridge_xmpp_"),
+                "not from xavier's ghost: {e}"
+            );
+            Ok((
+                text(&e["event_id"]).to_owned(),
+                text(&e["sender"]).to_owned(),
+            ))
+        })
+        .await;
+    let (x_hello_mx, ghost) = x_hello_mx.unzip();
+    let x_hello_mi = table
+        .check("text", Net::Xmpp, Net::Mimi, async {
+            let e = hub.wait(message_with("hello from xmpp")).await?;
+            ensure!(
+                e.sender
+                    .user
+                    .as_str()
+                    .starts_with("mimi://follower.example/u/"),
+                "not from xavier's MIMI identity: {:?}",
+                e.sender
+            );
+            hub.native(&e).await
+        })
+        .await;
+
+    let m_hello_mx = carol.send(&room, "hello from matrix").await.expect("sent");
+    let m_hello_x = table
+        .check("text", Net::Matrix, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| m["body"] == "hello from matrix")
+                .await?;
+            ensure!(
+                text(&m["from"]) == carol_in_muc,
+                "not from carol's puppet: {m}"
+            );
+            Ok((text(&m["stanza_id"]).to_owned(), text(&m["id"]).to_owned()))
+        })
+        .await;
+    let m_hello_mi = table
+        .check("text", Net::Matrix, Net::Mimi, async {
+            let e = hub.wait(message_with("hello from matrix")).await?;
+            hub.native(&e).await
+        })
+        .await;
+
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-hello")
+            .from("dana")
+            .named("Dana")
+            .text("hello from mimi"),
+    )
+    .await
+    .expect("dana speaks");
+    let i_hello_x = table
+        .check("text", Net::Mimi, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| m["body"] == "hello from mimi")
+                .await?;
+            Ok((
+                text(&m["stanza_id"]).to_owned(),
+                text(&m["id"]).to_owned(),
+                text(&m["from"]).to_owned(),
+            ))
+        })
+        .await;
+    let i_hello_mx = table
+        .check("text", Net::Mimi, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| e["content"]["body"] == "hello from mimi")
+                .await?;
+            ensure!(
+                e["sender"] == dana_ghost.as_str(),
+                "not from dana's ghost: {e}"
+            );
+            Ok(text(&e["event_id"]).to_owned())
+        })
+        .await;
+
+    // ================================================================ formatting
+    xavier
+        .send(&muc, GC, "*bold* from xmpp")
+        .await
+        .expect("sent");
+    table
+        .check("formatting", Net::Xmpp, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    text(&e["content"]["body"]).contains("from xmpp")
+                        && text(&e["content"]["body"]).contains("bold")
+                })
+                .await?;
+            let html = text(&e["content"]["formatted_body"]);
+            ensure!(html.contains("<strong>bold</strong>"), "not bold: {e}");
+            Ok(())
+        })
+        .await;
+    table
+        .check("formatting", Net::Xmpp, Net::Mimi, async {
+            let e = hub
+                .wait(|e| body_of(e).is_some_and(|b| b.contains("bold") && b.contains("from xmpp")))
+                .await?;
+            let EventKind::Message { content, .. } = &e.kind else {
+                unreachable!()
+            };
+            let html = content.text.to_html();
+            ensure!(html.contains("<strong>bold</strong>"), "not bold: {html}");
+            Ok(())
+        })
+        .await;
+    carol
+        .send_html(
+            &room,
+            "bold from matrix",
+            "<strong>bold</strong> from matrix",
+        )
+        .await
+        .expect("sent");
+    table
+        .check("formatting", Net::Matrix, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| {
+                    text(&m["body"]).contains("from matrix") && text(&m["body"]).contains("bold")
+                })
+                .await?;
+            ensure!(text(&m["body"]) == "*bold* from matrix", "not styled: {m}");
+            Ok(())
+        })
+        .await;
+    table
+        .check("formatting", Net::Matrix, Net::Mimi, async {
+            let e = hub
+                .wait(|e| {
+                    body_of(e).is_some_and(|b| b.contains("bold") && b.contains("from matrix"))
+                })
+                .await?;
+            let EventKind::Message { content, .. } = &e.kind else {
+                unreachable!()
+            };
+            let html = content.text.to_html();
+            ensure!(html.contains("<strong>bold</strong>"), "not bold: {html}");
+            Ok(())
+        })
+        .await;
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-bold")
+            .from("dana")
+            .named("Dana")
+            .markdown("**bold** from mimi"),
+    )
+    .await
+    .expect("dana speaks");
+    table
+        .check("formatting", Net::Mimi, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| {
+                    text(&m["body"]).contains("from mimi") && text(&m["body"]).contains("bold")
+                })
+                .await?;
+            ensure!(text(&m["body"]) == "*bold* from mimi", "not styled: {m}");
+            Ok(())
+        })
+        .await;
+    table
+        .check("formatting", Net::Mimi, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    text(&e["content"]["body"]).contains("from mimi")
+                        && text(&e["content"]["body"]).contains("bold")
+                })
+                .await?;
+            let html = text(&e["content"]["formatted_body"]);
+            ensure!(html.contains("<strong>bold</strong>"), "not bold: {e}");
+            Ok(())
+        })
+        .await;
+
+    // ================================================================ edit
+    xavier
+        .correct(&muc, GC, &x_hello_id, "hello from xmpp, corrected")
+        .await
+        .expect("corrected");
+    match &x_hello_mx {
+        Some(target) => {
+            table
+                .check("edit", Net::Xmpp, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| {
+                            e["content"]["m.new_content"]["body"] == "hello from xmpp, corrected"
+                        })
+                        .await?;
+                    ensure!(
+                        e["content"]["m.relates_to"]["rel_type"] == "m.replace",
+                        "{e}"
+                    );
+                    ensure!(
+                        e["content"]["m.relates_to"]["event_id"] == target.as_str(),
+                        "wrong target: {e}"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Xmpp, Net::Matrix, "text XMPP → Matrix"),
+    }
+    match &x_hello_mi {
+        Some(target) => {
+            table
+                .check("edit", Net::Xmpp, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Edit { new, .. } if new.text.body() == "hello from xmpp, corrected"))
+                        .await?;
+                    let EventKind::Edit { target: t, .. } = &e.kind else { unreachable!() };
+                    ensure!(t.as_str() == target, "wrong target {t} (want {target})");
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Xmpp, Net::Mimi, "text XMPP → MIMI"),
+    }
+    carol
+        .edit(&room, &m_hello_mx, "hello from matrix, edited")
+        .await
+        .expect("edited");
+    match &m_hello_x {
+        Some((_, id)) => {
+            table
+                .check("edit", Net::Matrix, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| m["body"] == "hello from matrix, edited")
+                        .await?;
+                    ensure!(
+                        text(&m["replace_id"]) == id,
+                        "corrects the wrong message: {m}"
+                    );
+                    ensure!(text(&m["from"]) == carol_in_muc, "{m}");
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Matrix, Net::Xmpp, "text Matrix → XMPP"),
+    }
+    match &m_hello_mi {
+        Some(target) => {
+            table
+                .check("edit", Net::Matrix, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Edit { new, .. } if new.text.body() == "hello from matrix, edited"))
+                        .await?;
+                    let EventKind::Edit { target: t, .. } = &e.kind else { unreachable!() };
+                    ensure!(t.as_str() == target, "wrong target {t} (want {target})");
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Matrix, Net::Mimi, "text Matrix → MIMI"),
+    }
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-edit")
+            .from("dana")
+            .named("Dana")
+            .edit("d-hello", "hello from mimi, edited"),
+    )
+    .await
+    .expect("dana edits");
+    match &i_hello_x {
+        Some((_, id, _)) => {
+            table
+                .check("edit", Net::Mimi, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| m["body"] == "hello from mimi, edited")
+                        .await?;
+                    ensure!(
+                        text(&m["replace_id"]) == id,
+                        "corrects the wrong message: {m}"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Mimi, Net::Xmpp, "text MIMI → XMPP"),
+    }
+    match &i_hello_mx {
+        Some(target) => {
+            table
+                .check("edit", Net::Mimi, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| {
+                            e["content"]["m.new_content"]["body"] == "hello from mimi, edited"
+                        })
+                        .await?;
+                    ensure!(
+                        e["content"]["m.relates_to"]["event_id"] == target.as_str(),
+                        "wrong target: {e}"
+                    );
+                    ensure!(e["sender"] == dana_ghost.as_str(), "{e}");
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("edit", Net::Mimi, Net::Matrix, "text MIMI → Matrix"),
+    }
+
+    // ================================================================ reply
+    // Xavier answers carol; carol answers dana; dana answers xavier.
+    match &m_hello_x {
+        Some((stanza, _)) => {
+            xavier
+                .reply(
+                    &muc,
+                    GC,
+                    "xavier answers",
+                    stanza,
+                    &carol_in_muc,
+                    Some("hello from matrix"),
+                )
+                .await
+                .expect("replied");
+            table
+                .check("reply", Net::Xmpp, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| text(&e["content"]["body"]).ends_with("xavier answers"))
+                        .await?;
+                    ensure!(
+                        e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
+                            == m_hello_mx.as_str(),
+                        "not a reply to carol's message: {e}"
+                    );
+                    ensure!(
+                        !text(&e["content"]["body"]).contains("> "),
+                        "the fallback quote was carried: {e}"
+                    );
+                    Ok(())
+                })
+                .await;
+            match &m_hello_mi {
+                Some(target) => {
+                    table
+                        .check("reply", Net::Xmpp, Net::Mimi, async {
+                            let e = hub
+                                .wait(|e| body_of(e).is_some_and(|b| b.ends_with("xavier answers")))
+                                .await?;
+                            let EventKind::Message { reply_to, .. } = &e.kind else {
+                                unreachable!()
+                            };
+                            ensure!(
+                                reply_to.as_ref().is_some_and(|r| r.as_str() == target),
+                                "not a reply to carol's message: {:?}",
+                                e.kind
+                            );
+                            Ok(())
+                        })
+                        .await;
+                }
+                None => table.skipped("reply", Net::Xmpp, Net::Mimi, "text Matrix → MIMI"),
+            }
+        }
+        None => {
+            table.skipped("reply", Net::Xmpp, Net::Matrix, "text Matrix → XMPP");
+            table.skipped("reply", Net::Xmpp, Net::Mimi, "text Matrix → XMPP");
+        }
+    }
+    match &i_hello_mx {
+        Some(target) => {
+            carol
+                .reply(&room, target, "carol answers")
+                .await
+                .expect("replied");
+            table
+                .check("reply", Net::Matrix, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| text(&m["body"]).ends_with("carol answers"))
+                        .await?;
+                    let to = text(&m["reply"]["id"]);
+                    let (stanza, id, _) = i_hello_x
+                        .as_ref()
+                        .context("dana's message never reached XMPP")?;
+                    ensure!(
+                        to == stanza || to == id,
+                        "not a reply to dana's message: {m}"
+                    );
+                    Ok(())
+                })
+                .await;
+            table
+                .check("reply", Net::Matrix, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| body_of(e).is_some_and(|b| b.ends_with("carol answers")))
+                        .await?;
+                    let EventKind::Message { reply_to, .. } = &e.kind else {
+                        unreachable!()
+                    };
+                    ensure!(
+                        reply_to.as_ref().is_some_and(|r| r.as_str() == "d-hello"),
+                        "not a reply to dana's message: {:?}",
+                        e.kind
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => {
+            table.skipped("reply", Net::Matrix, Net::Xmpp, "text MIMI → Matrix");
+            table.skipped("reply", Net::Matrix, Net::Mimi, "text MIMI → Matrix");
+        }
+    }
+    match &x_hello_mi {
+        Some(target) => {
+            hub.submit(
+                inbound(DANA_ROOM)
+                    .id("d-reply")
+                    .from("dana")
+                    .named("Dana")
+                    .reply(target, "dana answers"),
+            )
+            .await
+            .expect("dana replies");
+            table
+                .check("reply", Net::Mimi, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| text(&m["body"]).ends_with("dana answers"))
+                        .await?;
+                    let to = text(&m["reply"]["id"]);
+                    ensure!(
+                        to == x_hello_stanza || to == x_hello_id,
+                        "not a reply to xavier's message: {m}"
+                    );
+                    Ok(())
+                })
+                .await;
+            table
+                .check("reply", Net::Mimi, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| text(&e["content"]["body"]).ends_with("dana answers"))
+                        .await?;
+                    let target = x_hello_mx
+                        .as_deref()
+                        .context("xavier's message never reached Matrix")?;
+                    ensure!(
+                        e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == target,
+                        "not a reply to xavier's message: {e}"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => {
+            table.skipped("reply", Net::Mimi, Net::Xmpp, "text XMPP → MIMI");
+            table.skipped("reply", Net::Mimi, Net::Matrix, "text XMPP → MIMI");
+        }
+    }
+
+    // ================================================================ typing, read marker
+    xavier
+        .chatstate(&muc, GC, "composing")
+        .await
+        .expect("typing");
+    let typing_ghost = ghost.clone().unwrap_or_default();
+    table
+        .check("typing", Net::Xmpp, Net::Matrix, async {
+            carol
+                .wait_ephemeral(|e| {
+                    e["type"] == "m.typing"
+                        && e["room_id"] == room.as_str()
+                        && e["content"]["user_ids"]
+                            .as_array()
+                            .is_some_and(|u| u.iter().any(|u| u == typing_ghost.as_str()))
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    carol.typing(&room, true).await.expect("typing");
+    table
+        .check("typing", Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_message(|m| {
+                    m["chat_state"] == "composing" && text(&m["from"]) == carol_in_muc
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    carol.typing(&room, false).await.expect("stopped typing");
+    match &m_hello_x {
+        Some((stanza, _)) => {
+            xavier.displayed(&muc, GC, stanza).await.expect("marked");
+            table
+                .check("read marker", Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_ephemeral(|e| {
+                            e["type"] == "m.receipt"
+                                && e["content"][m_hello_mx.as_str()]["m.read"]
+                                    [typing_ghost.as_str()]
+                                .is_object()
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("read marker", Net::Xmpp, Net::Matrix, "text Matrix → XMPP"),
+    }
+    match &x_hello_mx {
+        Some(target) => {
+            carol.read(&room, target).await.expect("read");
+            table
+                .check("read marker", Net::Matrix, Net::Xmpp, async {
+                    xavier
+                        .wait_message(|m| {
+                            (m["displayed_id"] == x_hello_stanza.as_str()
+                                || m["displayed_id"] == x_hello_id.as_str())
+                                && text(&m["from"]) == carol_in_muc
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("read marker", Net::Matrix, Net::Xmpp, "text XMPP → Matrix"),
+    }
+    for feature in ["typing", "read marker"] {
+        let why = mimi_lacks(&mimi_caps, feature).expect("MIMI carries neither");
+        for (from, to) in [
+            (Net::Xmpp, Net::Mimi),
+            (Net::Matrix, Net::Mimi),
+            (Net::Mimi, Net::Xmpp),
+            (Net::Mimi, Net::Matrix),
+        ] {
+            table.not_carried(feature, from, to, why);
+        }
+    }
+
+    // ================================================================ reaction and its removal
+    // Xavier reacts to carol's message, carol to dana's, dana to xavier's.
+    let mut x_reaction_mx = None;
+    match &m_hello_x {
+        Some((stanza, _)) => {
+            xavier
+                .react(&muc, GC, stanza, &["👍"])
+                .await
+                .expect("reacted");
+            x_reaction_mx = table
+                .check("reaction", Net::Xmpp, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "👍"
+                        })
+                        .await?;
+                    ensure!(
+                        e["content"]["m.relates_to"]["event_id"] == m_hello_mx.as_str(),
+                        "{e}"
+                    );
+                    Ok(text(&e["event_id"]).to_owned())
+                })
+                .await;
+            let target = m_hello_mi.clone().unwrap_or_default();
+            table
+                .check("reaction", Net::Xmpp, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Reaction { key, .. } if key == "👍"))
+                        .await?;
+                    let EventKind::Reaction { target: t, .. } = &e.kind else {
+                        unreachable!()
+                    };
+                    ensure!(
+                        t.as_str() == target,
+                        "reacts to {t}, not to carol's message ({target})"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => {
+            table.skipped("reaction", Net::Xmpp, Net::Matrix, "text Matrix → XMPP");
+            table.skipped("reaction", Net::Xmpp, Net::Mimi, "text Matrix → XMPP");
+        }
+    }
+    let mut m_reaction = None;
+    match &i_hello_mx {
+        Some(target) => {
+            m_reaction = Some(carol.react(&room, target, "🎉").await.expect("reacted"));
+            table
+                .check("reaction", Net::Matrix, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| {
+                            !m["reactions"].is_null() && text(&m["from"]) == carol_in_muc
+                        })
+                        .await?;
+                    ensure!(m["reactions"]["keys"] == json!(["🎉"]), "{m}");
+                    let (stanza, id, _) = i_hello_x
+                        .as_ref()
+                        .context("dana's message never reached XMPP")?;
+                    let about = text(&m["reactions"]["id"]);
+                    ensure!(
+                        about == stanza || about == id,
+                        "not a reaction to dana's message: {m}"
+                    );
+                    Ok(())
+                })
+                .await;
+            table
+                .check("reaction", Net::Matrix, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Reaction { key, .. } if key == "🎉"))
+                        .await?;
+                    let EventKind::Reaction { target: t, .. } = &e.kind else {
+                        unreachable!()
+                    };
+                    ensure!(
+                        t.as_str() == "d-hello",
+                        "reacts to {t}, not to dana's message"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        None => {
+            table.skipped("reaction", Net::Matrix, Net::Xmpp, "text MIMI → Matrix");
+            table.skipped("reaction", Net::Matrix, Net::Mimi, "text MIMI → Matrix");
+        }
+    }
+    let mut i_reaction_mx = None;
+    match &x_hello_mi {
+        Some(target) => {
+            hub.submit(
+                inbound(DANA_ROOM)
+                    .id("d-react")
+                    .from("dana")
+                    .named("Dana")
+                    .react(target, "❤"),
+            )
+            .await
+            .expect("dana reacts");
+            let dana_in_muc = i_hello_x
+                .as_ref()
+                .map(|(_, _, from)| from.clone())
+                .unwrap_or_default();
+            table
+                .check("reaction", Net::Mimi, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| m["reactions"]["keys"] == json!(["❤"]))
+                        .await?;
+                    ensure!(
+                        text(&m["from"]) == dana_in_muc,
+                        "not from dana's puppet: {m}"
+                    );
+                    let about = text(&m["reactions"]["id"]);
+                    ensure!(
+                        about == x_hello_stanza || about == x_hello_id,
+                        "not a reaction to xavier's message: {m}"
+                    );
+                    Ok(())
+                })
+                .await;
+            i_reaction_mx = table
+                .check("reaction", Net::Mimi, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["key"] == "❤"
+                        })
+                        .await?;
+                    ensure!(e["sender"] == dana_ghost.as_str(), "{e}");
+                    let target = x_hello_mx
+                        .as_deref()
+                        .context("xavier's message never reached Matrix")?;
+                    ensure!(e["content"]["m.relates_to"]["event_id"] == target, "{e}");
+                    Ok(text(&e["event_id"]).to_owned())
+                })
+                .await;
+        }
+        None => {
+            table.skipped("reaction", Net::Mimi, Net::Xmpp, "text XMPP → MIMI");
+            table.skipped("reaction", Net::Mimi, Net::Matrix, "text XMPP → MIMI");
+        }
+    }
+    // Each takes the reaction back.
+    const REMOVAL: &str = "reaction removal";
+    match (&m_hello_x, &x_reaction_mx) {
+        (Some((stanza, _)), Some(reaction)) => {
+            xavier
+                .react(&muc, GC, stanza, &[])
+                .await
+                .expect("unreacted");
+            table
+                .check(REMOVAL, Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.redaction" && e["redacts"] == reaction.as_str()
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+            let target = m_hello_mi.clone().unwrap_or_default();
+            table
+                .check(REMOVAL, Net::Xmpp, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "👍"))
+                        .await?;
+                    let EventKind::Unreact { target: t, .. } = &e.kind else {
+                        unreachable!()
+                    };
+                    ensure!(
+                        t.as_str() == target,
+                        "takes back a reaction to {t}, not to carol's message"
+                    );
+                    Ok(())
+                })
+                .await;
+        }
+        _ => {
+            table.skipped(REMOVAL, Net::Xmpp, Net::Matrix, "reaction XMPP → Matrix");
+            table.skipped(REMOVAL, Net::Xmpp, Net::Mimi, "reaction XMPP → Matrix");
+        }
+    }
+    match &m_reaction {
+        Some(reaction) => {
+            carol.redact(&room, reaction, None).await.expect("redacted");
+            table
+                .check(REMOVAL, Net::Matrix, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| {
+                            m["reactions"]["keys"] == json!([]) && text(&m["from"]) == carol_in_muc
+                        })
+                        .await?;
+                    let (stanza, id, _) = i_hello_x
+                        .as_ref()
+                        .context("dana's message never reached XMPP")?;
+                    let about = text(&m["reactions"]["id"]);
+                    ensure!(about == stanza || about == id, "{m}");
+                    Ok(())
+                })
+                .await;
+            table
+                .check(REMOVAL, Net::Matrix, Net::Mimi, async {
+                    let e = hub
+                        .wait(|e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "🎉"))
+                        .await?;
+                    let EventKind::Unreact { target: t, .. } = &e.kind else {
+                        unreachable!()
+                    };
+                    ensure!(t.as_str() == "d-hello", "takes back a reaction to {t}");
+                    Ok(())
+                })
+                .await;
+        }
+        None => {
+            table.skipped(REMOVAL, Net::Matrix, Net::Xmpp, "text MIMI → Matrix");
+            table.skipped(REMOVAL, Net::Matrix, Net::Mimi, "text MIMI → Matrix");
+        }
+    }
+    match &x_hello_mi {
+        Some(target) => {
+            hub.submit(
+                inbound(DANA_ROOM)
+                    .id("d-unreact")
+                    .from("dana")
+                    .named("Dana")
+                    .unreact(target, "❤"),
+            )
+            .await
+            .expect("dana takes her reaction back");
+            let dana_in_muc = i_hello_x
+                .as_ref()
+                .map(|(_, _, from)| from.clone())
+                .unwrap_or_default();
+            table
+                .check(REMOVAL, Net::Mimi, Net::Xmpp, async {
+                    let m = xavier
+                        .wait_message(|m| {
+                            m["reactions"]["keys"] == json!([]) && text(&m["from"]) == dana_in_muc
+                        })
+                        .await?;
+                    let about = text(&m["reactions"]["id"]);
+                    ensure!(about == x_hello_stanza || about == x_hello_id, "{m}");
+                    Ok(())
+                })
+                .await;
+            match &i_reaction_mx {
+                Some(reaction) => {
+                    table
+                        .check(REMOVAL, Net::Mimi, Net::Matrix, async {
+                            carol
+                                .wait_timeline(|e| {
+                                    e["type"] == "m.room.redaction"
+                                        && e["redacts"] == reaction.as_str()
+                                })
+                                .await?;
+                            Ok(())
+                        })
+                        .await;
+                }
+                None => table.skipped(REMOVAL, Net::Mimi, Net::Matrix, "reaction MIMI → Matrix"),
+            }
+        }
+        None => {
+            table.skipped(REMOVAL, Net::Mimi, Net::Xmpp, "text XMPP → MIMI");
+            table.skipped(REMOVAL, Net::Mimi, Net::Matrix, "text XMPP → MIMI");
+        }
+    }
+
+    // ================================================================ attachment
+    let files = tempfile::tempdir().expect("temp dir");
+    let notes: Vec<u8> = (0..50_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let notes_path = files.path().join("notes.txt");
+    std::fs::write(&notes_path, &notes).expect("file written");
+    let uploaded = xavier
+        .upload(&notes_path, Some("text/plain"))
+        .await
+        .expect("uploaded");
+    xavier
+        .oob(&muc, GC, text(&uploaded["url"]), None)
+        .await
+        .expect("shared");
+    table
+        .check("attachment", Net::Xmpp, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    text(&e["content"]["url"]).starts_with("mxc://")
+                        && e["content"]["body"] == "notes.txt"
+                })
+                .await?;
+            let got = carol.download(text(&e["content"]["url"])).await?;
+            ensure!(
+                got["sha256"] == json!(sha256_hex(&notes)),
+                "other bytes: {got}"
+            );
+            Ok(())
+        })
+        .await;
+    table
+        .check("attachment", Net::Xmpp, Net::Mimi, async {
+            let e = hub.wait(|e| matches!(&e.kind, EventKind::Message { content, .. } if content.attachments.iter().any(|a| a.name == "notes.txt"))).await?;
+            let EventKind::Message { content, .. } = &e.kind else { unreachable!() };
+            let got = hub.fetch(&content.attachments[0]).await?;
+            ensure!(got == notes, "other bytes ({} of {})", got.len(), notes.len());
+            Ok(())
+        })
+        .await;
+    let picture: Vec<u8> = (0..120_000u32).map(|i| (i % 251) as u8).collect();
+    carol
+        .send_file(&room, &picture, "picture.png", "image/png")
+        .await
+        .expect("file sent");
+    table
+        .check("attachment", Net::Matrix, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| {
+                    m["oob_urls"].as_array().is_some_and(|u| !u.is_empty())
+                        && text(&m["from"]) == carol_in_muc
+                })
+                .await?;
+            let got = xavier.fetch(text(&m["oob_urls"][0])).await?;
+            ensure!(
+                got["sha256"] == json!(sha256_hex(&picture)),
+                "other bytes: {got}"
+            );
+            Ok(())
+        })
+        .await;
+    table
+        .check("attachment", Net::Matrix, Net::Mimi, async {
+            let e = hub.wait(|e| matches!(&e.kind, EventKind::Message { content, .. } if content.attachments.iter().any(|a| a.name == "picture.png"))).await?;
+            let EventKind::Message { content, .. } = &e.kind else { unreachable!() };
+            let got = hub.fetch(&content.attachments[0]).await?;
+            ensure!(got == picture, "other bytes ({} of {})", got.len(), picture.len());
+            Ok(())
+        })
+        .await;
+    let diagram: Vec<u8> = (0..80_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let link = serve_file(diagram.clone()).await;
+    let mut with_file = inbound(DANA_ROOM)
+        .id("d-file")
+        .from("dana")
+        .named("Dana")
+        .text("a diagram");
+    if let EventKind::Message { content, .. } = &mut with_file.kind {
+        content.attachments.push(Attachment {
+            name: "diagram.png".into(),
+            url: link,
+            mime: Some("image/png".into()),
+            size: None,
+            width: None,
+            height: None,
+        });
+    }
+    hub.submit(with_file).await.expect("dana shares a file");
+    let dana_in_muc = i_hello_x
+        .as_ref()
+        .map(|(_, _, from)| from.clone())
+        .unwrap_or_default();
+    table
+        .check("attachment", Net::Mimi, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| {
+                    m["oob_urls"].as_array().is_some_and(|u| !u.is_empty())
+                        && text(&m["from"]) == dana_in_muc
+                })
+                .await?;
+            let got = xavier.fetch(text(&m["oob_urls"][0])).await?;
+            ensure!(
+                got["sha256"] == json!(sha256_hex(&diagram)),
+                "other bytes: {got}"
+            );
+            Ok(())
+        })
+        .await;
+    table
+        .check("attachment", Net::Mimi, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    text(&e["content"]["url"]).starts_with("mxc://")
+                        && e["sender"] == dana_ghost.as_str()
+                })
+                .await?;
+            let got = carol.download(text(&e["content"]["url"])).await?;
+            ensure!(
+                got["sha256"] == json!(sha256_hex(&diagram)),
+                "other bytes: {got}"
+            );
+            Ok(())
+        })
+        .await;
+
+    // ================================================================ redaction / retraction
+    const DELETE: &str = "redaction / retraction";
+    xavier
+        .retract(&muc, GC, &x_hello_stanza)
+        .await
+        .expect("retracted");
+    match &x_hello_mx {
+        Some(target) => {
+            table
+                .check(DELETE, Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.redaction" && e["redacts"] == target.as_str()
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Xmpp, Net::Matrix, "text XMPP → Matrix"),
+    }
+    match &x_hello_mi {
+        Some(target) => {
+            table
+                .check(DELETE, Net::Xmpp, Net::Mimi, async {
+                    hub.wait(|e| matches!(&e.kind, EventKind::Redaction { target: t, .. } if t.as_str() == target)).await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Xmpp, Net::Mimi, "text XMPP → MIMI"),
+    }
+    carol
+        .redact(&room, &m_hello_mx, Some("never mind"))
+        .await
+        .expect("redacted");
+    match &m_hello_x {
+        Some((stanza, _)) => {
+            table
+                .check(DELETE, Net::Matrix, Net::Xmpp, async {
+                    xavier
+                        .wait_message(|m| m["retract_id"] == stanza.as_str())
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Matrix, Net::Xmpp, "text Matrix → XMPP"),
+    }
+    match &m_hello_mi {
+        Some(target) => {
+            table
+                .check(DELETE, Net::Matrix, Net::Mimi, async {
+                    hub.wait(|e| matches!(&e.kind, EventKind::Redaction { target: t, .. } if t.as_str() == target)).await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Matrix, Net::Mimi, "text Matrix → MIMI"),
+    }
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-delete")
+            .from("dana")
+            .named("Dana")
+            .redact("d-hello"),
+    )
+    .await
+    .expect("dana deletes her message");
+    match &i_hello_x {
+        Some((stanza, _, _)) => {
+            table
+                .check(DELETE, Net::Mimi, Net::Xmpp, async {
+                    xavier
+                        .wait_message(|m| m["retract_id"] == stanza.as_str())
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Mimi, Net::Xmpp, "text MIMI → XMPP"),
+    }
+    match &i_hello_mx {
+        Some(target) => {
+            table
+                .check(DELETE, Net::Mimi, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.redaction" && e["redacts"] == target.as_str()
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(DELETE, Net::Mimi, Net::Matrix, "text MIMI → Matrix"),
+    }
+
+    // ================================================================ topic
+    xavier
+        .subject(&muc, "topic from xmpp")
+        .await
+        .expect("subject set");
+    table
+        .check("topic", Net::Xmpp, Net::Matrix, async {
+            carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.topic" && e["content"]["topic"] == "topic from xmpp"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    carol
+        .topic(&room, "topic from matrix")
+        .await
+        .expect("topic set");
+    table
+        .check("topic", Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_message(|m| m["subject"] == "topic from matrix")
+                .await?;
+            Ok(())
+        })
+        .await;
+
+    // ================================================================ joins and leaves
+    let yann_jid = format!("{}@localhost", fresh("yann"));
+    let mut yann = XmppHuman::start(&yann_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("yann online");
+    yann.join(&muc, "Yann").await.expect("yann joins");
+    let yann_ghost = table
+        .check("join", Net::Xmpp, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.member"
+                        && e["content"]["membership"] == "join"
+                        && e["content"]["displayname"] == "Yann"
+                })
+                .await?;
+            Ok(text(&e["state_key"]).to_owned())
+        })
+        .await;
+    table
+        .check("join", Net::Xmpp, Net::Mimi, async {
+            let e = hub
+                .wait(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Membership {
+                            change: MembershipChange::Join,
+                            ..
+                        }
+                    ) && e.sender.user.as_str().contains("yann")
+                })
+                .await?;
+            ensure!(e.room.as_str() == DANA_ROOM, "{e:?}");
+            Ok(())
+        })
+        .await;
+    let mut bob = MatrixHuman::start("bob", "bobpass", &hs)
+        .await
+        .expect("bob logs in");
+    bob.displayname("Bob Matrix").await.expect("name set");
+    bob.join(&room).await.expect("bob joins");
+    table
+        .check("join", Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| p["nick"] == "Bob Matrix" && p["type"] == "available")
+                .await?;
+            Ok(())
+        })
+        .await;
+    table
+        .check("join", Net::Matrix, Net::Mimi, async {
+            hub.wait(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Join,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains("bob")
+            })
+            .await?;
+            Ok(())
+        })
+        .await;
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("e-join")
+            .from("erin")
+            .named("Erin")
+            .join(),
+    )
+    .await
+    .expect("erin joins");
+    let erin_nick = table
+        .check("join", Net::Mimi, Net::Xmpp, async {
+            let p = xavier
+                .wait_presence(|p| {
+                    p["type"] == "available" && text(&p["nick"]).to_lowercase().contains("erin")
+                })
+                .await?;
+            Ok(text(&p["nick"]).to_owned())
+        })
+        .await;
+    let erin_ghost = table
+        .check("join", Net::Mimi, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.member"
+                        && e["content"]["membership"] == "join"
+                        && text(&e["state_key"]).contains("erin")
+                })
+                .await?;
+            Ok(text(&e["state_key"]).to_owned())
+        })
+        .await;
+
+    yann.leave(&muc).await.expect("yann leaves");
+    match &yann_ghost {
+        Some(g) => {
+            table
+                .check("leave", Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.member"
+                                && e["state_key"] == g.as_str()
+                                && e["content"]["membership"] == "leave"
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("leave", Net::Xmpp, Net::Matrix, "join XMPP → Matrix"),
+    }
+    table
+        .check("leave", Net::Xmpp, Net::Mimi, async {
+            hub.wait(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Leave,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains("yann")
+            })
+            .await?;
+            Ok(())
+        })
+        .await;
+    let _ = yann.quit().await;
+    bob.leave(&room).await.expect("bob leaves");
+    table
+        .check("leave", Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| p["nick"] == "Bob Matrix" && p["type"] == "unavailable")
+                .await?;
+            Ok(())
+        })
+        .await;
+    table
+        .check("leave", Net::Matrix, Net::Mimi, async {
+            hub.wait(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Leave,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains("bob")
+            })
+            .await?;
+            Ok(())
+        })
+        .await;
+    let _ = bob.quit().await;
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("e-leave")
+            .from("erin")
+            .named("Erin")
+            .leave(),
+    )
+    .await
+    .expect("erin leaves");
+    match &erin_nick {
+        Some(nick) => {
+            table
+                .check("leave", Net::Mimi, Net::Xmpp, async {
+                    xavier
+                        .wait_presence(|p| p["type"] == "unavailable" && p["nick"] == nick.as_str())
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("leave", Net::Mimi, Net::Xmpp, "join MIMI → XMPP"),
+    }
+    match &erin_ghost {
+        Some(g) => {
+            table
+                .check("leave", Net::Mimi, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.member"
+                                && e["state_key"] == g.as_str()
+                                && e["content"]["membership"] == "leave"
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped("leave", Net::Mimi, Net::Matrix, "join MIMI → Matrix"),
+    }
+
+    // ================================================================ nick / display name
+    const NICK: &str = "nick / display name";
+    xavier
+        .nick(&muc, "Xavier Renamed")
+        .await
+        .expect("nick changed");
+    let renamed_ghost = ghost.clone().unwrap_or_default();
+    table
+        .check(NICK, Net::Xmpp, Net::Matrix, async {
+            carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == renamed_ghost.as_str()
+                        && e["content"]["displayname"] == "Xavier Renamed"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    carol.displayname("Carol Renamed").await.expect("renamed");
+    table
+        .check(NICK, Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| p["nick"] == "Carol Renamed" && p["type"] == "available")
+                .await?;
+            Ok(())
+        })
+        .await;
+    carol.displayname(CAROL_NAME).await.expect("name restored");
+
+    for feature in [NICK, "topic"] {
+        let why = mimi_lacks(&mimi_caps, feature).expect("MIMI carries neither");
+        for (from, to) in [
+            (Net::Xmpp, Net::Mimi),
+            (Net::Matrix, Net::Mimi),
+            (Net::Mimi, Net::Xmpp),
+            (Net::Mimi, Net::Matrix),
+        ] {
+            table.not_carried(feature, from, to, why);
+        }
+    }
+
+    // ================================================================ direct message
+    // Carol writes to xavier's ghost; xavier answers carol's puppet address.
+    match &ghost {
+        Some(xavier_ghost) => {
+            let dm = carol
+                .create_room_with(json!({ "invite": [xavier_ghost], "direct": true }))
+                .await
+                .expect("direct room created");
+            let joined = carol
+                .wait_timeline(|e| {
+                    e["room_id"] == dm.as_str()
+                        && e["type"] == "m.room.member"
+                        && e["state_key"] == xavier_ghost.as_str()
+                        && e["content"]["membership"] == "join"
+                })
+                .await;
+            carol.send(&dm, "psst, xavier").await.expect("sent");
+            let puppet = table
+                .check("direct message", Net::Matrix, Net::Xmpp, async {
+                    joined.context("xavier's ghost never accepted the invite")?;
+                    let m = xavier.wait_message(|m| m["body"] == "psst, xavier").await?;
+                    ensure!(m["type"] == "chat", "not a direct message: {m}");
+                    Ok(bridge_xmpp::jid::bare(text(&m["from"])).to_owned())
+                })
+                .await;
+            match puppet {
+                Some(puppet) => {
+                    xavier
+                        .send(&puppet, Kind::Chat, "psst back, carol")
+                        .await
+                        .expect("sent");
+                    table
+                        .check("direct message", Net::Xmpp, Net::Matrix, async {
+                            let e = carol
+                                .wait_timeline(|e| e["content"]["body"] == "psst back, carol")
+                                .await?;
+                            ensure!(e["room_id"] == dm.as_str(), "not in the direct room: {e}");
+                            ensure!(e["sender"] == xavier_ghost.as_str(), "{e}");
+                            Ok(())
+                        })
+                        .await;
+                }
+                None => table.skipped(
+                    "direct message",
+                    Net::Xmpp,
+                    Net::Matrix,
+                    "direct message Matrix → XMPP",
+                ),
+            }
+        }
+        None => {
+            table.skipped(
+                "direct message",
+                Net::Matrix,
+                Net::Xmpp,
+                "text XMPP → Matrix",
+            );
+            table.skipped(
+                "direct message",
+                Net::Xmpp,
+                Net::Matrix,
+                "text XMPP → Matrix",
+            );
+        }
+    }
+    let why = mimi_lacks(&mimi_caps, "direct message").expect("MIMI has no DMs here");
+    for (from, to) in [
+        (Net::Xmpp, Net::Mimi),
+        (Net::Matrix, Net::Mimi),
+        (Net::Mimi, Net::Xmpp),
+        (Net::Mimi, Net::Matrix),
+    ] {
+        table.not_carried("direct message", from, to, why);
+    }
+
+    // ================================================================ no echo, no duplicate
+    // Everything has settled. Each side's whole record (the Matrix room's history, the MUC's
+    // archive, everything dana's side got): for a direction from → to, no message from `from`
+    // arrived twice at `to`, and nothing said on `to` came back to it as if from `from`.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_matrix = matrix_record(&mut carol, &room, &dana_ghost).await;
+    let at_xmpp = xmpp_record(&mut xavier, &muc, &dana_in_muc).await;
+    let at_mimi: Result<Vec<(Option<Net>, String)>> = Ok(hub
+        .dana
+        .sent()
+        .iter()
+        .filter(|e| e.room.as_str() == DANA_ROOM)
+        .filter_map(|e| {
+            let origin = mimi_origin(e.sender.user.as_str());
+            body_of(e).map(|b| (origin, b.to_owned()))
+        })
+        .collect());
+    for (from, to) in DIRECTIONS {
+        let record = match to {
+            Net::Matrix => &at_matrix,
+            Net::Xmpp => &at_xmpp,
+            Net::Mimi => &at_mimi,
+        };
+        let outcome = match record {
+            Err(e) => Outcome::Fail(format!("reading the record at {}: {e:#}", to.name())),
+            Ok(record) => echoes_and_duplicates(record, from, to),
+        };
+        table
+            .rows
+            .push(("no echo, no duplicate", from, to, outcome));
+    }
+    let dead = core.dead_letters().expect("dead letters");
+    let hub_dead = hub.core.dead_letters().expect("dead letters");
+
+    let md = table.markdown(started.elapsed().as_secs());
+    std::fs::write(features_path(), &md).expect("docs/features.md written");
+    eprintln!("{md}");
+    core.shutdown().await;
+    hub.core.shutdown().await;
+    let _ = xavier.quit().await;
+    let failures = table.failures();
+    assert!(
+        failures.is_empty(),
+        "{} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(dead.is_empty(), "the bridge gave up on: {dead:?}");
+    assert!(hub_dead.is_empty(), "the hub gave up on: {hub_dead:?}");
+}
+
+/// The words each network's human says carry this marker ("hello from xmpp").
+fn marker(net: Net) -> &'static str {
+    match net {
+        Net::Xmpp => "from xmpp",
+        Net::Matrix => "from matrix",
+        Net::Mimi => "from mimi",
+    }
+}
+
+/// For `from → to`: the messages of `record` (the messages `to`'s side holds, by the network
+/// they came from) that came from `from` twice, or that were said on `to` and came back.
+fn echoes_and_duplicates(record: &[(Option<Net>, String)], from: Net, to: Net) -> Outcome {
+    let mut seen = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for (origin, body) in record {
+        if *origin != Some(from) {
+            continue;
+        }
+        if !seen.insert(body) {
+            problems.push(format!("twice: {body:?}"));
+        }
+        if body.contains(marker(to)) {
+            problems.push(format!("echo of {}'s own words: {body:?}", to.name()));
+        }
+    }
+    if seen.is_empty() {
+        Outcome::Fail(format!("nothing from {} in the record", from.name()))
+    } else if problems.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(problems.join("; "))
+    }
+}
+
+/// Which network a MIMI participant of the follower provider speaks for, or the hub's own
+/// users (MIMI).
+fn mimi_origin(user: &str) -> Option<Net> {
+    if !user.starts_with("mimi://follower.example/") {
+        return Some(Net::Mimi);
+    }
+    // Matrix user IDs start with "@" (percent-encoded in the URI); XMPP addresses do not.
+    if user.starts_with("mimi://follower.example/u/%40") {
+        Some(Net::Matrix)
+    } else {
+        Some(Net::Xmpp)
+    }
+}
+
+/// The messages (not edits) of the Matrix room's history, by the network of their sender.
+async fn matrix_record(
+    carol: &mut MatrixHuman,
+    room: &str,
+    dana_ghost: &str,
+) -> Result<Vec<(Option<Net>, String)>> {
+    let me = carol.user_id().to_owned();
+    let events = carol
+        .messages(room, 500, bridge_tests::matrix_human::Dir::Forward)
+        .await?;
+    Ok(events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter(|e| e["content"]["m.relates_to"]["rel_type"] != "m.replace")
+        .filter(|e| !text(&e["content"]["body"]).is_empty())
+        .map(|e| {
+            let sender = text(&e["sender"]);
+            let origin = if sender == me {
+                Some(Net::Matrix)
+            } else if sender == dana_ghost || sender.starts_with("@_bridge_mimi_") {
+                Some(Net::Mimi)
+            } else if sender.starts_with("@_bridge_xmpp_") {
+                Some(Net::Xmpp)
+            } else {
+                None
+            };
+            (origin, text(&e["content"]["body"]).to_owned())
+        })
+        .collect())
+}
+
+/// The messages (not corrections) of the MUC's archive, by the network of their sender.
+async fn xmpp_record(
+    xavier: &mut XmppHuman,
+    muc: &str,
+    dana_in_muc: &str,
+) -> Result<Vec<(Option<Net>, String)>> {
+    let mut record = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = xavier.mam(muc, after.as_deref(), Some(50)).await?;
+        let messages = page["messages"].as_array().cloned().unwrap_or_default();
+        for m in &messages {
+            let body = text(&m["body"]);
+            if body.is_empty() || !m["replace_id"].is_null() {
+                continue;
+            }
+            let from = text(&m["from"]);
+            let nick = from.split_once('/').map_or("", |(_, n)| n);
+            let origin = match nick {
+                "Xavier" | "Xavier Renamed" => Some(Net::Xmpp),
+                CAROL_NAME | "Carol Renamed" => Some(Net::Matrix),
+                _ if from == dana_in_muc => Some(Net::Mimi),
+                _ => None,
+            };
+            record.push((origin, body.to_owned()));
+        }
+        if page["complete"] == true || messages.is_empty() {
+            return Ok(record);
+        }
+        after = page["last"].as_str().map(str::to_owned);
+    }
+}
