@@ -393,6 +393,42 @@ impl Inner {
         {
             tracing::warn!(adapter = %self.id, room = %inbound.room, error = %e,
                 "cannot open the other side of a direct conversation");
+            // The writer would otherwise wait for an answer that cannot come: the ghost says why.
+            self.notice_as_ghost(
+                &inbound.room,
+                &ghost,
+                &format!("This message could not be delivered: {e}"),
+            )
+            .await;
+        }
+    }
+
+    /// An `m.notice` from `ghost` in `room` (best effort: logged when it fails).
+    async fn notice_as_ghost(&self, room: &RemoteRoomId, ghost: &str, text: &str) {
+        let sent = async {
+            let room_id = self.room_id(room).await?;
+            let ghost = ruma::UserId::parse(ghost)
+                .map_err(|e| bridge_core::AdapterError::Permanent(format!("ghost {ghost}: {e}")))?;
+            let txn = ruma::OwnedTransactionId::from(format!(
+                "notice.{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            ));
+            let content = serde_json::json!({ "msgtype": "m.notice", "body": text });
+            crate::calls::send_event(
+                &self.hs,
+                As::Ghost(&ghost),
+                &room_id,
+                &txn,
+                "m.room.message",
+                &content,
+            )
+            .await
+            .map(|_| ())
+            .map_err(bridge_core::AdapterError::from)
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!(adapter = %self.id, %room, error = %e, "notice not sent");
         }
     }
 

@@ -33,7 +33,12 @@ pub fn identity(
 /// True for identities that only rest on a nick: corrections and retractions from them are not
 /// trusted.
 pub fn is_nick_identity(user: &RemoteUserId) -> bool {
-    user.as_str().contains('/')
+    // `room/nick` has a slash before any `?`; `room?occupant-id=ID` has none there, though the
+    // ID (base64) may hold slashes after it. A nick that reads "x?occupant-id=y" stays a nick.
+    user.as_str()
+        .split('?')
+        .next()
+        .is_some_and(|before_query| before_query.contains('/'))
 }
 
 /// Nicks to try for someone called `name`, in order: the name itself, then the name with the
@@ -286,6 +291,16 @@ mod tests {
         assert_eq!(nick.as_str(), "r@c/N");
         assert!(is_nick_identity(&nick));
         assert!(!is_nick_identity(&identity("r@c", "N", None, Some("o"))));
+        // Prosody's occupant IDs are base64, slashes included.
+        let occupant = identity("r@c", "N", None, Some("IVEl0xYo/RzjW/P0YB="));
+        assert!(!is_nick_identity(&occupant), "{occupant}");
+        // A nick can look like an occupant-id identity; it is still a nick.
+        assert!(is_nick_identity(&identity(
+            "r@c",
+            "x?occupant-id=y",
+            None,
+            None
+        )));
     }
 
     #[test]
