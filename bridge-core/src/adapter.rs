@@ -440,7 +440,26 @@ impl AdapterContext {
         if self.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        self.shared.enqueue(&self.adapter, event)
+        self.shared.enqueue(&self.adapter, event, false)
+    }
+
+    /// Hands the core an event addressed to the bridge itself rather than to a room: a
+    /// message in a direct conversation with the bridge's own account (its Matrix bot, its
+    /// XMPP address). It is handled like one posted in a management room (see
+    /// [`crate::management`]): never bridged; a text message goes to the admin commands once,
+    /// and the answer comes back through [`Adapter::send_notice`] with `event.room`, so that
+    /// room must be one the adapter can answer in. Returns once it is durable, like
+    /// [`Self::submit`].
+    pub async fn submit_to_bridge(&self, event: InboundEvent) -> Result<Submitted, SubmitError> {
+        Ok(self.enqueue_to_bridge(event)?.durable().await)
+    }
+
+    /// [`Self::submit_to_bridge`] without waiting for durability (see [`Self::enqueue`]).
+    pub fn enqueue_to_bridge(&self, event: InboundEvent) -> Result<Pending, SubmitError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        self.shared.enqueue(&self.adapter, event, true)
     }
 
     /// The native rooms currently linked for this adapter, and its management rooms (see

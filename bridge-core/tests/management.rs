@@ -107,3 +107,56 @@ async fn a_management_room_linked_at_runtime_stops_the_start() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A message addressed to the bridge itself (a direct conversation with its account) goes to
+/// the command sink like one in a management room, once, and is never bridged, even when
+/// its native room happens to be linked.
+#[tokio::test]
+async fn messages_to_the_bridge_itself_are_commands() {
+    let a = MemoryAdapter::new(Capabilities::all());
+    let b = MemoryAdapter::new(Capabilities::all());
+    let (ha, hb) = (a.handle(), b.handle());
+    let (sink, mut commands) = mpsc::channel(bridge_core::management::SINK_CAPACITY);
+    let core = Core::builder(Arc::new(MemoryStore::new()))
+        .adapter("a", Arc::new(a))
+        .adapter("b", Arc::new(b))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
+        )
+        .management([], sink)
+        .start()
+        .await
+        .expect("core starts");
+    let ctx = ha.context().await.expect("context");
+    hb.context().await;
+    let dm = inbound("dm:alice").id("d1").from("alice").text("status");
+    assert!(matches!(
+        ctx.submit_to_bridge(dm.clone()).await,
+        Ok(Submitted::Management)
+    ));
+    let got = commands.recv().await.expect("a command");
+    assert_eq!(
+        (got.text.as_str(), got.sender.user.as_str()),
+        ("status", "alice")
+    );
+    assert_eq!(
+        got.room,
+        Link::new("a", "dm:alice"),
+        "answered where it was asked"
+    );
+    assert!(matches!(
+        ctx.submit_to_bridge(dm).await,
+        Ok(Submitted::Duplicate(_))
+    ));
+    let linked = inbound("a-room").id("d2").from("alice").text("help");
+    assert!(matches!(
+        ctx.submit_to_bridge(linked).await,
+        Ok(Submitted::Management)
+    ));
+    assert_eq!(commands.recv().await.expect("a command").text, "help");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(hb.sent().is_empty(), "nothing was bridged");
+    core.shutdown().await;
+}

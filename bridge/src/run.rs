@@ -82,17 +82,15 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
             .collect();
         builder = builder.room(room.id.as_str(), settings, links);
     }
+    // Commands come from the management rooms and from direct conversations with the bridge
+    // itself (its Matrix bot, its XMPP address), so the reader is always there.
     let (sink, management) = tokio::sync::mpsc::channel(bridge_core::management::SINK_CAPACITY);
-    if !config.bridge.management.is_empty() {
-        let rooms = config
-            .bridge
-            .management
-            .iter()
-            .map(|m| Link::new(m.adapter.as_str(), m.remote.as_str()));
-        builder = builder.management(rooms, sink);
-    } else {
-        drop(sink);
-    }
+    let rooms = config
+        .bridge
+        .management
+        .iter()
+        .map(|m| Link::new(m.adapter.as_str(), m.remote.as_str()));
+    builder = builder.management(rooms, sink);
     let core = Arc::new(builder.start().await?);
     let manager = Arc::new(Manager::new(core.clone(), &config));
     let commands = admin::spawn(

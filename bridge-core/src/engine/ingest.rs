@@ -184,11 +184,12 @@ impl Shared {
         self: &Arc<Self>,
         adapter: &AdapterId,
         event: InboundEvent,
+        to_bridge: bool,
     ) -> Result<Pending, SubmitError> {
         let kind = event.kind.name();
-        let span = tracing::debug_span!("ingest", %adapter, room = %event.room, native_id = ?event.native_id, kind);
+        let span = tracing::debug_span!("ingest", %adapter, room = %event.room, native_id = ?event.native_id, kind, to_bridge);
         let _enter = span.enter();
-        let decision = self.decide(adapter, event)?;
+        let decision = self.decide(adapter, event, to_bridge)?;
         let (submitted, seq) = match decision {
             Decision::Done(s) => (s, 0),
             Decision::Management { seq } => (Submitted::Management, seq),
@@ -216,13 +217,21 @@ impl Shared {
         })
     }
 
-    fn decide(&self, adapter: &AdapterId, ev: InboundEvent) -> Result<Decision, StoreError> {
+    /// `to_bridge`: the event was addressed to the bridge itself (a direct conversation with
+    /// it), handled like one in a management room.
+    fn decide(
+        &self,
+        adapter: &AdapterId,
+        ev: InboundEvent,
+        to_bridge: bool,
+    ) -> Result<Decision, StoreError> {
         let store = &*self.store;
         let _order = self.ingest_lock.lock();
-        if !self.management.is_empty()
-            && self
-                .management
-                .contains(&Link::new(adapter.clone(), ev.room.clone()))
+        if to_bridge
+            || !self.management.is_empty()
+                && self
+                    .management
+                    .contains(&Link::new(adapter.clone(), ev.room.clone()))
         {
             return self.management_message(adapter, ev);
         }
@@ -366,7 +375,8 @@ impl Shared {
         Ok(Decision::Accepted { id, seq })
     }
 
-    /// An event in a management room (under the ingest lock): never bridged; a text message
+    /// An event in a management room or addressed to the bridge (under the ingest lock): never
+    /// bridged; a text message
     /// from someone other than the bridge goes to the command sink once. Its native ID is
     /// recorded like an accepted event's, so a redelivery (or the room's history on a rejoin)
     /// is a duplicate, not a second command.

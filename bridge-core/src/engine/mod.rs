@@ -296,7 +296,7 @@ pub(crate) async fn backfill(shared: &Arc<Shared>, adapter: &AdapterId) {
         };
         let mut last = None;
         for event in events {
-            match shared.enqueue(adapter, event) {
+            match shared.enqueue(adapter, event, false) {
                 Ok(pending) => last = Some(pending),
                 Err(e) => {
                     tracing::warn!(%adapter, %room, error = %e, "backfilled event not accepted");

@@ -24,6 +24,8 @@ use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
 
 /// Store key prefix of direct-message rooms (`d/<room>` → the ghost in it).
 pub(super) const DIRECT: &[u8] = b"d/";
+/// Store key prefix of direct conversations with the bot itself (`bd/<room>`).
+pub(super) const BOT_DIRECT: &[u8] = b"bd/";
 /// After this many gaps that a retry did not fill, the homeserver is taken not to number its
 /// transactions consecutively and gaps are no longer looked for.
 const UNFILLED_GAPS: u32 = 3;
@@ -222,6 +224,10 @@ impl Inner {
             sender.display_name = sender.display_name.take().or(member.name.map(String::from));
             sender.avatar = sender.avatar.take().or(member.avatar.map(String::from));
         }
+        if self.bot_direct.lock().contains(inbound.room.as_str()) {
+            // Written to the bridge itself: an admin command (answered with `send_notice`).
+            return ctx.enqueue_to_bridge(inbound).map(Some);
+        }
         self.direct_room(ctx, &inbound).await;
         // The core knows the room by the name it was linked by (an alias, perhaps).
         inbound.room = self.rooms.linked_name(inbound.room.as_str());
@@ -350,12 +356,31 @@ impl Inner {
     }
 
     /// The bot was invited: it joins when the room is linked (a room linked before the bot
-    /// could join it), and otherwise waits for an admin to link it.
+    /// could join it) or when the invite is to a direct conversation (where its messages are
+    /// admin commands, answered by the bot), and otherwise waits for an admin to link it.
     async fn bot_invited(&self, ctx: &AdapterContext, event: &Value) {
         let Some(room) = event.get("room_id").and_then(Value::as_str) else {
             return;
         };
         let room = self.rooms.linked_name(room);
+        let direct = event.pointer("/content/is_direct").and_then(Value::as_bool) == Some(true);
+        if direct && !ctx.linked_rooms().contains(&room) {
+            match self.join_bot(&room).await {
+                Ok(()) => {
+                    let mut key = BOT_DIRECT.to_vec();
+                    key.extend_from_slice(room.as_str().as_bytes());
+                    if let Err(e) = ctx.store().put(&key, b"") {
+                        tracing::warn!(adapter = %self.id, error = %e, "cannot remember a direct conversation with the bot");
+                    }
+                    self.bot_direct.lock().insert(room.as_str().to_owned());
+                    tracing::info!(adapter = %self.id, %room, "the bot joined a direct conversation (admin commands)");
+                }
+                Err(e) => {
+                    tracing::warn!(adapter = %self.id, %room, error = %e, "the bot cannot join a direct conversation");
+                }
+            }
+            return;
+        }
         if !ctx.linked_rooms().contains(&room) {
             tracing::info!(adapter = %self.id, %room, "the bot was invited to a room that is not linked");
             return;

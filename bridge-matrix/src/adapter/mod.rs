@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     gaps: Mutex<inbound::GapCheck>,
     /// Direct-message rooms: room → the ghost invited to it.
     direct: Mutex<HashMap<String, String>>,
+    /// Direct conversations with the bot itself: their messages are admin commands.
+    bot_direct: Mutex<std::collections::HashSet<String>>,
     /// The homeserver's upload limit, once known.
     upload_limit: Mutex<Option<u64>>,
 }
@@ -199,6 +201,7 @@ impl AppserviceAdapter {
                 rooms: crate::rooms::RoomNames::default(),
                 gaps: Mutex::new(inbound::GapCheck::default()),
                 direct: Mutex::new(HashMap::new()),
+                bot_direct: Mutex::new(std::collections::HashSet::new()),
                 upload_limit: Mutex::new(None),
             }),
         })
@@ -236,6 +239,16 @@ impl Inner {
             let room = String::from_utf8_lossy(&key[inbound::DIRECT.len()..]).into_owned();
             direct.insert(room, String::from_utf8_lossy(&value).into_owned());
         }
+        drop(direct);
+        let mut bot_direct = self.bot_direct.lock();
+        for (key, _) in store
+            .scan(inbound::BOT_DIRECT, usize::MAX)
+            .map_err(failed)?
+        {
+            bot_direct
+                .insert(String::from_utf8_lossy(&key[inbound::BOT_DIRECT.len()..]).into_owned());
+        }
+        drop(bot_direct);
         Ghosts::load(store).map_err(failed)
     }
 

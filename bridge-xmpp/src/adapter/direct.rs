@@ -52,6 +52,19 @@ impl Inner {
         })
     }
 
+    /// True for the bridge's own address (`bridge@DOMAIN`, or the component's bare domain):
+    /// what is written there is for the bridge itself (admin commands).
+    pub(super) fn is_bridge_address(&self, to: &str) -> bool {
+        let Some(domain) = self.component_domain() else {
+            return false;
+        };
+        let to = jid::bare(to);
+        to.eq_ignore_ascii_case(domain)
+            || to
+                .split_once('@')
+                .is_some_and(|(local, d)| local == "bridge" && d.eq_ignore_ascii_case(domain))
+    }
+
     /// The task that takes direct messages to puppets, in order.
     pub(super) fn spawn_direct_task(
         self: &Arc<Self>,
@@ -79,6 +92,10 @@ impl Inner {
         let (Some(from), Some(to)) = (parsed.from.as_deref(), parsed.to.as_deref()) else {
             return;
         };
+        if self.is_bridge_address(to) {
+            self.to_bridge(&parsed, from, ctx).await;
+            return;
+        }
         let Some(counterpart) = self.counterpart_of(to) else {
             return;
         };
@@ -98,6 +115,38 @@ impl Inner {
             if let Err(e) = ctx.submit(event).await {
                 tracing::warn!(adapter = %self.id, error = %e, "direct message not accepted");
             }
+        }
+    }
+
+    /// A message to the bridge's own address: an admin command, answered by
+    /// [`bridge_core::Adapter::send_notice`] in the conversation `"<user> bridge@DOMAIN"`.
+    async fn to_bridge(&self, parsed: &Parsed, from: &str, ctx: &AdapterContext) {
+        let Content::Message { content, .. } = &parsed.content else {
+            return; // chat states, receipts, corrections: nothing to answer
+        };
+        let Some(domain) = self.component_domain() else {
+            return;
+        };
+        let user = jid::bare(from);
+        let room = RemoteRoomId::new(room_of(user, &format!("bridge@{domain}")));
+        let native = parsed
+            .origin_id
+            .as_deref()
+            .or(parsed.id.as_deref())
+            .map(RemoteEventId::new);
+        let mut event = InboundEvent::new(
+            room,
+            native,
+            RemoteUserId::new(user),
+            EventKind::Message {
+                content: content.clone(),
+                reply_to: None,
+                thread: None,
+            },
+        );
+        event.ts = parsed.delay_ms;
+        if let Err(e) = ctx.submit_to_bridge(event).await {
+            tracing::warn!(adapter = %self.id, error = %e, "command to the bridge not accepted");
         }
     }
 

@@ -237,11 +237,9 @@ impl Inner {
             }
             MessageType::Groupchat => {}
             MessageType::Chat | MessageType::Normal
-                if parsed
-                    .to
-                    .as_deref()
-                    .and_then(|to| self.counterpart_of(to))
-                    .is_some() =>
+                if parsed.to.as_deref().is_some_and(|to| {
+                    self.counterpart_of(to).is_some() || self.is_bridge_address(to)
+                }) =>
             {
                 if let Some(direct) = self.direct.lock().as_ref() {
                     let _ = direct.send(stanza.clone());

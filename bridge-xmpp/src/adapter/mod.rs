@@ -570,9 +570,14 @@ impl Adapter for XmppAdapter {
             .listener_jid()
             .ok_or_else(|| AdapterError::transient("not connected"))?;
         let id = inner.next_id();
+        // A direct conversation with the bridge's own address, or a MUC.
+        let (kind, to) = match direct::parts(room.as_str()) {
+            Some((user, _)) => ("chat", user),
+            None => ("groupchat", room.as_str()),
+        };
         let mut message = Element::builder("message", crate::wire::NS_CLIENT)
-            .with("type", "groupchat")
-            .with("to", room.as_str())
+            .with("type", kind)
+            .with("to", to)
             .with("id", &id);
         if let Some(from) = inner.stanza_from(&listener) {
             message = message.with("from", from);
