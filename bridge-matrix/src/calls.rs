@@ -214,6 +214,24 @@ async fn fetch_http(url: &str, limit: u64) -> Result<AttachmentBody, AdapterErro
 
 /// The transaction ID of the `i`-th homeserver call made for one neutral event: the event ID,
 /// then `<id>.1`, `<id>.2`… (stable across retries, so the homeserver recognises a repeat).
+/// Sends `text` as an `m.notice` from `who`: what the bridge itself says (an admin command's
+/// answer, why a message could not be delivered). Not an event of the core, so its
+/// transaction ID is random: a notice is sent once, never retried.
+pub(crate) async fn send_notice(
+    hs: &Homeserver,
+    who: As<'_>,
+    room: &OwnedRoomId,
+    text: &str,
+) -> Result<OwnedEventId, HsError> {
+    let txn = OwnedTransactionId::from(format!(
+        "notice.{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    ));
+    let content = serde_json::json!({ "msgtype": "m.notice", "body": text });
+    send_event(hs, who, room, &txn, "m.room.message", &content).await
+}
+
 pub(crate) fn txn_id(event: &bridge_core::EventId, i: usize) -> OwnedTransactionId {
     if i == 0 {
         event.to_string().into()

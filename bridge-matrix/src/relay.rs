@@ -750,6 +750,15 @@ impl Adapter for RelayAdapter {
         Ok(())
     }
 
+    /// An `m.notice` from the relay's own account (its own events are never taken back as
+    /// inbound ones).
+    async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let (hs, _) = self.inner.session()?;
+        let room = self.inner.rooms.resolve(&hs, room).await?;
+        crate::calls::send_notice(&hs, As::Bot, &room, text).await?;
+        Ok(())
+    }
+
     async fn fetch_attachment(
         &self,
         attachment: &bridge_core::Attachment,

@@ -266,6 +266,17 @@ async fn text_crosses_both_ways_named_and_formatted() {
         seen["content"]["formatted_body"],
         "&lt;<strong>Dave &lt;D&gt;</strong>&gt; plain &amp; simple"
     );
+    // What the bridge itself says (an admin command's answer) comes from the relay's account
+    // as a notice, and is not bridged back.
+    rig.core
+        .send_notice(
+            &Link::new("matrix", rig.room.as_str()),
+            "a word from the bridge",
+        )
+        .await
+        .expect("notice sent");
+    let notice = bot_message(&mut rig.alice, "a word from the bridge").await;
+    assert_eq!(notice["content"]["msgtype"], "m.notice", "{notice}");
     assert_no_echo(&rig.memory).await;
     rig.core.shutdown().await;
 }

@@ -29,6 +29,7 @@ use bridge_core::{
     MembershipChange, OutboundEvent, RoomSettings, SledStore, Store, Submitted,
 };
 use bridge_mimi::MimiAdapter;
+use bridge_tests::far::{body_of, serve_file};
 use bridge_tests::matrix_human::MatrixHuman;
 use bridge_tests::matrix_rig::{BOT, appservice_adapter};
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
@@ -316,13 +317,6 @@ impl Hub {
     }
 }
 
-fn body_of(e: &OutboundEvent) -> Option<&str> {
-    match &e.kind {
-        EventKind::Message { content, .. } => Some(content.text.body()),
-        _ => None,
-    }
-}
-
 fn message_with<'a>(body: &'a str) -> impl FnMut(&OutboundEvent) -> bool + 'a {
     move |e| body_of(e) == Some(body)
 }
@@ -356,23 +350,6 @@ fn mimi_settings(
         dir = dir.display()
     );
     bridge_mimi::settings::parse(&text.parse().expect("TOML")).expect("valid MIMI settings")
-}
-
-/// Serves `body` over plain HTTP on loopback, as any web link a user might share.
-async fn serve_file(body: Vec<u8>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let app = axum::Router::new().route(
-        "/diagram.png",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { ([("content-type", "image/png")], body) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://127.0.0.1:{port}/diagram.png")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -1496,7 +1473,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         })
         .await;
     let diagram: Vec<u8> = (0..80_000u32).map(|i| (i * 13 % 241) as u8).collect();
-    let link = serve_file(diagram.clone()).await;
+    let link = serve_file(Vec::leak(diagram.clone())).await;
     let mut with_file = inbound(DANA_ROOM)
         .id("d-file")
         .from("dana")

@@ -434,23 +434,10 @@ impl Inner {
             let room_id = self.room_id(room).await?;
             let ghost = ruma::UserId::parse(ghost)
                 .map_err(|e| bridge_core::AdapterError::Permanent(format!("ghost {ghost}: {e}")))?;
-            let txn = ruma::OwnedTransactionId::from(format!(
-                "notice.{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            ));
-            let content = serde_json::json!({ "msgtype": "m.notice", "body": text });
-            crate::calls::send_event(
-                &self.hs,
-                As::Ghost(&ghost),
-                &room_id,
-                &txn,
-                "m.room.message",
-                &content,
-            )
-            .await
-            .map(|_| ())
-            .map_err(bridge_core::AdapterError::from)
+            crate::calls::send_notice(&self.hs, As::Ghost(&ghost), &room_id, text)
+                .await
+                .map(|_| ())
+                .map_err(bridge_core::AdapterError::from)
         };
         if let Err(e) = sent.await {
             tracing::warn!(adapter = %self.id, %room, error = %e, "notice not sent");

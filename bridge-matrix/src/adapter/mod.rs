@@ -414,25 +414,8 @@ impl Adapter for AppserviceAdapter {
     /// An `m.notice` from the bot (its own events are in our namespace, so never taken back
     /// as inbound events).
     async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
-        let inner = &self.inner;
-        let room_id = inner.room_id(room).await?;
-        let txn = ruma::OwnedTransactionId::from(format!(
-            "notice.{}.{:016x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            rand::random::<u64>()
-        ));
-        let content = serde_json::json!({ "msgtype": "m.notice", "body": text });
-        crate::calls::send_event(
-            &inner.hs,
-            As::Bot,
-            &room_id,
-            &txn,
-            "m.room.message",
-            &content,
-        )
-        .await?;
+        let room_id = self.inner.room_id(room).await?;
+        crate::calls::send_notice(&self.inner.hs, As::Bot, &room_id, text).await?;
         Ok(())
     }
 
