@@ -289,6 +289,27 @@ impl Hub {
         bail!("the hub never recorded where {} went", event.id)
     }
 
+    /// Waits until dana's side got a `kind` ("edit", "reaction", "unreact", "redaction",
+    /// "reply") whose new body or key is `what` (any, when empty) and that points at `target`.
+    async fn points_at(&self, kind: &str, what: &str, target: &str) -> Result<()> {
+        self.wait(|e| {
+            relation(e)
+                .is_some_and(|(k, t, w)| k == kind && t == target && (what.is_empty() || w == what))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until dana's side saw someone whose MIMI URI holds `user` join or leave.
+    async fn membership(&self, change: MembershipChange, user: &str) -> Result<()> {
+        self.wait(|e| {
+            matches!(&e.kind, EventKind::Membership { change: c, .. } if *c == change)
+                && e.sender.user.as_str().contains(user)
+        })
+        .await?;
+        Ok(())
+    }
+
     fn outboxes_empty(&self) -> bool {
         self.core
             .status()
@@ -296,6 +317,33 @@ impl Hub {
             .flat_map(|room| room.links.iter().map(|(_, n)| *n))
             .sum::<u64>()
             == 0
+    }
+
+    /// Waits until dana's side got a message with `words` in bold (formatting kept).
+    async fn bold(&self, words: &str) -> Result<()> {
+        let e = self
+            .wait(|e| body_of(e).is_some_and(|b| b.contains("bold") && b.contains(words)))
+            .await?;
+        let html = match &e.kind {
+            EventKind::Message { content, .. } => content.text.to_html(),
+            _ => String::new(),
+        };
+        ensure!(html.contains("<strong>bold</strong>"), "not bold: {html}");
+        Ok(())
+    }
+
+    /// Waits until dana's side got the file `name`; its bytes, as her provider decrypts them.
+    async fn file(&self, name: &str) -> Result<Vec<u8>> {
+        let e = self
+            .wait(|e| {
+                matches!(&e.kind, EventKind::Message { content, .. }
+                    if content.attachments.iter().any(|a| a.name == name))
+            })
+            .await?;
+        let EventKind::Message { content, .. } = &e.kind else {
+            bail!("not a message: {e:?}");
+        };
+        self.fetch(&content.attachments[0]).await
     }
 
     /// The bytes of `file`, which dana's side received, as her provider decrypts them.
@@ -314,6 +362,22 @@ impl Hub {
             .await
             .map_err(|e| anyhow!("reading the file: {e}"))?
             .to_vec())
+    }
+}
+
+/// What an event dana's side got points at: (kind, target, new body or key).
+fn relation(e: &OutboundEvent) -> Option<(&'static str, &str, &str)> {
+    match &e.kind {
+        EventKind::Edit { target, new } => Some(("edit", target.as_str(), new.text.body())),
+        EventKind::Reaction { target, key } => Some(("reaction", target.as_str(), key)),
+        EventKind::Unreact { target, key, .. } => Some(("unreact", target.as_str(), key)),
+        EventKind::Redaction { target, .. } => Some(("redaction", target.as_str(), "")),
+        EventKind::Message {
+            reply_to: Some(target),
+            content,
+            ..
+        } => Some(("reply", target.as_str(), content.text.body())),
+        _ => None,
     }
 }
 
@@ -698,17 +762,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         })
         .await;
     table
-        .check("formatting", Net::Xmpp, Net::Mimi, async {
-            let e = hub
-                .wait(|e| body_of(e).is_some_and(|b| b.contains("bold") && b.contains("from xmpp")))
-                .await?;
-            let EventKind::Message { content, .. } = &e.kind else {
-                unreachable!()
-            };
-            let html = content.text.to_html();
-            ensure!(html.contains("<strong>bold</strong>"), "not bold: {html}");
-            Ok(())
-        })
+        .check("formatting", Net::Xmpp, Net::Mimi, hub.bold("from xmpp"))
         .await;
     carol
         .send_html(
@@ -730,19 +784,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         })
         .await;
     table
-        .check("formatting", Net::Matrix, Net::Mimi, async {
-            let e = hub
-                .wait(|e| {
-                    body_of(e).is_some_and(|b| b.contains("bold") && b.contains("from matrix"))
-                })
-                .await?;
-            let EventKind::Message { content, .. } = &e.kind else {
-                unreachable!()
-            };
-            let html = content.text.to_html();
-            ensure!(html.contains("<strong>bold</strong>"), "not bold: {html}");
-            Ok(())
-        })
+        .check(
+            "formatting",
+            Net::Matrix,
+            Net::Mimi,
+            hub.bold("from matrix"),
+        )
         .await;
     hub.submit(
         inbound(DANA_ROOM)
@@ -809,14 +856,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     match &x_hello_mi {
         Some(target) => {
             table
-                .check("edit", Net::Xmpp, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Edit { new, .. } if new.text.body() == "hello from xmpp, corrected"))
-                        .await?;
-                    let EventKind::Edit { target: t, .. } = &e.kind else { unreachable!() };
-                    ensure!(t.as_str() == target, "wrong target {t} (want {target})");
-                    Ok(())
-                })
+                .check(
+                    "edit",
+                    Net::Xmpp,
+                    Net::Mimi,
+                    hub.points_at("edit", "hello from xmpp, corrected", target),
+                )
                 .await;
         }
         None => table.skipped("edit", Net::Xmpp, Net::Mimi, "text XMPP → MIMI"),
@@ -846,14 +891,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     match &m_hello_mi {
         Some(target) => {
             table
-                .check("edit", Net::Matrix, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Edit { new, .. } if new.text.body() == "hello from matrix, edited"))
-                        .await?;
-                    let EventKind::Edit { target: t, .. } = &e.kind else { unreachable!() };
-                    ensure!(t.as_str() == target, "wrong target {t} (want {target})");
-                    Ok(())
-                })
+                .check(
+                    "edit",
+                    Net::Matrix,
+                    Net::Mimi,
+                    hub.points_at("edit", "hello from matrix, edited", target),
+                )
                 .await;
         }
         None => table.skipped("edit", Net::Matrix, Net::Mimi, "text Matrix → MIMI"),
@@ -940,20 +983,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             match &m_hello_mi {
                 Some(target) => {
                     table
-                        .check("reply", Net::Xmpp, Net::Mimi, async {
-                            let e = hub
-                                .wait(|e| body_of(e).is_some_and(|b| b.ends_with("xavier answers")))
-                                .await?;
-                            let EventKind::Message { reply_to, .. } = &e.kind else {
-                                unreachable!()
-                            };
-                            ensure!(
-                                reply_to.as_ref().is_some_and(|r| r.as_str() == target),
-                                "not a reply to carol's message: {:?}",
-                                e.kind
-                            );
-                            Ok(())
-                        })
+                        .check(
+                            "reply",
+                            Net::Xmpp,
+                            Net::Mimi,
+                            hub.points_at("reply", "xavier answers", target),
+                        )
                         .await;
                 }
                 None => table.skipped("reply", Net::Xmpp, Net::Mimi, "text Matrix → MIMI"),
@@ -987,20 +1022,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check("reply", Net::Matrix, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| body_of(e).is_some_and(|b| b.ends_with("carol answers")))
-                        .await?;
-                    let EventKind::Message { reply_to, .. } = &e.kind else {
-                        unreachable!()
-                    };
-                    ensure!(
-                        reply_to.as_ref().is_some_and(|r| r.as_str() == "d-hello"),
-                        "not a reply to dana's message: {:?}",
-                        e.kind
-                    );
-                    Ok(())
-                })
+                .check(
+                    "reply",
+                    Net::Matrix,
+                    Net::Mimi,
+                    hub.points_at("reply", "carol answers", "d-hello"),
+                )
                 .await;
         }
         None => {
@@ -1160,19 +1187,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 .await;
             let target = m_hello_mi.clone().unwrap_or_default();
             table
-                .check("reaction", Net::Xmpp, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Reaction { key, .. } if key == "👍"))
-                        .await?;
-                    let EventKind::Reaction { target: t, .. } = &e.kind else {
-                        unreachable!()
-                    };
-                    ensure!(
-                        t.as_str() == target,
-                        "reacts to {t}, not to carol's message ({target})"
-                    );
-                    Ok(())
-                })
+                .check(
+                    "reaction",
+                    Net::Xmpp,
+                    Net::Mimi,
+                    hub.points_at("reaction", "👍", &target),
+                )
                 .await;
         }
         None => {
@@ -1204,19 +1224,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check("reaction", Net::Matrix, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Reaction { key, .. } if key == "🎉"))
-                        .await?;
-                    let EventKind::Reaction { target: t, .. } = &e.kind else {
-                        unreachable!()
-                    };
-                    ensure!(
-                        t.as_str() == "d-hello",
-                        "reacts to {t}, not to dana's message"
-                    );
-                    Ok(())
-                })
+                .check(
+                    "reaction",
+                    Net::Matrix,
+                    Net::Mimi,
+                    hub.points_at("reaction", "🎉", "d-hello"),
+                )
                 .await;
         }
         None => {
@@ -1298,19 +1311,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 .await;
             let target = m_hello_mi.clone().unwrap_or_default();
             table
-                .check(REMOVAL, Net::Xmpp, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "👍"))
-                        .await?;
-                    let EventKind::Unreact { target: t, .. } = &e.kind else {
-                        unreachable!()
-                    };
-                    ensure!(
-                        t.as_str() == target,
-                        "takes back a reaction to {t}, not to carol's message"
-                    );
-                    Ok(())
-                })
+                .check(
+                    REMOVAL,
+                    Net::Xmpp,
+                    Net::Mimi,
+                    hub.points_at("unreact", "👍", &target),
+                )
                 .await;
         }
         _ => {
@@ -1337,16 +1343,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check(REMOVAL, Net::Matrix, Net::Mimi, async {
-                    let e = hub
-                        .wait(|e| matches!(&e.kind, EventKind::Unreact { key, .. } if key == "🎉"))
-                        .await?;
-                    let EventKind::Unreact { target: t, .. } = &e.kind else {
-                        unreachable!()
-                    };
-                    ensure!(t.as_str() == "d-hello", "takes back a reaction to {t}");
-                    Ok(())
-                })
+                .check(
+                    REMOVAL,
+                    Net::Matrix,
+                    Net::Mimi,
+                    hub.points_at("unreact", "🎉", "d-hello"),
+                )
                 .await;
         }
         None => {
@@ -1435,10 +1437,13 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .await;
     table
         .check("attachment", Net::Xmpp, Net::Mimi, async {
-            let e = hub.wait(|e| matches!(&e.kind, EventKind::Message { content, .. } if content.attachments.iter().any(|a| a.name == "notes.txt"))).await?;
-            let EventKind::Message { content, .. } = &e.kind else { unreachable!() };
-            let got = hub.fetch(&content.attachments[0]).await?;
-            ensure!(got == notes, "other bytes ({} of {})", got.len(), notes.len());
+            let got = hub.file("notes.txt").await?;
+            ensure!(
+                got == notes,
+                "other bytes ({} of {})",
+                got.len(),
+                notes.len()
+            );
             Ok(())
         })
         .await;
@@ -1465,10 +1470,13 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .await;
     table
         .check("attachment", Net::Matrix, Net::Mimi, async {
-            let e = hub.wait(|e| matches!(&e.kind, EventKind::Message { content, .. } if content.attachments.iter().any(|a| a.name == "picture.png"))).await?;
-            let EventKind::Message { content, .. } = &e.kind else { unreachable!() };
-            let got = hub.fetch(&content.attachments[0]).await?;
-            ensure!(got == picture, "other bytes ({} of {})", got.len(), picture.len());
+            let got = hub.file("picture.png").await?;
+            ensure!(
+                got == picture,
+                "other bytes ({} of {})",
+                got.len(),
+                picture.len()
+            );
             Ok(())
         })
         .await;
@@ -1551,10 +1559,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     match &x_hello_mi {
         Some(target) => {
             table
-                .check(DELETE, Net::Xmpp, Net::Mimi, async {
-                    hub.wait(|e| matches!(&e.kind, EventKind::Redaction { target: t, .. } if t.as_str() == target)).await?;
-                    Ok(())
-                })
+                .check(
+                    DELETE,
+                    Net::Xmpp,
+                    Net::Mimi,
+                    hub.points_at("redaction", "", target),
+                )
                 .await;
         }
         None => table.skipped(DELETE, Net::Xmpp, Net::Mimi, "text XMPP → MIMI"),
@@ -1579,10 +1589,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     match &m_hello_mi {
         Some(target) => {
             table
-                .check(DELETE, Net::Matrix, Net::Mimi, async {
-                    hub.wait(|e| matches!(&e.kind, EventKind::Redaction { target: t, .. } if t.as_str() == target)).await?;
-                    Ok(())
-                })
+                .check(
+                    DELETE,
+                    Net::Matrix,
+                    Net::Mimi,
+                    hub.points_at("redaction", "", target),
+                )
                 .await;
         }
         None => table.skipped(DELETE, Net::Matrix, Net::Mimi, "text Matrix → MIMI"),
@@ -1702,19 +1714,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         })
         .await;
     table
-        .check("join", Net::Matrix, Net::Mimi, async {
-            hub.wait(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::Membership {
-                        change: MembershipChange::Join,
-                        ..
-                    }
-                ) && e.sender.user.as_str().contains("bob")
-            })
-            .await?;
-            Ok(())
-        })
+        .check(
+            "join",
+            Net::Matrix,
+            Net::Mimi,
+            hub.membership(MembershipChange::Join, "bob"),
+        )
         .await;
     hub.submit(
         inbound(DANA_ROOM)
@@ -1767,19 +1772,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         None => table.skipped("leave", Net::Xmpp, Net::Matrix, "join XMPP → Matrix"),
     }
     table
-        .check("leave", Net::Xmpp, Net::Mimi, async {
-            hub.wait(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::Membership {
-                        change: MembershipChange::Leave,
-                        ..
-                    }
-                ) && e.sender.user.as_str().contains("yann")
-            })
-            .await?;
-            Ok(())
-        })
+        .check(
+            "leave",
+            Net::Xmpp,
+            Net::Mimi,
+            hub.membership(MembershipChange::Leave, "yann"),
+        )
         .await;
     let _ = yann.quit().await;
     bob.leave(&room).await.expect("bob leaves");
@@ -1792,19 +1790,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         })
         .await;
     table
-        .check("leave", Net::Matrix, Net::Mimi, async {
-            hub.wait(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::Membership {
-                        change: MembershipChange::Leave,
-                        ..
-                    }
-                ) && e.sender.user.as_str().contains("bob")
-            })
-            .await?;
-            Ok(())
-        })
+        .check(
+            "leave",
+            Net::Matrix,
+            Net::Mimi,
+            hub.membership(MembershipChange::Leave, "bob"),
+        )
         .await;
     let _ = bob.quit().await;
     hub.submit(
