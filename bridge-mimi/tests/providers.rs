@@ -883,3 +883,94 @@ async fn edits_reactions_and_deletions_cross_both_ways() {
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// The room's name and topic are its metadata: set by the hub (its bot commits them for its
+/// far user), learned by the follower from the commit; a follower's side cannot change them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_sets_the_rooms_name_and_topic_and_followers_learn_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    // The follower joins (its user speaks), so that commits reach it.
+    say(&follower, "f1", "bob", "hello").await;
+    received(&hub, 1).await;
+    hub.far
+        .submit(
+            inbound("far-room")
+                .id("h1")
+                .from("alice")
+                .topic("Lunch at noon"),
+        )
+        .await
+        .expect("submitted");
+    hub.far
+        .submit(
+            inbound("far-room")
+                .id("h2")
+                .from("alice")
+                .kind(EventKind::RoomName {
+                    name: "Canteen".into(),
+                }),
+        )
+        .await
+        .expect("submitted");
+    let metadata = |side: &Side| {
+        side.far
+            .sent()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::Topic { .. } | EventKind::RoomName { .. }))
+            .map(|e| (e.kind.clone(), e.sender.user.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metadata(&follower).len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let topic = metadata(&follower);
+    assert_eq!(
+        topic,
+        vec![
+            (
+                EventKind::Topic {
+                    text: "Lunch at noon".into()
+                },
+                "mimi://hub.example/u/bridge-bot".to_owned()
+            ),
+            (
+                EventKind::RoomName {
+                    name: "Canteen".into()
+                },
+                "mimi://hub.example/u/bridge-bot".to_owned()
+            ),
+        ]
+    );
+    // The same topic again changes nothing: no commit, nothing new at the follower.
+    hub.far
+        .submit(
+            inbound("far-room")
+                .id("h3")
+                .from("alice")
+                .topic("Lunch at noon"),
+        )
+        .await
+        .expect("submitted");
+    // A follower's user changing the topic: not the hub's (policy), and nothing is stuck.
+    follower
+        .far
+        .submit(inbound("far-room").id("f2").from("bob").topic("mine now"))
+        .await
+        .expect("submitted");
+    settled(&hub).await;
+    settled(&follower).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metadata(&follower).len(), 2, "{:?}", follower.far.sent());
+    assert_eq!(metadata(&hub), vec![], "{:?}", hub.far.sent());
+    assert!(
+        follower
+            .core
+            .dead_letters()
+            .expect("dead letters")
+            .is_empty()
+    );
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

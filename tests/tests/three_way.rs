@@ -440,11 +440,6 @@ fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
             "a MIMI participant is a user URI in the room's participant list; MIMI has no \
              display names, so the MIMI adapter declares no `profile` capability.",
         ),
-        "topic" if !caps.topic => Some(
-            "a MIMI room's name and topic are room metadata in its policy (room-policy-03), \
-             which the MIMI adapter neither reads nor writes yet (docs/mimi.md, Not done); it \
-             declares no `topic` capability.",
-        ),
         "direct message" => Some(
             "a MIMI direct conversation is a MIMI room of its own, created on demand; the MIMI \
              adapter does not open one (no `Adapter::open_direct` for MIMI; docs/mimi.md, Not \
@@ -1664,6 +1659,47 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             Ok(())
         })
         .await;
+    // The MIMI room's topic is its metadata, which the hub's group admin (its bot) commits for
+    // dana; the bridge's side (a follower) learns it from the commit.
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-topic")
+            .from("dana")
+            .named("Dana")
+            .topic("topic from mimi"),
+    )
+    .await
+    .expect("dana sets the topic");
+    table
+        .check("topic", Net::Mimi, Net::Xmpp, async {
+            xavier
+                .wait_message(|m| m["subject"] == "topic from mimi")
+                .await?;
+            Ok(())
+        })
+        .await;
+    table
+        .check("topic", Net::Mimi, Net::Matrix, async {
+            carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.topic" && e["content"]["topic"] == "topic from mimi"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    // A follower's participants may not change it (room policy: group admins only).
+    for from in [Net::Xmpp, Net::Matrix] {
+        table.not_carried(
+            "topic",
+            from,
+            Net::Mimi,
+            "a MIMI room's name and topic are its metadata (protocol-06 §7.6), which only the \
+             room's group admins change; the MIMI room here is hosted by the other provider, so \
+             the bridge (a follower) does not change it, and the core drops the change for \
+             MIMI (docs/mimi.md, Room name and topic).",
+        );
+    }
 
     // ================================================================ joins and leaves
     let yann_jid = format!("{}@localhost", fresh("yann"));
@@ -1868,8 +1904,9 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .await;
     carol.displayname(CAROL_NAME).await.expect("name restored");
 
-    for feature in [NICK, "topic"] {
-        let why = mimi_lacks(&mimi_caps, feature).expect("MIMI carries neither");
+    {
+        let feature = NICK;
+        let why = mimi_lacks(&mimi_caps, feature).expect("MIMI has no display names");
         for (from, to) in [
             (Net::Xmpp, Net::Mimi),
             (Net::Matrix, Net::Mimi),

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::codepoints::ROLE_ORDINARY_USER;
 use crate::content::Disposition;
 use crate::content::neutral::MimiAttachment;
+use crate::mls::metadata::RoomMetadata;
 use crate::mls::uri::{RoomUri, UserUri};
 use crate::mls::{MlsError, MlsHost, RoomProfile};
 use crate::settings::{self, Settings};
@@ -488,6 +489,47 @@ impl Running {
         Some((AdapterId::new(adapter), RemoteUserId::new(user)))
     }
 
+    /// A far user renamed the room or changed its topic. A MIMI room's name and subject are
+    /// its `room_metadata` component (draft-ietf-mimi-protocol-06 §7.6), which only a group
+    /// admin may change (room policy): as hub, the bot commits the new metadata and queues the
+    /// commit for the followers; as follower, `Unsupported` (the core sends its text fallback).
+    /// A value already in place is not committed again, so a repeated send changes nothing.
+    async fn room_metadata(
+        &self,
+        room: &RoomUri,
+        name: Option<&str>,
+        subject: Option<&str>,
+    ) -> Result<(), AdapterError> {
+        if !self.is_hub(room) {
+            return Err(AdapterError::Unsupported(format!(
+                "{room} is hosted by {}: only its group admins change its name and topic",
+                room.domain()
+            )));
+        }
+        let current = self.mls.room_metadata(room).map_err(mls_failed)?;
+        let mut metadata = current
+            .clone()
+            .unwrap_or_else(|| RoomMetadata::new(&room.to_string(), "", ""));
+        if let Some(name) = name {
+            metadata.room_name = name.replace('\0', "").into_bytes().into();
+        }
+        if let Some(subject) = subject {
+            metadata.room_subject = subject.replace('\0', "").into_bytes().into();
+        }
+        if current.as_ref() == Some(&metadata) {
+            return Ok(());
+        }
+        let followers = self.followers(room).map_err(mls_failed)?;
+        let output = self
+            .mls
+            .set_room_metadata(room, &self.bot(), &metadata)
+            .map_err(mls_failed)?;
+        self.queue_commit(room, &followers, output.commit)?;
+        self.ctx.store().flush().await?;
+        info!(%room, "room metadata changed");
+        Ok(())
+    }
+
     /// A far user joined or left: their puppet joins the room's group (as when they first
     /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
     /// entry) and queues the commit for the followers; as follower, the puppet proposes its own
@@ -721,6 +763,18 @@ impl Running {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
         self.remember_puppet(&user, &event.sender.adapter, &event.sender.user)?;
+        let metadata = match &event.kind {
+            EventKind::RoomName { name } => Some((Some(name.as_str()), None)),
+            EventKind::Topic { text } => Some((None, Some(text.as_str()))),
+            _ => None,
+        };
+        if let Some((name, subject)) = metadata {
+            self.room_metadata(&room, name, subject).await?;
+            return Ok(Delivered {
+                native_id: None,
+                puppet: Some(RemoteUserId::new(user.to_string())),
+            });
+        }
         if let EventKind::Membership { change, .. } = &event.kind {
             self.membership(&room, &user, *change).await?;
             return Ok(Delivered {
@@ -855,6 +909,9 @@ impl Adapter for MimiAdapter {
         caps.reactions = true;
         caps.redactions = true;
         caps.membership = true;
+        // Set by the hub (room metadata); a follower sends the core's text fallback instead.
+        caps.topic = true;
+        caps.room_name = true;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.settings.max_file_bytes),
         });

@@ -145,6 +145,48 @@ impl Handler {
         Ok(domains)
     }
 
+    /// Hands the core the room's new name and topic when a commit changed its metadata. The
+    /// hub's bot commits such changes (only group admins may), so it is their author here,
+    /// named by the hub's domain. Native IDs name the epoch, like memberships'.
+    fn metadata_changes(
+        &self,
+        room: &RoomUri,
+        before: Option<&crate::mls::metadata::RoomMetadata>,
+        after: Option<&crate::mls::metadata::RoomMetadata>,
+        epoch: u64,
+    ) -> Result<Vec<Pending>, ProviderError> {
+        use bridge_core::EventKind;
+        let Some(after) = after else {
+            return Ok(Vec::new());
+        };
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let mut changes = Vec::new();
+        // No metadata before reads as an empty name and subject.
+        let empty: &[u8] = &[];
+        if before.map_or(empty, |b| b.room_name.as_slice()) != after.room_name.as_slice() {
+            let name = text(after.room_name.as_slice());
+            changes.push(("name", EventKind::RoomName { name }));
+        }
+        if before.map_or(empty, |b| b.room_subject.as_slice()) != after.room_subject.as_slice() {
+            let subject = text(after.room_subject.as_slice());
+            changes.push(("topic", EventKind::Topic { text: subject }));
+        }
+        let admin = UserUri::new(room.domain(), crate::adapter::BOT_USER);
+        let mut pending = Vec::new();
+        for (what, kind) in changes {
+            let id = format!("{what}/{epoch}/{room}");
+            let mut event = InboundEvent::new(
+                room.to_string(),
+                Some(bridge_core::RemoteEventId::new(id)),
+                admin.to_string(),
+                kind,
+            );
+            event.sender.display_name = Some(room.domain().to_owned());
+            pending.push(self.0.ctx.enqueue(event).map_err(internal)?);
+        }
+        Ok(pending)
+    }
+
     /// Hands the core a join or leave for each user of another provider that a commit added
     /// to or removed from `room`'s participant list (`before` → `after`); not waited for: the
     /// answer that follows flushes the store. Native IDs name the epoch, so a replayed commit
@@ -706,6 +748,7 @@ impl Provider for Handler {
                 }
                 FanoutPayload::Commit { commit, .. } => {
                     let before = self.0.mls.participants(&room).unwrap_or_default();
+                    let metadata_before = self.0.mls.room_metadata(&room).ok().flatten();
                     match self.0.mls.process(&room, commit.as_bytes()) {
                         Ok(Processed::Commit {
                             epoch,
@@ -716,6 +759,17 @@ impl Provider for Handler {
                                 self.memberships(&room, &before, &participants, epoch)?
                                     .into_iter()
                                     .map(Some),
+                            );
+                            let metadata_after = self.0.mls.room_metadata(&room).ok().flatten();
+                            pending.extend(
+                                self.metadata_changes(
+                                    &room,
+                                    metadata_before.as_ref(),
+                                    metadata_after.as_ref(),
+                                    epoch,
+                                )?
+                                .into_iter()
+                                .map(Some),
                             );
                             Ok(())
                         }
