@@ -50,6 +50,27 @@ pub fn appservice_adapter(dir: &Path, homeserver: &str, as_port: u16) -> Appserv
     AppserviceAdapter::new(AdapterId::new("matrix"), settings, registration).expect("adapter")
 }
 
+/// Waits (at most `timeout`) until `human` sees the bridge's bot join `room`; returns that
+/// membership event.
+pub async fn bot_joined(
+    human: &mut MatrixHuman,
+    room: &str,
+    timeout: std::time::Duration,
+) -> Result<Value> {
+    human
+        .next_event(
+            |e| {
+                e["event"] == "timeline"
+                    && e["room_id"] == room
+                    && e["type"] == "m.room.member"
+                    && e["state_key"] == BOT
+                    && e["content"]["membership"] == "join"
+            },
+            timeout,
+        )
+        .await
+}
+
 /// A free TCP port on the loopback interface in 28000–28999 (the range these tests own),
 /// starting the search at `from`.
 pub fn free_port(from: u16) -> u16 {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bridge_tests::matrix_human::MatrixHuman;
-use bridge_tests::matrix_rig::{BOT, appservice_settings};
+use bridge_tests::matrix_rig::{BOT, appservice_settings, bot_joined};
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
 use bridge_tests::{BridgeProcess, fresh, test_env};
 use serde_json::{Value, json};
@@ -57,17 +57,7 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
     let log = dir.path().join("bridge.log");
     let bridge = BridgeProcess::start(&config, &log).expect("the bridge starts");
     let tail = || std::fs::read_to_string(&log).unwrap_or_default();
-    carol
-        .next_event(
-            |e| {
-                e["event"] == "timeline"
-                    && e["room_id"] == room.as_str()
-                    && e["type"] == "m.room.member"
-                    && e["state_key"] == BOT
-                    && e["content"]["membership"] == "join"
-            },
-            WAIT,
-        )
+    bot_joined(&mut carol, &room, WAIT)
         .await
         .unwrap_or_else(|e| panic!("the bot joins the linked room: {e}\n{}", tail()));
 
@@ -76,17 +66,7 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
         .create_room_with(json!({ "invite": [BOT], "direct": true }))
         .await
         .expect("direct room created");
-    carol
-        .next_event(
-            |e| {
-                e["event"] == "timeline"
-                    && e["room_id"] == dm.as_str()
-                    && e["type"] == "m.room.member"
-                    && e["state_key"] == BOT
-                    && e["content"]["membership"] == "join"
-            },
-            WAIT,
-        )
+    bot_joined(&mut carol, &dm, WAIT)
         .await
         .unwrap_or_else(|e| panic!("the bot accepts the direct room: {e}\n{}", tail()));
     carol.send(&dm, "status").await.expect("sent");

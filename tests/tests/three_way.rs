@@ -31,7 +31,7 @@ use bridge_core::{
 use bridge_mimi::MimiAdapter;
 use bridge_tests::far::{body_of, serve_file};
 use bridge_tests::matrix_human::MatrixHuman;
-use bridge_tests::matrix_rig::{BOT, appservice_adapter};
+use bridge_tests::matrix_rig::{BOT, appservice_adapter, bot_joined};
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
 use bridge_tests::{fresh, test_env};
 use bridge_xmpp::XmppAdapter;
@@ -564,17 +564,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .start()
         .await
         .expect("the bridge's core starts");
-    carol
-        .next_event(
-            |e| {
-                e["event"] == "timeline"
-                    && e["room_id"] == room.as_str()
-                    && e["type"] == "m.room.member"
-                    && e["state_key"] == BOT
-                    && e["content"]["membership"] == "join"
-            },
-            WAIT,
-        )
+    bot_joined(&mut carol, &room, WAIT)
         .await
         .expect("the bridge bot joins the Matrix room");
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bridge_core::{AdapterId, Core, Link, RoomSettings, SledStore, Store};
 use bridge_tests::matrix_human::MatrixHuman;
-use bridge_tests::matrix_rig::{BOT, appservice_adapter, bodies_with, count_sequence, history};
+use bridge_tests::matrix_rig::{
+    BOT, appservice_adapter, bodies_with, bot_joined, count_sequence, history,
+};
 use bridge_tests::xmpp_human::{Kind, XmppHuman};
 use bridge_tests::{fresh, test_env};
 use bridge_xmpp::XmppAdapter;
@@ -93,17 +95,7 @@ async fn rig(test: &str) -> Rig {
         .start()
         .await
         .expect("core starts");
-    carol
-        .next_event(
-            |e| {
-                e["event"] == "timeline"
-                    && e["room_id"] == room.as_str()
-                    && e["type"] == "m.room.member"
-                    && e["state_key"] == BOT
-                    && e["content"]["membership"] == "join"
-            },
-            WAIT,
-        )
+    bot_joined(&mut carol, &room, WAIT)
         .await
         .expect("the bridge bot joins the Matrix room");
 
