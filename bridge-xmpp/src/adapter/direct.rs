@@ -127,6 +127,14 @@ impl Inner {
         let Some(domain) = self.component_domain() else {
             return;
         };
+        // A private message from a room's occupant (`room/nick`) is not from an account we
+        // can answer or check: only accounts give commands.
+        if let (bare, Some(nick)) = jid::split(from)
+            && self.rooms.lock().occupant(bare, nick).is_some()
+        {
+            tracing::info!(adapter = %self.id, %from, "a room occupant's private message to the bridge: ignored");
+            return;
+        }
         let user = jid::bare(from);
         let room = RemoteRoomId::new(room_of(user, &format!("bridge@{domain}")));
         let native = parsed

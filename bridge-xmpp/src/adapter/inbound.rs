@@ -236,9 +236,13 @@ impl Inner {
                 return;
             }
             MessageType::Groupchat => {}
+            // A one-to-one message to a puppet; or a chat to the bridge's own address (a
+            // command: `chat` only, since rooms send invitations and notices to it as
+            // `normal` messages).
             MessageType::Chat | MessageType::Normal
                 if parsed.to.as_deref().is_some_and(|to| {
-                    self.counterpart_of(to).is_some() || self.is_bridge_address(to)
+                    self.counterpart_of(to).is_some()
+                        || parsed.msg_type == MessageType::Chat && self.is_bridge_address(to)
                 }) =>
             {
                 if let Some(direct) = self.direct.lock().as_ref() {

@@ -698,6 +698,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_bridge_has_an_address_of_its_own() {
+        let adapter = component();
+        let inner = &adapter.inner;
+        assert!(inner.is_bridge_address("bridge@bridge.example"));
+        assert!(inner.is_bridge_address("bridge@bridge.example/bridge"));
+        assert!(inner.is_bridge_address("Bridge.Example"));
+        assert!(!inner.is_bridge_address("matrix.\\40carol@bridge.example"));
+        assert!(!inner.is_bridge_address("bridge@example.org"));
+    }
+
     #[tokio::test]
     async fn a_direct_conversation_needs_an_address_to_write_to() {
         let adapter = component();
