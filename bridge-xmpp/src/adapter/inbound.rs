@@ -588,6 +588,18 @@ impl Inner {
     /// for it in `resolve_refs` looks.
     fn confirm_copy(&self, stanza: &Element, ctx: &AdapterContext) {
         let Some(id) = stanza.attr("id") else {
+            // A subject change of ours, broadcast without its id (Prosody): the send waiting
+            // for it is found by room and text.
+            let subject = stanza.get_child("subject", crate::wire::NS_CLIENT);
+            if let (Some(subject), Some(from)) = (subject, stanza.attr("from")) {
+                let key = format!("{}\n{}", jid::bare(from), subject.text());
+                let mut waiters = self.waiters.lock();
+                if let Some(id) = waiters.subjects.remove(&key)
+                    && let Some(waiter) = waiters.reflections.remove(&id)
+                {
+                    let _ = waiter.send(stanza.clone());
+                }
+            }
             return;
         };
         if let Some(waiter) = self.waiters.lock().reflections.remove(id) {

@@ -91,6 +91,9 @@ struct Waiters {
     iqs: HashMap<String, oneshot::Sender<Element>>,
     /// Messages we sent, by id, waiting for the room's reflection (or an error).
     reflections: HashMap<String, oneshot::Sender<Element>>,
+    /// Subject changes we sent, by `room\ntext`, to the id their reflection is waited for
+    /// under: Prosody broadcasts a subject change without the id it was sent with.
+    subjects: HashMap<String, String>,
     /// Joins in progress, by (occupant JID, room).
     joins: HashMap<(String, String), oneshot::Sender<JoinResult>>,
 }

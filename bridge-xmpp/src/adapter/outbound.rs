@@ -194,7 +194,7 @@ impl Inner {
             EventKind::Topic { text } => {
                 let text = &truncate(text, self.settings.max_body_bytes);
                 let by_puppet = self
-                    .send_and_confirm(&id, translate::build_subject(&env, text))
+                    .send_subject(&id, &room, text, translate::build_subject(&env, text))
                     .await;
                 let listener = self.listener_jid().filter(|l| *l != speaker.jid);
                 return match (by_puppet, listener) {
@@ -207,7 +207,7 @@ impl Inner {
                             from: &listener,
                             ..env
                         };
-                        self.send_and_confirm(&id, translate::build_subject(&env, text))
+                        self.send_subject(&id, &room, text, translate::build_subject(&env, text))
                             .await?;
                         Ok(Delivered::default())
                     }
@@ -501,6 +501,25 @@ impl Inner {
     /// Sends a room message and waits for the room's reflection of it. Without a reflection in
     /// time the message may still have gone out: it counts as sent (a retry could duplicate
     /// it), and its echo, when it comes, records its stanza-id.
+    /// [`Self::send_and_confirm`] for a subject change: its broadcast comes back without our
+    /// id (Prosody), so it is also recognised by room and text ([`Inner::confirm_copy`]).
+    async fn send_subject(
+        &self,
+        id: &str,
+        room: &str,
+        text: &str,
+        stanza: Element,
+    ) -> Result<Option<Element>, AdapterError> {
+        let key = format!("{room}\n{text}");
+        self.waiters
+            .lock()
+            .subjects
+            .insert(key.clone(), id.to_owned());
+        let outcome = self.send_and_confirm(id, stanza).await;
+        self.waiters.lock().subjects.remove(&key);
+        outcome
+    }
+
     async fn send_and_confirm(
         &self,
         id: &str,
