@@ -330,6 +330,123 @@ async fn a_synapse_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
     core.shutdown().await;
 }
 
+/// Answers the homeserver's pushes with 200 and keeps them (the appservice API of
+/// bridge-matrix, with a handler that bridges nothing): what a homeserver that lost its queue
+/// leaves the bridge with.
+struct Swallow(parking_lot::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl bridge_matrix::appservice::Handler for Swallow {
+    async fn transaction(
+        &self,
+        txn: bridge_matrix::appservice::Transaction,
+    ) -> Result<(), bridge_matrix::appservice::TxnError> {
+        let mut bodies = self.0.lock();
+        for event in &txn.events {
+            if let Some(body) = event["content"]["body"].as_str() {
+                bodies.push(body.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_exists(&self, _user_id: &str) -> bool {
+        true
+    }
+
+    async fn alias_exists(&self, _alias: &str) -> bool {
+        false
+    }
+}
+
+/// Synapse moves its appservice stream position past events before it has pushed them, so
+/// events it held for a push when it stopped are never pushed. Here the pushes of a few
+/// messages are answered by something else while the bridge is stopped (the homeserver takes
+/// them as delivered): the bridge finds them in the room's history when it starts, before the
+/// next message, and bridges each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_homeserver_never_pushed_are_caught_up_from_the_history() {
+    const LOST: usize = 5;
+    let _turn = TURN.lock().await;
+    init_tracing();
+    let synapse = own_synapse(28300).await;
+    let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
+        .await
+        .expect("alice logs in");
+    let room = bridged_room(&mut alice, "catch-up").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let (core, memory) = start_core(store.clone(), dir.path(), &synapse, &room).await;
+    alice
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == BOT
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the bridge bot joins");
+    alice.send(&room, "before").await.expect("sent");
+    memory_until(&memory, Duration::from_secs(30), |b| {
+        b.iter().any(|b| b == "before")
+    })
+    .await;
+    core.shutdown().await;
+    drop(memory);
+
+    // The pushes of what alice says now go elsewhere, and are answered 200.
+    let swallow = Arc::new(Swallow(parking_lot::Mutex::new(Vec::new())));
+    let router = bridge_matrix::appservice::router(
+        swallow.clone(),
+        bridge_tests::synapse::HS_TOKEN.to_owned(),
+        1 << 20,
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", synapse.as_port))
+        .await
+        .expect("the appservice port is free");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    for i in 0..LOST {
+        alice
+            .send(&room, &format!("never pushed {i}"))
+            .await
+            .expect("sent");
+    }
+    let last = format!("never pushed {}", LOST - 1);
+    let swallowed = until(Duration::from_secs(60), async || {
+        swallow.0.lock().contains(&last)
+    })
+    .await;
+    assert!(swallowed, "the homeserver pushed alice's messages");
+    stop.cancel();
+    server.await.expect("join").expect("served");
+
+    let (core, memory) = start_core(store.clone(), dir.path(), &synapse, &room).await;
+    alice.send(&room, "after").await.expect("sent");
+    memory_until(&memory, Duration::from_secs(60), |b| {
+        b.iter().any(|b| b == "after")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies = memory_bodies(&memory);
+    assert_eq!(
+        bodies,
+        (0..LOST)
+            .map(|i| format!("never pushed {i}"))
+            .chain(["after".to_owned()])
+            .collect::<Vec<_>>(),
+        "each missed message once, in order, before the next one"
+    );
+    assert!(core.dead_letters().expect("dead letters").is_empty());
+    core.shutdown().await;
+}
+
 /// `bridge.toml` for the binary: the Matrix adapter and a line-chat server, linked in one
 /// room.
 fn bridge_config(dir: &std::path::Path, synapse: &Synapse, chat: &Server, room: &str) -> String {
