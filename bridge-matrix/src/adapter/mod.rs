@@ -136,6 +136,10 @@ pub(crate) struct Inner {
     /// [`Homeserver::outages`] when the last catch-up from the rooms' history began
     /// ([`catchup::NEVER`] before the first): a catch-up is due while they differ.
     caught_up: AtomicU64,
+    /// Sends (by transaction ID) whose last attempt may have been stored without an answer.
+    unsure: Mutex<std::collections::HashSet<String>>,
+    /// Rooms sent into in this process (the first send into each looks for an earlier attempt).
+    checked_rooms: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -207,6 +211,8 @@ impl AppserviceAdapter {
                 direct: Mutex::new(HashMap::new()),
                 upload_limit: Mutex::new(None),
                 caught_up: AtomicU64::new(catchup::NEVER),
+                unsure: Mutex::new(std::collections::HashSet::new()),
+                checked_rooms: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
