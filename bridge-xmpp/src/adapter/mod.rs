@@ -123,6 +123,9 @@ struct Inner {
     /// newer reaches a room before those (and nothing of this session is taken for one of
     /// them).
     resent: tokio::sync::watch::Sender<u64>,
+    /// Per room, the IDs of what its archive held after the stored position when this process
+    /// first sent a message there (see [`Inner::archived_before`]).
+    archived_at_start: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// Archive queries in progress: query id → (room, results so far).
     archive: Mutex<HashMap<String, (String, Vec<crate::mam::MamItem>)>>,
     /// The task that takes direct messages to puppets, while running.
@@ -161,6 +164,7 @@ impl XmppAdapter {
             positions: Mutex::new(HashMap::new()),
             catching_up: Mutex::new((0, HashMap::new())),
             resent: tokio::sync::watch::Sender::new(0),
+            archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
             direct: Mutex::new(None),
             upload: Mutex::new(None),
