@@ -243,7 +243,24 @@ impl Inner {
     ) -> Result<OwnedEventId, AdapterError> {
         let unsure = self.unsure.lock().contains(txn.as_str())
             || self.checked_rooms.lock().insert(room.to_string());
-        if unsure && let Some(id) = self.sent_before(room, ghost, txn).await? {
+        let earlier = if unsure {
+            match self.sent_before(room, ghost, txn).await {
+                Ok(found) => found,
+                Err(e @ (AdapterError::Transient { .. } | AdapterError::Auth(_))) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    // The history cannot be read here: send (the homeserver's own dedup is
+                    // still there while it runs).
+                    tracing::warn!(adapter = %self.id, %room, %txn, error = %e,
+                        "cannot look for an earlier attempt of this send");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(id) = earlier {
             tracing::info!(adapter = %self.id, %room, %txn, event_id = %id,
                 "an earlier attempt of this send was stored; not sending it again");
             self.unsure.lock().remove(txn.as_str());
@@ -298,7 +315,8 @@ impl Inner {
         let mut request = get_message_events::v3::Request::backward(room.clone());
         request.limit = LOOK_BACK.into();
         request.filter.senders = Some(vec![ghost.to_owned()]);
-        let answer = self.hs.call(request, As::Bot).await?;
+        // As the ghost, which is in the room (the bot is not in a direct conversation).
+        let answer = self.hs.call(request, As::Ghost(ghost)).await?;
         for raw in &answer.chunk {
             let Ok(event) = serde_json::from_str::<serde_json::Value>(raw.json().get()) else {
                 continue;
