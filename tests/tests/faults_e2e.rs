@@ -83,9 +83,9 @@ fn total(counts: &[RoomCount], pick: impl Fn(&RoomCount) -> SequenceCount) -> Se
 //    sent again by the next process. The first message into each room after a start reads the
 //    archive after the position and does not send again what is there.
 //
-// After these, two full runs in a row: `sent=10000 delivered=10000 lost=0 duplicated=0
-// out_of_order=0`, in 486 s and 675 s on a 2-core machine shared with other builds (load 4–7;
-// 280–350 s when quieter). Synapse's throughput is what sets the pace. FAULTS_E2E_PER_ROOM=40
+// After these, three full runs in a row: `sent=10000 delivered=10000 lost=0 duplicated=0
+// out_of_order=0`, in 486 s, 675 s and 627 s on a 2-core machine shared with other builds
+// (load 4–7; 280–350 s when quieter). Synapse's throughput is what sets the pace. FAULTS_E2E_PER_ROOM=40
 // gives a short run of the same faults; FAULTS_E2E_LOG=<file> keeps the bridge's log.
 async fn ten_thousand_messages_cross_both_ways_through_a_sigkill_and_both_servers_restarting() {
     let _ = tracing_subscriber::fmt()
