@@ -4,6 +4,8 @@
 //! requests hold the whole file in memory.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bridge_core::{AdapterError, AttachmentBody};
@@ -106,6 +108,9 @@ pub struct Homeserver {
     /// Whether `token` is an appservice token (may assert identities).
     appservice: bool,
     versions: SupportedVersions,
+    /// Requests that found the homeserver unreachable or unavailable so far (shared by the
+    /// clones): see [`Homeserver::outages`].
+    outages: Arc<AtomicU64>,
 }
 
 /// The body of a Matrix error answer.
@@ -140,12 +145,38 @@ impl Homeserver {
             token: token.to_owned(),
             appservice,
             versions,
+            outages: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The homeserver's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// How many requests so far found the homeserver unreachable (no answer) or unavailable
+    /// (502, 503 or 504 without a Matrix error: a proxy in front of a stopped homeserver). A
+    /// change means the homeserver may have restarted meanwhile, and may have lost what it had
+    /// not yet pushed to the appservice.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    /// Counts `e` when it is an outage (see [`Homeserver::outages`]).
+    fn noted(&self, e: HsError) -> HsError {
+        let outage = match &e {
+            HsError::Network(_) => true,
+            HsError::Matrix {
+                status: 502..=504,
+                errcode,
+                ..
+            } => errcode == "M_UNKNOWN",
+            _ => false,
+        };
+        if outage {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+        }
+        e
     }
 
     /// Sends a typed request as `who` and parses the answer.
@@ -184,14 +215,14 @@ impl Homeserver {
             .http
             .execute(request)
             .await
-            .map_err(|e| HsError::Network(error_chain(&e)))?;
-        let response = check(response).await?;
+            .map_err(|e| self.noted(HsError::Network(error_chain(&e))))?;
+        let response = check(response).await.map_err(|e| self.noted(e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
-            .map_err(|e| HsError::Network(error_chain(&e)))?;
+            .map_err(|e| self.noted(HsError::Network(error_chain(&e))))?;
         let mut answer = http::Response::builder().status(status);
         if let Some(h) = answer.headers_mut() {
             *h = headers;
@@ -279,8 +310,8 @@ impl Homeserver {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| HsError::Network(error_chain(&e)))?;
-        check(response).await.map(|_| ())
+            .map_err(|e| self.noted(HsError::Network(error_chain(&e))))?;
+        check(response).await.map(|_| ()).map_err(|e| self.noted(e))
     }
 
     fn url(&self, segments: &[&str]) -> Result<reqwest::Url, HsError> {

@@ -725,6 +725,9 @@ impl MatrixUser {
     pub async fn history(&self, room: &str) -> Result<Vec<(String, String)>> {
         let mut from: Option<String> = None;
         let mut all = Vec::new();
+        // Each body's event, to show both copies of a body that comes twice (which events they
+        // are tells a repeated send from a repeated read).
+        let mut bodies = std::collections::HashMap::new();
         loop {
             let mut query = vec![("dir", "b"), ("limit", "1000")];
             if let Some(from) = &from {
@@ -744,6 +747,18 @@ impl MatrixUser {
                     && let (Some(sender), Some(body)) =
                         (e["sender"].as_str(), e["content"]["body"].as_str())
                 {
+                    let brief = |e: &Value| {
+                        json!({
+                            "event_id": e["event_id"], "sender": e["sender"],
+                            "ts": e["origin_server_ts"], "unsigned": e["unsigned"],
+                        })
+                    };
+                    if let Some(other) = bodies.insert(body.to_owned(), brief(e)) {
+                        println!(
+                            "history of {room}: {body:?} twice: {} and {other}",
+                            brief(e)
+                        );
+                    }
                     all.push((sender.to_owned(), body.to_owned()));
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
-use bridge_core::{Capabilities, Core, Link, RoomSettings, SledStore, Store};
+use bridge_core::{Capabilities, Core, Link, RoomSettings, SledStore, Store, Submitted};
 use bridge_example_linechat::server::Server;
 use bridge_tests::BridgeProcess;
 use bridge_tests::far::body_of;
@@ -325,6 +325,257 @@ async fn a_synapse_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
         bodies_with(&events, "carol again").len(),
         1,
         "carol's message once"
+    );
+    assert!(core.dead_letters().expect("dead letters").is_empty());
+    core.shutdown().await;
+}
+
+/// Answers the homeserver's pushes with 200 and keeps them (the appservice API of
+/// bridge-matrix, with a handler that bridges nothing): what a homeserver that lost its queue
+/// leaves the bridge with.
+struct Swallow(parking_lot::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl bridge_matrix::appservice::Handler for Swallow {
+    async fn transaction(
+        &self,
+        txn: bridge_matrix::appservice::Transaction,
+    ) -> Result<(), bridge_matrix::appservice::TxnError> {
+        let mut bodies = self.0.lock();
+        for event in &txn.events {
+            if let Some(body) = event["content"]["body"].as_str() {
+                bodies.push(body.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_exists(&self, _user_id: &str) -> bool {
+        true
+    }
+
+    async fn alias_exists(&self, _alias: &str) -> bool {
+        false
+    }
+}
+
+/// Synapse moves its appservice stream position past events before it has pushed them, so
+/// events it held for a push when it stopped are never pushed. Here the pushes of a few
+/// messages are answered by something else while the bridge is stopped (the homeserver takes
+/// them as delivered): the bridge finds them in the room's history when it starts, before the
+/// next message, and bridges each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_homeserver_never_pushed_are_caught_up_from_the_history() {
+    const LOST: usize = 5;
+    let _turn = TURN.lock().await;
+    init_tracing();
+    let synapse = own_synapse(28300).await;
+    let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
+        .await
+        .expect("alice logs in");
+    let room = bridged_room(&mut alice, "catch-up").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let (core, memory) = start_core(store.clone(), dir.path(), &synapse, &room).await;
+    alice
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == BOT
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the bridge bot joins");
+    alice.send(&room, "before").await.expect("sent");
+    memory_until(&memory, Duration::from_secs(30), |b| {
+        b.iter().any(|b| b == "before")
+    })
+    .await;
+    core.shutdown().await;
+    drop(memory);
+
+    // The pushes of what alice says now go elsewhere, and are answered 200.
+    let swallow = Arc::new(Swallow(parking_lot::Mutex::new(Vec::new())));
+    let router = bridge_matrix::appservice::router(
+        swallow.clone(),
+        bridge_tests::synapse::HS_TOKEN.to_owned(),
+        1 << 20,
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", synapse.as_port))
+        .await
+        .expect("the appservice port is free");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    for i in 0..LOST {
+        alice
+            .send(&room, &format!("never pushed {i}"))
+            .await
+            .expect("sent");
+    }
+    let last = format!("never pushed {}", LOST - 1);
+    let swallowed = until(Duration::from_secs(60), async || {
+        swallow.0.lock().contains(&last)
+    })
+    .await;
+    assert!(swallowed, "the homeserver pushed alice's messages");
+    stop.cancel();
+    server.await.expect("join").expect("served");
+
+    let (core, memory) = start_core(store.clone(), dir.path(), &synapse, &room).await;
+    alice.send(&room, "after").await.expect("sent");
+    memory_until(&memory, Duration::from_secs(60), |b| {
+        b.iter().any(|b| b == "after")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies = memory_bodies(&memory);
+    assert_eq!(
+        bodies,
+        (0..LOST)
+            .map(|i| format!("never pushed {i}"))
+            .chain(["after".to_owned()])
+            .collect::<Vec<_>>(),
+        "each missed message once, in order, before the next one"
+    );
+    assert!(core.dead_letters().expect("dead letters").is_empty());
+    core.shutdown().await;
+}
+
+/// A TCP proxy in front of the homeserver that the test can shut (connections refused, those
+/// open cut) and open again.
+async fn proxy(target: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("proxy listens");
+    let port = listener.local_addr().expect("proxy address").port();
+    let (open, _) = tokio::sync::watch::channel(true);
+    let watch = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut state = watch.subscribe();
+            if !*state.borrow_and_update() {
+                continue; // dropped: the connection is closed at once
+            }
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = state.wait_for(|open| !*open) => {}
+                }
+            });
+        }
+    });
+    (port, open)
+}
+
+/// A send that may have been stored without an answer (the connection lost, a homeserver
+/// restarting: Synapse then forgets the transaction ID) is looked for in the room before it is
+/// sent again. Here the bridge's send fails while the homeserver is cut off, and the event it
+/// was sending is put in the room meanwhile, as a homeserver that stored it would have: when the
+/// homeserver is back, the bridge finds it and does not send the message a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stored_without_an_answer_is_not_sent_twice() {
+    let _turn = TURN.lock().await;
+    init_tracing();
+    let synapse = own_synapse(28400).await;
+    let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
+        .await
+        .expect("alice logs in");
+    let room = bridged_room(&mut alice, "lost-answer").await;
+    let (proxy_port, open) = proxy(synapse.port).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let matrix = appservice_adapter(
+        dir.path(),
+        &format!("http://127.0.0.1:{proxy_port}"),
+        synapse.as_port,
+    );
+    let memory = MemoryAdapter::new(Capabilities::all());
+    let handle = memory.handle();
+    let core = Core::builder(store)
+        .adapter("matrix", Arc::new(matrix))
+        .adapter("memory", Arc::new(memory))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("matrix", room.as_str()),
+                Link::new("memory", MEMORY_ROOM),
+            ],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    let say = |id: &str, text: &str| {
+        inbound(MEMORY_ROOM)
+            .id(id)
+            .from("carol")
+            .named("Carol")
+            .text(text)
+    };
+    // Carol's ghost exists and is in the room.
+    handle
+        .submit(say("first", "first"))
+        .await
+        .expect("submitted");
+    alice
+        .wait_timeline(|e| e["content"]["body"] == "first")
+        .await
+        .expect("alice sees carol");
+
+    open.send_replace(false);
+    let Submitted::Accepted(id) = handle
+        .submit(say("once", "only once"))
+        .await
+        .expect("submitted")
+    else {
+        panic!("the message is accepted");
+    };
+    // Let the bridge's send fail at least once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What a homeserver that stored the send before losing its answer has.
+    let ghost = "@_bridge_memory_carol:localhost";
+    let url = format!(
+        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/stored-elsewhere?user_id={}",
+        synapse.url(),
+        room.replace('!', "%21").replace(':', "%3A"),
+        ghost.replace('@', "%40").replace(':', "%3A"),
+    );
+    let answer = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(bridge_tests::synapse::AS_TOKEN)
+        .json(&json!({ "msgtype": "m.text", "body": "only once", "net.bridge.txn_id": id.to_string() }))
+        .send()
+        .await
+        .expect("the homeserver answers");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    open.send_replace(true);
+
+    handle
+        .submit(say("after", "after"))
+        .await
+        .expect("submitted");
+    alice
+        .next_event(
+            |e| e["event"] == "timeline" && e["content"]["body"] == "after",
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("alice sees the next message");
+    let events = history(&mut alice, &room).await.expect("history");
+    assert_eq!(
+        bodies_with(&events, "only once").len(),
+        1,
+        "the message is in the room once"
     );
     assert!(core.dead_letters().expect("dead letters").is_empty());
     core.shutdown().await;

@@ -209,7 +209,7 @@ impl Shared {
         if let Some(slot) = self.adapters.get(adapter) {
             slot.count_inbound(adapter, kind, outcome);
         }
-        tracing::trace!(outcome, "ingested");
+        tracing::trace!(outcome, ?submitted, "ingested");
         Ok(Pending {
             shared: self.clone(),
             submitted,

@@ -108,6 +108,8 @@ impl Inner {
             return Ok(());
         }
         if let Some(missing) = self.gaps.lock().check(&recent, &txn.id) {
+            // Whatever the retry brings, read the rooms' history before the next one.
+            self.catch_up_later();
             tracing::warn!(adapter = %self.id, txn = %txn.id, ?missing,
                 "transactions before this one never arrived; refusing it once so that the homeserver retries from the oldest one it holds");
             return Err(TxnError(format!(
@@ -115,6 +117,15 @@ impl Inner {
                 missing.start(),
                 missing.end()
             )));
+        }
+        if self.catch_up_due() {
+            // The homeserver was away: before anything newer, what it may not have pushed.
+            // Should the catch-up fail, the transaction is taken all the same (refusing it
+            // would hold up the whole stream); the catch-up stays due.
+            if let Err(e) = self.catch_up(&ctx).await {
+                tracing::warn!(adapter = %self.id, txn = %txn.id, error = %e,
+                    "catch-up from the rooms' history failed; trying again later");
+            }
         }
         tracing::debug!(adapter = %self.id, txn = %txn.id, events = txn.events.len(),
             ephemeral = txn.ephemeral.len(), "transaction");
@@ -156,8 +167,25 @@ impl Inner {
             .skip(recent.len().saturating_sub(PERSISTED_TXNS))
             .collect();
         let json = serde_json::to_vec(&list).unwrap_or_default();
+        // Where each room's catch-up starts: its newest event here (covered by the flush below
+        // when anything in the transaction counts; otherwise an echo, whose loss costs only a
+        // longer read).
+        let mut positions: Vec<(Vec<u8>, &str)> = Vec::new();
+        for event in &txn.events {
+            let (Some(room), Some(id)) = (
+                event.get("room_id").and_then(Value::as_str),
+                event.get("event_id").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let key = super::catchup::position_key(room);
+            positions.retain(|(k, _)| *k != key);
+            positions.push((key, id));
+        }
+        let mut entries: Vec<(&[u8], &[u8])> = vec![(TXNS_KEY, &json)];
+        entries.extend(positions.iter().map(|(k, v)| (k.as_slice(), v.as_bytes())));
         ctx.store()
-            .put(TXNS_KEY, &json)
+            .put_all(&entries)
             .map_err(|e| TxnError(e.to_string()))?;
         if !durable {
             // Written, not waited for: after a clean restart the gap check still sees it; a
@@ -174,7 +202,7 @@ impl Inner {
     }
 
     /// One timeline event: `Ok(None)` when there is nothing to wait for.
-    async fn timeline(
+    pub(super) async fn timeline(
         &self,
         ctx: &AdapterContext,
         event: &Value,

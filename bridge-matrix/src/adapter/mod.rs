@@ -8,6 +8,7 @@
 //! transaction ID, so a retried send never duplicates; the core calls `send` one at a time per
 //! room, which keeps the room's DAG linear (no forks) and the order exact.
 
+mod catchup;
 mod ghosts;
 mod inbound;
 mod outbound;
@@ -15,6 +16,7 @@ mod outbound;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,8 +44,9 @@ const RECENT_TXNS: usize = 1024;
 const PERSISTED_TXNS: usize = 64;
 /// Store key of the recent transaction IDs.
 const TXNS_KEY: &[u8] = b"txns";
-/// How often the homeserver is checked while connected.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the homeserver is checked while connected (a failed check makes a catch-up from
+/// the rooms' history due: see [`catchup`]).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A room's power levels (content) and its creators, for moderation checks.
 type Power = (serde_json::Value, Vec<String>);
@@ -132,6 +135,13 @@ pub(crate) struct Inner {
     bot_direct: Mutex<std::collections::HashSet<String>>,
     /// The homeserver's upload limit, once known.
     upload_limit: Mutex<Option<u64>>,
+    /// [`Homeserver::outages`] when the last catch-up from the rooms' history began
+    /// ([`catchup::NEVER`] before the first): a catch-up is due while they differ.
+    caught_up: AtomicU64,
+    /// Sends (by transaction ID) whose last attempt may have been stored without an answer.
+    unsure: Mutex<std::collections::HashSet<String>>,
+    /// Rooms sent into in this process (the first send into each looks for an earlier attempt).
+    checked_rooms: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -203,6 +213,9 @@ impl AppserviceAdapter {
                 direct: Mutex::new(HashMap::new()),
                 bot_direct: Mutex::new(std::collections::HashSet::new()),
                 upload_limit: Mutex::new(None),
+                caught_up: AtomicU64::new(catchup::NEVER),
+                unsure: Mutex::new(std::collections::HashSet::new()),
+                checked_rooms: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -287,6 +300,8 @@ impl Inner {
             Ok(config) => *self.upload_limit.lock() = Some(u64::from(config.upload_size)),
             Err(e) => tracing::debug!(adapter = %self.id, error = %e, "no media config"),
         }
+        // What the homeserver had not pushed when the bridge (or the homeserver) stopped.
+        self.catch_up_if_due(ctx).await;
         ctx.set_connected(true);
         tracing::info!(adapter = %self.id, listen = %self.listen, bot = %self.bot, "matrix appservice connected");
     }
@@ -393,6 +408,10 @@ impl Adapter for AppserviceAdapter {
                 ctx.set_connected(up);
                 connected = up;
             }
+            if up {
+                // After an outage that no transaction followed yet.
+                inner.catch_up_if_due(&ctx).await;
+            }
         }
         match server.await {
             Ok(Ok(())) => {}
@@ -462,10 +481,11 @@ impl Adapter for AppserviceAdapter {
         _after: Option<&RemoteEventId>,
         _limit: usize,
     ) -> Result<Vec<InboundEvent>, AdapterError> {
-        // The homeserver keeps retrying each transaction until it is answered 200, so nothing
-        // posted while the bridge was down is missed.
+        // The homeserver keeps retrying each transaction until it is answered 200, and what it
+        // lost the adapter reads from the rooms' history itself, under its transaction lock so
+        // that the order is kept ([`catchup`]): nothing for the core to ask.
         Err(AdapterError::Unsupported(
-            "the homeserver redelivers transactions".into(),
+            "the homeserver redelivers transactions; the adapter catches up by itself".into(),
         ))
     }
 }

@@ -4,18 +4,21 @@
 //! made in order as the author's ghost (registered, named and joined first when needed). Every
 //! send and redaction carries a transaction ID made from the neutral event ID (and the action's
 //! position), so a retry after a crash or a timeout is recognised by the homeserver and never
-//! duplicates.
+//! duplicates; a message also carries it in its content, so that a send whose answer was lost
+//! while the homeserver restarted (which forgets appservice transaction IDs) is found in the
+//! room instead of being sent twice.
 
 use bridge_core::{
     AdapterError, Delivered, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId, Sender,
 };
+use ruma::api::client::message::get_message_events;
 use ruma::api::client::{receipt::create_receipt, room::create_room, typing::create_typing_event};
 use ruma::events::receipt::ReceiptThread;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, UserId};
 
 use super::Inner;
 use super::ghosts::{GhostProfile, user_id};
-use crate::homeserver::As;
+use crate::homeserver::{As, HsError};
 use crate::translate::outbound::{self as tr, Action, Voice};
 
 /// The profile a ghost shows for a sender.
@@ -26,6 +29,14 @@ fn profile_of(sender: &Sender) -> GhostProfile<'_> {
         source: &sender.adapter,
     }
 }
+
+/// The content key of a ghost's message that carries its transaction ID (see
+/// [`Inner::send_event`]).
+pub(crate) const TXN_FIELD: &str = "net.bridge.txn_id";
+/// How many of a ghost's latest events in a room are read to find an earlier attempt of a send.
+const LOOK_BACK: u32 = 20;
+/// Most sends remembered as possibly stored (a homeserver down for long fails many).
+const MAX_UNSURE: usize = 10_000;
 
 /// How long a ghost shows as typing unless told otherwise.
 const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -81,6 +92,7 @@ impl Inner {
                 let id = self
                     .send_event(room, ghost, &txn, &event_type, &content)
                     .await?;
+                tracing::debug!(adapter = %self.id, %room, %txn, event_id = %id, "sent");
                 Ok(Some(id))
             }
             Action::SendFile {
@@ -212,6 +224,15 @@ impl Inner {
 
     /// `PUT /rooms/{room}/send/{type}/{txn}` as the ghost; a ghost that is no longer in the
     /// room (kicked, or the joined set was wrong) joins again and sends once more.
+    ///
+    /// The content carries the transaction ID under [`TXN_FIELD`]. A homeserver recognises a
+    /// repeated transaction ID only while it remembers it: Synapse keeps an appservice's
+    /// transaction IDs in memory, so a send whose answer was lost as it restarted (the event
+    /// stored, the connection closed) would be stored again when repeated. So when the last
+    /// attempt of this send got no answer (or a 5xx), and for the first send into each room
+    /// in this process (the previous one may have been killed mid-send), the ghost's latest
+    /// events in the room are read first, and an event carrying this transaction ID is taken as
+    /// the delivery.
     async fn send_event(
         &self,
         room: &OwnedRoomId,
@@ -220,10 +241,39 @@ impl Inner {
         event_type: &str,
         content: &serde_json::Value,
     ) -> Result<OwnedEventId, AdapterError> {
+        let unsure = self.unsure.lock().contains(txn.as_str())
+            || self.checked_rooms.lock().insert(room.to_string());
+        let earlier = if unsure {
+            match self.sent_before(room, ghost, txn).await {
+                Ok(found) => found,
+                Err(e @ (AdapterError::Transient { .. } | AdapterError::Auth(_))) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    // The history cannot be read here: send (the homeserver's own dedup is
+                    // still there while it runs).
+                    tracing::warn!(adapter = %self.id, %room, %txn, error = %e,
+                        "cannot look for an earlier attempt of this send");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(id) = earlier {
+            tracing::info!(adapter = %self.id, %room, %txn, event_id = %id,
+                "an earlier attempt of this send was stored; not sending it again");
+            self.unsure.lock().remove(txn.as_str());
+            return Ok(id);
+        }
+        let mut content = content.clone();
+        if let Some(fields) = content.as_object_mut() {
+            fields.insert(TXN_FIELD.into(), txn.as_str().into());
+        }
+        let content = &content;
         let send =
             || crate::calls::send_event(&self.hs, As::Ghost(ghost), room, txn, event_type, content);
-        match send().await {
-            Ok(id) => Ok(id),
+        let outcome = match send().await {
             Err(e) if e.status() == Some(403) => {
                 tracing::info!(adapter = %self.id, %room, %ghost, error = %e, "send refused; joining again");
                 let store = self.ctx()?.store().clone();
@@ -231,10 +281,54 @@ impl Inner {
                     .mark_left(&store, room.as_str(), ghost.as_str())
                     .map_err(|e| AdapterError::transient(e.to_string()))?;
                 self.ghosts.join(&self.hs, &store, room, ghost).await?;
-                Ok(send().await?)
+                send().await
             }
-            Err(e) => Err(e.into()),
+            other => other,
+        };
+        match outcome {
+            Ok(id) => {
+                self.unsure.lock().remove(txn.as_str());
+                Ok(id)
+            }
+            Err(e) => {
+                // No answer, or the homeserver failed midway: the event may be stored.
+                if matches!(e, HsError::Network(_)) || e.status().is_some_and(|s| s >= 500) {
+                    let mut unsure = self.unsure.lock();
+                    if unsure.len() < MAX_UNSURE {
+                        unsure.insert(txn.to_string());
+                    }
+                }
+                Err(e.into())
+            }
         }
+    }
+
+    /// The event the ghost already sent into `room` with transaction ID `txn`, among its
+    /// latest [`LOOK_BACK`] events there (sends into a room are one at a time, so an earlier
+    /// attempt is among the newest).
+    async fn sent_before(
+        &self,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        txn: &OwnedTransactionId,
+    ) -> Result<Option<OwnedEventId>, AdapterError> {
+        let mut request = get_message_events::v3::Request::backward(room.clone());
+        request.limit = LOOK_BACK.into();
+        request.filter.senders = Some(vec![ghost.to_owned()]);
+        // As the ghost, which is in the room (the bot is not in a direct conversation).
+        let answer = self.hs.call(request, As::Ghost(ghost)).await?;
+        for raw in &answer.chunk {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(raw.json().get()) else {
+                continue;
+            };
+            if event["content"][TXN_FIELD].as_str() == Some(txn.as_str())
+                && let Some(id) = event["event_id"].as_str()
+                && let Ok(id) = OwnedEventId::try_from(id)
+            {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// Opens a direct conversation: the ghost of `with` creates a private room and invites

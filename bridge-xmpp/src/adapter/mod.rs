@@ -121,6 +121,14 @@ struct Inner {
     /// The session's number comes first: a catch-up that began in an earlier session leaves
     /// this one's alone.
     catching_up: Mutex<(u64, HashMap<String, Vec<Element>>)>,
+    /// The newest session whose rooms are joined and whose predecessor's unconfirmed messages
+    /// were sent again ([`Inner::resend_unconfirmed`]): `send` waits for it, so that nothing
+    /// newer reaches a room before those (and nothing of this session is taken for one of
+    /// them).
+    resent: tokio::sync::watch::Sender<u64>,
+    /// Per room, the IDs of what its archive held after the stored position when this process
+    /// first sent a message there (see [`Inner::archived_before`]).
+    archived_at_start: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// Archive queries in progress: query id → (room, results so far).
     archive: Mutex<HashMap<String, (String, Vec<crate::mam::MamItem>)>>,
     /// The task that takes direct messages to puppets, while running.
@@ -158,6 +166,8 @@ impl XmppAdapter {
             waiters: Mutex::new(Waiters::default()),
             positions: Mutex::new(HashMap::new()),
             catching_up: Mutex::new((0, HashMap::new())),
+            resent: tokio::sync::watch::Sender::new(0),
+            archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
             direct: Mutex::new(None),
             upload: Mutex::new(None),
@@ -383,7 +393,15 @@ impl Inner {
 
     /// Joins every linked room as the listener, then reports the adapter connected (which
     /// makes the core fetch what each room missed from its archive).
-    async fn join_linked_rooms(self: Arc<Self>, ctx: AdapterContext) {
+    async fn join_linked_rooms(self: Arc<Self>, ctx: AdapterContext, session: u64) {
+        self.join_and_resend(&ctx).await;
+        // `send` goes on, whatever the joins gave (a room that refused us fails its sends).
+        self.resent.send_modify(|done| *done = (*done).max(session));
+        ctx.set_connected(true);
+    }
+
+    /// The joins and the resending of [`Inner::join_linked_rooms`].
+    async fn join_and_resend(&self, ctx: &AdapterContext) {
         let Some(listener) = self.listener_jid() else {
             return;
         };
@@ -402,7 +420,22 @@ impl Inner {
         });
         futures::future::join_all(joins).await;
         self.resend_unconfirmed().await;
-        ctx.set_connected(true);
+    }
+
+    /// Waits until the current session has joined its rooms and sent again what the previous
+    /// one left unconfirmed (bounded: joins and archive queries time out). Returns at once
+    /// when there is no session yet (the send then fails as not connected).
+    async fn until_resent(&self) {
+        let mut done = self.resent.subscribe();
+        loop {
+            let session = self.catching_up.lock().0;
+            if session == 0 || *done.borrow_and_update() >= session {
+                return;
+            }
+            if done.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Routes one stanza from the connection task.
@@ -506,10 +539,10 @@ impl Adapter for XmppAdapter {
                 event = handle.events.recv() => match event {
                     Some(StreamEvent::Online { jid }) => {
                         tracing::info!(adapter = %self.inner.id, %jid, "XMPP session up");
-                        *self.inner.me.lock() = Some(jid);
-                        self.inner.rooms.lock().reset();
-                        // Live messages wait until each room has caught up from its archive.
-                        {
+                        // Live messages wait until each room has caught up from its archive,
+                        // and sends until the rooms are joined (the session's number moves
+                        // before its address is known: see `until_resent`).
+                        let session = {
                             let mut gate = self.inner.catching_up.lock();
                             gate.0 += 1;
                             gate.1 = ctx
@@ -518,8 +551,11 @@ impl Adapter for XmppAdapter {
                                 .filter(|room| direct::parts(room.as_str()).is_none())
                                 .map(|room| (room.as_str().to_ascii_lowercase(), Vec::new()))
                                 .collect();
-                        }
-                        tokio::spawn(self.inner.clone().join_linked_rooms(ctx.clone()));
+                            gate.0
+                        };
+                        *self.inner.me.lock() = Some(jid);
+                        self.inner.rooms.lock().reset();
+                        tokio::spawn(self.inner.clone().join_linked_rooms(ctx.clone(), session));
                         let this = self.inner.clone();
                         tokio::spawn(async move { this.discover_upload().await });
                     }
@@ -561,6 +597,7 @@ impl Adapter for XmppAdapter {
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        self.inner.until_resent().await;
         self.inner.deliver(event).await
     }
 

@@ -244,6 +244,16 @@ impl Inner {
             }
             other => return Err(AdapterError::Unsupported(other.name().into())),
         };
+        if matches!(event.kind, EventKind::Message { .. }) && self.archived_before(&room, &id).await
+        {
+            // Written by an earlier process that stopped before the core recorded it.
+            tracing::info!(adapter = %self.id, room, %id,
+                "already in the room's archive; not sending it again");
+            return Ok(Delivered {
+                native_id: Some(RemoteEventId::new(id)),
+                puppet: Some(puppet),
+            });
+        }
         if matches!(event.kind, EventKind::Message { .. }) {
             // Room messages are pipelined: written, then confirmed when the room reflects them
             // (the run loop records the stanza-id then), so a busy room is not held to one
@@ -314,6 +324,36 @@ impl Inner {
         let fallback = kind.clone();
         kind.map_refs(|r| Some(resolved.get(r).cloned().unwrap_or_else(|| r.clone())))
             .unwrap_or(fallback)
+    }
+
+    /// Whether our room message `id` is in `room`'s archive already. A previous process may
+    /// have been killed after writing a message and before the core recorded its delivery
+    /// (which it then repeats), and a room does not recognise a repeated message: so the first
+    /// room message sent into each room in this process reads what the archive holds after
+    /// the stored position (a few pages at most), and this and later messages are looked up in
+    /// it. The position is written after the deliveries before it are recorded, so a message
+    /// the core repeats is after it.
+    async fn archived_before(&self, room: &str, id: &str) -> bool {
+        let known = self
+            .archived_at_start
+            .lock()
+            .get(room)
+            .map(|ids| ids.contains(id));
+        if let Some(known) = known {
+            return known;
+        }
+        let ids = match self.archived_ids(room).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                // Checked again with the next message.
+                tracing::warn!(adapter = %self.id, room, error = %e,
+                    "cannot read the archive for messages an earlier process sent");
+                return false;
+            }
+        };
+        let found = ids.contains(id);
+        self.archived_at_start.lock().insert(room.to_owned(), ids);
+        found
     }
 
     /// After a reconnect: the room messages written in the lost session whose reflection never
