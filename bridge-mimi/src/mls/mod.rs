@@ -21,7 +21,7 @@
 //! touch more than one room's state (creating a room, joining from a Welcome, adding clients,
 //! KeyPackages) run alone.
 //!
-//! The groups used last stay in memory between operations ([`cache`]; capacity
+//! The groups used last stay in memory between operations (a bounded LRU; capacity
 //! [`MlsHost::with_group_cache`], default [`DEFAULT_GROUP_CACHE`]): sending or reading a
 //! message then costs its cryptography and its write, not a reload of the whole group. The
 //! store remains the truth: every change is written through, and a failed operation drops the
