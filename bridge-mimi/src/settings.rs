@@ -12,6 +12,7 @@
 //! # origin = "https://bridge.example:8443"   # what our directory points at; default https://DOMAIN
 //! # timeout_secs = 30                  # one request to a peer
 //! # max_file_mb = 25                   # largest attachment sent or received (1 to 100 MiB)
+//! # mls_cache_groups = 64              # MLS groups kept in memory between messages (0 to 100000)
 //! [adapter.peers]                      # optional: where a peer provider is served
 //! "hub.example" = "https://mimi.hub.example:8443"   # default: https://DOMAIN
 //! # or, to connect to a fixed address instead of resolving the URL's host:
@@ -52,6 +53,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// The largest attachment we encrypt and host, or download and decrypt, in bytes.
     pub max_file_bytes: u64,
+    /// How many MLS groups (one puppet's view of one room) stay in memory between operations.
+    pub mls_cache_groups: usize,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ const KEYS: &[&str] = &[
     "peers",
     "timeout_secs",
     "max_file_mb",
+    "mls_cache_groups",
 ];
 
 /// Whether `domain` is a plausible DNS name (letters, digits, `-`, dots between labels).
@@ -206,6 +210,19 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
             DEFAULT_MAX_FILE_MB << 20
         }
     };
+    let mls_cache_groups = match table.get("mls_cache_groups") {
+        None => crate::mls::DEFAULT_GROUP_CACHE,
+        Some(toml::Value::Integer(n)) if (0..=100_000).contains(n) => {
+            usize::try_from(*n).unwrap_or(crate::mls::DEFAULT_GROUP_CACHE)
+        }
+        Some(_) => {
+            issues.push(ConfigIssue::new(
+                "mls_cache_groups",
+                "expected a whole number of groups from 0 to 100000",
+            ));
+            crate::mls::DEFAULT_GROUP_CACHE
+        }
+    };
     match (domain, listen, certificate, key, ca) {
         (Some(domain), Some(listen), Some(certificate), Some(key), Some(ca))
             if issues.is_empty() =>
@@ -224,6 +241,7 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
                 addresses,
                 timeout,
                 max_file_bytes,
+                mls_cache_groups,
             })
         }
         _ => Err(issues),

@@ -665,3 +665,104 @@ fn several_clients_are_added_in_one_commit() {
     assert_eq!(sender, erin.puppet_client().to_string());
     assert_eq!(plaintext, b"hello crowd");
 }
+
+#[test]
+fn a_failed_operation_drops_the_groups_it_used_and_the_next_one_reloads() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let first = hub.encrypt(&room, &alice, b"one").expect("encrypt");
+    assert_eq!(
+        application(follower.decrypt(&room, &first).expect("decrypt")).1,
+        b"one"
+    );
+    assert_eq!(
+        follower.cached_groups().0,
+        1,
+        "bob's view of the room stays in memory"
+    );
+
+    // A message whose ciphertext was tampered with fails to decrypt: whatever the attempt did
+    // to the group in memory is dropped with it, and the genuine message decrypts from the
+    // state reloaded from the store.
+    let genuine = hub.encrypt(&room, &alice, b"two").expect("encrypt");
+    let mut tampered = genuine.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    assert!(follower.decrypt(&room, &tampered).is_err());
+    assert_eq!(
+        follower.cached_groups().0,
+        0,
+        "the failed operation dropped its group"
+    );
+    assert_eq!(
+        application(follower.decrypt(&room, &genuine).expect("decrypt")).1,
+        b"two"
+    );
+    assert_eq!(follower.cached_groups().0, 1);
+
+    // A refused commit (wrong epoch) drops the group too, and changes nothing.
+    let carol = hub.puppet("carol@xmpp.example");
+    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
+    let commit = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add carol");
+    follower.process(&room, &commit.commit).expect("epoch 2");
+    assert!(follower.process(&room, &commit.commit).is_err());
+    assert_eq!(follower.cached_groups().0, 0);
+    assert_eq!(follower.epoch(&room).expect("epoch"), 2);
+    let third = hub.encrypt(&room, &alice, b"three").expect("encrypt");
+    assert_eq!(
+        application(follower.decrypt(&room, &third).expect("decrypt")).1,
+        b"three"
+    );
+}
+
+#[test]
+fn a_new_host_over_the_same_store_sees_every_write_the_cached_one_made() {
+    let hub_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let follower_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let hub = host(HUB, hub_store.clone());
+    let follower = host(FOLLOWER, follower_store.clone());
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let mut sent = Vec::new();
+    for text in [&b"one"[..], b"two", b"three"] {
+        let ciphertext = hub.encrypt(&room, &alice, text).expect("encrypt");
+        assert_eq!(
+            application(follower.decrypt(&room, &ciphertext).expect("decrypt")).1,
+            text
+        );
+        sent.push(ciphertext);
+    }
+    let carol = hub.puppet("carol@xmpp.example");
+    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
+    let commit = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add carol");
+    follower.process(&room, &commit.commit).expect("epoch 2");
+    let four = hub.encrypt(&room, &alice, b"four").expect("encrypt");
+    assert_eq!(
+        application(follower.decrypt(&room, &four).expect("decrypt")).1,
+        b"four"
+    );
+    assert!(hub.cached_groups().0 > 0 && follower.cached_groups().0 > 0);
+
+    // What a kill -9 leaves: the stores, and none of the groups in memory.
+    let hub = host(HUB, hub_store);
+    let follower = host(FOLLOWER, follower_store);
+    assert_eq!(hub.cached_groups().0, 0);
+    assert_eq!(hub.epoch(&room).expect("epoch"), 2);
+    assert_eq!(follower.epoch(&room).expect("epoch"), 2);
+    assert_eq!(hub.participants(&room).expect("list").len(), 3);
+    // The sender's ratchet moved on in the store: the next message is a new generation, which
+    // the receiver (its spent keys also in its store) accepts.
+    let five = hub.encrypt(&room, &alice, b"five").expect("encrypt");
+    assert_eq!(
+        application(follower.decrypt(&room, &five).expect("decrypt")).1,
+        b"five"
+    );
+    // And a message already read stays spent.
+    assert!(follower.decrypt(&room, &four).is_err());
+}

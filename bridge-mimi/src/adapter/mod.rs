@@ -258,7 +258,8 @@ impl MimiAdapter {
         let running = Arc::new(Running {
             settings: s.clone(),
             ctx: ctx.clone(),
-            mls: MlsHost::open(&s.domain, Arc::new(store.clone())),
+            mls: MlsHost::open(&s.domain, Arc::new(store.clone()))
+                .with_group_cache(s.mls_cache_groups),
             client,
             web,
             peers: tokio::sync::Mutex::new(HashMap::new()),

@@ -179,6 +179,27 @@ impl MlsHost {
         Ok(identity)
     }
 
+    /// The identity of `user`'s puppet, which must exist (a member of a room): never writes,
+    /// so that an operation confined to one room may use it.
+    pub(crate) fn member_identity(&self, tx: &Tx, user: &UserUri) -> Result<Identity, MlsError> {
+        let client = user.puppet_client().to_string();
+        let record = self
+            .client_record(tx, user)?
+            .ok_or_else(|| MlsError::Malformed(format!("no client for {user}")))?;
+        let provider = self.provider(tx, &client);
+        let signer = SignatureKeyPair::read(
+            provider.storage(),
+            &record.public_key,
+            CIPHERSUITE.signature_algorithm(),
+        )
+        .ok_or_else(|| MlsError::Malformed(format!("signature key of {user} missing")))?;
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(client.into_bytes()).into(),
+            signature_key: signer.public().into(),
+        };
+        Ok(Identity { signer, credential })
+    }
+
     /// The openmls provider of `user`'s puppet.
     pub(crate) fn client_provider(&self, tx: &Tx, user: &UserUri) -> Provider<'_> {
         self.provider(tx, &user.puppet_client().to_string())

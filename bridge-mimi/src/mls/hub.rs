@@ -13,7 +13,7 @@ use super::rooms::{
     group_id, identity_of, parse_protocol_message, participants_in, resolve_app_data,
 };
 use super::uri::RoomUri;
-use super::{MlsError, MlsHost, Participant, Processed, Tx, mls_err};
+use super::{Checked, MlsError, MlsHost, Participant, Processed, Tx, group_key, mls_err};
 
 fn hub_room_key(room: &RoomUri) -> String {
     format!("mls/h/{room}")
@@ -50,12 +50,17 @@ impl MlsHost {
             .collect())
     }
 
-    fn load_public(&self, tx: &Tx, room: &RoomUri) -> Result<PublicGroup, MlsError> {
+    fn load_public<'t>(
+        &self,
+        tx: &'t Tx,
+        room: &RoomUri,
+    ) -> Result<Checked<'t, PublicGroup>, MlsError> {
         if self.get_record::<bool>(tx, &hub_room_key(room))?.is_none() {
             return Err(MlsError::UnknownRoom(room.to_string()));
         }
-        let provider = self.provider(tx, &self.hub_uri());
-        PublicGroup::load(provider.storage(), &group_id(room))?
+        let hub = self.hub_uri();
+        let provider = self.provider(tx, &hub);
+        self.checkout::<PublicGroup>(tx, &hub, provider.storage(), &group_id(room))?
             .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
     }
 
@@ -68,7 +73,7 @@ impl MlsHost {
         group_info: &[u8],
         ratchet_tree: &[u8],
     ) -> Result<Vec<Participant>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let message = MlsMessageIn::tls_deserialize_exact(group_info)
                 .map_err(|e| MlsError::Malformed(e.to_string()))?;
             let MlsMessageBodyIn::GroupInfo(info) = message.extract() else {
@@ -90,6 +95,7 @@ impl MlsHost {
                 ProposalStore::new(),
             )
             .map_err(|e| mls_err("follow group")(&e))?;
+            tx.mark_stale(group_key::<PublicGroup>(&self.hub_uri(), &group_id(room)));
             self.put_record(tx, &hub_room_key(room), &true)?;
             participants_in(group.group_context().extensions())
         })
@@ -99,7 +105,7 @@ impl MlsHost {
     /// hub's view of `room`: a proposal is queued, a commit merged. A message for another epoch
     /// is refused with [`MlsError::WrongEpoch`]; an invalid one changes nothing.
     pub fn hub_process(&self, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let mut group = self.load_public(tx, room)?;
             let provider = self.provider(tx, &self.hub_uri());
             let message = parse_protocol_message(bytes)?;
@@ -151,7 +157,7 @@ impl MlsHost {
 
     /// The participant list of a room the hub follows with [`MlsHost::hub_track`].
     pub fn hub_participants(&self, room: &RoomUri) -> Result<Vec<Participant>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let group = self.load_public(tx, room)?;
             participants_in(group.group_context().extensions())
         })
@@ -159,7 +165,7 @@ impl MlsHost {
 
     /// The clients (credential identities) of a room the hub follows.
     pub fn hub_members(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let group = self.load_public(tx, room)?;
             Ok(group
                 .members()

@@ -14,10 +14,20 @@
 //! between two operations loses nothing, a crash inside one loses all of it, and an operation
 //! that fails (a malformed or stale message) changes nothing. The batch is visible at once and
 //! durable after the store's flush: over an [`bridge_core::AdapterStore`], await its `flush()`
-//! before acknowledging what the operation answered (a `/notify`, an `/update`). Operations
-//! of one host run one at a time (an internal lock), so two of them never load the same group
-//! state and both write a successor.
+//! before acknowledging what the operation answered (a `/notify`, an `/update`).
+//!
+//! Operations on one room run one at a time, so two of them never load the same group state
+//! and both write a successor; operations on different rooms run in parallel. Operations that
+//! touch more than one room's state (creating a room, joining from a Welcome, adding clients,
+//! KeyPackages) run alone.
+//!
+//! The groups used last stay in memory between operations (a bounded LRU; capacity
+//! [`MlsHost::with_group_cache`], default [`DEFAULT_GROUP_CACHE`]): sending or reading a
+//! message then costs its cryptography and its write, not a reload of the whole group. The
+//! store remains the truth: every change is written through, and a failed operation drops the
+//! groups it used from memory.
 
+mod cache;
 mod clients;
 mod hub;
 pub mod kv;
@@ -28,17 +38,22 @@ mod rooms;
 pub mod storage;
 pub mod uri;
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::codepoints;
 use kv::KvStore;
 use participants::RoomStateError;
 use storage::{MlsStorage, MlsStorageError, Overlay};
 
+use cache::{CachedGroup, GroupCache, GroupKey};
+
+pub use cache::DEFAULT_GROUP_CACHE;
 pub use clients::KeyPackageSettings;
 pub use labels::{HubSignature, labeled};
 pub use rooms::{CommitOutput, Decrypted, PAST_EPOCHS, Participant, Processed, RoomProfile};
@@ -161,24 +176,163 @@ pub struct MlsHost {
     kv: Arc<dyn KvStore>,
     crypto: RustCrypto,
     key_packages: KeyPackageSettings,
-    /// Held for the length of one operation: two operations on the same group must not load
-    /// the same state and both write their successor.
-    op_lock: Mutex<()>,
+    /// Held shared by an operation confined to one room (with that room's lock), exclusively
+    /// by one that is not.
+    op_lock: RwLock<()>,
+    /// Room locks: a room's URI hashes to one of these. Two operations on the same group must
+    /// not load the same state and both write their successor; two rooms that share a lock
+    /// only wait for each other.
+    room_locks: Box<[Mutex<()>]>,
+    /// Groups kept between operations.
+    cache: GroupCache,
 }
+
+/// How many locks the rooms of a host share.
+const ROOM_LOCKS: usize = 64;
 
 impl std::fmt::Debug for MlsHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MlsHost")
             .field("domain", &self.domain)
             .field("key_packages", &self.key_packages)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
-/// One operation's pending writes.
-#[derive(Debug)]
+/// One operation's pending writes, and the groups it checked out of the cache.
 pub(crate) struct Tx {
     overlay: Arc<Overlay>,
+    /// Groups to put back in the cache if the operation's writes reach the store.
+    returned: Mutex<Vec<(GroupKey, CachedGroup)>>,
+    /// Groups whose stored state the operation replaced without checking them out (a join,
+    /// a new group): whatever the cache holds for them is dropped.
+    stale: Mutex<Vec<GroupKey>>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("overlay", &self.overlay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tx {
+    fn new() -> Self {
+        Self {
+            overlay: Overlay::new(),
+            returned: Mutex::new(Vec::new()),
+            stale: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The cache's copy of `key`, if any, must not be used after this operation.
+    pub(crate) fn mark_stale(&self, key: GroupKey) {
+        self.returned.lock().retain(|(k, _)| *k != key);
+        self.stale.lock().push(key);
+    }
+}
+
+/// A group an operation checked out: back in the cache when the operation's writes are in the
+/// store, dropped otherwise.
+pub(crate) struct Checked<'t, G: Cacheable> {
+    tx: &'t Tx,
+    key: GroupKey,
+    group: Option<Box<G>>,
+}
+
+impl<G: Cacheable> Checked<'_, G> {
+    /// The group was deleted: nothing goes back to the cache.
+    pub(crate) fn discard(mut self) {
+        self.group = None;
+        self.tx.mark_stale(self.key.clone());
+    }
+}
+
+impl<G: Cacheable> std::ops::Deref for Checked<'_, G> {
+    type Target = G;
+
+    fn deref(&self) -> &G {
+        // Some until dropped or discarded, both of which consume the guard.
+        self.group.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<G: Cacheable> std::ops::DerefMut for Checked<'_, G> {
+    fn deref_mut(&mut self) -> &mut G {
+        self.group.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<G: Cacheable> Drop for Checked<'_, G> {
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            self.tx
+                .returned
+                .lock()
+                .push((self.key.clone(), G::into_cached(group)));
+        }
+    }
+}
+
+/// A kind of group the cache keeps.
+pub(crate) trait Cacheable: Sized {
+    /// Whether this is the hub's public view.
+    const PUBLIC: bool;
+    /// Wraps the group for the cache.
+    fn into_cached(group: Box<Self>) -> CachedGroup;
+    /// The group, if `cached` is of this kind.
+    fn from_cached(cached: CachedGroup) -> Option<Box<Self>>;
+    /// Loads the group from the store.
+    fn load(storage: &MlsStorage, group_id: &GroupId) -> Result<Option<Self>, MlsError>;
+}
+
+impl Cacheable for MlsGroup {
+    const PUBLIC: bool = false;
+
+    fn into_cached(group: Box<Self>) -> CachedGroup {
+        CachedGroup::Member(group)
+    }
+
+    fn from_cached(cached: CachedGroup) -> Option<Box<Self>> {
+        match cached {
+            CachedGroup::Member(group) => Some(group),
+            CachedGroup::Public(_) => None,
+        }
+    }
+
+    fn load(storage: &MlsStorage, group_id: &GroupId) -> Result<Option<Self>, MlsError> {
+        Ok(MlsGroup::load(storage, group_id)?)
+    }
+}
+
+impl Cacheable for PublicGroup {
+    const PUBLIC: bool = true;
+
+    fn into_cached(group: Box<Self>) -> CachedGroup {
+        CachedGroup::Public(group)
+    }
+
+    fn from_cached(cached: CachedGroup) -> Option<Box<Self>> {
+        match cached {
+            CachedGroup::Public(group) => Some(group),
+            CachedGroup::Member(_) => None,
+        }
+    }
+
+    fn load(storage: &MlsStorage, group_id: &GroupId) -> Result<Option<Self>, MlsError> {
+        Ok(PublicGroup::load(storage, group_id)?)
+    }
+}
+
+/// The cache key of `owner`'s view of group `group_id`.
+pub(crate) fn group_key<G: Cacheable>(owner: &str, group_id: &GroupId) -> GroupKey {
+    GroupKey {
+        owner: owner.to_owned(),
+        group: group_id.as_slice().to_vec(),
+        public: G::PUBLIC,
+    }
 }
 
 impl MlsHost {
@@ -190,8 +344,24 @@ impl MlsHost {
             kv,
             crypto: RustCrypto::default(),
             key_packages: KeyPackageSettings::default(),
-            op_lock: Mutex::new(()),
+            op_lock: RwLock::new(()),
+            room_locks: (0..ROOM_LOCKS).map(|_| Mutex::new(())).collect(),
+            cache: GroupCache::new(DEFAULT_GROUP_CACHE),
         }
+    }
+
+    /// Keeps at most `groups` groups in memory between operations (0: reload every group
+    /// from the store for every operation). Each is one puppet's view of one room (or the
+    /// hub's view of a room it follows): in a group of n members its size grows with n, a few
+    /// hundred bytes per member.
+    pub fn with_group_cache(mut self, groups: usize) -> Self {
+        self.cache = GroupCache::new(groups);
+        self
+    }
+
+    /// How many groups are in memory now, and how many at most.
+    pub fn cached_groups(&self) -> (usize, usize) {
+        (self.cache.len(), self.cache.capacity())
     }
 
     /// Replaces the KeyPackage batch size, low-water mark and lifetime.
@@ -205,15 +375,91 @@ impl MlsHost {
         &self.domain
     }
 
-    /// Runs `op` with a fresh overlay and commits its writes if it succeeds.
+    /// Runs `op`, which may touch any state of the host, alone.
     fn transaction<T>(&self, op: impl FnOnce(&Tx) -> Result<T, MlsError>) -> Result<T, MlsError> {
-        let _serialised = self.op_lock.lock();
-        let tx = Tx {
-            overlay: Overlay::new(),
+        let _alone = self.op_lock.write();
+        self.run(op)
+    }
+
+    /// Runs `op`, which touches only `room`'s state (its groups, its records, keys of its
+    /// own), after every other operation on the room and beside operations on other rooms.
+    fn room_transaction<T>(
+        &self,
+        room: &impl std::fmt::Display,
+        op: impl FnOnce(&Tx) -> Result<T, MlsError>,
+    ) -> Result<T, MlsError> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.to_string().hash(&mut hasher);
+        let stripe = (hasher.finish() % self.room_locks.len() as u64) as usize;
+        let _shared = self.op_lock.read();
+        let _room = self.room_locks[stripe].lock();
+        self.run(op)
+    }
+
+    /// Runs `op` with a fresh overlay and commits its writes if it succeeds; then puts the
+    /// groups it used back in the cache, or drops them if it failed.
+    fn run<T>(&self, op: impl FnOnce(&Tx) -> Result<T, MlsError>) -> Result<T, MlsError> {
+        let tx = Tx::new();
+        let result = op(&tx).and_then(|value| {
+            tx.overlay.commit(self.kv.as_ref())?;
+            Ok(value)
+        });
+        let returned = std::mem::take(&mut *tx.returned.lock());
+        let stale = std::mem::take(&mut *tx.stale.lock());
+        for key in &stale {
+            self.cache.remove(key);
+        }
+        if result.is_ok() {
+            // A group checked out twice in one operation: neither copy is trusted.
+            let mut uses: HashMap<&GroupKey, usize> = HashMap::new();
+            for (key, _) in &returned {
+                *uses.entry(key).or_default() += 1;
+            }
+            let once: Vec<bool> = returned
+                .iter()
+                .map(|(key, _)| uses[key] == 1 && !stale.contains(key))
+                .collect();
+            for ((key, group), once) in returned.into_iter().zip(once) {
+                if once {
+                    self.cache.put(key, group);
+                }
+            }
+        }
+        result
+    }
+
+    /// `owner`'s view of group `group_id`: from the cache, or loaded from the store.
+    pub(crate) fn checkout<'t, G: Cacheable>(
+        &self,
+        tx: &'t Tx,
+        owner: &str,
+        storage: &MlsStorage,
+        group_id: &GroupId,
+    ) -> Result<Option<Checked<'t, G>>, MlsError> {
+        let key = group_key::<G>(owner, group_id);
+        // Used earlier in this operation: that copy has its changes.
+        let earlier = {
+            let mut returned = tx.returned.lock();
+            returned
+                .iter()
+                .rposition(|(k, _)| *k == key)
+                .map(|at| returned.remove(at).1)
         };
-        let value = op(&tx)?;
-        tx.overlay.commit(self.kv.as_ref())?;
-        Ok(value)
+        let group = match earlier
+            .or_else(|| self.cache.take(&key))
+            .and_then(G::from_cached)
+        {
+            Some(group) => group,
+            None => match G::load(storage, group_id)? {
+                Some(group) => Box::new(group),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Checked {
+            tx,
+            key,
+            group: Some(group),
+        }))
     }
 
     /// The openmls provider of the client whose storage namespace is `owner`.

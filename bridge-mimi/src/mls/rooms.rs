@@ -15,7 +15,7 @@ use super::clients::capabilities;
 use super::metadata::RoomMetadata;
 use super::participants::{ParticipantListData, ParticipantListUpdate, UserRolePair};
 use super::uri::{ClientUri, RoomUri, UserUri};
-use super::{CIPHERSUITE, MlsError, MlsHost, Provider, Tx, mls_err};
+use super::{CIPHERSUITE, Checked, MlsError, MlsHost, Provider, Tx, group_key, mls_err};
 use crate::codepoints::{COMPONENT_PARTICIPANT_LIST, COMPONENT_ROOM_METADATA, ROLE_GROUP_ADMIN};
 
 /// The shape of a room's group.
@@ -244,20 +244,21 @@ impl MlsHost {
             .collect()
     }
 
-    /// Loads `user`'s puppet's view of `room`'s group.
-    fn load_group<'h>(
+    /// `user`'s puppet's view of `room`'s group, from the cache or the store.
+    fn load_group<'h, 't>(
         &'h self,
-        tx: &Tx,
+        tx: &'t Tx,
         room: &RoomUri,
         user: &UserUri,
-    ) -> Result<(MlsGroup, Provider<'h>), MlsError> {
+    ) -> Result<(Checked<'t, MlsGroup>, Provider<'h>), MlsError> {
         let provider = self.client_provider(tx, user);
-        let group = MlsGroup::load(provider.storage(), &group_id(room))?.ok_or_else(|| {
-            MlsError::NotAMember {
+        let owner = user.puppet_client().to_string();
+        let group = self
+            .checkout::<MlsGroup>(tx, &owner, provider.storage(), &group_id(room))?
+            .ok_or_else(|| MlsError::NotAMember {
                 room: room.to_string(),
                 user: user.to_string(),
-            }
-        })?;
+            })?;
         Ok((group, provider))
     }
 
@@ -314,6 +315,10 @@ impl MlsHost {
                 .with_group_context_extensions(extensions)
                 .build(&provider, &identity.signer, identity.credential.clone())
                 .map_err(|e| mls_err("create group")(&e))?;
+            tx.mark_stale(group_key::<MlsGroup>(
+                &creator.puppet_client().to_string(),
+                group.group_id(),
+            ));
             let record = RoomRecord {
                 profile,
                 local_members: vec![creator.to_string()],
@@ -325,7 +330,7 @@ impl MlsHost {
 
     /// The participant list of `room` (users with roles), as the first local member sees it.
     pub fn participants(&self, room: &RoomUri) -> Result<Vec<Participant>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             let (group, _) = self.load_group(tx, room, &user)?;
@@ -335,7 +340,7 @@ impl MlsHost {
 
     /// The credential identities of `room`'s members (clients), in leaf order.
     pub fn members(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             let (group, _) = self.load_group(tx, room, &user)?;
@@ -348,7 +353,7 @@ impl MlsHost {
 
     /// The current epoch of `room`'s group.
     pub fn epoch(&self, room: &RoomUri) -> Result<u64, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             Ok(self.load_group(tx, room, &user)?.0.epoch().as_u64())
@@ -359,10 +364,10 @@ impl MlsHost {
     /// its ratchet tree: what `/groupInfo` serves and what a hub needs to follow the group
     /// ([`MlsHost::hub_track`]).
     pub fn group_info(&self, room: &RoomUri) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
-            let identity = self.client_identity(tx, &user)?;
+            let identity = self.member_identity(tx, &user)?;
             let (group, provider) = self.load_group(tx, room, &user)?;
             let info = group
                 .export_group_info(provider.crypto(), &identity.signer, false)
@@ -377,7 +382,7 @@ impl MlsHost {
 
     /// This host's puppets in `room`.
     pub fn local_members_of(&self, room: &RoomUri) -> Result<Vec<UserUri>, MlsError> {
-        self.transaction(|tx| self.local_members(&self.room_record(tx, room)?))
+        self.room_transaction(room, |tx| self.local_members(&self.room_record(tx, room)?))
     }
 
     fn first_member(&self, room: &RoomUri, record: &RoomRecord) -> Result<UserUri, MlsError> {
@@ -469,7 +474,7 @@ impl MlsHost {
         by: &UserUri,
         user: &UserUri,
     ) -> Result<CommitOutput, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let (mut group, provider) = self.load_group(tx, room, by)?;
             let target = user.to_string();
@@ -518,7 +523,7 @@ impl MlsHost {
         by: &UserUri,
         metadata: &RoomMetadata,
     ) -> Result<CommitOutput, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             if self.room_record(tx, room)?.profile != RoomProfile::Mimi {
                 return Err(MlsError::InvalidStateChange(
                     "a plain group has no room state".into(),
@@ -537,7 +542,7 @@ impl MlsHost {
 
     /// `room`'s metadata, if set.
     pub fn room_metadata(&self, room: &RoomUri) -> Result<Option<RoomMetadata>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             let (group, _) = self.load_group(tx, room, &user)?;
@@ -555,9 +560,9 @@ impl MlsHost {
     /// proposals (PublicMessages) for the hub, which the other local members have already
     /// queued; a commit ([`MlsHost::commit_pending`]) carries them out.
     pub fn leave(&self, room: &RoomUri, user: &UserUri) -> Result<Vec<Vec<u8>>, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
-            let identity = self.client_identity(tx, user)?;
+            let identity = self.member_identity(tx, user)?;
             let (mut group, provider) = self.load_group(tx, room, user)?;
             let mut messages = Vec::new();
             if record.profile == RoomProfile::Mimi {
@@ -593,7 +598,7 @@ impl MlsHost {
     /// Commits every proposal `by`'s puppet has queued (a leave, external proposals), as the
     /// hub must before anything else (draft-ietf-mimi-protocol-06 §3.5).
     pub fn commit_pending(&self, room: &RoomUri, by: &UserUri) -> Result<CommitOutput, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let (mut group, provider) = self.load_group(tx, room, by)?;
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.consume_proposal_store(true)
@@ -615,7 +620,7 @@ impl MlsHost {
         proposals: &[&[u8]],
         domain: &str,
     ) -> Result<CommitOutput, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             for bytes in proposals {
                 match self.deliver_local(tx, room, &record, None, bytes)? {
@@ -727,7 +732,7 @@ impl MlsHost {
         domain: &str,
         role_index: u32,
     ) -> Result<CommitOutput, MlsError> {
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             match self.deliver_local(tx, room, &record, None, proposal)? {
                 Some(Processed::Proposal) => {}
@@ -798,7 +803,7 @@ impl MlsHost {
             CommitBuilder<'g, openmls::group::Initial>,
         ) -> CommitBuilder<'g, openmls::group::Initial>,
     ) -> Result<CommitOutput, MlsError> {
-        let identity = self.client_identity(tx, by)?;
+        let identity = self.member_identity(tx, by)?;
         let mut stage = configure(group.commit_builder())
             .load_psks(provider.storage())
             .map_err(|e| mls_err("commit")(&e))?
@@ -941,6 +946,7 @@ impl MlsHost {
             group
                 .delete(provider.storage())
                 .map_err(|e| mls_err("delete group")(&e))?;
+            group.discard();
         }
         Ok((outcome, gone))
     }
@@ -956,7 +962,7 @@ impl MlsHost {
         match message.extract() {
             MlsMessageBodyIn::Welcome(_) => self.join(bytes, None),
             MlsMessageBodyIn::PrivateMessage(_) => self.decrypt(room, bytes),
-            MlsMessageBodyIn::PublicMessage(_) => self.transaction(|tx| {
+            MlsMessageBodyIn::PublicMessage(_) => self.room_transaction(room, |tx| {
                 let record = self.room_record(tx, room)?;
                 self.deliver_local(tx, room, &record, None, bytes)?
                     .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
@@ -974,8 +980,8 @@ impl MlsHost {
         user: &UserUri,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, MlsError> {
-        self.transaction(|tx| {
-            let identity = self.client_identity(tx, user)?;
+        self.room_transaction(room, |tx| {
+            let identity = self.member_identity(tx, user)?;
             let (mut group, provider) = self.load_group(tx, room, user)?;
             let message = group
                 .create_message(&provider, &identity.signer, plaintext)
@@ -989,7 +995,7 @@ impl MlsHost {
     /// rebuilt at every epoch and a sender's ratchet can be skipped forward. Returns
     /// [`Processed::Application`] or [`Processed::Own`].
     pub fn decrypt(&self, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
-        self.transaction(|tx| self.decrypt_in(tx, room, bytes))
+        self.room_transaction(room, |tx| self.decrypt_in(tx, room, bytes))
     }
 
     /// [`MlsHost::decrypt`], remembering the result under `key` (a key of the host's store
@@ -1008,7 +1014,7 @@ impl MlsHost {
                 "{key} is in the MLS layer's own space"
             )));
         }
-        self.transaction(|tx| {
+        self.room_transaction(room, |tx| {
             if let Some(kept) = self.get_record::<KeptDecryption>(tx, key)? {
                 return Ok(match kept.sender {
                     Some(sender) => Processed::Application(Decrypted {
@@ -1100,6 +1106,10 @@ impl MlsHost {
             .map_err(|e| mls_err("Welcome")(&e))?
             .into_group(&provider)
             .map_err(|e| mls_err("join")(&e))?;
+        tx.mark_stale(group_key::<MlsGroup>(
+            &user.puppet_client().to_string(),
+            group.group_id(),
+        ));
         self.key_package_used(tx, user, hash_ref)?;
         let group_uri = String::from_utf8_lossy(group.group_id().as_slice()).into_owned();
         let room = RoomUri::from_group_uri(&group_uri)

@@ -1,10 +1,17 @@
 //! openmls' [`StorageProvider`] over the bridge's store.
 //!
 //! Every value openmls stores (group state, epoch secrets, the tree, key packages with their
-//! private keys, signature keys) is serialised with `serde_json` (the format openmls' own
-//! storage providers use) and kept under `mls/c/<client URI>/<label>/<key as JSON>`: one
+//! private keys, signature keys) is kept under `mls/c/<client URI>/<label>/<key as JSON>`: one
 //! namespace per puppet client, because several puppets of the bridge can be members of the
 //! same group (same group ID) and each has its own view of it.
+//!
+//! Values are written in MessagePack (`rmp-serde`, structs as maps, so as tolerant of added
+//! or omitted fields as JSON), after a zero byte that tags the format. Stores written before
+//! kept them as JSON (the format of openmls' own storage providers), where a byte vector is an
+//! array of decimal numbers: a 1,000-member group's tree took ~1.6 MB and most of the time to
+//! load. A value without the tag is read as JSON (no JSON text starts with a zero byte), so an
+//! old store keeps working and each value moves to the binary format when next written. Keys
+//! stay JSON: they must name the same records as before.
 //!
 //! Writes of one operation (processing a commit, sending a message…) go to an [`Overlay`] that
 //! [`Overlay::commit`] writes in one atomic batch: a crash never leaves half a merged commit in
@@ -32,6 +39,36 @@ pub enum MlsStorageError {
     /// A value could not be encoded or decoded.
     #[error("MLS state codec: {0}")]
     Codec(#[from] serde_json::Error),
+    /// A value could not be encoded or decoded in the binary format.
+    #[error("MLS state codec: {0}")]
+    Binary(String),
+}
+
+/// The first byte of a value in the binary format.
+const BINARY: u8 = 0;
+
+/// `value` in the binary format, tagged.
+fn encode(value: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
+    #[cfg(test)]
+    if tests::WRITE_JSON.with(std::cell::Cell::get) {
+        return Ok(serde_json::to_vec(value)?);
+    }
+    let mut out = vec![BINARY];
+    let mut serializer = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    value
+        .serialize(&mut serializer)
+        .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
+    Ok(out)
+}
+
+/// A stored value: the binary format if tagged, JSON otherwise.
+fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, MlsStorageError> {
+    match bytes.split_first() {
+        Some((&BINARY, rest)) => {
+            rmp_serde::from_slice(rest).map_err(|e| MlsStorageError::Binary(e.to_string()))
+        }
+        _ => Ok(serde_json::from_slice(bytes)?),
+    }
 }
 
 /// Writes not yet in the store: key → new value (`None`: deleted).
@@ -150,7 +187,7 @@ impl MlsStorage {
         key: &impl Serialize,
         value: &impl Serialize,
     ) -> Result<(), MlsStorageError> {
-        let value = serde_json::to_vec(value)?;
+        let value = encode(value)?;
         self.overlay.put(self.key(label, key)?, value);
         Ok(())
     }
@@ -161,7 +198,7 @@ impl MlsStorage {
         key: &impl Serialize,
     ) -> Result<Option<V>, MlsStorageError> {
         match self.overlay.get(self.kv.as_ref(), &self.key(label, key)?)? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -171,9 +208,15 @@ impl MlsStorage {
         Ok(())
     }
 
-    /// A list value: the JSON encodings of its items.
-    fn raw_list(&self, label: &str, key: &impl Serialize) -> Result<Vec<Vec<u8>>, MlsStorageError> {
-        Ok(self.read::<Vec<Vec<u8>>>(label, key)?.unwrap_or_default())
+    /// A list value: the encodings of its items (each binary, or JSON in an old store).
+    fn raw_list(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+    ) -> Result<Vec<serde_bytes::ByteBuf>, MlsStorageError> {
+        Ok(self
+            .read::<Vec<serde_bytes::ByteBuf>>(label, key)?
+            .unwrap_or_default())
     }
 
     fn read_list<V: DeserializeOwned>(
@@ -183,7 +226,7 @@ impl MlsStorage {
     ) -> Result<Vec<V>, MlsStorageError> {
         self.raw_list(label, key)?
             .iter()
-            .map(|item| serde_json::from_slice(item).map_err(MlsStorageError::from))
+            .map(|item| decode(item))
             .collect()
     }
 
@@ -194,7 +237,7 @@ impl MlsStorage {
         item: &impl Serialize,
     ) -> Result<(), MlsStorageError> {
         let mut list = self.raw_list(label, key)?;
-        list.push(serde_json::to_vec(item)?);
+        list.push(serde_bytes::ByteBuf::from(encode(item)?));
         self.write(label, key, &list)
     }
 
@@ -204,9 +247,11 @@ impl MlsStorage {
         key: &impl Serialize,
         item: &impl Serialize,
     ) -> Result<(), MlsStorageError> {
-        let item = serde_json::to_vec(item)?;
+        // The item as written now, or as an old store has it.
+        let binary = encode(item)?;
+        let json = serde_json::to_vec(item)?;
         let mut list = self.raw_list(label, key)?;
-        list.retain(|i| *i != item);
+        list.retain(|i| **i != binary && **i != json);
         self.write(label, key, &list)
     }
 }
@@ -788,5 +833,128 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage {
         group_id: &GroupId,
     ) -> R<()> {
         self.remove(EXPORT_TREE, group_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use bridge_core::{MemoryStore, Store};
+
+    use super::super::kv::StoreKv;
+    use super::super::uri::RoomUri;
+    use super::super::{MlsHost, Processed, RoomProfile};
+    use crate::codepoints::ROLE_ORDINARY_USER;
+
+    use super::*;
+
+    thread_local! {
+        /// Makes this thread's writes JSON, as every store written before the binary format.
+        pub(super) static WRITE_JSON: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn host(domain: &str, store: &Arc<dyn Store>) -> MlsHost {
+        MlsHost::open(domain, Arc::new(StoreKv::new(store.clone(), b"m/")))
+    }
+
+    /// The first bytes of the openmls values in `store`.
+    fn formats(store: &Arc<dyn Store>) -> Vec<u8> {
+        store
+            .scan(b"m/mls/c/", None, usize::MAX)
+            .expect("scan")
+            .iter()
+            .filter_map(|(_, value)| value.first().copied())
+            .collect()
+    }
+
+    fn text(processed: Processed) -> Vec<u8> {
+        match processed {
+            Processed::Application(d) => d.plaintext,
+            other => panic!("expected an application message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_written_as_json_is_read_and_moves_to_the_binary_format() {
+        let hub_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let follower_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let room = RoomUri::new("hub.example", "lobby");
+
+        // Before: everything written as JSON, a proposal queue included.
+        WRITE_JSON.with(|json| json.set(true));
+        let (alice, bob, unread) = {
+            let hub = host("hub.example", &hub_store);
+            let follower = host("follower.example", &follower_store);
+            let alice = hub.puppet("alice@xmpp.example");
+            let bob = follower.puppet("@bob:matrix.example");
+            hub.create_room(&room, &alice, RoomProfile::Mimi)
+                .expect("create");
+            let key_package = follower.take_key_package(&bob).expect("take").expect("kp");
+            let added = hub
+                .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+                .expect("add");
+            follower
+                .join(added.welcome.as_deref().expect("welcome"), None)
+                .expect("join");
+            let old = hub.encrypt(&room, &alice, b"old").expect("encrypt");
+            assert_eq!(
+                text(follower.decrypt(&room, &old).expect("decrypt")),
+                b"old"
+            );
+            let unread = hub.encrypt(&room, &alice, b"unread").expect("encrypt");
+            for proposal in follower.leave(&room, &bob).expect("leave") {
+                assert_eq!(
+                    hub.process(&room, &proposal).expect("queue"),
+                    Processed::Proposal
+                );
+            }
+            (alice, bob, unread)
+        };
+        WRITE_JSON.with(|json| json.set(false));
+        for store in [&hub_store, &follower_store] {
+            let firsts = formats(store);
+            assert!(!firsts.is_empty());
+            assert!(!firsts.contains(&BINARY), "JSON only: {firsts:?}");
+        }
+
+        // After: new hosts (nothing in memory) over the same stores read the JSON records.
+        let hub = host("hub.example", &hub_store);
+        let follower = host("follower.example", &follower_store);
+        assert_eq!(hub.epoch(&room).expect("epoch"), 1);
+        assert_eq!(follower.participants(&room).expect("list").len(), 2);
+        assert_eq!(
+            text(follower.decrypt(&room, &unread).expect("decrypt")),
+            b"unread"
+        );
+        // The queued proposals (a JSON list) are committed.
+        let commit = hub.commit_pending(&room, &alice).expect("commit");
+        assert_eq!(commit.participants.len(), 1);
+        match follower.process(&room, &commit.commit).expect("process") {
+            Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob]),
+            other => panic!("expected a commit, got {other:?}"),
+        }
+        // What was written since is binary; the rest stays readable JSON.
+        assert!(formats(&hub_store).contains(&BINARY));
+        let again = host("hub.example", &hub_store);
+        assert_eq!(again.epoch(&room).expect("epoch"), 2);
+        assert_eq!(again.members(&room).expect("members").len(), 1);
+        again.encrypt(&room, &alice, b"alone").expect("encrypt");
+    }
+
+    #[test]
+    fn values_round_trip_and_untagged_bytes_are_json() {
+        let value = (vec![0u8, 1, 200, 255], Some("x".to_owned()), 7u64);
+        let binary = encode(&value).expect("encode");
+        assert_eq!(binary[0], BINARY);
+        assert!(binary.len() < serde_json::to_vec(&value).expect("json").len());
+        let back: (Vec<u8>, Option<String>, u64) = decode(&binary).expect("decode");
+        assert_eq!(back, value);
+        let old: (Vec<u8>, Option<String>, u64) =
+            decode(br#"[[0,1,200,255],"x",7]"#).expect("json");
+        assert_eq!(old, value);
+        // Garbage is an error, not a panic.
+        assert!(decode::<Vec<u8>>(&[BINARY, 0xc1]).is_err());
+        assert!(decode::<Vec<u8>>(b"{").is_err());
     }
 }
