@@ -553,17 +553,27 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a Synapse of the test's own off the runtime's thread (it takes a couple of seconds).
-async fn own_synapse(port: u16, as_port: u16) -> Synapse {
-    tokio::task::spawn_blocking(move || Synapse::start(port, as_port))
-        .await
-        .expect("the start task")
-        .unwrap_or_else(|e| panic!("own Synapse on {port}: {e:#}"))
+/// Starts a Synapse of the test's own on a free port, off the runtime's thread (it takes a
+/// couple of seconds). The tests of this file run in parallel: a port free when picked may be
+/// taken by another test's server before this one listens, so a taken port means another try.
+async fn own_synapse(as_port: u16) -> Synapse {
+    let mut tries = 0;
+    loop {
+        let port = free_port();
+        let started = tokio::task::spawn_blocking(move || Synapse::start(port, as_port))
+            .await
+            .expect("the start task");
+        match started {
+            Ok(server) => return server,
+            Err(e) if tries < 4 && format!("{e:#}").contains("already listens") => tries += 1,
+            Err(e) => panic!("own Synapse on {port}: {e:#}"),
+        }
+    }
 }
 
 #[tokio::test]
 async fn own_synapse_survives_a_restart() {
-    let mut server = own_synapse(free_port(), free_port()).await;
+    let mut server = own_synapse(free_port()).await;
     let hs = server.url();
     let mut alice = login("alice", &hs).await;
     let room = alice
@@ -688,7 +698,7 @@ async fn appservice_registration_gets_events_and_ephemeral_events() {
     let as_port = listener.local_addr().expect("address").port();
     let (tx, mut pushed) = mpsc::unbounded_channel();
     tokio::spawn(fake_bridge(listener, tx));
-    let server = own_synapse(free_port(), as_port).await;
+    let server = own_synapse(as_port).await;
 
     // The registration's namespace: the bridge may create its users, and only those.
     let register = |name: &str| json!({ "type": "m.login.application_service", "username": name });
