@@ -121,9 +121,9 @@ impl Inner {
     /// A message to the bridge's own address: an admin command, answered by
     /// [`bridge_core::Adapter::send_notice`] in the conversation `"<user> bridge@DOMAIN"`.
     async fn to_bridge(&self, parsed: &Parsed, from: &str, ctx: &AdapterContext) {
-        let Content::Message { content, .. } = &parsed.content else {
+        if !matches!(parsed.content, Content::Message { .. }) {
             return; // chat states, receipts, corrections: nothing to answer
-        };
+        }
         let Some(domain) = self.component_domain() else {
             return;
         };
@@ -135,25 +135,16 @@ impl Inner {
             tracing::info!(adapter = %self.id, %from, "a room occupant's private message to the bridge: ignored");
             return;
         }
-        let user = jid::bare(from);
-        let room = RemoteRoomId::new(room_of(user, &format!("bridge@{domain}")));
-        let native = parsed
-            .origin_id
-            .as_deref()
-            .or(parsed.id.as_deref())
-            .map(RemoteEventId::new);
-        let mut event = InboundEvent::new(
-            room,
-            native,
-            RemoteUserId::new(user),
-            EventKind::Message {
-                content: content.clone(),
-                reply_to: None,
-                thread: None,
-            },
-        );
-        event.ts = parsed.delay_ms;
-        if let Err(e) = ctx.submit_to_bridge(event).await {
+        let user = RemoteUserId::new(jid::bare(from));
+        let room = RemoteRoomId::new(room_of(user.as_str(), &format!("bridge@{domain}")));
+        // The message itself (translated as in any direct conversation), not its chat state.
+        let message = self
+            .translate_direct(parsed, &room, &user, ctx)
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::Message { .. }));
+        if let Some(event) = message
+            && let Err(e) = ctx.submit_to_bridge(event).await
+        {
             tracing::warn!(adapter = %self.id, error = %e, "command to the bridge not accepted");
         }
     }

@@ -592,7 +592,11 @@ impl Inner {
             // for it is found by room and text.
             let subject = stanza.get_child("subject", crate::wire::NS_CLIENT);
             if let (Some(subject), Some(from)) = (subject, stanza.attr("from")) {
-                let key = format!("{}\n{}", jid::bare(from), subject.text());
+                let key = format!(
+                    "{}\n{}",
+                    jid::bare(from).to_ascii_lowercase(),
+                    subject.text()
+                );
                 let mut waiters = self.waiters.lock();
                 if let Some(id) = waiters.subjects.remove(&key)
                     && let Some(waiter) = waiters.reflections.remove(&id)

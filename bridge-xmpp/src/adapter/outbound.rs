@@ -538,9 +538,6 @@ impl Inner {
         )))
     }
 
-    /// Sends a room message and waits for the room's reflection of it. Without a reflection in
-    /// time the message may still have gone out: it counts as sent (a retry could duplicate
-    /// it), and its echo, when it comes, records its stanza-id.
     /// [`Self::send_and_confirm`] for a subject change: its broadcast comes back without our
     /// id (Prosody), so it is also recognised by room and text ([`Inner::confirm_copy`]).
     async fn send_subject(
@@ -550,7 +547,7 @@ impl Inner {
         text: &str,
         stanza: Element,
     ) -> Result<Option<Element>, AdapterError> {
-        let key = format!("{room}\n{text}");
+        let key = format!("{}\n{text}", room.to_ascii_lowercase());
         self.waiters
             .lock()
             .subjects
@@ -560,6 +557,9 @@ impl Inner {
         outcome
     }
 
+    /// Sends a room message and waits for the room's reflection of it. Without a reflection in
+    /// time the message may still have gone out: it counts as sent (a retry could duplicate
+    /// it), and its echo, when it comes, records its stanza-id.
     async fn send_and_confirm(
         &self,
         id: &str,
