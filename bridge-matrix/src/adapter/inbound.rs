@@ -22,10 +22,9 @@ use crate::appservice::{Handler, Transaction, TxnError};
 use crate::homeserver::As;
 use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
 
-/// Store key prefix of direct-message rooms (`d/<room>` → the ghost in it).
+/// Store key prefix of direct-message rooms (`d/<room>` → the ghost in it, or the bot for a
+/// direct conversation with the bridge itself).
 pub(super) const DIRECT: &[u8] = b"d/";
-/// Store key prefix of direct conversations with the bot itself (`bd/<room>`).
-pub(super) const BOT_DIRECT: &[u8] = b"bd/";
 /// After this many gaps that a retry did not fill, the homeserver is taken not to number its
 /// transactions consecutively and gaps are no longer looked for.
 const UNFILLED_GAPS: u32 = 3;
@@ -252,7 +251,12 @@ impl Inner {
             sender.display_name = sender.display_name.take().or(member.name.map(String::from));
             sender.avatar = sender.avatar.take().or(member.avatar.map(String::from));
         }
-        if self.bot_direct.lock().contains(inbound.room.as_str()) {
+        let to_bot = self
+            .direct
+            .lock()
+            .get(inbound.room.as_str())
+            .is_some_and(|who| *who == self.bot.as_str());
+        if to_bot {
             // Written to the bridge itself: an admin command (answered with `send_notice`).
             return ctx.enqueue_to_bridge(inbound).map(Some);
         }
@@ -368,12 +372,9 @@ impl Inner {
         };
         match joined.await {
             Ok(()) => {
-                let mut key = DIRECT.to_vec();
-                key.extend_from_slice(room.as_bytes());
-                if let Err(e) = store.put(&key, ghost.as_bytes()) {
+                if let Err(e) = self.remember_direct(store, room, ghost) {
                     tracing::warn!(adapter = %self.id, error = %e, "cannot remember a direct room");
                 }
-                self.direct.lock().insert(room.to_owned(), ghost.to_owned());
                 tracing::info!(adapter = %self.id, %ghost, %room, "joined a direct conversation");
             }
             Err(e) => {
@@ -381,6 +382,19 @@ impl Inner {
             }
         }
         true
+    }
+
+    /// Remembers `room` as a direct conversation with `who` (a ghost, or the bot), in the
+    /// store and in memory.
+    pub(super) fn remember_direct(
+        &self,
+        store: &bridge_core::AdapterStore,
+        room: &str,
+        who: &str,
+    ) -> Result<(), bridge_core::StoreError> {
+        store.put(&[DIRECT, room.as_bytes()].concat(), who.as_bytes())?;
+        self.direct.lock().insert(room.to_owned(), who.to_owned());
+        Ok(())
     }
 
     /// The bot was invited: it joins when the room is linked (a room linked before the bot
@@ -395,12 +409,11 @@ impl Inner {
         if direct && !ctx.linked_rooms().contains(&room) {
             match self.join_bot(&room).await {
                 Ok(()) => {
-                    let mut key = BOT_DIRECT.to_vec();
-                    key.extend_from_slice(room.as_str().as_bytes());
-                    if let Err(e) = ctx.store().put(&key, b"") {
+                    if let Err(e) =
+                        self.remember_direct(ctx.store(), room.as_str(), self.bot.as_str())
+                    {
                         tracing::warn!(adapter = %self.id, error = %e, "cannot remember a direct conversation with the bot");
                     }
-                    self.bot_direct.lock().insert(room.as_str().to_owned());
                     tracing::info!(adapter = %self.id, %room, "the bot joined a direct conversation (admin commands)");
                 }
                 Err(e) => {

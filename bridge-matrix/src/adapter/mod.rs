@@ -129,10 +129,9 @@ pub(crate) struct Inner {
     rooms: crate::rooms::RoomNames,
     /// Transactions the homeserver skipped (see [`inbound::GapCheck`]).
     gaps: Mutex<inbound::GapCheck>,
-    /// Direct-message rooms: room → the ghost invited to it.
+    /// Direct-message rooms: room → the ghost invited to it, or the bot (a direct
+    /// conversation with the bridge itself, whose messages are admin commands).
     direct: Mutex<HashMap<String, String>>,
-    /// Direct conversations with the bot itself: their messages are admin commands.
-    bot_direct: Mutex<std::collections::HashSet<String>>,
     /// The homeserver's upload limit, once known.
     upload_limit: Mutex<Option<u64>>,
     /// [`Homeserver::outages`] when the last catch-up from the rooms' history began
@@ -211,7 +210,6 @@ impl AppserviceAdapter {
                 rooms: crate::rooms::RoomNames::default(),
                 gaps: Mutex::new(inbound::GapCheck::default()),
                 direct: Mutex::new(HashMap::new()),
-                bot_direct: Mutex::new(std::collections::HashSet::new()),
                 upload_limit: Mutex::new(None),
                 caught_up: AtomicU64::new(catchup::NEVER),
                 unsure: Mutex::new(std::collections::HashSet::new()),
@@ -252,16 +250,6 @@ impl Inner {
             let room = String::from_utf8_lossy(&key[inbound::DIRECT.len()..]).into_owned();
             direct.insert(room, String::from_utf8_lossy(&value).into_owned());
         }
-        drop(direct);
-        let mut bot_direct = self.bot_direct.lock();
-        for (key, _) in store
-            .scan(inbound::BOT_DIRECT, usize::MAX)
-            .map_err(failed)?
-        {
-            bot_direct
-                .insert(String::from_utf8_lossy(&key[inbound::BOT_DIRECT.len()..]).into_owned());
-        }
-        drop(bot_direct);
         Ghosts::load(store).map_err(failed)
     }
 

@@ -353,12 +353,8 @@ impl Inner {
         self.ghosts
             .mark_joined(ctx.store(), &room, ghost.as_str())
             .map_err(|e| AdapterError::transient(e.to_string()))?;
-        let mut key = super::inbound::DIRECT.to_vec();
-        key.extend_from_slice(room.as_bytes());
-        ctx.store()
-            .put(&key, ghost.as_str().as_bytes())
+        self.remember_direct(ctx.store(), &room, ghost.as_str())
             .map_err(|e| AdapterError::transient(e.to_string()))?;
-        self.direct.lock().insert(room.clone(), ghost.to_string());
         tracing::info!(adapter = %self.id, %room, %ghost, %user, "direct conversation opened");
         Ok(RemoteRoomId::new(room))
     }
