@@ -437,10 +437,14 @@ impl AdapterContext {
     /// awaited concurrently ([`Pending::durable`]) — the way to pipeline a stream without
     /// reordering it. Acknowledge the event to its source only after `durable()` returns.
     pub fn enqueue(&self, event: InboundEvent) -> Result<Pending, SubmitError> {
+        self.enqueue_as(event, false)
+    }
+
+    fn enqueue_as(&self, event: InboundEvent, to_bridge: bool) -> Result<Pending, SubmitError> {
         if self.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        self.shared.enqueue(&self.adapter, event, false)
+        self.shared.enqueue(&self.adapter, event, to_bridge)
     }
 
     /// Hands the core an event addressed to the bridge itself rather than to a room: a
@@ -456,10 +460,7 @@ impl AdapterContext {
 
     /// [`Self::submit_to_bridge`] without waiting for durability (see [`Self::enqueue`]).
     pub fn enqueue_to_bridge(&self, event: InboundEvent) -> Result<Pending, SubmitError> {
-        if self.shutdown.is_cancelled() {
-            return Err(SubmitError::ShuttingDown);
-        }
-        self.shared.enqueue(&self.adapter, event, true)
+        self.enqueue_as(event, true)
     }
 
     /// The native rooms currently linked for this adapter, and its management rooms (see

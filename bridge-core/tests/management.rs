@@ -3,18 +3,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_core::testkit::{MemoryAdapter, inbound};
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
     Capabilities, Core, CoreError, Link, MemoryStore, RoomId, RoomSettings, Store, Submitted,
 };
 use tokio::sync::mpsc;
 
-#[tokio::test]
-async fn management_messages_reach_the_sink_once_and_are_not_bridged() {
+/// A core linking `a-room` of adapter `a` with `b-room` of adapter `b`, with `management`
+/// rooms; the memory adapters' handles and the command sink.
+async fn start(
+    management: Vec<Link>,
+) -> (
+    Core,
+    MemoryHandle,
+    MemoryHandle,
+    mpsc::Receiver<bridge_core::management::ManagementMessage>,
+) {
     let a = MemoryAdapter::new(Capabilities::all());
     let b = MemoryAdapter::new(Capabilities::all());
     let (ha, hb) = (a.handle(), b.handle());
-    let (sink, mut commands) = mpsc::channel(bridge_core::management::SINK_CAPACITY);
+    let (sink, commands) = mpsc::channel(bridge_core::management::SINK_CAPACITY);
     let core = Core::builder(Arc::new(MemoryStore::new()))
         .adapter("a", Arc::new(a))
         .adapter("b", Arc::new(b))
@@ -23,10 +31,16 @@ async fn management_messages_reach_the_sink_once_and_are_not_bridged() {
             RoomSettings::default(),
             vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
         )
-        .management([Link::new("a", "admin-room")], sink)
+        .management(management, sink)
         .start()
         .await
         .expect("core starts");
+    (core, ha, hb, commands)
+}
+
+#[tokio::test]
+async fn management_messages_reach_the_sink_once_and_are_not_bridged() {
+    let (core, ha, hb, mut commands) = start(vec![Link::new("a", "admin-room")]).await;
     let ctx = ha.context().await.expect("context");
     hb.context().await;
     // The adapter is told to join it like a linked room.
@@ -113,22 +127,7 @@ async fn a_management_room_linked_at_runtime_stops_the_start() {
 /// its native room happens to be linked.
 #[tokio::test]
 async fn messages_to_the_bridge_itself_are_commands() {
-    let a = MemoryAdapter::new(Capabilities::all());
-    let b = MemoryAdapter::new(Capabilities::all());
-    let (ha, hb) = (a.handle(), b.handle());
-    let (sink, mut commands) = mpsc::channel(bridge_core::management::SINK_CAPACITY);
-    let core = Core::builder(Arc::new(MemoryStore::new()))
-        .adapter("a", Arc::new(a))
-        .adapter("b", Arc::new(b))
-        .room(
-            "lobby",
-            RoomSettings::default(),
-            vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
-        )
-        .management([], sink)
-        .start()
-        .await
-        .expect("core starts");
+    let (core, ha, hb, mut commands) = start(Vec::new()).await;
     let ctx = ha.context().await.expect("context");
     hb.context().await;
     let dm = inbound("dm:alice").id("d1").from("alice").text("status");

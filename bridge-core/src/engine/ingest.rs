@@ -376,10 +376,9 @@ impl Shared {
     }
 
     /// An event in a management room or addressed to the bridge (under the ingest lock): never
-    /// bridged; a text message
-    /// from someone other than the bridge goes to the command sink once. Its native ID is
-    /// recorded like an accepted event's, so a redelivery (or the room's history on a rejoin)
-    /// is a duplicate, not a second command.
+    /// bridged; a text message from someone other than the bridge goes to the command sink
+    /// once. Its native ID is recorded like an accepted event's, so a redelivery (or the
+    /// room's history on a rejoin) is a duplicate, not a second command.
     fn management_message(
         &self,
         adapter: &AdapterId,
