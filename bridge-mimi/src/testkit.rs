@@ -32,3 +32,29 @@ pub fn write_pki(dir: &Path, domains: &[&str]) -> Result<(), Box<dyn std::error:
     }
     Ok(())
 }
+
+/// The settings of a provider `domain` on loopback port `port` with the certificates
+/// [`write_pki`] wrote under `dir`, whose one peer `peer` listens on `peer_port`.
+pub fn loopback_settings(
+    dir: &Path,
+    domain: &str,
+    port: u16,
+    peer: &str,
+    peer_port: u16,
+) -> Result<crate::settings::Settings, Box<dyn std::error::Error>> {
+    let text = format!(
+        r#"
+        domain = "{domain}"
+        listen = "127.0.0.1:{port}"
+        origin = "https://{domain}:{port}"
+        certificate = "{dir}/{domain}.crt"
+        key = "{dir}/{domain}.key"
+        ca = "{dir}/ca.pem"
+        timeout_secs = 5
+        [peers]
+        "{peer}" = {{ url = "https://{peer}:{peer_port}", address = "127.0.0.1:{peer_port}" }}
+        "#,
+        dir = dir.display()
+    );
+    crate::settings::parse(&text.parse()?).map_err(|issues| format!("{issues:?}").into())
+}

@@ -31,21 +31,8 @@ fn free_port() -> u16 {
 }
 
 fn section(dir: &Path, domain: &str, port: u16, peer: &str, peer_port: u16) -> settings::Settings {
-    let text = format!(
-        r#"
-        domain = "{domain}"
-        listen = "127.0.0.1:{port}"
-        origin = "https://{domain}:{port}"
-        certificate = "{dir}/{domain}.crt"
-        key = "{dir}/{domain}.key"
-        ca = "{dir}/ca.pem"
-        timeout_secs = 5
-        [peers]
-        "{peer}" = {{ url = "https://{peer}:{peer_port}", address = "127.0.0.1:{peer_port}" }}
-        "#,
-        dir = dir.display()
-    );
-    settings::parse(&text.parse().expect("TOML")).expect("valid settings")
+    bridge_mimi::testkit::loopback_settings(dir, domain, port, peer, peer_port)
+        .expect("valid settings")
 }
 
 struct Side {

@@ -399,21 +399,8 @@ fn mimi_settings(
     peer: &str,
     peer_port: u16,
 ) -> bridge_mimi::settings::Settings {
-    let text = format!(
-        r#"
-        domain = "{domain}"
-        listen = "127.0.0.1:{port}"
-        origin = "https://{domain}:{port}"
-        certificate = "{dir}/{domain}.crt"
-        key = "{dir}/{domain}.key"
-        ca = "{dir}/ca.pem"
-        timeout_secs = 5
-        [peers]
-        "{peer}" = {{ url = "https://{peer}:{peer_port}", address = "127.0.0.1:{peer_port}" }}
-        "#,
-        dir = dir.display()
-    );
-    bridge_mimi::settings::parse(&text.parse().expect("TOML")).expect("valid MIMI settings")
+    bridge_mimi::testkit::loopback_settings(dir, domain, port, peer, peer_port)
+        .expect("valid MIMI settings")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
