@@ -1,11 +1,19 @@
 //! Group commit: many writers, one flush.
 //!
 //! Every batch applied to the store is numbered ([`GroupCommit::note_write`]). A single flusher
-//! task flushes the store whenever there are unflushed writes and then publishes the highest
-//! number the flush covered. A writer that must not acknowledge before its data is durable waits
-//! for its number ([`GroupCommit::wait`]); a flush wakes exactly the waiters it covered. Under
-//! load one flush covers hundreds of writes, so durable acknowledgement costs a fraction of an
-//! fsync per event.
+//! task flushes the store and then publishes the highest number the flush covered. A writer that
+//! must not acknowledge before its data is durable waits for its number
+//! ([`GroupCommit::wait`]); a flush wakes exactly the waiters it covered. Under load one flush
+//! covers hundreds of writes, so durable acknowledgement costs a fraction of an fsync per event.
+//!
+//! The flusher flushes at once only when someone waits. Writes nobody waits for (an outbox
+//! entry removed after a delivery, the ID-map entries of the copy, an adapter's bookkeeping)
+//! are flushed by the next flush someone waits for, and at the latest [`LINGER`] after they
+//! were written (the backend's own background flush may come sooner). A crash in that window
+//! loses only such writes, which are redone idempotently: an outbox entry still there is
+//! delivered again under the same event ID, and the adapters recognise the repeat. Flushing
+//! every such write at once cost a flush (an fsync and a handful of thread wake-ups) per batch,
+//! several per bridged message when messages come one at a time.
 //!
 //! Over a durable store the core wraps the store in a [`crate::store::CombiningStore`], whose
 //! flush first applies the writes it combined.
@@ -32,9 +40,14 @@ pub struct GroupCommit {
     /// Writers waiting, by the number they wait for: a flush wakes only those it covered (not
     /// every waiter at every flush).
     waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
+    /// Notified when a writer starts waiting.
+    waiter_came: Notify,
     /// Notified on every write.
-    wake: Notify,
+    written_to: Notify,
 }
+
+/// The longest a write nobody waits for stays unflushed (by the flusher; see the module docs).
+pub const LINGER: Duration = Duration::from_secs(1);
 
 impl GroupCommit {
     /// A coordinator for `store`. Call [`GroupCommit::run`] in a task.
@@ -45,7 +58,8 @@ impl GroupCommit {
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             waiters: Mutex::new(BTreeMap::new()),
-            wake: Notify::new(),
+            waiter_came: Notify::new(),
+            written_to: Notify::new(),
         })
     }
 
@@ -53,7 +67,7 @@ impl GroupCommit {
     pub fn note_write(&self) -> u64 {
         let seq = self.written.fetch_add(1, Ordering::AcqRel) + 1;
         if self.durable_store {
-            self.wake.notify_one();
+            self.written_to.notify_one();
         }
         seq
     }
@@ -83,6 +97,7 @@ impl GroupCommit {
             waiters.entry(seq).or_default().push(tx);
             rx
         };
+        self.waiter_came.notify_one();
         // The sender is dropped only after being used, or with `self`.
         let _ = rx.await;
     }
@@ -120,14 +135,29 @@ impl GroupCommit {
             shutdown.cancelled().await;
             return;
         }
+        // When the oldest write nobody waits for must be flushed at the latest.
+        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
-            if self.written() <= self.durable() {
+            let waited_for = !self.waiters.lock().is_empty();
+            if !waited_for {
+                if self.written() <= self.durable() {
+                    linger_until = None;
+                    tokio::select! {
+                        () = self.waiter_came.notified() => {}
+                        () = self.written_to.notified() => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+                let deadline =
+                    *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                 tokio::select! {
-                    () = self.wake.notified() => {}
+                    () = self.waiter_came.notified() => continue,
+                    () = tokio::time::sleep_until(deadline) => {}
                     () = shutdown.cancelled() => break,
                 }
-                continue;
             }
+            linger_until = None;
             if let Err(e) = self.flush_now().await {
                 metrics::counter!("bridge_store_flush_errors_total").increment(1);
                 tracing::error!(error = %e, "store flush failed; acknowledgements wait");
@@ -165,6 +195,30 @@ mod tests {
             w.await.expect("waiter");
         }
         assert!(commit.durable() >= 200);
+        shutdown.cancel();
+        flusher.await.expect("flusher");
+    }
+
+    #[tokio::test]
+    async fn a_write_nobody_waits_for_is_flushed_within_the_linger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let commit = GroupCommit::new(store.clone());
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(commit.clone().run(shutdown.clone()));
+        let mut batch = Batch::new();
+        batch.put(b"k".to_vec(), vec![1]);
+        store.apply(batch).expect("apply");
+        let seq = commit.note_write();
+        // Nobody waits: the flusher comes back for it after LINGER (here at most 10 × LINGER).
+        let mut polls = 0;
+        while commit.durable() < seq {
+            polls += 1;
+            assert!(polls < 100, "the write was never flushed");
+            tokio::time::sleep(LINGER / 10).await;
+        }
+        // A waiter arriving later is released at once.
+        commit.wait(seq).await;
         shutdown.cancel();
         flusher.await.expect("flusher");
     }
