@@ -317,6 +317,75 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     hub.core.shutdown().await;
 }
 
+/// A backlog for a follower that is down goes out, once it is back, as notify bodies of many
+/// messages each (the hub's queue batches consecutive entries of a room): every message
+/// arrives once, in the order the hub's user said them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_reaches_a_restarted_follower_in_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path(), &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir.path(),
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir.path(),
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let hub_store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.path().join("hub-store")).expect("store"));
+    let follower_dir = dir.path().join("follower-store");
+    let hub = start(hub_store, hub_settings).await;
+    let follower_store: Arc<dyn Store> = Arc::new(SledStore::open(&follower_dir).expect("store"));
+    let follower = start(follower_store, follower_settings.clone()).await;
+    // The follower's user speaks first (its puppet joins), the hub's user answers.
+    say(&follower, "f1", "bob", "hello").await;
+    received(&hub, 1).await;
+    say(&hub, "h0", "alice", "0").await;
+    received(&follower, 1).await;
+    settled(&follower).await;
+
+    let Side { core, far } = follower;
+    core.shutdown().await;
+    drop(far);
+    // While the follower is down, the hub's user says 40 messages: the hub's adapter takes
+    // each (its outbox empties) and queues them for the follower.
+    for i in 1..=40 {
+        say(&hub, &format!("h{i}"), "alice", &i.to_string()).await;
+    }
+    settled(&hub).await;
+    let mut tries = 0;
+    let follower_store: Arc<dyn Store> = loop {
+        match SledStore::open(&follower_dir) {
+            Ok(store) => break Arc::new(store),
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    let follower = start(follower_store, follower_settings).await;
+    let got = received(&follower, 40).await;
+    settled(&follower).await;
+    let expected: Vec<(String, String)> = (1..=40)
+        .map(|i| ("mimi://hub.example/u/alice".to_owned(), i.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    // Nothing came twice: the restarted far side has exactly the backlog.
+    assert_eq!(messages(&follower).len(), 40, "{:?}", follower.far.sent());
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
+
 /// A hub and a follower over in-memory stores, in `dir`; with their ports.
 async fn pair_in_memory(dir: &Path) -> (Side, Side, u16, u16) {
     pki(dir, &["hub.example", "follower.example"]);

@@ -171,8 +171,13 @@ fn settings(
     let mut text = format!(
         "domain = \"{domain}\"\nlisten = \"127.0.0.1:{port}\"\norigin = \"https://{domain}:{port}\"\n\
          certificate = \"{dir}/{domain}.crt\"\nkey = \"{dir}/{domain}.key\"\nca = \"{dir}/ca.pem\"\n\
-         timeout_secs = 30\n[peers]\n",
-        dir = dir.display()
+         timeout_secs = 30\n{cache}[peers]\n",
+        dir = dir.display(),
+        cache = std::env::var("BENCH_MIMI_CACHE_GROUPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map(|n| format!("mls_cache_groups = {n}\n"))
+            .unwrap_or_default()
     );
     for (peer, port) in peers {
         text.push_str(&format!(

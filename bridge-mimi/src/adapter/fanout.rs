@@ -60,12 +60,21 @@ impl Queue {
             None => 0,
         };
         let mut entries = Vec::new();
+        // Bodies are usually the same for every follower: each distinct one is encoded once.
+        let mut encoded: Vec<(&[FanoutMessage], Vec<u8>)> = Vec::new();
         for (domain, messages) in bodies.iter().filter(|(_, m)| !m.is_empty()) {
-            let body = NotifyBody {
-                messages: messages.clone(),
-            }
-            .encode()
-            .map_err(|e| StoreError::Backend(format!("notify body: {e}")))?;
+            let body = match encoded.iter().find(|(m, _)| *m == messages.as_slice()) {
+                Some((_, body)) => body.clone(),
+                None => {
+                    let body = NotifyBody {
+                        messages: messages.clone(),
+                    }
+                    .encode()
+                    .map_err(|e| StoreError::Backend(format!("notify body: {e}")))?;
+                    encoded.push((messages, body.clone()));
+                    body
+                }
+            };
             let mut value = room.to_string().into_bytes();
             value.push(b'\n');
             value.extend_from_slice(&body);
@@ -146,29 +155,89 @@ pub(crate) async fn run(running: Arc<Running>, shutdown: CancellationToken) {
     }
 }
 
-/// Sends `domain`'s queue in order until it is empty or `shutdown`.
+/// The most queue entries sent in one notify body.
+const BATCH_ENTRIES: usize = 256;
+/// The largest notify body a batch grows to (an entry larger than this is sent alone).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Queue entries sent together: one notify body.
+struct Batch {
+    /// Their keys, to remove after the 201.
+    keys: Vec<Vec<u8>>,
+    room: IdentifierUri,
+    /// The concatenated bodies of the entries (a notify body is one or more `FanoutMessage`s,
+    /// protocol-06 §5.5: "The hub can include multiple concatenated `FanoutMessage` objects
+    /// relevant to the same room").
+    body: Vec<u8>,
+}
+
+/// The next batch of `prefix`'s queue: its first entry and those right after it about the
+/// same room, up to [`BATCH_ENTRIES`] and [`BATCH_BYTES`]. Order is kept: a batch is a run of
+/// consecutive entries, and its messages go in queue order.
+fn next_batch(store: &AdapterStore, prefix: &[u8]) -> Result<Option<Batch>, String> {
+    let entries = store
+        .scan(prefix, BATCH_ENTRIES)
+        .map_err(|e| e.to_string())?;
+    let mut batch: Option<Batch> = None;
+    for (key, value) in entries {
+        let split = value
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("queue entry without a room")?;
+        let (room, body) = (&value[..split], &value[split + 1..]);
+        match &mut batch {
+            None => {
+                batch = Some(Batch {
+                    keys: vec![key],
+                    room: IdentifierUri(String::from_utf8_lossy(room).into_owned()),
+                    body: body.to_vec(),
+                });
+            }
+            Some(b) => {
+                if b.room.as_str().as_bytes() != room || b.body.len() + body.len() > BATCH_BYTES {
+                    break;
+                }
+                b.keys.push(key);
+                b.body.extend_from_slice(body);
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// Sends `domain`'s queue in order until it is empty or `shutdown`: the waiting entries of one
+/// room go in one notify body (so a backlog costs the follower one request and one flush per
+/// batch, not per message), one body at a time (so the follower processes them in order).
 async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToken) {
     let policy = RetryPolicy {
         attempts: 3,
         ..RetryPolicy::default()
     };
     let prefix = format!("q/{domain}/").into_bytes();
+    // Kept until the follower accepted it: a retry sends the same bytes, which the follower
+    // recognises (a batch formed anew after a restart may differ; the follower then meets
+    // messages it already processed, which its MLS state and its core's ID map refuse).
+    let mut batch: Option<Batch> = None;
     loop {
-        let head = match running.queue.store.scan(&prefix, 1) {
-            Ok(mut entries) => entries.pop(),
-            Err(error) => {
-                warn!(%error, "MIMI fan-out queue unreadable");
-                None
-            }
-        };
-        let Some((key, value)) = head else {
-            return;
-        };
-        match send_one(&running, &domain, &value, &policy).await {
-            Ok(()) => {
-                if let Err(error) = running.queue.store.delete(&key) {
-                    warn!(%error, "MIMI fan-out entry not removed");
+        if batch.is_none() {
+            match next_batch(&running.queue.store, &prefix) {
+                Ok(Some(next)) => batch = Some(next),
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%error, "MIMI fan-out queue unreadable");
+                    return;
                 }
+            }
+        }
+        let Some(current) = &batch else { return };
+        match send_batch(&running, &domain, current, &policy).await {
+            Ok(()) => {
+                for key in &current.keys {
+                    if let Err(error) = running.queue.store.delete(key) {
+                        warn!(%error, "MIMI fan-out entry not removed");
+                    }
+                }
+                batch = None;
             }
             Err(error) => {
                 warn!(peer = %domain, %error, "MIMI notify failed; will retry");
@@ -184,25 +253,19 @@ async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToke
     }
 }
 
-async fn send_one(
+async fn send_batch(
     running: &Running,
     domain: &str,
-    value: &[u8],
+    batch: &Batch,
     policy: &RetryPolicy,
 ) -> Result<(), String> {
-    let split = value
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("queue entry without a room")?;
-    let room = IdentifierUri(String::from_utf8_lossy(&value[..split]).into_owned());
-    let body = NotifyBody::decode(&value[split + 1..]).map_err(|e| e.to_string())?;
     let peer = running.peer(domain).await.map_err(|e| e.to_string())?;
     running
         .client
-        .notify_with_retry(&peer, &room, &body, policy)
+        .notify_encoded_with_retry(&peer, &batch.room, batch.body.clone(), policy)
         .await
         .map_err(|e| e.to_string())?;
-    debug!(peer = %domain, %room, "MIMI notify delivered");
+    debug!(peer = %domain, room = %batch.room, entries = batch.keys.len(), "MIMI notify delivered");
     Ok(())
 }
 

@@ -107,7 +107,8 @@ pub(crate) struct Running {
     /// For files that are plain HTTP(S) links (not on a MIMI provider).
     web: reqwest::Client,
     peers: tokio::sync::Mutex<HashMap<String, Peer>>,
-    /// Sends of one adapter run one at a time (the core already orders them per room).
+    /// Sends of one adapter prepare one at a time (the core already orders them per room); the
+    /// wait for durability and the network call are outside the lock.
     send_lock: tokio::sync::Mutex<()>,
     pub(crate) queue: fanout::Queue,
 }
@@ -747,7 +748,7 @@ impl Running {
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
-        let _one_at_a_time = self.send_lock.lock().await;
+        let one_at_a_time = self.send_lock.lock().await;
         let sent_key = format!("{SENT}{}", event.id);
         let user = self.mls.puppet(event.sender.user.as_str());
         let delivered = |id: RemoteEventId| Delivered {
@@ -852,6 +853,10 @@ impl Running {
                 &fanout::Queue::to_all(&followers, &[fanned]),
                 &[(sent_key.as_bytes(), id.as_str().as_bytes())],
             )?;
+            // The wait for the flush needs no lock: sends of other rooms go on meanwhile, and
+            // their flushes are shared (group commit). The core gives this room's next event
+            // only once this send returned.
+            drop(one_at_a_time);
             store.flush().await?;
             self.queue.wake();
             return Ok(delivered(id));
@@ -861,6 +866,8 @@ impl Running {
         pending.push(b'\n');
         pending.extend_from_slice(&ciphertext);
         store.put(pending_key.as_bytes(), &pending)?;
+        // As for the hub: what follows touches only this event's keys and the network.
+        drop(one_at_a_time);
         store.flush().await?;
         let peer = self.peer(room.domain()).await.map_err(client_failed)?;
         let request = SubmitMessageRequest {

@@ -694,8 +694,9 @@ impl Provider for Handler {
                 &[(seen_key.as_bytes(), ts.as_bytes())],
             )
             .map_err(internal)?;
-        durable(pending).await;
+        // Covers the event the core took and the queue entries (see `notify`).
         store.flush().await.map_err(internal)?;
+        durable(pending).await;
         self.0.queue.wake();
         forget(store, &[kept_key]);
         Ok(answer(SubmitResult::Accepted {
@@ -790,10 +791,14 @@ impl Provider for Handler {
                 Err(e) => warn!(%room, error = %e, "MIMI notified message skipped"),
             }
         }
+        // One wait covers everything written above: the events the core took (each batch
+        // numbered as it was applied), the MLS state and the kept decryptions. Waiting for the
+        // events first and flushing after would wait a second time for whatever the core wrote
+        // meanwhile.
+        self.0.ctx.store().flush().await.map_err(internal)?;
         for p in pending {
             durable(p).await;
         }
-        self.0.ctx.store().flush().await.map_err(internal)?;
         forget(self.0.ctx.store(), &kept);
         Ok(())
     }

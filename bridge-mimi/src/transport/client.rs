@@ -343,6 +343,19 @@ impl MimiClient {
         policy: &RetryPolicy,
     ) -> Result<(), ClientError> {
         let bytes = body.encode().map_err(ClientError::Encode)?;
+        self.notify_encoded_with_retry(peer, room, bytes, policy)
+            .await
+    }
+
+    /// [`MimiClient::notify_with_retry`] with a body already encoded (for example the
+    /// concatenation of several encoded bodies about `room`, which is one body too).
+    pub async fn notify_encoded_with_retry(
+        &self,
+        peer: &Peer,
+        room: &IdentifierUri,
+        bytes: Vec<u8>,
+        policy: &RetryPolicy,
+    ) -> Result<(), ClientError> {
         let outcome = policy
             .run(|| self.notify_bytes(peer, room, bytes.clone()))
             .await;
