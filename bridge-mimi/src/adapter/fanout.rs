@@ -6,7 +6,11 @@
 //! `n/<hex digest>` → a processed notify body.
 //! An entry is removed only after the follower answered 201, so after a crash (even `kill -9`)
 //! it is sent again; the follower recognises the byte-identical body and answers 201 without
-//! processing it twice.
+//! processing it twice. An entry is sent only once it is durable (the sender flushes before a
+//! new batch: one flush covers every entry waiting, of every room), so no follower ever sees
+//! a message a crash could take back; the adapter's `send` therefore returns without a flush
+//! of its own (its entry, the MLS state and the sent marker reach the disk before anything the
+//! core writes after `send` returned, so a crash loses either the whole send or nothing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -221,7 +225,14 @@ async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToke
     loop {
         if batch.is_none() {
             match next_batch(&running.queue.store, &prefix) {
-                Ok(Some(next)) => batch = Some(next),
+                Ok(Some(next)) => {
+                    // Nothing leaves before it is on disk (see the module docs).
+                    if let Err(error) = running.queue.store.flush().await {
+                        warn!(%error, "MIMI fan-out queue not flushed");
+                        return;
+                    }
+                    batch = Some(next);
+                }
                 Ok(None) => return,
                 Err(error) => {
                     warn!(%error, "MIMI fan-out queue unreadable");
