@@ -1,11 +1,12 @@
 //! The delivery engine: ingest, durable outboxes, ordered delivery per link.
 //!
 //! Inbound (see [`ingest`]): route → echo check → dedup → resolve references → store the event,
-//! its ID-map entry and one outbox entry per other link in one atomic batch → group commit →
+//! its ID-map entry and its entry in the room's log in one atomic batch → group commit →
 //! acknowledge. Over a durable store the batches of many events and deliveries reach the
-//! backend combined ([`crate::store::CombiningStore`]), visible at once all the same. Outbound (see [`outbox`]): one worker per link sends that link's entries in
-//! acceptance order, records the native ID, removes the entry; retries, dead letters and
-//! fallbacks ([`degrade`]) happen there.
+//! backend combined ([`crate::store::CombiningStore`]), visible at once all the same. Outbound
+//! (see [`outbox`]): one worker per link sends, in acceptance order, its room's log after the
+//! link's cursor (and its explicit entries), records the native ID and moves the cursor;
+//! retries, dead letters and fallbacks ([`degrade`]) happen there.
 
 mod degrade;
 mod ingest;
