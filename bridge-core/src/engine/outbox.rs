@@ -132,7 +132,9 @@ impl LinkQueue {
     /// Called by ingest, in acceptance order.
     pub(crate) fn push(&self, item: QueueItem) {
         let ephemeral = item.seq == 0 && item.event.kind.is_ephemeral();
-        {
+        // The worker waits only on an empty window that did not overflow: a push into a
+        // window that holds items (or a refused one) needs no wake-up.
+        let wake = {
             let mut w = self.window.lock();
             if !ephemeral {
                 self.depth.fetch_add(1, Ordering::AcqRel);
@@ -145,11 +147,15 @@ impl LinkQueue {
                     w.overflow = true;
                     w.missed += 1;
                 }
+                false
             } else {
                 w.items.push_back(item);
+                w.items.len() == 1
             }
+        };
+        if wake {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     /// Makes the worker forget its window and reread the whole outbox (after dead letters were
