@@ -11,7 +11,7 @@
 //! | `E` | event ID | the event (JSON) |
 //! | `r` | adapter, remote room, native ID | event ID (16 bytes), then 0 (accepted from there) or 1 (produced by the bridge) |
 //! | `n` | event ID, adapter, remote room | native ID of a copy the bridge produced (format 1 also wrote it for the native event an event was accepted from; format 2 reads that from the event's `origin`) |
-//! | `G` | room, event ID | the room's log: the origin link of the event (adapter, remote room, as two length-prefixed strings) |
+//! | `G` | room, event ID | the room's log: the origin link of the event (adapter, remote room, as two length-prefixed strings); not written when the room has no other link |
 //! | `K` | adapter, remote room | the link's cursor in its room's log: the event ID (16 bytes) up to which it is handled |
 //! | `O` | adapter, remote room, event ID | empty: an entry to deliver outside the log (a dead letter put back; the whole outbox in formats 1 and 2) |
 //! | `D` | adapter, remote room, event ID | dead letter (JSON) |
