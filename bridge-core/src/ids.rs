@@ -178,6 +178,11 @@ impl EventIdGenerator {
         *last = id;
         EventId(id)
     }
+
+    /// The greatest ID issued (or the floor it started after): every later ID is greater.
+    pub fn last(&self) -> EventId {
+        EventId(*self.last.lock())
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bridge_core::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId};
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
-    AdapterError, Capabilities, Core, DegradePolicy, DeliverySettings, EventKind, Fallback, Link,
-    MemoryStore, MsgType, RemoteEventId, RoomId, RoomSettings, SledStore, Store, Submitted,
+    AdapterError, Capabilities, Core, DegradePolicy, DeliverySettings, Event, EventKind, Fallback,
+    Link, MemoryStore, MsgType, Origin, RemoteEventId, RoomId, RoomSettings, Sender, SledStore,
+    Store, Submitted,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -635,4 +637,135 @@ async fn readiness_names_each_adapter_and_whether_it_is_connected() {
     ctx.set_connected(true);
     assert!(p.core.is_ready());
     p.core.shutdown().await;
+}
+
+/// The keys a store of format 2 or older kept for an event from `a-room` not yet delivered to
+/// `b-room`: the event, its ID-map entry and an outbox entry (no room log, no cursor).
+fn format_2_pending(batch: &mut bridge_core::store::Batch, id: EventId, native: &str, text: &str) {
+    use bridge_core::store::keys::{Key, tag};
+    let inbound = inbound("a-room").id(native).from("alice").text(text);
+    let event = Event {
+        id,
+        room: RoomId::new("lobby"),
+        sender: Sender {
+            adapter: AdapterId::new("a"),
+            user: inbound.sender.id.clone(),
+            display_name: None,
+            avatar: None,
+        },
+        origin: Origin {
+            adapter: AdapterId::new("a"),
+            room: RemoteRoomId::new("a-room"),
+            event: inbound.native_id.clone(),
+        },
+        ts: 1,
+        kind: inbound.kind.map_refs(|_| None).expect("no references"),
+    };
+    batch.put(
+        Key::new(tag::EVENT).id(id).build(),
+        serde_json::to_vec(&event).expect("json"),
+    );
+    let mut value = id.to_bytes().to_vec();
+    value.push(0);
+    batch.put(
+        Key::new(tag::REMOTE_TO_NEUTRAL)
+            .str("a")
+            .str("a-room")
+            .str(native)
+            .build(),
+        value,
+    );
+    batch.put(
+        Key::new(tag::OUTBOX).str("b").str("b-room").id(id).build(),
+        Vec::new(),
+    );
+}
+
+#[tokio::test]
+async fn a_format_2_outbox_is_delivered_then_the_room_log_after_the_upgrade() {
+    use bridge_core::store::keys::{FORMAT_KEY, FORMAT_VERSION, Key, tag};
+    let store = Arc::new(MemoryStore::new());
+    // The routing of a store written before; then its format-2 state: two events waiting for
+    // b-room as outbox entries, no cursors.
+    let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
+    p.core.shutdown().await;
+    let mut batch = bridge_core::store::Batch::new();
+    batch.put(FORMAT_KEY.to_vec(), vec![2]);
+    for (key, _) in store
+        .scan(&Key::new(tag::CURSOR).build(), None, 100)
+        .expect("scan")
+    {
+        batch.delete(key);
+    }
+    let ids = EventIdGenerator::after(None);
+    format_2_pending(&mut batch, ids.next_id(), "old-1", "old 1");
+    format_2_pending(&mut batch, ids.next_id(), "old-2", "old 2");
+    store.apply(batch).expect("apply");
+
+    let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
+    assert_eq!(
+        store.get(FORMAT_KEY).expect("get"),
+        Some(vec![FORMAT_VERSION])
+    );
+    p.a.submit(inbound("a-room").id("new").from("alice").text("new"))
+        .await
+        .expect("submit");
+    let sent = p.b.wait_sent(3, WAIT).await;
+    let order: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(order, vec!["old 1", "old 2", "new"]);
+    assert!(matches!(
+        p.a.submit(inbound("a-room").id("old-2").from("alice").text("old 2"))
+            .await,
+        Ok(Submitted::Duplicate(_))
+    ));
+    p.core.shutdown().await;
+    let outbox = store
+        .scan(&Key::new(tag::OUTBOX).build(), None, 10)
+        .expect("scan");
+    assert!(outbox.is_empty(), "the explicit entries are gone");
+    let cursors = store
+        .scan(&Key::new(tag::CURSOR).build(), None, 10)
+        .expect("scan");
+    assert_eq!(cursors.len(), 2, "both links have a cursor");
+}
+
+#[tokio::test]
+async fn deliveries_after_the_stored_cursor_are_not_repeated_after_a_crash() {
+    use bridge_core::store::keys::{Key, tag};
+    let store = Arc::new(MemoryStore::new());
+    let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
+    let b_cursor = Key::new(tag::CURSOR).str("b").str("b-room").build();
+    let before = store
+        .get(&b_cursor)
+        .expect("get")
+        .expect("a cursor from the start");
+    for i in 0..10 {
+        p.a.submit(
+            inbound("a-room")
+                .id(&i.to_string())
+                .from("alice")
+                .text(&i.to_string()),
+        )
+        .await
+        .expect("submit");
+    }
+    assert_eq!(p.b.wait_sent(10, WAIT).await.len(), 10);
+    p.core.shutdown().await;
+    // A crash before the cursor was stored again: it is where it was before the 10 events.
+    let mut batch = bridge_core::store::Batch::new();
+    batch.put(b_cursor.clone(), before);
+    store.apply(batch).expect("apply");
+
+    let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
+    p.a.submit(inbound("a-room").id("after").from("alice").text("after"))
+        .await
+        .expect("submit");
+    let sent = p.b.wait_sent(1, WAIT).await;
+    assert_eq!(
+        body(&sent[0].kind),
+        "after",
+        "nothing delivered before is sent again"
+    );
+    p.core.shutdown().await;
+    assert_eq!(p.b.send_calls(), 1);
 }

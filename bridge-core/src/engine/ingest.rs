@@ -6,7 +6,7 @@ use super::outbox::QueueItem;
 use super::{Shared, now_ms};
 use crate::adapter::{Pending, SubmitError, Submitted};
 use crate::event::{Event, EventKind, InboundEvent, MsgType, Origin, Sender};
-use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId};
+use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RoomId};
 use crate::management::ManagementMessage;
 use crate::routing::Link;
 use crate::store::keys::{Key, id_value, tag};
@@ -44,6 +44,38 @@ pub(crate) fn event_key(id: EventId) -> Vec<u8> {
 
 pub(crate) fn outbox_key(link: &Link, id: EventId) -> Vec<u8> {
     outbox_prefix(link).id(id).build()
+}
+
+/// A room's log entry of event `id`.
+pub(crate) fn room_log_key(room: &RoomId, id: EventId) -> Vec<u8> {
+    room_log_prefix(room).id(id).build()
+}
+
+pub(crate) fn room_log_prefix(room: &RoomId) -> Key {
+    Key::new(tag::ROOM_LOG).str(room.as_str())
+}
+
+/// The value of a room's log entry: the link the event came from.
+pub(crate) fn origin_value(adapter: &AdapterId, remote: &RemoteRoomId) -> Vec<u8> {
+    // A key's components without its tag: two length-prefixed strings.
+    Key::new(0)
+        .str(adapter.as_str())
+        .str(remote.as_str())
+        .build()
+        .split_off(2)
+}
+
+/// True when a room's log entry (its value) came from `link`.
+pub(crate) fn is_from(value: &[u8], link: &Link) -> bool {
+    value == origin_value(&link.adapter, &link.remote).as_slice()
+}
+
+/// A link's cursor in its room's log.
+pub(crate) fn cursor_key(link: &Link) -> Vec<u8> {
+    Key::new(tag::CURSOR)
+        .str(link.adapter.as_str())
+        .str(link.remote.as_str())
+        .build()
 }
 
 pub(crate) fn outbox_prefix(link: &Link) -> Key {
@@ -327,7 +359,7 @@ impl Shared {
         let seq = if ephemeral {
             0
         } else {
-            let mut batch = Batch::with_capacity(3 + targets().count());
+            let mut batch = Batch::with_capacity(4);
             let json = encode_event(&event)?;
             batch.put(event_key(id), json);
             if let Some(native) = &ev.native_id {
@@ -352,8 +384,13 @@ impl Shared {
                 }
                 _ => {}
             }
-            for link in targets() {
-                batch.put(outbox_key(link, id), Vec::new());
+            // The targets' outbox: one entry in the room's log (each target link reads it
+            // after its cursor), none when no other link would read it.
+            if targets().next().is_some() {
+                batch.put(
+                    room_log_key(&event.room, id),
+                    origin_value(adapter, &ev.room),
+                );
             }
             self.apply(batch)?
         };
@@ -369,6 +406,7 @@ impl Shared {
                 queue.push(QueueItem {
                     event: event.clone(),
                     seq,
+                    explicit: false,
                 });
             }
         }

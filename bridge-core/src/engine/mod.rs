@@ -1,11 +1,12 @@
 //! The delivery engine: ingest, durable outboxes, ordered delivery per link.
 //!
 //! Inbound (see [`ingest`]): route → echo check → dedup → resolve references → store the event,
-//! its ID-map entry and one outbox entry per other link in one atomic batch → group commit →
+//! its ID-map entry and its entry in the room's log in one atomic batch → group commit →
 //! acknowledge. Over a durable store the batches of many events and deliveries reach the
-//! backend combined ([`crate::store::CombiningStore`]), visible at once all the same. Outbound (see [`outbox`]): one worker per link sends that link's entries in
-//! acceptance order, records the native ID, removes the entry; retries, dead letters and
-//! fallbacks ([`degrade`]) happen there.
+//! backend combined ([`crate::store::CombiningStore`]), visible at once all the same. Outbound
+//! (see [`outbox`]): one worker per link sends, in acceptance order, its room's log after the
+//! link's cursor (and its explicit entries), records the native ID and moves the cursor;
+//! retries, dead letters and fallbacks ([`degrade`]) happen there.
 
 mod degrade;
 mod ingest;
@@ -161,11 +162,17 @@ impl Shared {
         if self.management.contains(&link) {
             return Err(CoreError::ManagementRoom(link));
         }
-        let batch = {
+        let seq = {
             let _order = self.ingest_lock.lock();
-            self.routing.write().add_link(room, link.clone())?
+            let mut batch = self.routing.write().add_link(room, link.clone())?;
+            // The link's outbox starts after the newest event: under the ingest lock, every
+            // later event is greater.
+            batch.put(
+                ingest::cursor_key(&link),
+                self.ids.last().to_bytes().to_vec(),
+            );
+            self.apply(batch)?
         };
-        let seq = self.apply(batch)?;
         self.commit.wait(seq).await;
         if self.queue(&link).is_none() {
             self.start_link(link.clone())?;
@@ -251,11 +258,12 @@ impl Shared {
             return Ok(());
         }
         let queue = Arc::new(LinkQueue::new(link.clone(), self.settings.queue_capacity));
-        queue.count_stored(&*self.store)?;
+        let position = outbox::Position::load(self, &link)?;
+        queue.count_stored(&*self.store, position.room(), position.cursor())?;
         self.queues.write().insert(link, queue.clone());
         let shared = self.clone();
         self.tracker
-            .spawn(async move { outbox::run_worker(shared, queue).await });
+            .spawn(async move { outbox::run_worker(shared, queue, position).await });
         Ok(())
     }
 }
@@ -434,6 +442,7 @@ impl CoreBuilder {
                 batch.extend(unlink);
             }
             batch.delete(config_link_key(&link));
+            batch.delete(ingest::cursor_key(&link));
             let prefix = ingest::outbox_prefix(&link).build();
             delete_with_prefix(&*self.store, &prefix, |page| self.store.apply(page))?;
         }
@@ -465,6 +474,30 @@ impl CoreBuilder {
                 return Err(CoreError::ManagementRoomLinked(link.clone(), room.clone()));
             }
         }
+        // Every link follows its room's log from its cursor. A link without one (linked while
+        // the bridge was stopped, or every link of a store of format 2 or older, whose pending
+        // deliveries are explicit `O` entries) starts after the newest stored event; the
+        // cursors of links that are gone are dropped.
+        let floor = self
+            .store
+            .last(&Key::new(tag::EVENT).build())?
+            .and_then(|(k, _)| KeyReader::new(&k, tag::EVENT).and_then(|mut r| r.id()));
+        let linked: HashSet<Link> = routing.all_links().map(|(_, l)| l.clone()).collect();
+        let mut with_cursor = HashSet::new();
+        for_each_with_prefix(&*self.store, &Key::new(tag::CURSOR).build(), |key, _| {
+            if let Some((adapter, remote)) = read_pair(key, tag::CURSOR) {
+                let link = Link::new(adapter, remote);
+                if !linked.contains(&link) {
+                    batch.delete(key.to_vec());
+                }
+                with_cursor.insert(link);
+            }
+            Ok(())
+        })?;
+        let start = floor.unwrap_or(EventId::from_u128(0)).to_bytes();
+        for link in linked.difference(&with_cursor) {
+            batch.put(ingest::cursor_key(link), start.to_vec());
+        }
         self.store.apply(batch)?;
 
         let mut puppets: HashMap<AdapterId, HashSet<RemoteUserId>> = HashMap::new();
@@ -477,10 +510,6 @@ impl CoreBuilder {
             }
             Ok(())
         })?;
-        let floor = self
-            .store
-            .last(&Key::new(tag::EVENT).build())?
-            .and_then(|(k, _)| KeyReader::new(&k, tag::EVENT).and_then(|mut r| r.id()));
 
         let commit = GroupCommit::new(self.store.clone());
         let shutdown = CancellationToken::new();

@@ -1,6 +1,10 @@
 //! One worker per link delivers that link's outbox in acceptance order (I4), with retries,
 //! dead letters, and a bounded in-memory window so that a slow or dead adapter holds at most
 //! `queue_capacity` events in memory and never blocks anyone else (I5).
+//!
+//! A link's outbox is its room's log (`G`) after the link's cursor (`K`), less the events that
+//! came from the link itself, plus its explicit entries (`O`: dead letters put back, and what a
+//! store of format 2 or older left), which are read first (see [`crate::store::keys`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,12 +17,15 @@ use tokio::sync::Notify;
 
 use super::Shared;
 use super::degrade::{Prepared, prepare};
-use super::ingest::{Provenance, load_event, map_ids, outbox_key, outbox_prefix};
+use super::ingest::{
+    Provenance, cursor_key, is_from, load_event, map_ids, n2r_key, outbox_key, outbox_prefix,
+    room_log_key, room_log_prefix,
+};
 use crate::adapter::{AdapterError, Delivered};
 use crate::event::Event;
-use crate::ids::EventId;
+use crate::ids::{EventId, RoomId};
 use crate::routing::Link;
-use crate::store::keys::{Key, KeyReader, tag};
+use crate::store::keys::{CURSOR_EVERY, Key, KeyReader, id_value, tag};
 use crate::store::{Batch, Store, StoreError, delete_with_prefix, for_each_with_prefix};
 
 /// An accepted event waiting for one link.
@@ -26,6 +33,8 @@ pub(crate) struct QueueItem {
     pub(crate) event: Arc<Event>,
     /// The group-commit number to wait for before sending (0: nothing to wait for).
     pub(crate) seq: u64,
+    /// An explicit entry (`O`), removed once handled, outside the room log and its cursor.
+    pub(crate) explicit: bool,
 }
 
 struct Window {
@@ -34,6 +43,8 @@ struct Window {
     overflow: bool,
     /// Pushes refused since the last reload started (to know whether a reload saw them).
     missed: u64,
+    /// Explicit entries (`O`) may wait in the store: read them before the log.
+    explicit: bool,
 }
 
 /// The in-memory window of one link's outbox.
@@ -56,6 +67,7 @@ impl LinkQueue {
                 // Whatever a previous run left in the outbox is loaded first.
                 overflow: true,
                 missed: 0,
+                explicit: true,
             }),
             notify: Notify::new(),
             capacity: capacity.max(1),
@@ -67,14 +79,36 @@ impl LinkQueue {
         }
     }
 
-    /// Counts the entries left in the store by an earlier run.
-    pub(crate) fn count_stored(&self, store: &dyn Store) -> Result<(), StoreError> {
+    /// Counts the entries waiting in the store: explicit ones, and the entries of `room`'s log
+    /// after `after` that did not come from this link (some of which an earlier run may have
+    /// delivered after it last stored its cursor: they are uncounted when found).
+    pub(crate) fn count_stored(
+        &self,
+        store: &dyn Store,
+        room: Option<&RoomId>,
+        after: EventId,
+    ) -> Result<(), StoreError> {
         let prefix = outbox_prefix(&self.link).build();
         let mut count = 0u64;
         for_each_with_prefix(store, &prefix, |_, _| {
             count += 1;
             Ok(())
         })?;
+        if let Some(room) = room {
+            let prefix = room_log_prefix(room).build();
+            let mut from = Some(room_log_key(room, after));
+            loop {
+                let page = store.scan(&prefix, from.as_deref(), 1024)?;
+                count += page
+                    .iter()
+                    .filter(|(_, origin)| !is_from(origin, &self.link))
+                    .count() as u64;
+                if page.len() < 1024 {
+                    break;
+                }
+                from = page.last().map(|(k, _)| k.clone());
+            }
+        }
         self.depth.store(count, Ordering::Release);
         self.report_depth();
         Ok(())
@@ -98,7 +132,9 @@ impl LinkQueue {
     /// Called by ingest, in acceptance order.
     pub(crate) fn push(&self, item: QueueItem) {
         let ephemeral = item.seq == 0 && item.event.kind.is_ephemeral();
-        {
+        // The worker waits only on an empty window that did not overflow: a push into a
+        // window that holds items (or a refused one) needs no wake-up.
+        let wake = {
             let mut w = self.window.lock();
             if !ephemeral {
                 self.depth.fetch_add(1, Ordering::AcqRel);
@@ -111,11 +147,15 @@ impl LinkQueue {
                     w.overflow = true;
                     w.missed += 1;
                 }
+                false
             } else {
                 w.items.push_back(item);
+                w.items.len() == 1
             }
+        };
+        if wake {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     /// Makes the worker forget its window and reread the whole outbox (after dead letters were
@@ -126,6 +166,7 @@ impl LinkQueue {
             w.items.clear();
             w.overflow = true;
             w.missed += 1;
+            w.explicit = true;
         }
         self.rewind.store(true, Ordering::Release);
         self.notify.notify_one();
@@ -172,26 +213,121 @@ fn dead_key(link: &Link, id: EventId) -> Vec<u8> {
         .build()
 }
 
+/// Where a link's worker is in its room's log.
+pub(crate) struct Position {
+    /// The room whose log the link reads (`None`: the link is not routed any more).
+    room: Option<RoomId>,
+    /// Every log entry up to this one is handled (delivered, skipped, dead-lettered, or not
+    /// for this link).
+    handled: EventId,
+    /// The newest log entry read back from the store: those up to it are handled or in the
+    /// window.
+    read: EventId,
+    /// The cursor as stored.
+    saved: EventId,
+    /// Log entries handled since the cursor was stored.
+    unsaved: u32,
+    /// Log entries up to this one may have been delivered by an earlier run after it stored
+    /// its cursor (the newest event when the worker started).
+    recovered: EventId,
+    /// The last explicit entry read in this pass over them.
+    explicit_after: Option<Vec<u8>>,
+    /// A delivery could not be recorded: the cursor is not stored again in this run, so that
+    /// the next one delivers that entry again.
+    frozen: bool,
+}
+
+impl Position {
+    /// The position of `link`'s worker as stored.
+    pub(crate) fn load(shared: &Shared, link: &Link) -> Result<Self, StoreError> {
+        let stored = shared
+            .store
+            .get(&cursor_key(link))?
+            .and_then(|v| id_value(&v));
+        let recovered = shared.ids.last();
+        let cursor = match stored {
+            Some(cursor) => cursor,
+            None => {
+                // Every path that links a room stores a cursor with it; should one be missing,
+                // the link starts at the newest event rather than at the room's whole history.
+                tracing::warn!(%link, "link without a cursor in its room's log; starting at the newest event");
+                let _order = shared.ingest_lock.lock();
+                let newest = shared.ids.last();
+                let mut batch = Batch::new();
+                batch.put(cursor_key(link), newest.to_bytes().to_vec());
+                shared.apply(batch)?;
+                newest
+            }
+        };
+        let room = shared
+            .routing
+            .read()
+            .room_of(&link.adapter, &link.remote)
+            .cloned();
+        Ok(Self {
+            room,
+            handled: cursor,
+            read: cursor,
+            saved: cursor,
+            unsaved: 0,
+            recovered,
+            explicit_after: None,
+            frozen: false,
+        })
+    }
+
+    pub(crate) fn room(&self) -> Option<&RoomId> {
+        self.room.as_ref()
+    }
+
+    pub(crate) fn cursor(&self) -> EventId {
+        self.saved
+    }
+
+    /// Records that log entry `id` is handled; true when the cursor should be stored now
+    /// (`eager`, or after [`CURSOR_EVERY`] entries).
+    fn handle(&mut self, id: EventId, eager: bool) -> bool {
+        self.handled = id;
+        self.unsaved += 1;
+        if !self.frozen && (eager || self.unsaved >= CURSOR_EVERY) {
+            self.saved = id;
+            self.unsaved = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Waits for the next item of `queue`, reloading from the store when the window overflowed.
 async fn next_item(
     shared: &Shared,
     queue: &LinkQueue,
-    cursor: &mut Option<EventId>,
+    pos: &mut Position,
 ) -> Result<Option<QueueItem>, StoreError> {
     loop {
         if queue.closed.load(Ordering::Acquire) || shared.shutdown.is_cancelled() {
             return Ok(None);
         }
         if queue.rewind.swap(false, Ordering::AcqRel) {
-            *cursor = None;
-            queue.count_stored(&*shared.store)?;
+            // The window was dropped: read the explicit entries again, and the log after what
+            // is handled.
+            pos.read = pos.handled;
+            pos.explicit_after = None;
+            queue.window.lock().explicit = true;
+            queue.count_stored(&*shared.store, pos.room.as_ref(), pos.handled)?;
         }
-        let reload_from = {
+        let (reload_from, explicit) = {
             let mut w = queue.window.lock();
             if let Some(item) = w.items.pop_front() {
                 return Ok(Some(item));
             }
-            w.overflow.then_some(w.missed)
+            if !w.overflow {
+                // Everything read back is handled by now (the log entries that were not for
+                // this link included).
+                pos.handled = pos.handled.max(pos.read);
+            }
+            (w.overflow.then_some(w.missed), w.explicit)
         };
         let Some(missed_before) = reload_from else {
             tokio::select! {
@@ -200,50 +336,106 @@ async fn next_item(
             }
             continue;
         };
-        let prefix = outbox_prefix(&queue.link).build();
-        let after = cursor.map(|id| outbox_key(&queue.link, id));
-        let page = shared
-            .store
-            .scan(&prefix, after.as_deref(), queue.capacity)?;
-        // Every entry the scan saw was applied under the ingest lock before its number was
-        // taken, so the number read under that lock covers them all.
-        let seq = {
-            let _order = shared.ingest_lock.lock();
-            shared.commit.written()
-        };
-        let mut items = VecDeque::with_capacity(page.len());
+        let mut items = VecDeque::new();
         let mut batch = Batch::new();
-        for (key, _) in &page {
-            let Some(id) = KeyReader::new(key, tag::OUTBOX).and_then(|mut r| {
-                r.str()?;
-                r.str()?;
-                r.id()
-            }) else {
-                continue;
-            };
-            match load_event(&*shared.store, id)? {
-                Some(event) => items.push_back(QueueItem {
-                    event: Arc::new(event),
-                    seq,
-                }),
-                None => {
-                    tracing::error!(link = %queue.link, event = %id, "outbox entry without its event; dropped");
-                    batch.delete(key.clone());
-                    queue.done_one();
+        let full;
+        if explicit {
+            let prefix = outbox_prefix(&queue.link).build();
+            let page = shared
+                .store
+                .scan(&prefix, pos.explicit_after.as_deref(), queue.capacity)?;
+            let seq = written_under_ingest_lock(shared);
+            for (key, _) in &page {
+                let Some(id) = KeyReader::new(key, tag::OUTBOX).and_then(|mut r| {
+                    r.str()?;
+                    r.str()?;
+                    r.id()
+                }) else {
+                    continue;
+                };
+                match load_event(&*shared.store, id)? {
+                    Some(event) => items.push_back(QueueItem {
+                        event: Arc::new(event),
+                        seq,
+                        explicit: true,
+                    }),
+                    None => {
+                        tracing::error!(link = %queue.link, event = %id, "outbox entry without its event; dropped");
+                        batch.delete(key.clone());
+                        queue.done_one();
+                    }
                 }
             }
+            pos.explicit_after = page
+                .last()
+                .map(|(k, _)| k.clone())
+                .or(pos.explicit_after.take());
+            full = page.len() >= queue.capacity;
+            if !full {
+                // A rewind meanwhile sets it again (and resets where explicit entries are read).
+                queue.window.lock().explicit = false;
+            }
+            // The log is read after the explicit entries: `overflow` stays set.
+        } else if let Some(room) = &pos.room {
+            let prefix = room_log_prefix(room).build();
+            let after = room_log_key(room, pos.read.max(pos.handled));
+            let page = shared.store.scan(&prefix, Some(&after), queue.capacity)?;
+            let seq = written_under_ingest_lock(shared);
+            for (key, origin) in &page {
+                let Some(id) = KeyReader::new(key, tag::ROOM_LOG).and_then(|mut r| {
+                    r.str()?;
+                    r.id()
+                }) else {
+                    continue;
+                };
+                pos.read = id;
+                if is_from(origin, &queue.link) {
+                    continue;
+                }
+                if id <= pos.recovered
+                    && shared
+                        .store
+                        .get(&n2r_key(id, &queue.link.adapter, &queue.link.remote))?
+                        .is_some()
+                {
+                    // Delivered by an earlier run after it last stored the cursor.
+                    queue.done_one();
+                    continue;
+                }
+                match load_event(&*shared.store, id)? {
+                    Some(event) => items.push_back(QueueItem {
+                        event: Arc::new(event),
+                        seq,
+                        explicit: false,
+                    }),
+                    None => {
+                        tracing::error!(link = %queue.link, event = %id, "room log entry without its event; skipped");
+                        queue.done_one();
+                    }
+                }
+            }
+            full = page.len() >= queue.capacity;
+        } else {
+            full = false;
         }
         if !batch.is_empty() {
             shared.apply(batch)?;
         }
         let mut w = queue.window.lock();
-        if page.len() < queue.capacity && w.missed == missed_before {
+        if !explicit && !full && w.missed == missed_before {
             w.overflow = false;
         }
         // Nothing was pushed while `overflow` was set, so the window is empty here.
         items.extend(w.items.drain(..));
         w.items = items;
     }
+}
+
+/// The group-commit number covering every write made so far under the ingest lock: a page
+/// just read saw only writes applied under that lock before it is taken.
+fn written_under_ingest_lock(shared: &Shared) -> u64 {
+    let _order = shared.ingest_lock.lock();
+    shared.commit.written()
 }
 
 /// Delay before retry `attempt` (1-based): exponential with "equal jitter".
@@ -298,18 +490,17 @@ impl LinkMetrics {
 }
 
 /// The worker of one link: runs until shutdown or until the link is removed.
-pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
+pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>, mut pos: Position) {
     let Some(slot) = shared.adapters.get(&queue.link.adapter) else {
         return;
     };
     let adapter = slot.adapter.clone();
     let caps = slot.caps.clone();
     let mut metrics = LinkMetrics::new(&queue.link);
-    let mut cursor: Option<EventId> = None;
     loop {
-        let item = match next_item(&shared, &queue, &mut cursor).await {
+        let item = match next_item(&shared, &queue, &mut pos).await {
             Ok(Some(item)) => item,
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => {
                 tracing::error!(link = %queue.link, error = %e, "cannot read the outbox; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -320,7 +511,7 @@ pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
         let ephemeral = event.kind.is_ephemeral();
         if !ephemeral {
             // A reload may overlap with items pushed meanwhile: skip what is already handled.
-            if cursor.is_some_and(|c| event.id <= c) {
+            if !item.explicit && event.id <= pos.handled {
                 continue;
             }
             shared.commit.wait(item.seq).await;
@@ -342,27 +533,46 @@ pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>) {
         if ephemeral {
             continue;
         }
+        let entry = Entry {
+            link: &queue.link,
+            id: event.id,
+            explicit: item.explicit,
+        };
         let result = match outcome {
-            Outcome::Delivered(delivered) => finish(&shared, &queue.link, &event, &delivered),
-            Outcome::Skipped => finish(&shared, &queue.link, &event, &Delivered::default()),
-            Outcome::Dead { error, attempts } => {
-                bury(&shared, &queue.link, event.id, error, attempts)
-            }
-            Outcome::Stopped => return,
+            Outcome::Delivered(delivered) => finish(&shared, &entry, &mut pos, &delivered),
+            Outcome::Skipped => finish(&shared, &entry, &mut pos, &Delivered::default()),
+            Outcome::Dead { error, attempts } => bury(&shared, &entry, &mut pos, error, attempts),
+            Outcome::Stopped => break,
         };
         match result {
             Ok(()) => {
                 queue.done_one();
                 queue.report_depth();
-                cursor = Some(event.id);
             }
             Err(e) => {
-                // The entry stays in the store and is retried after a restart.
+                // The entry stays in the store and is retried after a restart: the cursor is
+                // not stored again in this run.
                 tracing::error!(link = %queue.link, error = %e, "cannot record a delivery");
-                cursor = Some(event.id);
+                pos.frozen = true;
             }
         }
     }
+    // At shutdown, where the link is (a removed link's cursor is gone with its outbox).
+    if !queue.closed.load(Ordering::Acquire) && !pos.frozen && pos.handled > pos.saved {
+        let mut batch = Batch::new();
+        batch.put(cursor_key(&queue.link), pos.handled.to_bytes().to_vec());
+        if let Err(e) = shared.apply(batch) {
+            tracing::warn!(link = %queue.link, error = %e, "cannot store the link's cursor");
+        }
+    }
+}
+
+/// An entry of a link's outbox being handled.
+struct Entry<'a> {
+    link: &'a Link,
+    id: EventId,
+    /// An `O` entry (else the room log's).
+    explicit: bool,
 }
 
 enum Outcome {
@@ -464,26 +674,35 @@ async fn deliver(
     }
 }
 
-/// Records a delivery: the ID map and puppet, and removes the outbox entry.
+/// Records a delivery: the ID map and puppet, and removes the entry from the outbox (an
+/// explicit entry is deleted; the link's cursor moves past a log entry, stored now and then).
 fn finish(
     shared: &Shared,
-    link: &Link,
-    event: &Event,
+    entry: &Entry<'_>,
+    pos: &mut Position,
     delivered: &Delivered,
 ) -> Result<(), StoreError> {
+    let link = entry.link;
     let mut batch = Batch::with_capacity(3);
-    batch.delete(outbox_key(link, event.id));
     if let Some(native) = &delivered.native_id {
         map_ids(
             &mut batch,
-            event.id,
+            entry.id,
             &link.adapter,
             &link.remote,
             native,
             Provenance::Produced,
         );
     }
-    shared.apply(batch)?;
+    if entry.explicit {
+        batch.delete(outbox_key(link, entry.id));
+    } else if pos.handle(entry.id, delivered.native_id.is_none()) {
+        // Without a native ID recorded, nothing else shows after a crash that it was handled.
+        batch.put(cursor_key(link), entry.id.to_bytes().to_vec());
+    }
+    if !batch.is_empty() {
+        shared.apply(batch)?;
+    }
     if let Some(puppet) = &delivered.puppet {
         shared.add_puppet(&link.adapter, puppet)?;
     }
@@ -492,11 +711,12 @@ fn finish(
 
 fn bury(
     shared: &Shared,
-    link: &Link,
-    id: EventId,
+    entry: &Entry<'_>,
+    pos: &mut Position,
     error: String,
     attempts: u32,
 ) -> Result<(), StoreError> {
+    let (link, id) = (entry.link, entry.id);
     tracing::warn!(%link, event = %id, %error, attempts, "dead letter");
     metrics::counter!("bridge_dead_letters_total", "adapter" => link.adapter.to_string())
         .increment(1);
@@ -506,7 +726,11 @@ fn bury(
         at_ms: super::now_ms(),
     };
     let mut batch = Batch::new();
-    batch.delete(outbox_key(link, id));
+    if entry.explicit {
+        batch.delete(outbox_key(link, id));
+    } else if pos.handle(id, true) {
+        batch.put(cursor_key(link), id.to_bytes().to_vec());
+    }
     batch.put(
         dead_key(link, id),
         serde_json::to_vec(&value).unwrap_or_default(),
@@ -575,10 +799,13 @@ pub(crate) async fn retry_dead_letters(
     Ok(count)
 }
 
-/// Deletes a removed link's outbox.
+/// Deletes a removed link's outbox: its explicit entries and its cursor (its room's log stays).
 pub(crate) fn drop_outbox(shared: &Shared, link: &Link) -> Result<(), StoreError> {
     let prefix = outbox_prefix(link).build();
     delete_with_prefix(&*shared.store, &prefix, |page| {
         shared.apply(page).map(|_| ())
-    })
+    })?;
+    let mut batch = Batch::new();
+    batch.delete(cursor_key(link));
+    shared.apply(batch).map(|_| ())
 }

@@ -11,25 +11,38 @@
 //! | `E` | event ID | the event (JSON) |
 //! | `r` | adapter, remote room, native ID | event ID (16 bytes), then 0 (accepted from there) or 1 (produced by the bridge) |
 //! | `n` | event ID, adapter, remote room | native ID of a copy the bridge produced (format 1 also wrote it for the native event an event was accepted from; format 2 reads that from the event's `origin`) |
-//! | `O` | adapter, remote room, event ID | empty: the outbox entry |
+//! | `G` | room, event ID | the room's log: the origin link of the event (adapter, remote room, as two length-prefixed strings); not written when the room has no other link |
+//! | `K` | adapter, remote room | the link's cursor in its room's log: the event ID (16 bytes) up to which it is handled |
+//! | `O` | adapter, remote room, event ID | empty: an entry to deliver outside the log (a dead letter put back; the whole outbox in formats 1 and 2) |
 //! | `D` | adapter, remote room, event ID | dead letter (JSON) |
 //! | `P` | adapter, remote user | empty: a puppet the bridge controls |
 //! | `X` | target event ID, adapter, user, key | reaction event ID |
 //! | `A` | adapter, adapter-chosen key | adapter-private value |
 //! | `C` | adapter, remote room | empty: a link declared by the configuration at the last start |
 //!
-//! Per accepted event with two targets this writes 4 keys at ingest (`E`, `r`, two `O`) and 3
-//! per delivery (`O` removed, `r` and `n` of the copy).
+//! A link's outbox is its room's log after its cursor, less the events that came from the link
+//! itself, plus its `O` entries. Per accepted event with two targets this writes 3 keys at ingest
+//! (`E`, `r`, one `G`) and 2 per delivery (`r` and `n` of the copy); a link's cursor is written
+//! every [`CURSOR_EVERY`] deliveries (and at once after a delivery that recorded no native ID, a
+//! dead letter, or at shutdown): after a crash the log entries after the stored cursor whose copy
+//! is recorded in `n` are recognised as delivered.
 //!
 //! Format versions (the value under [`FORMAT_KEY`]): 1, the first layout; 2, `n` entries only
-//! for produced copies. A version-1 store is valid version-2 data (its extra `n` entries are
-//! still read) and is upgraded by writing 2; a build refuses a store of a newer version.
+//! for produced copies; 3, the room log and link cursors (before it, one `O` entry per event and
+//! target link). A version-1 store is valid version-2 data (its extra `n` entries are still
+//! read); a version-1 or 2 store is valid version-3 data too: its `O` entries are delivered
+//! first, and every link without a cursor gets one at the newest stored event at start (nothing
+//! older is in the log). Such a store is upgraded in place by writing 3; a build refuses a store
+//! of a newer version.
 
 use crate::ids::EventId;
 
 /// The store format this build writes. Bump it (and migrate in `check_format`) when
 /// what is stored changes in a way an older build would misread.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
+
+/// A link's cursor is stored after this many deliveries recorded in `n` (see the module docs).
+pub const CURSOR_EVERY: u32 = 64;
 
 /// The first byte of every key: the version of the key encoding itself. Changing it means
 /// rewriting every key.
@@ -89,8 +102,12 @@ pub mod tag {
     pub const REMOTE_TO_NEUTRAL: u8 = b'r';
     /// ID map, neutral → remote.
     pub const NEUTRAL_TO_REMOTE: u8 = b'n';
-    /// Outbox entries.
+    /// Outbox entries outside the room log.
     pub const OUTBOX: u8 = b'O';
+    /// Room logs: every stored event of a room, in acceptance order.
+    pub const ROOM_LOG: u8 = b'G';
+    /// Link cursors in their room's log.
+    pub const CURSOR: u8 = b'K';
     /// Dead letters.
     pub const DEAD: u8 = b'D';
     /// Puppets.

@@ -5,7 +5,10 @@
 //! writes and reads, however large the store); everything else (outboxes, dead letters, links,
 //! puppets, adapter state), which the core scans in key order, lives in an ordered map. A scan
 //! or [`Store::last`] that reaches into a hashed table is still correct, but linear in that
-//! table's size (the core does that once, at start: the last event ID).
+//! table's size (the core does that once, at start: the last event ID). Room logs (`G`) grow with
+//! every event too and are scanned per room: each room's entries have an ordered map of their
+//! own (small maps, short keys), where one map over every room compared long common prefixes on
+//! each insert.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -33,6 +36,28 @@ fn reaches_hashed(prefix: &[u8]) -> bool {
     match prefix {
         [] | [KEY_VERSION] => true,
         _ => is_hashed(prefix),
+    }
+}
+
+/// Keys of the room logs that start with a whole room component: (the key up to and including
+/// the room, the rest).
+fn split_log(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    match key {
+        [KEY_VERSION, t, len @ ..] if *t == tag::ROOM_LOG && len.len() >= 4 => {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let end = 6usize.checked_add(len)?;
+            (key.len() >= end).then(|| key.split_at(end))
+        }
+        _ => None,
+    }
+}
+
+/// True when keys starting with `prefix` may be room-log entries.
+fn reaches_log(prefix: &[u8]) -> bool {
+    match prefix {
+        [] | [KEY_VERSION] => true,
+        [KEY_VERSION, t, ..] => *t == tag::ROOM_LOG,
+        _ => false,
     }
 }
 
@@ -75,6 +100,8 @@ struct Maps {
     ordered: BTreeMap<Vec<u8>, Vec<u8>>,
     hashed: HashMap<Hashed, Vec<u8>, BuildHasherDefault<PassThrough>>,
     hasher: KeyHash,
+    /// Room-log entries: per room (the key up to the room), by the rest of the key.
+    logs: HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, KeyHash>,
 }
 
 impl Maps {
@@ -86,7 +113,9 @@ impl Maps {
     }
 
     fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        if is_hashed(key) {
+        if let Some((room, rest)) = split_log(key) {
+            self.logs.get(room).and_then(|log| log.get(rest))
+        } else if is_hashed(key) {
             // A lookup needs an owned key; events are read far less often than written.
             self.hashed.get(&self.hashed(key.to_vec()))
         } else {
@@ -95,6 +124,28 @@ impl Maps {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if let Some((room, rest)) = split_log(&key) {
+            match value {
+                Some(v) => match self.logs.get_mut(room) {
+                    Some(log) => {
+                        log.insert(rest.to_vec(), v);
+                    }
+                    None => {
+                        self.logs
+                            .insert(room.to_vec(), BTreeMap::from([(rest.to_vec(), v)]));
+                    }
+                },
+                None => {
+                    if let Some(log) = self.logs.get_mut(room) {
+                        log.remove(rest);
+                        if log.is_empty() {
+                            self.logs.remove(room);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         match (value, is_hashed(&key)) {
             (Some(v), true) => {
                 let key = self.hashed(key);
@@ -111,6 +162,42 @@ impl Maps {
                 self.ordered.remove(&key);
             }
         }
+    }
+
+    /// Up to `limit` room-log entries under `prefix` after `after`, sorted: from one room's map
+    /// when `prefix` names a whole room, else from every room's (the slow path).
+    fn log_range(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Entry> {
+        let after = after.filter(|a| *a >= prefix);
+        if let Some((room, rest_prefix)) = split_log(prefix) {
+            let Some(log) = self.logs.get(room) else {
+                return Vec::new();
+            };
+            let start = match after {
+                Some(a) if a.starts_with(room) => Bound::Excluded(a[room.len()..].to_vec()),
+                // After `prefix` yet outside the room: past every key of the room.
+                Some(_) => return Vec::new(),
+                None => Bound::Included(rest_prefix.to_vec()),
+            };
+            return log
+                .range((start, Bound::Unbounded))
+                .take_while(|(rest, _)| rest.starts_with(rest_prefix))
+                .take(limit)
+                .map(|(rest, v)| ([room, rest.as_slice()].concat(), v.clone()))
+                .collect();
+        }
+        let mut out: Vec<Entry> = self
+            .logs
+            .iter()
+            .flat_map(|(room, log)| {
+                log.iter()
+                    .map(move |(rest, v)| ([room.as_slice(), rest.as_slice()].concat(), v))
+            })
+            .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        out.sort_unstable();
+        out.truncate(limit);
+        out
     }
 
     /// Hashed entries under `prefix` after `after`, sorted (the slow path of scans).
@@ -179,11 +266,17 @@ impl Store for MemoryStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()));
-        if !reaches_hashed(prefix) {
+        let (hashed, log) = (reaches_hashed(prefix), reaches_log(prefix));
+        if !hashed && !log {
             return Ok(ordered.collect());
         }
         let mut all: Vec<Entry> = ordered.collect();
-        all.extend(maps.hashed_range(prefix, after));
+        if hashed {
+            all.extend(maps.hashed_range(prefix, after));
+        }
+        if log {
+            all.extend(maps.log_range(prefix, after, limit));
+        }
         all.sort_unstable();
         all.truncate(limit);
         Ok(all)
@@ -197,6 +290,12 @@ impl Store for MemoryStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .last()
             .map(|(k, v)| (k.clone(), v.clone()));
+        let ordered = if reaches_log(prefix) {
+            let log = maps.log_range(prefix, None, usize::MAX).pop();
+            ordered.max(log)
+        } else {
+            ordered
+        };
         if !reaches_hashed(prefix) {
             return Ok(ordered);
         }

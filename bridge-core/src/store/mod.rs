@@ -330,6 +330,62 @@ mod tests {
     }
 
     #[test]
+    fn memory_store_scans_room_logs_per_room_and_across_them() {
+        use keys::{Key, tag};
+        let store = MemoryStore::new();
+        let entry = |room: &str, id: u128| {
+            Key::new(tag::ROOM_LOG)
+                .str(room)
+                .id(crate::ids::EventId::from_u128(id))
+                .build()
+        };
+        let mut batch = Batch::new();
+        for (room, id) in [("b", 2), ("a", 3), ("a", 1), ("ab", 1), ("a", 2), ("b", 1)] {
+            batch.put(entry(room, id), vec![id as u8]);
+        }
+        batch.put(Key::new(tag::OUTBOX).build(), vec![0]);
+        store.apply(batch).expect("apply");
+        let mut batch = Batch::new();
+        batch.delete(entry("a", 2));
+        store.apply(batch).expect("delete");
+        assert_eq!(store.get(&entry("a", 3)).expect("get"), Some(vec![3]));
+        assert_eq!(store.get(&entry("a", 2)).expect("get"), None);
+
+        let room_a = Key::new(tag::ROOM_LOG).str("a").build();
+        let page = store.scan(&room_a, None, 10).expect("scan");
+        assert_eq!(
+            page,
+            vec![(entry("a", 1), vec![1]), (entry("a", 3), vec![3])]
+        );
+        let page = store.scan(&room_a, Some(&entry("a", 1)), 10).expect("scan");
+        assert_eq!(page, vec![(entry("a", 3), vec![3])]);
+        assert_eq!(
+            store.last(&room_a).expect("last"),
+            Some((entry("a", 3), vec![3]))
+        );
+        // Across rooms (a prefix shorter than a room), merged with the other tables, in order.
+        let all = store.scan(&[keys::KEY_VERSION], None, 10).expect("scan");
+        let mut sorted = vec![
+            entry("a", 1),
+            entry("a", 3),
+            entry("b", 1),
+            entry("b", 2),
+            entry("ab", 1),
+            Key::new(tag::OUTBOX).build(),
+        ];
+        sorted.sort();
+        assert_eq!(all.into_iter().map(|e| e.0).collect::<Vec<_>>(), sorted);
+        let page = store
+            .scan(&Key::new(tag::ROOM_LOG).build(), Some(&entry("a", 3)), 2)
+            .expect("scan");
+        assert_eq!(page.len(), 2);
+        assert!(
+            page.iter()
+                .all(|(k, _)| k.as_slice() > entry("a", 3).as_slice())
+        );
+    }
+
+    #[test]
     fn sled_store_behaves_and_persists() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
