@@ -51,21 +51,6 @@ pub(crate) fn on_2mb_stack(f: impl FnOnce() + Send + 'static) {
     thread.expect("spawn").join().expect("no panic");
 }
 
-/// Runs `f`, asserting that it takes less than `limit` in the best of three
-/// runs (to ride out a busy machine), and returns its result.
-pub(crate) fn assert_faster_than<T>(limit: std::time::Duration, f: impl Fn() -> T) -> T {
-    let mut best = std::time::Duration::MAX;
-    for _ in 0..3 {
-        let started = std::time::Instant::now();
-        let result = f();
-        best = best.min(started.elapsed());
-        if best < limit {
-            return result;
-        }
-    }
-    panic!("took {best:?}, limit {limit:?}");
-}
-
 /// Deterministic generator of random trees. With `styling`, only what
 /// XEP-0393 can express (no links, mentions, lists or directive characters
 /// in text) is generated; otherwise the whole vocabulary. Inline siblings
