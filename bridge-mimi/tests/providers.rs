@@ -145,6 +145,50 @@ async fn settled(side: &Side) {
     }
 }
 
+/// A hub and a follower over sled stores in `dir` (`hub-store`, `follower-store`), and the
+/// follower's settings for a restart.
+async fn sled_pair(dir: &Path) -> (Side, Side, settings::Settings) {
+    pki(dir, &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir,
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir,
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let hub_store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.join("hub-store")).expect("store"));
+    let hub = start(hub_store, hub_settings).await;
+    let follower_store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.join("follower-store")).expect("store"));
+    let follower = start(follower_store, follower_settings.clone()).await;
+    (hub, follower, follower_settings)
+}
+
+/// Opens the sled store in `dir` again, once the last task of the bridge that had it open
+/// has ended.
+async fn reopen(dir: &Path) -> Arc<dyn Store> {
+    let mut tries = 0;
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return Arc::new(store),
+            Err(_) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_providers_exchange_messages_across_a_follower_restart() {
     let _ = tracing_subscriber::fmt()
@@ -152,28 +196,8 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    pki(dir.path(), &["hub.example", "follower.example"]);
-    let (hub_port, follower_port) = (free_port(), free_port());
-    let hub_settings = section(
-        dir.path(),
-        "hub.example",
-        hub_port,
-        "follower.example",
-        follower_port,
-    );
-    let follower_settings = section(
-        dir.path(),
-        "follower.example",
-        follower_port,
-        "hub.example",
-        hub_port,
-    );
-    let hub_store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&dir.path().join("hub-store")).expect("store"));
+    let (hub, follower, follower_settings) = sled_pair(dir.path()).await;
     let follower_dir = dir.path().join("follower-store");
-    let hub = start(hub_store, hub_settings).await;
-    let follower_store: Arc<dyn Store> = Arc::new(SledStore::open(&follower_dir).expect("store"));
-    let follower = start(follower_store, follower_settings.clone()).await;
 
     // The follower's user speaks first: its puppet joins the hub's room, then the message goes.
     say(&follower, "f1", "bob", "hello from the follower").await;
@@ -204,18 +228,7 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     say(&hub, "h2", "alice", "welcome back").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The store is free once the last task of the old adapter has ended.
-    let mut tries = 0;
-    let follower_store: Arc<dyn Store> = loop {
-        match SledStore::open(&follower_dir) {
-            Ok(store) => break Arc::new(store),
-            Err(e) if tries < 100 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    };
+    let follower_store = reopen(&follower_dir).await;
     let follower = start(follower_store, follower_settings).await;
     say(&follower, "f2", "bob", "back after a restart").await;
     let at_hub = received(&hub, 2).await;
@@ -323,28 +336,8 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_reaches_a_restarted_follower_in_order_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    pki(dir.path(), &["hub.example", "follower.example"]);
-    let (hub_port, follower_port) = (free_port(), free_port());
-    let hub_settings = section(
-        dir.path(),
-        "hub.example",
-        hub_port,
-        "follower.example",
-        follower_port,
-    );
-    let follower_settings = section(
-        dir.path(),
-        "follower.example",
-        follower_port,
-        "hub.example",
-        hub_port,
-    );
-    let hub_store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&dir.path().join("hub-store")).expect("store"));
+    let (hub, follower, follower_settings) = sled_pair(dir.path()).await;
     let follower_dir = dir.path().join("follower-store");
-    let hub = start(hub_store, hub_settings).await;
-    let follower_store: Arc<dyn Store> = Arc::new(SledStore::open(&follower_dir).expect("store"));
-    let follower = start(follower_store, follower_settings.clone()).await;
     // The follower's user speaks first (its puppet joins), the hub's user answers.
     say(&follower, "f1", "bob", "hello").await;
     received(&hub, 1).await;
@@ -361,18 +354,7 @@ async fn a_backlog_reaches_a_restarted_follower_in_order_once() {
         say(&hub, &format!("h{i}"), "alice", &i.to_string()).await;
     }
     settled(&hub).await;
-    let mut tries = 0;
-    let follower_store: Arc<dyn Store> = loop {
-        match SledStore::open(&follower_dir) {
-            Ok(store) => break Arc::new(store),
-            Err(e) if tries < 100 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    };
+    let follower_store = reopen(&follower_dir).await;
     let follower = start(follower_store, follower_settings).await;
     let got = received(&follower, 40).await;
     settled(&follower).await;
