@@ -48,6 +48,9 @@ pub const MAX_DEPTH: usize = 64;
 /// XML parser still tracks the names of the open elements, so skipping is not free forever.
 pub const HARD_LIMIT_FACTOR: usize = 16;
 
+/// How long [`ComponentConnection::close`] waits for the server to end its stream.
+pub const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Why the component connection failed or ended.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -457,10 +460,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ComponentConnection<S> {
         Ok(())
     }
 
-    /// Ends our side of the stream (`</stream:stream>`) and shuts the transport down.
+    /// Ends our side of the stream (`</stream:stream>`), shuts our sending side down, and
+    /// reads (discarding it) what the server still sends until it ends its side too, at most
+    /// [`CLOSE_DRAIN`]. Closing with the server's data unread makes the kernel reset the
+    /// connection, and a server may then lose what we wrote that it had not read yet: seen
+    /// with Prosody, which dropped the last messages a component wrote before a clean restart.
     pub async fn close(mut self) -> Result<(), ComponentError> {
         self.writer.write_all(b"</stream:stream>").await?;
         self.writer.shutdown().await?;
+        let drain = async {
+            while let Ok(_) | Err(ComponentError::Skipped(_)) = self.next_element().await {}
+        };
+        if tokio::time::timeout(CLOSE_DRAIN, drain).await.is_err() {
+            tracing::debug!(domain = %self.domain, "the server did not end its stream in time");
+        }
         Ok(())
     }
 }
@@ -805,9 +818,19 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn close_ends_our_stream() -> TestResult {
         let (conn, mut server) = established().await?;
+        // The server reads everything up to our end of stream, still sends a stanza, then ends
+        // its own stream; `close` reads until then.
+        let server_side = tokio::spawn(async move {
+            let mut rest = String::new();
+            server.read_to_string(&mut rest).await?;
+            server
+                .write_all(b"<message from='a@b' to='c@bridge.example'/>")
+                .await?;
+            server.write_all(b"</stream:stream>").await?;
+            Ok::<_, std::io::Error>(rest)
+        });
         conn.close().await?;
-        let mut rest = String::new();
-        server.read_to_string(&mut rest).await?;
+        let rest = server_side.await??;
         assert!(rest.ends_with("</stream:stream>"), "{rest}");
         Ok(())
     }
