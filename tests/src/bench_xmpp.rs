@@ -554,7 +554,11 @@ async fn rss_phase() -> anyhow::Result<serde_json::Value> {
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = bridge_tests::self_status_kb("VmRSS:");
-    eprintln!("rss: bridge in {RSS_ROOMS} MUCs (listener only): VmRSS {baseline} kB");
+    eprintln!(
+        "rss: bridge in {RSS_ROOMS} MUCs (listener only): VmRSS {baseline} kB (anonymous {} kB, file {} kB)",
+        bridge_tests::self_status_kb("RssAnon:"),
+        bridge_tests::self_status_kb("RssFile:")
+    );
 
     let ctx = handle
         .context()
@@ -594,7 +598,9 @@ async fn rss_phase() -> anyhow::Result<serde_json::Value> {
     let rss = bridge_tests::self_status_kb("VmRSS:");
     let peak = bridge_tests::self_status_kb("VmHWM:");
     eprintln!(
-        "rss: {RSS_USERS} puppets joined and spoke in {RSS_ROOMS} MUCs in {took:.2?}: VmRSS {rss} kB (peak {peak} kB); {:.1} kB per puppet above the listener-only baseline",
+        "rss: {RSS_USERS} puppets joined and spoke in {RSS_ROOMS} MUCs in {took:.2?}: VmRSS {rss} kB (peak {peak} kB; anonymous {} kB, file {} kB); {:.1} kB per puppet above the listener-only baseline",
+        bridge_tests::self_status_kb("RssAnon:"),
+        bridge_tests::self_status_kb("RssFile:"),
         (rss.saturating_sub(baseline)) as f64 / RSS_USERS as f64
     );
     core.shutdown().await;
