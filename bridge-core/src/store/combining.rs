@@ -35,9 +35,12 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{Batch, Entry, KeyHash, Store, StoreError};
 
-/// The most operations applied to the backend as one combined batch (about 100 events' worth
-/// of ingest and delivery writes; much larger chunks make sled slower and hungrier for memory).
-pub const CHUNK_OPS: usize = 1024;
+/// The most operations applied to the backend as one combined batch (about 25 events' worth
+/// of ingest and delivery writes). Larger chunks make sled slower and hungrier for memory: with
+/// 1,024 the XMPP bench's 1,000-puppet burst left the process ~9 MB larger (sled's node copies
+/// of a big batch, freed later but kept by the allocator) and the core's durable rate was no
+/// higher (docs/benchmarks.md, "Combined chunks of 256 operations").
+pub const CHUNK_OPS: usize = 256;
 
 /// Pending operations beyond which a writer applies a chunk itself.
 pub const HIGH_WATER_OPS: usize = 32 * 1024;
