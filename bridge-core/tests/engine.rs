@@ -61,6 +61,21 @@ async fn pair(caps_b: Capabilities) -> Pair {
     pair_with(Arc::new(MemoryStore::new()), caps_b, fast(), None).await
 }
 
+/// Alice says "0", "1", … in `room` of `adapter`, message `i` with native ID `i`.
+async fn submit_numbered(adapter: &MemoryHandle, room: &str, count: usize) {
+    for i in 0..count {
+        adapter
+            .submit(
+                inbound(room)
+                    .id(&i.to_string())
+                    .from("alice")
+                    .text(&i.to_string()),
+            )
+            .await
+            .expect("submit");
+    }
+}
+
 fn body(kind: &EventKind<RemoteEventId>) -> String {
     match kind {
         EventKind::Message { content, .. } => content.text.body().to_owned(),
@@ -418,16 +433,7 @@ async fn a_slow_link_neither_blocks_others_nor_loses_order_beyond_its_window() {
         .await
         .expect("start");
     let started = std::time::Instant::now();
-    for i in 0..200 {
-        ha.submit(
-            inbound("a")
-                .id(&i.to_string())
-                .from("alice")
-                .text(&i.to_string()),
-        )
-        .await
-        .expect("submit");
-    }
+    submit_numbered(&ha, "a", 200).await;
     let fast_sent = hb.wait_sent(200, WAIT).await;
     let fast_done = started.elapsed();
     assert_eq!(fast_sent.len(), 200);
@@ -446,16 +452,7 @@ async fn the_outbox_survives_a_restart() {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
     let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
     p.b.fail_next((0..3).map(|_| AdapterError::Auth("bad token".into())));
-    for i in 0..20 {
-        p.a.submit(
-            inbound("a-room")
-                .id(&i.to_string())
-                .from("alice")
-                .text(&i.to_string()),
-        )
-        .await
-        .expect("submit");
-    }
+    submit_numbered(&p.a, "a-room", 20).await;
     p.core.shutdown().await;
     drop(p.a);
     drop(p.b);
@@ -739,16 +736,7 @@ async fn deliveries_after_the_stored_cursor_are_not_repeated_after_a_crash() {
         .get(&b_cursor)
         .expect("get")
         .expect("a cursor from the start");
-    for i in 0..10 {
-        p.a.submit(
-            inbound("a-room")
-                .id(&i.to_string())
-                .from("alice")
-                .text(&i.to_string()),
-        )
-        .await
-        .expect("submit");
-    }
+    submit_numbered(&p.a, "a-room", 10).await;
     assert_eq!(p.b.wait_sent(10, WAIT).await.len(), 10);
     p.core.shutdown().await;
     // A crash before the cursor was stored again: it is where it was before the 10 events.
