@@ -189,12 +189,17 @@ async fn reopen(dir: &Path) -> Arc<dyn Store> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_providers_exchange_messages_across_a_follower_restart() {
+/// The adapter's debug logs in the test's output (once per test binary; later calls keep it).
+fn logs_to_test_output() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("info,bridge_mimi=debug")
         .with_test_writer()
         .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_providers_exchange_messages_across_a_follower_restart() {
+    logs_to_test_output();
     let dir = tempfile::tempdir().expect("tempdir");
     let (hub, follower, follower_settings) = sled_pair(dir.path()).await;
     let follower_dir = dir.path().join("follower-store");
@@ -481,10 +486,7 @@ async fn fetch(side: &Side, file: &bridge_core::Attachment) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,bridge_mimi=debug")
-        .with_test_writer()
-        .try_init();
+    logs_to_test_output();
     let dir = tempfile::tempdir().expect("tempdir");
     let (hub, follower, hub_port, follower_port) = pair_in_memory(dir.path()).await;
     let picture: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
