@@ -369,6 +369,37 @@ fn key_packages_are_handed_out_once_fresh_and_replenished() {
 }
 
 #[test]
+fn a_single_use_key_package_is_never_handed_out_and_is_dropped_once_expired() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let short = KeyPackageSettings {
+        batch: 2,
+        low_water: 0,
+        lifetime_secs: 1,
+        min_remaining_secs: 0,
+    };
+    let follower = host(FOLLOWER, store).with_key_package_settings(short);
+    let bob = follower.puppet("bob");
+    let crypto = openmls_rust_crypto::RustCrypto::default();
+    let single = follower.single_use_key_package(&bob).expect("single use");
+    let single_ref = single.hash_ref(&crypto).expect("ref");
+    // Routable (a Welcome for it finds bob), but not in the pool: no batch was made for it.
+    assert_eq!(
+        follower.key_package_owner(&single_ref).expect("owner"),
+        Some(bob.clone())
+    );
+    assert_eq!(follower.unused_key_packages(&bob).expect("count"), 0);
+    let handed = follower.take_key_package(&bob).expect("take").expect("kp");
+    assert_ne!(handed.hash_ref(&crypto).expect("ref"), single_ref);
+    // Expired without a Welcome: the next hand-out deletes it with its private keys.
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    follower.take_key_package(&bob).expect("take").expect("kp");
+    assert_eq!(
+        follower.key_package_owner(&single_ref).expect("owner"),
+        None
+    );
+}
+
+#[test]
 fn foreign_key_packages_are_validated() {
     let hub = memory_host(HUB);
     let follower = memory_host(FOLLOWER);

@@ -359,11 +359,7 @@ impl Running {
     /// queued for the followers.
     fn add_local(&self, room: &RoomUri, user: &UserUri) -> Result<(), AdapterError> {
         let followers = self.followers(room).map_err(mls_failed)?;
-        let key_package = self
-            .mls
-            .take_key_package(user)
-            .map_err(mls_failed)?
-            .ok_or_else(|| AdapterError::transient(format!("no KeyPackage for {user}")))?;
+        let key_package = self.mls.single_use_key_package(user).map_err(mls_failed)?;
         let output = self
             .mls
             .add_client(room, &self.bot(), key_package, ROLE_ORDINARY_USER)

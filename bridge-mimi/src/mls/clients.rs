@@ -216,15 +216,35 @@ impl MlsHost {
 
     /// Generates `count` KeyPackages for `user`'s puppet and records them.
     pub fn generate_key_packages(&self, user: &UserUri, count: usize) -> Result<(), MlsError> {
-        self.transaction(|tx| self.generate_in(tx, user, count))
+        self.transaction(|tx| self.generate_in(tx, user, count, false).map(drop))
     }
 
-    fn generate_in(&self, tx: &Tx, user: &UserUri, count: usize) -> Result<(), MlsError> {
+    /// A new KeyPackage of `user`'s puppet made for one use that is known now (this host adding
+    /// its own puppet to a room it hosts): recorded as already handed out, so that nobody else
+    /// gets it, and no batch is generated for a pool the puppet may never need (a puppet's
+    /// unused KeyPackages, with their private keys, are most of what it stores).
+    pub fn single_use_key_package(&self, user: &UserUri) -> Result<KeyPackage, MlsError> {
+        self.transaction(|tx| {
+            self.generate_in(tx, user, 1, true)?
+                .pop()
+                .ok_or_else(|| MlsError::Malformed("no KeyPackage generated".into()))
+        })
+    }
+
+    /// Generates `count` KeyPackages, recorded as handed out already when `taken`.
+    fn generate_in(
+        &self,
+        tx: &Tx,
+        user: &UserUri,
+        count: usize,
+        taken: bool,
+    ) -> Result<Vec<KeyPackage>, MlsError> {
         let identity = self.client_identity(tx, user)?;
         let provider = self.client_provider(tx, user);
         let mut record = self
             .client_record(tx, user)?
             .ok_or_else(|| MlsError::Malformed("client record vanished".into()))?;
+        let mut made = Vec::with_capacity(count);
         for _ in 0..count {
             let bundle = KeyPackage::builder()
                 .leaf_node_capabilities(capabilities())
@@ -244,10 +264,12 @@ impl MlsHost {
             record.key_packages.push(KeyPackageEntry {
                 hash_ref: hash_ref.clone(),
                 not_after: key_package.life_time().not_after(),
-                taken: false,
+                taken,
             });
+            made.push(key_package.clone());
         }
-        self.put_record(tx, &user_key(user), &record)
+        self.put_record(tx, &user_key(user), &record)?;
+        Ok(made)
     }
 
     /// Hands out one of `user`'s KeyPackages, never the same one twice and never one that
@@ -260,12 +282,17 @@ impl MlsHost {
             let mut record = self
                 .client_record(tx, user)?
                 .ok_or_else(|| MlsError::Malformed("client record vanished".into()))?;
-            let deadline = now_secs().saturating_add(self.key_packages.min_remaining_secs);
-            // Unused KeyPackages past their use-by date are deleted with their private keys.
-            let (stale, kept): (Vec<_>, Vec<_>) = record
-                .key_packages
-                .into_iter()
-                .partition(|e| !e.taken && e.not_after < deadline);
+            let now = now_secs();
+            let deadline = now.saturating_add(self.key_packages.min_remaining_secs);
+            // Unused KeyPackages past their use-by date are deleted with their private keys, and
+            // so are handed-out ones that expired without a Welcome: nobody may add them now.
+            let (stale, kept): (Vec<_>, Vec<_>) = record.key_packages.into_iter().partition(|e| {
+                if e.taken {
+                    e.not_after < now
+                } else {
+                    e.not_after < deadline
+                }
+            });
             record.key_packages = kept;
             for entry in stale {
                 provider.storage().delete_key_package(&entry.hash_ref)?;
@@ -274,7 +301,7 @@ impl MlsHost {
             let fresh = |r: &ClientRecord| r.key_packages.iter().filter(|e| !e.taken).count();
             if fresh(&record) <= self.key_packages.low_water {
                 self.put_record(tx, &user_key(user), &record)?;
-                self.generate_in(tx, user, self.key_packages.batch)?;
+                self.generate_in(tx, user, self.key_packages.batch, false)?;
                 record = self
                     .client_record(tx, user)?
                     .ok_or_else(|| MlsError::Malformed("client record vanished".into()))?;
