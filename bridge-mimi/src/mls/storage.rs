@@ -6,7 +6,12 @@
 //! same group (same group ID) and each has its own view of it.
 //!
 //! Values are written in MessagePack (`rmp-serde`, structs as maps, so as tolerant of added
-//! or omitted fields as JSON), after a zero byte that tags the format. Stores written before
+//! or omitted fields as JSON), after a zero byte that tags the format. Byte vectors and byte
+//! arrays (keys, signatures, secrets, the serialised group context: most of the state) are
+//! written as MessagePack byte strings, one byte per byte; values written before 2026-11-27
+//! have them as arrays of small integers (1.5 bytes per random byte, plus a header), which the
+//! same reader takes (`rmp-serde` reads either as a sequence), so both stay readable under the
+//! one tag. Stores written before
 //! kept them as JSON (the format of openmls' own storage providers), where a byte vector is an
 //! array of decimal numbers: a 1,000-member group's tree took ~1.6 MB and most of the time to
 //! load. A value without the tag is read as JSON (no JSON text starts with a zero byte), so an
@@ -49,12 +54,22 @@ const BINARY: u8 = 0;
 
 /// `value` in the binary format, tagged.
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
-    #[cfg(test)]
-    if tests::WRITE_JSON.with(std::cell::Cell::get) {
-        return Ok(serde_json::to_vec(value)?);
-    }
     let mut out = vec![BINARY];
-    let mut serializer = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    #[cfg(test)]
+    match tests::WRITE_OLD.with(std::cell::Cell::get) {
+        Some(tests::Old::Json) => return Ok(serde_json::to_vec(value)?),
+        Some(tests::Old::ByteArrays) => {
+            let mut serializer = rmp_serde::Serializer::new(&mut out).with_struct_map();
+            value
+                .serialize(&mut serializer)
+                .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
+            return Ok(out);
+        }
+        None => {}
+    }
+    let mut serializer = rmp_serde::Serializer::new(&mut out)
+        .with_struct_map()
+        .with_bytes(rmp_serde::config::BytesMode::ForceAll);
     value
         .serialize(&mut serializer)
         .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
@@ -849,9 +864,18 @@ mod tests {
 
     use super::*;
 
+    /// A format of earlier stores.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Old {
+        /// JSON, as every store written before the binary format.
+        Json,
+        /// MessagePack with byte vectors as arrays of integers, before byte strings.
+        ByteArrays,
+    }
+
     thread_local! {
-        /// Makes this thread's writes JSON, as every store written before the binary format.
-        pub(super) static WRITE_JSON: Cell<bool> = const { Cell::new(false) };
+        /// Makes this thread's writes those of an earlier store.
+        pub(super) static WRITE_OLD: Cell<Option<Old>> = const { Cell::new(None) };
     }
 
     fn host(domain: &str, store: &Arc<dyn Store>) -> MlsHost {
@@ -877,12 +901,21 @@ mod tests {
 
     #[test]
     fn a_store_written_as_json_is_read_and_moves_to_the_binary_format() {
+        an_old_store_is_read_and_rewritten(Old::Json);
+    }
+
+    #[test]
+    fn a_store_written_with_byte_arrays_is_read() {
+        an_old_store_is_read_and_rewritten(Old::ByteArrays);
+    }
+
+    fn an_old_store_is_read_and_rewritten(format: Old) {
         let hub_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let follower_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let room = RoomUri::new("hub.example", "lobby");
 
-        // Before: everything written as JSON, a proposal queue included.
-        WRITE_JSON.with(|json| json.set(true));
+        // Before: everything written in the old format, a proposal queue included.
+        WRITE_OLD.with(|old| old.set(Some(format)));
         let (alice, bob, unread) = {
             let hub = host("hub.example", &hub_store);
             let follower = host("follower.example", &follower_store);
@@ -911,14 +944,16 @@ mod tests {
             }
             (alice, bob, unread)
         };
-        WRITE_JSON.with(|json| json.set(false));
+        WRITE_OLD.with(|old| old.set(None));
         for store in [&hub_store, &follower_store] {
             let firsts = formats(store);
             assert!(!firsts.is_empty());
-            assert!(!firsts.contains(&BINARY), "JSON only: {firsts:?}");
+            if format == Old::Json {
+                assert!(!firsts.contains(&BINARY), "JSON only: {firsts:?}");
+            }
         }
 
-        // After: new hosts (nothing in memory) over the same stores read the JSON records.
+        // After: new hosts (nothing in memory) over the same stores read the old records.
         let hub = host("hub.example", &hub_store);
         let follower = host("follower.example", &follower_store);
         assert_eq!(hub.epoch(&room).expect("epoch"), 1);
@@ -934,7 +969,7 @@ mod tests {
             Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob]),
             other => panic!("expected a commit, got {other:?}"),
         }
-        // What was written since is binary; the rest stays readable JSON.
+        // What was written since is binary; the rest stays readable.
         assert!(formats(&hub_store).contains(&BINARY));
         let again = host("hub.example", &hub_store);
         assert_eq!(again.epoch(&room).expect("epoch"), 2);
@@ -953,6 +988,19 @@ mod tests {
         let old: (Vec<u8>, Option<String>, u64) =
             decode(br#"[[0,1,200,255],"x",7]"#).expect("json");
         assert_eq!(old, value);
+        // Bytes as a byte string: the header and one byte each.
+        assert_eq!(
+            encode(&vec![200u8; 40]).expect("encode"),
+            [&[BINARY, 0xc4, 40][..], &[200; 40]].concat()
+        );
+        // Written before byte strings (arrays of integers), read the same.
+        let mut arrays = vec![BINARY];
+        value
+            .serialize(&mut rmp_serde::Serializer::new(&mut arrays).with_struct_map())
+            .expect("encode");
+        assert!(arrays.len() > binary.len());
+        let back: (Vec<u8>, Option<String>, u64) = decode(&arrays).expect("decode");
+        assert_eq!(back, value);
         // Garbage is an error, not a panic.
         assert!(decode::<Vec<u8>>(&[BINARY, 0xc1]).is_err());
         assert!(decode::<Vec<u8>>(b"{").is_err());
