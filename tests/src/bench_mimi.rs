@@ -554,6 +554,16 @@ async fn rss_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
         "{hosted} of {} puppets are members of their rooms",
         cfg.rss_clients
     );
+    let stored = stored_bytes(store.as_ref())?;
+    let stored_total: usize = stored.iter().map(|(_, n)| n).sum();
+    println!(
+        "rss: stored {stored_total} bytes (keys and values), by kind: {}",
+        stored
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let per_client = rss.saturating_sub(baseline) as f64 / cfg.rss_clients as f64;
     println!(
         "rss: {} puppets hosted ({} per room: client, KeyPackages, the bot's commit, its view of the group) in {took:.1?}: VmRSS {rss} kB (peak {peak} kB), {per_client:.1} kB per client",
@@ -562,10 +572,41 @@ async fn rss_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
     );
     Ok(serde_json::json!({
         "rss_kb_per_client": (per_client * 10.0).round() / 10.0,
+        "stored_bytes_per_client": stored_total / cfg.rss_clients,
         "rss_kb_no_clients": baseline,
         "rss_kb_clients": rss,
         "rss_kb_peak": peak,
     }))
+}
+
+/// What `store` holds, in bytes of keys and values, by kind: the MLS records by label
+/// (`mls/c/<client>/<label>/…` → `label`, `mls/u/…` → `mls/u`), everything else by its first
+/// key byte (the core's tables), largest first.
+fn stored_bytes(store: &dyn Store) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    bridge_core::store::for_each_with_prefix(store, b"", |key, value| {
+        let text = String::from_utf8_lossy(key);
+        let kind = match text.find("mls/") {
+            Some(at) => {
+                let rest = &text[at + 4..];
+                match rest.strip_prefix("c/") {
+                    // mls/c/mimi://DOMAIN/d/USER/bridge/LABEL/KEY
+                    Some(client) => client
+                        .splitn(8, '/')
+                        .nth(6)
+                        .unwrap_or("?")
+                        .to_owned(),
+                    None => format!("mls/{}", rest.split('/').next().unwrap_or("?")),
+                }
+            }
+            None => format!("core 0x{:02x}", key.first().copied().unwrap_or(0)),
+        };
+        *kinds.entry(kind).or_default() += key.len() + value.len();
+        Ok(())
+    })?;
+    let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(kinds)
 }
 
 pub async fn run() -> anyhow::Result<String> {
