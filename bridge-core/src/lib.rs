@@ -11,6 +11,7 @@
 //! - [`store`]: the durable store ([`store::SledStore`] by default, behind a
 //!   [`store::CombiningStore`] that merges small batches) and [`durability`]: group commit.
 //! - [`telemetry`]: the metrics the core records, with their descriptions.
+//! - [`process`]: process-wide settings a bridge program applies as it starts (the allocator's).
 //! - `testkit` (feature): an in-memory adapter, event builders and the adapter conformance
 //!   suite.
 //!
@@ -25,6 +26,7 @@ mod engine;
 pub mod event;
 pub mod ids;
 pub mod management;
+pub mod process;
 pub mod richtext;
 pub mod routing;
 pub mod store;

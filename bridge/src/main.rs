@@ -26,7 +26,16 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => config::check(&config),
-        cli::Command::Run { config } => run::main(&config),
+        cli::Command::Run { config } => {
+            // A long-running process: fewer malloc arenas keep its memory lean (does not
+            // return when it restarts the program with the setting).
+            if let Err(e) = bridge_core::process::exec_with_malloc_arena_limit() {
+                eprintln!(
+                    "bridge: could not restart with MALLOC_ARENA_MAX set ({e}); going on without"
+                );
+            }
+            run::main(&config)
+        }
         cli::Command::Links { command } => links::main(command),
         cli::Command::Mimi { command } => mimi::main(command),
         cli::Command::GenerateRegistration {

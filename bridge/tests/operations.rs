@@ -49,6 +49,11 @@ struct Bridge {
 impl Bridge {
     /// Starts the binary and waits for it to say where it serves HTTP.
     async fn start(config: &Path) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// [`Bridge::start`] with `MALLOC_ARENA_MAX` set to `arenas`, or absent.
+    async fn start_with(config: &Path, arenas: Option<&str>) -> Self {
         let log = config.with_file_name(format!(
             "bridge-{}.log",
             std::time::SystemTime::now()
@@ -56,7 +61,12 @@ impl Bridge {
                 .map_or(0, |d| d.as_nanos())
         ));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+        match arenas {
+            Some(n) => command.env("MALLOC_ARENA_MAX", n),
+            None => command.env_remove("MALLOC_ARENA_MAX"),
+        };
+        let child = command
             .arg("run")
             .arg("-c")
             .arg(config)
@@ -611,6 +621,38 @@ async fn metrics_addr_still_works_and_the_api_is_off_without_a_token() {
             .log_text()
             .contains("metrics_addr is the former name of http_addr"),
         "a deprecation warning"
+    );
+    bridge.stop().await;
+}
+
+/// `NAME=value` of the process' environment.
+fn environment_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let prefix = format!("{name}=");
+    environ
+        .split(|b| *b == 0)
+        .map(String::from_utf8_lossy)
+        .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_runs_with_few_malloc_arenas_unless_told_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::bind("127.0.0.1:0").await.expect("server a");
+    let b = Server::bind("127.0.0.1:0").await.expect("server b");
+    let config = config(dir.path(), &a, &b, &with_api(), "");
+    // Started without the variable: the same process (pid) runs on with it set.
+    let bridge = Bridge::start_with(&config, None).await;
+    assert_eq!(
+        environment_of(bridge.child.id(), "MALLOC_ARENA_MAX").as_deref(),
+        Some(bridge_core::process::MALLOC_ARENA_MAX)
+    );
+    bridge.stop().await;
+    // An admin's own value is kept.
+    let bridge = Bridge::start_with(&config, Some("4")).await;
+    assert_eq!(
+        environment_of(bridge.child.id(), "MALLOC_ARENA_MAX").as_deref(),
+        Some("4")
     );
     bridge.stop().await;
 }

@@ -16,6 +16,9 @@
 //! - `e2e`: the `bridge` binary between a Prosody and a Synapse of its own: XMPP → Matrix and
 //!   Matrix → XMPP rates and added latency against each server's own delivery in the same run,
 //!   CPU per message, RSS idle and under load, time from start to ready.
+//!
+//! Like `bridge run`, the bench restarts itself with `MALLOC_ARENA_MAX=2` unless the variable
+//! is set (`MALLOC_ARENA_MAX=16 bench …` measures glibc's default on two cores, 8 per core).
 
 use std::process::ExitCode;
 
@@ -40,6 +43,11 @@ mod e2e_bench {
 }
 
 fn main() -> ExitCode {
+    // The bridges measured in this process run with the allocator setting `bridge run` uses
+    // (`MALLOC_ARENA_MAX`; an explicit value in the environment is kept, to compare).
+    if let Err(e) = bridge_core::process::exec_with_malloc_arena_limit() {
+        eprintln!("could not restart with MALLOC_ARENA_MAX set ({e}); going on without");
+    }
     let name = std::env::args().nth(1).unwrap_or_default();
     if std::env::var_os("RUST_LOG").is_some() {
         // Logs of the bridge under test, on stderr, only when asked for.
