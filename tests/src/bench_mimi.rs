@@ -591,11 +591,7 @@ fn stored_bytes(store: &dyn Store) -> anyhow::Result<Vec<(String, usize)>> {
                 let rest = &text[at + 4..];
                 match rest.strip_prefix("c/") {
                     // mls/c/mimi://DOMAIN/d/USER/bridge/LABEL/KEY
-                    Some(client) => client
-                        .splitn(8, '/')
-                        .nth(6)
-                        .unwrap_or("?")
-                        .to_owned(),
+                    Some(client) => client.split('/').nth(6).unwrap_or("?").to_owned(),
                     None => format!("mls/{}", rest.split('/').next().unwrap_or("?")),
                 }
             }
@@ -605,7 +601,7 @@ fn stored_bytes(store: &dyn Store) -> anyhow::Result<Vec<(String, usize)>> {
         Ok(())
     })?;
     let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
     Ok(kinds)
 }
 
