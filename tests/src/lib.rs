@@ -17,6 +17,15 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+/// Sends this test's logs (the bridge under test, in this process) to the test output,
+/// filtered by `RUST_LOG`; a second call in the same process does nothing.
+pub fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A field of this process's `/proc/self/status` in kB (`"VmRSS:"`, `"VmHWM:"`); 0 when it
 /// cannot be read. Shared by the benchmarks' RSS figures.
 pub fn self_status_kb(field: &str) -> u64 {

@@ -88,10 +88,7 @@ fn total(counts: &[RoomCount], pick: impl Fn(&RoomCount) -> SequenceCount) -> Se
 // (load 4–7; 280–350 s when quieter). Synapse's throughput is what sets the pace. FAULTS_E2E_PER_ROOM=40
 // gives a short run of the same faults; FAULTS_E2E_LOG=<file> keeps the bridge's log.
 async fn ten_thousand_messages_cross_both_ways_through_a_sigkill_and_both_servers_restarting() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     // FAULTS_E2E_PER_ROOM: fewer messages, for development runs.
     let per_room = |default: usize| {
         std::env::var("FAULTS_E2E_PER_ROOM")

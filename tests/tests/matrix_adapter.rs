@@ -71,10 +71,7 @@ async fn rig(test: &str) -> Rig {
 /// Like [`rig`], the room linked by its alias (`#<test>-…:localhost`) when `by_alias`.
 async fn rig_linked(test: &str, by_alias: bool) -> Rig {
     let turn = APPSERVICE.lock().await;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
     let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
         .await

@@ -236,10 +236,7 @@ impl Harness for MatrixHarness {
 }
 
 async fn passes(mode: Mode) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     let mut harness = MatrixHarness::new(mode).await;
     let report = conformance::run(&mut harness).await;
     for check in &report.checks {

@@ -37,13 +37,6 @@ async fn own_synapse(from: u16) -> Synapse {
         .expect("Synapse starts")
 }
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
 /// Alice's public room with the bridge bot invited and made a moderator.
 async fn bridged_room(alice: &mut MatrixHuman, name: &str) -> String {
     alice
@@ -134,7 +127,7 @@ async fn a_synapse_restart_and_a_bridge_restart_lose_and_duplicate_nothing() {
     const DOWN: usize = 50;
     const AWAY: usize = 20;
     let _turn = TURN.lock().await;
-    init_tracing();
+    bridge_tests::log_to_test_output();
     let mut synapse = own_synapse(28100).await;
     let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
         .await
@@ -368,7 +361,7 @@ impl bridge_matrix::appservice::Handler for Swallow {
 async fn events_the_homeserver_never_pushed_are_caught_up_from_the_history() {
     const LOST: usize = 5;
     let _turn = TURN.lock().await;
-    init_tracing();
+    bridge_tests::log_to_test_output();
     let synapse = own_synapse(28300).await;
     let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
         .await
@@ -485,7 +478,7 @@ async fn proxy(target: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_stored_without_an_answer_is_not_sent_twice() {
     let _turn = TURN.lock().await;
-    init_tracing();
+    bridge_tests::log_to_test_output();
     let synapse = own_synapse(28400).await;
     let mut alice = MatrixHuman::start("alice", "alicepass", &synapse.url())
         .await

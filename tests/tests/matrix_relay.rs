@@ -42,13 +42,6 @@ fn relay(login: &str) -> RelayAdapter {
 
 const PASSWORD: &str = "password = 'bobpass'";
 
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
 /// A core linking each Matrix room of `rooms` with its own memory room (`memory-room`,
 /// `memory-room-1`, …) through `adapter`, on `store`.
 async fn start_core(
@@ -110,7 +103,7 @@ struct Rig {
 /// returns once the bot has joined, is syncing, and a first message has crossed.
 async fn rig(test: &str, login: &str) -> Rig {
     let turn = TURN.lock().await;
-    init_logging();
+    bridge_tests::log_to_test_output();
     let mut alice = MatrixHuman::start("alice", "alicepass", &test_env("BRIDGE_TEST_SYNAPSE_URL"))
         .await
         .expect("alice logs in");
@@ -753,7 +746,7 @@ async fn a_long_downtime_is_caught_up_past_the_sync_timeline_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_from_before_the_bot_is_not_bridged() {
     let _turn = TURN.lock().await;
-    init_logging();
+    bridge_tests::log_to_test_output();
     let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
     let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
         .await

@@ -438,10 +438,7 @@ fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     let started = std::time::Instant::now();
     let mut table = Table::default();
     let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");

@@ -125,10 +125,7 @@ impl Harness for XmppHarness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_xmpp_adapter_passes_the_conformance_suite() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     let mut harness = XmppHarness::new().await;
     let report = conformance::run(&mut harness).await;
     for check in &report.checks {

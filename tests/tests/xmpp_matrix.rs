@@ -49,10 +49,7 @@ fn text(value: &Value) -> &str {
 /// directions have carried a message before the rig is handed over.
 async fn rig(test: &str) -> Rig {
     let turn = TURN.lock().await;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    bridge_tests::log_to_test_output();
     let hs = test_env("BRIDGE_TEST_SYNAPSE_URL");
     let mut carol = MatrixHuman::start("carol", "carolpass", &hs)
         .await
