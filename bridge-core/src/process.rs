@@ -4,8 +4,9 @@
 //! eight per core, and keeps what every arena once held. The bridge's threads (the async
 //! runtime's workers, the store's I/O threads, blocking tasks) each allocate in bursts: with
 //! the default, memory freed after a burst stays spread over many arenas. Measured with the
-//! `mimi` benchmark's RSS phase (1,000 hosted MLS clients joining): 27–32 kB of RSS per client
-//! with the default, 20–21 kB with two arenas (docs/benchmarks.md). The setting can only be
+//! `mimi` benchmark's RSS phase (1,000 hosted MLS clients joining): 27–31 kB of RSS per client
+//! with the default, 21–23 kB with two arenas, for a few per cent of the core's durable rate
+//! (docs/benchmarks.md). The setting can only be
 //! made before the first allocation, that is in the environment the process starts with, so
 //! [`exec_with_malloc_arena_limit`] starts the program again with `MALLOC_ARENA_MAX` set.
 

@@ -625,7 +625,7 @@ async fn metrics_addr_still_works_and_the_api_is_off_without_a_token() {
     bridge.stop().await;
 }
 
-/// `NAME=value` of the process' environment.
+/// The value of `name` in the environment of process `pid`.
 fn environment_of(pid: u32, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
     let prefix = format!("{name}=");
