@@ -54,22 +54,18 @@ const BINARY: u8 = 0;
 
 /// `value` in the binary format, tagged.
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
-    let mut out = vec![BINARY];
+    #[allow(unused_mut)] // changed only by tests
+    let mut bytes = rmp_serde::config::BytesMode::ForceAll;
     #[cfg(test)]
     match tests::WRITE_OLD.with(std::cell::Cell::get) {
         Some(tests::Old::Json) => return Ok(serde_json::to_vec(value)?),
-        Some(tests::Old::ByteArrays) => {
-            let mut serializer = rmp_serde::Serializer::new(&mut out).with_struct_map();
-            value
-                .serialize(&mut serializer)
-                .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
-            return Ok(out);
-        }
+        Some(tests::Old::ByteArrays) => bytes = rmp_serde::config::BytesMode::Normal,
         None => {}
     }
+    let mut out = vec![BINARY];
     let mut serializer = rmp_serde::Serializer::new(&mut out)
         .with_struct_map()
-        .with_bytes(rmp_serde::config::BytesMode::ForceAll);
+        .with_bytes(bytes);
     value
         .serialize(&mut serializer)
         .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
