@@ -477,6 +477,16 @@ impl AdapterContext {
         rooms
     }
 
+    /// True when `room`, a native room of this adapter, is linked to a neutral room (by the
+    /// configuration, at runtime, or as a direct conversation).
+    pub fn is_linked(&self, room: &RemoteRoomId) -> bool {
+        self.shared
+            .routing
+            .read()
+            .room_of(&self.adapter, room)
+            .is_some()
+    }
+
     /// True when `room` is one of this adapter's management rooms (see [`crate::management`]).
     pub fn is_management_room(&self, room: &RemoteRoomId) -> bool {
         self.shared.management.contains(&crate::routing::Link::new(

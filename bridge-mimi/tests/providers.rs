@@ -1014,3 +1014,138 @@ async fn the_hub_sets_the_rooms_name_and_topic_and_followers_learn_them() {
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// The first message `side`'s far adapter got in `room` from someone whose ID holds `from`:
+/// its body.
+async fn received_in(side: &Side, room: &str, from: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(event) = messages(side)
+            .into_iter()
+            .find(|e| e.room.as_str() == room && e.sender.user.as_str().contains(from))
+        {
+            return body(&event.kind);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing from {from} in {room}: {:?}",
+            side.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `user` of `side`'s far network writes to the puppet of the MIMI user `to` (a user of the
+/// other provider): the conversation is opened through the core as an adapter does for a
+/// direct message, then the message is submitted in it.
+async fn write_directly(side: &Side, user: &str, to: &str, id: &str, text: &str) -> String {
+    let ctx = side.far.context().await.expect("running");
+    // The memory adapter's own name for it, as its `open_direct` would give.
+    let native = format!("dm:{user}:mimi:{to}");
+    let counterpart = bridge_core::Sender {
+        adapter: "mimi".into(),
+        user: bridge_core::RemoteUserId::new(to),
+        display_name: None,
+        avatar: None,
+    };
+    ctx.direct_room(
+        &bridge_core::RemoteRoomId::new(native.clone()),
+        &bridge_core::RemoteUserId::new(user),
+        None,
+        &counterpart,
+    )
+    .await
+    .expect("the direct conversation opens");
+    let submitted = side
+        .far
+        .submit(inbound(&native).id(id).from(user).text(text))
+        .await
+        .expect("submitted");
+    assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+    native
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_conversations_open_from_either_provider_and_carry_messages_both_ways() {
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    // Both users have spoken in the shared room, so each provider has a puppet (with key
+    // material) for its own user.
+    say(&follower, "f1", "bob", "hello").await;
+    received(&hub, 1).await;
+    say(&hub, "h1", "alice", "hi all").await;
+    received(&follower, 1).await;
+    let alice = "mimi://hub.example/u/alice";
+    let bob = "mimi://follower.example/u/bob";
+
+    // Bob writes to alice's puppet: his provider hosts a new MIMI room for the two of them,
+    // claims alice's KeyPackage from hers, and her provider links the room it was welcomed
+    // into as a direct conversation with alice.
+    let bobs_side = write_directly(&follower, "bob", alice, "d1", "psst, alice").await;
+    let alices_side = format!("dm:alice:mimi:{bob}");
+    assert_eq!(received_in(&hub, &alices_side, "bob").await, "psst, alice");
+    // Her answer takes the way back (she is a follower of that room: /submitMessage).
+    let answered = hub
+        .far
+        .submit(
+            inbound(&alices_side)
+                .id("d2")
+                .from("alice")
+                .text("hi bob, in private"),
+        )
+        .await
+        .expect("submitted");
+    assert!(matches!(answered, Submitted::Accepted(_)), "{answered:?}");
+    assert_eq!(
+        received_in(&follower, &bobs_side, "alice").await,
+        "hi bob, in private"
+    );
+
+    // Alice opens one with carol, a user of the follower who has never spoken: her provider
+    // has no puppet for carol, so nothing can be claimed and the open fails with a clear
+    // error; nothing is linked.
+    let ctx = hub.far.context().await.expect("running");
+    let refused = ctx
+        .direct_room(
+            &bridge_core::RemoteRoomId::new("direct alice carol"),
+            &bridge_core::RemoteUserId::new("alice"),
+            None,
+            &bridge_core::Sender {
+                adapter: "mimi".into(),
+                user: bridge_core::RemoteUserId::new("mimi://follower.example/u/carol"),
+                display_name: None,
+                avatar: None,
+            },
+        )
+        .await
+        .expect_err("carol is unknown there");
+    assert!(refused.to_string().contains("UserUnknown"), "{refused}");
+
+    // And the other way round: alice writes to dave's puppet (dave has spoken in the shared
+    // room); her provider hosts that room, and dave's links it.
+    say(&follower, "f2", "dave", "dave here").await;
+    received(&hub, 2).await;
+    let dave = "mimi://follower.example/u/dave";
+    write_directly(&hub, "alice", dave, "d3", "a room of mine").await;
+    let daves_side = format!("dm:dave:mimi:{alice}");
+    assert_eq!(
+        received_in(&follower, &daves_side, "alice").await,
+        "a room of mine"
+    );
+    settled(&hub).await;
+    settled(&follower).await;
+    // The shared room saw none of it; each conversation, only its own messages.
+    let in_room = |side: &Side, room: &str| {
+        messages(side)
+            .iter()
+            .filter(|e| e.room.as_str() == room)
+            .map(|e| body(&e.kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(in_room(&hub, "far-room"), ["hello", "dave here"]);
+    assert_eq!(in_room(&follower, "far-room"), ["hi all"]);
+    assert_eq!(in_room(&hub, &alices_side), ["psst, alice"]);
+    assert_eq!(in_room(&follower, &bobs_side), ["hi bob, in private"]);
+    assert_eq!(in_room(&follower, &daves_side), ["a room of mine"]);
+}

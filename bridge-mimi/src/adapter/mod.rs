@@ -14,6 +14,7 @@
 //! what was stored for its neutral event ID, so it never produces a second message.
 
 mod assets;
+mod direct;
 mod expiry;
 pub mod fanout;
 mod payload;
@@ -940,6 +941,16 @@ impl Adapter for MimiAdapter {
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         self.running()?.open_room(room)
+    }
+
+    /// A MIMI room of its own, hosted by us, with `with`'s puppet and `user` (docs/mimi.md,
+    /// "Direct conversations").
+    async fn open_direct(
+        &self,
+        user: &RemoteUserId,
+        with: &bridge_core::Sender,
+    ) -> Result<RemoteRoomId, AdapterError> {
+        self.running()?.open_direct(user, with).await
     }
 
     /// A file received in a MIMI message: downloaded, checked against its hash and decrypted

@@ -303,6 +303,17 @@ fn display_name(user: &UserUri) -> String {
 }
 
 impl Handler {
+    /// [`Running::link_if_direct`], its failure answered so that the hub notifies again.
+    async fn link_if_direct(&self, room: &RoomUri) -> Result<bool, ProviderError> {
+        self.0
+            .link_if_direct(room)
+            .await
+            .map_err(|e| ProviderError::Unavailable {
+                reason: format!("{room}: the direct conversation is not linked yet: {e}"),
+                retry_after: None,
+            })
+    }
+
     /// A follower's puppet asks to join (a new member's Add proposal): committed at once by
     /// the bot; the proposal and commit go to the followers, the Welcome to the asking one.
     async fn join(
@@ -714,7 +725,13 @@ impl Provider for Handler {
         let room = room_of(&room)?;
         let mut pending = Vec::new();
         let mut kept = Vec::new();
+        // Whether the core has `room` (linked, or linked here as a direct conversation), once
+        // looked at: what is decrypted in a room it lacks would be dropped.
+        let mut linked = None;
         for message in body.messages {
+            if matches!(message.payload, FanoutPayload::Application { .. }) && linked.is_none() {
+                linked = Some(self.link_if_direct(&room).await?);
+            }
             let outcome = match &message.payload {
                 FanoutPayload::Application { message: m, .. } => {
                     let key = format!("{DECRYPTED}{}", digest_hex(m.as_bytes()));
@@ -743,7 +760,12 @@ impl Provider for Handler {
                         _ => None,
                     };
                     match self.0.mls.join(welcome.as_bytes(), tree) {
-                        Ok(_) | Err(MlsError::NotForUs) => Ok(()),
+                        Ok(_) | Err(MlsError::NotForUs) => {
+                            // A replayed Welcome (NotForUs: already used) may follow a
+                            // link that failed: look again.
+                            linked = Some(self.link_if_direct(&room).await?);
+                            Ok(())
+                        }
                         Err(e) => Err(e),
                     }
                 }

@@ -364,6 +364,11 @@ impl MlsHost {
 }
 
 impl MlsHost {
+    /// The credential identity (a client URI for MIMI clients) of a KeyPackage's leaf.
+    pub fn key_package_identity(key_package: &KeyPackage) -> String {
+        super::rooms::identity_of(key_package.leaf_node().credential())
+    }
+
     /// Parses and verifies a KeyPackage received from the network: a bare `KeyPackage` or one
     /// wrapped in an `MLSMessage` (signature, lifetime, ciphersuite, protocol version).
     pub fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, MlsError> {

@@ -6,6 +6,7 @@ use openmls::prelude::{HpkeCiphertext, OpenMlsCrypto};
 use openmls_traits::signatures::Signer as _;
 use tls_codec::{Serialize as _, VLBytes};
 
+use super::uri::UserUri;
 use super::{CIPHERSUITE, MlsError, MlsHost};
 
 /// `struct { opaque label<V> = "MLS 1.0 " + Label; opaque content<V>; }`: the `SignContent`
@@ -20,11 +21,12 @@ pub fn labeled(label: &str, content: &[u8]) -> Result<Vec<u8>, MlsError> {
     Ok(out)
 }
 
-/// The hub's signature over `content` under `label`, with its public key and credential
-/// identity (a basic credential: `mimi://DOMAIN`).
+/// A signature over `content` under `label` (`SignWithLabel`), with the signer's public key and
+/// credential identity (a basic credential: `mimi://DOMAIN` for the hub, a client URI for a
+/// puppet).
 #[derive(Debug, Clone)]
-pub struct HubSignature {
-    /// The hub's signature public key (the groups' external sender).
+pub struct LabeledSignature {
+    /// The signer's signature public key.
     pub public_key: Vec<u8>,
     /// The identity of its basic credential.
     pub identity: Vec<u8>,
@@ -62,15 +64,46 @@ impl MlsHost {
         &self,
         label: &str,
         content: &[u8],
-    ) -> Result<HubSignature, MlsError> {
+    ) -> Result<LabeledSignature, MlsError> {
         let identity = self.transaction(|tx| self.hub_identity(tx))?;
         let signature = identity
             .signer
             .sign(&labeled(label, content)?)
             .map_err(|e| MlsError::Malformed(format!("hub signature: {e:?}")))?;
-        Ok(HubSignature {
+        Ok(LabeledSignature {
             public_key: identity.signer.to_public_vec(),
             identity: self.hub_uri().into_bytes(),
+            signature,
+        })
+    }
+
+    /// The signature public key and credential identity (its client URI) of `user`'s puppet
+    /// client, which must exist.
+    pub fn client_key(&self, user: &UserUri) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
+        let identity = self.transaction(|tx| self.member_identity(tx, user))?;
+        Ok((
+            identity.signer.to_public_vec(),
+            user.puppet_client().to_string().into_bytes(),
+        ))
+    }
+
+    /// `SignWithLabel` with the key of `user`'s puppet client, which must exist
+    /// ([`MlsHost::ensure_client`]): a request a puppet makes of another provider
+    /// (`/keyMaterial`).
+    pub fn sign_with_label_as(
+        &self,
+        user: &UserUri,
+        label: &str,
+        content: &[u8],
+    ) -> Result<LabeledSignature, MlsError> {
+        let identity = self.transaction(|tx| self.member_identity(tx, user))?;
+        let signature = identity
+            .signer
+            .sign(&labeled(label, content)?)
+            .map_err(|e| MlsError::Malformed(format!("{user}'s signature: {e:?}")))?;
+        Ok(LabeledSignature {
+            public_key: identity.signer.to_public_vec(),
+            identity: user.puppet_client().to_string().into_bytes(),
             signature,
         })
     }

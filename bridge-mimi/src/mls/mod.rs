@@ -55,7 +55,7 @@ use cache::{CachedGroup, GroupCache, GroupKey};
 
 pub use cache::DEFAULT_GROUP_CACHE;
 pub use clients::KeyPackageSettings;
-pub use labels::{HubSignature, labeled};
+pub use labels::{LabeledSignature, labeled};
 pub use rooms::{CommitOutput, Decrypted, PAST_EPOCHS, Participant, Processed, RoomProfile};
 
 /// An MLS operation failed. Nothing was written.
