@@ -263,6 +263,32 @@ impl Hub {
         }
     }
 
+    /// Dana's side opens the direct conversation `native` (its in-memory name) with `with`, a
+    /// MIMI user of the other provider, as her network's adapter does when she writes to that
+    /// user's puppet.
+    async fn open_direct(&self, native: &str, with: &str) -> Result<()> {
+        let ctx = self
+            .dana
+            .context()
+            .await
+            .context("dana's adapter is not running")?;
+        let counterpart = bridge_core::Sender {
+            adapter: AdapterId::new("mimi"),
+            user: bridge_core::RemoteUserId::new(with),
+            display_name: None,
+            avatar: None,
+        };
+        ctx.direct_room(
+            &bridge_core::RemoteRoomId::new(native),
+            &bridge_core::RemoteUserId::new("dana"),
+            Some("Dana"),
+            &counterpart,
+        )
+        .await
+        .map_err(|e| anyhow!("the direct conversation does not open: {e}"))?;
+        Ok(())
+    }
+
     /// Waits until dana's side got an event `accept` takes; returns it.
     async fn wait(&self, mut accept: impl FnMut(&OutboundEvent) -> bool) -> Result<OutboundEvent> {
         loop {
@@ -426,11 +452,6 @@ fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
         "nick / display name" if !caps.profile => Some(
             "a MIMI participant is a user URI in the room's participant list; MIMI has no \
              display names, so the MIMI adapter declares no `profile` capability.",
-        ),
-        "direct message" => Some(
-            "a MIMI direct conversation is a MIMI room of its own, created on demand; the MIMI \
-             adapter does not open one (no `Adapter::open_direct` for MIMI; docs/mimi.md, Not \
-             done).",
         ),
         _ => None,
     }
@@ -1956,14 +1977,121 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             );
         }
     }
-    let why = mimi_lacks(&mimi_caps, "direct message").expect("MIMI has no DMs here");
-    for (from, to) in [
-        (Net::Xmpp, Net::Mimi),
-        (Net::Matrix, Net::Mimi),
-        (Net::Mimi, Net::Xmpp),
-        (Net::Mimi, Net::Matrix),
-    ] {
-        table.not_carried("direct message", from, to, why);
+    // Dana writes to xavier's and to carol's puppet on her network (a MIMI room of its own
+    // each, hosted by her provider); each answers in the conversation that opened.
+    let mimi_user_of = |body: &str| {
+        hub.dana
+            .sent()
+            .into_iter()
+            .find(|e| body_of(e) == Some(body))
+            .map(|e| e.sender.user.to_string())
+    };
+    match mimi_user_of("hello from xmpp") {
+        Some(xavier_uri) => {
+            let native = format!("dm:dana:mimi:{xavier_uri}");
+            let puppet = table
+                .check("direct message", Net::Mimi, Net::Xmpp, async {
+                    hub.open_direct(&native, &xavier_uri).await?;
+                    hub.submit(
+                        inbound(&native)
+                            .id("d-dm-x")
+                            .from("dana")
+                            .named("Dana")
+                            .text("psst, xavier"),
+                    )
+                    .await?;
+                    let m = xavier.wait_message(|m| m["body"] == "psst, xavier").await?;
+                    ensure!(m["type"] == "chat", "not a direct message: {m}");
+                    Ok(bridge_xmpp::jid::bare(text(&m["from"])).to_owned())
+                })
+                .await;
+            match puppet {
+                Some(puppet) => {
+                    xavier
+                        .send(&puppet, Kind::Chat, "psst back, dana")
+                        .await
+                        .expect("sent");
+                    table
+                        .check("direct message", Net::Xmpp, Net::Mimi, async {
+                            hub.wait(|e| {
+                                e.room.as_str() == native && body_of(e) == Some("psst back, dana")
+                            })
+                            .await?;
+                            Ok(())
+                        })
+                        .await;
+                }
+                None => table.skipped(
+                    "direct message",
+                    Net::Xmpp,
+                    Net::Mimi,
+                    "direct message MIMI → XMPP",
+                ),
+            }
+        }
+        None => {
+            for (from, to) in [(Net::Mimi, Net::Xmpp), (Net::Xmpp, Net::Mimi)] {
+                table.skipped("direct message", from, to, "text XMPP → MIMI");
+            }
+        }
+    }
+    match mimi_user_of("hello from matrix") {
+        Some(carol_uri) => {
+            let native = format!("dm:dana:mimi:{carol_uri}");
+            let dm = table
+                .check("direct message", Net::Mimi, Net::Matrix, async {
+                    hub.open_direct(&native, &carol_uri).await?;
+                    hub.submit(
+                        inbound(&native)
+                            .id("d-dm-m")
+                            .from("dana")
+                            .named("Dana")
+                            .text("psst, carol"),
+                    )
+                    .await?;
+                    let invite = carol
+                        .wait_invite(|e| e["sender"] == dana_ghost.as_str())
+                        .await?;
+                    let dm = text(&invite["room_id"]).to_owned();
+                    carol.join(&dm).await?;
+                    carol
+                        .wait_timeline(|e| {
+                            e["room_id"] == dm.as_str() && e["content"]["body"] == "psst, carol"
+                        })
+                        .await?;
+                    Ok(dm)
+                })
+                .await;
+            match dm {
+                Some(dm) => {
+                    carol
+                        .send(&dm, "psst back from matrix")
+                        .await
+                        .expect("sent");
+                    table
+                        .check("direct message", Net::Matrix, Net::Mimi, async {
+                            hub.wait(|e| {
+                                e.room.as_str() == native
+                                    && body_of(e) == Some("psst back from matrix")
+                            })
+                            .await?;
+                            Ok(())
+                        })
+                        .await;
+                }
+                None => table.skipped(
+                    "direct message",
+                    Net::Matrix,
+                    Net::Mimi,
+                    "direct message MIMI → Matrix",
+                ),
+            }
+        }
+        None => {
+            for (from, to) in [(Net::Mimi, Net::Matrix), (Net::Matrix, Net::Mimi)] {
+                table.skipped("direct message", from, to, "text Matrix → MIMI");
+            }
+        }
     }
 
     // ================================================================ no echo, no duplicate
