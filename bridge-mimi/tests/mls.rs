@@ -797,3 +797,107 @@ fn a_new_host_over_the_same_store_sees_every_write_the_cached_one_made() {
     // And a message already read stays spent.
     assert!(follower.decrypt(&room, &four).is_err());
 }
+
+/// The shared values of the MLS state in `store` (`mls/s/…`): each one's stored reference
+/// count, and how many members' keys refer to it. Also checks that every reference names a
+/// stored value.
+fn shared_values(
+    store: &dyn Store,
+) -> (
+    std::collections::BTreeMap<String, u32>,
+    std::collections::BTreeMap<String, u32>,
+) {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut values = std::collections::BTreeSet::new();
+    let mut refs = std::collections::BTreeMap::new();
+    bridge_core::store::for_each_with_prefix(store, b"", |key, value| {
+        let key = String::from_utf8_lossy(key).into_owned();
+        let Some(at) = key.find("mls/") else {
+            return Ok(());
+        };
+        let key = key[at..].to_owned();
+        if key.starts_with("mls/s/") {
+            match key.strip_suffix('#') {
+                Some(value_key) => {
+                    let count = u32::from_be_bytes(value.try_into().expect("a 4-byte count"));
+                    counts.insert(value_key.to_owned(), count);
+                }
+                None => {
+                    values.insert(key);
+                }
+            }
+        } else if value.first() == Some(&1) {
+            let target = String::from_utf8_lossy(&value[1..]).into_owned();
+            *refs.entry(target).or_insert(0) += 1;
+        }
+        Ok(())
+    })
+    .expect("scan");
+    for target in refs.keys() {
+        assert!(
+            values.contains(target),
+            "{target} is referred to but missing"
+        );
+    }
+    assert_eq!(
+        values,
+        counts.keys().cloned().collect(),
+        "a count for every shared value, and no other"
+    );
+    (counts, refs)
+}
+
+#[test]
+fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let hub = host(HUB, store.clone());
+    let room = RoomUri::new(HUB, "lobby");
+    let alice = hub.puppet("alice@xmpp.example");
+    hub.create_room(&room, &alice, RoomProfile::Mimi)
+        .expect("create");
+    let users: Vec<_> = ["carol", "dave", "erin"]
+        .iter()
+        .map(|name| hub.puppet(name))
+        .collect();
+    for user in &users {
+        let key_package = hub.single_use_key_package(user).expect("kp");
+        hub.add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+            .expect("add");
+    }
+    // Four members at one epoch: one tree and one context, each referred to four times.
+    let (counts, refs) = shared_values(store.as_ref());
+    assert_eq!(counts, refs, "stored counts match the references");
+    let per_label = |label: &str| {
+        counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("mls/s/{label}/")))
+            .map(|(_, &n)| n)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(per_label("tree"), [4]);
+    assert_eq!(per_label("context"), [4]);
+
+    // erin is removed: her copy is gone, and the others moved to a new epoch together.
+    hub.remove_user(&room, &alice, &users[2]).expect("remove");
+    let (counts, refs) = shared_values(store.as_ref());
+    assert_eq!(counts, refs);
+    let per_label = |label: &str| {
+        counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("mls/s/{label}/")))
+            .map(|(_, &n)| n)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(per_label("tree"), [3]);
+    assert_eq!(per_label("context"), [3]);
+
+    // A host opened again over the store reads the shared state: carol and alice still talk.
+    drop(hub);
+    let hub = host(HUB, store.clone());
+    let sealed = hub
+        .encrypt(&room, &users[0], b"after the restart")
+        .expect("carol encrypts");
+    let (sender, text) = application(hub.decrypt(&room, &sealed).expect("alice reads"));
+    assert_eq!(sender, users[0].puppet_client().to_string());
+    assert_eq!(text, b"after the restart");
+}

@@ -18,6 +18,10 @@
 //! old store keeps working and each value moves to the binary format when next written. Keys
 //! stay JSON: they must name the same records as before.
 //!
+//! The ratchet tree and the group context, alike for every member of a group in an epoch, are
+//! stored once per group and content (`mls/s/…`, reference-counted; see [`SHARED`]): a bridge
+//! hosting many puppets of one room keeps one tree, not one per puppet.
+//!
 //! Writes of one operation (processing a commit, sending a message…) go to an [`Overlay`] that
 //! [`Overlay::commit`] writes in one atomic batch: a crash never leaves half a merged commit in
 //! the store, and an operation that fails leaves nothing behind. A deletion is written as an
@@ -30,6 +34,7 @@ use openmls_traits::storage::{CURRENT_VERSION, StorageProvider, traits};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::Digest as _;
 
 use super::kv::KvStore;
 use bridge_core::StoreError;
@@ -174,6 +179,30 @@ const EPOCH_KEY_PAIRS: &str = "epoch_key_pairs";
 const KEY_PACKAGE: &str = "key_package";
 const PSK: &str = "psk";
 
+/// Labels whose values every member of a group has alike in an epoch (the public ratchet tree
+/// and the group context: the largest part of a member's state in a big group). Each distinct
+/// value is stored once per group, at `mls/s/<label>/<group ID>/<first 16 bytes of its
+/// SHA-256, hex>`, with its number of references at the same key followed by `#`; a member's
+/// own key holds [`SHARED_REF`] and that key. Several puppets of the bridge in one group (a
+/// follower hosting many users of a room) then keep one tree, not one each. Every write and
+/// removal of a group's state runs under that room's lock (`MlsHost::room_transaction` or the
+/// exclusive `transaction`), so the counts never race.
+const SHARED: [&str; 2] = [TREE, CONTEXT];
+
+/// Where shared values are kept (see [`SHARED`]).
+const SHARED_PREFIX: &[u8] = b"mls/s/";
+
+/// The first byte of a value that refers to a shared value (the rest is its key). Neither the
+/// binary format ([`BINARY`]) nor JSON starts with it.
+const SHARED_REF: u8 = 1;
+
+/// The key of the reference count of shared value `blob`.
+fn count_key(blob: &[u8]) -> Vec<u8> {
+    let mut key = blob.to_vec();
+    key.push(b'#');
+    key
+}
+
 impl MlsStorage {
     /// The storage of the client whose keys start with `prefix`, writing into `overlay`.
     pub fn new(kv: Arc<dyn KvStore>, prefix: Vec<u8>, overlay: Arc<Overlay>) -> Self {
@@ -199,7 +228,36 @@ impl MlsStorage {
         value: &impl Serialize,
     ) -> Result<(), MlsStorageError> {
         let value = encode(value)?;
-        self.overlay.put(self.key(label, key)?, value);
+        let full = self.key(label, key)?;
+        if SHARED.contains(&label) {
+            let mut blob = SHARED_PREFIX.to_vec();
+            blob.extend_from_slice(label.as_bytes());
+            blob.push(b'/');
+            serde_json::to_writer(&mut blob, key)?;
+            blob.push(b'/');
+            let digest = sha2::Sha256::digest(&value);
+            for byte in &digest[..16] {
+                blob.extend_from_slice(format!("{byte:02x}").as_bytes());
+            }
+            let old = self.shared_ref(&full)?;
+            if old.as_deref() == Some(blob.as_slice()) {
+                return Ok(()); // the same content: the reference stands
+            }
+            if let Some(old) = old {
+                self.release(&old)?;
+            }
+            let count = self.references(&blob)?;
+            if count == 0 {
+                self.overlay.put(blob.clone(), value);
+            }
+            self.overlay
+                .put(count_key(&blob), (count + 1).to_be_bytes().to_vec());
+            let mut reference = vec![SHARED_REF];
+            reference.extend_from_slice(&blob);
+            self.overlay.put(full, reference);
+            return Ok(());
+        }
+        self.overlay.put(full, value);
         Ok(())
     }
 
@@ -208,14 +266,62 @@ impl MlsStorage {
         label: &str,
         key: &impl Serialize,
     ) -> Result<Option<V>, MlsStorageError> {
-        match self.overlay.get(self.kv.as_ref(), &self.key(label, key)?)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+        let kv = self.kv.as_ref();
+        match self.overlay.get(kv, &self.key(label, key)?)? {
+            Some(bytes) => match bytes.split_first() {
+                Some((&SHARED_REF, blob)) => match self.overlay.get(kv, blob)? {
+                    Some(value) => Ok(Some(decode(&value)?)),
+                    None => Err(MlsStorageError::Binary(format!(
+                        "the shared value {} is missing",
+                        String::from_utf8_lossy(blob)
+                    ))),
+                },
+                _ => Ok(Some(decode(&bytes)?)),
+            },
             None => Ok(None),
         }
     }
 
     fn remove(&self, label: &str, key: &impl Serialize) -> Result<(), MlsStorageError> {
-        self.overlay.delete(self.key(label, key)?);
+        let full = self.key(label, key)?;
+        if let Some(blob) = self.shared_ref(&full)? {
+            self.release(&blob)?;
+        }
+        self.overlay.delete(full);
+        Ok(())
+    }
+
+    /// The shared value that the value at `full` refers to, if it is such a reference.
+    fn shared_ref(&self, full: &[u8]) -> Result<Option<Vec<u8>>, MlsStorageError> {
+        Ok(self
+            .overlay
+            .get(self.kv.as_ref(), full)?
+            .and_then(|v| match v.split_first() {
+                Some((&SHARED_REF, blob)) => Some(blob.to_vec()),
+                _ => None,
+            }))
+    }
+
+    /// How many references the shared value `blob` has.
+    fn references(&self, blob: &[u8]) -> Result<u32, MlsStorageError> {
+        Ok(self
+            .overlay
+            .get(self.kv.as_ref(), &count_key(blob))?
+            .and_then(|c| <[u8; 4]>::try_from(c.as_slice()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    /// Drops one reference to the shared value `blob`, and the value with the last one.
+    fn release(&self, blob: &[u8]) -> Result<(), MlsStorageError> {
+        match self.references(blob)? {
+            0 | 1 => {
+                self.overlay.delete(blob.to_vec());
+                self.overlay.delete(count_key(blob));
+            }
+            n => self
+                .overlay
+                .put(count_key(blob), (n - 1).to_be_bytes().to_vec()),
+        }
         Ok(())
     }
 
