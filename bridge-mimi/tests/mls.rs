@@ -901,3 +901,67 @@ fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
     assert_eq!(sender, users[0].puppet_client().to_string());
     assert_eq!(text, b"after the restart");
 }
+
+#[test]
+fn a_followers_commit_is_merged_only_when_its_committer_may_make_it() {
+    let alice_uri = |hub: &MlsHost| hub.puppet("alice@xmpp.example");
+    let bob_uri = |follower: &MlsHost| follower.puppet("@bob:matrix.example");
+    let refused = |result: Result<Processed, MlsError>, why: &str| match result {
+        Err(MlsError::InvalidStateChange(reason)) => {
+            assert!(
+                reason.contains(why),
+                "refused, but for {reason:?} instead of {why:?}"
+            );
+        }
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    };
+
+    // bob (an ordinary participant) removes alice, the room's admin: not his to remove.
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let removal = follower
+        .remove_user(&room, &bob_uri(&follower), &alice_uri(&hub))
+        .expect("bob's host makes the commit");
+    refused(
+        hub.process_from(&room, &removal.commit, FOLLOWER),
+        "may take only themselves off the participant list",
+    );
+    assert_eq!(hub.epoch(&room).expect("epoch"), 1, "nothing merged");
+    assert_eq!(hub.members(&room).expect("members").len(), 2);
+
+    // bob adds carol, a user of his provider: adding other users is for group admins.
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let carol = follower.puppet("@carol:matrix.example");
+    let key_package = follower
+        .take_key_package(&carol)
+        .expect("take")
+        .expect("kp");
+    let addition = follower
+        .add_client(&room, &bob_uri(&follower), key_package, ROLE_ORDINARY_USER)
+        .expect("bob's host makes the commit");
+    refused(
+        hub.process_from(&room, &addition.commit, FOLLOWER),
+        "may add only clients of their own",
+    );
+    assert_eq!(hub.epoch(&room).expect("epoch"), 1, "nothing merged");
+
+    // An empty commit by bob (a key update): allowed from his own provider only.
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let update = follower
+        .commit_pending(&room, &bob_uri(&follower))
+        .expect("bob's host makes the commit");
+    refused(
+        hub.process_from(&room, &update.commit, "elsewhere.example"),
+        "does not belong to elsewhere.example",
+    );
+    assert_eq!(hub.epoch(&room).expect("epoch"), 1, "nothing merged");
+    match hub
+        .process_from(&room, &update.commit, FOLLOWER)
+        .expect("from bob's provider")
+    {
+        Processed::Commit { epoch, .. } => assert_eq!(epoch, 2),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}

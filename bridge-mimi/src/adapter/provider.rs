@@ -548,7 +548,11 @@ impl Provider for Handler {
             None
         };
         for message in messages.iter().filter(|_| proposed.is_none()) {
-            match self.0.mls.process(&room, message.as_bytes()) {
+            match self
+                .0
+                .mls
+                .process_from(&room, message.as_bytes(), peer.as_str())
+            {
                 Ok(Processed::Commit {
                     epoch,
                     participants,

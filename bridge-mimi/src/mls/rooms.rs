@@ -142,6 +142,111 @@ pub(crate) fn identity_of(credential: &Credential) -> String {
         .unwrap_or_default()
 }
 
+/// The user whose client is at `leaf` of `group`.
+fn user_of_leaf(group: &MlsGroup, leaf: LeafNodeIndex) -> Option<UserUri> {
+    group.member(leaf).and_then(|credential| {
+        ClientUri::parse(&identity_of(credential))
+            .ok()
+            .map(|c| c.user().clone())
+    })
+}
+
+/// Whether `proposer` may make `proposal` in `group` (draft-ietf-mimi-room-policy's base rules
+/// as we apply them, docs/mimi.md "Who may propose what"): a group admin may do anything;
+/// anyone else may remove only their own clients, add only clients of their own user, take
+/// only themselves off the participant list, and change no other part of the room state.
+fn may_propose(group: &MlsGroup, proposer: &UserUri, proposal: &Proposal) -> Result<(), MlsError> {
+    let list = participants_of(group)?;
+    let name = proposer.to_string();
+    if list
+        .iter()
+        .any(|p| p.user == name && p.role_index >= ROLE_GROUP_ADMIN)
+    {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(MlsError::InvalidStateChange(why));
+    match proposal {
+        Proposal::Remove(remove)
+            if user_of_leaf(group, remove.removed()).as_ref() != Some(proposer) =>
+        {
+            return refuse(format!("{proposer} may remove only their own clients"));
+        }
+        Proposal::Add(add) => {
+            let identity = identity_of(add.key_package().leaf_node().credential());
+            let user = ClientUri::parse(&identity).map(|c| c.user().clone());
+            if user.as_ref().ok() != Some(proposer) {
+                return refuse(format!(
+                    "{proposer} may add only clients of their own, not {identity}"
+                ));
+            }
+        }
+        Proposal::AppDataUpdate(update) => match update.component_id() {
+            COMPONENT_PARTICIPANT_LIST => {
+                let AppDataUpdateOperation::Update(bytes) = update.operation() else {
+                    return refuse("removal of the participant list".into());
+                };
+                let change = ParticipantListUpdate::decode(bytes.as_slice())?;
+                let own = list
+                    .iter()
+                    .position(|p| p.user == name)
+                    .and_then(|i| u32::try_from(i).ok());
+                if !change.added_participants.is_empty() {
+                    return refuse(format!(
+                        "{proposer} may not add participants (a group admin does)"
+                    ));
+                }
+                if !change.changed_role_participants.is_empty() {
+                    return refuse(format!("{proposer} may not change roles"));
+                }
+                if !change.removed_indices.iter().all(|i| Some(*i) == own) {
+                    return refuse(format!(
+                        "{proposer} may take only themselves off the participant list"
+                    ));
+                }
+            }
+            _ => return refuse(format!("{proposer} may not change the room state")),
+        },
+        Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
+            return refuse(format!("{proposer} may not change the group's settings"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether the commit `staged`, by `committer` (a client of provider `domain`), may be merged
+/// in `group`: the committer belongs to `domain`, and each proposal it carries is allowed to
+/// whoever proposed it ([`may_propose`]; the committer for its own and an external joiner's,
+/// the hub's own external proposals always).
+fn may_commit(
+    group: &MlsGroup,
+    committer: &str,
+    domain: &str,
+    staged: &StagedCommit,
+) -> Result<(), MlsError> {
+    let committer = ClientUri::parse(committer)
+        .map(|c| c.user().clone())
+        .map_err(|_| {
+            MlsError::InvalidStateChange(format!("a committer {committer} without a client URI"))
+        })?;
+    if !committer.domain().eq_ignore_ascii_case(domain) {
+        return Err(MlsError::InvalidStateChange(format!(
+            "{committer} does not belong to {domain}"
+        )));
+    }
+    for queued in staged.queued_proposals() {
+        let proposer = match queued.sender() {
+            Sender::Member(leaf) => user_of_leaf(group, *leaf).ok_or_else(|| {
+                MlsError::InvalidStateChange("a proposer without a client URI".into())
+            })?,
+            Sender::NewMemberCommit | Sender::NewMemberProposal => committer.clone(),
+            Sender::External(_) => continue,
+        };
+        may_propose(group, &proposer, queued.proposal())?;
+    }
+    Ok(())
+}
+
 /// The participant list in `group`'s context (empty for [`RoomProfile::Plain`]).
 fn participants_of(group: &MlsGroup) -> Result<Vec<Participant>, MlsError> {
     participants_in(group.extensions())
@@ -589,7 +694,7 @@ impl MlsHost {
                 .map_err(|e| mls_err("leave")(&e))?;
             messages.push(to_bytes(&message)?);
             for bytes in &messages {
-                self.deliver_local(tx, room, &record, Some(user), bytes)?;
+                self.deliver_local(tx, room, &record, Some(user), None, bytes)?;
             }
             Ok(messages)
         })
@@ -623,69 +728,27 @@ impl MlsHost {
         self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             for bytes in proposals {
-                match self.deliver_local(tx, room, &record, None, bytes)? {
+                match self.deliver_local(tx, room, &record, None, None, bytes)? {
                     Some(Processed::Proposal) => {}
                     _ => return Err(MlsError::Malformed("not a proposal".into())),
                 }
             }
             let (mut group, provider) = self.load_group(tx, room, by)?;
-            let list = participants_of(&group)?;
-            let user_of_leaf = |leaf: LeafNodeIndex| {
-                group.member(leaf).and_then(|credential| {
-                    ClientUri::parse(&identity_of(credential))
-                        .ok()
-                        .map(|c| c.user().clone())
-                })
-            };
-            let refuse = |why: String| Err(MlsError::InvalidStateChange(why));
             for queued in group.pending_proposals() {
                 let Sender::Member(leaf) = queued.sender() else {
-                    return refuse("a proposal from a non-member".into());
+                    return Err(MlsError::InvalidStateChange(
+                        "a proposal from a non-member".into(),
+                    ));
                 };
-                let Some(proposer) = user_of_leaf(*leaf) else {
-                    return refuse("a proposer without a client URI".into());
-                };
+                let proposer = user_of_leaf(&group, *leaf).ok_or_else(|| {
+                    MlsError::InvalidStateChange("a proposer without a client URI".into())
+                })?;
                 if !proposer.domain().eq_ignore_ascii_case(domain) {
-                    return refuse(format!("{proposer} does not belong to {domain}"));
+                    return Err(MlsError::InvalidStateChange(format!(
+                        "{proposer} does not belong to {domain}"
+                    )));
                 }
-                let admin = list
-                    .iter()
-                    .any(|p| p.user == proposer.to_string() && p.role_index >= ROLE_GROUP_ADMIN);
-                match queued.proposal() {
-                    Proposal::Remove(remove) => {
-                        let target = user_of_leaf(remove.removed());
-                        if target.as_ref() != Some(&proposer) && !admin {
-                            return refuse(format!("{proposer} may remove only their own clients"));
-                        }
-                    }
-                    Proposal::AppDataUpdate(update) => match update.component_id() {
-                        COMPONENT_PARTICIPANT_LIST => {
-                            let AppDataUpdateOperation::Update(bytes) = update.operation() else {
-                                return refuse("removal of the participant list".into());
-                            };
-                            let change = ParticipantListUpdate::decode(bytes.as_slice())?;
-                            let own = list
-                                .iter()
-                                .position(|p| p.user == proposer.to_string())
-                                .and_then(|i| u32::try_from(i).ok());
-                            let only_self = change.removed_indices.iter().all(|i| Some(*i) == own);
-                            if !admin
-                                && (!only_self
-                                    || !change.changed_role_participants.is_empty()
-                                    || !change.added_participants.is_empty())
-                            {
-                                return refuse(format!(
-                                    "{proposer} may only remove themselves from the participant list"
-                                ));
-                            }
-                        }
-                        _ if !admin => {
-                            return refuse(format!("{proposer} may not change the room state"));
-                        }
-                        _ => {}
-                    },
-                    _ => {}
-                }
+                may_propose(&group, &proposer, queued.proposal())?;
             }
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.consume_proposal_store(true)
@@ -734,7 +797,7 @@ impl MlsHost {
     ) -> Result<CommitOutput, MlsError> {
         self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
-            match self.deliver_local(tx, room, &record, None, proposal)? {
+            match self.deliver_local(tx, room, &record, None, None, proposal)? {
                 Some(Processed::Proposal) => {}
                 _ => return Err(MlsError::Malformed("not a proposal".into())),
             }
@@ -836,18 +899,21 @@ impl MlsHost {
             commit,
         };
         let record = self.room_record(tx, room)?;
-        self.deliver_local(tx, room, &record, Some(by), &output.commit)?;
+        self.deliver_local(tx, room, &record, Some(by), None, &output.commit)?;
         Ok(output)
     }
 
     /// Has every local member of `room` but `except` process a handshake message; drops the
-    /// local members it removes. Returns the outcome as a remaining member sees it.
+    /// local members it removes. Returns the outcome as a remaining member sees it. `from`: the
+    /// provider that relayed a commit, whose rights are checked before it is merged
+    /// ([`may_commit`]).
     fn deliver_local(
         &self,
         tx: &Tx,
         room: &RoomUri,
         record: &RoomRecord,
         except: Option<&UserUri>,
+        from: Option<&str>,
         bytes: &[u8],
     ) -> Result<Option<Processed>, MlsError> {
         let mut outcome = None;
@@ -856,7 +922,7 @@ impl MlsHost {
             if Some(&user) == except {
                 continue;
             }
-            let (result, gone) = self.process_as(tx, room, &user, bytes)?;
+            let (result, gone) = self.process_as(tx, room, &user, from, bytes)?;
             // A member that stays reports the new epoch and list; a removed one only if no
             // member stays.
             if gone {
@@ -880,11 +946,13 @@ impl MlsHost {
     }
 
     /// `user`'s puppet processes one message of `room`; true when it is no longer a member.
+    /// A commit relayed by provider `from` is merged only if [`may_commit`] allows it.
     fn process_as(
         &self,
         tx: &Tx,
         room: &RoomUri,
         user: &UserUri,
+        from: Option<&str>,
         bytes: &[u8],
     ) -> Result<(Processed, bool), MlsError> {
         let (mut group, provider) = self.load_group(tx, room, user)?;
@@ -933,6 +1001,9 @@ impl MlsHost {
             #[allow(unreachable_patterns)]
             _ => return Err(MlsError::Malformed("unexpected message content".into())),
         };
+        if let Some(domain) = from {
+            may_commit(&group, &sender, domain, &staged)?;
+        }
         group
             .merge_staged_commit(&provider, staged)
             .map_err(|e| mls_err("merge commit")(&e))?;
@@ -964,12 +1035,35 @@ impl MlsHost {
             MlsMessageBodyIn::PrivateMessage(_) => self.decrypt(room, bytes),
             MlsMessageBodyIn::PublicMessage(_) => self.room_transaction(room, |tx| {
                 let record = self.room_record(tx, room)?;
-                self.deliver_local(tx, room, &record, None, bytes)?
+                self.deliver_local(tx, room, &record, None, None, bytes)?
                     .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
             }),
             _ => Err(MlsError::Malformed(
                 "not a message for a group (GroupInfo or KeyPackage)".into(),
             )),
+        }
+    }
+
+    /// [`MlsHost::process`] for a handshake message that provider `domain` relayed (as hub,
+    /// `/update`): a commit is merged only if its committer is a client of `domain` and every
+    /// proposal in it is allowed to its proposer (the rules of
+    /// [`MlsHost::commit_proposals_from`]); otherwise [`MlsError::InvalidStateChange`] and
+    /// nothing changes.
+    pub fn process_from(
+        &self,
+        room: &RoomUri,
+        bytes: &[u8],
+        domain: &str,
+    ) -> Result<Processed, MlsError> {
+        let message = MlsMessageIn::tls_deserialize_exact(bytes)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        match message.extract() {
+            MlsMessageBodyIn::PublicMessage(_) => self.room_transaction(room, |tx| {
+                let record = self.room_record(tx, room)?;
+                self.deliver_local(tx, room, &record, None, Some(domain), bytes)?
+                    .ok_or_else(|| MlsError::UnknownRoom(room.to_string()))
+            }),
+            _ => self.process(room, bytes),
         }
     }
 
@@ -1043,7 +1137,7 @@ impl MlsHost {
     fn decrypt_in(&self, tx: &Tx, room: &RoomUri, bytes: &[u8]) -> Result<Processed, MlsError> {
         let record = self.room_record(tx, room)?;
         for user in self.local_members(&record)? {
-            match self.process_as(tx, room, &user, bytes)?.0 {
+            match self.process_as(tx, room, &user, None, bytes)?.0 {
                 Processed::Own => continue,
                 Processed::Application(decrypted) => {
                     return Ok(Processed::Application(decrypted));
