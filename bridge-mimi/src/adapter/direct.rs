@@ -64,8 +64,9 @@ impl Running {
                 self.add_local(&room, &puppet)?;
             }
         }
+        let far_name = far.to_string();
         let participants = self.mls.participants(&room).map_err(mls_failed)?;
-        if participants.iter().any(|p| p.user == far.to_string()) {
+        if participants.iter().any(|p| p.user == far_name) {
             return Ok(native); // opened before (a retry after the link failed)
         }
         let key_packages = self.claim_key_packages(&room, &puppet, &far).await?;
@@ -119,7 +120,7 @@ impl Running {
         puppet: &UserUri,
         far: &UserUri,
     ) -> Result<Vec<openmls::prelude::KeyPackage>, AdapterError> {
-        let bot_signed = |e: crate::wire::WireError| {
+        let unsigned = |e: crate::wire::WireError| {
             AdapterError::Permanent(format!("our /keyMaterial request: {e}"))
         };
         let mut request = KeyMaterialRequest {
@@ -142,7 +143,7 @@ impl Running {
         let (public_key, identity) = self.mls.client_key(puppet).map_err(mls_failed)?;
         request.requester_signature_key = SignaturePublicKey(public_key.into());
         request.requester_credential.content = identity.into();
-        let tbs = request.to_be_signed().map_err(bot_signed)?;
+        let tbs = request.to_be_signed().map_err(unsigned)?;
         let signed = self
             .mls
             .sign_with_label_as(puppet, KeyMaterialRequest::SIGNATURE_LABEL, &tbs)

@@ -19,7 +19,7 @@
 //! stay JSON: they must name the same records as before.
 //!
 //! The ratchet tree and the group context, alike for every member of a group in an epoch, are
-//! stored once per group and content (`mls/s/…`, reference-counted; see [`SHARED`]): a bridge
+//! stored once per group and content (`mls/s/…`, reference-counted; see `SHARED` below): a bridge
 //! hosting many puppets of one room keeps one tree, not one per puppet.
 //!
 //! Writes of one operation (processing a commit, sending a message…) go to an [`Overlay`] that
