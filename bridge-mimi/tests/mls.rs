@@ -847,6 +847,15 @@ fn shared_values(
     (counts, refs)
 }
 
+/// The reference counts of the shared values of `label` ("tree", "context") in `counts`.
+fn references_per_value(counts: &std::collections::BTreeMap<String, u32>, label: &str) -> Vec<u32> {
+    counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("mls/s/{label}/")))
+        .map(|(_, &n)| n)
+        .collect()
+}
+
 #[test]
 fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -867,29 +876,15 @@ fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
     // Four members at one epoch: one tree and one context, each referred to four times.
     let (counts, refs) = shared_values(store.as_ref());
     assert_eq!(counts, refs, "stored counts match the references");
-    let per_label = |label: &str| {
-        counts
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("mls/s/{label}/")))
-            .map(|(_, &n)| n)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(per_label("tree"), [4]);
-    assert_eq!(per_label("context"), [4]);
+    assert_eq!(references_per_value(&counts, "tree"), [4]);
+    assert_eq!(references_per_value(&counts, "context"), [4]);
 
     // erin is removed: her copy is gone, and the others moved to a new epoch together.
     hub.remove_user(&room, &alice, &users[2]).expect("remove");
     let (counts, refs) = shared_values(store.as_ref());
     assert_eq!(counts, refs);
-    let per_label = |label: &str| {
-        counts
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("mls/s/{label}/")))
-            .map(|(_, &n)| n)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(per_label("tree"), [3]);
-    assert_eq!(per_label("context"), [3]);
+    assert_eq!(references_per_value(&counts, "tree"), [3]);
+    assert_eq!(references_per_value(&counts, "context"), [3]);
 
     // A host opened again over the store reads the shared state: carol and alice still talk.
     drop(hub);

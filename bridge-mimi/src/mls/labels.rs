@@ -34,6 +34,24 @@ pub struct LabeledSignature {
     pub signature: Vec<u8>,
 }
 
+/// `SignWithLabel` with `identity`'s key, whose credential identity is `name`.
+fn sign_with(
+    identity: &super::clients::Identity,
+    name: String,
+    label: &str,
+    content: &[u8],
+) -> Result<LabeledSignature, MlsError> {
+    let signature = identity
+        .signer
+        .sign(&labeled(label, content)?)
+        .map_err(|e| MlsError::Malformed(format!("signature of {name}: {e:?}")))?;
+    Ok(LabeledSignature {
+        public_key: identity.signer.to_public_vec(),
+        identity: name.into_bytes(),
+        signature,
+    })
+}
+
 impl MlsHost {
     /// `VerifyWithLabel(public_key, label, content, signature)`.
     pub fn verify_with_label(
@@ -66,15 +84,7 @@ impl MlsHost {
         content: &[u8],
     ) -> Result<LabeledSignature, MlsError> {
         let identity = self.transaction(|tx| self.hub_identity(tx))?;
-        let signature = identity
-            .signer
-            .sign(&labeled(label, content)?)
-            .map_err(|e| MlsError::Malformed(format!("hub signature: {e:?}")))?;
-        Ok(LabeledSignature {
-            public_key: identity.signer.to_public_vec(),
-            identity: self.hub_uri().into_bytes(),
-            signature,
-        })
+        sign_with(&identity, self.hub_uri(), label, content)
     }
 
     /// The signature public key and credential identity (its client URI) of `user`'s puppet
@@ -97,15 +107,7 @@ impl MlsHost {
         content: &[u8],
     ) -> Result<LabeledSignature, MlsError> {
         let identity = self.transaction(|tx| self.member_identity(tx, user))?;
-        let signature = identity
-            .signer
-            .sign(&labeled(label, content)?)
-            .map_err(|e| MlsError::Malformed(format!("{user}'s signature: {e:?}")))?;
-        Ok(LabeledSignature {
-            public_key: identity.signer.to_public_vec(),
-            identity: user.puppet_client().to_string().into_bytes(),
-            signature,
-        })
+        sign_with(&identity, user.puppet_client().to_string(), label, content)
     }
 
     /// `EncryptWithLabel(public_key, label, context, plaintext)`: (kem_output, ciphertext).
