@@ -289,6 +289,21 @@ impl Hub {
         Ok(())
     }
 
+    /// Dana writes `text` (native ID `id`) in the direct conversation `native` with `with`,
+    /// opening it first ([`Hub::open_direct`]).
+    async fn write_directly(&self, native: &str, with: &str, id: &str, text: &str) -> Result<()> {
+        self.open_direct(native, with).await?;
+        self.submit(inbound(native).id(id).from("dana").named("Dana").text(text))
+            .await
+    }
+
+    /// Waits until dana's side got a message `body` in its room `native`.
+    async fn got_in(&self, native: &str, body: &str) -> Result<()> {
+        self.wait(|e| e.room.as_str() == native && body_of(e) == Some(body))
+            .await
+            .map(drop)
+    }
+
     /// Waits until dana's side got an event `accept` takes; returns it.
     async fn wait(&self, mut accept: impl FnMut(&OutboundEvent) -> bool) -> Result<OutboundEvent> {
         loop {
@@ -1991,15 +2006,8 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             let native = format!("dm:dana:mimi:{xavier_uri}");
             let puppet = table
                 .check("direct message", Net::Mimi, Net::Xmpp, async {
-                    hub.open_direct(&native, &xavier_uri).await?;
-                    hub.submit(
-                        inbound(&native)
-                            .id("d-dm-x")
-                            .from("dana")
-                            .named("Dana")
-                            .text("psst, xavier"),
-                    )
-                    .await?;
+                    hub.write_directly(&native, &xavier_uri, "d-dm-x", "psst, xavier")
+                        .await?;
                     let m = xavier.wait_message(|m| m["body"] == "psst, xavier").await?;
                     ensure!(m["type"] == "chat", "not a direct message: {m}");
                     Ok(bridge_xmpp::jid::bare(text(&m["from"])).to_owned())
@@ -2013,11 +2021,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                         .expect("sent");
                     table
                         .check("direct message", Net::Xmpp, Net::Mimi, async {
-                            hub.wait(|e| {
-                                e.room.as_str() == native && body_of(e) == Some("psst back, dana")
-                            })
-                            .await?;
-                            Ok(())
+                            hub.got_in(&native, "psst back, dana").await
                         })
                         .await;
                 }
@@ -2040,15 +2044,8 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             let native = format!("dm:dana:mimi:{carol_uri}");
             let dm = table
                 .check("direct message", Net::Mimi, Net::Matrix, async {
-                    hub.open_direct(&native, &carol_uri).await?;
-                    hub.submit(
-                        inbound(&native)
-                            .id("d-dm-m")
-                            .from("dana")
-                            .named("Dana")
-                            .text("psst, carol"),
-                    )
-                    .await?;
+                    hub.write_directly(&native, &carol_uri, "d-dm-m", "psst, carol")
+                        .await?;
                     let invite = carol
                         .wait_invite(|e| e["sender"] == dana_ghost.as_str())
                         .await?;
@@ -2070,12 +2067,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                         .expect("sent");
                     table
                         .check("direct message", Net::Matrix, Net::Mimi, async {
-                            hub.wait(|e| {
-                                e.room.as_str() == native
-                                    && body_of(e) == Some("psst back from matrix")
-                            })
-                            .await?;
-                            Ok(())
+                            hub.got_in(&native, "psst back from matrix").await
                         })
                         .await;
                 }
