@@ -304,10 +304,11 @@ fn display_name(user: &UserUri) -> String {
 
 impl Handler {
     /// [`Running::link_if_direct`], its failure answered so that the hub notifies again.
-    async fn link_if_direct(&self, room: &RoomUri) -> Result<bool, ProviderError> {
+    async fn link_if_direct(&self, room: &RoomUri) -> Result<(), ProviderError> {
         self.0
             .link_if_direct(room)
             .await
+            .map(drop)
             .map_err(|e| ProviderError::Unavailable {
                 reason: format!("{room}: the direct conversation is not linked yet: {e}"),
                 retry_after: None,
@@ -729,12 +730,13 @@ impl Provider for Handler {
         let room = room_of(&room)?;
         let mut pending = Vec::new();
         let mut kept = Vec::new();
-        // Whether the core has `room` (linked, or linked here as a direct conversation), once
-        // looked at: what is decrypted in a room it lacks would be dropped.
-        let mut linked = None;
+        // Whether this notify made sure the core has `room` (linked, or linked here as a direct
+        // conversation): what is decrypted in a room it lacks would be dropped.
+        let mut looked = false;
         for message in body.messages {
-            if matches!(message.payload, FanoutPayload::Application { .. }) && linked.is_none() {
-                linked = Some(self.link_if_direct(&room).await?);
+            if matches!(message.payload, FanoutPayload::Application { .. }) && !looked {
+                self.link_if_direct(&room).await?;
+                looked = true;
             }
             let outcome = match &message.payload {
                 FanoutPayload::Application { message: m, .. } => {
@@ -767,7 +769,8 @@ impl Provider for Handler {
                         Ok(_) | Err(MlsError::NotForUs) => {
                             // A replayed Welcome (NotForUs: already used) may follow a
                             // link that failed: look again.
-                            linked = Some(self.link_if_direct(&room).await?);
+                            self.link_if_direct(&room).await?;
+                            looked = true;
                             Ok(())
                         }
                         Err(e) => Err(e),
