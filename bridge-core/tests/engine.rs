@@ -451,8 +451,15 @@ async fn the_outbox_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
     let p = pair_with(store.clone(), Capabilities::all(), fast(), None).await;
-    p.b.fail_next((0..3).map(|_| AdapterError::Auth("bad token".into())));
+    // Every attempt of this first life fails, however slowly the events are stored (with only
+    // a few failures, a loaded machine stored the 20 slower than the retries and all of them
+    // were delivered before the restart).
+    p.b.fail_next((0..10_000).map(|_| AdapterError::Auth("bad token".into())));
     submit_numbered(&p.a, "a-room", 20).await;
+    assert!(
+        p.b.sent().is_empty(),
+        "nothing is delivered before the restart"
+    );
     p.core.shutdown().await;
     drop(p.a);
     drop(p.b);

@@ -285,6 +285,15 @@ async fn ten_thousand_messages_cross_both_ways_through_a_sigkill_and_both_server
          out_of_order={out_of_order}",
         x2m.delivered + m2x.delivered
     );
+    if lost + duplicated + out_of_order > 0 {
+        // What the bridge said about it (its log is removed with the rig's directory).
+        let log = std::fs::read_to_string(&rig.log).unwrap_or_default();
+        let notable: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+        println!(
+            "faults_e2e: the bridge's log without debug lines (the last 400):\n{}",
+            notable[notable.len().saturating_sub(400)..].join("\n")
+        );
+    }
     // The senders' own rooms hold each of their messages once, in order: what the bridge was
     // given is whole (otherwise the counts above would blame it for a client's mistake).
     for c in &counts {

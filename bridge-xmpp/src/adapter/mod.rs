@@ -339,6 +339,7 @@ impl Inner {
             let key = (occupant.to_owned(), room.to_owned());
             let (tx, rx) = oneshot::channel();
             self.waiters.lock().joins.insert(key.clone(), tx);
+            tracing::debug!(room, occupant, nick, "joining");
             let join = muc::join(self.stanza_from(occupant), room, nick);
             if let Err(e) = self.send_stanza(join).await {
                 self.waiters.lock().joins.remove(&key);

@@ -399,6 +399,8 @@ impl Inner {
         {
             self.rooms.lock().left(event.room.as_str(), occupant);
             let id = event.id;
+            tracing::info!(adapter = %self.id, room = %event.room, event = %id, %condition,
+                "the room no longer had the sender; joining again and sending again");
             if let Err(e) = self.deliver(event).await {
                 tracing::warn!(adapter = %self.id, %id, error = %e, "cannot send a refused message again");
             }
