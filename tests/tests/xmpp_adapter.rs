@@ -1092,6 +1092,70 @@ async fn an_xmpp_moderator_deletes_a_far_side_message() {
     rig.core.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puppet_kicked_mid_burst_joins_again_and_its_messages_arrive_once_in_order() {
+    // Messages to a room are written without waiting for each reflection: those written after
+    // the room removed the puppet bounce, and are sent again after a new join, before anything
+    // newer, in their order.
+    const N: usize = 300;
+    bridge_tests::log_to_test_output();
+    let room = format!("{}@conference.localhost", fresh("xa-kicked"));
+    let mut owner = human_in(&room, "Owner").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut owner).await;
+    let say = |i: usize| {
+        inbound(MEMORY_ROOM)
+            .id(&format!("k-{i}"))
+            .from("@bob:example.org")
+            .named("Bob")
+            .text(&format!("k-{i}"))
+    };
+    post(&rig.memory, say(0)).await;
+    owner
+        .wait_message(|m| m["body"] == "k-0")
+        .await
+        .expect("the first message arrives");
+    let memory = rig.memory.clone();
+    let burst = tokio::spawn(async move {
+        for i in 1..N {
+            post(&memory, say(i)).await;
+        }
+    });
+    let mut got = vec![0];
+    let mut kicked = false;
+    while got.last() != Some(&(N - 1)) {
+        let m = owner
+            .next_event(
+                |e| e["event"] == "message" && text(&e["body"]).starts_with("k-"),
+                WAIT,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}; received so far: {got:?}"));
+        got.push(text(&m["body"])[2..].parse().expect("numbered"));
+        if got.len() == 20 && !kicked {
+            owner
+                .raw(&format!(
+                    "<iq type='set' to='{room}' id='kick-bob'><query \
+                     xmlns='http://jabber.org/protocol/muc#admin'><item nick='Bob' \
+                     role='none'><reason>mid-burst</reason></item></query></iq>"
+                ))
+                .await
+                .expect("kick sent");
+            kicked = true;
+        }
+    }
+    burst.await.expect("every message posted");
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "each once, in order");
+    let kicked = owner
+        .next_event(
+            |e| e["event"] == "presence" && e["nick"] == "Bob" && e["type"] == "unavailable",
+            Duration::ZERO,
+        )
+        .await;
+    assert!(kicked.is_ok(), "the puppet was kicked: {kicked:?}");
+    rig.core.shutdown().await;
+}
+
 /// Sends `iq` from a plain c2s client and returns the answer.
 async fn ask(
     handle: &mut bridge_xmpp::stream::StreamHandle,

@@ -229,9 +229,9 @@ impl Inner {
                 if let Some(waiter) = self.waiters.lock().reflections.remove(id) {
                     let _ = waiter.send(stanza.clone());
                 }
-                if let Some(event) = self.unconfirmed.lock().remove(id) {
-                    let (this, bounce) = (self.clone(), stanza.clone());
-                    tokio::spawn(async move { this.refused(event, &bounce).await });
+                let bounced = self.unconfirmed.lock().remove(id);
+                if let Some(event) = bounced {
+                    self.refused(event, stanza);
                 }
                 return;
             }

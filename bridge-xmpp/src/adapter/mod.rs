@@ -98,6 +98,9 @@ struct Waiters {
     joins: HashMap<(String, String), oneshot::Sender<JoinResult>>,
 }
 
+/// A room's messages bounced for an absent occupant, by event ID: each with how often it bounced.
+type Bounced = std::collections::BTreeMap<String, (OutboundEvent, u32)>;
+
 struct Inner {
     id: AdapterId,
     settings: Settings,
@@ -126,6 +129,12 @@ struct Inner {
     /// newer reaches a room before those (and nothing of this session is taken for one of
     /// them).
     resent: tokio::sync::watch::Sender<u64>,
+    /// Per room, the messages it bounced because our occupant was no longer in it (by event
+    /// ID, with how often each bounced), sent again in order by one task per room while later
+    /// sends to the room wait ([`Inner::refused`]).
+    rebounds: Mutex<HashMap<String, Bounced>>,
+    /// Told when a room's bounced messages are all sent again.
+    rebounded: tokio::sync::Notify,
     /// Per room, the IDs of what its archive held after the stored position when this process
     /// first sent a message there (see [`Inner::archived_before`]).
     archived_at_start: Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -167,6 +176,8 @@ impl XmppAdapter {
             positions: Mutex::new(HashMap::new()),
             catching_up: Mutex::new((0, HashMap::new())),
             resent: tokio::sync::watch::Sender::new(0),
+            rebounds: Mutex::new(HashMap::new()),
+            rebounded: tokio::sync::Notify::new(),
             archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
             direct: Mutex::new(None),
@@ -599,6 +610,7 @@ impl Adapter for XmppAdapter {
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
         self.inner.until_resent().await;
+        self.inner.until_rebounded(event.room.as_str()).await;
         self.inner.deliver(event).await
     }
 

@@ -12,6 +12,8 @@ use bridge_core::{
     AdapterError, AdapterId, Attachment, Delivered, EventKind, MembershipChange, MessageContent,
     MsgType, OutboundEvent, RemoteEventId, RemoteUserId, RichText,
 };
+use std::sync::Arc;
+
 use xmpp_parsers::minidom::Element;
 
 use super::inbound::keys;
@@ -22,6 +24,15 @@ use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
 
 /// Most room messages kept waiting for their reflection.
 const MAX_UNCONFIRMED: usize = 10_000;
+/// Bounces after which a room message is given up (each one a join and a send again).
+const MAX_BOUNCES: u32 = 3;
+/// Attempts at sending a bounced message again when the failure is transient.
+const RESEND_ATTEMPTS: u32 = 5;
+/// Back-off between those attempts (first, most).
+const RESEND_BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_secs(5),
+);
 
 /// Who speaks for an event in a room.
 struct Speaker {
@@ -389,20 +400,37 @@ impl Inner {
         }
     }
 
-    /// The room refused a pipelined message (an error bounce): when the puppet was no longer
-    /// in the room it joins again and the message is sent again; other refusals are final.
-    pub(super) async fn refused(&self, event: OutboundEvent, bounce: &Element) {
+    /// The room refused a pipelined message (an error bounce). When our occupant was no
+    /// longer in the room (removed while we did not know), the message is queued for the
+    /// room's resender, which joins again and sends the room's bounced messages in their
+    /// order, while later sends to the room wait for it ([`Inner::until_rebounded`]); a message
+    /// that keeps bouncing, and other refusals, are final. Called as the bounce is read, so
+    /// that the resender sees it before it looks again.
+    pub(super) fn refused(self: &Arc<Self>, event: OutboundEvent, bounce: &Element) {
         let (condition, text) =
             muc::error_condition(bounce).unwrap_or_else(|| ("undefined-condition".into(), None));
         if matches!(condition.as_str(), "not-acceptable" | "item-not-found")
             && let Some(occupant) = bounce.attr("to")
         {
             self.rooms.lock().left(event.room.as_str(), occupant);
-            let id = event.id;
-            tracing::info!(adapter = %self.id, room = %event.room, event = %id, %condition,
-                "the room no longer had the sender; joining again and sending again");
-            if let Err(e) = self.deliver(event).await {
-                tracing::warn!(adapter = %self.id, %id, error = %e, "cannot send a refused message again");
+            let room = event.room.as_str().to_owned();
+            let id = event.id.to_string();
+            let mut rebounds = self.rebounds.lock();
+            let first = !rebounds.contains_key(&room);
+            let queue = rebounds.entry(room.clone()).or_default();
+            let bounced = queue.get(&id).map_or(0, |(_, n)| *n) + 1;
+            if bounced > MAX_BOUNCES {
+                queue.remove(&id);
+                tracing::error!(adapter = %self.id, %room, event = %id, bounced,
+                    "the room keeps refusing the message; it is not delivered there");
+            } else {
+                tracing::info!(adapter = %self.id, %room, event = %id, %condition,
+                    "the room no longer had the sender; joining again and sending again");
+                queue.insert(id, (event, bounced));
+            }
+            drop(rebounds);
+            if first {
+                tokio::spawn(self.clone().resend_bounced(room));
             }
             return;
         }
@@ -411,6 +439,73 @@ impl Inner {
         }
         tracing::error!(adapter = %self.id, room = %event.room, event = %event.id, %condition,
             text = text.unwrap_or_default(), "the room refused a message; it is not delivered there");
+    }
+
+    /// Sends `room`'s bounced messages again, oldest first, each after the one before it was
+    /// reflected or bounced again, until none is left.
+    async fn resend_bounced(self: Arc<Self>, room: String) {
+        loop {
+            let next = {
+                let mut rebounds = self.rebounds.lock();
+                let next = (rebounds.get(&room))
+                    .and_then(|queue| queue.first_key_value())
+                    .map(|(id, e)| (id.clone(), e.clone()));
+                if next.is_none() {
+                    // Under the lock: a bounce from now on starts a new resender.
+                    rebounds.remove(&room);
+                }
+                next
+            };
+            let Some((id, (event, bounced))) = next else {
+                self.rebounded.notify_waiters();
+                return;
+            };
+            let mut backoff = bridge_core::Backoff::new(RESEND_BACKOFF.0, RESEND_BACKOFF.1);
+            let mut attempt = 0;
+            let sent = loop {
+                match self.deliver(event.clone()).await {
+                    Ok(_) => break true,
+                    Err(e @ AdapterError::Transient { .. }) if attempt < RESEND_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::debug!(adapter = %self.id, %room, %id, error = %e, attempt,
+                            "cannot send a bounced message again yet");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(adapter = %self.id, %room, %id, error = %e,
+                            "cannot send a bounced message again; it is not delivered there");
+                        break false;
+                    }
+                }
+            };
+            if sent {
+                // Reflected, bounced again (then counted in the queue by `refused`), or the
+                // session ended (then `resend_unconfirmed` has it).
+                let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
+                while self.unconfirmed.lock().contains_key(&id)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+            let mut rebounds = self.rebounds.lock();
+            if let Some(queue) = rebounds.get_mut(&room)
+                && queue.get(&id).is_some_and(|(_, n)| *n == bounced)
+            {
+                queue.remove(&id);
+            }
+        }
+    }
+
+    /// Waits until `room` has no bounced messages waiting to be sent again (they go first).
+    pub(super) async fn until_rebounded(&self, room: &str) {
+        loop {
+            let sent = self.rebounded.notified();
+            if !self.rebounds.lock().contains_key(room) {
+                return;
+            }
+            sent.await;
+        }
     }
 
     /// The content as this mode sends it: attachments re-hosted on the server's upload
