@@ -7,7 +7,6 @@
 //! as the echo of a message the bridge sent, at once). A malformed event is logged, counted and
 //! skipped; it never fails the others.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -49,22 +48,35 @@ pub(super) struct GapCheck {
     refused: Option<String>,
     /// Gaps that the retry did not fill.
     unfilled: u32,
+    /// The highest plain-number ID taken so far (kept as they are taken: looking through the
+    /// recent IDs for it at every transaction was a measurable share of the bridge's CPU).
+    highest: Option<u64>,
+}
+
+/// `id` as a number, when it is one written plainly (no sign, no leading zero).
+fn plain_number(id: &str) -> Option<u64> {
+    let plain = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    plain.then(|| id.parse().ok()).flatten()
 }
 
 impl GapCheck {
+    /// Notes a transaction ID taken (also those remembered from an earlier run).
+    pub(super) fn taken(&mut self, id: &str) {
+        if let Some(n) = plain_number(id) {
+            self.highest = Some(self.highest.map_or(n, |h| h.max(n)));
+        }
+    }
+
     /// The missing transaction numbers when `id` comes after a gap and is to be refused; `None`
     /// to take it.
-    pub(super) fn check(
-        &mut self,
-        recent: &VecDeque<String>,
-        id: &str,
-    ) -> Option<std::ops::RangeInclusive<u64>> {
+    pub(super) fn check(&mut self, id: &str) -> Option<std::ops::RangeInclusive<u64>> {
         if self.unfilled >= UNFILLED_GAPS {
             return None;
         }
-        let number = |id: &str| id.parse::<u64>().ok().filter(|n| n.to_string() == id);
-        let n = number(id)?;
-        let last = recent.iter().filter_map(|t| number(t)).max()?;
+        let n = plain_number(id)?;
+        let last = self.highest?;
         if n <= last.saturating_add(1) {
             return None;
         }
@@ -106,7 +118,7 @@ impl Inner {
             tracing::debug!(adapter = %self.id, txn = %txn.id, "transaction already taken");
             return Ok(());
         }
-        if let Some(missing) = self.gaps.lock().check(&recent, &txn.id) {
+        if let Some(missing) = self.gaps.lock().check(&txn.id) {
             // Whatever the retry brings, read the rooms' history before the next one.
             self.catch_up_later();
             tracing::warn!(adapter = %self.id, txn = %txn.id, ?missing,
@@ -158,6 +170,7 @@ impl Inner {
             }
         }
         recent.push_back(txn.id.clone());
+        self.gaps.lock().taken(&txn.id);
         while recent.len() > RECENT_TXNS {
             recent.pop_front();
         }
@@ -726,42 +739,49 @@ fn own_membership(event: &Value) -> Option<(&str, &str, &str)> {
 mod tests {
     use super::*;
 
-    fn taken(ids: &[&str]) -> VecDeque<String> {
-        ids.iter().map(|&s| s.to_owned()).collect()
+    fn taken(ids: &[&str]) -> GapCheck {
+        let mut gaps = GapCheck::default();
+        for id in ids {
+            gaps.taken(id);
+        }
+        gaps
     }
 
     #[test]
     fn a_gap_is_refused_once_and_filled_by_the_retry() {
-        let mut gaps = GapCheck::default();
-        let recent = taken(&["7", "8"]);
-        assert_eq!(gaps.check(&recent, "9"), None, "the next one");
-        assert_eq!(gaps.check(&recent, "8"), None, "a repeat is not a gap");
-        assert_eq!(gaps.check(&recent, "11"), Some(9..=10));
+        let mut gaps = taken(&["7", "8"]);
+        assert_eq!(gaps.check("9"), None, "the next one");
+        assert_eq!(gaps.check("8"), None, "a repeat is not a gap");
+        assert_eq!(gaps.check("11"), Some(9..=10));
         // The homeserver retries from the oldest it holds: 9, 10, then 11 again.
-        assert_eq!(gaps.check(&taken(&["8"]), "9"), None);
-        assert_eq!(gaps.check(&taken(&["8", "9", "10"]), "11"), None);
+        assert_eq!(gaps.check("9"), None);
+        gaps.taken("9");
+        assert_eq!(gaps.check("10"), None);
+        gaps.taken("10");
+        assert_eq!(gaps.check("11"), None);
         assert_eq!(gaps.unfilled, 0);
     }
 
     #[test]
     fn a_gap_that_stays_is_accepted_on_the_retry_and_repeated_ones_end_the_check() {
-        let mut gaps = GapCheck::default();
-        let mut recent = taken(&["1"]);
+        let mut gaps = taken(&["1"]);
         for round in 0..UNFILLED_GAPS {
             let next = 10 * (u64::from(round) + 1);
             let id = next.to_string();
-            assert!(gaps.check(&recent, &id).is_some(), "round {round}");
-            assert_eq!(gaps.check(&recent, &id), None, "taken on its retry");
-            recent.push_back(id);
+            assert!(gaps.check(&id).is_some(), "round {round}");
+            assert_eq!(gaps.check(&id), None, "taken on its retry");
+            gaps.taken(&id);
         }
-        assert_eq!(gaps.check(&recent, "1000"), None, "no longer checked");
+        assert_eq!(gaps.check("1000"), None, "no longer checked");
     }
 
     #[test]
     fn ids_that_are_not_plain_numbers_are_never_checked() {
-        let mut gaps = GapCheck::default();
-        assert_eq!(gaps.check(&taken(&["abc"]), "xyz"), None);
-        assert_eq!(gaps.check(&taken(&["1"]), "0005"), None);
-        assert_eq!(gaps.check(&taken(&[]), "5"), None, "nothing taken yet");
+        assert_eq!(taken(&["abc"]).check("xyz"), None);
+        assert_eq!(taken(&["1"]).check("0005"), None);
+        assert_eq!(taken(&["1"]).check("+5"), None);
+        assert_eq!(taken(&["0005"]).check("7"), None, "nothing plain taken yet");
+        assert_eq!(taken(&[]).check("5"), None, "nothing taken yet");
+        assert_eq!(taken(&["0"]).check("2"), Some(1..=1));
     }
 }
