@@ -13,6 +13,8 @@
 //!                                   # `metrics_addr` is its former name, still accepted
 //! provisioning_token = { env = "BRIDGE_TOKEN" }  # optional secret (inline, env or file, at
 //!                                   # least 16 bytes): turns the provisioning API on
+//! worker_threads = 1                # 0..=256: threads running the bridge's tasks; 1 (default)
+//!                                   # costs the least CPU, 0 = one per core
 //!
 //! [delivery]                        # optional; every key has a default
 //! max_attempts = 12                 # 1..=10000: tries of a transient failure before dead-lettering

@@ -75,6 +75,11 @@ pub struct BridgeSection {
     /// The management rooms (`[[bridge.management]]`): native rooms where every message is an
     /// admin command to the bridge, never bridged.
     pub management: Vec<ManagementSection>,
+    /// Threads running the bridge's tasks (`bridge.worker_threads`): 1 (the default) runs them
+    /// all on one thread, which costs the least CPU per message; more lets CPU-heavy work (MLS
+    /// for a large MIMI room, thousands of messages a second) use more cores; 0 means one per
+    /// core. The store's own threads and blocking work come on top.
+    pub worker_threads: u16,
 }
 
 /// One entry of `bridge.admins`, written `"ADAPTER:USER"` (`"matrix:@alice:example.org"`,
@@ -104,6 +109,10 @@ impl BridgeSection {
     pub const DEFAULT_LOG_LEVEL: &'static str = "info";
     /// The shortest accepted `provisioning_token`, in bytes.
     pub const MIN_TOKEN_LEN: usize = 16;
+    /// Default of `worker_threads`.
+    pub const DEFAULT_WORKER_THREADS: u16 = 1;
+    /// The most `worker_threads` accepted.
+    pub const MAX_WORKER_THREADS: u16 = 256;
 }
 
 /// Format of log lines (`bridge.log_format`).

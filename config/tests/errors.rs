@@ -184,7 +184,7 @@ fn invalid_enum_values_list_the_allowed_ones() {
 #[test]
 fn numbers_out_of_range() {
     let source = format!(
-        "{BRIDGE}[delivery]\nmax_attempts = 0\nbackoff_initial_ms = -5\nqueue_capacity = 2000000\n"
+        "{BRIDGE}worker_threads = 300\n[delivery]\nmax_attempts = 0\nbackoff_initial_ms = -5\nqueue_capacity = 2000000\n"
     );
     let d = diagnostics(&source);
     let found: Vec<(&str, Option<usize>, &str)> = d
@@ -195,18 +195,23 @@ fn numbers_out_of_range() {
         found,
         [
             (
+                "bridge.worker_threads",
+                Some(3),
+                "expected an integer from 0 to 256, got 300"
+            ),
+            (
                 "delivery.max_attempts",
-                Some(4),
+                Some(5),
                 "expected an integer from 1 to 10000, got 0"
             ),
             (
                 "delivery.backoff_initial_ms",
-                Some(5),
+                Some(6),
                 "expected an integer from 1 to 86400000, got -5"
             ),
             (
                 "delivery.queue_capacity",
-                Some(6),
+                Some(7),
                 "expected an integer from 1 to 1048576, got 2000000"
             ),
         ]

@@ -21,7 +21,8 @@
 //   slower server's own delivery (Matrix: PUT → another user's sync), percentile by
 //   percentile, so it includes the XMPP server's hop (MUC → occupant, ~2 ms p50).
 // - `cpu_s_per_1000_msgs`: the bridge process's CPU (user + system) over the two throughput
-//   runs, per 1,000 bridged messages. `idle_rss_kb`: VmRSS once ready and quiet;
+//   runs, per 1,000 bridged messages; `idle_cpu_ms_per_s`: its CPU while quiet, per second
+//   (part of the former at slow rates). `idle_rss_kb`: VmRSS once ready and quiet;
 //   `load_rss_kb`: the highest VmRSS sampled during the throughput runs. `ready_s`: from
 //   spawning the process to `/health/ready` answering 200 (a restart, with its store and
 //   rooms in place; `ready_s_first` is the very first start).
@@ -55,6 +56,8 @@ const PACED: usize = 60;
 const PACE_MPS: f64 = 6.0;
 /// The longest any one phase may take.
 const WAIT: Duration = Duration::from_secs(300);
+/// How long the idle bridge's CPU is measured (`idle_cpu_ms_per_s`).
+const IDLE_CPU_WINDOW: Duration = Duration::from_secs(10);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -205,6 +208,11 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     rig.wait_ready(&mut bridge, WAIT).await?;
     let ready = bridge.started.elapsed().as_secs_f64();
     eprintln!("e2e: ready {ready_first:.3} s after the first start, {ready:.3} s after a restart");
+    // BRIDGE_BENCH_E2E_LOG=<file>: the bridge's log until now (both starts), for a look at what
+    // a start waited on (RUST_LOG sets its level).
+    if let Ok(keep) = std::env::var("BRIDGE_BENCH_E2E_LOG") {
+        std::fs::copy(&rig.log, &keep)?;
+    }
     let pid = bridge.pid;
 
     let senders = rig.xmpp_users().await?;
@@ -235,6 +243,13 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = bridge_tests::status_kb(pid, "VmRSS:");
     eprintln!("e2e: idle VmRSS {idle_rss} kB");
+    // What the bridge burns doing nothing (timers, background flushes): at the rates Synapse
+    // allows here, a share of the CPU per message.
+    let (idle_from, idle_cpu_from) = (Instant::now(), bridge_tests::cpu_seconds(pid));
+    tokio::time::sleep(IDLE_CPU_WINDOW).await;
+    let idle_cpu_ms_per_s = (bridge_tests::cpu_seconds(pid) - idle_cpu_from) * 1000.0
+        / idle_from.elapsed().as_secs_f64();
+    eprintln!("e2e: idle CPU {idle_cpu_ms_per_s:.2} ms per second");
 
     let sampling = Arc::new(AtomicBool::new(true));
     let load_rss = Arc::new(AtomicU64::new(0));
@@ -400,6 +415,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         "duplicated": total.duplicated,
         "cpu_s_per_1000_msgs": round(cpu_per_1000, 3),
         "idle_rss_kb": idle_rss,
+        "idle_cpu_ms_per_s": round(idle_cpu_ms_per_s, 2),
         "load_rss_kb": load_rss.load(Ordering::Relaxed),
         "ready_s": round(ready, 3),
         "ready_s_first": round(ready_first, 3),

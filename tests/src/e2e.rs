@@ -222,7 +222,7 @@ impl Rig {
         let config = dir.path().join("bridge.toml");
         let mut toml = format!(
             "[bridge]\ndata_dir = \"{data}\"\nlog_level = \"{log_level}\"\n\
-             http_addr = \"127.0.0.1:{http}\"\n\n\
+             http_addr = \"127.0.0.1:{http}\"\nworker_threads = {threads}\n\n\
              # Retries: an outage of a server here lasts seconds, not minutes.\n\
              [delivery]\nmax_attempts = 10000\nbackoff_max_ms = 2000\n\n\
              [[adapter]]\nid = \"xmpp\"\ntype = \"xmpp\"\nmode = \"component\"\n\
@@ -231,6 +231,11 @@ impl Rig {
              [[adapter]]\nid = \"matrix\"\ntype = \"matrix\"\n{matrix}\n",
             data = dir.path().join("data").display(),
             http = ports.bridge_http,
+            // BRIDGE_TEST_WORKER_THREADS: another runtime than the default (1), to compare.
+            threads = std::env::var("BRIDGE_TEST_WORKER_THREADS")
+                .ok()
+                .and_then(|v| v.parse::<u16>().ok())
+                .unwrap_or(1),
             component = ports.component,
             matrix = crate::matrix_rig::appservice_settings(
                 dir.path(),

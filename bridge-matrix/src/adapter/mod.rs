@@ -240,6 +240,11 @@ impl Inner {
         let failed = |e: bridge_core::StoreError| AdapterError::transient(e.to_string());
         if let Some(bytes) = store.get(TXNS_KEY).map_err(failed)? {
             let list: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
+            let mut gaps = self.gaps.lock();
+            for id in &list {
+                gaps.taken(id);
+            }
+            drop(gaps);
             *self
                 .txns
                 .try_lock()
@@ -299,8 +304,9 @@ impl Inner {
     /// (Synapse backs off up to 8.5 minutes) send what it queued at once.
     async fn ping_from_homeserver(&self) {
         // Synapse answers 502 when its own retry of a queued transaction is under way at that
-        // moment (it cannot reschedule it): ask again shortly, a few times.
-        for attempt in 1..=5 {
+        // moment (it cannot reschedule it), as after a restart: ask again soon (that push takes
+        // milliseconds; a fixed 300 ms here was most of the bridge's time to ready), a few times.
+        for attempt in 1..=5u32 {
             let request = ruma::api::client::appservice::request_ping::v1::Request::new(
                 self.registration.id.clone(),
             );
@@ -312,7 +318,7 @@ impl Inner {
                 }
                 Err(e) if attempt < 5 && e.status() == Some(502) => {
                     tracing::debug!(adapter = %self.id, error = %e, "ping refused; asking again");
-                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                 }
                 Err(e) => {
                     tracing::warn!(adapter = %self.id, error = %e,

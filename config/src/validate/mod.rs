@@ -28,6 +28,7 @@ const BRIDGE_KEYS: &[&str] = &[
     "provisioning_token",
     "admins",
     "management",
+    "worker_threads",
 ];
 /// Keys of `[delivery]`.
 const DELIVERY_KEYS: &[&str] = &[
@@ -82,6 +83,7 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
         provisioning_token: None,
         admins: Vec::new(),
         management: Vec::new(),
+        worker_threads: BridgeSection::DEFAULT_WORKER_THREADS,
     };
     if root.item("bridge").is_none() {
         d.push("bridge", "missing required section [bridge]");
@@ -104,6 +106,10 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
             Ok(()) => bridge.log_level = level.to_owned(),
             Err(message) => d.push(table.path("log_level"), message),
         }
+    }
+    let most = i64::from(BridgeSection::MAX_WORKER_THREADS);
+    if let Some(n) = table.integer(d, "worker_threads", 0, most) {
+        bridge.worker_threads = u16::try_from(n).unwrap_or(BridgeSection::DEFAULT_WORKER_THREADS);
     }
     let http_addr = socket_addr(d, table, "http_addr");
     bridge.metrics_addr = socket_addr(d, table, "metrics_addr");
