@@ -26,9 +26,8 @@ use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
 const MAX_UNCONFIRMED: usize = 10_000;
 /// Bounces after which a room message is given up (each one a join and a send again).
 const MAX_BOUNCES: u32 = 3;
-/// Attempts at sending a bounced message again when the failure is transient.
-const RESEND_ATTEMPTS: u32 = 5;
-/// Back-off between those attempts (first, most).
+/// Back-off between attempts at sending a bounced message again while they fail transiently
+/// (first, most): it is tried until it goes or the adapter stops, as the core would.
 const RESEND_BACKOFF: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_millis(200),
     std::time::Duration::from_secs(5),
@@ -461,15 +460,19 @@ impl Inner {
                 return;
             };
             let mut backoff = bridge_core::Backoff::new(RESEND_BACKOFF.0, RESEND_BACKOFF.1);
-            let mut attempt = 0;
+            let Ok(ctx) = self.ctx() else {
+                return;
+            };
             let sent = loop {
                 match self.deliver(event.clone()).await {
                     Ok(_) => break true,
-                    Err(e @ AdapterError::Transient { .. }) if attempt < RESEND_ATTEMPTS => {
-                        attempt += 1;
-                        tracing::debug!(adapter = %self.id, %room, %id, error = %e, attempt,
+                    Err(e @ AdapterError::Transient { .. }) => {
+                        tracing::debug!(adapter = %self.id, %room, %id, error = %e,
                             "cannot send a bounced message again yet");
-                        tokio::time::sleep(backoff.next_delay()).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                            () = ctx.shutdown().cancelled() => return,
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(adapter = %self.id, %room, %id, error = %e,
