@@ -259,11 +259,20 @@ pub async fn run() -> anyhow::Result<String> {
     let memory = child_phase("memory")?;
     let durable = child_phase("durable")?;
     let paced = child_phase("paced")?;
+    // What `bin/bench.rs` built the runtime with (1 unless BRIDGE_BENCH_WORKER_THREADS says).
+    let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let flavor = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    println!("runtime: {flavor}, {worker_threads} worker(s)");
     Ok(serde_json::json!({
         "bench": "core",
         "events": EVENTS,
         "rooms": ROOMS,
         "links_per_room": 3,
+        "runtime": flavor,
+        "worker_threads": worker_threads,
         "in_memory_eps": memory["in_memory_eps"],
         "durable_eps": durable["durable_eps"],
         "p50_us": paced["p50_us"],

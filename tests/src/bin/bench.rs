@@ -56,10 +56,25 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // BRIDGE_BENCH_WORKER_THREADS: the runtime of the bridges measured in this process, as
+    // `bridge.worker_threads` sets it for `bridge run` (1: one thread, the bridge's default;
+    // 0: one worker per core). The core bench measures the default; the others, whose bridges
+    // share this process with the bench's own clients and servers, take a worker per core.
+    let default_threads = if name == "core" { 1 } else { 0 };
+    let threads = std::env::var("BRIDGE_BENCH_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(default_threads);
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
