@@ -8,12 +8,12 @@
 //! room gave it: that becomes the native ID. The stanza's `id` (and origin-id) is the neutral
 //! event ID, so a reflection that reaches the listener first is recognised as ours (`echo_of`).
 
+use std::sync::Arc;
+
 use bridge_core::{
     AdapterError, AdapterId, Attachment, Delivered, EventKind, MembershipChange, MessageContent,
     MsgType, OutboundEvent, RemoteEventId, RemoteUserId, RichText,
 };
-use std::sync::Arc;
-
 use xmpp_parsers::minidom::Element;
 
 use super::inbound::keys;
