@@ -9,6 +9,9 @@
 //! (docs/benchmarks.md). The setting can only be
 //! made before the first allocation, that is in the environment the process starts with, so
 //! [`exec_with_malloc_arena_limit`] starts the program again with `MALLOC_ARENA_MAX` set.
+//!
+//! [`runtime`] builds the async runtime for a number of worker threads the way `bridge run`
+//! reads `bridge.worker_threads`.
 
 /// The number of glibc `malloc` arenas the bridge runs with unless told otherwise.
 pub const MALLOC_ARENA_MAX: &str = "2";
@@ -46,4 +49,40 @@ fn exec_with(var: &str, value: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn exec_with(_var: &str, _value: &str) -> std::io::Result<()> {
     Ok(())
+}
+
+/// The async runtime (I/O and timers on) for `worker_threads` as `bridge.worker_threads` means
+/// it: 1 runs every task on the calling thread (a current-thread runtime), 0 starts a worker per
+/// core, any other number that many workers.
+pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn worker_threads_choose_the_runtime() {
+        let one = super::runtime(1).expect("runtime");
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let three = super::runtime(3).expect("runtime");
+        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+        let per_core = super::runtime(0).expect("runtime");
+        assert_eq!(
+            per_core.handle().runtime_flavor(),
+            RuntimeFlavor::MultiThread
+        );
+        assert!(per_core.metrics().num_workers() >= 1);
+    }
 }

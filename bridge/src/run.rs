@@ -24,16 +24,7 @@ pub fn main(path: &Path) -> ExitCode {
     logging::init(&config.bridge);
     // One thread by default: the bridge's own work per message is small next to the cost of
     // waking threads to hand it around (docs/benchmarks.md, "## e2e").
-    let mut builder = match config.bridge.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(n));
-            builder
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match bridge_core::process::runtime(usize::from(config.bridge.worker_threads)) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

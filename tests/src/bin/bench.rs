@@ -65,16 +65,7 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(default_threads);
-    let mut builder = match threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match bridge_core::process::runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
