@@ -316,12 +316,7 @@ impl Inner {
         }
         let mut resolved = std::collections::HashMap::new();
         for r in provisional {
-            let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
-            while self.unconfirmed.lock().contains_key(r.as_str())
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            self.until_unconfirmed_ends(r.as_str()).await;
             let key = keys::of(keys::SENT, &[room, r.as_str()]);
             if let Some(stanza_id) = ctx.store().get(&key).ok().flatten() {
                 let stanza_id = String::from_utf8_lossy(&stanza_id).into_owned();
@@ -334,6 +329,15 @@ impl Inner {
         let fallback = kind.clone();
         kind.map_refs(|r| Some(resolved.get(r).cloned().unwrap_or_else(|| r.clone())))
             .unwrap_or(fallback)
+    }
+
+    /// Waits until our pipelined room message `id` is no longer unconfirmed (reflected,
+    /// bounced, or its session ended), for at most the reflection timeout.
+    async fn until_unconfirmed_ends(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
+        while self.unconfirmed.lock().contains_key(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Whether our room message `id` is in `room`'s archive already. A previous process may
@@ -484,12 +488,7 @@ impl Inner {
             if sent {
                 // Reflected, bounced again (then counted in the queue by `refused`), or the
                 // session ended (then `resend_unconfirmed` has it).
-                let deadline = tokio::time::Instant::now() + self.settings.reflection_timeout;
-                while self.unconfirmed.lock().contains_key(&id)
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
+                self.until_unconfirmed_ends(&id).await;
             }
             let mut rebounds = self.rebounds.lock();
             if let Some(queue) = rebounds.get_mut(&room)
