@@ -66,7 +66,7 @@ pub(super) enum Heard {
 }
 
 impl Inner {
-    pub(super) fn handle_presence(&self, presence: &Element, ctx: &AdapterContext) {
+    pub(super) fn handle_presence(self: &Arc<Self>, presence: &Element, ctx: &AdapterContext) {
         let to = presence.attr("to").unwrap_or_default().to_owned();
         let from = presence.attr("from").unwrap_or_default();
         if presence.attr("type") == Some("error") {
@@ -105,6 +105,7 @@ impl Inner {
                 // A nick change (status 303) is not a departure: the new nick follows.
                 if p.new_nick.is_none() {
                     self.rooms.lock().left(&p.room, &to);
+                    self.occupant_removed(&p.room, &to);
                 }
             }
         }

@@ -416,25 +416,7 @@ impl Inner {
             && let Some(occupant) = bounce.attr("to")
         {
             self.rooms.lock().left(event.room.as_str(), occupant);
-            let room = event.room.as_str().to_owned();
-            let id = event.id.to_string();
-            let mut rebounds = self.rebounds.lock();
-            let first = !rebounds.contains_key(&room);
-            let queue = rebounds.entry(room.clone()).or_default();
-            let bounced = queue.get(&id).map_or(0, |(_, n)| *n) + 1;
-            if bounced > MAX_BOUNCES {
-                queue.remove(&id);
-                tracing::error!(adapter = %self.id, %room, event = %id, bounced,
-                    "the room keeps refusing the message; it is not delivered there");
-            } else {
-                tracing::info!(adapter = %self.id, %room, event = %id, %condition,
-                    "the room no longer had the sender; joining again and sending again");
-                queue.insert(id, (event, bounced));
-            }
-            drop(rebounds);
-            if first {
-                tokio::spawn(self.clone().resend_bounced(room));
-            }
+            self.rebound(event, &condition);
             return;
         }
         if let Ok(ctx) = self.ctx() {
@@ -442,6 +424,55 @@ impl Inner {
         }
         tracing::error!(adapter = %self.id, room = %event.room, event = %event.id, %condition,
             text = text.unwrap_or_default(), "the room refused a message; it is not delivered there");
+    }
+
+    /// Our occupant `occupant` was removed from `room` (its own unavailable presence came):
+    /// its messages to the room that were not reflected yet were written after the room
+    /// removed it (the room handles a sender's stanzas in order and reflects what it accepts
+    /// before it sends the removal), so they are bounced or lost. They go to the room's
+    /// resender now, before the core's next message to the room can join again and overtake
+    /// them; their bounces, read later, find nothing unconfirmed and are ignored.
+    pub(super) fn occupant_removed(self: &Arc<Self>, room: &str, occupant: &str) {
+        let orphaned: Vec<OutboundEvent> = {
+            let mut unconfirmed = self.unconfirmed.lock();
+            let ids: Vec<String> = (unconfirmed.iter())
+                .filter(|(_, e)| {
+                    e.room.as_str() == room
+                        && self.speaker(e).is_ok_and(|speaker| speaker.jid == occupant)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            (ids.iter())
+                .filter_map(|id| unconfirmed.remove(id))
+                .collect()
+        };
+        for event in orphaned {
+            self.rebound(event, "removed from the room");
+        }
+    }
+
+    /// Queues `event` for its room's resender (starting one when there is none), unless it
+    /// was refused [`MAX_BOUNCES`] times already.
+    fn rebound(self: &Arc<Self>, event: OutboundEvent, why: &str) {
+        let room = event.room.as_str().to_owned();
+        let id = event.id.to_string();
+        let mut rebounds = self.rebounds.lock();
+        let first = !rebounds.contains_key(&room);
+        let queue = rebounds.entry(room.clone()).or_default();
+        let bounced = queue.get(&id).map_or(0, |(_, n)| *n) + 1;
+        if bounced > MAX_BOUNCES {
+            queue.remove(&id);
+            tracing::error!(adapter = %self.id, %room, event = %id, bounced,
+                "the room keeps refusing the message; it is not delivered there");
+        } else {
+            tracing::info!(adapter = %self.id, %room, event = %id, why,
+                "the room no longer had the sender; joining again and sending again");
+            queue.insert(id, (event, bounced));
+        }
+        drop(rebounds);
+        if first {
+            tokio::spawn(self.clone().resend_bounced(room));
+        }
     }
 
     /// Sends `room`'s bounced messages again, oldest first, each after the one before it was
