@@ -101,6 +101,9 @@ struct Waiters {
 /// A room's messages bounced for an absent occupant, by event ID: each with how often it bounced.
 type Bounced = std::collections::BTreeMap<String, (OutboundEvent, u32)>;
 
+/// Held by the join of one occupant to one room in progress.
+type JoinTurn = Arc<tokio::sync::Mutex<()>>;
+
 struct Inner {
     id: AdapterId,
     settings: Settings,
@@ -135,6 +138,9 @@ struct Inner {
     rebounds: Mutex<HashMap<String, Bounced>>,
     /// Told when a room's bounced messages are all sent again.
     rebounded: tokio::sync::Notify,
+    /// One join at a time per (occupant JID, room): a second would replace the first's
+    /// waiter for the room's answer ([`Inner::join_turn`]).
+    join_turns: Mutex<HashMap<(String, String), JoinTurn>>,
     /// Per room, the IDs of what its archive held after the stored position when this process
     /// first sent a message there (see [`Inner::archived_before`]).
     archived_at_start: Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -178,6 +184,7 @@ impl XmppAdapter {
             resent: tokio::sync::watch::Sender::new(0),
             rebounds: Mutex::new(HashMap::new()),
             rebounded: tokio::sync::Notify::new(),
+            join_turns: Mutex::new(HashMap::new()),
             archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
             direct: Mutex::new(None),
@@ -335,8 +342,33 @@ impl Inner {
         }
     }
 
-    /// Joins `room` as `occupant` with the first free nick of `nicks`; returns the nick.
+    /// Waits until no other join of `occupant` to `room` is in progress; holds off others
+    /// while the guard lives.
+    async fn join_turn(&self, room: &str, occupant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self.join_turns.lock();
+            // Forget the turns nobody holds or waits for (joins are rare; the map stays small).
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            let key = (occupant.to_owned(), room.to_owned());
+            turns.entry(key).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+
+    /// Joins `room` as `occupant` with the first free nick of `nicks`, after any join of it
+    /// in progress; returns the room's presence for it.
     async fn join_room(
+        &self,
+        room: &str,
+        occupant: &str,
+        nicks: &[String],
+    ) -> Result<OccupantPresence, AdapterError> {
+        let _turn = self.join_turn(room, occupant).await;
+        self.join_room_now(room, occupant, nicks).await
+    }
+
+    /// [`Inner::join_room`] for a caller that holds the join's turn.
+    async fn join_room_now(
         &self,
         room: &str,
         occupant: &str,
@@ -785,5 +817,34 @@ mod tests {
             adapter.open_direct(&by_nick, &carol()).await,
             Err(AdapterError::Permanent(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn one_join_at_a_time_per_occupant_and_room() {
+        let adapter = component();
+        let inner = &adapter.inner;
+        let first = inner
+            .join_turn("lobby@muc.example", "a@bridge.example/bridge")
+            .await;
+        let mut second =
+            std::pin::pin!(inner.join_turn("lobby@muc.example", "a@bridge.example/bridge"));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // Another occupant, or the same one in another room, does not wait.
+        let other = inner
+            .join_turn("lobby@muc.example", "b@bridge.example/bridge")
+            .await;
+        let elsewhere = inner
+            .join_turn("hall@muc.example", "a@bridge.example/bridge")
+            .await;
+        drop((other, elsewhere));
+        drop(first);
+        drop(second.await);
+        // Turns nobody holds are forgotten.
+        drop(
+            inner
+                .join_turn("x@muc.example", "a@bridge.example/bridge")
+                .await,
+        );
+        assert_eq!(inner.join_turns.lock().len(), 1);
     }
 }

@@ -74,7 +74,15 @@ impl Inner {
         if let Some(found) = self.rooms.lock().our_occupant(room, &speaker.jid) {
             return Ok(found);
         }
-        let presence = self.join_room(room, &speaker.jid, &speaker.nicks).await?;
+        // A join of the same occupant may be in progress (the room's bounce resender and the
+        // core's next message): wait for it, and do not join twice.
+        let _turn = self.join_turn(room, &speaker.jid).await;
+        if let Some(found) = self.rooms.lock().our_occupant(room, &speaker.jid) {
+            return Ok(found);
+        }
+        let presence = self
+            .join_room_now(room, &speaker.jid, &speaker.nicks)
+            .await?;
         Ok((presence.nick, presence.occupant_id))
     }
 
