@@ -750,6 +750,15 @@ impl AdapterStore {
         self.shared.apply(batch).map(|_| ())
     }
 
+    /// Removes several keys in one atomic write.
+    pub fn delete_all(&self, keys: &[&[u8]]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        for key in keys {
+            batch.delete(self.key(key));
+        }
+        self.shared.apply(batch).map(|_| ())
+    }
+
     /// Up to `limit` entries whose key starts with `prefix`, in key order (keys without the
     /// namespace).
     pub fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {

@@ -510,6 +510,7 @@ async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
     assert_eq!(file.name, "cat.png");
     assert_eq!(file.size, Some(picture.len() as u64));
     assert_eq!(fetch(&hub, &file).await, picture);
+    let followers_file = file;
 
     // Hub → follower.
     hub.far
@@ -562,6 +563,27 @@ async fn files_cross_encrypted_both_ways_and_the_hub_proxies_only_its_peers() {
         .await
         .expect_err("no such file");
     assert!(missing.to_string().contains("404"), "{missing}");
+
+    // Deleting the message deletes the file its sender's provider hosts for it.
+    hub.far
+        .submit(inbound("far-room").id("h2").from("alice").redact("h1"))
+        .await
+        .expect("submitted");
+    received(&follower, 2).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.download("hub.example", &file.url, 1 << 24).await {
+            Err(e) if e.to_string().contains("404") => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still served after its message was deleted: {:?}",
+                other.map(|b| b.len())
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The follower's file of the other message is still there.
+    assert_eq!(fetch(&hub, &followers_file).await, picture);
 
     // A link that is gone (404) crosses as a plain link, not re-hosted.
     let gone = link.replace("cat.png", "gone.png");

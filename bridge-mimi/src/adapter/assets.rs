@@ -25,6 +25,10 @@ use crate::content::ExternalPart;
 
 /// Store key prefix of files we host: ID → ciphertext.
 const HOSTED: &str = "a/asset/";
+/// Store key prefix of which hosted files a message of ours carries: the message's ID (its first
+/// version's, for the files of its edits too) → the file IDs, one per line. Deleting the
+/// message deletes them ([`forget_files_of`]).
+const HOSTED_FOR: &str = "a/hosted-for/";
 /// Store key prefix of the decryption details of received parts: SHA-256 of the URL (hex) →
 /// [`Received`] as JSON.
 const RECEIVED: &str = "a/attachment/";
@@ -189,6 +193,46 @@ pub(crate) fn hosted(store: &AdapterStore, id: &str) -> Result<Option<Vec<u8>>, 
     store.get(format!("{HOSTED}{id}").as_bytes())
 }
 
+/// Notes that our message `message` (hex ID; its first version's for an edit) carries hosted
+/// files `ids`, added to those noted before (an edit's files join the original's).
+pub(crate) fn note_files_of(
+    store: &AdapterStore,
+    message: &str,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let key = format!("{HOSTED_FOR}{message}");
+    let mut list = store.get(key.as_bytes())?.unwrap_or_default();
+    for id in ids {
+        if !list.is_empty() {
+            list.push(b'\n');
+        }
+        list.extend_from_slice(id.as_bytes());
+    }
+    store.put(key.as_bytes(), &list)
+}
+
+/// Deletes the hosted files our message `message` carried (every version's): once a message
+/// is deleted, peers can no longer download its files from us. Returns how many were deleted.
+pub(crate) fn forget_files_of(store: &AdapterStore, message: &str) -> Result<usize, StoreError> {
+    let key = format!("{HOSTED_FOR}{message}");
+    let Some(list) = store.get(key.as_bytes())? else {
+        return Ok(0);
+    };
+    let ids: Vec<&str> = std::str::from_utf8(&list)
+        .unwrap_or_default()
+        .lines()
+        .filter(|id| is_id(id))
+        .collect();
+    let keys: Vec<String> = ids.iter().map(|id| format!("{HOSTED}{id}")).collect();
+    let mut batch: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
+    batch.push(key.as_bytes());
+    store.delete_all(&batch)?;
+    Ok(ids.len())
+}
+
 /// What is needed to download and decrypt a received part later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Received {
@@ -305,6 +349,39 @@ mod tests {
             open(&part, b"hello!", 100),
             Err(AssetError::Corrupt(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn deleting_a_message_deletes_the_files_of_every_version_and_no_others() {
+        use std::sync::Arc;
+
+        use bridge_core::testkit::MemoryAdapter;
+        use bridge_core::{Capabilities, Core, MemoryStore};
+
+        let far = MemoryAdapter::new(Capabilities::all());
+        let handle = far.handle();
+        let core = Core::builder(Arc::new(MemoryStore::new()))
+            .adapter("mimi", Arc::new(far))
+            .start()
+            .await
+            .expect("core");
+        let store = handle.context().await.expect("context").store().clone();
+        let (first, edited, other) = (new_id(), new_id(), new_id());
+        for id in [&first, &edited, &other] {
+            host(&store, id, b"ciphertext").expect("hosted");
+        }
+        note_files_of(&store, "aa01", &[&first]).expect("noted");
+        // The edit's file is noted under the message it edits.
+        note_files_of(&store, "aa01", &[&edited]).expect("noted");
+        note_files_of(&store, "bb02", &[&other]).expect("noted");
+        assert_eq!(forget_files_of(&store, "aa01").expect("forgotten"), 2);
+        assert_eq!(hosted(&store, &first).expect("read"), None);
+        assert_eq!(hosted(&store, &edited).expect("read"), None);
+        assert!(hosted(&store, &other).expect("read").is_some());
+        // Again (a retried deletion), or a message without files: nothing to do.
+        assert_eq!(forget_files_of(&store, "aa01").expect("forgotten"), 0);
+        assert_eq!(forget_files_of(&store, "cc03").expect("forgotten"), 0);
+        core.shutdown().await;
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   lost 201.
 //!
 //! Retries come within minutes (backoff capped well below an hour); a week is a wide margin.
-//! Entries without a readable time are left alone. Hosted files, the decryption details of
-//! received ones and the relayed KeyPackage owners are kept (messages refer to them).
+//! Entries without a readable time are left alone. Hosted files (deleted with their message,
+//! see `assets`), the decryption details of received ones and the relayed KeyPackage owners
+//! are kept (messages refer to them).
 
 use std::time::Duration;
 

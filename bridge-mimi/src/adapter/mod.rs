@@ -745,6 +745,25 @@ impl Running {
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+        let deleted = match &event.kind {
+            EventKind::Redaction { target, .. } => Some(target.clone()),
+            _ => None,
+        };
+        let delivered = self.send_once(event).await?;
+        if let Some(message) = deleted {
+            // The deletion is on its way (or was, for a retry): its files go too.
+            match assets::forget_files_of(self.ctx.store(), message.as_str()) {
+                Ok(0) => {}
+                Ok(n) => info!(%message, files = n, "hosted files of a deleted message deleted"),
+                Err(e) => {
+                    warn!(%message, error = %e, "hosted files of a deleted message not deleted")
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn send_once(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
         let one_at_a_time = self.send_lock.lock().await;
         let sent_key = format!("{SENT}{}", event.id);
         let user = self.mls.puppet(event.sender.user.as_str());
@@ -815,6 +834,18 @@ impl Running {
                     &mention_uri,
                     &files,
                 )?;
+                // Which of our hosted files this message carries, so that deleting it deletes
+                // them (an edit's go with the message it edits: deletions name the first
+                // version).
+                let ours = format!("{}{}", self.settings.origin, assets::ASSET_PATH);
+                let hosted: Vec<&str> = (files.iter())
+                    .filter_map(|f| f.part.url.strip_prefix(ours.as_str()))
+                    .collect();
+                let message = match &event.kind {
+                    EventKind::Edit { target, .. } => target.as_str(),
+                    _ => encoded.id.as_str(),
+                };
+                assets::note_files_of(store, message, &hosted)?;
                 let members = match self.mls.local_members_of(&room) {
                     Ok(members) => members,
                     Err(MlsError::UnknownRoom(_)) => Vec::new(),
