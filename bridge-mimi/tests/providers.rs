@@ -41,10 +41,29 @@ struct Side {
 }
 
 async fn start(store: Arc<dyn Store>, settings: settings::Settings) -> Side {
+    start_with(store, settings, &[]).await.0
+}
+
+/// A side whose room also links a far adapter named like each of `others` (room
+/// `<name>-room`), returned with their handles.
+async fn start_with(
+    store: Arc<dyn Store>,
+    settings: settings::Settings,
+    others: &[&str],
+) -> (Side, Vec<MemoryHandle>) {
     let far = MemoryAdapter::new(Capabilities::all());
     let handle = far.handle();
     let mimi = MimiAdapter::new("mimi".into(), settings);
-    let core = Core::builder(store)
+    let mut links = vec![Link::new("far", "far-room"), Link::new("mimi", ROOM)];
+    let mut builder = Core::builder(store);
+    let mut handles = Vec::new();
+    for name in others {
+        let other = MemoryAdapter::new(Capabilities::all());
+        handles.push(other.handle());
+        builder = builder.adapter(*name, Arc::new(other));
+        links.push(Link::new(*name, format!("{name}-room").as_str()));
+    }
+    let core = builder
         .settings(DeliverySettings {
             max_attempts: 60,
             backoff_initial: Duration::from_millis(50),
@@ -53,16 +72,15 @@ async fn start(store: Arc<dyn Store>, settings: settings::Settings) -> Side {
         })
         .adapter("far", Arc::new(far))
         .adapter("mimi", Arc::new(mimi))
-        .room(
-            "lobby",
-            RoomSettings::default(),
-            vec![Link::new("far", "far-room"), Link::new("mimi", ROOM)],
-        )
+        .room("lobby", RoomSettings::default(), links)
         .start()
         .await
         .expect("core starts");
     handle.context().await;
-    Side { core, far: handle }
+    for other in &handles {
+        other.context().await;
+    }
+    (Side { core, far: handle }, handles)
 }
 
 fn body(kind: &EventKind<RemoteEventId>) -> String {
@@ -393,8 +411,14 @@ async fn pair_in_memory(dir: &Path) -> (Side, Side, u16, u16) {
     );
     let hub = start(Arc::new(bridge_core::MemoryStore::new()), hub_settings).await;
     let follower = start(Arc::new(bridge_core::MemoryStore::new()), follower_settings).await;
-    // Both providers serve once their adapters have started.
-    for port in [hub_port, follower_port] {
+    wait_serving(&[hub_port, follower_port]).await;
+    (hub, follower, hub_port, follower_port)
+}
+
+/// Waits until something listens on each of `ports` (providers serve once their adapters have
+/// started).
+async fn wait_serving(ports: &[u16]) {
+    for &port in ports {
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -404,7 +428,6 @@ async fn pair_in_memory(dir: &Path) -> (Side, Side, u16, u16) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    (hub, follower, hub_port, follower_port)
 }
 
 /// A MIMI client speaking for `follower.example` (its certificate), to the hub on `hub_port`.
@@ -1170,4 +1193,72 @@ async fn direct_conversations_open_from_either_provider_and_carry_messages_both_
     assert_eq!(in_room(&hub, &alices_side), ["psst, alice"]);
     assert_eq!(in_room(&follower, &bobs_side), ["hi bob, in private"]);
     assert_eq!(in_room(&follower, &daves_side), ["a room of mine"]);
+}
+
+/// Two adapters' users with the same native ID are two MIMI users, and a far user named like
+/// the bridge's bot is not the bot (the group admin of the rooms the bridge hosts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_users_with_the_same_name_on_two_adapters_are_two_mimi_users() {
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path(), &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_settings = section(
+        dir.path(),
+        "hub.example",
+        hub_port,
+        "follower.example",
+        follower_port,
+    );
+    let follower_settings = section(
+        dir.path(),
+        "follower.example",
+        follower_port,
+        "hub.example",
+        hub_port,
+    );
+    let (hub, others) = start_with(
+        Arc::new(bridge_core::MemoryStore::new()),
+        hub_settings,
+        &["irc"],
+    )
+    .await;
+    let follower = start(Arc::new(bridge_core::MemoryStore::new()), follower_settings).await;
+    wait_serving(&[hub_port, follower_port]).await;
+    // The follower's user speaks first: the follower then has a participant in the room.
+    say(&follower, "f1", "dave", "hello").await;
+    received(&hub, 1).await;
+    let irc = &others[0];
+    say(&hub, "h1", "carol", "carol on far").await;
+    let submitted = irc
+        .submit(
+            inbound("irc-room")
+                .id("i1")
+                .from("carol")
+                .text("carol on irc"),
+        )
+        .await
+        .expect("submitted");
+    assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+    say(&hub, "h2", "bridge-bot", "not the bot").await;
+    say(&hub, "h3", "carol", "carol on far again").await;
+    let got = received(&follower, 4).await;
+    let by = |text: &str| {
+        got.iter()
+            .find(|(_, body)| body == text)
+            .map(|(user, _)| user.clone())
+            .unwrap_or_else(|| panic!("{text:?} not received: {got:?}"))
+    };
+    let (far_carol, irc_carol, named_bot) =
+        (by("carol on far"), by("carol on irc"), by("not the bot"));
+    assert_eq!(
+        far_carol, "mimi://hub.example/u/carol",
+        "the first keeps the plain name"
+    );
+    assert_ne!(irc_carol, far_carol, "two people, two MIMI users");
+    assert!(irc_carol.contains("irc"), "{irc_carol}");
+    assert_ne!(named_bot, "mimi://hub.example/u/bridge-bot");
+    assert_eq!(by("carol on far again"), far_carol, "and each keeps hers");
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
 }

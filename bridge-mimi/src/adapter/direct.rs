@@ -51,8 +51,7 @@ impl Running {
                 "{far} is a puppet of this bridge, not a MIMI user"
             )));
         }
-        let puppet = self.mls.puppet(with.user.as_str());
-        self.remember_puppet(&puppet, &with.adapter, &with.user)?;
+        let puppet = self.puppet_for(&with.adapter, &with.user)?;
         self.mls.ensure_client(&puppet).map_err(mls_failed)?;
         let room = direct_room_uri(&self.settings.domain, &puppet, &far);
         let native = RemoteRoomId::new(room.to_string());

@@ -111,6 +111,8 @@ pub(crate) struct Running {
     /// Sends of one adapter prepare one at a time (the core already orders them per room); the
     /// wait for durability and the network call are outside the lock.
     send_lock: tokio::sync::Mutex<()>,
+    /// Held while a puppet identity is looked up and claimed ([`Running::puppet_for`]).
+    claims: parking_lot::Mutex<()>,
     pub(crate) queue: fanout::Queue,
 }
 
@@ -266,6 +268,7 @@ impl MimiAdapter {
             web,
             peers: tokio::sync::Mutex::new(HashMap::new()),
             send_lock: tokio::sync::Mutex::new(()),
+            claims: parking_lot::Mutex::new(()),
             queue: fanout::Queue::new(store),
         });
         for room in ctx.linked_rooms() {
@@ -459,21 +462,45 @@ impl Running {
         AdapterError::transient(format!("{room} changed epoch while {user} asked to join"))
     }
 
-    /// Records whom puppet `uri` stands for (a user of `adapter`), once, so that a MIMI user's
-    /// mention of the puppet becomes a mention of that user ([`Running::stands_for`]).
-    fn remember_puppet(
+    /// Our puppet for `user` of `adapter`, claimed for it in the store (so that a MIMI user's
+    /// mention of the puppet becomes a mention of that user, [`Running::stands_for`]).
+    ///
+    /// The puppet is `mimi://DOMAIN/u/<native ID>` when that is free or already this user's;
+    /// else `u/<adapter>:<native ID>`, then that with `#2`, `#3`…: first come, first served,
+    /// and kept. So two adapters' users with the same native ID never share a MIMI identity,
+    /// and no far user is ever the bridge's bot (the group admin of the rooms we host).
+    fn puppet_for(
         &self,
-        uri: &UserUri,
         adapter: &AdapterId,
         user: &RemoteUserId,
-    ) -> Result<(), AdapterError> {
-        let key = format!("{PUPPET}{uri}");
+    ) -> Result<UserUri, AdapterError> {
+        const TRIES: u32 = 1000;
         let store = self.ctx.store();
-        if store.get(key.as_bytes())?.is_none() {
-            let value = format!("{adapter}\n{user}");
-            store.put(key.as_bytes(), value.as_bytes())?;
+        let _one_claim_at_a_time = self.claims.lock();
+        let native = user.as_str();
+        for n in 0..TRIES {
+            let candidate = match n {
+                0 => native.to_owned(),
+                1 => format!("{adapter}:{native}"),
+                n => format!("{adapter}:{native}#{n}"),
+            };
+            if candidate == BOT_USER {
+                continue;
+            }
+            let uri = self.mls.puppet(&candidate);
+            let key = format!("{PUPPET}{uri}");
+            match store.get(key.as_bytes())? {
+                None => {
+                    store.put(key.as_bytes(), format!("{adapter}\n{user}").as_bytes())?;
+                    return Ok(uri);
+                }
+                Some(value) if value == format!("{adapter}\n{user}").as_bytes() => return Ok(uri),
+                Some(_) => {}
+            }
         }
-        Ok(())
+        Err(AdapterError::Permanent(format!(
+            "no free MIMI identity for {user} of {adapter} after {TRIES} tries"
+        )))
     }
 
     /// The user (adapter and native ID) our puppet `uri` stands for, if it is one of ours.
@@ -766,7 +793,7 @@ impl Running {
     async fn send_once(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
         let one_at_a_time = self.send_lock.lock().await;
         let sent_key = format!("{SENT}{}", event.id);
-        let user = self.mls.puppet(event.sender.user.as_str());
+        let user = self.puppet_for(&event.sender.adapter, &event.sender.user)?;
         let delivered = |id: RemoteEventId| Delivered {
             native_id: Some(id),
             puppet: Some(RemoteUserId::new(user.to_string())),
@@ -780,7 +807,6 @@ impl Running {
         let room = RoomUri::parse(event.room.as_str()).map_err(|e| {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
-        self.remember_puppet(&user, &event.sender.adapter, &event.sender.user)?;
         let metadata = match &event.kind {
             EventKind::RoomName { name } => Some((Some(name.as_str()), None)),
             EventKind::Topic { text } => Some((None, Some(text.as_str()))),
@@ -804,6 +830,8 @@ impl Running {
         let (id, ciphertext) = match store.get(pending_key.as_bytes())? {
             Some(pending) => split_pending(&pending)?,
             None => {
+                // Mentioned users of other adapters are named by their puppets.
+                let mut puppets = HashMap::new();
                 if let EventKind::Message { content, .. } | EventKind::Edit { new: content, .. } =
                     &event.kind
                 {
@@ -812,19 +840,16 @@ impl Running {
                         .iter()
                         .filter(|m| m.adapter != *self.ctx.adapter_id())
                     {
-                        self.remember_puppet(
-                            &self.mls.puppet(m.user.as_str()),
-                            &m.adapter,
-                            &m.user,
-                        )?;
+                        let puppet = self.puppet_for(&m.adapter, &m.user)?;
+                        puppets.insert((m.adapter.clone(), m.user.clone()), puppet.to_string());
                     }
                 }
                 let mention_uri = |m: &Mention| {
-                    Some(if m.adapter == *self.ctx.adapter_id() {
-                        m.user.to_string()
+                    if m.adapter == *self.ctx.adapter_id() {
+                        Some(m.user.to_string())
                     } else {
-                        self.mls.puppet(m.user.as_str()).to_string()
-                    })
+                        puppets.get(&(m.adapter.clone(), m.user.clone())).cloned()
+                    }
                 };
                 let files = self.seal_files(&event).await?;
                 let encoded = payload::encode(
