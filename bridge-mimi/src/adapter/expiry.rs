@@ -6,12 +6,15 @@
 //! - `a/submitted/<digest>` (value: the acceptance time): submissions the hub accepted, for a
 //!   follower resubmitting after a lost answer;
 //! - `n/<digest>` (value: when recorded): notify bodies processed, for a hub retrying after a
-//!   lost 201.
+//!   lost 201;
+//! - `a/kpref/<reference>` (value: the owner's domain, a newline, when relayed): KeyPackages the
+//!   hub relayed, for forwarding the Welcome of the commit that uses one (which follows the
+//!   relay within seconds: the joiner's provider asks for key material to add someone now).
 //!
 //! Retries come within minutes (backoff capped well below an hour); a week is a wide margin.
 //! Entries without a readable time are left alone. Hosted files (deleted with their message,
-//! see `assets`), the decryption details of received ones and the relayed KeyPackage owners
-//! are kept (messages refer to them).
+//! see `assets`) and the decryption details of received ones are kept (messages refer to
+//! them).
 
 use std::time::Duration;
 
@@ -46,6 +49,10 @@ pub(crate) fn prune(store: &AdapterStore, now_ms: u64) -> Result<usize, StoreErr
     deleted += prune_prefix(store, b"a/sent/", cutoff, |k, _| by_event_id(k))?;
     deleted += prune_prefix(store, b"a/submitted/", cutoff, |_, v| by_value(v))?;
     deleted += prune_prefix(store, b"n/", cutoff, |_, v| by_value(v))?;
+    deleted += prune_prefix(store, b"a/kpref/", cutoff, |_, v| {
+        let (_, at) = v.split_at(v.iter().position(|&b| b == b'\n')? + 1);
+        by_value(at)
+    })?;
     Ok(deleted)
 }
 
@@ -108,10 +115,20 @@ mod tests {
             ("n/cc".to_owned(), (now - 30 * day).to_string()),
             ("n/dd".to_owned(), "1".to_owned()),
             ("a/asset/ee".to_owned(), "kept".to_owned()),
+            (
+                "a/kpref/ff".to_owned(),
+                format!("follower.example\n{}", now - 8 * day),
+            ),
+            (
+                "a/kpref/f0".to_owned(),
+                format!("follower.example\n{}", now - day),
+            ),
+            // Written before records carried a time: left alone.
+            ("a/kpref/f1".to_owned(), "follower.example".to_owned()),
         ] {
             store.put(key.as_bytes(), value.as_bytes()).expect("put");
         }
-        assert_eq!(prune(&store, now).expect("prune"), 3);
+        assert_eq!(prune(&store, now).expect("prune"), 4);
         let left: Vec<String> = store
             .scan(b"", 100)
             .expect("scan")
@@ -122,6 +139,8 @@ mod tests {
             left,
             vec![
                 "a/asset/ee".to_owned(),
+                "a/kpref/f0".to_owned(),
+                "a/kpref/f1".to_owned(),
                 format!("a/sent/{new_event}"),
                 "a/submitted/bb".to_owned(),
                 "n/dd".to_owned(),

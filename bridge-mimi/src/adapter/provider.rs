@@ -102,7 +102,12 @@ impl Handler {
                 reason: format!("{}: {e}", user.domain()),
                 retry_after: e.retry_after(),
             })?;
-        let domain = user.domain().to_ascii_lowercase();
+        // The owner, and when it was relayed (so the record can expire: `expiry`).
+        let owner = format!(
+            "{}\n{}",
+            user.domain().to_ascii_lowercase(),
+            crate::adapter::now_ms()
+        );
         let mut records = Vec::new();
         for client in &response.clients {
             if let ClientKeyMaterialResult::Success(key_package) = &client.result {
@@ -119,7 +124,7 @@ impl Handler {
         }
         let entries: Vec<(&[u8], &[u8])> = records
             .iter()
-            .map(|k| (k.as_bytes(), domain.as_bytes()))
+            .map(|k| (k.as_bytes(), owner.as_bytes()))
             .collect();
         self.0.ctx.store().put_all(&entries).map_err(internal)?;
         self.0.ctx.store().flush().await.map_err(internal)?;
@@ -136,7 +141,7 @@ impl Handler {
         for reference in references {
             let key = format!("{KEY_PACKAGE_OWNER}{}", digest_hex_of(&reference));
             match self.0.ctx.store().get(key.as_bytes()).map_err(internal)? {
-                Some(domain) => domains.push(String::from_utf8_lossy(&domain).into_owned()),
+                Some(owner) => domains.push(relayed_owner(&owner)),
                 None => warn!("a Welcome for a KeyPackage we did not relay: not forwarded"),
             }
         }
@@ -401,8 +406,16 @@ impl Handler {
 }
 
 /// Store key prefix of KeyPackages the hub relayed: hex `KeyPackageRef` → the provider domain
-/// that owns it.
+/// that owns it, a newline and when it was relayed (ms since the epoch; expired a week later,
+/// see `expiry`).
 const KEY_PACKAGE_OWNER: &str = "a/kpref/";
+
+/// The provider domain of a relayed KeyPackage record ([`KEY_PACKAGE_OWNER`]); records written
+/// before they carried a time hold the domain alone.
+fn relayed_owner(record: &[u8]) -> String {
+    let record = String::from_utf8_lossy(record);
+    record.split('\n').next().unwrap_or_default().to_owned()
+}
 
 /// Lower-case hex of `bytes`.
 fn digest_hex_of(bytes: &[u8]) -> String {
@@ -1011,5 +1024,20 @@ fn update_refusal(e: MlsError) -> Result<UpdateRoomResponse, ProviderError> {
             error_description: e.to_string(),
             result: UpdateResult::NotAllowed,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_relayed_key_package_record_names_its_owner_with_or_without_a_time() {
+        assert_eq!(
+            super::relayed_owner(b"follower.example\n1800000000000"),
+            "follower.example"
+        );
+        assert_eq!(
+            super::relayed_owner(b"follower.example"),
+            "follower.example"
+        );
     }
 }
