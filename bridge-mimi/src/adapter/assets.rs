@@ -353,19 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_a_message_deletes_the_files_of_every_version_and_no_others() {
-        use std::sync::Arc;
-
-        use bridge_core::testkit::MemoryAdapter;
-        use bridge_core::{Capabilities, Core, MemoryStore};
-
-        let far = MemoryAdapter::new(Capabilities::all());
-        let handle = far.handle();
-        let core = Core::builder(Arc::new(MemoryStore::new()))
-            .adapter("mimi", Arc::new(far))
-            .start()
-            .await
-            .expect("core");
-        let store = handle.context().await.expect("context").store().clone();
+        let (core, store) = crate::adapter::memory_store().await;
         let (first, edited, other) = (new_id(), new_id(), new_id());
         for id in [&first, &edited, &other] {
             host(&store, id, b"ciphertext").expect("hosted");

@@ -85,23 +85,11 @@ fn prune_prefix(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use bridge_core::testkit::MemoryAdapter;
-    use bridge_core::{Capabilities, Core, MemoryStore};
-
     use super::*;
 
     #[tokio::test]
     async fn old_records_go_recent_and_unreadable_ones_stay() {
-        let far = MemoryAdapter::new(Capabilities::all());
-        let handle = far.handle();
-        let core = Core::builder(Arc::new(MemoryStore::new()))
-            .adapter("mimi", Arc::new(far))
-            .start()
-            .await
-            .expect("core");
-        let store = handle.context().await.expect("context").store().clone();
+        let (core, store) = crate::adapter::memory_store().await;
         let now = 1_800_000_000_000u64;
         let day = 24 * 3600 * 1000;
         let at = |ms: u64, n: u128| EventId::from_u128((u128::from(ms) << 80) | n);

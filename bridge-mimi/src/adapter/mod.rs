@@ -1033,6 +1033,21 @@ impl Adapter for MimiAdapter {
     }
 }
 
+/// For unit tests: the store namespace of an adapter named `mimi` in a core over memory (shut
+/// the core down at the end).
+#[cfg(test)]
+pub(crate) async fn memory_store() -> (bridge_core::Core, bridge_core::AdapterStore) {
+    let far = bridge_core::testkit::MemoryAdapter::new(Capabilities::all());
+    let handle = far.handle();
+    let core = bridge_core::Core::builder(Arc::new(bridge_core::MemoryStore::new()))
+        .adapter("mimi", Arc::new(far))
+        .start()
+        .await
+        .expect("core");
+    let store = handle.context().await.expect("context").store().clone();
+    (core, store)
+}
+
 /// Deletes expired bookkeeping ([`expiry`]) at start and every hour until shutdown.
 async fn prune_now_and_then(
     store: bridge_core::AdapterStore,
