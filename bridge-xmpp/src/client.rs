@@ -57,21 +57,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use sasl::common::ChannelBinding;
 use sasl::common::Credentials;
 use tokio::io::{AsyncWriteExt, BufStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_xmpp::connect::{
-    DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector,
-};
+use tokio_xmpp::connect::starttls::starttls;
+use tokio_xmpp::connect::tls_common::TlsStream;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent as XmppStreamEvent};
-use tokio_xmpp::xmlstream::{FallibleStreamElement, StreamHeader, Timeouts, initiate_stream};
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, PendingFeaturesRecv, StreamHeader, Timeouts, initiate_stream,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza::Stanza;
 
+use crate::depth_guard::DepthGuard;
 use crate::stream::{StreamEvent, StreamHandle};
 
 /// How long a clean close of the stream may take at shutdown before the task gives up on it.
@@ -269,10 +273,10 @@ async fn connect_loop(
         tracing::debug!(jid = %target.jid, server = %target.dns, "connecting");
         let attempt = async {
             if target.insecure_tcp {
-                login(TcpServerConnector::from(target.dns.clone()), &target).await
+                login(GuardedTcp(target.dns.clone()), &target).await
             } else {
                 install_crypto_provider();
-                login(StartTlsServerConnector::from(target.dns.clone()), &target).await
+                login(GuardedStartTls(target.dns.clone()), &target).await
             }
         };
         let result = tokio::select! {
@@ -299,6 +303,66 @@ async fn connect_loop(
                 let _ = reports.send(reason);
             }
         }
+    }
+}
+
+/// The stream header a client sends to `jid`'s server.
+fn header_to(jid: &Jid) -> StreamHeader<'_> {
+    StreamHeader {
+        to: Some(Cow::Borrowed(jid.domain().as_str())),
+        from: None,
+        id: None,
+    }
+}
+
+/// tokio-xmpp's plain-TCP connector, with what the server sends read through a [`DepthGuard`]:
+/// tokio-xmpp builds stanzas by recursion, and a stanza nested thousands of levels deep would
+/// overflow the stack (see [`crate::depth_guard`]).
+#[derive(Debug, Clone)]
+struct GuardedTcp(DnsConfig);
+
+impl ServerConnector for GuardedTcp {
+    type Stream = BufStream<DepthGuard<tokio::net::TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let tcp = BufStream::new(DepthGuard::new(self.0.resolve().await?));
+        let pending = initiate_stream(tcp, ns, header_to(jid), timeouts).await?;
+        Ok((pending, ChannelBinding::None))
+    }
+}
+
+/// tokio-xmpp's STARTTLS connector, with what the server sends once TLS is up read through a
+/// [`DepthGuard`] (as [`GuardedTcp`]; before TLS only the server's features and its go-ahead
+/// are read).
+#[derive(Debug, Clone)]
+struct GuardedStartTls(DnsConfig);
+
+impl ServerConnector for GuardedStartTls {
+    type Stream = BufStream<DepthGuard<TlsStream<tokio::net::TcpStream>>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let tcp = BufStream::new(self.0.resolve().await?);
+        let plain = initiate_stream(tcp, ns, header_to(jid), timeouts).await?;
+        let (features, plain) = plain.recv_features().await?;
+        if !features.can_starttls() {
+            return Err(tokio_xmpp::Error::Protocol(
+                tokio_xmpp::error::ProtocolError::NoTls,
+            ));
+        }
+        let (tls, binding) = starttls(plain, jid.domain().as_str()).await?;
+        let guarded = BufStream::new(DepthGuard::new(tls));
+        let pending = initiate_stream(guarded, ns, header_to(jid), timeouts).await?;
+        Ok((pending, binding))
     }
 }
 
@@ -370,13 +434,7 @@ async fn login<C: ServerConnector>(server: C, target: &Target) -> Result<Connect
             e @ tokio_xmpp::Error::Auth(_) => LoginFailure::Auth(e),
             e => LoginFailure::from(e),
         })?;
-    let pending = stream
-        .send_header(StreamHeader {
-            to: Some(Cow::Borrowed(jid.domain().as_str())),
-            from: None,
-            id: None,
-        })
-        .await?;
+    let pending = stream.send_header(header_to(jid)).await?;
     let (features, stream) = pending.recv_features::<FallibleStreamElement>().await?;
     if !features.can_bind() {
         // tokio-xmpp's stream would panic on such a connection.

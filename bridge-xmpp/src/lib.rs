@@ -26,6 +26,7 @@
 pub mod adapter;
 pub mod client;
 pub mod component;
+pub mod depth_guard;
 pub mod jid;
 pub mod mam;
 pub mod muc;

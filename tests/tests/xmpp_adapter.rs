@@ -899,6 +899,68 @@ async fn client_mode_relays_everyone_through_one_account() {
     core.shutdown().await;
 }
 
+/// Client mode reads the stream through tokio-xmpp, which builds each stanza by recursion: a
+/// stanza nested deeper than the adapter reads has its deep part cut before it is parsed
+/// (`bridge_xmpp::depth_guard`, unit-tested there with 100,000 levels), and is bridged; one
+/// far deeper (which Prosody itself refuses to pass on beyond ~130 levels) ends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_survives_deeply_nested_stanzas() {
+    let server = test_env("BRIDGE_TEST_XMPP_C2S");
+    let relay = format!("{}@localhost", fresh("relay"));
+    XmppHuman::start(&relay, "relay-pw", &server)
+        .await
+        .expect("relay account registered")
+        .quit()
+        .await
+        .expect("quit");
+    let settings: toml::Table = format!(
+        "mode = 'client'\njid = '{relay}'\npassword = 'relay-pw'\nserver = '{server}'\ninsecure_tcp = true"
+    )
+    .parse()
+    .expect("settings parse");
+    let room = format!("{}@conference.localhost", fresh("xa-deep"));
+    let mut mallory = human_in(&room, "Mallory").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    let (core, memory) = start_core(store, &room, settings).await;
+    bridge_present(&mut mallory).await;
+
+    let deep = |id: &str, body: &str, depth: usize| {
+        format!(
+            "<message xmlns='jabber:client' to='{room}' type='groupchat' id='{id}'>\
+             <body>{body}</body><x xmlns='urn:example:deep'>{}{}</x></message>",
+            "<d>".repeat(depth),
+            "</d>".repeat(depth)
+        )
+    };
+    mallory
+        .raw(&deep("deep1", "deep", 100))
+        .await
+        .expect("sent");
+    // ~140 kB, under Prosody's 256 kB stanza limit for clients.
+    mallory
+        .raw(&deep("deep2", "deeper", 20_000))
+        .await
+        .expect("sent");
+    mallory
+        .send(&room, GC, "after the deep ones")
+        .await
+        .expect("sent");
+    delivered(&memory, |e| {
+        body(e).as_deref() == Some("after the deep ones")
+    })
+    .await;
+    let bodies = bodies(&memory);
+    let count = |text: &str| bodies.iter().filter(|b| *b == text).count();
+    assert_eq!(
+        count("deep"),
+        1,
+        "bridged once, its deep part cut: {bodies:?}"
+    );
+    assert!(count("deeper") <= 1, "{bodies:?}");
+    core.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_to_a_puppet_reach_the_remote_user_and_come_back() {
     let rig = rig("xa-direct", component_settings()).await;
