@@ -439,6 +439,25 @@ fn written_under_ingest_lock(shared: &Shared) -> u64 {
 }
 
 /// Delay before retry `attempt` (1-based): exponential with "equal jitter".
+/// The longest wait a far side's "retry after" is honoured for (or the longest backoff, if that
+/// is longer): a peer or server that asks for more (by mistake, or to stall a link for years
+/// with `Retry-After: 18446744073709551615`) is asked again after this.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long to wait after a transient failure: what the far side asked for, within bounds, or
+/// the backoff for `attempt`.
+fn retry_delay(shared: &Shared, asked: Option<Duration>, attempt: u32) -> Duration {
+    match asked {
+        Some(asked) => honoured(asked, shared.settings.backoff_max),
+        None => backoff(shared, attempt),
+    }
+}
+
+/// The part of a far side's "retry after" `asked` that is honoured.
+fn honoured(asked: Duration, backoff_max: Duration) -> Duration {
+    asked.min(MAX_RETRY_AFTER.max(backoff_max))
+}
+
 fn backoff(shared: &Shared, attempt: u32) -> Duration {
     let base = shared.settings.backoff_initial.as_millis() as u64;
     let max = shared.settings.backoff_max.as_millis() as u64;
@@ -663,7 +682,7 @@ async fn deliver(
                     };
                 }
                 tracing::debug!(%message, attempts, "transient failure; will retry");
-                retry_after.unwrap_or_else(|| backoff(shared, attempts))
+                retry_delay(shared, retry_after, attempts)
             }
         };
         metrics::counter!("bridge_retries_total", &metrics.labels(kind)).increment(1);
@@ -808,4 +827,28 @@ pub(crate) fn drop_outbox(shared: &Shared, link: &Link) -> Result<(), StoreError
     let mut batch = Batch::new();
     batch.delete(cursor_key(link));
     shared.apply(batch).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_RETRY_AFTER, honoured};
+
+    #[test]
+    fn a_far_side_may_not_stall_a_link_for_longer_than_an_hour() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            honoured(Duration::from_secs(5), minute),
+            Duration::from_secs(5)
+        );
+        assert_eq!(honoured(Duration::MAX, minute), MAX_RETRY_AFTER);
+        assert_eq!(
+            honoured(Duration::from_secs(u64::MAX / 1000), minute),
+            MAX_RETRY_AFTER
+        );
+        // An admin's longer backoff is a longer ceiling.
+        let day = Duration::from_secs(86_400);
+        assert_eq!(honoured(Duration::MAX, day), day);
+    }
 }
