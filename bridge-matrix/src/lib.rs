@@ -6,6 +6,8 @@
 mod adapter;
 pub mod appservice;
 mod calls;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod homeserver;
 pub mod registration;
 pub mod relay;

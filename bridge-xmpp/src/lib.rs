@@ -27,6 +27,8 @@ pub mod adapter;
 pub mod client;
 pub mod component;
 pub mod depth_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jid;
 pub mod mam;
 pub mod muc;
