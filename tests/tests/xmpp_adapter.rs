@@ -831,10 +831,13 @@ async fn attachments_are_rehosted_on_the_upload_service_and_oob_links_cross() {
     rig.core.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_mode_relays_everyone_through_one_account() {
+/// A bridge in client mode (a relay account, registered in-band as an admin would by hand) in a
+/// new room with a human `name` in it: the core, its memory side, the human, the room.
+async fn client_mode_rig(
+    room_prefix: &str,
+    name: &str,
+) -> (Core, MemoryHandle, XmppHuman, String, tempfile::TempDir) {
     let server = test_env("BRIDGE_TEST_XMPP_C2S");
-    // Create the relay account by in-band registration, as an admin would by hand.
     let relay = format!("{}@localhost", fresh("relay"));
     XmppHuman::start(&relay, "relay-pw", &server)
         .await
@@ -847,12 +850,18 @@ async fn client_mode_relays_everyone_through_one_account() {
     )
     .parse()
     .expect("settings parse");
-    let room = format!("{}@conference.localhost", fresh("xa-relay"));
-    let mut alice = human_in(&room, "Alice").await;
+    let room = format!("{}@conference.localhost", fresh(room_prefix));
+    let mut human = human_in(&room, name).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
     let (core, memory) = start_core(store, &room, settings).await;
-    bridge_present(&mut alice).await;
+    bridge_present(&mut human).await;
+    (core, memory, human, room, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_relays_everyone_through_one_account() {
+    let (core, memory, mut alice, room, _dir) = client_mode_rig("xa-relay", "Alice").await;
 
     alice.send(&room, GC, "hello relay").await.expect("sent");
     let hello = delivered(&memory, |e| body(e).as_deref() == Some("hello relay")).await;
@@ -905,25 +914,7 @@ async fn client_mode_relays_everyone_through_one_account() {
 /// far deeper (which Prosody itself refuses to pass on beyond ~130 levels) ends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_mode_survives_deeply_nested_stanzas() {
-    let server = test_env("BRIDGE_TEST_XMPP_C2S");
-    let relay = format!("{}@localhost", fresh("relay"));
-    XmppHuman::start(&relay, "relay-pw", &server)
-        .await
-        .expect("relay account registered")
-        .quit()
-        .await
-        .expect("quit");
-    let settings: toml::Table = format!(
-        "mode = 'client'\njid = '{relay}'\npassword = 'relay-pw'\nserver = '{server}'\ninsecure_tcp = true"
-    )
-    .parse()
-    .expect("settings parse");
-    let room = format!("{}@conference.localhost", fresh("xa-deep"));
-    let mut mallory = human_in(&room, "Mallory").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
-    let (core, memory) = start_core(store, &room, settings).await;
-    bridge_present(&mut mallory).await;
+    let (core, memory, mut mallory, room, _dir) = client_mode_rig("xa-deep", "Mallory").await;
 
     let deep = |id: &str, body: &str, depth: usize| {
         format!(
