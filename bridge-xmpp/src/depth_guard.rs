@@ -48,10 +48,9 @@ enum State {
         pattern: Option<&'static [u8]>,
         matched: usize,
     },
-    /// In a comment; how many `-` were just seen.
-    Comment { dashes: u8 },
-    /// In a CDATA section; how many `]` were just seen.
-    Cdata { brackets: u8 },
+    /// In a comment (`end` is `-`) or a CDATA section (`]`), which ends at two `end` bytes and
+    /// `>`; `run`: how many `end` bytes were just seen.
+    Until { end: u8, run: u8 },
     /// In `<?…?>`; whether the last byte was `?`.
     Pi { question: bool },
     /// In another `<!…>` declaration.
@@ -202,10 +201,11 @@ impl Cutter {
                                 pattern,
                                 matched: matched + 1,
                             }
-                        } else if p == COMMENT {
-                            State::Comment { dashes: 0 }
                         } else {
-                            State::Cdata { brackets: 0 }
+                            State::Until {
+                                end: if p == COMMENT { b'-' } else { b']' },
+                                run: 0,
+                            }
                         }
                     }
                     _ if b == b'>' => State::Text,
@@ -213,22 +213,14 @@ impl Cutter {
                     _ => State::Declaration,
                 };
             }
-            State::Comment { dashes } => {
+            State::Until { end, run } => {
                 self.state = match b {
-                    b'-' => State::Comment {
-                        dashes: dashes.saturating_add(1),
+                    _ if b == end => State::Until {
+                        end,
+                        run: run.saturating_add(1),
                     },
-                    b'>' if dashes >= 2 => State::Text,
-                    _ => State::Comment { dashes: 0 },
-                };
-            }
-            State::Cdata { brackets } => {
-                self.state = match b {
-                    b']' => State::Cdata {
-                        brackets: brackets.saturating_add(1),
-                    },
-                    b'>' if brackets >= 2 => State::Text,
-                    _ => State::Cdata { brackets: 0 },
+                    b'>' if run >= 2 => State::Text,
+                    _ => State::Until { end, run: 0 },
                 };
             }
             State::Pi { question } => {

@@ -438,7 +438,6 @@ fn written_under_ingest_lock(shared: &Shared) -> u64 {
     shared.commit.written()
 }
 
-/// Delay before retry `attempt` (1-based): exponential with "equal jitter".
 /// The longest wait a far side's "retry after" is honoured for (or the longest backoff, if that
 /// is longer): a peer or server that asks for more (by mistake, or to stall a link for years
 /// with `Retry-After: 18446744073709551615`) is asked again after this.
@@ -458,6 +457,7 @@ fn honoured(asked: Duration, backoff_max: Duration) -> Duration {
     asked.min(MAX_RETRY_AFTER.max(backoff_max))
 }
 
+/// Delay before retry `attempt` (1-based): exponential with "equal jitter".
 fn backoff(shared: &Shared, attempt: u32) -> Duration {
     let base = shared.settings.backoff_initial.as_millis() as u64;
     let max = shared.settings.backoff_max.as_millis() as u64;

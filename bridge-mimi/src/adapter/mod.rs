@@ -478,6 +478,7 @@ impl Running {
         let store = self.ctx.store();
         let _one_claim_at_a_time = self.claims.lock();
         let native = user.as_str();
+        let claim = format!("{adapter}\n{user}");
         for n in 0..TRIES {
             let candidate = match n {
                 0 => native.to_owned(),
@@ -491,10 +492,10 @@ impl Running {
             let key = format!("{PUPPET}{uri}");
             match store.get(key.as_bytes())? {
                 None => {
-                    store.put(key.as_bytes(), format!("{adapter}\n{user}").as_bytes())?;
+                    store.put(key.as_bytes(), claim.as_bytes())?;
                     return Ok(uri);
                 }
-                Some(value) if value == format!("{adapter}\n{user}").as_bytes() => return Ok(uri),
+                Some(value) if value == claim.as_bytes() => return Ok(uri),
                 Some(_) => {}
             }
         }
