@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bridge_core::{MemoryStore, SledStore, Store};
-use bridge_mimi::codepoints::{ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER};
+use bridge_mimi::codepoints::{
+    CAPABILITY_CAN_SEND_MESSAGE, ROLE_BANNED, ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER, ROLE_VISITOR,
+};
 use bridge_mimi::mls::kv::StoreKv;
 use bridge_mimi::mls::metadata::RoomMetadata;
+use bridge_mimi::mls::policy::{BRIDGE_STATEMENT, LoggingPolicy, RoleData};
 use bridge_mimi::mls::uri::RoomUri;
 use bridge_mimi::mls::{
     KeyPackageSettings, MlsError, MlsHost, Participant, Processed, RoomProfile,
@@ -184,7 +187,7 @@ fn remove_and_leave_update_the_participant_list() {
     // Relayed by a provider bob does not belong to: refused, and nothing is queued.
     assert!(matches!(
         hub.commit_proposals_from(&room, &alice, &bytes, "elsewhere.example"),
-        Err(MlsError::InvalidStateChange(_))
+        Err(MlsError::InvalidStateChange(_) | MlsError::NotAllowed(_))
     ));
     assert_eq!(hub.members(&room).expect("members").len(), 2);
     // From bob's provider: his own removal is allowed and committed.
@@ -902,7 +905,7 @@ fn a_followers_commit_is_merged_only_when_its_committer_may_make_it() {
     let alice_uri = |hub: &MlsHost| hub.puppet("alice@xmpp.example");
     let bob_uri = |follower: &MlsHost| follower.puppet("@bob:matrix.example");
     let refused = |result: Result<Processed, MlsError>, why: &str| match result {
-        Err(MlsError::InvalidStateChange(reason)) => {
+        Err(MlsError::InvalidStateChange(reason) | MlsError::NotAllowed(reason)) => {
             assert!(
                 reason.contains(why),
                 "refused, but for {reason:?} instead of {why:?}"
@@ -919,7 +922,7 @@ fn a_followers_commit_is_merged_only_when_its_committer_may_make_it() {
         .expect("bob's host makes the commit");
     refused(
         hub.process_from(&room, &removal.commit, FOLLOWER),
-        "may take only themselves off the participant list",
+        "may not take mimi://hub.example/u/alice%40xmpp.example off the participant list",
     );
     assert_eq!(hub.epoch(&room).expect("epoch"), 1, "nothing merged");
     assert_eq!(hub.members(&room).expect("members").len(), 2);
@@ -959,4 +962,152 @@ fn a_followers_commit_is_merged_only_when_its_committer_may_make_it() {
         Processed::Commit { epoch, .. } => assert_eq!(epoch, 2),
         other => panic!("expected a commit, got {other:?}"),
     }
+}
+
+#[test]
+fn the_rooms_roles_decide_who_may_send_and_its_policy_says_the_bridge_reads_everything() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+
+    // The room carries its policy from its creation, and the follower reads it.
+    let (roles, logging, bots) = follower.room_policy(&room).expect("policy");
+    assert_eq!(roles, RoleData::bridge_default());
+    match logging.expect("a logging policy") {
+        LoggingPolicy::Required(details) => assert_eq!(
+            details.logging_clients[0].as_slice(),
+            alice.puppet_client().to_string().as_bytes()
+        ),
+        other => panic!("logging should be required, is {other:?}"),
+    }
+    let bot = &bots.expect("a bot policy").allowed_bots[0];
+    assert_eq!(bot.description.as_slice(), BRIDGE_STATEMENT.as_bytes());
+    assert_eq!(bot.bot_role_index, ROLE_GROUP_ADMIN);
+
+    // An ordinary participant sends; the hub would take it.
+    assert!(roles.allows(ROLE_ORDINARY_USER, CAPABILITY_CAN_SEND_MESSAGE));
+    hub.may_send(&room, &bob.to_string()).expect("bob may send");
+    let sealed = follower.encrypt(&room, &bob, b"hello").expect("encrypt");
+    assert_eq!(
+        application(hub.decrypt(&room, &sealed).expect("decrypt")).1,
+        b"hello"
+    );
+
+    // bob may not make himself a visitor, nor an admin; alice (group admin) may.
+    assert!(matches!(
+        follower.set_role(&room, &bob, &bob, ROLE_GROUP_ADMIN),
+        Err(MlsError::NotAllowed(_))
+    ));
+    let demoted = hub
+        .set_role(&room, &alice, &bob, ROLE_VISITOR)
+        .expect("alice demotes bob");
+    assert_eq!(
+        demoted.participants,
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&bob.to_string(), ROLE_VISITOR),
+        ]
+    );
+    follower.process(&room, &demoted.commit).expect("process");
+    assert_eq!(
+        follower.participants(&room).expect("list"),
+        demoted.participants
+    );
+
+    // A visitor's message is refused on both sides: his host does not encrypt it, and the
+    // hub would refuse it at /submitMessage. He still reads what alice says.
+    assert!(matches!(
+        follower.encrypt(&room, &bob, b"may I?"),
+        Err(MlsError::NotAllowed(_))
+    ));
+    assert!(matches!(
+        hub.may_send(&room, &bob.to_string()),
+        Err(MlsError::NotAllowed(_))
+    ));
+    assert!(matches!(
+        hub.may_send(&room, "mimi://follower.example/u/stranger"),
+        Err(MlsError::NotAllowed(_))
+    ));
+    let sealed = hub
+        .encrypt(&room, &alice, b"please listen")
+        .expect("encrypt");
+    assert_eq!(
+        application(follower.decrypt(&room, &sealed).expect("decrypt")).1,
+        b"please listen"
+    );
+
+    // Given his voice back, he sends again; then a visitor once more.
+    for (role, may) in [(ROLE_ORDINARY_USER, true), (ROLE_VISITOR, false)] {
+        let commit = hub.set_role(&room, &alice, &bob, role).expect("set role");
+        follower.process(&room, &commit.commit).expect("process");
+        assert_eq!(
+            follower.encrypt(&room, &bob, b"now?").is_ok(),
+            may,
+            "role {role}"
+        );
+    }
+
+    // A visitor may still leave: his proposals pass the hub's checks.
+    let proposals = follower.leave(&room, &bob).expect("leave");
+    let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+    let commit = hub
+        .commit_proposals_from(&room, &alice, &bytes, FOLLOWER)
+        .expect("bob leaves");
+    assert_eq!(
+        commit.participants,
+        vec![participant(&alice.to_string(), ROLE_GROUP_ADMIN)]
+    );
+}
+
+#[test]
+fn a_ban_keeps_the_user_listed_as_banned_until_they_are_added_again() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+
+    let ban = hub.ban_user(&room, &alice, &bob).expect("ban");
+    let banned = vec![
+        participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+        participant(&bob.to_string(), ROLE_BANNED),
+    ];
+    assert_eq!(ban.participants, banned);
+    assert!(!ban.participants[1].present());
+    assert_eq!(
+        hub.members(&room).expect("members").len(),
+        1,
+        "bob's client removed"
+    );
+    match follower.process(&room, &ban.commit).expect("process") {
+        Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob.clone()]),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert!(matches!(
+        hub.may_send(&room, &bob.to_string()),
+        Err(MlsError::NotAllowed(_))
+    ));
+
+    // Added again (unbanned where he lives, and back): the same entry, an ordinary role.
+    let key_package = follower.take_key_package(&bob).expect("take").expect("kp");
+    let back = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add again");
+    assert_eq!(
+        back.participants,
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&bob.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+    follower
+        .join(back.welcome.as_deref().expect("welcome"), None)
+        .expect("rejoin");
+    let sealed = follower.encrypt(&room, &bob, b"I'm back").expect("encrypt");
+    assert_eq!(
+        application(hub.decrypt(&room, &sealed).expect("decrypt")).1,
+        b"I'm back"
+    );
 }

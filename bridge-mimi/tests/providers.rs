@@ -349,6 +349,36 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     assert_eq!(received(&hub, 5).await[4].1, "still here");
     say(&hub, "h5", "alice", "back again").await;
     assert_eq!(received(&follower, 3).await[2].1, "back again");
+    // Alice is banned on the hub's side: her entry stays in the participant list, as banned
+    // (role 1), and the follower's side sees a ban, not a leave.
+    let ban = bridge_core::EventKind::Membership {
+        change: bridge_core::MembershipChange::Ban,
+        reason: None,
+    };
+    hub.far
+        .submit(inbound("far-room").id("h6").from("alice").kind(ban))
+        .await
+        .expect("submitted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memberships(&follower).last().map(|m| m.1) != Some(bridge_core::MembershipChange::Ban) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "follower {:?}",
+            memberships(&follower)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        memberships(&follower),
+        vec![
+            ("mimi://hub.example/u/alice".to_owned(), Leave),
+            ("mimi://hub.example/u/alice".to_owned(), Join),
+            (
+                "mimi://hub.example/u/alice".to_owned(),
+                bridge_core::MembershipChange::Ban
+            ),
+        ]
+    );
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

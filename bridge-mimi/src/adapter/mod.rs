@@ -332,12 +332,14 @@ impl Running {
         }
     }
 
-    /// The follower providers of `room` (the domains of its participants but ours).
+    /// The follower providers of `room` (the domains of its participants but ours; banned
+    /// participants do not count).
     pub(crate) fn followers(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
         let mut domains: Vec<String> = self
             .mls
             .participants(room)?
             .into_iter()
+            .filter(crate::mls::Participant::present)
             .filter_map(|p| UserUri::parse(&p.user).ok())
             .map(|u| u.domain().to_ascii_lowercase())
             .filter(|d| *d != self.settings.domain)
@@ -559,7 +561,8 @@ impl Running {
 
     /// A far user joined or left: their puppet joins the room's group (as when they first
     /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
-    /// entry) and queues the commit for the followers; as follower, the puppet proposes its own
+    /// entry; for a ban the entry stays, with role banned) and queues the commit for the
+    /// followers; as follower, the puppet proposes its own
     /// removal to the hub (`/update`), which commits it. Idempotent: a puppet already in (or
     /// out of) the room is left as it is.
     async fn membership(
@@ -585,10 +588,12 @@ impl Running {
             M::Join => Err(self.ask_to_join(room, user).await),
             M::Leave | M::Kick | M::Ban if member && self.is_hub(room) => {
                 let followers = self.followers(room).map_err(mls_failed)?;
-                let output = self
-                    .mls
-                    .remove_user(room, &self.bot(), user)
-                    .map_err(mls_failed)?;
+                let output = if change == M::Ban {
+                    self.mls.ban_user(room, &self.bot(), user)
+                } else {
+                    self.mls.remove_user(room, &self.bot(), user)
+                }
+                .map_err(mls_failed)?;
                 self.queue_commit(room, &followers, output.commit)?;
                 self.ctx.store().flush().await?;
                 info!(%room, %user, "puppet removed from the room");

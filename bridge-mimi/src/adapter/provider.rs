@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bridge_core::{InboundEvent, Pending, Submitted};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Running, assets, digest_hex, now_ms, payload, to_bytes};
 use crate::codepoints::ROLE_ORDINARY_USER;
@@ -204,16 +204,30 @@ impl Handler {
         epoch: u64,
     ) -> Result<Vec<Pending>, ProviderError> {
         use bridge_core::{EventKind, MembershipChange};
-        let has =
-            |list: &[crate::mls::Participant], user: &str| list.iter().any(|p| p.user == user);
+        // Present: listed with a role that may have clients; a ban keeps the entry, as role 1.
+        let present = |list: &[crate::mls::Participant], user: &str| {
+            list.iter().any(|p| p.user == user && p.present())
+        };
+        let banned = |user: &str| {
+            after
+                .iter()
+                .any(|p| p.user == user && p.role_index == crate::codepoints::ROLE_BANNED)
+        };
         let joined = after
             .iter()
-            .filter(|p| !has(before, &p.user))
+            .filter(|p| p.present() && !present(before, &p.user))
             .map(|p| (p, MembershipChange::Join));
         let left = before
             .iter()
-            .filter(|p| !has(after, &p.user))
-            .map(|p| (p, MembershipChange::Leave));
+            .filter(|p| p.present() && !present(after, &p.user))
+            .map(|p| {
+                let change = if banned(&p.user) {
+                    MembershipChange::Ban
+                } else {
+                    MembershipChange::Leave
+                };
+                (p, change)
+            });
         let mut pending = Vec::new();
         debug!(%room, ?before, ?after, epoch, "participant list changed");
         for (participant, change) in joined.chain(left) {
@@ -223,10 +237,10 @@ impl Handler {
             if user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
                 continue; // our own puppets: the core knows
             }
-            let verb = if change == MembershipChange::Join {
-                "join"
-            } else {
-                "leave"
+            let verb = match change {
+                MembershipChange::Join => "join",
+                MembershipChange::Ban => "ban",
+                _ => "leave",
             };
             let id = format!("{verb}/{epoch}/{user}");
             let mut event = InboundEvent::new(
@@ -693,11 +707,22 @@ impl Provider for Handler {
                 return Ok(answer(SubmitResult::EpochTooOld { current_epoch }));
             }
         };
-        let sender_domain = ClientUri::parse(&decrypted.sender)
-            .map(|c| c.user().domain().to_ascii_lowercase())
-            .unwrap_or_default();
-        if sender_domain != peer.as_str() {
-            return Ok(answer(SubmitResult::NotAllowed));
+        // A refusal keeps the decryption (`kept_key`), so that a retry of the same message is
+        // refused again rather than failing to decrypt a second time.
+        let sender = match ClientUri::parse(&decrypted.sender) {
+            Ok(client) if client.user().domain().eq_ignore_ascii_case(peer.as_str()) => {
+                client.user().to_string()
+            }
+            _ => return Ok(answer(SubmitResult::NotAllowed)),
+        };
+        // The one message capability a hub enforces (draft-ietf-mimi-room-policy-03 §8.3).
+        match self.0.mls.may_send(&room, &sender) {
+            Ok(()) => {}
+            Err(MlsError::Storage(e)) => return Err(internal(e)),
+            Err(e) => {
+                info!(%room, %peer, error = %e, "MIMI submitted message refused");
+                return Ok(answer(SubmitResult::NotAllowed));
+            }
         }
         let accepted_timestamp = now_ms();
         let pending = self.enqueue(

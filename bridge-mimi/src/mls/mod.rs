@@ -34,6 +34,7 @@ pub mod kv;
 mod labels;
 pub mod metadata;
 pub mod participants;
+pub mod policy;
 mod rooms;
 pub mod storage;
 pub mod uri;
@@ -105,6 +106,9 @@ pub enum MlsError {
     /// A participant-list update does not apply, or the component's data is invalid.
     #[error(transparent)]
     RoomState(#[from] RoomStateError),
+    /// The room's policy does not let the actor do this (their role lacks the capability).
+    #[error("not allowed by the room's policy: {0}")]
+    NotAllowed(String),
     /// An AppDataUpdate for a component this bridge does not know, or an operation it refuses.
     #[error("invalid room state change: {0}")]
     InvalidStateChange(String),

@@ -179,7 +179,7 @@ impl ParticipantListUpdate {
 }
 
 /// Decodes `T`, refusing trailing bytes.
-fn decode_exact<T: tls_codec::Deserialize>(bytes: &[u8]) -> Result<T, RoomStateError> {
+pub(crate) fn decode_exact<T: tls_codec::Deserialize>(bytes: &[u8]) -> Result<T, RoomStateError> {
     let mut rest = bytes;
     let value =
         T::tls_deserialize(&mut rest).map_err(|e| RoomStateError::Malformed(e.to_string()))?;

@@ -13,10 +13,13 @@ use tls_codec::{Deserialize as _, Serialize as _};
 
 use super::clients::capabilities;
 use super::metadata::RoomMetadata;
-use super::participants::{ParticipantListData, ParticipantListUpdate, UserRolePair};
+use super::participants::{
+    ParticipantListData, ParticipantListUpdate, RoomStateError, UserIndexRolePair, UserRolePair,
+};
+use super::policy::{BotPolicy, LoggingPolicy, RoleData};
 use super::uri::{ClientUri, RoomUri, UserUri};
 use super::{CIPHERSUITE, Checked, MlsError, MlsHost, Provider, Tx, group_key, mls_err};
-use crate::codepoints::{COMPONENT_PARTICIPANT_LIST, COMPONENT_ROOM_METADATA, ROLE_GROUP_ADMIN};
+use crate::codepoints::*;
 
 /// The shape of a room's group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,14 @@ pub struct Participant {
     pub user: String,
     /// The role index (draft-ietf-mimi-room-policy §3).
     pub role_index: u32,
+}
+
+impl Participant {
+    /// Whether the participant is in the room: listed with a role other than 0 (no role) or 1
+    /// (banned), the two every role set of draft-ietf-mimi-room-policy-03 gives no clients.
+    pub fn present(&self) -> bool {
+        !matches!(self.role_index, ROLE_NONE | ROLE_BANNED)
+    }
 }
 
 /// What a commit made by one of this host's puppets produced: everything `/update` and
@@ -151,67 +162,192 @@ fn user_of_leaf(group: &MlsGroup, leaf: LeafNodeIndex) -> Option<UserUri> {
     })
 }
 
-/// Whether `proposer` may make `proposal` in `group` (draft-ietf-mimi-room-policy's base rules
-/// as we apply them, docs/mimi.md "Who may propose what"): a group admin may do anything;
-/// anyone else may remove only their own clients, add only clients of their own user, take
-/// only themselves off the participant list, and change no other part of the room state.
+/// The room's roles (`roles_list`), or the bridge's default set when the group has none.
+fn roles_of(group: &MlsGroup) -> Result<RoleData, MlsError> {
+    match component(group.extensions(), COMPONENT_ROLES_LIST) {
+        Some(bytes) => Ok(RoleData::decode(bytes)?),
+        None => Ok(RoleData::bridge_default()),
+    }
+}
+
+/// The data of component `id` in GroupContext extensions `extensions`.
+fn component(extensions: &Extensions<GroupContext>, id: u16) -> Option<&[u8]> {
+    extensions
+        .app_data_dictionary()
+        .and_then(|ext| ext.dictionary().get(&id))
+}
+
+/// Whether `proposer` may make `proposal` in `group`, by the capabilities of their role in the
+/// room's roles_list (draft-ietf-mimi-room-policy-03 §3, §8; docs/mimi.md "Who may propose
+/// what"). A user not on the participant list has role 0 (no capabilities).
 fn may_propose(group: &MlsGroup, proposer: &UserUri, proposal: &Proposal) -> Result<(), MlsError> {
     let list = participants_of(group)?;
+    let roles = roles_of(group)?;
     let name = proposer.to_string();
-    if list
-        .iter()
-        .any(|p| p.user == name && p.role_index >= ROLE_GROUP_ADMIN)
-    {
-        return Ok(());
-    }
-    let refuse = |why: String| Err(MlsError::InvalidStateChange(why));
+    let role_of = |user: &str| {
+        list.iter()
+            .find(|p| p.user == user)
+            .map_or(ROLE_NONE, |p| p.role_index)
+    };
+    let role = role_of(&name);
+    let can = |capability| roles.allows(role, capability);
+    let refuse = |why: String| {
+        Err(MlsError::NotAllowed(format!(
+            "{proposer} (role {role}) {why}"
+        )))
+    };
     match proposal {
-        Proposal::Remove(remove)
-            if user_of_leaf(group, remove.removed()).as_ref() != Some(proposer) =>
-        {
-            return refuse(format!("{proposer} may remove only their own clients"));
+        Proposal::Remove(remove) => {
+            let own = user_of_leaf(group, remove.removed()).as_ref() == Some(proposer);
+            if own && !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) {
+                return refuse("may not remove their own clients".into());
+            }
+            if !own && !can(CAPABILITY_CAN_REMOVE_PARTICIPANT) && !can(CAPABILITY_CAN_KICK) {
+                return refuse("may remove only their own clients".into());
+            }
         }
         Proposal::Add(add) => {
             let identity = identity_of(add.key_package().leaf_node().credential());
             let user = ClientUri::parse(&identity).map(|c| c.user().clone());
-            if user.as_ref().ok() != Some(proposer) {
-                return refuse(format!(
-                    "{proposer} may add only clients of their own, not {identity}"
-                ));
+            let own = user.as_ref().ok() == Some(proposer);
+            if own && !can(CAPABILITY_CAN_ADD_OWN_CLIENT) {
+                return refuse("may not add clients of their own".into());
+            }
+            if !own && !can(CAPABILITY_CAN_ADD_PARTICIPANT) {
+                return refuse(format!("may add only clients of their own, not {identity}"));
             }
         }
-        Proposal::AppDataUpdate(update) => match update.component_id() {
-            COMPONENT_PARTICIPANT_LIST => {
-                let AppDataUpdateOperation::Update(bytes) = update.operation() else {
-                    return refuse("removal of the participant list".into());
-                };
-                let change = ParticipantListUpdate::decode(bytes.as_slice())?;
-                let own = list
-                    .iter()
-                    .position(|p| p.user == name)
-                    .and_then(|i| u32::try_from(i).ok());
-                if !change.added_participants.is_empty() {
-                    return refuse(format!(
-                        "{proposer} may not add participants (a group admin does)"
-                    ));
+        Proposal::AppDataUpdate(update) => {
+            let AppDataUpdateOperation::Update(bytes) = update.operation() else {
+                return refuse(format!(
+                    "may not remove component {:#06x}",
+                    update.component_id()
+                ));
+            };
+            match update.component_id() {
+                COMPONENT_PARTICIPANT_LIST => {
+                    let change = ParticipantListUpdate::decode(bytes.as_slice())?;
+                    let user_at = |index: u32| {
+                        list.get(index as usize)
+                            .ok_or(MlsError::RoomState(RoomStateError::IndexOutOfRange(index)))
+                    };
+                    for added in &change.added_participants {
+                        if !can(CAPABILITY_CAN_ADD_PARTICIPANT)
+                            || !roles.may_change(role, ROLE_NONE, added.role_index)
+                        {
+                            return refuse(format!(
+                                "may not add {} as role {}",
+                                added.user_str(),
+                                added.role_index
+                            ));
+                        }
+                    }
+                    for changed in &change.changed_role_participants {
+                        let target = user_at(changed.user_index)?;
+                        let (from, to) = (target.role_index, changed.role_index);
+                        let needed = if target.user == name {
+                            CAPABILITY_CAN_CHANGE_OWN_ROLE
+                        } else if to == ROLE_BANNED {
+                            CAPABILITY_CAN_BAN
+                        } else if from == ROLE_BANNED {
+                            CAPABILITY_CAN_UNBAN
+                        } else {
+                            CAPABILITY_CAN_CHANGE_USER_ROLE
+                        };
+                        if !can(needed) || !roles.may_change(role, from, to) {
+                            return refuse(format!(
+                                "may not move {} from role {from} to {to}",
+                                target.user
+                            ));
+                        }
+                    }
+                    for &index in &change.removed_indices {
+                        let target = user_at(index)?;
+                        let allowed = if target.user == name {
+                            can(CAPABILITY_CAN_REMOVE_SELF)
+                        } else {
+                            can(CAPABILITY_CAN_REMOVE_PARTICIPANT) || can(CAPABILITY_CAN_KICK)
+                        };
+                        if !allowed || !roles.may_change(role, target.role_index, ROLE_NONE) {
+                            return refuse(format!(
+                                "may not take {} off the participant list",
+                                target.user
+                            ));
+                        }
+                    }
                 }
-                if !change.changed_role_participants.is_empty() {
-                    return refuse(format!("{proposer} may not change roles"));
+                COMPONENT_ROOM_METADATA => {
+                    let new = RoomMetadata::decode(bytes.as_slice())?;
+                    let old = component(group.extensions(), COMPONENT_ROOM_METADATA)
+                        .map(RoomMetadata::decode)
+                        .transpose()?;
+                    for (field, capability) in metadata_changes(old.as_ref(), &new) {
+                        if !can(capability) {
+                            return refuse(format!("may not change the room's {field}"));
+                        }
+                    }
                 }
-                if !change.removed_indices.iter().all(|i| Some(*i) == own) {
-                    return refuse(format!(
-                        "{proposer} may take only themselves off the participant list"
-                    ));
+                COMPONENT_ROLES_LIST if can(CAPABILITY_CAN_CHANGE_ROLE_DEFINITIONS) => {}
+                other => {
+                    return refuse(format!("may not change room state component {other:#06x}"));
                 }
             }
-            _ => return refuse(format!("{proposer} may not change the room state")),
-        },
+        }
+        Proposal::ReInit(_) if can(CAPABILITY_CAN_SEND_MLS_REINIT_PROPOSAL) => {}
         Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
-            return refuse(format!("{proposer} may not change the group's settings"));
+            return refuse("may not change the group's settings".into());
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The fields of room metadata that differ between `old` (none: never set) and `new`, each
+/// with the capability that changing it needs (draft-ietf-mimi-room-policy-03 §8.2). The room
+/// URI needs the name's.
+fn metadata_changes(old: Option<&RoomMetadata>, new: &RoomMetadata) -> Vec<(&'static str, u16)> {
+    let empty = RoomMetadata::new("", "", "");
+    let old = old.unwrap_or(&empty);
+    let mut changes = Vec::new();
+    if old.room_uri != new.room_uri && !(old.room_uri.as_slice().is_empty()) {
+        changes.push(("URI", CAPABILITY_CAN_CHANGE_ROOM_NAME));
+    }
+    if old.room_name != new.room_name {
+        changes.push(("name", CAPABILITY_CAN_CHANGE_ROOM_NAME));
+    }
+    if old.room_descriptions != new.room_descriptions {
+        changes.push(("description", CAPABILITY_CAN_CHANGE_ROOM_DESCRIPTION));
+    }
+    if old.room_avatar != new.room_avatar {
+        changes.push(("avatar", CAPABILITY_CAN_CHANGE_ROOM_AVATAR));
+    }
+    if old.room_subject != new.room_subject {
+        changes.push(("subject", CAPABILITY_CAN_CHANGE_ROOM_SUBJECT));
+    }
+    if old.room_mood != new.room_mood {
+        changes.push(("mood", CAPABILITY_CAN_CHANGE_ROOM_MOOD));
+    }
+    changes
+}
+
+/// Whether `user` may send application messages in `group`: their role has `canSendMessage`
+/// (draft-ietf-mimi-room-policy-03 §8.3, the one message capability a hub enforces). A group
+/// without a participant list (a plain RFC 9420 group) lets every member send.
+fn may_send(group: &MlsGroup, user: &str) -> Result<(), MlsError> {
+    if component(group.extensions(), COMPONENT_PARTICIPANT_LIST).is_none() {
+        return Ok(());
+    }
+    let role = participants_of(group)?
+        .into_iter()
+        .find(|p| p.user == user)
+        .map_or(ROLE_NONE, |p| p.role_index);
+    if roles_of(group)?.allows(role, CAPABILITY_CAN_SEND_MESSAGE) {
+        Ok(())
+    } else {
+        Err(MlsError::NotAllowed(format!(
+            "{user} (role {role}) may not send messages in this room"
+        )))
+    }
 }
 
 /// Whether the commit `staged`, by `committer` (a client of provider `domain`), may be merged
@@ -274,13 +410,17 @@ pub(crate) fn participants_in(
 
 /// Computes the new `app_data_dictionary` entries from AppDataUpdate proposals (in commit
 /// order): the participant list applies each `ParticipantListUpdate` in turn (§7.5), room
-/// metadata takes the single update's value (§7.6); any other component is refused.
+/// metadata and the policy components (roles_list, logging_policy, bot_policy) take their single
+/// update's value once it decodes (§7.6; room-policy-03 §3, §6); any other component is
+/// refused. Who may make each update is [`may_propose`]'s question, asked where proposals come
+/// from followers; here only validity.
 pub(crate) fn resolve_app_data<'a>(
     updater: &mut AppDataDictionaryUpdater<'_>,
     proposals: impl Iterator<Item = &'a AppDataUpdateProposal>,
 ) -> Result<(), MlsError> {
     let mut list: Option<ParticipantListData> = None;
     let mut metadata_updates = 0;
+    let mut replaced = std::collections::HashSet::new();
     for proposal in proposals {
         let id = proposal.component_id();
         match (id, proposal.operation()) {
@@ -310,7 +450,30 @@ pub(crate) fn resolve_app_data<'a>(
                 ));
             }
             (
-                COMPONENT_PARTICIPANT_LIST | COMPONENT_ROOM_METADATA,
+                COMPONENT_ROLES_LIST | COMPONENT_LOGGING_POLICY | COMPONENT_BOT_POLICY,
+                AppDataUpdateOperation::Update(bytes),
+            ) => {
+                if !replaced.insert(id) {
+                    return Err(MlsError::InvalidStateChange(format!(
+                        "more than one update of component {id:#06x} in a commit"
+                    )));
+                }
+                match id {
+                    COMPONENT_ROLES_LIST => drop(RoleData::decode(bytes.as_slice())?),
+                    COMPONENT_LOGGING_POLICY => drop(LoggingPolicy::decode(bytes.as_slice())?),
+                    _ => drop(BotPolicy::decode(bytes.as_slice())?),
+                }
+                updater.set(ComponentData::from_parts(
+                    id,
+                    bytes.as_slice().to_vec().into(),
+                ));
+            }
+            (
+                COMPONENT_PARTICIPANT_LIST
+                | COMPONENT_ROOM_METADATA
+                | COMPONENT_ROLES_LIST
+                | COMPONENT_LOGGING_POLICY
+                | COMPONENT_BOT_POLICY,
                 AppDataUpdateOperation::Remove,
             ) => {
                 return Err(MlsError::InvalidStateChange(format!(
@@ -323,6 +486,13 @@ pub(crate) fn resolve_app_data<'a>(
                 )));
             }
         }
+    }
+    if list.is_some() && replaced.contains(&COMPONENT_ROLES_LIST) {
+        // draft-ietf-mimi-room-policy-03 §3: "not valid if it appear[s] in the same commit as
+        // any Participant List change".
+        return Err(MlsError::InvalidStateChange(
+            "roles_list and the participant list changed in one commit".into(),
+        ));
     }
     if let Some(list) = list {
         updater.set(ComponentData::from_parts(
@@ -404,6 +574,17 @@ impl MlsHost {
                 ))?;
                 let mut dictionary = AppDataDictionary::new();
                 dictionary.insert(COMPONENT_PARTICIPANT_LIST, list.encode());
+                // The room's policy from the start: the roles the checks read, and that the
+                // bridge (the creator's puppet, a group admin) reads and relays everything.
+                dictionary.insert(COMPONENT_ROLES_LIST, RoleData::bridge_default().encode());
+                dictionary.insert(
+                    COMPONENT_LOGGING_POLICY,
+                    LoggingPolicy::bridge(&creator.puppet_client().to_string()).encode(),
+                );
+                dictionary.insert(
+                    COMPONENT_BOT_POLICY,
+                    BotPolicy::bridge(ROLE_GROUP_ADMIN, "").encode(),
+                );
                 extensions.push(Extension::AppDataDictionary(
                     AppDataDictionaryExtension::new(dictionary),
                 ));
@@ -534,18 +715,32 @@ impl MlsHost {
                     let client = ClientUri::parse(&identity)
                         .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
                     let user = client.user().to_string();
-                    let listed = list.iter().any(|p| p.user == user)
-                        || update
+                    let listed = list.iter().position(|p| p.user == user);
+                    let touched = update
+                        .added_participants
+                        .iter()
+                        .any(|p| p.user_str() == user)
+                        || update.changed_role_participants.iter().any(|c| {
+                            list.get(c.user_index as usize)
+                                .is_some_and(|p| p.user == user)
+                        });
+                    match listed {
+                        _ if touched => {}
+                        None => update
                             .added_participants
-                            .iter()
-                            .any(|p| p.user_str() == user);
-                    if !listed {
-                        update
-                            .added_participants
-                            .push(UserRolePair::new(&user, role_index));
+                            .push(UserRolePair::new(&user, role_index)),
+                        // Listed but not present (banned, no role): back with this role.
+                        Some(index) if !list[index].present() => {
+                            update.changed_role_participants.push(UserIndexRolePair {
+                                user_index: u32::try_from(index)
+                                    .map_err(|_| MlsError::Malformed("participant index".into()))?,
+                                role_index,
+                            });
+                        }
+                        Some(_) => {}
                     }
                 }
-                if !update.added_participants.is_empty() {
+                if update != ParticipantListUpdate::default() {
                     proposals.push(Proposal::AppDataUpdate(Box::new(
                         AppDataUpdateProposal::update(COMPONENT_PARTICIPANT_LIST, update.encode()),
                     )));
@@ -579,6 +774,31 @@ impl MlsHost {
         by: &UserUri,
         user: &UserUri,
     ) -> Result<CommitOutput, MlsError> {
+        self.remove_clients_of(room, by, user, None)
+    }
+
+    /// Bans `user` from `room`: every client of theirs removed and (for [`RoomProfile::Mimi`])
+    /// their participant-list entry kept with role 1, banned (draft-ietf-mimi-room-policy-03
+    /// Appendix A), in one commit by `by`'s puppet. A banned user added again
+    /// ([`MlsHost::add_clients`]) gets the role of that addition back.
+    pub fn ban_user(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        user: &UserUri,
+    ) -> Result<CommitOutput, MlsError> {
+        self.remove_clients_of(room, by, user, Some(ROLE_BANNED))
+    }
+
+    /// Removes `user`'s clients and their participant-list entry, or moves the entry to role
+    /// `keep_as`.
+    fn remove_clients_of(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        user: &UserUri,
+        keep_as: Option<u32>,
+    ) -> Result<CommitOutput, MlsError> {
         self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let (mut group, provider) = self.load_group(tx, room, by)?;
@@ -598,14 +818,27 @@ impl MlsHost {
                 let list = participants_of(&group)?;
                 let index = list.iter().position(|p| p.user == target);
                 if let Some(index) = index {
-                    let index = u32::try_from(index)
+                    let at = u32::try_from(index)
                         .map_err(|_| MlsError::Malformed("participant index".into()))?;
-                    proposals.push(Proposal::AppDataUpdate(Box::new(
-                        AppDataUpdateProposal::update(
+                    let update = match keep_as {
+                        None => Some(ParticipantListUpdate::remove(at)),
+                        Some(role) if list[index].role_index != role => {
+                            Some(ParticipantListUpdate {
+                                changed_role_participants: vec![UserIndexRolePair {
+                                    user_index: at,
+                                    role_index: role,
+                                }],
+                                ..ParticipantListUpdate::default()
+                            })
+                        }
+                        Some(_) => None,
+                    };
+                    proposals.extend(update.map(|update| {
+                        Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
                             COMPONENT_PARTICIPANT_LIST,
-                            ParticipantListUpdate::remove(index).encode(),
-                        ),
-                    )));
+                            update.encode(),
+                        )))
+                    }));
                 }
             }
             if leaves.is_empty() && proposals.is_empty() {
@@ -657,6 +890,81 @@ impl MlsHost {
                 .and_then(|ext| ext.dictionary().get(&COMPONENT_ROOM_METADATA))
                 .map(|bytes| RoomMetadata::decode(bytes).map_err(MlsError::from))
                 .transpose()
+        })
+    }
+
+    /// Whether `user` (a user URI) may send application messages in `room`: their role in the
+    /// room's roles_list has `canSendMessage` (draft-ietf-mimi-room-policy-03 §8.3). What the
+    /// hub checks before it accepts a `/submitMessage`. Every member may send in a plain group.
+    pub fn may_send(&self, room: &RoomUri, user: &str) -> Result<(), MlsError> {
+        self.room_transaction(room, |tx| {
+            let record = self.room_record(tx, room)?;
+            let member = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &member)?;
+            may_send(&group, user)
+        })
+    }
+
+    /// `room`'s policy components: its roles (the bridge's default set when the group has no
+    /// roles_list), and its logging and bot policies if it has them.
+    pub fn room_policy(
+        &self,
+        room: &RoomUri,
+    ) -> Result<(RoleData, Option<LoggingPolicy>, Option<BotPolicy>), MlsError> {
+        self.room_transaction(room, |tx| {
+            let record = self.room_record(tx, room)?;
+            let member = self.first_member(room, &record)?;
+            let (group, _) = self.load_group(tx, room, &member)?;
+            let extensions = group.extensions();
+            let logging = component(extensions, COMPONENT_LOGGING_POLICY)
+                .map(LoggingPolicy::decode)
+                .transpose()?;
+            let bots = component(extensions, COMPONENT_BOT_POLICY)
+                .map(BotPolicy::decode)
+                .transpose()?;
+            Ok((roles_of(&group)?, logging, bots))
+        })
+    }
+
+    /// Moves `user` to role `role_index` in `room`'s participant list, in one commit by `by`'s
+    /// puppet ([`RoomProfile::Mimi`] only). `by`'s role must allow the change (for the
+    /// bridge's own roles: a group admin may move anyone between any roles; a ban is a move to
+    /// role 1, [`ROLE_BANNED`]). The user keeps their clients: one moved to a role without
+    /// clients (banned, no role) should be removed as well ([`MlsHost::remove_user`]).
+    pub fn set_role(
+        &self,
+        room: &RoomUri,
+        by: &UserUri,
+        user: &UserUri,
+        role_index: u32,
+    ) -> Result<CommitOutput, MlsError> {
+        self.room_transaction(room, |tx| {
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let target = user.to_string();
+            let list = participants_of(&group)?;
+            let index = list
+                .iter()
+                .position(|p| p.user == target)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| MlsError::NotAMember {
+                    room: room.to_string(),
+                    user: target.clone(),
+                })?;
+            let update = ParticipantListUpdate {
+                changed_role_participants: vec![UserIndexRolePair {
+                    user_index: index,
+                    role_index,
+                }],
+                ..ParticipantListUpdate::default()
+            };
+            let proposal = Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
+                COMPONENT_PARTICIPANT_LIST,
+                update.encode(),
+            )));
+            may_propose(&group, by, &proposal)?;
+            self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.add_proposal(proposal)
+            })
         })
     }
 
@@ -1068,6 +1376,8 @@ impl MlsHost {
     }
 
     /// Encrypts `plaintext` as `user`'s puppet: an `MLSMessage` carrying a PrivateMessage.
+    /// Refused ([`MlsError::NotAllowed`]) when the user's role in the room may not send: the
+    /// hub would refuse the message (as this host does as hub, [`MlsHost::may_send`]).
     pub fn encrypt(
         &self,
         room: &RoomUri,
@@ -1077,6 +1387,7 @@ impl MlsHost {
         self.room_transaction(room, |tx| {
             let identity = self.member_identity(tx, user)?;
             let (mut group, provider) = self.load_group(tx, room, user)?;
+            may_send(&group, &user.to_string())?;
             let message = group
                 .create_message(&provider, &identity.signer, plaintext)
                 .map_err(|e| mls_err("encrypt")(&e))?;
