@@ -32,7 +32,8 @@
 //!   mention's display text is a single line;
 //! * only links with an allowed scheme survive ([`ALLOWED_SCHEMES`]);
 //! * containers nested deeper than [`MAX_DEPTH`] are flattened to text, so
-//!   every tree operation is bounded in stack use.
+//!   every tree operation is bounded in stack use, and the tree's JSON in
+//!   nesting depth.
 //!
 //! # Formats and the specifications they follow
 //!
@@ -59,7 +60,13 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// Deepest container nesting kept in a tree; deeper content is flattened to text.
-pub const MAX_DEPTH: usize = 64;
+///
+/// It also bounds the tree's JSON, which is how the store keeps events: serde_json refuses to
+/// read anything nested deeper than 128 levels, and one container can take four (an ordered
+/// list: its variant, its fields, its items, one item), so the JSON of any tree nests at most
+/// `4 * MAX_DEPTH + 8` = 104 levels, leaving room for the event around it. (At 64, a Matrix
+/// message of 62 nested quotes was stored but its event could never be read back.)
+pub const MAX_DEPTH: usize = 24;
 
 /// URI schemes a [`Node::Link`] may use; links with any other (or no) scheme
 /// are reduced to their text.

@@ -127,14 +127,26 @@ fn paragraph(out: &mut Vec<Node>, run: Vec<Node>) {
 }
 
 /// Appends a normalised block (or several, when a paragraph contained blocks).
-fn block(out: &mut Vec<Node>, node: Node, depth: usize) {
+///
+/// A paragraph directly in a container costs no level, like the paragraphs [`blocks`] wraps
+/// around inline runs: they are the same paragraphs when a canonical tree is normalised again,
+/// so its content must be kept or flattened at the same depth both times. Only a paragraph
+/// inside inline content (which is hoisted out of it) costs a level, which bounds recursion.
+fn block(out: &mut Vec<Node>, node: Node, ctx: Ctx, depth: usize) {
     if depth >= MAX_DEPTH {
         let mut text = Vec::new();
         push_text(&mut text, &flatten(node));
         return paragraph(out, text);
     }
     match node {
-        Node::Paragraph(c) => paragraphs(out, inlines(c, Ctx::default(), depth + 1)),
+        Node::Paragraph(c) => {
+            let depth = if ctx.inline { depth + 1 } else { depth };
+            let ctx = Ctx {
+                inline: true,
+                ..Ctx::default()
+            };
+            paragraphs(out, inlines(c, ctx, depth));
+        }
         Node::BlockQuote(c) => out.extend(non_empty(blocks(c, depth + 1), Node::BlockQuote)),
         Node::CodeBlock { language, code } => out.push(Node::CodeBlock {
             language: language.and_then(|l| {
@@ -185,13 +197,15 @@ fn trim(mut nodes: Vec<Node>) -> Vec<Node> {
     nodes
 }
 
-/// Which spans enclose the content being normalised.
+/// Which spans enclose the content being normalised, and whether it is a paragraph's.
 #[derive(Clone, Copy, Default)]
 struct Ctx {
     bold: bool,
     italic: bool,
     strike: bool,
     link: bool,
+    /// Inside a paragraph, where another paragraph costs a level (see [`block`]).
+    inline: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -232,7 +246,7 @@ fn inline(out: &mut Vec<Node>, node: Node, ctx: Ctx, depth: usize) {
         Node::Italic(c) if shallow => span(out, c, Span::Italic, ctx, depth),
         Node::Strikethrough(c) if shallow => span(out, c, Span::Strike, ctx, depth),
         Node::Link { href, children } if shallow => link(out, &href, children, ctx, depth),
-        node if shallow && node.is_block() => block(out, node, depth),
+        node if shallow && node.is_block() => block(out, node, ctx, depth),
         other => push_text(out, &flatten(other)),
     }
 }

@@ -295,6 +295,104 @@ fn deep_tree_from_nodes() {
     assert!(depth <= MAX_DEPTH + 1, "depth {depth}");
 }
 
+/// How deep `json` nests (brackets outside strings).
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0, 0, false, false);
+    for c in json.chars() {
+        if in_string {
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Each kind of container nested to every depth around the cap, the innermost holding a block
+/// and an inline run (a paragraph) of nested spans around a mention.
+fn trees_at_the_depth_cap() -> Vec<Vec<Node>> {
+    let wrappers: [fn(Vec<Node>) -> Node; 5] = [
+        |c| Node::OrderedList {
+            start: 2,
+            items: vec![c],
+        },
+        |c| Node::BulletList(vec![c]),
+        quote,
+        |c| link("https://x.org", vec![b(vec![i(c)])]),
+        |c| quote(vec![p(c), code_block(None, "x")]),
+    ];
+    let mut trees = Vec::new();
+    for wrap in wrappers {
+        for depth in 0..MAX_DEPTH + 3 {
+            let mention = mention("@a:x.org", "A");
+            let spans = b(vec![i(vec![Node::Strikethrough(vec![mention])])]);
+            let mut nodes = vec![
+                code_block(None, "x"),
+                t("run "),
+                link("https://x.org", vec![spans]),
+            ];
+            for _ in 0..depth {
+                nodes = vec![wrap(nodes)];
+            }
+            trees.push(nodes);
+        }
+    }
+    trees
+}
+
+#[test]
+fn normalisation_is_idempotent_at_the_depth_cap() {
+    // A paragraph wrapped around an inline run used to cost no level but the same paragraph
+    // normalised again one level, so what sat at the cap was flattened the second time.
+    for nodes in trees_at_the_depth_cap() {
+        let text = RichText::from_nodes(nodes);
+        let again = RichText::from_nodes(text.tree().into_owned());
+        assert_eq!(again, text);
+    }
+}
+
+#[test]
+fn json_of_the_deepest_trees_reads_back_in_an_event() {
+    use crate::event::{EventKind, MessageContent};
+    use crate::ids::EventId;
+    // Events are stored as JSON, and serde_json reads at most 128 levels: 62 nested quotes in
+    // a Matrix message once made an event that was stored but could never be read back.
+    let mut texts = vec![
+        RichText::from_html(&("<blockquote>".repeat(62) + "core")),
+        RichText::from_html(&("<ol start=\"2\"><li>".repeat(40) + "core")),
+        RichText::from_markdown(&("1. ".repeat(100) + "core")),
+        RichText::from_markdown(&("> ".repeat(100) + "core")),
+        RichText::from_styling(&(">".repeat(100) + " *core*")),
+    ];
+    texts.extend(
+        trees_at_the_depth_cap()
+            .into_iter()
+            .map(RichText::from_nodes),
+    );
+    for text in texts {
+        let json = serde_json::to_string(&text).expect("serialise");
+        assert!(json_depth(&json) <= 4 * MAX_DEPTH + 8, "{json}");
+        let kind: EventKind = EventKind::Edit {
+            target: EventId::from_u128(1),
+            new: MessageContent {
+                text,
+                ..MessageContent::default()
+            },
+        };
+        let json = serde_json::to_string(&kind).expect("serialise");
+        let back: Result<EventKind, _> = serde_json::from_str(&json);
+        assert_eq!(back.expect("reads back"), kind);
+    }
+}
+
 #[test]
 fn serde_round_trip_and_shape() {
     let text = RichText::from_nodes(vec![t("a "), b(vec![t("b")]), Node::LineBreak, t("c")]);
