@@ -1,11 +1,19 @@
 //! Depth-capped tree construction shared by the HTML and markdown parsers.
 //!
 //! Parsers report open/close/content events; the builder keeps an explicit
-//! stack (no recursion) and refuses to open more than [`MAX_DEPTH`]
+//! stack (no recursion) and refuses to open more than [`MAX_FRAMES`]
 //! containers, so content nested deeper lands in the deepest open container.
 
 use super::normalize::text_of;
 use super::{MAX_DEPTH, Node};
+
+/// Most containers open at once. A canonical tree nests at most `MAX_DEPTH + 1` containers
+/// (the normaliser flattens the rest), and the HTML or markdown it renders to opens at most two
+/// per container (a list and its item) and one more for a leaf (a mention's link, inline code):
+/// what the bridge renders always parses back whole, so parsing is a fixed point. (At
+/// [`MAX_DEPTH`] frames, a tree of more than half that many nested lists, which a parse of
+/// lists nested directly in lists gives, lost its innermost list on the next trip.)
+const MAX_FRAMES: usize = 2 * MAX_DEPTH + 4;
 
 /// A container being built.
 #[derive(Debug)]
@@ -45,9 +53,9 @@ pub(super) struct Builder {
 }
 
 impl Builder {
-    /// Opens a container; returns `false` (opening nothing) at the depth cap.
+    /// Opens a container; returns `false` (opening nothing) at the cap.
     pub(super) fn open(&mut self, kind: Kind) -> bool {
-        if self.frames.len() >= MAX_DEPTH {
+        if self.frames.len() >= MAX_FRAMES {
             return false;
         }
         let (children, items) = (Vec::new(), Vec::new());
