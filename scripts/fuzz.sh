@@ -19,7 +19,7 @@ export RUSTC_BOOTSTRAP=1
 # Panics are what we look for (the code has no `unsafe`): no sanitizer, which doubles the speed,
 # but debug assertions on, so that arithmetic overflow panics.
 opts=(--sanitizer none --debug-assertions)
-for fuzz_dir in bridge-mimi/fuzz bridge-xmpp/fuzz bridge-matrix/fuzz; do
+for fuzz_dir in bridge-core/fuzz bridge-mimi/fuzz bridge-xmpp/fuzz bridge-matrix/fuzz; do
   crate="$(dirname "$fuzz_dir")"
   for target in $(cd "$crate" && cargo fuzz list --fuzz-dir fuzz); do
     corpus="fuzz/corpus/$target"
