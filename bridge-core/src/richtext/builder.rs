@@ -4,7 +4,7 @@
 //! stack (no recursion) and refuses to open more than [`MAX_FRAMES`]
 //! containers, so content nested deeper lands in the deepest open container.
 
-use super::normalize::text_of;
+use super::normalize::{line_feeds, text_of};
 use super::{MAX_DEPTH, Node};
 
 /// Most containers open at once. A canonical tree nests at most `MAX_DEPTH + 1` containers
@@ -93,7 +93,7 @@ impl Builder {
             Kind::Strike => Node::Strikethrough(children),
             Kind::Code => Node::Code(collapse_whitespace(&text_of(&children))),
             Kind::CodeBlock(language) => {
-                let mut code = text_of(&children);
+                let mut code = line_feeds(text_of(&children));
                 if code.ends_with('\n') {
                     code.pop();
                 }

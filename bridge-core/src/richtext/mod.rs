@@ -28,8 +28,9 @@
 //!   dropped, text holds no newline (those become [`Node::LineBreak`]);
 //! * whitespace at the edges of bold/italic/strikethrough/link is moved
 //!   outside, spans do not cross line breaks, spans of one kind do not nest,
-//!   links do not nest, spaces/tabs at the edges of a line are dropped, and a
-//!   mention's display text is a single line;
+//!   links do not nest, spaces/tabs at the edges of a line are dropped, a
+//!   mention's display text is a single line, and a code block's line ends are
+//!   line feeds;
 //! * only links with an allowed scheme survive ([`ALLOWED_SCHEMES`]);
 //! * containers nested deeper than [`MAX_DEPTH`] are flattened to text, so
 //!   every tree operation is bounded in stack use, and the tree's JSON in
@@ -110,7 +111,7 @@ pub enum Node {
         /// Language hint such as `rust`, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         language: Option<String>,
-        /// The code, verbatim.
+        /// The code, verbatim but for its line ends, which are line feeds.
         code: String,
     },
     /// Quotation of other content.

@@ -68,6 +68,15 @@ fn new_line(out: &mut String) {
     }
 }
 
+/// `text` with its line ends (CR LF, or a lone CR as in markdown and HTML) as line feeds: a
+/// code block keeps no CR, which the formats would read back as another line end.
+pub(super) fn line_feeds(text: String) -> String {
+    match text.contains('\r') {
+        true => text.replace("\r\n", "\n").replace('\r', "\n"),
+        false => text,
+    }
+}
+
 /// Text content of `node`, which is then dropped without recursion.
 fn flatten(node: Node) -> String {
     let text = text_of(std::slice::from_ref(&node));
@@ -153,7 +162,7 @@ fn block(out: &mut Vec<Node>, node: Node, ctx: Ctx, depth: usize) {
                 let word = l.split_whitespace().next()?.replace('`', "");
                 (!word.is_empty()).then_some(word)
             }),
-            code,
+            code: line_feeds(code),
         }),
         Node::BulletList(items) => out.extend(non_empty(list(items, depth), Node::BulletList)),
         Node::OrderedList { start, items } => {

@@ -373,6 +373,21 @@ fn the_deepest_trees_render_to_markup_that_parses_back_whole() {
 }
 
 #[test]
+fn code_blocks_end_lines_with_line_feeds() {
+    // HTML and markdown read a lone CR as a line end: kept in a code block, it came back as
+    // another line on the next trip (found by fuzzing, `\t\0\r\r\r` as markdown).
+    let html = RichText::from_html("<pre>a&#13;b&#13;&#10;c</pre>");
+    assert_eq!(&*html.tree(), [code_block(None, "a\nb\nc")]);
+    assert_eq!(RichText::from_html(&html.to_html()), html);
+    let md = RichText::from_markdown("\t\0\r\r\r");
+    assert_eq!(RichText::from_markdown(&md.to_markdown()), md);
+    let styled = RichText::from_styling("```\na\rb\n```");
+    assert_eq!(&*styled.tree(), [code_block(None, "a\nb")]);
+    let nodes = RichText::from_nodes(vec![code_block(None, "a\r\nb\rc")]);
+    assert_eq!(&*nodes.tree(), [code_block(None, "a\nb\nc")]);
+}
+
+#[test]
 fn json_of_the_deepest_trees_reads_back_in_an_event() {
     use crate::event::{EventKind, MessageContent};
     use crate::ids::EventId;
