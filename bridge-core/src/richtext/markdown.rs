@@ -193,12 +193,30 @@ fn flanks(
     after: Option<char>,
 ) -> bool {
     let space = |c: Option<char>| c.is_none_or(char::is_whitespace);
-    let punct = |c: Option<char>| c.is_some_and(|c| !c.is_alphanumeric() && !c.is_whitespace());
+    let punct = |c: Option<char>| c.is_some_and(is_punctuation);
     let left = |b, a| !space(a) && (!punct(a) || space(b) || punct(b));
     let right = |b, a| !space(b) && (!punct(b) || space(a) || punct(a));
     let opens = left(before, first) && (!underscore || !right(before, first) || punct(before));
     let closes = right(last, after) && (!underscore || !left(last, after) || punct(after));
     opens && closes
+}
+
+/// Whether the flanking rules count `c` as punctuation: CommonMark's Unicode punctuation, the P
+/// and S general categories, as pulldown-cmark reads it. Marks, controls and format characters
+/// (a combining accent, U+FE0F after an emoji, a zero-width joiner) are not, so they must not
+/// be taken for punctuation: `é**(x)**` with a combining accent is no emphasis, and was once
+/// written for bold `(x)` after `é`, its asterisks then read as text.
+fn is_punctuation(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    if c.is_alphanumeric() || c.is_whitespace() {
+        return false;
+    }
+    // A symbol, a mark, a control…: the parser itself says which. `a*Xb*` is emphasis exactly
+    // when X can open it after a letter, that is when X is not punctuation.
+    let probe = format!("a*{c}b*");
+    !Parser::new(&probe).any(|event| matches!(event, Event::Start(Tag::Emphasis)))
 }
 
 /// The first character `node` renders as (escaping included).
@@ -408,6 +426,29 @@ mod tests {
             tree(&xmpp.to_markdown()),
             [link("xmpp:bob@example.org", vec![t("Bob")])]
         );
+    }
+
+    #[test]
+    fn flanking_counts_only_commonmark_punctuation() {
+        // A combining accent, U+FE0F after an emoji, a zero-width joiner or a control is no
+        // punctuation to CommonMark. Taken for one, bold `(x)` after `é` was written as
+        // `é**(x)**`, which reads back as text with its asterisks, and bold starting with a
+        // zero-width joiner lost its formatting on a second trip (found by fuzzing).
+        let cases = [
+            ("e\u{301}", "(x)", false),
+            ("\u{2764}\u{fe0f}", "(yes)", false),
+            ("a", "\u{200d}x", true),
+            ("a", "\u{1}x", true),
+            ("a", "\u{fffd}x", false),
+            ("a", "\u{a7}x", false),
+        ];
+        for (before, content, kept) in cases {
+            let text = RichText::from_nodes(vec![t(before), b(vec![t(content)])]);
+            let md = text.to_markdown();
+            let back = RichText::from_markdown(&md);
+            assert_eq!(back.body(), text.body(), "{md}");
+            assert_eq!(back == text, kept, "{md}");
+        }
     }
 
     #[test]
