@@ -72,6 +72,15 @@ impl Builder {
         self.frames.last_mut().map(|f| &mut f.kind)
     }
 
+    /// Whether the innermost open container is a link with no text in it (but whitespace): it
+    /// will show its target instead.
+    pub(super) fn empty_link(&self) -> bool {
+        self.frames.last().is_some_and(|f| {
+            let blank = |n: &Node| matches!(n, Node::Text(t) if t.trim().is_empty());
+            matches!(f.kind, Kind::Link(_)) && f.children.iter().all(blank)
+        })
+    }
+
     /// Whether an open container satisfies `test`.
     pub(super) fn inside(&self, test: fn(&Kind) -> bool) -> bool {
         self.frames.iter().any(|f| test(&f.kind))

@@ -249,6 +249,11 @@ impl State {
                 *count = count.saturating_sub(1);
             }
             if real {
+                // A link without text shows its target (a mention its ID): text is what
+                // precedes whatever follows, so whitespace there is not collapsible.
+                if self.builder.empty_link() {
+                    self.space = false;
+                }
                 self.builder.close();
             }
             self.space |= block;

@@ -260,12 +260,17 @@ fn inline(out: &mut Vec<Node>, node: Node, ctx: Ctx, depth: usize) {
     }
 }
 
+/// A mention of `id` (trimmed by the caller) shown as `text`; without text it shows the ID, which
+/// is collapsed to one line like any text (a mention from a link like
+/// `https://matrix.to/#/@a:x%0Ab` with no text once showed a line break, and lost it only when
+/// normalised again).
 fn mention(out: &mut Vec<Node>, id: &str, text: &str, ctx: Ctx) {
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = one_line(text);
     if ctx.link || !(id.starts_with('@') || safe_href(id).is_some()) {
         push_text(out, &text);
     } else {
-        let text = if text.is_empty() { id.to_owned() } else { text };
+        let text = if text.is_empty() { one_line(id) } else { text };
         out.push(Node::Mention {
             id: id.to_owned(),
             text,
@@ -294,7 +299,7 @@ fn link(out: &mut Vec<Node>, href: &str, children: Vec<Node>, mut ctx: Ctx, dept
     match safe_href(href) {
         Some(href) if !nested => {
             if let Some(id) = mention_id(href) {
-                mention(out, &id, &text_of(&inner), Ctx::default());
+                mention(out, id.trim(), &text_of(&inner), Ctx::default());
             } else if inner.is_empty() {
                 let children = vec![Node::text(href)];
                 out.push(Node::Link {
