@@ -1,4 +1,5 @@
-//! Fuzzes the decoders of the MIMI protocol bodies: `cargo +nightly fuzz run wire_decode`
+//! Fuzzes the decoders of the MIMI protocol bodies and of the room state carried in MLS
+//! (participant list and its updates, room metadata): `cargo +nightly fuzz run wire_decode`
 //! (from bridge-mimi/; corpus in corpus/wire_decode). The same check replays the committed
 //! corpus in `bridge-mimi/tests/wire_corpus.rs`.
 #![no_main]
