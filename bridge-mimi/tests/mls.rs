@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use bridge_core::{MemoryStore, SledStore, Store};
 use bridge_mimi::codepoints::{
-    CAPABILITY_CAN_SEND_MESSAGE, ROLE_BANNED, ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER, ROLE_VISITOR,
+    CAPABILITY_CAN_SEND_MESSAGE, ROLE_BANNED, ROLE_GROUP_ADMIN, ROLE_NONE, ROLE_ORDINARY_USER,
+    ROLE_VISITOR,
 };
 use bridge_mimi::mls::kv::StoreKv;
 use bridge_mimi::mls::metadata::RoomMetadata;
@@ -1038,6 +1039,18 @@ fn the_rooms_roles_decide_who_may_send_and_its_policy_says_the_bridge_reads_ever
         b"please listen"
     );
 
+    // A role change is not a removal (role 0) nor a ban that leaves clients behind (§8.1.3):
+    // both refused, even to a group admin; `remove_user` and `ban_user` do those.
+    for role in [ROLE_NONE, ROLE_BANNED] {
+        assert!(
+            matches!(
+                hub.set_role(&room, &alice, &bob, role),
+                Err(MlsError::NotAllowed(_))
+            ),
+            "role {role}"
+        );
+    }
+
     // Given his voice back, he sends again; then a visitor once more.
     for (role, may) in [(ROLE_ORDINARY_USER, true), (ROLE_VISITOR, false)] {
         let commit = hub.set_role(&room, &alice, &bob, role).expect("set role");
@@ -1110,4 +1123,199 @@ fn a_ban_keeps_the_user_listed_as_banned_until_they_are_added_again() {
         application(hub.decrypt(&room, &sealed).expect("decrypt")).1,
         b"I'm back"
     );
+}
+
+/// A banned user's request to join (a new member's Add proposal) is refused: he stays out.
+#[test]
+fn a_banned_users_request_to_join_is_refused() {
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let ban = hub.ban_user(&room, &alice, &bob).expect("ban");
+    follower.process(&room, &ban.commit).expect("process ban");
+    assert_eq!(hub.members(&room).expect("members").len(), 1);
+
+    let epoch = hub.epoch(&room).expect("epoch");
+    let proposal = follower
+        .join_proposal(&room, &bob, epoch)
+        .expect("proposal");
+    let result = hub.accept_join(&room, &alice, &proposal, FOLLOWER, ROLE_ORDINARY_USER);
+    assert!(matches!(result, Err(MlsError::NotAllowed(_))), "{result:?}");
+    if let Ok(out) = &result {
+        follower
+            .join(
+                out.welcome.as_deref().expect("welcome"),
+                Some(&out.ratchet_tree),
+            )
+            .expect("rejoin");
+        let sealed = hub.encrypt(&room, &alice, b"secret").expect("encrypt");
+        let read = follower.decrypt(&room, &sealed);
+        panic!(
+            "banned bob was re-admitted: participants {:?}, members {:?}, he reads: {:?}",
+            out.participants,
+            hub.members(&room).expect("members"),
+            read.map(|r| match r {
+                Processed::Application(d) => String::from_utf8_lossy(&d.plaintext).into_owned(),
+                other => format!("{other:?}"),
+            })
+        );
+    }
+}
+
+/// Participant-list updates in one commit apply one after another, so each is checked against
+/// the list the ones before it leave. Two leaves made against the same list (bob's and dave's,
+/// in one `/update`) do not say what they mean: dave's index names erin once bob is gone. The
+/// hub refuses them (found in review: it used to check both against the list before the commit
+/// and took erin off instead of dave); each leave made after the other's commit is taken.
+#[test]
+fn two_leaves_made_against_one_list_are_refused_and_each_taken_in_turn() {
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let dave = follower.puppet("@dave:matrix.example");
+    let erin = hub.puppet("erin@xmpp.example");
+    // dave (follower) and erin (hub) join.
+    let kp = follower.take_key_package(&dave).expect("take").expect("kp");
+    let out = hub
+        .add_client(&room, &alice, kp, ROLE_ORDINARY_USER)
+        .expect("add dave");
+    follower.process(&room, &out.commit).expect("process");
+    follower
+        .join(&out.welcome.expect("welcome"), Some(&out.ratchet_tree))
+        .expect("dave joins");
+    let kp = hub.single_use_key_package(&erin).expect("kp");
+    let out = hub
+        .add_client(&room, &alice, kp, ROLE_ORDINARY_USER)
+        .expect("add erin");
+    follower.process(&room, &out.commit).expect("process");
+    assert_eq!(
+        hub.participants(&room).expect("list"),
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&bob.to_string(), ROLE_ORDINARY_USER),
+            participant(&dave.to_string(), ROLE_ORDINARY_USER),
+            participant(&erin.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+    // bob and dave both leave; their four proposals reach the hub in one /update.
+    let mut proposals = follower.leave(&room, &bob).expect("bob leaves");
+    proposals.extend(follower.leave(&room, &dave).expect("dave leaves"));
+    let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+    let refused = hub.commit_proposals_from(&room, &alice, &bytes, FOLLOWER);
+    assert!(
+        matches!(refused, Err(MlsError::NotAllowed(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        hub.participants(&room).expect("list").len(),
+        4,
+        "nothing changed"
+    );
+    assert_eq!(hub.members(&room).expect("members").len(), 4);
+    // One at a time, each against the list as it is: both taken, nobody else touched.
+    let follower = memory_host(FOLLOWER);
+    let hub2 = memory_host(HUB);
+    let room = room_with_two(&hub2, &follower);
+    let kp = follower.take_key_package(&dave).expect("take").expect("kp");
+    let out = hub2
+        .add_client(&room, &alice, kp, ROLE_ORDINARY_USER)
+        .expect("add dave");
+    follower.process(&room, &out.commit).expect("process");
+    follower
+        .join(&out.welcome.expect("welcome"), Some(&out.ratchet_tree))
+        .expect("dave joins");
+    let kp = hub2.single_use_key_package(&erin).expect("kp");
+    let out = hub2
+        .add_client(&room, &alice, kp, ROLE_ORDINARY_USER)
+        .expect("add erin");
+    follower.process(&room, &out.commit).expect("process");
+    for user in [&bob, &dave] {
+        let proposals = follower.leave(&room, user).expect("leave");
+        let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+        let commit = hub2
+            .commit_proposals_from(&room, &alice, &bytes, FOLLOWER)
+            .expect("a leave");
+        if *user == bob {
+            follower.process(&room, &commit.commit).expect("process");
+        }
+    }
+    assert_eq!(
+        hub2.participants(&room).expect("list"),
+        vec![
+            participant(&alice.to_string(), ROLE_GROUP_ADMIN),
+            participant(&erin.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+}
+
+#[test]
+fn a_banned_user_cannot_join_by_external_commit() {
+    use openmls::prelude::*;
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+    use tls_codec::{Deserialize as _, Serialize as _};
+
+    let (hub, follower) = (memory_host(HUB), memory_host(FOLLOWER));
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let ban = hub.ban_user(&room, &alice, &bob).expect("ban");
+    follower.process(&room, &ban.commit).expect("process ban");
+    assert!(
+        hub.participants(&room)
+            .expect("list")
+            .iter()
+            .any(|x| x.user == bob.to_string() && x.role_index == ROLE_BANNED),
+        "bob listed as banned"
+    );
+
+    // What /groupInfo hands bob's provider.
+    let (info, tree) = hub.group_info(&room).expect("group info");
+    let info = MlsMessageIn::tls_deserialize_exact(&info).expect("info");
+    let MlsMessageBodyIn::GroupInfo(info) = info.extract() else {
+        panic!("not a GroupInfo")
+    };
+    let tree = RatchetTreeIn::tls_deserialize_exact(&tree).expect("tree");
+
+    let provider = OpenMlsRustCrypto::default();
+    let suite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+    let signer = SignatureKeyPair::new(suite.signature_algorithm()).expect("keys");
+    let identity = format!("{}", bob.puppet_client()).replace("/bridge", "/phone");
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(identity.into_bytes()).into(),
+        signature_key: signer.public().into(),
+    };
+    let capabilities = Capabilities::new(
+        None,
+        Some(&[suite]),
+        Some(&[ExtensionType::AppDataDictionary]),
+        Some(&[ProposalType::AppDataUpdate, ProposalType::SelfRemove]),
+        Some(&[CredentialType::Basic]),
+    );
+    let (_group, bundle) = MlsGroup::external_commit_builder()
+        .with_ratchet_tree(tree)
+        .build_group(&provider, info, credential)
+        .expect("build")
+        .leaf_node_parameters(
+            LeafNodeParameters::builder()
+                .with_capabilities(capabilities)
+                .build(),
+        )
+        .load_psks(provider.storage())
+        .expect("psks")
+        .build(provider.rand(), provider.crypto(), &signer, |_| true)
+        .expect("commit")
+        .finalize(&provider)
+        .expect("finalize");
+    let commit = bundle.commit().tls_serialize_detached().expect("bytes");
+    match hub.process_from(&room, &commit, FOLLOWER) {
+        Err(MlsError::NotAllowed(_) | MlsError::InvalidStateChange(_)) => {}
+        other => panic!(
+            "banned bob's external commit: {other:?}; members now {:?}, participants {:?}",
+            hub.members(&room).expect("members"),
+            hub.participants(&room).expect("list")
+        ),
+    }
 }

@@ -972,7 +972,7 @@ impl Provider for Handler {
                 .participants(&hosted)
                 .map_err(internal)?
                 .iter()
-                .any(|p| p.user == user.to_string()),
+                .any(|p| p.user == user.to_string() && p.present()),
             _ => false,
         };
         if !participant {

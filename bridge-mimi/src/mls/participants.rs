@@ -107,28 +107,28 @@ impl ParticipantListData {
             .and_then(|i| u32::try_from(i).ok())
     }
 
-    /// The list after `update`, or why it does not apply.
+    /// The list after `update`, or why it does not apply. Users are compared as bytes (a URI
+    /// that is not UTF-8 is still one user, and two such URIs are two).
     pub fn apply(&self, update: &ParticipantListUpdate) -> Result<Self, RoomStateError> {
-        let mut touched = HashSet::new();
+        let mut touched: HashSet<&[u8]> = HashSet::new();
         let mut list = self.participants.clone();
-        let user_at = |i: u32| -> Result<String, RoomStateError> {
+        let user_at = |i: u32| -> Result<&UserRolePair, RoomStateError> {
             self.participants
                 .get(i as usize)
-                .map(UserRolePair::user_str)
                 .ok_or(RoomStateError::IndexOutOfRange(i))
         };
         for change in &update.changed_role_participants {
             let user = user_at(change.user_index)?;
-            if !touched.insert(user.clone()) {
-                return Err(RoomStateError::Repeated(user));
+            if !touched.insert(user.user.as_slice()) {
+                return Err(RoomStateError::Repeated(user.user_str()));
             }
             list[change.user_index as usize].role_index = change.role_index;
         }
         let mut removed: Vec<u32> = Vec::with_capacity(update.removed_indices.len());
         for &index in &update.removed_indices {
             let user = user_at(index)?;
-            if !touched.insert(user.clone()) {
-                return Err(RoomStateError::Repeated(user));
+            if !touched.insert(user.user.as_slice()) {
+                return Err(RoomStateError::Repeated(user.user_str()));
             }
             removed.push(index);
         }
@@ -137,12 +137,13 @@ impl ParticipantListData {
             list.remove(index as usize);
         }
         for added in &update.added_participants {
-            let user = added.user_str();
-            if self.index_of(&user).is_some() && !touched.contains(&user) {
-                return Err(RoomStateError::AlreadyPresent(user));
+            let user = added.user.as_slice();
+            let listed = self.participants.iter().any(|p| p.user.as_slice() == user);
+            if listed && !touched.contains(user) {
+                return Err(RoomStateError::AlreadyPresent(added.user_str()));
             }
-            if !touched.insert(user.clone()) {
-                return Err(RoomStateError::Repeated(user));
+            if !touched.insert(user) {
+                return Err(RoomStateError::Repeated(added.user_str()));
             }
             list.push(added.clone());
         }
@@ -258,6 +259,26 @@ mod tests {
         assert!(matches!(
             list.apply(&twice),
             Err(RoomStateError::Repeated(_))
+        ));
+        // Users are bytes: two URIs that differ only in invalid UTF-8 are two users, and one
+        // of them cannot be added twice.
+        let odd = |b: u8| UserRolePair {
+            user: vec![b'x', b].into(),
+            role_index: 2,
+        };
+        let two = ParticipantListData::default()
+            .apply(&ParticipantListUpdate {
+                added_participants: vec![odd(0xfe), odd(0xff)],
+                ..Default::default()
+            })
+            .expect("two users");
+        assert_eq!(two.participants.len(), 2);
+        assert!(matches!(
+            two.apply(&ParticipantListUpdate {
+                added_participants: vec![odd(0xff)],
+                ..Default::default()
+            }),
+            Err(RoomStateError::AlreadyPresent(_))
         ));
         for garbage in [&[0xffu8, 0xff][..], &[7, 2, b'a'], &[0, 0]] {
             assert!(ParticipantListData::decode(garbage).is_err(), "{garbage:?}");

@@ -177,129 +177,219 @@ fn component(extensions: &Extensions<GroupContext>, id: u16) -> Option<&[u8]> {
         .and_then(|ext| ext.dictionary().get(&id))
 }
 
-/// Whether `proposer` may make `proposal` in `group`, by the capabilities of their role in the
-/// room's roles_list (draft-ietf-mimi-room-policy-03 §3, §8; docs/mimi.md "Who may propose
-/// what"). A user not on the participant list has role 0 (no capabilities).
-fn may_propose(group: &MlsGroup, proposer: &UserUri, proposal: &Proposal) -> Result<(), MlsError> {
-    let list = participants_of(group)?;
-    let roles = roles_of(group)?;
-    let name = proposer.to_string();
-    let role_of = |user: &str| {
-        list.iter()
-            .find(|p| p.user == user)
-            .map_or(ROLE_NONE, |p| p.role_index)
-    };
-    let role = role_of(&name);
-    let can = |capability| roles.allows(role, capability);
-    let refuse = |why: String| {
-        Err(MlsError::NotAllowed(format!(
-            "{proposer} (role {role}) {why}"
-        )))
-    };
-    match proposal {
-        Proposal::Remove(remove) => {
-            let own = user_of_leaf(group, remove.removed()).as_ref() == Some(proposer);
-            if own && !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) {
-                return refuse("may not remove their own clients".into());
-            }
-            if !own && !can(CAPABILITY_CAN_REMOVE_PARTICIPANT) && !can(CAPABILITY_CAN_KICK) {
-                return refuse("may remove only their own clients".into());
-            }
-        }
-        Proposal::Add(add) => {
-            let identity = identity_of(add.key_package().leaf_node().credential());
-            let user = ClientUri::parse(&identity).map(|c| c.user().clone());
-            let own = user.as_ref().ok() == Some(proposer);
-            if own && !can(CAPABILITY_CAN_ADD_OWN_CLIENT) {
-                return refuse("may not add clients of their own".into());
-            }
-            if !own && !can(CAPABILITY_CAN_ADD_PARTICIPANT) {
-                return refuse(format!("may add only clients of their own, not {identity}"));
-            }
-        }
-        Proposal::AppDataUpdate(update) => {
-            let AppDataUpdateOperation::Update(bytes) = update.operation() else {
-                return refuse(format!(
-                    "may not remove component {:#06x}",
-                    update.component_id()
-                ));
-            };
-            match update.component_id() {
-                COMPONENT_PARTICIPANT_LIST => {
-                    let change = ParticipantListUpdate::decode(bytes.as_slice())?;
-                    let user_at = |index: u32| {
-                        list.get(index as usize)
-                            .ok_or(MlsError::RoomState(RoomStateError::IndexOutOfRange(index)))
-                    };
-                    for added in &change.added_participants {
-                        if !can(CAPABILITY_CAN_ADD_PARTICIPANT)
-                            || !roles.may_change(role, ROLE_NONE, added.role_index)
-                        {
-                            return refuse(format!(
-                                "may not add {} as role {}",
-                                added.user_str(),
-                                added.role_index
-                            ));
-                        }
-                    }
-                    for changed in &change.changed_role_participants {
-                        let target = user_at(changed.user_index)?;
-                        let (from, to) = (target.role_index, changed.role_index);
-                        let needed = if target.user == name {
-                            CAPABILITY_CAN_CHANGE_OWN_ROLE
-                        } else if to == ROLE_BANNED {
-                            CAPABILITY_CAN_BAN
-                        } else if from == ROLE_BANNED {
-                            CAPABILITY_CAN_UNBAN
-                        } else {
-                            CAPABILITY_CAN_CHANGE_USER_ROLE
-                        };
-                        if !can(needed) || !roles.may_change(role, from, to) {
-                            return refuse(format!(
-                                "may not move {} from role {from} to {to}",
-                                target.user
-                            ));
-                        }
-                    }
-                    for &index in &change.removed_indices {
-                        let target = user_at(index)?;
-                        let allowed = if target.user == name {
-                            can(CAPABILITY_CAN_REMOVE_SELF)
-                        } else {
-                            can(CAPABILITY_CAN_REMOVE_PARTICIPANT) || can(CAPABILITY_CAN_KICK)
-                        };
-                        if !allowed || !roles.may_change(role, target.role_index, ROLE_NONE) {
-                            return refuse(format!(
-                                "may not take {} off the participant list",
-                                target.user
-                            ));
-                        }
-                    }
-                }
-                COMPONENT_ROOM_METADATA => {
-                    let new = RoomMetadata::decode(bytes.as_slice())?;
-                    let old = component(group.extensions(), COMPONENT_ROOM_METADATA)
-                        .map(RoomMetadata::decode)
-                        .transpose()?;
-                    for (field, capability) in metadata_changes(old.as_ref(), &new) {
-                        if !can(capability) {
-                            return refuse(format!("may not change the room's {field}"));
-                        }
-                    }
-                }
-                COMPONENT_ROLES_LIST if can(CAPABILITY_CAN_CHANGE_ROLE_DEFINITIONS) => {}
-                other => {
-                    return refuse(format!("may not change room state component {other:#06x}"));
-                }
-            }
-        }
-        Proposal::ReInit(_) if can(CAPABILITY_CAN_SEND_MLS_REINIT_PROPOSAL) => {}
-        Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
-            return refuse("may not change the group's settings".into());
-        }
-        _ => {}
+/// Checks proposals, in the order a commit applies them, against the capabilities of each
+/// proposer's role in the room's roles_list (draft-ietf-mimi-room-policy-03 §3, §8; docs/mimi.md
+/// "Who may propose what"). A proposer's role is the one they hold before the commit (a user
+/// not on the participant list: role 0, no capabilities). The participant list the updates'
+/// indexes refer to moves along as each update is checked, so that an index means what it will
+/// mean when that update is applied (two removals in one commit shift the second
+/// one's indexes); [`PolicyCheck::finish`] then checks that every user banned by these
+/// proposals has no client left (§8.1.3: a ban removes the user's clients).
+struct PolicyCheck<'g> {
+    group: &'g MlsGroup,
+    roles: RoleData,
+    /// The participant list before the commit: whose role is what.
+    before: ParticipantListData,
+    /// The participant list as the proposals checked so far leave it.
+    list: ParticipantListData,
+    /// Leaves removed by the proposals checked so far.
+    removed: std::collections::HashSet<LeafNodeIndex>,
+    /// Users moved to the banned role by the proposals checked so far.
+    banned: Vec<UserUri>,
+}
+
+impl<'g> PolicyCheck<'g> {
+    fn new(group: &'g MlsGroup) -> Result<Self, MlsError> {
+        let list = component(group.extensions(), COMPONENT_PARTICIPANT_LIST)
+            .map(ParticipantListData::decode)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Self {
+            group,
+            roles: roles_of(group)?,
+            before: list.clone(),
+            list,
+            removed: std::collections::HashSet::new(),
+            banned: Vec::new(),
+        })
     }
-    Ok(())
+
+    /// The role of `user` before the commit.
+    fn role_of(&self, user: &[u8]) -> u32 {
+        self.before
+            .participants
+            .iter()
+            .find(|p| p.user.as_slice() == user)
+            .map_or(ROLE_NONE, |p| p.role_index)
+    }
+
+    /// Whether `proposer` may make `proposal` after the proposals checked before it.
+    fn check(&mut self, proposer: &UserUri, proposal: &Proposal) -> Result<(), MlsError> {
+        let name = proposer.to_string();
+        let role = self.role_of(name.as_bytes());
+        let roles = &self.roles;
+        let can = |capability| roles.allows(role, capability);
+        let refuse = |why: String| {
+            Err(MlsError::NotAllowed(format!(
+                "{proposer} (role {role}) {why}"
+            )))
+        };
+        match proposal {
+            Proposal::Remove(remove) => {
+                let own = user_of_leaf(self.group, remove.removed()).as_ref() == Some(proposer);
+                if own && !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) {
+                    return refuse("may not remove their own clients".into());
+                }
+                if !own && !can(CAPABILITY_CAN_REMOVE_PARTICIPANT) && !can(CAPABILITY_CAN_KICK) {
+                    return refuse("may remove only their own clients".into());
+                }
+                self.removed.insert(remove.removed());
+            }
+            Proposal::Add(add) => {
+                let identity = identity_of(add.key_package().leaf_node().credential());
+                let user = ClientUri::parse(&identity).map(|c| c.user().clone());
+                let own = user.as_ref().ok() == Some(proposer);
+                if own && !can(CAPABILITY_CAN_ADD_OWN_CLIENT) {
+                    return refuse("may not add clients of their own".into());
+                }
+                if !own && !can(CAPABILITY_CAN_ADD_PARTICIPANT) {
+                    return refuse(format!("may add only clients of their own, not {identity}"));
+                }
+            }
+            Proposal::AppDataUpdate(update) => {
+                let AppDataUpdateOperation::Update(bytes) = update.operation() else {
+                    return refuse(format!(
+                        "may not remove component {:#06x}",
+                        update.component_id()
+                    ));
+                };
+                match update.component_id() {
+                    COMPONENT_PARTICIPANT_LIST => {
+                        let change = ParticipantListUpdate::decode(bytes.as_slice())?;
+                        self.check_list_update(&name, role, &change)?;
+                        self.list = self.list.apply(&change)?;
+                    }
+                    COMPONENT_ROOM_METADATA => {
+                        let new = RoomMetadata::decode(bytes.as_slice())?;
+                        let old = component(self.group.extensions(), COMPONENT_ROOM_METADATA)
+                            .map(RoomMetadata::decode)
+                            .transpose()?;
+                        for (field, capability) in metadata_changes(old.as_ref(), &new) {
+                            if !can(capability) {
+                                return refuse(format!("may not change the room's {field}"));
+                            }
+                        }
+                    }
+                    COMPONENT_ROLES_LIST if can(CAPABILITY_CAN_CHANGE_ROLE_DEFINITIONS) => {}
+                    other => {
+                        return refuse(format!("may not change room state component {other:#06x}"));
+                    }
+                }
+            }
+            Proposal::ReInit(_) if can(CAPABILITY_CAN_SEND_MLS_REINIT_PROPOSAL) => {}
+            Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
+                return refuse("may not change the group's settings".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A participant-list update by `name` in role `role`, against the list as it stands.
+    fn check_list_update(
+        &mut self,
+        name: &str,
+        role: u32,
+        change: &ParticipantListUpdate,
+    ) -> Result<(), MlsError> {
+        let roles = &self.roles;
+        let can = |capability| roles.allows(role, capability);
+        let refuse = |why: String| Err(MlsError::NotAllowed(format!("{name} (role {role}) {why}")));
+        let user_at = |index: u32| {
+            self.list
+                .participants
+                .get(index as usize)
+                .ok_or(MlsError::RoomState(RoomStateError::IndexOutOfRange(index)))
+        };
+        for added in &change.added_participants {
+            if !can(CAPABILITY_CAN_ADD_PARTICIPANT)
+                || !roles.may_change(role, ROLE_NONE, added.role_index)
+            {
+                return refuse(format!(
+                    "may not add {} as role {}",
+                    added.user_str(),
+                    added.role_index
+                ));
+            }
+        }
+        let mut banned = Vec::new();
+        for changed in &change.changed_role_participants {
+            let target = user_at(changed.user_index)?;
+            let (from, to) = (target.role_index, changed.role_index);
+            let needed = if to == ROLE_NONE {
+                // §8.1.3: a role change targets a role; leaving the list is a removal.
+                return refuse(format!(
+                    "may not move {} to role 0 (a removal does that)",
+                    target.user_str()
+                ));
+            } else if target.user.as_slice() == name.as_bytes() {
+                CAPABILITY_CAN_CHANGE_OWN_ROLE
+            } else if to == ROLE_BANNED {
+                CAPABILITY_CAN_BAN
+            } else if from == ROLE_BANNED {
+                CAPABILITY_CAN_UNBAN
+            } else {
+                CAPABILITY_CAN_CHANGE_USER_ROLE
+            };
+            if !can(needed) || !roles.may_change(role, from, to) {
+                return refuse(format!(
+                    "may not move {} from role {from} to {to}",
+                    target.user_str()
+                ));
+            }
+            if to == ROLE_BANNED {
+                banned.push(target.user_str());
+            }
+        }
+        for &index in &change.removed_indices {
+            let target = user_at(index)?;
+            // §8.1.2: canKick removes clients, not the participant.
+            let allowed = if target.user.as_slice() == name.as_bytes() {
+                can(CAPABILITY_CAN_REMOVE_SELF)
+            } else {
+                can(CAPABILITY_CAN_REMOVE_PARTICIPANT)
+            };
+            if !allowed || !roles.may_change(role, target.role_index, ROLE_NONE) {
+                return refuse(format!(
+                    "may not take {} off the participant list",
+                    target.user_str()
+                ));
+            }
+        }
+        for user in banned {
+            let user = UserUri::parse(&user).map_err(|_| {
+                MlsError::NotAllowed(format!("a ban of {user:?}, which is not a user URI"))
+            })?;
+            self.banned.push(user);
+        }
+        Ok(())
+    }
+
+    /// After the last proposal: every user banned has no client left in the group.
+    fn finish(self) -> Result<(), MlsError> {
+        for user in &self.banned {
+            let kept = self.group.members().any(|m| {
+                !self.removed.contains(&m.index)
+                    && ClientUri::parse(&identity_of(&m.credential)).is_ok_and(|c| c.user() == user)
+            });
+            if kept {
+                return Err(MlsError::NotAllowed(format!(
+                    "a ban of {user} that keeps a client of theirs in the group"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The fields of room metadata that differ between `old` (none: never set) and `new`, each
@@ -352,13 +442,14 @@ fn may_send(group: &MlsGroup, user: &str) -> Result<(), MlsError> {
 
 /// Whether the commit `staged`, by `committer` (a client of provider `domain`), may be merged
 /// in `group`: the committer belongs to `domain`, and each proposal it carries is allowed to
-/// whoever proposed it ([`may_propose`]; the committer for its own and an external joiner's,
+/// whoever proposed it ([`PolicyCheck`]; the committer for its own and an external joiner's,
 /// the hub's own external proposals always).
 fn may_commit(
     group: &MlsGroup,
     committer: &str,
     domain: &str,
     staged: &StagedCommit,
+    external: bool,
 ) -> Result<(), MlsError> {
     let committer = ClientUri::parse(committer)
         .map(|c| c.user().clone())
@@ -370,6 +461,19 @@ fn may_commit(
             "{committer} does not belong to {domain}"
         )));
     }
+    let mut check = PolicyCheck::new(group)?;
+    // An external commit adds the committer's client: §8.1.1, a listed user whose role has
+    // canAddOwnClient (a banned user, or one not listed, may not join so).
+    if external
+        && !check.roles.allows(
+            check.role_of(committer.to_string().as_bytes()),
+            CAPABILITY_CAN_ADD_OWN_CLIENT,
+        )
+    {
+        return Err(MlsError::NotAllowed(format!(
+            "{committer} may not join the room by external commit"
+        )));
+    }
     for queued in staged.queued_proposals() {
         let proposer = match queued.sender() {
             Sender::Member(leaf) => user_of_leaf(group, *leaf).ok_or_else(|| {
@@ -378,9 +482,9 @@ fn may_commit(
             Sender::NewMemberCommit | Sender::NewMemberProposal => committer.clone(),
             Sender::External(_) => continue,
         };
-        may_propose(group, &proposer, queued.proposal())?;
+        check.check(&proposer, queued.proposal())?;
     }
-    Ok(())
+    check.finish()
 }
 
 /// The participant list in `group`'s context (empty for [`RoomProfile::Plain`]).
@@ -412,7 +516,7 @@ pub(crate) fn participants_in(
 /// order): the participant list applies each `ParticipantListUpdate` in turn (§7.5), room
 /// metadata and the policy components (roles_list, logging_policy, bot_policy) take their single
 /// update's value once it decodes (§7.6; room-policy-03 §3, §6); any other component is
-/// refused. Who may make each update is [`may_propose`]'s question, asked where proposals come
+/// refused. Who may make each update is [`PolicyCheck`]'s question, asked where proposals come
 /// from followers; here only validity.
 pub(crate) fn resolve_app_data<'a>(
     updater: &mut AppDataDictionaryUpdater<'_>,
@@ -928,9 +1032,10 @@ impl MlsHost {
 
     /// Moves `user` to role `role_index` in `room`'s participant list, in one commit by `by`'s
     /// puppet ([`RoomProfile::Mimi`] only). `by`'s role must allow the change (for the
-    /// bridge's own roles: a group admin may move anyone between any roles; a ban is a move to
-    /// role 1, [`ROLE_BANNED`]). The user keeps their clients: one moved to a role without
-    /// clients (banned, no role) should be removed as well ([`MlsHost::remove_user`]).
+    /// bridge's own roles: a group admin may move anyone between roles 1–4). The user keeps
+    /// their clients, so a ban of a user with clients is refused ([`MlsHost::ban_user`] removes
+    /// them in the same commit), and role 0 is refused ([`MlsHost::remove_user`] takes a user
+    /// off the list).
     pub fn set_role(
         &self,
         room: &RoomUri,
@@ -961,7 +1066,9 @@ impl MlsHost {
                 COMPONENT_PARTICIPANT_LIST,
                 update.encode(),
             )));
-            may_propose(&group, by, &proposal)?;
+            let mut check = PolicyCheck::new(&group)?;
+            check.check(by, &proposal)?;
+            check.finish()?;
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.add_proposal(proposal)
             })
@@ -1042,6 +1149,7 @@ impl MlsHost {
                 }
             }
             let (mut group, provider) = self.load_group(tx, room, by)?;
+            let mut check = PolicyCheck::new(&group)?;
             for queued in group.pending_proposals() {
                 let Sender::Member(leaf) = queued.sender() else {
                     return Err(MlsError::InvalidStateChange(
@@ -1056,8 +1164,9 @@ impl MlsHost {
                         "{proposer} does not belong to {domain}"
                     )));
                 }
-                may_propose(&group, &proposer, queued.proposal())?;
+                check.check(&proposer, queued.proposal())?;
             }
+            check.finish()?;
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.consume_proposal_store(true)
             })
@@ -1138,20 +1247,42 @@ impl MlsHost {
                     });
                 }
                 let user = client.user().to_string();
-                if !list.iter().any(|p| p.user == user) && !users.contains(&user) {
-                    users.push(user);
+                let listed = list.iter().position(|p| p.user == user);
+                // A banned user does not come back by asking (room-policy-03 Appendix A: the
+                // banned role has no clients); one listed without a role gets the new role.
+                if let Some(index) = listed
+                    && list[index].role_index == ROLE_BANNED
+                {
+                    return Err(MlsError::NotAllowed(format!(
+                        "{user} is banned from {room}"
+                    )));
+                }
+                if !users.iter().any(|(u, _)| *u == user) {
+                    users.push((user, listed));
                 }
             }
-            let proposals: Vec<Proposal> = if record.profile == RoomProfile::Mimi {
-                users
-                    .iter()
-                    .map(|user| {
-                        Proposal::AppDataUpdate(Box::new(AppDataUpdateProposal::update(
-                            COMPONENT_PARTICIPANT_LIST,
-                            ParticipantListUpdate::add(user, role_index).encode(),
-                        )))
-                    })
-                    .collect()
+            let mut update = ParticipantListUpdate::default();
+            for (user, listed) in users {
+                match listed {
+                    None => update
+                        .added_participants
+                        .push(UserRolePair::new(&user, role_index)),
+                    Some(index) if !list[index].present() => {
+                        update.changed_role_participants.push(UserIndexRolePair {
+                            user_index: u32::try_from(index)
+                                .map_err(|_| MlsError::Malformed("participant index".into()))?,
+                            role_index,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            let proposals: Vec<Proposal> = if record.profile == RoomProfile::Mimi
+                && update != ParticipantListUpdate::default()
+            {
+                vec![Proposal::AppDataUpdate(Box::new(
+                    AppDataUpdateProposal::update(COMPONENT_PARTICIPANT_LIST, update.encode()),
+                ))]
             } else {
                 Vec::new()
             };
@@ -1279,6 +1410,7 @@ impl MlsHost {
             .process_message(&provider, message)
             .map_err(|e| mls_err("process message")(&e))?;
         let sender = identity_of(processed.credential());
+        let external = matches!(processed.sender(), Sender::NewMemberCommit);
         let staged = match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
                 return Ok((
@@ -1310,7 +1442,7 @@ impl MlsHost {
             _ => return Err(MlsError::Malformed("unexpected message content".into())),
         };
         if let Some(domain) = from {
-            may_commit(&group, &sender, domain, &staged)?;
+            may_commit(&group, &sender, domain, &staged, external)?;
         }
         group
             .merge_staged_commit(&provider, staged)
