@@ -3,7 +3,8 @@
 /// The first byte picks the body type, the rest is the body: decoding must not panic, and what
 /// decodes must encode and decode back to the same value. Selectors 10 to 13 are the room state
 /// carried in MLS (the participant list, its updates, an update applied to a list, the room
-/// metadata), whose encoding is unique: what decodes also encodes to the very same bytes.
+/// metadata), whose encoding is unique: what decodes also encodes to the very same bytes; 14 to
+/// 16 the room policy components (roles_list, logging_policy, bot_policy), likewise.
 /// Returns whether it decoded.
 pub fn check(data: &[u8]) -> bool {
     use bridge_mimi::wire::*;
@@ -20,7 +21,7 @@ pub fn check(data: &[u8]) -> bool {
     let Some((selector, body)) = data.split_first() else {
         return false;
     };
-    match selector % 14 {
+    match selector % 17 {
         0 => round_trip::<KeyMaterialRequest>(body),
         1 => round_trip::<KeyMaterialResponse>(body),
         2 => round_trip::<UpdateRequest>(body),
@@ -34,13 +35,17 @@ pub fn check(data: &[u8]) -> bool {
         10 => room_state::participant_list(body),
         11 => room_state::participant_update(body),
         12 => room_state::apply(body),
-        _ => room_state::room_metadata(body),
+        13 => room_state::room_metadata(body),
+        14 => room_state::roles(body),
+        15 => room_state::logging(body),
+        _ => room_state::bots(body),
     }
 }
 
 /// The room state components (draft-ietf-mimi-protocol §7.5, §7.6).
 mod room_state {
     use bridge_mimi::mls::metadata::RoomMetadata;
+    use bridge_mimi::mls::policy::{BotPolicy, LoggingPolicy, RoleData};
     use bridge_mimi::mls::participants::{
         ParticipantListData, ParticipantListUpdate, UserRolePair,
     };
@@ -161,6 +166,48 @@ mod room_state {
             assert_eq!(text.as_bytes(), bytes.as_slice(), "text read lossily");
             assert!(!text.contains('\0'));
         }
+        true
+    }
+
+    /// A roles_list: it encodes to its bytes, and asking what a role may do never panics.
+    pub(super) fn roles(body: &[u8]) -> bool {
+        let Ok(roles) = RoleData::decode(body) else {
+            return false;
+        };
+        assert_eq!(roles.encode(), body, "a roles_list re-encodes differently");
+        assert_eq!(RoleData::decode(&roles.encode()).as_ref(), Ok(&roles));
+        for role in &roles.roles {
+            let index = role.role_index;
+            for &capability in &role.role_capabilities {
+                assert!(roles.allows(index, capability));
+            }
+            assert!(roles.may_change(index, index, index), "no change is always allowed");
+            for change in &role.authorized_role_changes {
+                for &to in &change.target_role_indexes {
+                    assert!(roles.may_change(index, change.from_role_index, to));
+                }
+            }
+        }
+        true
+    }
+
+    /// A logging_policy: it encodes to its bytes.
+    pub(super) fn logging(body: &[u8]) -> bool {
+        let Ok(policy) = LoggingPolicy::decode(body) else {
+            return false;
+        };
+        assert_eq!(policy.encode(), body, "a logging_policy re-encodes differently");
+        assert_eq!(LoggingPolicy::decode(&policy.encode()).as_ref(), Ok(&policy));
+        true
+    }
+
+    /// A bot_policy: it encodes to its bytes.
+    pub(super) fn bots(body: &[u8]) -> bool {
+        let Ok(policy) = BotPolicy::decode(body) else {
+            return false;
+        };
+        assert_eq!(policy.encode(), body, "a bot_policy re-encodes differently");
+        assert_eq!(BotPolicy::decode(&policy.encode()).as_ref(), Ok(&policy));
         true
     }
 }
