@@ -392,6 +392,42 @@ impl<'g> PolicyCheck<'g> {
     }
 }
 
+/// Adds to `update` what admitting `user` with `role_index` takes, given the participant list
+/// `list`: an entry if they are not listed, a role change if they are listed but not present
+/// (banned, no role: a re-admission), nothing if they are present or `update` already
+/// admits them.
+fn admit(
+    list: &[Participant],
+    user: &str,
+    role_index: u32,
+    update: &mut ParticipantListUpdate,
+) -> Result<(), MlsError> {
+    let listed = list.iter().position(|p| p.user == user);
+    let admitted = update
+        .added_participants
+        .iter()
+        .any(|p| p.user.as_slice() == user.as_bytes())
+        || update
+            .changed_role_participants
+            .iter()
+            .any(|c| Some(c.user_index as usize) == listed);
+    match listed {
+        _ if admitted => {}
+        None => update
+            .added_participants
+            .push(UserRolePair::new(user, role_index)),
+        Some(index) if !list[index].present() => {
+            update.changed_role_participants.push(UserIndexRolePair {
+                user_index: u32::try_from(index)
+                    .map_err(|_| MlsError::Malformed("participant index".into()))?,
+                role_index,
+            });
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// The fields of room metadata that differ between `old` (none: never set) and `new`, each
 /// with the capability that changing it needs (draft-ietf-mimi-room-policy-03 §8.2). The room
 /// URI needs the name's.
@@ -818,31 +854,7 @@ impl MlsHost {
                     let identity = identity_of(key_package.leaf_node().credential());
                     let client = ClientUri::parse(&identity)
                         .map_err(|e| MlsError::Malformed(format!("KeyPackage credential: {e}")))?;
-                    let user = client.user().to_string();
-                    let listed = list.iter().position(|p| p.user == user);
-                    let touched = update
-                        .added_participants
-                        .iter()
-                        .any(|p| p.user_str() == user)
-                        || update.changed_role_participants.iter().any(|c| {
-                            list.get(c.user_index as usize)
-                                .is_some_and(|p| p.user == user)
-                        });
-                    match listed {
-                        _ if touched => {}
-                        None => update
-                            .added_participants
-                            .push(UserRolePair::new(&user, role_index)),
-                        // Listed but not present (banned, no role): back with this role.
-                        Some(index) if !list[index].present() => {
-                            update.changed_role_participants.push(UserIndexRolePair {
-                                user_index: u32::try_from(index)
-                                    .map_err(|_| MlsError::Malformed("participant index".into()))?,
-                                role_index,
-                            });
-                        }
-                        Some(_) => {}
-                    }
+                    admit(&list, &client.user().to_string(), role_index, &mut update)?;
                 }
                 if update != ParticipantListUpdate::default() {
                     proposals.push(Proposal::AppDataUpdate(Box::new(
@@ -1220,7 +1232,7 @@ impl MlsHost {
             }
             let (mut group, provider) = self.load_group(tx, room, by)?;
             let list = participants_of(&group)?;
-            let mut users = Vec::new();
+            let mut update = ParticipantListUpdate::default();
             for queued in group.pending_proposals() {
                 let (Sender::NewMemberProposal, Proposal::Add(add)) =
                     (queued.sender(), queued.proposal())
@@ -1257,25 +1269,7 @@ impl MlsHost {
                         "{user} is banned from {room}"
                     )));
                 }
-                if !users.iter().any(|(u, _)| *u == user) {
-                    users.push((user, listed));
-                }
-            }
-            let mut update = ParticipantListUpdate::default();
-            for (user, listed) in users {
-                match listed {
-                    None => update
-                        .added_participants
-                        .push(UserRolePair::new(&user, role_index)),
-                    Some(index) if !list[index].present() => {
-                        update.changed_role_participants.push(UserIndexRolePair {
-                            user_index: u32::try_from(index)
-                                .map_err(|_| MlsError::Malformed("participant index".into()))?,
-                            role_index,
-                        });
-                    }
-                    Some(_) => {}
-                }
+                admit(&list, &user, role_index, &mut update)?;
             }
             let proposals: Vec<Proposal> = if record.profile == RoomProfile::Mimi
                 && update != ParticipantListUpdate::default()
