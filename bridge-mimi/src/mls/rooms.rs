@@ -286,6 +286,10 @@ impl<'g> PolicyCheck<'g> {
                     }
                 }
             }
+            // mls-extensions' SelfRemove takes the proposer's own client out.
+            Proposal::SelfRemove if !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) => {
+                return refuse("may not remove their own clients".into());
+            }
             Proposal::ReInit(_) if can(CAPABILITY_CAN_SEND_MLS_REINIT_PROPOSAL) => {}
             Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
                 return refuse("may not change the group's settings".into());
