@@ -1301,3 +1301,34 @@ fn a_banned_user_cannot_join_by_external_commit() {
         ),
     }
 }
+
+/// Taking oneself off the participant list without removing one's clients is refused (§8.1.2):
+/// every client in the group belongs to a present participant, which is what the hub's list of
+/// providers to notify relies on.
+#[test]
+fn leaving_the_list_while_keeping_a_client_is_refused() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let proposals = follower.leave(&room, &bob).expect("leave");
+    assert_eq!(proposals.len(), 2, "AppDataUpdate and Remove");
+    // Only the participant-list update, not the Remove of bob's client.
+    let refused = hub.commit_proposals_from(&room, &alice, &[proposals[0].as_slice()], FOLLOWER);
+    assert!(
+        matches!(&refused, Err(MlsError::NotAllowed(why)) if why.contains("kept in the group")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        hub.participants(&room).expect("list").len(),
+        2,
+        "nothing changed"
+    );
+    // Both together: taken.
+    let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+    let commit = hub
+        .commit_proposals_from(&room, &alice, &bytes, FOLLOWER)
+        .expect("a whole leave");
+    assert_eq!(commit.participants.len(), 1);
+}

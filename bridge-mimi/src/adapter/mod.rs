@@ -36,7 +36,7 @@ use crate::codepoints::ROLE_ORDINARY_USER;
 use crate::content::Disposition;
 use crate::content::neutral::MimiAttachment;
 use crate::mls::metadata::RoomMetadata;
-use crate::mls::uri::{ClientUri, RoomUri, UserUri};
+use crate::mls::uri::{RoomUri, UserUri};
 use crate::mls::{MlsError, MlsHost, RoomProfile};
 use crate::settings::{self, Settings};
 use crate::transport::client::{ClientError, ClientOptions, MimiClient, Peer};
@@ -333,23 +333,16 @@ impl Running {
     }
 
     /// The follower providers of `room`: the domains, but ours, of its present participants
-    /// (not banned) and of its members' clients (a client in the group must keep receiving its
-    /// commits, whatever its user's role says).
+    /// (not banned). Every client in the group belongs to one: the policy checks refuse a
+    /// commit that takes a user off the list or bans them while keeping a client of theirs
+    /// (`PolicyCheck::finish`), and the hub's own removals and bans remove the clients.
     pub(crate) fn followers(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
-        let participants = self
+        let mut domains: Vec<String> = self
             .mls
             .participants(room)?
             .into_iter()
             .filter(crate::mls::Participant::present)
-            .filter_map(|p| UserUri::parse(&p.user).ok());
-        let members = self
-            .mls
-            .members(room)?
-            .into_iter()
-            .filter_map(|m| ClientUri::parse(&m).ok())
-            .map(|c| c.user().clone());
-        let mut domains: Vec<String> = participants
-            .chain(members)
+            .filter_map(|p| UserUri::parse(&p.user).ok())
             .map(|u| u.domain().to_ascii_lowercase())
             .filter(|d| *d != self.settings.domain)
             .collect();

@@ -99,6 +99,30 @@ impl ParticipantListData {
         self.tls_serialize_detached().unwrap_or_default()
     }
 
+    /// The role of `user` in the encoded list `bytes` (the component's data), read in place
+    /// without building the list: the hub asks it for every message it accepts. None when
+    /// `user` is not listed; an error when the bytes are not a list.
+    pub fn role_in(bytes: &[u8], user: &[u8]) -> Result<Option<u32>, RoomStateError> {
+        let malformed = || RoomStateError::Malformed("participant list".into());
+        let mut rest = bytes;
+        let len = varint(&mut rest).ok_or_else(malformed)?;
+        let (mut list, trailing) = rest.split_at_checked(len).ok_or_else(malformed)?;
+        if !trailing.is_empty() {
+            return Err(malformed());
+        }
+        let mut found = None;
+        while !list.is_empty() {
+            let len = varint(&mut list).ok_or_else(malformed)?;
+            let (name, after) = list.split_at_checked(len).ok_or_else(malformed)?;
+            let (role, after) = after.split_first_chunk::<4>().ok_or_else(malformed)?;
+            if found.is_none() && name == user {
+                found = Some(u32::from_be_bytes(*role));
+            }
+            list = after;
+        }
+        Ok(found)
+    }
+
     /// The index of `user`, if a participant.
     pub fn index_of(&self, user: &str) -> Option<u32> {
         self.participants
@@ -177,6 +201,23 @@ impl ParticipantListUpdate {
             ..Self::default()
         }
     }
+}
+
+/// Reads an MLS variable-length integer (RFC 9420 §2.1.2) off the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<usize> {
+    let (&first, _) = bytes.split_first()?;
+    let len = match first >> 6 {
+        0 => 1,
+        1 => 2,
+        2 => 4,
+        _ => return None,
+    };
+    let (head, rest) = bytes.split_at_checked(len)?;
+    let value = head[1..]
+        .iter()
+        .fold(usize::from(first & 0x3f), |v, &b| (v << 8) | usize::from(b));
+    *bytes = rest;
+    Some(value)
 }
 
 /// Decodes `T`, refusing trailing bytes.
@@ -280,7 +321,31 @@ mod tests {
             }),
             Err(RoomStateError::AlreadyPresent(_))
         ));
+        // The in-place reader agrees with the decoder, and refuses what it refuses.
+        let list = ParticipantListData {
+            participants: vec![
+                UserRolePair::new("a", 3),
+                UserRolePair::new(&"b".repeat(70), 2),
+            ],
+        };
+        let bytes = list.encode();
+        assert_eq!(ParticipantListData::role_in(&bytes, b"a"), Ok(Some(3)));
+        assert_eq!(
+            ParticipantListData::role_in(&bytes, "b".repeat(70).as_bytes()),
+            Ok(Some(2))
+        );
+        assert_eq!(ParticipantListData::role_in(&bytes, b"c"), Ok(None));
+        for cut in 0..bytes.len() {
+            assert!(
+                ParticipantListData::role_in(&bytes[..cut], b"a").is_err(),
+                "{cut}"
+            );
+        }
         for garbage in [&[0xffu8, 0xff][..], &[7, 2, b'a'], &[0, 0]] {
+            assert!(
+                ParticipantListData::role_in(garbage, b"a").is_err(),
+                "{garbage:?}"
+            );
             assert!(ParticipantListData::decode(garbage).is_err(), "{garbage:?}");
         }
     }

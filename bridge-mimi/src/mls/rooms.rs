@@ -183,8 +183,9 @@ fn component(extensions: &Extensions<GroupContext>, id: u16) -> Option<&[u8]> {
 /// not on the participant list: role 0, no capabilities). The participant list the updates'
 /// indexes refer to moves along as each update is checked, so that an index means what it will
 /// mean when that update is applied (two removals in one commit shift the second
-/// one's indexes); [`PolicyCheck::finish`] then checks that every user banned by these
-/// proposals has no client left (§8.1.3: a ban removes the user's clients).
+/// one's indexes); [`PolicyCheck::finish`] then checks that every user these proposals take
+/// off the list or ban has no client left (§8.1.2, §8.1.3: removing or banning a participant
+/// removes their clients), so that every client in the group belongs to a present participant.
 struct PolicyCheck<'g> {
     group: &'g MlsGroup,
     roles: RoleData,
@@ -194,8 +195,8 @@ struct PolicyCheck<'g> {
     list: ParticipantListData,
     /// Leaves removed by the proposals checked so far.
     removed: std::collections::HashSet<LeafNodeIndex>,
-    /// Users moved to the banned role by the proposals checked so far.
-    banned: Vec<UserUri>,
+    /// Users taken off the list or banned by the proposals checked so far.
+    gone: Vec<UserUri>,
 }
 
 impl<'g> PolicyCheck<'g> {
@@ -210,7 +211,7 @@ impl<'g> PolicyCheck<'g> {
             before: list.clone(),
             list,
             removed: std::collections::HashSet::new(),
-            banned: Vec::new(),
+            gone: Vec::new(),
         })
     }
 
@@ -223,8 +224,14 @@ impl<'g> PolicyCheck<'g> {
             .map_or(ROLE_NONE, |p| p.role_index)
     }
 
-    /// Whether `proposer` may make `proposal` after the proposals checked before it.
-    fn check(&mut self, proposer: &UserUri, proposal: &Proposal) -> Result<(), MlsError> {
+    /// Whether `proposer` (whose client is at `leaf`, if a member) may make `proposal` after
+    /// the proposals checked before it.
+    fn check(
+        &mut self,
+        proposer: &UserUri,
+        leaf: Option<LeafNodeIndex>,
+        proposal: &Proposal,
+    ) -> Result<(), MlsError> {
         let name = proposer.to_string();
         let role = self.role_of(name.as_bytes());
         let roles = &self.roles;
@@ -287,8 +294,11 @@ impl<'g> PolicyCheck<'g> {
                 }
             }
             // mls-extensions' SelfRemove takes the proposer's own client out.
-            Proposal::SelfRemove if !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) => {
-                return refuse("may not remove their own clients".into());
+            Proposal::SelfRemove => {
+                if !can(CAPABILITY_CAN_REMOVE_OWN_CLIENT) {
+                    return refuse("may not remove their own clients".into());
+                }
+                self.removed.extend(leaf);
             }
             Proposal::ReInit(_) if can(CAPABILITY_CAN_SEND_MLS_REINIT_PROPOSAL) => {}
             Proposal::GroupContextExtensions(_) | Proposal::ReInit(_) => {
@@ -326,7 +336,7 @@ impl<'g> PolicyCheck<'g> {
                 ));
             }
         }
-        let mut banned = Vec::new();
+        let mut gone = Vec::new();
         for changed in &change.changed_role_participants {
             let target = user_at(changed.user_index)?;
             let (from, to) = (target.role_index, changed.role_index);
@@ -352,7 +362,7 @@ impl<'g> PolicyCheck<'g> {
                 ));
             }
             if to == ROLE_BANNED {
-                banned.push(target.user_str());
+                gone.push(target.user_str());
             }
         }
         for &index in &change.removed_indices {
@@ -369,26 +379,28 @@ impl<'g> PolicyCheck<'g> {
                     target.user_str()
                 ));
             }
+            gone.push(target.user_str());
         }
-        for user in banned {
-            let user = UserUri::parse(&user).map_err(|_| {
-                MlsError::NotAllowed(format!("a ban of {user:?}, which is not a user URI"))
-            })?;
-            self.banned.push(user);
+        for user in gone {
+            // A user URI that does not parse has no client of ours to keep: nothing to check.
+            if let Ok(user) = UserUri::parse(&user) {
+                self.gone.push(user);
+            }
         }
         Ok(())
     }
 
-    /// After the last proposal: every user banned has no client left in the group.
+    /// After the last proposal: every user taken off the list or banned has no client left.
     fn finish(self) -> Result<(), MlsError> {
-        for user in &self.banned {
+        for user in &self.gone {
             let kept = self.group.members().any(|m| {
                 !self.removed.contains(&m.index)
                     && ClientUri::parse(&identity_of(&m.credential)).is_ok_and(|c| c.user() == user)
             });
             if kept {
                 return Err(MlsError::NotAllowed(format!(
-                    "a ban of {user} that keeps a client of theirs in the group"
+                    "{user} taken off the participant list or banned, with a client of theirs \
+                     kept in the group"
                 )));
             }
         }
@@ -464,13 +476,10 @@ fn metadata_changes(old: Option<&RoomMetadata>, new: &RoomMetadata) -> Vec<(&'st
 /// (draft-ietf-mimi-room-policy-03 §8.3, the one message capability a hub enforces). A group
 /// without a participant list (a plain RFC 9420 group) lets every member send.
 fn may_send(group: &MlsGroup, user: &str) -> Result<(), MlsError> {
-    if component(group.extensions(), COMPONENT_PARTICIPANT_LIST).is_none() {
+    let Some(list) = component(group.extensions(), COMPONENT_PARTICIPANT_LIST) else {
         return Ok(());
-    }
-    let role = participants_of(group)?
-        .into_iter()
-        .find(|p| p.user == user)
-        .map_or(ROLE_NONE, |p| p.role_index);
+    };
+    let role = ParticipantListData::role_in(list, user.as_bytes())?.unwrap_or(ROLE_NONE);
     if roles_of(group)?.allows(role, CAPABILITY_CAN_SEND_MESSAGE) {
         Ok(())
     } else {
@@ -522,7 +531,11 @@ fn may_commit(
             Sender::NewMemberCommit | Sender::NewMemberProposal => committer.clone(),
             Sender::External(_) => continue,
         };
-        check.check(&proposer, queued.proposal())?;
+        let leaf = match queued.sender() {
+            Sender::Member(leaf) => Some(*leaf),
+            _ => None,
+        };
+        check.check(&proposer, leaf, queued.proposal())?;
     }
     check.finish()
 }
@@ -1083,7 +1096,7 @@ impl MlsHost {
                 update.encode(),
             )));
             let mut check = PolicyCheck::new(&group)?;
-            check.check(by, &proposal)?;
+            check.check(by, None, &proposal)?;
             check.finish()?;
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
                 b.add_proposal(proposal)
@@ -1180,7 +1193,7 @@ impl MlsHost {
                         "{proposer} does not belong to {domain}"
                     )));
                 }
-                check.check(&proposer, queued.proposal())?;
+                check.check(&proposer, Some(*leaf), queued.proposal())?;
             }
             check.finish()?;
             self.finish_commit(tx, room, by, &mut group, &provider, |b| {
