@@ -771,22 +771,28 @@ impl MlsHost {
         })
     }
 
-    /// The participant list of `room` (users with roles), as the first local member sees it.
-    pub fn participants(&self, room: &RoomUri) -> Result<Vec<Participant>, MlsError> {
+    /// `read` applied to `room`'s group as its first local member sees it.
+    fn read_room<T>(
+        &self,
+        room: &RoomUri,
+        read: impl FnOnce(&MlsGroup) -> Result<T, MlsError>,
+    ) -> Result<T, MlsError> {
         self.room_transaction(room, |tx| {
             let record = self.room_record(tx, room)?;
             let user = self.first_member(room, &record)?;
             let (group, _) = self.load_group(tx, room, &user)?;
-            participants_of(&group)
+            read(&group)
         })
+    }
+
+    /// The participant list of `room` (users with roles), as the first local member sees it.
+    pub fn participants(&self, room: &RoomUri) -> Result<Vec<Participant>, MlsError> {
+        self.read_room(room, participants_of)
     }
 
     /// The credential identities of `room`'s members (clients), in leaf order.
     pub fn members(&self, room: &RoomUri) -> Result<Vec<String>, MlsError> {
-        self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let user = self.first_member(room, &record)?;
-            let (group, _) = self.load_group(tx, room, &user)?;
+        self.read_room(room, |group| {
             Ok(group
                 .members()
                 .map(|m| identity_of(&m.credential))
@@ -796,11 +802,7 @@ impl MlsHost {
 
     /// The current epoch of `room`'s group.
     pub fn epoch(&self, room: &RoomUri) -> Result<u64, MlsError> {
-        self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let user = self.first_member(room, &record)?;
-            Ok(self.load_group(tx, room, &user)?.0.epoch().as_u64())
-        })
+        self.read_room(room, |group| Ok(group.epoch().as_u64()))
     }
 
     /// The current GroupInfo of `room` (an `MLSMessage`, signed by the first local member) and
@@ -1013,14 +1015,8 @@ impl MlsHost {
 
     /// `room`'s metadata, if set.
     pub fn room_metadata(&self, room: &RoomUri) -> Result<Option<RoomMetadata>, MlsError> {
-        self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let user = self.first_member(room, &record)?;
-            let (group, _) = self.load_group(tx, room, &user)?;
-            group
-                .extensions()
-                .app_data_dictionary()
-                .and_then(|ext| ext.dictionary().get(&COMPONENT_ROOM_METADATA))
+        self.read_room(room, |group| {
+            component(group.extensions(), COMPONENT_ROOM_METADATA)
                 .map(|bytes| RoomMetadata::decode(bytes).map_err(MlsError::from))
                 .transpose()
         })
@@ -1030,12 +1026,7 @@ impl MlsHost {
     /// room's roles_list has `canSendMessage` (draft-ietf-mimi-room-policy-03 §8.3). What the
     /// hub checks before it accepts a `/submitMessage`. Every member may send in a plain group.
     pub fn may_send(&self, room: &RoomUri, user: &str) -> Result<(), MlsError> {
-        self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let member = self.first_member(room, &record)?;
-            let (group, _) = self.load_group(tx, room, &member)?;
-            may_send(&group, user)
-        })
+        self.read_room(room, |group| may_send(group, user))
     }
 
     /// `room`'s policy components: its roles (the bridge's default set when the group has no
@@ -1044,10 +1035,7 @@ impl MlsHost {
         &self,
         room: &RoomUri,
     ) -> Result<(RoleData, Option<LoggingPolicy>, Option<BotPolicy>), MlsError> {
-        self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let member = self.first_member(room, &record)?;
-            let (group, _) = self.load_group(tx, room, &member)?;
+        self.read_room(room, |group| {
             let extensions = group.extensions();
             let logging = component(extensions, COMPONENT_LOGGING_POLICY)
                 .map(LoggingPolicy::decode)
@@ -1055,7 +1043,7 @@ impl MlsHost {
             let bots = component(extensions, COMPONENT_BOT_POLICY)
                 .map(BotPolicy::decode)
                 .transpose()?;
-            Ok((roles_of(&group)?, logging, bots))
+            Ok((roles_of(group)?, logging, bots))
         })
     }
 
