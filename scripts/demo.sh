@@ -7,12 +7,22 @@
 #
 # Installs what is missing (Prosody from apt, Synapse and the clients in venvs). Ports: XMPP
 # c2s 25222, Synapse 25808 (override with PROSODY_C2S_PORT, SYNAPSE_PORT, … as in servers.sh).
+#
+# For scripts (scripts/symbol-order.sh runs the demo as its workload): BRIDGE_DEMO_BIN runs that
+# binary instead of building the debug one, BRIDGE_DEMO_WRAP is a command put in front of it
+# (split on spaces), BRIDGE_DEMO_ROUNDS repeats the exchange, and BRIDGE_DEMO_EXIT=1 stops
+# everything after the exchange (and BRIDGE_DEMO_LINGER more seconds, reading /health/ready and
+# /metrics) instead of waiting for Ctrl-C.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-log "building the bridge"
-cargo build -q --bin bridge
-bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/bridge"
+bin="${BRIDGE_DEMO_BIN:-}"
+if [ -z "$bin" ]; then
+  log "building the bridge"
+  cargo build -q --bin bridge
+  bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/bridge"
+fi
+read -r -a wrap <<<"${BRIDGE_DEMO_WRAP:-}"
 
 . "$ROOT/scripts/servers.sh"
 work="$SERVERS_DIR"
@@ -40,12 +50,14 @@ synapse_install
 export PROSODY_C2S_PORT="${PROSODY_C2S_PORT:-25222}"
 export SYNAPSE_PORT="${SYNAPSE_PORT:-25808}"
 export BRIDGE_TEST_AS_PORT="${BRIDGE_TEST_AS_PORT:-25900}"
+BRIDGE_HTTP_PORT="${BRIDGE_HTTP_PORT:-25984}"
 hs="http://127.0.0.1:$SYNAPSE_PORT"
 
 cat >"$work/bridge.toml" <<TOML
 [bridge]
 data_dir = "$work/bridge-data"
 log_level = "info"
+http_addr = "127.0.0.1:$BRIDGE_HTTP_PORT"
 
 [[adapter]]
 id = "xmpp"
@@ -86,17 +98,29 @@ log "alice creates #lobby:localhost on Matrix and invites the bridge bot"
 
 log "starting the bridge (log: $work/bridge.log)"
 "$bin" check -c "$work/bridge.toml"
-"$bin" run -c "$work/bridge.toml" >"$work/bridge.log" 2>&1 &
+"${wrap[@]}" "$bin" run -c "$work/bridge.toml" >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   if grep -q "matrix appservice connected" "$work/bridge.log" && grep -q "XMPP session up" "$work/bridge.log"; then sleep 1; break; fi
   if ! kill -0 "$bridge_pid" 2>/dev/null; then cat "$work/bridge.log" >&2; exit 1; fi
   sleep 0.2
 done
 
 log "one message each way, printed as it arrives on the other side"
-"$BRIDGE_TEST_PYTHON" "$ROOT/scripts/demo_clients.py" exchange --homeserver "$hs" \
-  --xmpp "127.0.0.1:$PROSODY_C2S_PORT" --muc lobby@conference.localhost
+for _ in $(seq 1 "${BRIDGE_DEMO_ROUNDS:-1}"); do
+  "$BRIDGE_TEST_PYTHON" "$ROOT/scripts/demo_clients.py" exchange --homeserver "$hs" \
+    --xmpp "127.0.0.1:$PROSODY_C2S_PORT" --muc lobby@conference.localhost
+done
+if [ "${BRIDGE_DEMO_EXIT:-}" = 1 ]; then
+  # Lingering, read health and metrics as a monitoring system would.
+  for _ in $(seq 1 "${BRIDGE_DEMO_LINGER:-0}"); do
+    "$BRIDGE_TEST_PYTHON" -c 'import sys, urllib.request
+for path in ("/health/ready", "/metrics"):
+    urllib.request.urlopen(sys.argv[1] + path, timeout=10).read()' "http://127.0.0.1:$BRIDGE_HTTP_PORT"
+    sleep 1
+  done
+  exit 0
+fi
 
 cat <<EOF
 
@@ -106,6 +130,7 @@ The bridge is running. Connect any client and talk across:
           join lobby@conference.localhost
   Matrix: homeserver $hs; log in as alice / alicepass (also bob, carol);
           join #lobby:localhost
+Health and metrics: http://127.0.0.1:$BRIDGE_HTTP_PORT/health/ready, /metrics
 Bridge log: $work/bridge.log   Config: $work/bridge.toml
 Ctrl-C stops everything.
 EOF
