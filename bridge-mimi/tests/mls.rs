@@ -1332,3 +1332,53 @@ fn leaving_the_list_while_keeping_a_client_is_refused() {
         .expect("a whole leave");
     assert_eq!(commit.participants.len(), 1);
 }
+
+#[test]
+fn the_last_group_admin_may_not_leave() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let bob = follower.puppet("@bob:matrix.example");
+    let carol = hub.puppet("carol@xmpp.example");
+    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
+    let added = hub
+        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add carol");
+    follower
+        .process(&room, &added.commit)
+        .expect("bob sees carol");
+    // alice makes bob an admin; bob, an admin now, takes alice off the list (from his
+    // provider, checked by the hub): two admins to one.
+    let promoted = hub
+        .set_role(&room, &alice, &bob, ROLE_GROUP_ADMIN)
+        .expect("alice makes bob an admin");
+    follower
+        .process(&room, &promoted.commit)
+        .expect("bob sees it");
+    let removal = follower
+        .remove_user(&room, &bob, &alice)
+        .expect("bob removes alice");
+    hub.process_from(&room, &removal.commit, FOLLOWER)
+        .expect("the hub takes it");
+    let epoch = hub.epoch(&room).expect("epoch");
+
+    // bob, the only group admin now, leaves; carol commits it at the hub: refused, since the
+    // bridge's roles keep at least one group admin (minimum_participants_constraint 1).
+    let proposals = follower.leave(&room, &bob).expect("leave");
+    let bytes: Vec<&[u8]> = proposals.iter().map(Vec::as_slice).collect();
+    let refused = hub.commit_proposals_from(&room, &carol, &bytes, FOLLOWER);
+    assert!(
+        matches!(&refused, Err(MlsError::NotAllowed(why))
+            if why.contains("role 3 (group_admin) would have 0 participants, fewer than its minimum 1")),
+        "{refused:?}"
+    );
+    assert_eq!(hub.epoch(&room).expect("epoch"), epoch, "nothing committed");
+    assert_eq!(
+        hub.participants(&room).expect("list"),
+        vec![
+            participant(&bob.to_string(), ROLE_GROUP_ADMIN),
+            participant(&carol.to_string(), ROLE_ORDINARY_USER),
+        ]
+    );
+}

@@ -197,6 +197,9 @@ struct PolicyCheck<'g> {
     removed: std::collections::HashSet<LeafNodeIndex>,
     /// Users taken off the list or banned by the proposals checked so far.
     gone: Vec<UserUri>,
+    /// Users whose clients the commit adds (Add proposals, the committer of an external
+    /// commit).
+    added: Vec<UserUri>,
 }
 
 impl<'g> PolicyCheck<'g> {
@@ -212,6 +215,7 @@ impl<'g> PolicyCheck<'g> {
             list,
             removed: std::collections::HashSet::new(),
             gone: Vec::new(),
+            added: Vec::new(),
         })
     }
 
@@ -262,6 +266,7 @@ impl<'g> PolicyCheck<'g> {
                 if !own && !can(CAPABILITY_CAN_ADD_PARTICIPANT) {
                     return refuse(format!("may add only clients of their own, not {identity}"));
                 }
+                self.added.extend(user.ok());
             }
             Proposal::AppDataUpdate(update) => {
                 let AppDataUpdateOperation::Update(bytes) = update.operation() else {
@@ -404,6 +409,74 @@ impl<'g> PolicyCheck<'g> {
                 )));
             }
         }
+        self.check_constraints()
+    }
+
+    /// The roles' participant-count constraints (room-policy §3: participants per role, and
+    /// those of them with a client in the group). Only a count the commit changes is held to
+    /// them, so a room that is already outside a bound (or a role list changed under it) can
+    /// still make every commit that does not move that count.
+    fn check_constraints(&self) -> Result<(), MlsError> {
+        let user_of = |m: &Member| {
+            ClientUri::parse(&identity_of(&m.credential))
+                .ok()
+                .map(|c| c.user().to_string().into_bytes())
+        };
+        let active_before: std::collections::HashSet<Vec<u8>> =
+            self.group.members().filter_map(|m| user_of(&m)).collect();
+        let active_after: std::collections::HashSet<Vec<u8>> = self
+            .group
+            .members()
+            .filter(|m| !self.removed.contains(&m.index))
+            .filter_map(|m| user_of(&m))
+            .chain(self.added.iter().map(|u| u.to_string().into_bytes()))
+            .collect();
+        let count = |list: &ParticipantListData,
+                     role: u32,
+                     active: Option<&std::collections::HashSet<Vec<u8>>>| {
+            list.participants
+                .iter()
+                .filter(|p| {
+                    p.role_index == role && active.is_none_or(|a| a.contains(p.user.as_slice()))
+                })
+                .count()
+        };
+        for role in &self.roles.roles {
+            let index = role.role_index;
+            let bounds = [
+                (
+                    "participants",
+                    count(&self.before, index, None),
+                    count(&self.list, index, None),
+                    role.minimum_participants_constraint,
+                    role.maximum_participants_constraint,
+                ),
+                (
+                    "participants with a client in the group",
+                    count(&self.before, index, Some(&active_before)),
+                    count(&self.list, index, Some(&active_after)),
+                    role.minimum_active_participants_constraint,
+                    role.maximum_active_participants_constraint,
+                ),
+            ];
+            for (what, before, after, min, max) in bounds {
+                if before == after {
+                    continue;
+                }
+                let after32 = u32::try_from(after).unwrap_or(u32::MAX);
+                let name = String::from_utf8_lossy(role.role_name.as_slice());
+                if after32 < min {
+                    return Err(MlsError::NotAllowed(format!(
+                        "role {index} ({name}) would have {after} {what}, fewer than its minimum {min}"
+                    )));
+                }
+                if let Some(max) = max.filter(|&max| after32 > max) {
+                    return Err(MlsError::NotAllowed(format!(
+                        "role {index} ({name}) would have {after} {what}, more than its maximum {max}"
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -511,6 +584,9 @@ fn may_commit(
         )));
     }
     let mut check = PolicyCheck::new(group)?;
+    if external {
+        check.added.push(committer.clone());
+    }
     // An external commit adds the committer's client: §8.1.1, a listed user whose role has
     // canAddOwnClient (a banned user, or one not listed, may not join so).
     if external
