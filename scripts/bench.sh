@@ -21,4 +21,16 @@ if [ "$name" = matrix ] || [ "$name" = e2e ]; then
 fi
 # The bench binary, and the bridge binary the matrix bench runs for its RSS figure.
 cargo build --release -q --workspace --bin bench --bin bridge >&2
+# The bridge's memory figures depend on its code layout (bridge/build.rs): say how much of the
+# recorded function order this binary still has.
+order="$ROOT/bridge/symbol-order.txt"
+bridge_bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/bridge"
+if [ -f "$order" ] && command -v nm >/dev/null; then
+  found=$(nm --defined-only "$bridge_bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
+  total=$(sort -u "$order" | wc -l)
+  echo "code layout: $found of $total recorded functions are in the bridge binary" >&2
+  if [ $((found * 10)) -lt $((total * 9)) ]; then
+    echo "  the order is stale (dependencies changed?) or holds another profile's names: memory figures may be higher; scripts/symbol-order.sh records it again" >&2
+  fi
+fi
 exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/bench" "$name"
