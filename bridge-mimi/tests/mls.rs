@@ -12,7 +12,7 @@ use bridge_mimi::codepoints::{
 use bridge_mimi::mls::kv::StoreKv;
 use bridge_mimi::mls::metadata::RoomMetadata;
 use bridge_mimi::mls::policy::{BRIDGE_STATEMENT, LoggingPolicy, RoleData};
-use bridge_mimi::mls::uri::RoomUri;
+use bridge_mimi::mls::uri::{RoomUri, UserUri};
 use bridge_mimi::mls::{
     KeyPackageSettings, MlsError, MlsHost, Participant, Processed, RoomProfile,
 };
@@ -98,6 +98,26 @@ fn room_with_two(hub: &MlsHost, follower: &MlsHost) -> RoomUri {
         output.participants
     );
     room
+}
+
+/// alice (the room's admin) adds `name`'s puppet on the hub as an ordinary participant; the
+/// follower processes the commit. The puppet, and what the follower made of the commit.
+fn add_local_puppet(
+    hub: &MlsHost,
+    follower: &MlsHost,
+    room: &RoomUri,
+    name: &str,
+) -> (UserUri, Processed) {
+    let alice = hub.puppet("alice@xmpp.example");
+    let user = hub.puppet(name);
+    let key_package = hub.take_key_package(&user).expect("take").expect("kp");
+    let output = hub
+        .add_client(room, &alice, key_package, ROLE_ORDINARY_USER)
+        .expect("add a local puppet");
+    let seen = follower
+        .process(room, &output.commit)
+        .expect("the follower processes it");
+    (user, seen)
 }
 
 #[test]
@@ -212,24 +232,15 @@ fn two_puppets_of_one_host_share_a_room() {
     let follower = memory_host(FOLLOWER);
     let room = room_with_two(&hub, &follower);
     let alice = hub.puppet("alice@xmpp.example");
-    let carol = hub.puppet("@carol:matrix.example");
     let bob = follower.puppet("@bob:matrix.example");
 
     // carol is local: her puppet joins as soon as the commit is made.
-    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
-    let output = hub
-        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
-        .expect("add carol");
+    let (carol, seen) = add_local_puppet(&hub, &follower, &room, "@carol:matrix.example");
     assert_eq!(
         hub.local_members_of(&room).expect("locals"),
         vec![alice.clone(), carol.clone()]
     );
-    assert!(matches!(
-        follower
-            .process(&room, &output.commit)
-            .expect("bob processes"),
-        Processed::Commit { epoch: 2, .. }
-    ));
+    assert!(matches!(seen, Processed::Commit { epoch: 2, .. }));
 
     // carol speaks; bob reads it, and alice's view (the hub's reader) does too.
     let from_carol = hub.encrypt(&room, &carol, b"from carol").expect("encrypt");
@@ -1340,14 +1351,7 @@ fn the_last_group_admin_may_not_leave() {
     let room = room_with_two(&hub, &follower);
     let alice = hub.puppet("alice@xmpp.example");
     let bob = follower.puppet("@bob:matrix.example");
-    let carol = hub.puppet("carol@xmpp.example");
-    let key_package = hub.take_key_package(&carol).expect("take").expect("kp");
-    let added = hub
-        .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
-        .expect("add carol");
-    follower
-        .process(&room, &added.commit)
-        .expect("bob sees carol");
+    let (carol, _) = add_local_puppet(&hub, &follower, &room, "carol@xmpp.example");
     // alice makes bob an admin; bob, an admin now, takes alice off the list (from his
     // provider, checked by the hub): two admins to one.
     let promoted = hub
