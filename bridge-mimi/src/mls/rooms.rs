@@ -153,13 +153,16 @@ pub(crate) fn identity_of(credential: &Credential) -> String {
         .unwrap_or_default()
 }
 
+/// The user whose client `credential` names, if it names a client URI.
+fn user_of(credential: &Credential) -> Option<UserUri> {
+    ClientUri::parse(&identity_of(credential))
+        .ok()
+        .map(|c| c.user().clone())
+}
+
 /// The user whose client is at `leaf` of `group`.
 fn user_of_leaf(group: &MlsGroup, leaf: LeafNodeIndex) -> Option<UserUri> {
-    group.member(leaf).and_then(|credential| {
-        ClientUri::parse(&identity_of(credential))
-            .ok()
-            .map(|c| c.user().clone())
-    })
+    group.member(leaf).and_then(user_of)
 }
 
 /// The room's roles (`roles_list`), or the bridge's default set when the group has none.
@@ -399,8 +402,7 @@ impl<'g> PolicyCheck<'g> {
     fn finish(self) -> Result<(), MlsError> {
         for user in &self.gone {
             let kept = self.group.members().any(|m| {
-                !self.removed.contains(&m.index)
-                    && ClientUri::parse(&identity_of(&m.credential)).is_ok_and(|c| c.user() == user)
+                !self.removed.contains(&m.index) && user_of(&m.credential).as_ref() == Some(user)
             });
             if kept {
                 return Err(MlsError::NotAllowed(format!(
@@ -417,18 +419,14 @@ impl<'g> PolicyCheck<'g> {
     /// them, so a room that is already outside a bound (or a role list changed under it) can
     /// still make every commit that does not move that count.
     fn check_constraints(&self) -> Result<(), MlsError> {
-        let user_of = |m: &Member| {
-            ClientUri::parse(&identity_of(&m.credential))
-                .ok()
-                .map(|c| c.user().to_string().into_bytes())
-        };
+        let name_of = |m: &Member| user_of(&m.credential).map(|u| u.to_string().into_bytes());
         let active_before: std::collections::HashSet<Vec<u8>> =
-            self.group.members().filter_map(|m| user_of(&m)).collect();
+            self.group.members().filter_map(|m| name_of(&m)).collect();
         let active_after: std::collections::HashSet<Vec<u8>> = self
             .group
             .members()
             .filter(|m| !self.removed.contains(&m.index))
-            .filter_map(|m| user_of(&m))
+            .filter_map(|m| name_of(&m))
             .chain(self.added.iter().map(|u| u.to_string().into_bytes()))
             .collect();
         let count = |list: &ParticipantListData,
