@@ -32,11 +32,13 @@ bin="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/bridge"
 out="$(mktemp -d /tmp/bridge-symbol-order.XXXXXX)"
 trap 'rm -rf "$out"' EXIT
 
-log "the demo as the workload, the bridge under callgrind"
 # MALLOC_ARENA_MAX set: the bridge would otherwise start itself again to set it (process.rs),
-# and callgrind does not follow that exec.
-MALLOC_ARENA_MAX=2 BRIDGE_DEMO_BIN="$bin" BRIDGE_DEMO_EXIT=1 BRIDGE_DEMO_ROUNDS=3 BRIDGE_DEMO_LINGER=20 \
-  BRIDGE_DEMO_WRAP="valgrind --tool=callgrind --demangle=no --callgrind-out-file=$out/callgrind.%p" \
+# and callgrind does not follow that exec. Mangled names: what the linker's order file needs.
+callgrind="env MALLOC_ARENA_MAX=2 valgrind --tool=callgrind --demangle=no"
+
+log "the demo as the workload, the bridge under callgrind"
+BRIDGE_DEMO_BIN="$bin" BRIDGE_DEMO_EXIT=1 BRIDGE_DEMO_ROUNDS=3 BRIDGE_DEMO_LINGER=20 \
+  BRIDGE_DEMO_WRAP="$callgrind --callgrind-out-file=$out/callgrind.%p" \
   "$ROOT/scripts/demo.sh"
 
 log "the e2e bench as the second workload, the bridge under callgrind"
@@ -49,8 +51,7 @@ cp "${CARGO_TARGET_DIR:-$ROOT/target}/$profile/bench" "$out/bin/"
 # The bench runs the `bridge` next to it. Periodic dumps: the bench kills its last bridge.
 cat >"$out/bin/bridge" <<SH
 #!/bin/sh
-exec env MALLOC_ARENA_MAX=2 valgrind --tool=callgrind --demangle=no --dump-every-bb=300000000 \
-  --callgrind-out-file=$out/callgrind.e2e.%p "$bin" "\$@"
+exec $callgrind --dump-every-bb=300000000 --callgrind-out-file=$out/callgrind.e2e.%p "$bin" "\$@"
 SH
 chmod +x "$out/bin/bridge"
 "$out/bin/bench" e2e >"$out/e2e.log" 2>&1 || {
