@@ -8,7 +8,9 @@
 //! - `--symbol-ordering-file=symbol-order.txt`: the functions a deployment runs (XMPP and
 //!   Matrix, messages both ways; recorded by `scripts/symbol-order.sh`) are placed first, side by
 //!   side. Names the file lists that the binary lacks (another cargo invocation, changed
-//!   dependencies) are ignored: the order is lost, nothing else.
+//!   dependencies) are ignored: the order is lost, nothing else. The names are the same in
+//!   every checkout because `scripts/rustc-wrapper` (`.cargo/config.toml`) remaps the
+//!   checkout's path, which would otherwise reach the `.llvm.<hash>` suffixes of promoted locals.
 //! - `-z pack-relative-relocs` (RELR): the ~1.6 MB table of relative relocations a
 //!   position-independent executable carries becomes ~20 kB, which the dynamic loader no longer
 //!   reads through at start. Needs glibc 2.36 or later at run time, so only when the build
