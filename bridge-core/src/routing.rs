@@ -4,7 +4,7 @@
 //! the config and from runtime changes (CLI, admin commands); both are persisted in the store,
 //! so a restart routes exactly as before.
 
-use std::collections::HashMap;
+use crate::store::FastMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +92,8 @@ pub enum RoutingError {
 /// Neutral rooms and their links, both ways.
 #[derive(Debug, Default, Clone)]
 pub struct RoutingTable {
-    rooms: HashMap<RoomId, Room>,
-    by_native: HashMap<AdapterId, HashMap<RemoteRoomId, RoomId>>,
+    rooms: FastMap<RoomId, Room>,
+    by_native: FastMap<AdapterId, FastMap<RemoteRoomId, RoomId>>,
 }
 
 impl RoutingTable {

@@ -396,9 +396,18 @@ impl Shared {
         };
         if let Some(native) = &ev.native_id {
             // Where backfill resumes after a reconnect.
-            self.last_native
-                .lock()
-                .insert((adapter.clone(), ev.room.clone()), native.clone());
+            let mut last = self.last_native.lock();
+            match last
+                .get_mut(adapter)
+                .and_then(|rooms| rooms.get_mut(&ev.room))
+            {
+                Some(slot) => *slot = native.clone(),
+                None => {
+                    last.entry(adapter.clone())
+                        .or_default()
+                        .insert(ev.room.clone(), native.clone());
+                }
+            }
         }
         let queues = self.queues.read();
         for link in targets() {

@@ -32,7 +32,7 @@ use crate::management::ManagementMessage;
 use crate::routing::{Link, Room, RoomSettings, RoutingError, RoutingTable};
 use crate::store::keys::{Key, KeyReader, read_pair, tag};
 use crate::store::{
-    Batch, CombiningStore, Store, StoreError, check_format, delete_with_prefix,
+    Batch, CombiningStore, FastMap, FastSet, Store, StoreError, check_format, delete_with_prefix,
     for_each_with_prefix,
 };
 
@@ -130,11 +130,12 @@ pub(crate) struct Shared {
     /// Serialises acceptance: ID issue, the store batch and the queue pushes happen in one
     /// order, which is the delivery order of every link.
     pub(crate) ingest_lock: Mutex<()>,
-    pub(crate) adapters: HashMap<AdapterId, AdapterSlot>,
-    queues: RwLock<HashMap<Link, Arc<LinkQueue>>>,
-    puppets: RwLock<HashMap<AdapterId, HashSet<RemoteUserId>>>,
+    pub(crate) adapters: FastMap<AdapterId, AdapterSlot>,
+    queues: RwLock<FastMap<Link, Arc<LinkQueue>>>,
+    puppets: RwLock<FastMap<AdapterId, FastSet<RemoteUserId>>>,
     /// The newest native ID accepted from each native room in this process (for backfill).
-    pub(crate) last_native: Mutex<HashMap<(AdapterId, RemoteRoomId), RemoteEventId>>,
+    /// By adapter, then room: updated in place for every accepted event, without new keys.
+    pub(crate) last_native: Mutex<FastMap<AdapterId, FastMap<RemoteRoomId, RemoteEventId>>>,
     pub(crate) settings: DeliverySettings,
     pub(crate) default_policy: DegradePolicy,
     pub(crate) shutdown: CancellationToken,
@@ -288,7 +289,8 @@ pub(crate) async fn backfill(shared: &Arc<Shared>, adapter: &AdapterId) {
         let after = shared
             .last_native
             .lock()
-            .get(&(adapter.clone(), room.clone()))
+            .get(adapter)
+            .and_then(|rooms| rooms.get(&room))
             .cloned();
         let events = match slot
             .adapter
@@ -410,7 +412,7 @@ impl CoreBuilder {
             self.store = Arc::new(CombiningStore::new(self.store));
         }
         let mut routing = RoutingTable::load(&*self.store)?;
-        let mut adapters = HashMap::new();
+        let mut adapters = FastMap::default();
         for (id, adapter) in self.adapters {
             let caps = adapter.capabilities();
             let slot = AdapterSlot {
@@ -500,7 +502,7 @@ impl CoreBuilder {
         }
         self.store.apply(batch)?;
 
-        let mut puppets: HashMap<AdapterId, HashSet<RemoteUserId>> = HashMap::new();
+        let mut puppets: FastMap<AdapterId, FastSet<RemoteUserId>> = FastMap::default();
         for_each_with_prefix(&*self.store, &Key::new(tag::PUPPET).build(), |key, _| {
             if let Some((adapter, user)) = read_pair(key, tag::PUPPET) {
                 puppets
@@ -522,9 +524,9 @@ impl CoreBuilder {
             routing: RwLock::new(routing),
             ingest_lock: Mutex::new(()),
             adapters,
-            queues: RwLock::new(HashMap::new()),
+            queues: RwLock::new(FastMap::default()),
             puppets: RwLock::new(puppets),
-            last_native: Mutex::new(HashMap::new()),
+            last_native: Mutex::new(FastMap::default()),
             settings: self.settings,
             default_policy: self.policy,
             shutdown: shutdown.clone(),

@@ -5,10 +5,11 @@
 //! writes and reads, however large the store); everything else (outboxes, dead letters, links,
 //! puppets, adapter state), which the core scans in key order, lives in an ordered map. A scan
 //! or [`Store::last`] that reaches into a hashed table is still correct, but linear in that
-//! table's size (the core does that once, at start: the last event ID). Room logs (`G`) grow with
-//! every event too and are scanned per room: each room's entries have an ordered map of their
-//! own (small maps, short keys), where one map over every room compared long common prefixes on
-//! each insert.
+//! table's size (the core does that once, at start: the last event ID). The hashed tables are
+//! split in [`SHARDS`] (a single table's doublings faulted in fresh memory each time). Room logs
+//! (`G`) grow with every event too and are scanned per room: each room's entries have an ordered
+//! map of their own keyed by the event ID as a number ([`LogKey`]), where one map over every room
+//! compared long common prefixes on each insert, and byte keys cost a cache miss per comparison.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -61,11 +62,60 @@ fn reaches_log(prefix: &[u8]) -> bool {
     }
 }
 
+/// The part of a room-log key after the room: the event ID (all the core writes), kept as a
+/// number so that the per-room ordered maps compare in registers. Comparing heap-allocated
+/// keys cost a likely cache miss per comparison, ~17 per insert: 9 % of `bench core`'s
+/// in-memory time was `memcmp`. Any other length is kept as bytes; the order is the bytes'
+/// order either way (a 16-byte big-endian number orders like its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LogKey {
+    Id(u128),
+    Other(Box<[u8]>),
+}
+
+impl LogKey {
+    fn new(rest: &[u8]) -> Self {
+        match <[u8; 16]>::try_from(rest) {
+            Ok(id) => Self::Id(u128::from_be_bytes(id)),
+            Err(_) => Self::Other(rest.into()),
+        }
+    }
+
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Self::Id(id) => f(&id.to_be_bytes()),
+            Self::Other(bytes) => f(bytes),
+        }
+    }
+
+    /// The whole key: `room` followed by this.
+    fn key(&self, room: &[u8]) -> Vec<u8> {
+        self.with_bytes(|rest| [room, rest].concat())
+    }
+}
+
+impl Ord for LogKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (Self::Id(a), Self::Id(b)) => a.cmp(b),
+            _ => self.with_bytes(|a| other.with_bytes(|b| a.cmp(b))),
+        }
+    }
+}
+
+impl PartialOrd for LogKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// A key with its hash computed once: growing the table then rehashes without reading keys.
+/// Boxed slices rather than vectors (here and for the values): 16 bytes a slot each instead of
+/// 24, and these tables hold every event's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Hashed {
     hash: u64,
-    key: Vec<u8>,
+    key: Box<[u8]>,
 }
 
 impl std::hash::Hash for Hashed {
@@ -95,49 +145,84 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
-#[derive(Debug, Default)]
+/// The tables read only by key are split into this many hash tables, by bits of the key's hash
+/// that neither picks a table's slot (the low bits) nor its tag (the top 7). One table of every
+/// event's keys (1.2 million in `bench core`) doubled by allocating fresh memory each time and
+/// copying into it: 15 % of that bench's in-memory time went to faulting those pages in. Tables
+/// of 1/64 the size grow one at a time, and the allocator reuses what the others freed.
+const SHARDS: usize = 64;
+
+type HashedTable = HashMap<Hashed, Box<[u8]>, BuildHasherDefault<PassThrough>>;
+
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize & (SHARDS - 1)
+}
+
+#[derive(Debug)]
 struct Maps {
     ordered: BTreeMap<Vec<u8>, Vec<u8>>,
-    hashed: HashMap<Hashed, Vec<u8>, BuildHasherDefault<PassThrough>>,
+    hashed: Vec<HashedTable>,
     hasher: KeyHash,
     /// Room-log entries: per room (the key up to the room), by the rest of the key.
-    logs: HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, KeyHash>,
+    logs: HashMap<Vec<u8>, BTreeMap<LogKey, Box<[u8]>>, KeyHash>,
+}
+
+impl Default for Maps {
+    fn default() -> Self {
+        Self {
+            ordered: BTreeMap::new(),
+            hashed: (0..SHARDS).map(|_| HashedTable::default()).collect(),
+            hasher: KeyHash::default(),
+            logs: HashMap::default(),
+        }
+    }
 }
 
 impl Maps {
-    fn hashed(&self, key: Vec<u8>) -> Hashed {
+    fn hashed(&self, key: Box<[u8]>) -> Hashed {
         Hashed {
             hash: self.hasher.hash_one(&key),
             key,
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+    /// Every entry of the hashed tables, in no order.
+    fn all_hashed(&self) -> impl Iterator<Item = (&Hashed, &Box<[u8]>)> {
+        self.hashed.iter().flat_map(|table| table.iter())
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
         if let Some((room, rest)) = split_log(key) {
-            self.logs.get(room).and_then(|log| log.get(rest))
+            self.logs
+                .get(room)
+                .and_then(|log| log.get(&LogKey::new(rest)))
+                .map(AsRef::as_ref)
         } else if is_hashed(key) {
             // A lookup needs an owned key; events are read far less often than written.
-            self.hashed.get(&self.hashed(key.to_vec()))
+            let key = self.hashed(key.into());
+            self.hashed[shard_of(key.hash)].get(&key).map(AsRef::as_ref)
         } else {
-            self.ordered.get(key)
+            self.ordered.get(key).map(Vec::as_slice)
         }
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         if let Some((room, rest)) = split_log(&key) {
             match value {
-                Some(v) => match self.logs.get_mut(room) {
-                    Some(log) => {
-                        log.insert(rest.to_vec(), v);
+                Some(v) => {
+                    let (rest, v) = (LogKey::new(rest), v.into_boxed_slice());
+                    match self.logs.get_mut(room) {
+                        Some(log) => {
+                            log.insert(rest, v);
+                        }
+                        None => {
+                            self.logs.insert(room.to_vec(), BTreeMap::from([(rest, v)]));
+                        }
                     }
-                    None => {
-                        self.logs
-                            .insert(room.to_vec(), BTreeMap::from([(rest.to_vec(), v)]));
-                    }
-                },
+                }
                 None => {
                     if let Some(log) = self.logs.get_mut(room) {
-                        log.remove(rest);
+                        log.remove(&LogKey::new(rest));
                         if log.is_empty() {
                             self.logs.remove(room);
                         }
@@ -148,15 +233,15 @@ impl Maps {
         }
         match (value, is_hashed(&key)) {
             (Some(v), true) => {
-                let key = self.hashed(key);
-                self.hashed.insert(key, v);
+                let key = self.hashed(key.into_boxed_slice());
+                self.hashed[shard_of(key.hash)].insert(key, v.into_boxed_slice());
             }
             (Some(v), false) => {
                 self.ordered.insert(key, v);
             }
             (None, true) => {
-                let key = self.hashed(key);
-                self.hashed.remove(&key);
+                let key = self.hashed(key.into_boxed_slice());
+                self.hashed[shard_of(key.hash)].remove(&key);
             }
             (None, false) => {
                 self.ordered.remove(&key);
@@ -173,27 +258,24 @@ impl Maps {
                 return Vec::new();
             };
             let start = match after {
-                Some(a) if a.starts_with(room) => Bound::Excluded(a[room.len()..].to_vec()),
+                Some(a) if a.starts_with(room) => Bound::Excluded(LogKey::new(&a[room.len()..])),
                 // After `prefix` yet outside the room: past every key of the room.
                 Some(_) => return Vec::new(),
-                None => Bound::Included(rest_prefix.to_vec()),
+                None => Bound::Included(LogKey::new(rest_prefix)),
             };
             return log
                 .range((start, Bound::Unbounded))
-                .take_while(|(rest, _)| rest.starts_with(rest_prefix))
+                .take_while(|(rest, _)| rest.with_bytes(|rest| rest.starts_with(rest_prefix)))
                 .take(limit)
-                .map(|(rest, v)| ([room, rest.as_slice()].concat(), v.clone()))
+                .map(|(rest, v)| (rest.key(room), v.to_vec()))
                 .collect();
         }
         let mut out: Vec<Entry> = self
             .logs
             .iter()
-            .flat_map(|(room, log)| {
-                log.iter()
-                    .map(move |(rest, v)| ([room.as_slice(), rest.as_slice()].concat(), v))
-            })
+            .flat_map(|(room, log)| log.iter().map(move |(rest, v)| (rest.key(room), v)))
             .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
-            .map(|(k, v)| (k, v.clone()))
+            .map(|(k, v)| (k, v.to_vec()))
             .collect();
         out.sort_unstable();
         out.truncate(limit);
@@ -203,12 +285,9 @@ impl Maps {
     /// Hashed entries under `prefix` after `after`, sorted (the slow path of scans).
     fn hashed_range(&self, prefix: &[u8], after: Option<&[u8]>) -> Vec<Entry> {
         let mut out: Vec<Entry> = self
-            .hashed
-            .iter()
-            .filter(|(k, _)| {
-                k.key.starts_with(prefix) && after.is_none_or(|a| k.key.as_slice() > a)
-            })
-            .map(|(k, v)| (k.key.clone(), v.clone()))
+            .all_hashed()
+            .filter(|(k, _)| k.key.starts_with(prefix) && after.is_none_or(|a| &*k.key > a))
+            .map(|(k, v)| (k.key.to_vec(), v.to_vec()))
             .collect();
         out.sort_unstable();
         out
@@ -230,7 +309,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.maps.read().get(key).cloned())
+        Ok(self.maps.read().get(key).map(<[u8]>::to_vec))
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -300,11 +379,10 @@ impl Store for MemoryStore {
             return Ok(ordered);
         }
         let hashed = maps
-            .hashed
-            .iter()
+            .all_hashed()
             .filter(|(k, _)| k.key.starts_with(prefix))
             .max_by(|a, b| a.0.key.cmp(&b.0.key))
-            .map(|(k, v)| (k.key.clone(), v.clone()));
+            .map(|(k, v)| (k.key.to_vec(), v.to_vec()));
         Ok(ordered.max(hashed))
     }
 
