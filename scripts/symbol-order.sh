@@ -9,7 +9,11 @@
 # read), then the e2e bench (two rooms, thousands of messages both ways, a restart; its figures
 # mean nothing under callgrind). Run it again when the dependencies change: a function's symbol
 # name carries a hash of its crate's build metadata, and names the binary no longer has are
-# ignored (the layout degrades, nothing breaks). The names depend on the cargo invocation and
+# ignored (the layout degrades, nothing breaks). Edits rename only the ~590 `NAME.llvm.<hash>`
+# locals of the modules they change; scripts/bench.sh prints how many recorded names the binary
+# still has. The names do not depend on the checkout's directory (scripts/rustc-wrapper), but a
+# crate compiled before that wrapper existed keeps its old names until cargo rebuilds it:
+# `cargo clean --release -p <each workspace crate>` before recording in such a target directory. The names depend on the cargo invocation and
 # the profile too: this records those of scripts/bench.sh's (`--release --workspace`);
 # BRIDGE_ORDER_PROFILE=dist records the `dist` profile's, kept in the same file next to the
 # release names (each binary finds only its own; names no build has any more are harmless, and
