@@ -844,6 +844,13 @@ fn shared_values(
         } else if value.first() == Some(&1) {
             let target = String::from_utf8_lossy(&value[1..]).into_owned();
             *refs.entry(target).or_insert(0) += 1;
+        } else if value.first() == Some(&2) {
+            // Split: each large byte string is a shared value of its own.
+            let split = bridge_mimi::mls::split::Split::decode(&value[1..]).expect("split");
+            for target in split.keys() {
+                let target = String::from_utf8_lossy(target).into_owned();
+                *refs.entry(target).or_insert(0) += 1;
+            }
         }
         Ok(())
     })
@@ -862,7 +869,8 @@ fn shared_values(
     (counts, refs)
 }
 
-/// The reference counts of the shared values of `label` ("tree", "context") in `counts`.
+/// The reference counts of the shared values of `label` ("tree", "context", "message_secrets")
+/// in `counts`.
 fn references_per_value(counts: &std::collections::BTreeMap<String, u32>, label: &str) -> Vec<u32> {
     counts
         .iter()
@@ -893,6 +901,14 @@ fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
     assert_eq!(counts, refs, "stored counts match the references");
     assert_eq!(references_per_value(&counts, "tree"), [4]);
     assert_eq!(references_per_value(&counts, "context"), [4]);
+    // Each member's message secrets hold the serialised context of the current epoch and of
+    // the past ones it keeps, each stored once: the current one is referred to four times.
+    let secrets = references_per_value(&counts, "message_secrets");
+    assert_eq!(secrets.iter().max(), Some(&4), "{secrets:?}");
+    assert!(
+        secrets.len() <= 1 + bridge_mimi::mls::PAST_EPOCHS,
+        "{secrets:?}"
+    );
 
     // erin is removed: her copy is gone, and the others moved to a new epoch together.
     hub.remove_user(&room, &alice, &users[2]).expect("remove");
@@ -900,6 +916,12 @@ fn puppets_in_one_group_keep_one_tree_and_context_between_them() {
     assert_eq!(counts, refs);
     assert_eq!(references_per_value(&counts, "tree"), [3]);
     assert_eq!(references_per_value(&counts, "context"), [3]);
+    let secrets = references_per_value(&counts, "message_secrets");
+    assert_eq!(secrets.iter().max(), Some(&3), "{secrets:?}");
+    assert!(
+        secrets.len() <= 1 + bridge_mimi::mls::PAST_EPOCHS,
+        "{secrets:?}"
+    );
 
     // A host opened again over the store reads the shared state: carol and alice still talk.
     drop(hub);

@@ -20,7 +20,8 @@
 // Phases, each in its own child process:
 // - `fanout`: the setup above; `mls_us_per_msg` (alice's puppet encrypts on the hub's host, a
 //   follower's host decrypts with `decrypt_once`, MLS_MESSAGES messages, store writes
-//   included); then the throughput run (MESSAGES messages submitted at once; `fanout_mps` =
+//   included; `mls_cpu_us_per_msg`: the process's CPU over that loop, every thread); then the
+//   throughput run (MESSAGES messages submitted at once; `fanout_mps` =
 //   messages / time until every follower delivered the last) and a paced run (a quarter of that
 //   rate) for the latency submit → every follower delivered.
 // - `rss`: the hub bridge alone with RSS_ROOMS hosted rooms; VmRSS, then RSS_CLIENTS far users
@@ -352,6 +353,7 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
     // MLS cost per message in this group: encrypt on the hub, decrypt at a follower.
     let plaintext: Vec<u8> = (0..200u32).map(|i| (i * 31 % 251) as u8).collect();
     let (mut encrypt, mut decrypt) = (Duration::ZERO, Duration::ZERO);
+    let cpu_before = bridge_tests::cpu_seconds(std::process::id());
     for i in 0..cfg.mls_messages {
         let t = Instant::now();
         let ciphertext = hub.encrypt(&room, &alice, &plaintext)?;
@@ -364,10 +366,13 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
             "decrypted {got:?}"
         );
     }
+    // The process's CPU over the loop, every thread (the store's included), per message.
+    let mls_cpu_us =
+        (bridge_tests::cpu_seconds(std::process::id()) - cpu_before) * 1e6 / cfg.mls_messages as f64;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / cfg.mls_messages as f64;
     let (encrypt_us, decrypt_us) = (per(encrypt), per(decrypt));
     println!(
-        "mls: {} messages of 200 bytes in the {members}-member group: encrypt {encrypt_us:.0} us + decrypt {decrypt_us:.0} us = {:.0} us per message",
+        "mls: {} messages of 200 bytes in the {members}-member group: encrypt {encrypt_us:.0} us + decrypt {decrypt_us:.0} us = {:.0} us per message; CPU {mls_cpu_us:.0} us per message",
         cfg.mls_messages,
         encrypt_us + decrypt_us
     );
@@ -476,6 +481,7 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
         "p50_us": p50,
         "p99_us": p99,
         "mls_us_per_msg": (encrypt_us + decrypt_us).round(),
+        "mls_cpu_us_per_msg": mls_cpu_us.round(),
         "mls_encrypt_us": encrypt_us.round(),
         "mls_decrypt_us": decrypt_us.round(),
         "peak_rss_kb_fanout_phase": rss,
@@ -632,6 +638,7 @@ pub async fn run() -> anyhow::Result<String> {
         "p50_us": fanout["p50_us"],
         "p99_us": fanout["p99_us"],
         "mls_us_per_msg": fanout["mls_us_per_msg"],
+        "mls_cpu_us_per_msg": fanout["mls_cpu_us_per_msg"],
         "mls_encrypt_us": fanout["mls_encrypt_us"],
         "mls_decrypt_us": fanout["mls_decrypt_us"],
         "mls_messages": cfg.mls_messages,

@@ -33,9 +33,11 @@ mod hub;
 pub mod kv;
 mod labels;
 pub mod metadata;
+mod pack;
 pub mod participants;
 pub mod policy;
 mod rooms;
+pub mod split;
 pub mod storage;
 pub mod uri;
 

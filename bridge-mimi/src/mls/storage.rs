@@ -20,7 +20,9 @@
 //!
 //! The ratchet tree and the group context, alike for every member of a group in an epoch, are
 //! stored once per group and content (`mls/s/…`, reference-counted; see `SHARED` below): a bridge
-//! hosting many puppets of one room keeps one tree, not one per puppet.
+//! hosting many puppets of one room keeps one tree, not one per puppet. A member's message
+//! secrets, written after every message, are stored with their serialised group contexts apart
+//! in the same way (see `SPLIT_LABELS` and [`super::split`]).
 //!
 //! Writes of one operation (processing a commit, sending a message…) go to an [`Overlay`] that
 //! [`Overlay::commit`] writes in one atomic batch: a crash never leaves half a merged commit in
@@ -37,6 +39,7 @@ use serde::de::DeserializeOwned;
 use sha2::Digest as _;
 
 use super::kv::KvStore;
+use super::split::{MIN_PART, Split};
 use bridge_core::StoreError;
 
 /// A storage operation of the MLS layer failed.
@@ -59,22 +62,52 @@ const BINARY: u8 = 0;
 
 /// `value` in the binary format, tagged.
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
-    #[allow(unused_mut)] // changed only by tests
-    let mut bytes = rmp_serde::config::BytesMode::ForceAll;
+    Ok(encode_with_parts(value, None)?.0)
+}
+
+/// `value` in the binary format, tagged, and where its byte strings of at least `min` bytes
+/// are ([`super::pack`]).
+fn encode_with_parts(
+    value: &impl Serialize,
+    min: Option<usize>,
+) -> Result<(Vec<u8>, Vec<super::pack::Part>), MlsStorageError> {
     #[cfg(test)]
     match tests::WRITE_OLD.with(std::cell::Cell::get) {
-        Some(tests::Old::Json) => return Ok(serde_json::to_vec(value)?),
-        Some(tests::Old::ByteArrays) => bytes = rmp_serde::config::BytesMode::Normal,
+        Some(tests::Old::Json) => return Ok((serde_json::to_vec(value)?, Vec::new())),
+        Some(tests::Old::ByteArrays) => {
+            let mut out = vec![BINARY];
+            let mut serializer = rmp_serde::Serializer::new(&mut out).with_struct_map();
+            value
+                .serialize(&mut serializer)
+                .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
+            return Ok((out, Vec::new()));
+        }
+        Some(tests::Old::Whole) => {
+            return Ok((
+                super::pack::encode(BINARY, value, None)
+                    .map_err(|e| MlsStorageError::Binary(e.to_string()))?
+                    .0,
+                Vec::new(),
+            ));
+        }
         None => {}
     }
-    let mut out = vec![BINARY];
-    let mut serializer = rmp_serde::Serializer::new(&mut out)
-        .with_struct_map()
-        .with_bytes(bytes);
-    value
-        .serialize(&mut serializer)
+    let packed = super::pack::encode(BINARY, value, min)
         .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
-    Ok(out)
+    // In this crate's tests, every openmls value written is checked to be encoded exactly as
+    // `rmp_serde` alone encodes it.
+    #[cfg(test)]
+    {
+        let mut plain = vec![BINARY];
+        let mut serializer = rmp_serde::Serializer::new(&mut plain)
+            .with_struct_map()
+            .with_bytes(rmp_serde::config::BytesMode::ForceAll);
+        value
+            .serialize(&mut serializer)
+            .expect("rmp_serde encodes it");
+        assert_eq!(packed.0, plain, "pack::encode differs from rmp_serde");
+    }
+    Ok(packed)
 }
 
 /// A stored value: the binary format if tagged, JSON otherwise.
@@ -196,6 +229,18 @@ const SHARED_PREFIX: &[u8] = b"mls/s/";
 /// binary format ([`BINARY`]) nor JSON starts with it.
 const SHARED_REF: u8 = 1;
 
+/// Labels whose values are stored with their large byte strings apart ([`super::split`]):
+/// a member's message secrets, written after every message it sends or decrypts, carry the
+/// serialised group context of each epoch they keep (~38 kB in a 1,000-member MIMI room), the
+/// same for every member. Each such byte string is a shared value like those of [`SHARED`]
+/// (`mls/s/<label>/<group ID>/<hash>`, reference-counted), so a message costs a write of the
+/// member's ~2 kB of secrets, not of the context again.
+const SPLIT_LABELS: [&str; 1] = [MESSAGE_SECRETS];
+
+/// The first byte of a value stored split ([`super::split::Split`]); neither [`BINARY`],
+/// [`SHARED_REF`] nor JSON starts with it.
+const SPLIT: u8 = 2;
+
 /// The key of the reference count of shared value `blob`.
 fn count_key(blob: &[u8]) -> Vec<u8> {
     let mut key = blob.to_vec();
@@ -227,37 +272,116 @@ impl MlsStorage {
         key: &impl Serialize,
         value: &impl Serialize,
     ) -> Result<(), MlsStorageError> {
-        let value = encode(value)?;
         let full = self.key(label, key)?;
+        if SPLIT_LABELS.contains(&label) {
+            return self.write_split(label, key, full, value);
+        }
+        let value = encode(value)?;
         if SHARED.contains(&label) {
-            let mut blob = SHARED_PREFIX.to_vec();
-            blob.extend_from_slice(label.as_bytes());
-            blob.push(b'/');
-            serde_json::to_writer(&mut blob, key)?;
-            blob.push(b'/');
-            let digest = sha2::Sha256::digest(&value);
-            for byte in &digest[..16] {
-                blob.extend_from_slice(format!("{byte:02x}").as_bytes());
-            }
-            let old = self.shared_ref(&full)?;
-            if old.as_deref() == Some(blob.as_slice()) {
+            let blob = self.blob_key(label, key, &value)?;
+            let old = self.references_of(&full)?;
+            if old.len() == 1 && old[0] == blob {
                 return Ok(()); // the same content: the reference stands
             }
-            if let Some(old) = old {
-                self.release(&old)?;
+            for old in &old {
+                self.release(old)?;
             }
-            let count = self.references(&blob)?;
-            if count == 0 {
-                self.overlay.put(blob.clone(), value);
-            }
-            self.overlay
-                .put(count_key(&blob), (count + 1).to_be_bytes().to_vec());
+            self.acquire(&blob, &value)?;
             let mut reference = vec![SHARED_REF];
             reference.extend_from_slice(&blob);
             self.overlay.put(full, reference);
             return Ok(());
         }
         self.overlay.put(full, value);
+        Ok(())
+    }
+
+    /// Writes `value` at `full` with its large byte strings as shared values (see
+    /// [`SPLIT_LABELS`]). A part the previous value had too (the common case: the same epoch's
+    /// context, written again after the next message) keeps its reference, found by comparing
+    /// the contents rather than hashing them; the previous value's other parts are released.
+    fn write_split(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+        full: Vec<u8>,
+        value: &impl Serialize,
+    ) -> Result<(), MlsStorageError> {
+        let (value, found) = encode_with_parts(value, Some(MIN_PART))?;
+        let kv = self.kv.as_ref();
+        let previous = self.overlay.get(kv, &full)?;
+        let mut old: Vec<(usize, Vec<u8>)> = match previous.as_deref().map(<[u8]>::split_first) {
+            Some(Some((&SPLIT, rest))) => Split::decode(rest)
+                .map_err(|e| MlsStorageError::Binary(e.to_string()))?
+                .parts
+                .iter()
+                .map(|&(_, len, blob)| (len, blob.to_vec()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut parts = Vec::with_capacity(found.len());
+        for (range, contents) in found {
+            let mut kept = None;
+            for (i, (len, blob)) in old.iter().enumerate() {
+                if *len == contents.len()
+                    && self.overlay.get(kv, blob)?.as_deref() == Some(contents.as_slice())
+                {
+                    kept = Some(i);
+                    break;
+                }
+            }
+            let blob = match kept {
+                // In order: the parts come in the same order as last time, so the next one to
+                // compare is the one that matches.
+                Some(i) => old.remove(i).1,
+                None => {
+                    let blob = self.blob_key(label, key, &contents)?;
+                    self.acquire(&blob, &contents)?;
+                    blob
+                }
+            };
+            parts.push((range, blob));
+        }
+        for (_, blob) in &old {
+            self.release(blob)?;
+        }
+        let stored = if parts.is_empty() {
+            value
+        } else {
+            Split::encode(SPLIT, &value, &parts)
+        };
+        self.overlay.put(full, stored);
+        Ok(())
+    }
+
+    /// Where the shared value of `contents` under `label` and `key` is kept:
+    /// `mls/s/<label>/<key as JSON>/<first 16 bytes of its SHA-256, hex>`.
+    fn blob_key(
+        &self,
+        label: &str,
+        key: &impl Serialize,
+        contents: &[u8],
+    ) -> Result<Vec<u8>, MlsStorageError> {
+        let mut blob = SHARED_PREFIX.to_vec();
+        blob.extend_from_slice(label.as_bytes());
+        blob.push(b'/');
+        serde_json::to_writer(&mut blob, key)?;
+        blob.push(b'/');
+        let digest = sha2::Sha256::digest(contents);
+        for byte in &digest[..16] {
+            blob.extend_from_slice(format!("{byte:02x}").as_bytes());
+        }
+        Ok(blob)
+    }
+
+    /// Adds a reference to the shared value `blob`, storing `contents` there if it is the first.
+    fn acquire(&self, blob: &[u8], contents: &[u8]) -> Result<(), MlsStorageError> {
+        let count = self.references(blob)?;
+        if count == 0 {
+            self.overlay.put(blob.to_vec(), contents.to_vec());
+        }
+        self.overlay
+            .put(count_key(blob), (count + 1).to_be_bytes().to_vec());
         Ok(())
     }
 
@@ -269,13 +393,19 @@ impl MlsStorage {
         let kv = self.kv.as_ref();
         match self.overlay.get(kv, &self.key(label, key)?)? {
             Some(bytes) => match bytes.split_first() {
-                Some((&SHARED_REF, blob)) => match self.overlay.get(kv, blob)? {
-                    Some(value) => Ok(Some(decode(&value)?)),
-                    None => Err(MlsStorageError::Binary(format!(
-                        "the shared value {} is missing",
-                        String::from_utf8_lossy(blob)
-                    ))),
-                },
+                Some((&SHARED_REF, blob)) => Ok(Some(decode(&self.shared_value(blob)?)?)),
+                Some((&SPLIT, rest)) => {
+                    let split =
+                        Split::decode(rest).map_err(|e| MlsStorageError::Binary(e.to_string()))?;
+                    let parts = split
+                        .keys()
+                        .map(|blob| self.shared_value(blob))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let whole = split
+                        .join(&parts)
+                        .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
+                    Ok(Some(decode(&whole)?))
+                }
                 _ => Ok(Some(decode(&bytes)?)),
             },
             None => Ok(None),
@@ -284,22 +414,38 @@ impl MlsStorage {
 
     fn remove(&self, label: &str, key: &impl Serialize) -> Result<(), MlsStorageError> {
         let full = self.key(label, key)?;
-        if let Some(blob) = self.shared_ref(&full)? {
+        for blob in self.references_of(&full)? {
             self.release(&blob)?;
         }
         self.overlay.delete(full);
         Ok(())
     }
 
-    /// The shared value that the value at `full` refers to, if it is such a reference.
-    fn shared_ref(&self, full: &[u8]) -> Result<Option<Vec<u8>>, MlsStorageError> {
-        Ok(self
-            .overlay
-            .get(self.kv.as_ref(), full)?
-            .and_then(|v| match v.split_first() {
-                Some((&SHARED_REF, blob)) => Some(blob.to_vec()),
-                _ => None,
-            }))
+    /// The shared value stored at `blob`.
+    fn shared_value(&self, blob: &[u8]) -> Result<Vec<u8>, MlsStorageError> {
+        self.overlay.get(self.kv.as_ref(), blob)?.ok_or_else(|| {
+            MlsStorageError::Binary(format!(
+                "the shared value {} is missing",
+                String::from_utf8_lossy(blob)
+            ))
+        })
+    }
+
+    /// The shared values that the value at `full` refers to: one if it is a reference, each
+    /// part if it is split, none otherwise.
+    fn references_of(&self, full: &[u8]) -> Result<Vec<Vec<u8>>, MlsStorageError> {
+        let Some(value) = self.overlay.get(self.kv.as_ref(), full)? else {
+            return Ok(Vec::new());
+        };
+        Ok(match value.split_first() {
+            Some((&SHARED_REF, blob)) => vec![blob.to_vec()],
+            Some((&SPLIT, rest)) => Split::decode(rest)
+                .map_err(|e| MlsStorageError::Binary(e.to_string()))?
+                .keys()
+                .map(<[u8]>::to_vec)
+                .collect(),
+            _ => Vec::new(),
+        })
     }
 
     /// How many references the shared value `blob` has.
@@ -973,6 +1119,8 @@ mod tests {
         Json,
         /// MessagePack with byte vectors as arrays of integers, before byte strings.
         ByteArrays,
+        /// MessagePack with byte strings, message secrets whole (before they were split).
+        Whole,
     }
 
     thread_local! {
@@ -1009,6 +1157,11 @@ mod tests {
     #[test]
     fn a_store_written_with_byte_arrays_is_read() {
         an_old_store_is_read_and_rewritten(Old::ByteArrays);
+    }
+
+    #[test]
+    fn a_store_with_whole_message_secrets_is_read_and_split_when_next_written() {
+        an_old_store_is_read_and_rewritten(Old::Whole);
     }
 
     fn an_old_store_is_read_and_rewritten(format: Old) {
@@ -1053,6 +1206,7 @@ mod tests {
             if format == Old::Json {
                 assert!(!firsts.contains(&BINARY), "JSON only: {firsts:?}");
             }
+            assert!(!firsts.contains(&SPLIT), "nothing split: {firsts:?}");
         }
 
         // After: new hosts (nothing in memory) over the same stores read the old records.
@@ -1071,8 +1225,9 @@ mod tests {
             Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob]),
             other => panic!("expected a commit, got {other:?}"),
         }
-        // What was written since is binary; the rest stays readable.
+        // What was written since is binary, message secrets split; the rest stays readable.
         assert!(formats(&hub_store).contains(&BINARY));
+        assert!(formats(&hub_store).contains(&SPLIT));
         let again = host("hub.example", &hub_store);
         assert_eq!(again.epoch(&room).expect("epoch"), 2);
         assert_eq!(again.members(&room).expect("members").len(), 1);
