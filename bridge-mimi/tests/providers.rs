@@ -1292,3 +1292,164 @@ async fn far_users_with_the_same_name_on_two_adapters_are_two_mimi_users() {
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// The MLS host over the namespace the MIMI adapter named "mimi" uses in `store`.
+fn adapter_host(store: &Arc<dyn Store>, domain: &str) -> bridge_mimi::mls::MlsHost {
+    let namespace = bridge_core::store::keys::Key::new(bridge_core::store::keys::tag::ADAPTER)
+        .str("mimi")
+        .build();
+    bridge_mimi::mls::MlsHost::open(
+        domain,
+        Arc::new(bridge_mimi::mls::kv::StoreKv::new(
+            store.clone(),
+            &namespace,
+        )),
+    )
+}
+
+/// Waits until `url` (a file the hub hosts) answers 404 (`gone`) or is served (not `gone`).
+async fn hosted_file(client: &bridge_mimi::transport::MimiClient, url: &str, gone: bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.download("hub.example", url, 1 << 24).await {
+            Err(e) if gone && e.to_string().contains("404") => return,
+            Ok(_) if !gone => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url}: wanted gone={gone}, got {:?}",
+                other.map(|b| b.len())
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_participant_whose_mimi_role_allows_it_deletes_others_messages_and_their_files() {
+    use bridge_mimi::codepoints::{ROLE_GROUP_ADMIN, ROLE_ORDINARY_USER};
+    use bridge_mimi::mls::uri::RoomUri;
+
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path(), &["hub.example", "follower.example"]);
+    let (hub_port, follower_port) = (free_port(), free_port());
+    let hub_store: Arc<dyn Store> = Arc::new(bridge_core::MemoryStore::new());
+    let follower_store: Arc<dyn Store> = Arc::new(bridge_core::MemoryStore::new());
+
+    // The room as the hub's adapter makes it, with the follower's bob and carol in it; bob is
+    // made a group admin (whose role may delete others' messages), carol stays an ordinary
+    // participant. No adapter action gives a role yet, so this is done on the MLS hosts over
+    // the adapters' stores before the bridges start.
+    {
+        let hub = adapter_host(&hub_store, "hub.example");
+        let follower = adapter_host(&follower_store, "follower.example");
+        let room = RoomUri::parse(ROOM).expect("room URI");
+        let bot = hub.puppet(bridge_mimi::adapter::BOT_USER);
+        hub.create_room(&room, &bot, bridge_mimi::mls::RoomProfile::Mimi)
+            .expect("create");
+        let (bob, carol) = (follower.puppet("bob"), follower.puppet("carol"));
+        let key_packages = [&bob, &carol]
+            .iter()
+            .map(|user| follower.take_key_package(user).expect("take").expect("kp"))
+            .collect();
+        let added = hub
+            .add_clients(&room, &bot, key_packages, ROLE_ORDINARY_USER)
+            .expect("add");
+        follower
+            .join(
+                added.welcome.as_deref().expect("welcome"),
+                Some(&added.ratchet_tree),
+            )
+            .expect("join");
+        let promoted = hub
+            .set_role(&room, &bot, &bob, ROLE_GROUP_ADMIN)
+            .expect("set role");
+        follower
+            .process(&room, &promoted.commit)
+            .expect("the follower takes the role change");
+        assert!(
+            hub.has_capability(
+                &room,
+                &bob.to_string(),
+                bridge_mimi::codepoints::CAPABILITY_CAN_DELETE_OTHER_MESSAGE
+            )
+            .expect("role")
+        );
+    }
+    let hub = start(
+        hub_store,
+        section(
+            dir.path(),
+            "hub.example",
+            hub_port,
+            "follower.example",
+            follower_port,
+        ),
+    )
+    .await;
+    let follower = start(
+        follower_store,
+        section(
+            dir.path(),
+            "follower.example",
+            follower_port,
+            "hub.example",
+            hub_port,
+        ),
+    )
+    .await;
+    wait_serving(&[hub_port, follower_port]).await;
+    let client = follower_client(dir.path(), hub_port);
+
+    // Alice (hub) sends a file: the hub hosts it.
+    let link = serve_file(vec![7; 10_000]).await;
+    hub.far
+        .submit(with_file("h1", "alice", "a cat", &link))
+        .await
+        .expect("submitted");
+    received(&follower, 1).await;
+    settled(&follower).await;
+    let file = last_file(&follower);
+    let copy = follower
+        .far
+        .native_id_of(messages(&follower)[0].id)
+        .expect("delivered");
+    hosted_file(&client, &file.url, false).await;
+
+    // Carol deletes it: her own network lets her (a moderator there), but her MIMI role does
+    // not, so the hub's side keeps the message and the file. Bob's next message shows that
+    // everything carol's deletion could have done has been done.
+    let delete = |id: &str, user: &str| {
+        let mut event = inbound("far-room").id(id).from(user).redact(copy.as_str());
+        event.by_moderator = true;
+        event
+    };
+    follower
+        .far
+        .submit(delete("f1", "carol"))
+        .await
+        .expect("submitted");
+    say(&follower, "f2", "bob", "after carol").await;
+    let got = received(&hub, 1).await;
+    assert_eq!(
+        got,
+        [("mimi://follower.example/u/bob".into(), "after carol".into())]
+    );
+    hosted_file(&client, &file.url, false).await;
+
+    // Bob, a group admin in the MIMI room, deletes it: the hub's side gets the deletion of
+    // alice's message, and the file its provider hosted for it is gone.
+    follower
+        .far
+        .submit(delete("f3", "bob"))
+        .await
+        .expect("submitted");
+    received(&hub, 2).await;
+    match &messages(&hub)[1].kind {
+        EventKind::Redaction { target, .. } => assert_eq!(target.as_str(), "h1"),
+        other => panic!("not a deletion: {other:?}"),
+    }
+    hosted_file(&client, &file.url, true).await;
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

@@ -8,7 +8,7 @@ use bridge_core::{InboundEvent, Pending, Submitted};
 use tracing::{debug, info, warn};
 
 use super::{Running, assets, digest_hex, now_ms, payload, to_bytes};
-use crate::codepoints::ROLE_ORDINARY_USER;
+use crate::codepoints::{CAPABILITY_CAN_DELETE_OTHER_MESSAGE, ROLE_ORDINARY_USER};
 use crate::mls::uri::{ClientUri, RoomUri, UserUri};
 use crate::mls::{MlsError, Processed};
 use crate::transport::{DownloadedAsset, PeerDomain, Provider, ProviderError};
@@ -306,11 +306,42 @@ impl Handler {
                 }
             }
         }
+        // The core lets only a message's author or a moderator delete it. In MIMI a moderator
+        // is a participant whose role has canDeleteOtherMessage (draft-ietf-mimi-room-policy-03;
+        // the bridge's own roles give it to moderators and group admins).
+        let deleted = match &kind {
+            bridge_core::EventKind::Redaction { target, .. } => Some(target.clone()),
+            _ => None,
+        };
+        let by_moderator = match &deleted {
+            Some(_) => self
+                .0
+                .mls
+                .has_capability(room, &user.to_string(), CAPABILITY_CAN_DELETE_OTHER_MESSAGE)
+                .map_err(internal)?,
+            None => false,
+        };
         let mut event =
             InboundEvent::new(room.to_string(), Some(decoded.id), user.to_string(), kind);
         event.ts = ts;
         event.sender.display_name = Some(display_name(&user));
-        self.0.ctx.enqueue(event).map(Some).map_err(internal)
+        event.by_moderator = by_moderator;
+        let pending = self.0.ctx.enqueue(event).map_err(internal)?;
+        // A moderator deleting one of our puppets' messages (the only messages whose files we
+        // host; their author is never this sender, who is on another provider): its files go
+        // too, in the writes the event's flush covers.
+        if let Some(message) = deleted.filter(|_| by_moderator) {
+            match assets::forget_files_of(self.0.ctx.store(), message.as_str()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(%message, files = n, "hosted files of a message deleted on MIMI deleted")
+                }
+                Err(e) => {
+                    warn!(%message, error = %e, "hosted files of a deleted message not deleted")
+                }
+            }
+        }
+        Ok(Some(pending))
     }
 }
 

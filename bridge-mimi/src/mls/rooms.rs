@@ -547,16 +547,32 @@ fn metadata_changes(old: Option<&RoomMetadata>, new: &RoomMetadata) -> Vec<(&'st
 /// (draft-ietf-mimi-room-policy-03 §8.3, the one message capability a hub enforces). A group
 /// without a participant list (a plain RFC 9420 group) lets every member send.
 fn may_send(group: &MlsGroup, user: &str) -> Result<(), MlsError> {
-    let Some(list) = component(group.extensions(), COMPONENT_PARTICIPANT_LIST) else {
-        return Ok(());
-    };
-    let role = ParticipantListData::role_in(list, user.as_bytes())?.unwrap_or(ROLE_NONE);
-    if roles_of(group)?.allows(role, CAPABILITY_CAN_SEND_MESSAGE) {
+    if role_allows(group, user, CAPABILITY_CAN_SEND_MESSAGE)? != Some(false) {
         Ok(())
     } else {
         Err(MlsError::NotAllowed(format!(
-            "{user} (role {role}) may not send messages in this room"
+            "{user} (role {}) may not send messages in this room",
+            role_index(group, user)?.unwrap_or(ROLE_NONE)
         )))
+    }
+}
+
+/// `user`'s role index in `group`'s participant list (`None`: the group has no list).
+fn role_index(group: &MlsGroup, user: &str) -> Result<Option<u32>, MlsError> {
+    let Some(list) = component(group.extensions(), COMPONENT_PARTICIPANT_LIST) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        ParticipantListData::role_in(list, user.as_bytes())?.unwrap_or(ROLE_NONE),
+    ))
+}
+
+/// Whether `user`'s role in `group` has `capability` (`None`: the group has no participant
+/// list, so no roles).
+fn role_allows(group: &MlsGroup, user: &str, capability: u16) -> Result<Option<bool>, MlsError> {
+    match role_index(group, user)? {
+        Some(role) => Ok(Some(roles_of(group)?.allows(role, capability))),
+        None => Ok(None),
     }
 }
 
@@ -1101,6 +1117,20 @@ impl MlsHost {
     /// hub checks before it accepts a `/submitMessage`. Every member may send in a plain group.
     pub fn may_send(&self, room: &RoomUri, user: &str) -> Result<(), MlsError> {
         self.read_room(room, |group| may_send(group, user))
+    }
+
+    /// Whether `user` (a user URI) has `capability` (`CAPABILITY_*` in [`crate::codepoints`])
+    /// by their role in `room`'s participant list (draft-ietf-mimi-room-policy-03). False in a
+    /// plain group, which has no roles.
+    pub fn has_capability(
+        &self,
+        room: &RoomUri,
+        user: &str,
+        capability: u16,
+    ) -> Result<bool, MlsError> {
+        self.read_room(room, |group| {
+            Ok(role_allows(group, user, capability)?.unwrap_or(false))
+        })
     }
 
     /// `room`'s policy components: its roles (the bridge's default set when the group has no
