@@ -21,7 +21,8 @@
 // - `fanout`: the setup above; `mls_us_per_msg` (alice's puppet encrypts on the hub's host, a
 //   follower's host decrypts with `decrypt_once`, MLS_MESSAGES messages, store writes
 //   included; `mls_cpu_us_per_msg`: the process's CPU over that loop, every thread); then the
-//   throughput run (MESSAGES messages submitted at once; `fanout_mps` =
+//   throughput run (`fanout_cpu_us_per_msg`: the process's CPU, all eleven bridges, over it per
+//   message) (MESSAGES messages submitted at once; `fanout_mps` =
 //   messages / time until every follower delivered the last) and a paced run (a quarter of that
 //   rate) for the latency submit → every follower delivered.
 // - `rss`: the hub bridge alone with RSS_ROOMS hosted rooms; VmRSS, then RSS_CLIENTS far users
@@ -420,6 +421,7 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
     // Throughput: every message submitted at once (pipelined, durability awaited
     // concurrently); done when every follower has the last.
     let started = Instant::now();
+    let cpu_before = bridge_tests::cpu_seconds(std::process::id());
     let mut pending = FuturesUnordered::new();
     for i in 1..=cfg.messages {
         pending.push(ctx.enqueue(message(i))?.durable());
@@ -428,6 +430,10 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
     let accepted = started.elapsed();
     all_received(&sinks, 1 + cfg.messages as u64, "throughput").await?;
     let took = started.elapsed();
+    // Every bridge's CPU (one process) per message fanned out: steadier than the rate on a VM
+    // whose neighbours take time.
+    let fanout_cpu_us =
+        (bridge_tests::cpu_seconds(std::process::id()) - cpu_before) * 1e6 / cfg.messages as f64;
     let fanout_mps = cfg.messages as f64 / took.as_secs_f64();
     println!(
         "fan-out: {} messages to {} followers ({} notifies) in {took:.2?} -> {fanout_mps:.0} messages/s (the hub's core had them all on disk after {accepted:.2?})",
@@ -480,6 +486,7 @@ async fn fanout_phase(cfg: Config) -> anyhow::Result<serde_json::Value> {
         "paced_messages": paced,
         "p50_us": p50,
         "p99_us": p99,
+        "fanout_cpu_us_per_msg": fanout_cpu_us.round(),
         "mls_us_per_msg": (encrypt_us + decrypt_us).round(),
         "mls_cpu_us_per_msg": mls_cpu_us.round(),
         "mls_encrypt_us": encrypt_us.round(),
@@ -638,6 +645,7 @@ pub async fn run() -> anyhow::Result<String> {
         "p50_us": fanout["p50_us"],
         "p99_us": fanout["p99_us"],
         "mls_us_per_msg": fanout["mls_us_per_msg"],
+        "fanout_cpu_us_per_msg": fanout["fanout_cpu_us_per_msg"],
         "mls_cpu_us_per_msg": fanout["mls_cpu_us_per_msg"],
         "mls_encrypt_us": fanout["mls_encrypt_us"],
         "mls_decrypt_us": fanout["mls_decrypt_us"],

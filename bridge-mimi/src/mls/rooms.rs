@@ -895,6 +895,19 @@ impl MlsHost {
         self.read_room(room, |group| Ok(group.epoch().as_u64()))
     }
 
+    /// What names `room`'s group context as this host sees it: the epoch and the confirmed
+    /// transcript hash. Everything in the context (the participant list among it) changes only
+    /// with a commit, which changes both; two contexts with the same pair are the same.
+    pub fn context_version(&self, room: &RoomUri) -> Result<(u64, Vec<u8>), MlsError> {
+        self.read_room(room, |group| {
+            let context = group.public_group().group_context();
+            Ok((
+                context.epoch().as_u64(),
+                context.confirmed_transcript_hash().to_vec(),
+            ))
+        })
+    }
+
     /// The current GroupInfo of `room` (an `MLSMessage`, signed by the first local member) and
     /// its ratchet tree: what `/groupInfo` serves and what a hub needs to follow the group
     /// ([`MlsHost::hub_track`]).
