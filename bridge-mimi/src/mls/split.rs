@@ -19,19 +19,22 @@ use std::ops::Range;
 /// The smallest byte string worth storing apart.
 pub const MIN_PART: usize = 1024;
 
+/// The most parts one value is split into: their count is one byte.
+pub const MAX_PARTS: usize = u8::MAX as usize;
+
 /// A split value is not well formed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Malformed(&'static str);
 
 /// Reads `n` big-endian bytes at `at`.
-fn uint(value: &[u8], at: usize, n: usize) -> Result<usize, Malformed> {
-    let bytes = value
-        .get(at..at + n)
-        .ok_or(Malformed("truncated MessagePack value"))?;
-    Ok(bytes
-        .iter()
-        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
+fn uint(value: &[u8], at: usize, n: usize) -> Option<usize> {
+    let bytes = value.get(at..at + n)?;
+    Some(
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)),
+    )
 }
 
 /// A value with some byte strings taken out.
@@ -44,14 +47,16 @@ pub struct Split<'a> {
 }
 
 impl<'a> Split<'a> {
-    /// Encodes `value` without the byte ranges `parts` (in order, not overlapping), each stored
-    /// under the key given with it, after `tag`.
+    /// Encodes `value` without the byte ranges `parts` (in order, not overlapping, at most
+    /// [`MAX_PARTS`]: any after those stay in the value), each stored under the key given with
+    /// it, after `tag`.
     pub fn encode(tag: u8, value: &[u8], parts: &[(Range<usize>, Vec<u8>)]) -> Vec<u8> {
+        let parts = &parts[..parts.len().min(MAX_PARTS)];
         let taken: usize = parts.iter().map(|(range, _)| range.len()).sum();
         let mut out = Vec::with_capacity(value.len() - taken + 2 + parts.len() * 64);
         out.push(tag);
         out.push(u8::try_from(parts.len()).unwrap_or(u8::MAX));
-        for (range, key) in parts.iter().take(usize::from(u8::MAX)) {
+        for (range, key) in parts {
             out.extend_from_slice(&u32::try_from(range.start).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(&u32::try_from(range.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_be_bytes());
@@ -73,9 +78,9 @@ impl<'a> Split<'a> {
         let mut parts = Vec::with_capacity(usize::from(count));
         let mut previous_end = 0usize;
         for _ in 0..count {
-            let at = uint(rest, 0, 4).map_err(|_| SHORT)?;
-            let len = uint(rest, 4, 4).map_err(|_| SHORT)?;
-            let key_len = uint(rest, 8, 2).map_err(|_| SHORT)?;
+            let at = uint(rest, 0, 4).ok_or(SHORT)?;
+            let len = uint(rest, 4, 4).ok_or(SHORT)?;
+            let key_len = uint(rest, 8, 2).ok_or(SHORT)?;
             let key = rest.get(10..10 + key_len).ok_or(SHORT)?;
             if at < previous_end {
                 return Err(Malformed("split value parts out of order"));
@@ -154,6 +159,18 @@ mod tests {
         let end = Split::encode(2, &value, &[(8010..8014, b"k".to_vec())]);
         let split = Split::decode(&end[1..]).expect("decode");
         assert_eq!(split.join(&[b"tail".to_vec()]).expect("join"), value);
+        // Past MAX_PARTS, parts stay in the value.
+        let many: Vec<(Range<usize>, Vec<u8>)> = (0..300)
+            .map(|i| (i * 10..i * 10 + 5, b"k".to_vec()))
+            .collect();
+        let split_many = Split::encode(2, &value, &many);
+        let split = Split::decode(&split_many[1..]).expect("decode");
+        assert_eq!(split.parts.len(), MAX_PARTS);
+        let contents: Vec<Vec<u8>> = many[..MAX_PARTS]
+            .iter()
+            .map(|(r, _)| value[r.clone()].to_vec())
+            .collect();
+        assert_eq!(split.join(&contents).expect("join"), value);
         let whole = Split::encode(2, &value, &[]);
         assert_eq!(
             Split::decode(&whole[1..])

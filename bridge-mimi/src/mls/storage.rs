@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use sha2::Digest as _;
 
 use super::kv::KvStore;
-use super::split::{MIN_PART, Split};
+use super::split::{MAX_PARTS, MIN_PART, Split};
 use bridge_core::StoreError;
 
 /// A storage operation of the MLS layer failed.
@@ -69,7 +69,8 @@ fn encode(value: &impl Serialize) -> Result<Vec<u8>, MlsStorageError> {
 /// are ([`super::pack`]).
 fn encode_with_parts(
     value: &impl Serialize,
-    min: Option<usize>,
+    #[allow(unused_mut)] // changed only by tests
+    mut min: Option<usize>,
 ) -> Result<(Vec<u8>, Vec<super::pack::Part>), MlsStorageError> {
     #[cfg(test)]
     match tests::WRITE_OLD.with(std::cell::Cell::get) {
@@ -82,14 +83,7 @@ fn encode_with_parts(
                 .map_err(|e| MlsStorageError::Binary(e.to_string()))?;
             return Ok((out, Vec::new()));
         }
-        Some(tests::Old::Whole) => {
-            return Ok((
-                super::pack::encode(BINARY, value, None)
-                    .map_err(|e| MlsStorageError::Binary(e.to_string()))?
-                    .0,
-                Vec::new(),
-            ));
-        }
+        Some(tests::Old::Whole) => min = None,
         None => {}
     }
     let packed = super::pack::encode(BINARY, value, min)
@@ -320,7 +314,8 @@ impl MlsStorage {
             _ => Vec::new(),
         };
         let mut parts = Vec::with_capacity(found.len());
-        for (range, contents) in found {
+        // Only as many as a split value can name; the rest stay in the value.
+        for (range, contents) in found.into_iter().take(MAX_PARTS) {
             let mut kept = None;
             for (i, (len, blob)) in old.iter().enumerate() {
                 if *len == contents.len()
