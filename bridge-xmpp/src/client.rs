@@ -553,6 +553,8 @@ async fn run(
     let pacer = Arc::new(Mutex::new(Pacer::default()));
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
 
+    // Sessions reported so far (see `Outgoing::session`).
+    let mut sessions = 0u64;
     loop {
         let mut stream = StanzaStream::new(
             connector(
@@ -606,14 +608,25 @@ async fn run(
                         }
                         Event::Stanza(stanza) => StreamEvent::Stanza(Element::from(stanza)),
                     };
+                    let online_now = matches!(event, StreamEvent::Online { .. });
                     if !emit(&events, event, &stop).await {
                         break End::Stop;
                     }
+                    if online_now {
+                        sessions += 1;
+                    }
                 }
                 element = out.recv() => {
-                    let Some(crate::stream::Outgoing { stanza: mut element, written }) = element else {
+                    let Some(outgoing) = element else {
                         break End::Stop;
                     };
+                    if outgoing.is_stale(sessions) {
+                        // Its `written` is dropped: a sender waiting for it fails and retries.
+                        tracing::debug!(made_for = outgoing.session, session = sessions,
+                            "outgoing {} made for an earlier session dropped", describe(&outgoing.stanza));
+                        continue;
+                    }
+                    let crate::stream::Outgoing { stanza: mut element, written, .. } = outgoing;
                     // minidom panics on characters XML cannot carry; text from other networks
                     // may hold them.
                     crate::xml::sanitize(&mut element);

@@ -75,6 +75,8 @@ async fn run(
     events: mpsc::Sender<StreamEvent>,
 ) {
     let mut backoff = bridge_core::Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+    // Sessions reported so far (see `Outgoing::session`).
+    let mut sessions = 0u64;
     loop {
         let connect = async {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&settings.server))
@@ -104,7 +106,8 @@ async fn run(
                 if events.send(online).await.is_err() {
                     return;
                 }
-                match serve(conn, &settings, &shutdown, &mut out, &events).await {
+                sessions += 1;
+                match serve(conn, &settings, &shutdown, &mut out, &events, sessions).await {
                     Served::Shutdown | Served::AdapterGone => return,
                     Served::Lost(reason) => reason,
                 }
@@ -143,6 +146,7 @@ async fn serve(
     shutdown: &CancellationToken,
     out: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<StreamEvent>,
+    session: u64,
 ) -> Served {
     let mut last_heard = Instant::now();
     let mut ping_sent: Option<Instant> = None;
@@ -178,7 +182,12 @@ async fn serve(
                 Err(e) => return Served::Lost(e.to_string()),
             },
             outgoing = out.recv() => match outgoing {
-                Some(Outgoing { stanza, written }) => {
+                Some(stale) if stale.is_stale(session) => {
+                    // Its `written` is dropped: a sender waiting for it fails and retries.
+                    tracing::debug!(made_for = stale.session, session,
+                        "outgoing stanza made for an earlier session dropped");
+                }
+                Some(Outgoing { stanza, written, .. }) => {
                     if let Err(e) = conn.send(stanza).await {
                         return Served::Lost(e.to_string());
                     }
@@ -220,6 +229,7 @@ fn ping(domain: &str) -> Element {
 mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::component::tests::{fake_server_handshake, read_until};
@@ -279,5 +289,80 @@ mod tests {
         }
         shutdown.cancel();
         drop(first);
+    }
+
+    fn message(id: &str) -> Element {
+        Element::builder("message", crate::wire::NS_CLIENT)
+            .with("id", id)
+            .with("to", "room@muc.localhost")
+            .build()
+    }
+
+    /// What the adapter made for a session that ended is never written to the next one,
+    /// though it waited in the channel through the reconnect (written there, a message could
+    /// overtake the older ones the adapter sends again at a new session); its sender hears it
+    /// was not written. What is made for the new session is written.
+    #[tokio::test]
+    async fn a_stanza_made_for_an_earlier_session_is_dropped_not_written_to_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let settings = ComponentSettings::new(addr, "bridge.localhost".into(), "s".into());
+        let shutdown = CancellationToken::new();
+        let mut handle = spawn_component(settings, shutdown.clone());
+
+        let (mut first, _) = listener.accept().await.expect("first connection");
+        fake_server_handshake(&mut first, "<handshake/>")
+            .await
+            .expect("handshake");
+        assert!(matches!(
+            next(&mut handle).await,
+            StreamEvent::Online { .. }
+        ));
+        drop(first);
+        assert!(matches!(
+            next(&mut handle).await,
+            StreamEvent::Offline { .. }
+        ));
+
+        // Queued while the task is in the next handshake, where it reads no stanzas: made
+        // for session 1 (the one the adapter knew), so stale in session 2.
+        let (mut second, _) = listener.accept().await.expect("reconnection");
+        let (written, stale_written) = oneshot::channel();
+        let stale = Outgoing {
+            stanza: message("stale"),
+            written: Some(written),
+            session: 1,
+        };
+        handle.out.send(stale).await.expect("queued");
+        fake_server_handshake(&mut second, "<handshake/>")
+            .await
+            .expect("handshake");
+        assert!(matches!(
+            next(&mut handle).await,
+            StreamEvent::Online { .. }
+        ));
+        let (written, fresh_written) = oneshot::channel();
+        let fresh = Outgoing {
+            stanza: message("fresh"),
+            written: Some(written),
+            session: 2,
+        };
+        handle.out.send(fresh).await.expect("queued");
+        let wrote = read_until(&mut second, "fresh")
+            .await
+            .expect("the fresh stanza");
+        assert!(
+            !wrote.contains("stale"),
+            "the stale stanza was written: {wrote}"
+        );
+        assert!(
+            fresh_written.await.is_ok(),
+            "the fresh stanza's sender is told"
+        );
+        assert!(
+            stale_written.await.is_err(),
+            "the stale stanza's sender hears it was not written"
+        );
+        shutdown.cancel();
     }
 }

@@ -48,13 +48,32 @@ pub struct Outgoing {
     /// Told once the stanza is written (handed to the operating system, or to tokio-xmpp's
     /// send queue in client mode); dropped unsent when the session ends first.
     pub written: Option<oneshot::Sender<()>>,
+    /// The session the stanza was made for: how many [`StreamEvent::Online`] the adapter had
+    /// read when it made it (0: none yet). A connection task counts the sessions it reports
+    /// the same way and drops, unsent, a stanza made for an earlier one, whatever it queued
+    /// meanwhile: its context (joins, the rooms' state, the order against what the adapter
+    /// sends again at a new session) was the earlier session's.
+    pub session: u64,
 }
 
+impl Outgoing {
+    /// [`Outgoing::session`] of a stanza for whichever session is up when it is written.
+    pub const ANY_SESSION: u64 = u64::MAX;
+
+    /// Whether the stanza was made for a session before `current` (and is to be dropped).
+    pub fn is_stale(&self, current: u64) -> bool {
+        self.session < current
+    }
+}
+
+/// A stanza for whichever session is up when it is written, with no notice (for users of a
+/// connection task that keep no session context of their own).
 impl From<Element> for Outgoing {
     fn from(stanza: Element) -> Self {
         Self {
             stanza,
             written: None,
+            session: Self::ANY_SESSION,
         }
     }
 }

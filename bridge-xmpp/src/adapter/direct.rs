@@ -238,7 +238,7 @@ impl Inner {
             )
             .build();
         if let Some(out) = self.out.lock().clone() {
-            let _ = out.try_send(error.into());
+            let _ = out.try_send(self.outgoing(error, None));
         }
     }
 

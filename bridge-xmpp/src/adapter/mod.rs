@@ -101,6 +101,12 @@ struct Waiters {
 /// A room's messages bounced for an absent occupant, by event ID: each with how often it bounced.
 type Bounced = std::collections::BTreeMap<String, (OutboundEvent, u32)>;
 
+tokio::task_local! {
+    /// The session in which the core's `send` running on this task was let through
+    /// ([`Inner::until_resent`]): what it writes is made for that session.
+    static ADMITTED: u64;
+}
+
 /// Held by the join of one occupant to one room in progress.
 type JoinTurn = Arc<tokio::sync::Mutex<()>>;
 
@@ -282,11 +288,28 @@ impl Inner {
         )
     }
 
+    /// The session a stanza made now is for: the one the core's `send` in progress on this
+    /// task was let through in ([`ADMITTED`]), else the current one.
+    fn stanza_session(&self) -> u64 {
+        ADMITTED
+            .try_with(|session| *session)
+            .unwrap_or_else(|_| self.catching_up.lock().0)
+    }
+
+    /// `stanza` for the connection task, made for [`Inner::stanza_session`].
+    fn outgoing(&self, stanza: Element, written: Option<oneshot::Sender<()>>) -> Outgoing {
+        Outgoing {
+            stanza,
+            written,
+            session: self.stanza_session(),
+        }
+    }
+
     /// Queues a stanza for the connection task.
     async fn send_stanza(&self, stanza: Element) -> Result<(), AdapterError> {
         let out = self.out.lock().clone();
         let out = out.ok_or_else(|| AdapterError::transient("not connected to the XMPP server"))?;
-        out.send(stanza.into())
+        out.send(self.outgoing(stanza, None))
             .await
             .map_err(|_| AdapterError::transient("the XMPP connection is gone"))
     }
@@ -297,10 +320,7 @@ impl Inner {
         let out = self.out.lock().clone();
         let out = out.ok_or_else(|| AdapterError::transient("not connected to the XMPP server"))?;
         let (written, done) = oneshot::channel();
-        let outgoing = Outgoing {
-            stanza,
-            written: Some(written),
-        };
+        let outgoing = self.outgoing(stanza, Some(written));
         let gone =
             || AdapterError::transient("the XMPP connection ended before the message was written");
         out.send(outgoing).await.map_err(|_| gone())?;
@@ -467,17 +487,18 @@ impl Inner {
     }
 
     /// Waits until the current session has joined its rooms and sent again what the previous
-    /// one left unconfirmed (bounded: joins and archive queries time out). Returns at once
-    /// when there is no session yet (the send then fails as not connected).
-    async fn until_resent(&self) {
+    /// one left unconfirmed (bounded: joins and archive queries time out), and returns that
+    /// session. Returns at once when there is no session yet (the send then fails as not
+    /// connected).
+    async fn until_resent(&self) -> u64 {
         let mut done = self.resent.subscribe();
         loop {
             let session = self.catching_up.lock().0;
             if session == 0 || *done.borrow_and_update() >= session {
-                return;
+                return session;
             }
             if done.changed().await.is_err() {
-                return;
+                return session;
             }
         }
     }
@@ -599,6 +620,9 @@ impl Adapter for XmppAdapter {
                         };
                         *self.inner.me.lock() = Some(jid);
                         self.inner.rooms.lock().reset();
+                        // What still waits for an answer was sent for an earlier session, or
+                        // dropped as made for one: it fails now, not at its timeout.
+                        *self.inner.waiters.lock() = Waiters::default();
                         tokio::spawn(self.inner.clone().join_linked_rooms(ctx.clone(), session));
                         let this = self.inner.clone();
                         tokio::spawn(async move { this.discover_upload().await });
@@ -641,9 +665,17 @@ impl Adapter for XmppAdapter {
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
-        self.inner.until_resent().await;
-        self.inner.until_rebounded(event.room.as_str()).await;
-        self.inner.deliver(event).await
+        let session = self.inner.until_resent().await;
+        // Everything this send writes is for the session it was let through in: should a new
+        // one start meanwhile, the connection task drops it and the send fails, to be retried
+        // after that session's own resending (sent as it is, it could overtake the messages
+        // the lost session left unconfirmed).
+        ADMITTED
+            .scope(session, async {
+                self.inner.until_rebounded(event.room.as_str()).await;
+                self.inner.deliver(event).await
+            })
+            .await
     }
 
     /// A groupchat message from the listener (the bridge's own occupant). Its reflection is
