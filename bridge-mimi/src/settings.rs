@@ -13,6 +13,8 @@
 //! # timeout_secs = 30                  # one request to a peer
 //! # max_file_mb = 25                   # largest attachment sent or received (1 to 100 MiB)
 //! # mls_cache_groups = 64              # MLS groups kept in memory between messages (0 to 100000)
+//! # hosted_files_days = 30             # delete files we host for peers after this many days
+//! #                                    # (1 to 36500; default: kept until their message is deleted)
 //! [adapter.peers]                      # optional: where a peer provider is served
 //! "hub.example" = "https://mimi.hub.example:8443"   # default: https://DOMAIN
 //! # or, to connect to a fixed address instead of resolving the URL's host:
@@ -55,6 +57,8 @@ pub struct Settings {
     pub max_file_bytes: u64,
     /// How many MLS groups (one puppet's view of one room) stay in memory between operations.
     pub mls_cache_groups: usize,
+    /// How long a file we host for peers is served; `None`: until its message is deleted.
+    pub hosted_files_max_age: Option<Duration>,
 }
 
 impl Settings {
@@ -69,6 +73,8 @@ impl Settings {
 
 /// The default of `max_file_mb`.
 const DEFAULT_MAX_FILE_MB: u64 = 25;
+/// The largest `hosted_files_days`: a hundred years.
+const MAX_HOSTED_FILES_DAYS: i64 = 36_500;
 
 const KEYS: &[&str] = &[
     "domain",
@@ -81,6 +87,7 @@ const KEYS: &[&str] = &[
     "timeout_secs",
     "max_file_mb",
     "mls_cache_groups",
+    "hosted_files_days",
 ];
 
 /// Whether `domain` is a plausible DNS name (letters, digits, `-`, dots between labels).
@@ -223,6 +230,19 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
             crate::mls::DEFAULT_GROUP_CACHE
         }
     };
+    let hosted_files_max_age = match table.get("hosted_files_days") {
+        None => None,
+        Some(toml::Value::Integer(n)) if (1..=MAX_HOSTED_FILES_DAYS).contains(n) => {
+            Some(Duration::from_secs(n.unsigned_abs() * 24 * 3600))
+        }
+        Some(_) => {
+            issues.push(ConfigIssue::new(
+                "hosted_files_days",
+                format!("expected a whole number of days from 1 to {MAX_HOSTED_FILES_DAYS} (leave it out to keep files until their message is deleted)"),
+            ));
+            None
+        }
+    };
     match (domain, listen, certificate, key, ca) {
         (Some(domain), Some(listen), Some(certificate), Some(key), Some(ca))
             if issues.is_empty() =>
@@ -242,6 +262,7 @@ pub fn parse(table: &toml::Table) -> Result<Settings, Vec<ConfigIssue>> {
                 timeout,
                 max_file_bytes,
                 mls_cache_groups,
+                hosted_files_max_age,
             })
         }
         _ => Err(issues),
@@ -279,6 +300,16 @@ mod tests {
         );
         assert_eq!(settings.peer_origin("b.example"), "https://b.example");
         assert_eq!(settings.timeout, Duration::from_secs(30));
+        assert_eq!(settings.hosted_files_max_age, None, "kept by default");
+        let mut days = table(
+            "domain = \"b.example\"\nlisten = \"127.0.0.1:1\"\ncertificate = \"c\"\nkey = \"k\"\nca = \"a\"\nhosted_files_days = 30",
+        );
+        assert_eq!(
+            parse(&days).expect("valid").hosted_files_max_age,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        days.insert("hosted_files_days".into(), "30d".into());
+        assert!(parse(&days).is_err(), "days are a whole number");
         assert_eq!(
             settings.addresses.get("c.example"),
             Some(&"127.0.0.1:1".parse().expect("address"))
@@ -319,6 +350,7 @@ mod tests {
             certificate = 3
             origin = "http://x"
             timeout_secs = 0
+            hosted_files_days = 0
             colour = "blue"
             [peers]
             "hub.example" = "ftp://x"
@@ -335,6 +367,7 @@ mod tests {
             "ca",
             "origin",
             "timeout_secs",
+            "hosted_files_days",
             "peers.\"hub.example\"",
         ] {
             assert!(paths.contains(&path), "{path} missing from {paths:?}");

@@ -7,7 +7,8 @@
 //! nonce, the SHA-256 of the ciphertext (`contentHash`: "hash of the content at the target
 //! url") and the size of the *plaintext* (what a user is shown; the draft does not say which).
 //! The ciphertext is kept in the adapter's store, so it survives restarts; peers download it
-//! over the same mutual-TLS HTTPS as every other MIMI call.
+//! over the same mutual-TLS HTTPS as every other MIMI call. It is deleted with its message, and
+//! after `hosted_files_days` when that is set ([`expire_hosted`]).
 //!
 //! **Receiving.** The decryption details of each received part are stored under its URL before
 //! the message is handed to the core; when another adapter re-hosts the file
@@ -25,6 +26,15 @@ use crate::content::ExternalPart;
 
 /// Store key prefix of files we host: ID → ciphertext.
 const HOSTED: &str = "a/asset/";
+/// Store key prefix of when each hosted file was hosted, in hosting order:
+/// `a/hosted-at/<ms since the epoch, 12 hex digits>/<ID>` → nothing. Read to delete files older
+/// than `hosted_files_days` ([`expire_hosted`]).
+const HOSTED_AT: &str = "a/hosted-at/";
+/// Written once every file hosted before hosting times were recorded has an entry under
+/// [`HOSTED_AT`] (the time of that pass, which stands for their hosting time).
+const HOSTED_AT_COMPLETE: &[u8] = b"a/hosted-at-complete";
+/// Index entries read per page when expiring.
+const PAGE: usize = 256;
 /// Store key prefix of which hosted files a message of ours carries: the message's ID (its first
 /// version's, for the files of its edits too) → the file IDs, one per line. Deleting the
 /// message deletes them ([`forget_files_of`]).
@@ -167,12 +177,28 @@ pub(crate) fn open(part: &Received, downloaded: &[u8], limit: u64) -> Result<Vec
     Ok(plaintext)
 }
 
-/// A new ID for a hosted file.
-pub(crate) fn new_id() -> String {
+/// A new ID for a file hosted at `now_ms`: the time (48 bits, as in a ULID), then 80 random
+/// bits, in hex. The time is what finds the file's entry in the hosting-time index when its
+/// message is deleted (IDs made before it are 128 random bits: their entry, if any, goes when
+/// it expires).
+pub(crate) fn new_id(now_ms: u64) -> String {
     use rand::RngCore as _;
     let mut id = [0u8; 16];
-    rand::rng().fill_bytes(&mut id);
+    id[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+    rand::rng().fill_bytes(&mut id[6..]);
     id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hosting time an ID of [`new_id`] carries.
+fn time_of(id: &str) -> u64 {
+    id.get(..12)
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The index entry of file `id` hosted at `at_ms`.
+fn hosted_at_key(at_ms: u64, id: &str) -> String {
+    format!("{HOSTED_AT}{:012x}/{id}", at_ms & 0xffff_ffff_ffff)
 }
 
 /// Whether `id` could be one of ours (so a request path never reaches the store unchecked).
@@ -180,9 +206,75 @@ pub(crate) fn is_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Keeps `ciphertext` as hosted file `id`.
+/// Keeps `ciphertext` as hosted file `id` (from [`new_id`], which says when it was hosted).
 pub(crate) fn host(store: &AdapterStore, id: &str, ciphertext: &[u8]) -> Result<(), StoreError> {
-    store.put(format!("{HOSTED}{id}").as_bytes(), ciphertext)
+    let file = format!("{HOSTED}{id}");
+    let at = hosted_at_key(time_of(id), id);
+    store.put_all(&[(file.as_bytes(), ciphertext), (at.as_bytes(), b"")])
+}
+
+/// Deletes the files hosted before `cutoff_ms`, with their index entries; returns how many
+/// came of age (a file deleted with its message before it had a findable entry counts too).
+/// Files hosted before hosting times were recorded (no entry where their ID's time says) are
+/// given `now_ms` as theirs the first time this runs (read one at a time: each value is a
+/// whole file).
+pub(crate) fn expire_hosted(
+    store: &AdapterStore,
+    cutoff_ms: u64,
+    now_ms: u64,
+) -> Result<usize, StoreError> {
+    if store.get(HOSTED_AT_COMPLETE)?.is_none() {
+        let mut after: Option<Vec<u8>> = None;
+        while let Some((key, _)) = store
+            .scan_after(HOSTED.as_bytes(), after.as_deref(), 1)?
+            .into_iter()
+            .next()
+        {
+            if let Some(id) = std::str::from_utf8(&key[HOSTED.len()..])
+                .ok()
+                .filter(|id| is_id(id))
+                && store
+                    .get(hosted_at_key(time_of(id), id).as_bytes())?
+                    .is_none()
+            {
+                store.put(hosted_at_key(now_ms, id).as_bytes(), b"")?;
+            }
+            after = Some(key);
+        }
+        store.put(HOSTED_AT_COMPLETE, now_ms.to_string().as_bytes())?;
+    }
+    let mut deleted = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_after(HOSTED_AT.as_bytes(), after.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut reached = false;
+        for (key, _) in &page {
+            let entry = std::str::from_utf8(&key[HOSTED_AT.len()..]).unwrap_or_default();
+            let Some((at, id)) = entry
+                .split_once('/')
+                .and_then(|(at, id)| Some((u64::from_str_radix(at, 16).ok()?, id)))
+            else {
+                continue;
+            };
+            if at >= cutoff_ms {
+                reached = true;
+                break;
+            }
+            if is_id(id) {
+                doomed.push(format!("{HOSTED}{id}").into_bytes());
+                deleted += 1;
+            }
+            doomed.push(key.clone());
+        }
+        let keys: Vec<&[u8]> = doomed.iter().map(Vec::as_slice).collect();
+        store.delete_all(&keys)?;
+        match page.last() {
+            Some((last, _)) if full && !reached => after = Some(last.clone()),
+            _ => return Ok(deleted),
+        }
+    }
 }
 
 /// Hosted file `id`, if we have it.
@@ -226,7 +318,9 @@ pub(crate) fn forget_files_of(store: &AdapterStore, message: &str) -> Result<usi
         .lines()
         .filter(|id| is_id(id))
         .collect();
-    let keys: Vec<String> = ids.iter().map(|id| format!("{HOSTED}{id}")).collect();
+    let keys: Vec<String> = (ids.iter())
+        .flat_map(|id| [format!("{HOSTED}{id}"), hosted_at_key(time_of(id), id)])
+        .collect();
     let mut batch: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
     batch.push(key.as_bytes());
     store.delete_all(&batch)?;
@@ -354,7 +448,8 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_message_deletes_the_files_of_every_version_and_no_others() {
         let (core, store) = crate::adapter::memory_store().await;
-        let (first, edited, other) = (new_id(), new_id(), new_id());
+        let now = 1_800_000_000_000;
+        let (first, edited, other) = (new_id(now), new_id(now), new_id(now));
         for id in [&first, &edited, &other] {
             host(&store, id, b"ciphertext").expect("hosted");
         }
@@ -372,10 +467,99 @@ mod tests {
         core.shutdown().await;
     }
 
+    /// Index entries left, as (hosting time, ID).
+    fn index(store: &AdapterStore) -> Vec<(u64, String)> {
+        (store
+            .scan(HOSTED_AT.as_bytes(), 1000)
+            .expect("scan")
+            .into_iter())
+        .map(|(key, _)| {
+            let entry = String::from_utf8(key[HOSTED_AT.len()..].to_vec()).expect("text");
+            let (at, id) = entry.split_once('/').expect("time/id");
+            (u64::from_str_radix(at, 16).expect("hex"), id.to_owned())
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn hosted_files_expire_by_age_those_hosted_before_times_were_kept_included() {
+        let (core, store) = crate::adapter::memory_store().await;
+        let now = 1_800_000_000_000u64;
+        let day = 24 * 3600 * 1000;
+        let (old, recent, fresh) = (
+            new_id(now - 40 * day),
+            new_id(now - 10 * day),
+            new_id(now - day),
+        );
+        for id in [&old, &recent, &fresh] {
+            host(&store, id, b"ciphertext").expect("hosted");
+        }
+        // Hosted by an earlier version: a random ID, no index entry.
+        let earlier = "0123456789abcdef0123456789abcdef";
+        store
+            .put(format!("{HOSTED}{earlier}").as_bytes(), b"ciphertext")
+            .expect("put");
+        assert_eq!(index(&store).len(), 3);
+
+        // Thirty days: only the 40-day-old file goes; the earlier one is given `now`.
+        assert_eq!(
+            expire_hosted(&store, now - 30 * day, now).expect("expired"),
+            1
+        );
+        assert_eq!(hosted(&store, &old).expect("read"), None);
+        for id in [recent.as_str(), fresh.as_str(), earlier] {
+            assert!(hosted(&store, id).expect("read").is_some(), "{id} kept");
+        }
+        let left = index(&store);
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&(now, earlier.to_owned())), "{left:?}");
+        assert!(!left.iter().any(|(_, id)| *id == old), "{left:?}");
+
+        // Deleting a message takes its file's index entry too.
+        note_files_of(&store, "aa01", &[&recent]).expect("noted");
+        assert_eq!(forget_files_of(&store, "aa01").expect("forgotten"), 1);
+        assert!(!index(&store).iter().any(|(_, id)| *id == recent));
+
+        // A day later than everything: the rest goes, the earlier file by the time it was given
+        // (the pass that gave it one is not repeated: it would give it a new time).
+        let later = now + 1;
+        assert_eq!(expire_hosted(&store, later, later).expect("expired"), 2);
+        for id in [fresh.as_str(), earlier] {
+            assert_eq!(hosted(&store, id).expect("read"), None, "{id} expired");
+        }
+        assert!(index(&store).is_empty());
+        assert_eq!(expire_hosted(&store, later, later).expect("expired"), 0);
+        core.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn expiry_pages_through_many_files_and_stops_at_the_first_young_one() {
+        let (core, store) = crate::adapter::memory_store().await;
+        let now = 1_800_000_000_000u64;
+        store.put(HOSTED_AT_COMPLETE, b"1").expect("put");
+        let ids: Vec<String> = (0..(2 * PAGE as u64 + 3))
+            .map(|i| new_id(now - 1_000_000 + i))
+            .collect();
+        for id in &ids {
+            host(&store, id, b"c").expect("hosted");
+        }
+        // The first PAGE + 5 are older than the cutoff.
+        let cutoff = time_of(&ids[PAGE + 5]);
+        assert_eq!(
+            expire_hosted(&store, cutoff, now).expect("expired"),
+            PAGE + 5
+        );
+        assert_eq!(hosted(&store, &ids[PAGE + 4]).expect("read"), None);
+        assert!(hosted(&store, &ids[PAGE + 5]).expect("read").is_some());
+        assert_eq!(index(&store).len(), ids.len() - PAGE - 5);
+        core.shutdown().await;
+    }
+
     #[test]
     fn ids_are_checked_before_the_store_is_asked() {
-        let id = new_id();
+        let id = new_id(1_800_000_000_000);
         assert!(is_id(&id));
+        assert_eq!(time_of(&id), 1_800_000_000_000);
         assert!(!is_id("../../etc/passwd"));
         assert!(!is_id(&id[..31]));
     }

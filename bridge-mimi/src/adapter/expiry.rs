@@ -12,9 +12,9 @@
 //!   relay within seconds: the joiner's provider asks for key material to add someone now).
 //!
 //! Retries come within minutes (backoff capped well below an hour); a week is a wide margin.
-//! Entries without a readable time are left alone. Hosted files (deleted with their message,
-//! see `assets`) and the decryption details of received ones are kept (messages refer to
-//! them).
+//! Entries without a readable time are left alone. Hosted files go with their message, or
+//! after `hosted_files_days` (`assets::expire_hosted`, run with this); the decryption details
+//! of received ones are kept (messages refer to them).
 
 use std::time::Duration;
 

@@ -680,7 +680,7 @@ impl Running {
                         ciphertext,
                         mut part,
                     } = assets::seal(&bytes).map_err(AdapterError::from)?;
-                    let id = assets::new_id();
+                    let id = assets::new_id(now_ms());
                     assets::host(self.ctx.store(), &id, &ciphertext)?;
                     part.url = format!("{}{}{id}", self.settings.origin, assets::ASSET_PATH);
                     part
@@ -1011,6 +1011,7 @@ impl Adapter for MimiAdapter {
         ctx.set_connected(true);
         tokio::spawn(prune_now_and_then(
             running.ctx.store().clone(),
+            self.settings.hosted_files_max_age,
             ctx.shutdown().clone(),
         ));
         fanout::run(running, ctx.shutdown().clone()).await;
@@ -1076,16 +1077,31 @@ pub(crate) async fn memory_store() -> (bridge_core::Core, bridge_core::AdapterSt
     (core, store)
 }
 
-/// Deletes expired bookkeeping ([`expiry`]) at start and every hour until shutdown.
+/// Deletes expired bookkeeping ([`expiry`]), and hosted files older than `hosted_files`
+/// ([`assets::expire_hosted`]), at start and every hour until shutdown.
 async fn prune_now_and_then(
     store: bridge_core::AdapterStore,
+    hosted_files: Option<std::time::Duration>,
     shutdown: bridge_core::adapter::CancellationToken,
 ) {
     loop {
-        match expiry::prune(&store, now_ms()) {
+        let now = now_ms();
+        match expiry::prune(&store, now) {
             Ok(0) => {}
             Ok(n) => info!(deleted = n, "MIMI bookkeeping expired"),
             Err(error) => warn!(%error, "MIMI bookkeeping not expired"),
+        }
+        if let Some(max_age) = hosted_files {
+            let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+            match assets::expire_hosted(&store, cutoff, now) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    deleted = n,
+                    ?max_age,
+                    "hosted files expired: peers get 404 for them now"
+                ),
+                Err(error) => warn!(%error, "hosted files not expired"),
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
