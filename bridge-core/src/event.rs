@@ -475,6 +475,11 @@ pub struct OutboundEvent {
     /// True when the core rewrote the event because this adapter cannot carry the original kind
     /// (a reply turned into a quote, an edit into a "* correction" message…).
     pub degraded: bool,
+    /// True for a deletion of someone else's message, which the core let through because its
+    /// sender is a moderator where it was made: the adapter deletes it with whatever
+    /// moderator rights it has in `room` (an XMPP moderation, a Matrix redaction by a user
+    /// with the power, a MIMI deletion by a participant whose role allows it).
+    pub moderated: bool,
 }
 
 #[cfg(test)]

@@ -244,6 +244,26 @@ async fn only_the_author_edits_and_only_author_or_moderator_deletes() {
     let sent = p.b.wait_sent(2, WAIT).await;
     assert_eq!(sent.len(), 2);
     assert!(matches!(sent[1].kind, EventKind::Redaction { .. }));
+    assert!(
+        sent[1].moderated,
+        "a moderator's deletion is marked for the target"
+    );
+    // The author's own deletion is not a moderation (even by a moderator).
+    p.a.submit(inbound("a-room").id("m2").from("alice").text("also mine"))
+        .await
+        .expect("m2");
+    p.a.submit(
+        inbound("a-room")
+            .id("d3")
+            .from("alice")
+            .moderator()
+            .redact("m2"),
+    )
+    .await
+    .expect("d3");
+    let sent = p.b.wait_sent(4, WAIT).await;
+    assert!(matches!(sent[3].kind, EventKind::Redaction { .. }));
+    assert!(!sent[3].moderated, "{:?}", sent[3]);
     p.core.shutdown().await;
 }
 

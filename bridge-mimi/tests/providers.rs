@@ -1453,3 +1453,55 @@ async fn only_a_participant_whose_mimi_role_allows_it_deletes_others_messages_an
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// A moderator on the hub's far side deletes a follower user's message. The moderator's puppet
+/// is an ordinary participant in the MIMI room (its role may not delete others' messages, and
+/// receivers check that), so the hub's bot, a group admin, sends the deletion; the follower
+/// takes it and its far side gets it, before what the hub sends next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderators_deletion_at_the_hub_is_sent_by_its_bot_and_followers_take_it() {
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    say(&follower, "f1", "bob", "spam").await;
+    received(&hub, 1).await;
+    settled(&hub).await;
+    let copy = hub
+        .far
+        .native_id_of(messages(&hub)[0].id)
+        .expect("delivered");
+
+    let mut delete = inbound("far-room")
+        .id("h1")
+        .from("mod")
+        .redact(copy.as_str());
+    delete.by_moderator = true;
+    let submitted = hub.far.submit(delete).await.expect("submitted");
+    assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+    say(&hub, "h2", "alice", "after the deletion").await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        let got = messages(&follower);
+        if got.iter().any(|e| body(&e.kind) == "after the deletion") {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let deletion = got
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::Redaction { .. }))
+        .expect("the follower's far side got the deletion, before alice's message");
+    match &deletion.kind {
+        EventKind::Redaction { target, .. } => assert_eq!(target.as_str(), "f1"),
+        other => panic!("not a deletion: {other:?}"),
+    }
+    assert_eq!(
+        deletion.sender.user.as_str(),
+        format!("mimi://hub.example/u/{}", bridge_mimi::adapter::BOT_USER),
+        "deleted by the hub's bot"
+    );
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

@@ -98,6 +98,7 @@ pub(crate) fn prepare(
     let text_only = Capabilities::text_only();
     let caps = if force_text { &text_only } else { caps };
     let mut degraded = force_text;
+    let mut moderated = false;
     let kind: EventKind<RemoteEventId> = match &event.kind {
         EventKind::Message {
             content,
@@ -204,10 +205,17 @@ pub(crate) fn prepare(
                 None
             };
             match (target_native, policy.redaction) {
-                (Some(target), _) => EventKind::Redaction {
-                    target,
-                    reason: reason.clone(),
-                },
+                (Some(native_target), _) => {
+                    // Ingest let a deletion of another's message through only for a moderator.
+                    moderated = original(target)?.is_some_and(|o| {
+                        o.sender.adapter != event.sender.adapter
+                            || o.sender.user != event.sender.user
+                    });
+                    EventKind::Redaction {
+                        target: native_target,
+                        reason: reason.clone(),
+                    }
+                }
                 (None, Fallback::Fallback) => {
                     degraded = true;
                     let quoted = original(target)?;
@@ -267,5 +275,6 @@ pub(crate) fn prepare(
         ts: event.ts,
         kind,
         degraded,
+        moderated,
     })))
 }

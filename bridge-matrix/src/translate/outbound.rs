@@ -494,6 +494,7 @@ mod tests {
             ts: 1_700_000_000_000,
             kind,
             degraded: false,
+            moderated: false,
         }
     }
 

@@ -32,7 +32,7 @@ use bridge_core::{
 use sha2::Digest as _;
 use tracing::{info, warn};
 
-use crate::codepoints::ROLE_ORDINARY_USER;
+use crate::codepoints::{CAPABILITY_CAN_DELETE_OTHER_MESSAGE, ROLE_ORDINARY_USER};
 use crate::content::Disposition;
 use crate::content::neutral::MimiAttachment;
 use crate::mls::metadata::RoomMetadata;
@@ -315,6 +315,41 @@ impl Running {
     /// The bot's puppet.
     pub(crate) fn bot(&self) -> UserUri {
         self.mls.puppet(BOT_USER)
+    }
+
+    /// Who sends `event` into `room`: its sender's puppet `puppet`, except for a moderator's
+    /// deletion of someone else's message ([`OutboundEvent::moderated`]) in a room we host when
+    /// the puppet's MIMI role does not allow it (no `canDeleteOtherMessage`, which receivers
+    /// check): then our bot, a group admin, deletes it, as the XMPP adapter falls back to the
+    /// bridge's own occupant. As a follower we have no such participant: the puppet sends it
+    /// (the hub's admins may have given it the role in a commit not yet here), and receivers
+    /// that find no role refuse it.
+    fn deleter(
+        &self,
+        event: &OutboundEvent,
+        room: &RoomUri,
+        puppet: UserUri,
+    ) -> Result<UserUri, AdapterError> {
+        if !event.moderated
+            || !matches!(event.kind, EventKind::Redaction { .. })
+            || !self.is_hub(room)
+        {
+            return Ok(puppet);
+        }
+        let allowed = self
+            .mls
+            .has_capability(
+                room,
+                &puppet.to_string(),
+                CAPABILITY_CAN_DELETE_OTHER_MESSAGE,
+            )
+            .map_err(mls_failed)?;
+        if allowed {
+            return Ok(puppet);
+        }
+        info!(%room, moderator = %puppet, event = %event.id,
+            "a moderator's deletion sent by the bot: the moderator's MIMI role may not delete others' messages");
+        Ok(self.bot())
     }
 
     /// Whether we are the hub of `room`.
@@ -835,6 +870,11 @@ impl Running {
         let room = RoomUri::parse(event.room.as_str()).map_err(|e| {
             AdapterError::Permanent(format!("{} is not a MIMI room URI: {e}", event.room))
         })?;
+        let user = self.deleter(&event, &room, user)?;
+        let delivered = |id: RemoteEventId| Delivered {
+            native_id: Some(id),
+            puppet: Some(RemoteUserId::new(user.to_string())),
+        };
         let metadata = match &event.kind {
             EventKind::RoomName { name } => Some((Some(name.as_str()), None)),
             EventKind::Topic { text } => Some((None, Some(text.as_str()))),

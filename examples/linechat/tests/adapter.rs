@@ -76,6 +76,7 @@ fn outbound(id: u128, room: &str, kind: EventKind<RemoteEventId>) -> OutboundEve
         ts: 0,
         kind,
         degraded: false,
+        moderated: false,
     }
 }
 
