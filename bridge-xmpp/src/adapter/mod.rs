@@ -673,7 +673,7 @@ impl Adapter for XmppAdapter {
         ADMITTED
             .scope(session, async {
                 self.inner.until_rebounded(event.room.as_str()).await;
-                self.inner.deliver(event).await
+                self.inner.deliver(event, outbound::Turn::Core).await
             })
             .await
     }

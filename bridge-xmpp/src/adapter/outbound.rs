@@ -26,6 +26,16 @@ use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
 const MAX_UNCONFIRMED: usize = 10_000;
 /// Bounces after which a room message is given up (each one a join and a send again).
 const MAX_BOUNCES: u32 = 3;
+
+/// Who asks for a delivery: the core's `send`, which goes after the room's bounced messages,
+/// or the adapter sending again what it sent before (those messages themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// The core's next event for the room.
+    Core,
+    /// A bounced or unconfirmed message sent again.
+    Resend,
+}
 /// Back-off between attempts at sending a bounced message again while they fail transiently
 /// (first, most): it is tried until it goes or the adapter stops, as the core would.
 const RESEND_BACKOFF: (std::time::Duration, std::time::Duration) = (
@@ -86,7 +96,13 @@ impl Inner {
         Ok((presence.nick, presence.occupant_id))
     }
 
-    pub(super) async fn deliver(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {
+    /// Delivers `event`: the core's send (`Turn::Core`), or a message sent again by the adapter
+    /// itself (`Turn::Resend`: the room's bounced messages, a lost session's unconfirmed ones).
+    pub(super) async fn deliver(
+        &self,
+        event: OutboundEvent,
+        turn: Turn,
+    ) -> Result<Delivered, AdapterError> {
         let ctx = self.ctx()?;
         let room = event.room.as_str().to_owned();
         let speaker = self.speaker(&event)?;
@@ -162,6 +178,12 @@ impl Inner {
         }
 
         let (nick, occupant_id) = self.ensure_joined(&room, &speaker).await?;
+        if turn == Turn::Core {
+            // The room may have bounced messages since `send` looked (our occupant was removed
+            // while this one waited to join, or the resender joined first and is still at
+            // it): they go first.
+            self.until_rebounded(&room).await;
+        }
         let mut event = event;
         event.kind = self.resolve_refs(&ctx, &room, event.kind).await;
         let puppet = state::identity(&room, &nick, None, occupant_id.as_deref());
@@ -405,7 +427,7 @@ impl Inner {
         }
         for event in again {
             let id = event.id;
-            if let Err(e) = self.deliver(event).await {
+            if let Err(e) = self.deliver(event, Turn::Resend).await {
                 tracing::warn!(adapter = %self.id, %id, error = %e, "cannot send a message again");
             }
         }
@@ -507,7 +529,7 @@ impl Inner {
                 return;
             };
             let sent = loop {
-                match self.deliver(event.clone()).await {
+                match self.deliver(event.clone(), Turn::Resend).await {
                     Ok(_) => break true,
                     Err(e @ AdapterError::Transient { .. }) => {
                         tracing::debug!(adapter = %self.id, %room, %id, error = %e,
