@@ -1505,3 +1505,104 @@ async fn a_moderators_deletion_at_the_hub_is_sent_by_its_bot_and_followers_take_
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
+
+/// Read markers cross MIMI both ways as message status reports (draft-mahy-mimi-message-status):
+/// each side's far adapter gets "read up to" its own message. Someone whose puppet is not in
+/// the group (they never spoke) sends nothing, and does not join by reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_markers_cross_both_ways_as_message_status_reports() {
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    say(&follower, "f1", "bob", "from bob").await;
+    received(&hub, 1).await;
+    say(&hub, "h1", "alice", "from alice").await;
+    received(&follower, 1).await;
+    settled(&hub).await;
+    settled(&follower).await;
+    let bobs_at_hub = hub
+        .far
+        .native_id_of(messages(&hub)[0].id)
+        .expect("delivered");
+    let alices_at_follower = follower
+        .far
+        .native_id_of(messages(&follower)[0].id)
+        .expect("delivered");
+    let read = |id: &str, user: &str, up_to: &RemoteEventId| {
+        inbound("far-room")
+            .id(id)
+            .from(user)
+            .kind(EventKind::ReadMarker {
+                up_to: up_to.clone(),
+            })
+    };
+    let wait_marker = |side: &Side, from: &'static str| {
+        let far = side.far.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let found = far.sent().into_iter().find(|e| {
+                    matches!(e.kind, EventKind::ReadMarker { .. })
+                        && e.sender.user.as_str().ends_with(from)
+                });
+                if let Some(event) = found {
+                    return event;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no read marker from {from}: {:?}",
+                    far.sent()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Alice (hub) has read bob's message; zed, who never spoke, reads it too.
+    hub.far
+        .submit(read("h2", "alice", &bobs_at_hub))
+        .await
+        .expect("submitted");
+    hub.far
+        .submit(read("h3", "zed", &bobs_at_hub))
+        .await
+        .expect("submitted");
+    let marker = wait_marker(&follower, "/u/alice").await;
+    assert!(
+        matches!(&marker.kind, EventKind::ReadMarker { up_to } if up_to.as_str() == "f1"),
+        "{marker:?}"
+    );
+
+    // Bob (follower) has read alice's.
+    follower
+        .far
+        .submit(read("f2", "bob", &alices_at_follower))
+        .await
+        .expect("submitted");
+    let marker = wait_marker(&hub, "/u/bob").await;
+    assert!(
+        matches!(&marker.kind, EventKind::ReadMarker { up_to } if up_to.as_str() == "h1"),
+        "{marker:?}"
+    );
+
+    // After alice's next message, still nothing from zed, and zed never joined.
+    say(&hub, "h4", "alice", "again").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !messages(&follower).iter().any(|e| body(&e.kind) == "again") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            follower.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = follower.far.sent();
+    assert!(
+        !sent
+            .iter()
+            .any(|e| e.sender.user.as_str().ends_with("/u/zed")),
+        "{sent:?}"
+    );
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

@@ -894,6 +894,19 @@ impl Running {
                 puppet: Some(RemoteUserId::new(user.to_string())),
             });
         }
+        if matches!(event.kind, EventKind::ReadMarker { .. })
+            && !self
+                .mls
+                .local_members_of(&room)
+                .is_ok_and(|members| members.contains(&user))
+        {
+            // Reading does not make someone join (as a Matrix ghost's receipt): a puppet not in
+            // the group has nothing to report.
+            return Ok(Delivered {
+                native_id: None,
+                puppet: Some(RemoteUserId::new(user.to_string())),
+            });
+        }
         let pending_key = format!("{PENDING}{}", event.id);
         let (id, ciphertext) = match store.get(pending_key.as_bytes())? {
             Some(pending) => split_pending(&pending)?,
@@ -1036,6 +1049,8 @@ impl Adapter for MimiAdapter {
         caps.reactions = true;
         caps.redactions = true;
         caps.membership = true;
+        // As message status reports (draft-mahy-mimi-message-status, `content::status`).
+        caps.read_markers = true;
         // Set by the hub (room metadata); a follower sends the core's text fallback instead.
         caps.topic = true;
         caps.room_name = true;

@@ -9,6 +9,8 @@
 //!   whatever it accepts re-encodes byte for byte.
 //! * [`MessageId`] is the -08 message ID of §3.3 (with 16-bit length prefixes; -07 had none).
 //! * [`neutral`] maps messages to and from the bridge's neutral model.
+//! * [`status`] reads and writes message status reports (draft-mahy-mimi-message-status):
+//!   read receipts.
 //! * [`json`] renders a message as JSON for people (`bridge mimi inspect`).
 
 mod cbor;
@@ -18,6 +20,7 @@ mod id;
 pub mod json;
 pub mod model;
 pub mod neutral;
+pub mod status;
 
 pub use error::ContentError;
 pub use id::{MessageId, SHA256_ID, Salt};

@@ -15,6 +15,7 @@
 //! | ExternalPart | an [`Attachment`], with a [`MimiAttachment`] keeping the key, nonce, AAD, algorithms and hash |
 //! | ExternalPart with disposition session | a link in the text |
 //! | `expires` | [`Neutral::expires`] (the neutral model has no expiry) |
+//! | a body of type `application/mimi-message-status` ([`super::status`]) | [`EventKind::ReadMarker`] up to the last message it reports read (nothing when none) |
 //!
 //! Bodies: `text/plain` is plain text (a leading `/me ` makes an emote), `text/markdown`
 //! (GFM-MIMI) goes through the core's markdown parser and its `mimi://…/u/…` links are
@@ -33,8 +34,8 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 use super::id::hex;
 use super::{
-    Disposition, Expiration, Extensions, ExternalPart, MessageId, MimiContent, NestedPart, Part,
-    PartSemantics, Salt,
+    ContentError, Disposition, Expiration, Extensions, ExternalPart, MessageId, MimiContent,
+    NestedPart, Part, PartSemantics, Salt, status,
 };
 
 /// The media type of plain text bodies.
@@ -56,6 +57,9 @@ pub enum NeutralError {
     /// reaction's ID, an empty message…).
     #[error("MIMI content cannot carry {0}")]
     Unsupported(&'static str),
+    /// A message status report that does not decode.
+    #[error("a message status report: {0}")]
+    Status(ContentError),
 }
 
 /// What [`to_neutral`] needs to know about the bridge.
@@ -123,6 +127,18 @@ pub fn to_neutral(
             topic: topic.clone(),
         })
     };
+    if let Part::Single {
+        content_type,
+        content: report,
+    } = &content.body.part
+        && content_type.eq_ignore_ascii_case(status::MEDIA_TYPE)
+    {
+        // A read receipt: read up to the last message it says is read; other statuses
+        // (delivered, unread, hidden…) have no neutral counterpart.
+        let report = status::decode(report).map_err(NeutralError::Status)?;
+        return Ok(status::read_up_to(&report)
+            .and_then(|up_to| neutral(EventKind::ReadMarker { up_to }, Vec::new())));
+    }
     if let Part::Null = content.body.part {
         let Some(target) = content.replaces else {
             return Ok(None);
@@ -511,6 +527,15 @@ pub fn from_neutral(
         }
         EventKind::Redaction { target, .. } => {
             content.replaces = Some(*target);
+        }
+        EventKind::ReadMarker { up_to } => {
+            content.body = NestedPart::new(
+                Disposition::SESSION,
+                Part::Single {
+                    content_type: status::MEDIA_TYPE.to_owned(),
+                    content: status::encode(&[(*up_to, status::Status::READ)]),
+                },
+            );
         }
         other => return Err(NeutralError::Unsupported(other.name())),
     }

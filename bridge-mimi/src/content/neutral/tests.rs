@@ -439,3 +439,51 @@ fn references_map_like_event_kinds() {
     }
     let _ = ContentError::Truncated;
 }
+
+#[test]
+fn a_read_marker_is_a_status_report_and_comes_back() {
+    let kind = EventKind::ReadMarker { up_to: id(5) };
+    let ctx = OutboundCtx {
+        sender_uri: "mimi://bridge.example/u/alice",
+        room_uri: "mimi://bridge.example/r/lobby",
+        salt: Salt([9; 16]),
+        mention_uri: &puppet_uri,
+        attachments: &[],
+    };
+    let content = from_neutral(&kind, &ctx).expect("maps");
+    assert_eq!(content.body.disposition, Disposition::SESSION);
+    match &content.body.part {
+        Part::Single {
+            content_type,
+            content,
+        } => {
+            assert_eq!(content_type, status::MEDIA_TYPE);
+            assert_eq!(
+                status::decode(content).expect("a report"),
+                vec![(id(5), status::Status::READ)]
+            );
+        }
+        other => panic!("not one part: {other:?}"),
+    }
+    let (neutral, _) = round_trip(&kind, &[]);
+    assert_eq!(neutral.kind, kind);
+
+    // A report of other statuses only is nothing to bridge; a broken one is an error.
+    let mut delivered = content.clone();
+    delivered.body.part = Part::Single {
+        content_type: status::MEDIA_TYPE.to_owned(),
+        content: status::encode(&[(id(5), status::Status::DELIVERED)]),
+    };
+    let adapter = adapter();
+    let ctx = InboundCtx { adapter: &adapter };
+    assert!(matches!(to_neutral(&delivered, &ctx), Ok(None)));
+    let mut broken = content;
+    broken.body.part = Part::Single {
+        content_type: status::MEDIA_TYPE.to_owned(),
+        content: vec![0x81],
+    };
+    assert!(matches!(
+        to_neutral(&broken, &ctx),
+        Err(NeutralError::Status(_))
+    ));
+}
