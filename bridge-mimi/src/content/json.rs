@@ -56,6 +56,15 @@ fn part(part: &NestedPart) -> Value {
                 Ok(s) if text => out.insert("content".into(), json!(s)),
                 _ => out.insert("contentHex".into(), json!(hex(content))),
             };
+            // A message status report (read receipts) is shown decoded as well.
+            if content_type.eq_ignore_ascii_case(super::status::MEDIA_TYPE)
+                && let Ok(report) = super::status::decode(content)
+            {
+                let statuses: Vec<Value> = (report.iter())
+                    .map(|(id, status)| json!({"messageId": id.to_hex(), "status": status_name(*status)}))
+                    .collect();
+                out.insert("statusReport".into(), json!(statuses));
+            }
         }
         Part::External(e) => {
             out.insert("cardinality".into(), json!("external"));
@@ -161,6 +170,21 @@ fn write_item(bytes: &mut &[u8], out: &mut String) {
     }
 }
 
+/// A status of a message status report, by its name in the draft (or its number when unknown).
+fn status_name(status: super::status::Status) -> Value {
+    use super::status::Status;
+    match status {
+        Status::UNREAD => json!("unread"),
+        Status::DELIVERED => json!("delivered"),
+        Status::READ => json!("read"),
+        Status::EXPIRED => json!("expired"),
+        Status::DELETED => json!("deleted"),
+        Status::HIDDEN => json!("hidden"),
+        Status::ERROR => json!("error"),
+        Status(other) => json!(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +195,30 @@ mod tests {
         nested.extend([0xa1, 0x20, 0xf5]);
         let value = RawCbor::new(nested).expect("valid");
         assert_eq!(diagnostic(&value), "[[h'1234', 32(\"x\")], {-1: true}]");
+    }
+
+    #[test]
+    fn a_status_report_is_shown_decoded() {
+        let mut id = [7u8; 32];
+        id[0] = 1;
+        let id = crate::content::MessageId::from_slice("test", &id).expect("id");
+        let report = crate::content::status::encode(&[
+            (id, crate::content::status::Status::READ),
+            (id, crate::content::status::Status(9)),
+        ]);
+        let shown = part(&NestedPart::new(
+            crate::content::Disposition::SESSION,
+            Part::Single {
+                content_type: crate::content::status::MEDIA_TYPE.to_owned(),
+                content: report,
+            },
+        ));
+        assert_eq!(
+            shown["statusReport"],
+            json!([
+                {"messageId": id.to_hex(), "status": "read"},
+                {"messageId": id.to_hex(), "status": 9},
+            ])
+        );
     }
 }
