@@ -19,6 +19,7 @@ the end of stdin disconnects cleanly. slixmpp's own log goes to stderr (warnings
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -55,6 +56,8 @@ NS_XHTML = "http://www.w3.org/1999/xhtml"
 NS_DELAY = "urn:xmpp:delay"  # XEP-0203
 NS_MAM = "urn:xmpp:mam:2"  # XEP-0313
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"  # XEP-0045
+NS_VCARD = "vcard-temp"  # XEP-0054
+NS_VCARD_UPDATE = "vcard-temp:x:update"  # XEP-0153
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 CHAT_STATES = ("active", "composing", "paused", "inactive", "gone")
@@ -211,6 +214,15 @@ def muc_status_codes(xml):
     return sorted(int_or_none(s.get("code")) or 0 for s in x.findall(q(NS_MUC_USER, "status")))
 
 
+def photo_hash(xml):
+    """The XEP-0153 photo hash of a presence, if it has the element."""
+    x = xml.find(q(NS_VCARD_UPDATE, "x"))
+    if x is None:
+        return None
+    photo = x.find(q(NS_VCARD_UPDATE, "photo"))
+    return "" if photo is None else (photo.text or "")
+
+
 def parse_muc_presence(xml):
     """A MUC presence: nick, occupant-id, status codes and the <item/>."""
     x = xml.find(q(NS_MUC_USER, "x"))
@@ -223,6 +235,8 @@ def parse_muc_presence(xml):
         "nick": sender.split("/", 1)[1] if "/" in sender else None,
         "occupant_id": attr(xml.find(q(NS_OCCUPANT_ID, "occupant-id")), "id"),
         "status_codes": muc_status_codes(xml),
+        # XEP-0153: the occupant's avatar hash (None: no x element; "": no avatar).
+        "photo": photo_hash(xml),
         "item": None if item is None else {
             "affiliation": item.get("affiliation"), "role": item.get("role"),
             "jid": item.get("jid"), "nick": item.get("nick")},
@@ -324,7 +338,7 @@ class Commands:
         self.table = {name: getattr(self, name) for name in (
             "join", "leave", "nick", "send", "correct", "reply", "react", "retract", "moderate",
             "chatstate", "displayed", "subject", "oob", "upload", "fetch", "mam", "raw",
-            "configure")}
+            "configure", "vcard")}
 
     def message(self, c, body=None):
         """A new message to c["to"] of c["type"], with c["id"] if given (also as origin-id)."""
@@ -475,6 +489,25 @@ class Commands:
         rsm_set = fin.find("{http://jabber.org/protocol/rsm}set")
         return {"messages": messages, "complete": fin.get("complete") == "true",
                 "last": rsm_set.findtext("{http://jabber.org/protocol/rsm}last")}
+
+    async def vcard(self, c):
+        """XEP-0054: asks c["jid"] (an occupant's room/nick, or a JID) for its vCard; the
+        reply has the full name, and the photo's type, size and SHA-1 when it has one."""
+        iq = self.xmpp.Iq()
+        iq["type"], iq["to"] = "get", c["jid"]
+        iq.append(ET.Element(q(NS_VCARD, "vCard")))
+        result = await iq.send(timeout=TIMEOUT)
+        card = result.xml.find(q(NS_VCARD, "vCard"))
+        name = None if card is None else card.find(q(NS_VCARD, "FN"))
+        photo = None if card is None else card.find(q(NS_VCARD, "PHOTO"))
+        out = {"fn": None if name is None else name.text, "photo": None}
+        if photo is not None:
+            binval = photo.find(q(NS_VCARD, "BINVAL"))
+            kind = photo.find(q(NS_VCARD, "TYPE"))
+            data = base64.b64decode("".join((binval.text or "").split())) if binval is not None else b""
+            out["photo"] = {"type": None if kind is None else kind.text, "size": len(data),
+                            "sha1": hashlib.sha1(data).hexdigest()}
+        return out
 
     async def raw(self, c):
         self.xmpp.send_raw(c["xml"])

@@ -294,6 +294,12 @@ impl XmppHuman {
         .await
     }
 
+    /// Asks `jid` (an occupant's `room/nick`, or a JID) for its vCard (XEP-0054); the reply
+    /// has `fn` and `photo` (`type`, `size`, `sha1`, or null).
+    pub async fn vcard(&mut self, jid: &str) -> Result<Value> {
+        self.command("vcard", json!({ "jid": jid })).await
+    }
+
     /// HTTP GET; the reply has `status`, `size`, `sha256` (hex) and `content_type`.
     pub async fn fetch(&mut self, url: &str) -> Result<Value> {
         self.command("fetch", json!({ "url": url })).await

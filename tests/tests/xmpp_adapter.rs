@@ -1315,3 +1315,69 @@ async fn the_component_and_its_puppets_answer_disco_and_pings() {
     shutdown.cancel();
     rig.core.shutdown().await;
 }
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A remote user's avatar becomes their puppet's, as XMPP clients see an occupant's without
+/// PEP: its presences in the room carry the image's hash (XEP-0153), and a vCard request to
+/// it (XEP-0054, sent by slixmpp to the occupant) gets the image. A new avatar is announced
+/// with a new hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_users_avatar_is_their_puppets_vcard_photo() {
+    let rig = rig("xa-avatar", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+    let first: Vec<u8> = (0..6_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut hello = inbound(MEMORY_ROOM)
+        .from("@dora:example.org")
+        .named("Dora")
+        .text("hello with a face");
+    hello.sender.avatar = Some(serve_file(first.clone()).await);
+    post(&rig.memory, hello).await;
+    let presence = alice
+        .wait_presence(|p| p["nick"] == "Dora" && p["type"] == "available")
+        .await
+        .expect("Dora's puppet joins");
+    assert_eq!(presence["photo"], sha1_hex(&first), "{presence}");
+    let card = alice
+        .vcard(&format!("{}/Dora", rig.room))
+        .await
+        .expect("the puppet's vCard");
+    assert_eq!(
+        card["fn"].as_str().map(|f| f.contains("dora")),
+        Some(true),
+        "{card}"
+    );
+    assert_eq!(card["photo"]["sha1"], sha1_hex(&first), "{card}");
+    assert_eq!(card["photo"]["type"], "image/png", "{card}");
+
+    // A new avatar: announced in the room, and the vCard follows.
+    let second: Vec<u8> = (0..3_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut change = inbound(MEMORY_ROOM)
+        .from("@dora:example.org")
+        .named("Dora")
+        .join();
+    // As Matrix says it: the whole profile, the name unchanged.
+    change.kind = EventKind::Profile {
+        display_name: Some("Dora".into()),
+        avatar: Some(serve_file(second.clone()).await),
+    };
+    post(&rig.memory, change).await;
+    let expected = sha1_hex(&second);
+    alice
+        .wait_presence(|p| p["nick"] == "Dora" && p["photo"] == expected.as_str())
+        .await
+        .expect("the new avatar is announced");
+    let card = alice
+        .vcard(&format!("{}/Dora", rig.room))
+        .await
+        .expect("the puppet's vCard");
+    assert_eq!(card["photo"]["sha1"], sha1_hex(&second), "{card}");
+    rig.core.shutdown().await;
+}

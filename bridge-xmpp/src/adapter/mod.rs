@@ -12,6 +12,7 @@
 //! In client mode the relay account is both listener and sender.
 
 mod archive;
+mod avatar;
 mod direct;
 mod inbound;
 mod iq;
@@ -144,6 +145,8 @@ struct Inner {
     rebounds: Mutex<HashMap<String, Bounced>>,
     /// Told when a room's bounced messages are all sent again.
     rebounded: tokio::sync::Notify,
+    /// Puppets' avatars as far as known in this process ([`avatar`]).
+    avatars: Mutex<avatar::Known>,
     /// One join at a time per (occupant JID, room): a second would replace the first's
     /// waiter for the room's answer ([`Inner::join_turn`]).
     join_turns: Mutex<HashMap<(String, String), JoinTurn>>,
@@ -190,6 +193,7 @@ impl XmppAdapter {
             resent: tokio::sync::watch::Sender::new(0),
             rebounds: Mutex::new(HashMap::new()),
             rebounded: tokio::sync::Notify::new(),
+            avatars: Mutex::new(HashMap::new()),
             join_turns: Mutex::new(HashMap::new()),
             archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
@@ -403,7 +407,10 @@ impl Inner {
             let (tx, rx) = oneshot::channel();
             self.waiters.lock().joins.insert(key.clone(), tx);
             tracing::debug!(room, occupant, nick, "joining");
-            let join = muc::join(self.stanza_from(occupant), room, nick);
+            let mut join = muc::join(self.stanza_from(occupant), room, nick);
+            if let Some(photo) = self.photo_of(occupant) {
+                join.append_child(avatar::update_element(&photo));
+            }
             if let Err(e) = self.send_stanza(join).await {
                 self.waiters.lock().joins.remove(&key);
                 self.rooms.lock().unclaim(room, occupant);
@@ -530,7 +537,11 @@ impl Inner {
                     Some(domain) if crate::jid::bare(to) != domain && to.contains('@') => {
                         let local = to.split('@').next().unwrap_or_default();
                         let name = crate::jid::unescape_localpart(local);
-                        iq::answer(&iq, iq::Addressee::Puppet(&name))
+                        if avatar::is_vcard_get(&iq) {
+                            avatar::result(&iq, self.vcard(&avatar::key(to), &name))
+                        } else {
+                            iq::answer(&iq, iq::Addressee::Puppet(&name))
+                        }
                     }
                     _ => iq::answer(&iq, iq::Addressee::Service),
                 };

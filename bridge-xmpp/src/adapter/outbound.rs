@@ -116,6 +116,21 @@ impl Inner {
             return self.deliver_direct(&event, user, &speaker.jid).await;
         }
         let joined = self.rooms.lock().our_occupant(&room, &speaker.jid);
+        // The puppet's avatar, fetched when its URL is new: its joins carry the hash.
+        let photo = if component {
+            let url = match &event.kind {
+                EventKind::Profile {
+                    avatar: Some(avatar),
+                    ..
+                } => Some(avatar.as_str()),
+                _ => event.sender.avatar.as_deref(),
+            };
+            let puppet = super::avatar::key(&speaker.jid);
+            self.avatar_of(&ctx, &event.sender.adapter, &puppet, url)
+                .await
+        } else {
+            None
+        };
 
         // Kinds that are about the puppet's presence in the room rather than a message.
         match &event.kind {
@@ -137,7 +152,10 @@ impl Inner {
                     }
                 };
             }
-            EventKind::Profile { display_name, .. } if component => {
+            EventKind::Profile {
+                display_name,
+                avatar,
+            } if component => {
                 let Some((nick, _)) = joined else {
                     return Ok(Delivered::default()); // takes the new name at its next join
                 };
@@ -154,11 +172,25 @@ impl Inner {
                         .lock()
                         .nick_taken_by_other(&room, n, &speaker.jid)
                 };
-                if let Some(new) = wanted.iter().find(|n| !taken(n)).filter(|n| **n != nick) {
-                    self.rooms.lock().claim(&room, &speaker.jid, new);
-                    let change = muc::change_nick(self.stanza_from(&speaker.jid), &room, new);
-                    self.send_stanza(change).await?;
+                let new_nick = wanted.iter().find(|n| !taken(n)).filter(|n| **n != nick);
+                // A new avatar is announced in every room (the profile change comes per room).
+                let new_photo = photo.as_deref().filter(|_| avatar.is_some());
+                if new_nick.is_none() && new_photo.is_none() {
+                    return Ok(Delivered::default());
                 }
+                if let Some(new) = new_nick {
+                    self.rooms.lock().claim(&room, &speaker.jid, new);
+                }
+                // An available presence to the (new) nick: a nick change, a new avatar, or both.
+                let mut presence = muc::change_nick(
+                    self.stanza_from(&speaker.jid),
+                    &room,
+                    new_nick.unwrap_or(&nick),
+                );
+                if let Some(photo) = photo.as_deref() {
+                    presence.append_child(super::avatar::update_element(photo));
+                }
+                self.send_stanza(presence).await?;
                 return Ok(Delivered::default());
             }
             EventKind::Typing { .. } | EventKind::ReadMarker { .. } if joined.is_none() => {
