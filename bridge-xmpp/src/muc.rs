@@ -19,6 +19,8 @@ pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const NS_DATA: &str = "jabber:x:data";
 /// Stanza errors.
 pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// XEP-0153: the avatar hash in presences.
+pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
 
 /// The presence that joins `room` as `nick`, asking for no history (the archive gives the
 /// bridge what it missed, in order, exactly once). `from` is set in component mode.
@@ -100,6 +102,9 @@ pub struct OccupantPresence {
     pub affiliation: Option<String>,
     /// The status message or reason, if any.
     pub status: Option<String>,
+    /// XEP-0153: the SHA-1 of the occupant's avatar (lower-case hex), `Some("")` when it says
+    /// it has none, `None` when the presence does not say.
+    pub photo: Option<String>,
 }
 
 /// Reads a MUC presence; `None` when it is not one (no `muc#user` payload or no nick).
@@ -147,6 +152,16 @@ pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
         .get_child("occupant-id", NS_OCCUPANT_ID)
         .and_then(|o| o.attr("id"))
         .map(str::to_owned);
+    p.photo = presence
+        .get_child("x", NS_VCARD_UPDATE)
+        .map(|x| {
+            x.get_child("photo", NS_VCARD_UPDATE)
+                .map(|photo| photo.text().trim().to_ascii_lowercase())
+                .unwrap_or_default()
+        })
+        .filter(|hash| {
+            hash.is_empty() || (hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
     if p.status.is_none() {
         p.status = presence
             .get_child("status", NS_CLIENT)
@@ -220,6 +235,35 @@ mod tests {
         );
         assert!(
             occupant_presence(&xml("<presence xmlns='jabber:client' from='a@b/c'/>")).is_none()
+        );
+    }
+
+    #[test]
+    fn reads_the_avatar_hash_of_a_presence() {
+        let with = |update: &str| {
+            let p = xml(&format!(
+                "<presence xmlns='jabber:client' from='r@c.x/Al'>\
+                 <x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/></x>\
+                 {update}</presence>"
+            ));
+            occupant_presence(&p).expect("a MUC presence").photo
+        };
+        let hash = "A94A8FE5CCB19BA61C4C0873D391E987982FBBD3";
+        assert_eq!(
+            with(&format!(
+                "<x xmlns='vcard-temp:x:update'><photo> {hash} </photo></x>"
+            )),
+            Some(hash.to_ascii_lowercase())
+        );
+        // An empty photo: no avatar. No element: nothing said. Not a SHA-1: ignored.
+        assert_eq!(
+            with("<x xmlns='vcard-temp:x:update'><photo/></x>"),
+            Some(String::new())
+        );
+        assert_eq!(with(""), None);
+        assert_eq!(
+            with("<x xmlns='vcard-temp:x:update'><photo>../../etc</photo></x>"),
+            None
         );
     }
 

@@ -43,6 +43,7 @@ from nio import (
     JoinedMembersResponse,
     LoginResponse,
     MessageDirection,
+    ProfileSetAvatarResponse,
     ProfileSetDisplayNameResponse,
     RoomCreateResponse,
     RoomGetEventResponse,
@@ -162,7 +163,7 @@ class Human:
         self.http = None  # aiohttp session for what nio does not do (or not as wanted)
         self.table = {name: getattr(self, name) for name in (
             "create_room", "join", "leave", "invite", "send", "edit", "reply", "react",
-            "redact", "send_file", "download", "typing", "read", "displayname", "topic",
+            "redact", "send_file", "download", "typing", "read", "displayname", "avatar", "topic",
             "room_name", "send_raw", "messages", "state", "forward_extremities", "members",
             "set_autojoin", "whoami")}
 
@@ -453,6 +454,17 @@ class Human:
     async def displayname(self, c):
         check(await self.client.set_displayname(c["name"]), ProfileSetDisplayNameResponse)
         return {}
+
+    async def avatar(self, c):
+        """Uploads a picture (data_b64, mimetype) and makes it our avatar; the reply has its
+        mxc:// url and sha256."""
+        data = base64.b64decode(c["data_b64"])
+        resp, _keys = await self.client.upload(
+            lambda _got_429, _got_timeouts: data, content_type=c.get("mimetype", "image/png"),
+            filename="avatar", filesize=len(data))
+        url = check(resp, UploadResponse).content_uri
+        check(await self.client.set_avatar(url), ProfileSetAvatarResponse)
+        return {"url": url, "sha256": hashlib.sha256(data).hexdigest()}
 
     async def topic(self, c):
         room = await self.room_id(c["room"])

@@ -338,7 +338,7 @@ class Commands:
         self.table = {name: getattr(self, name) for name in (
             "join", "leave", "nick", "send", "correct", "reply", "react", "retract", "moderate",
             "chatstate", "displayed", "subject", "oob", "upload", "fetch", "mam", "raw",
-            "configure", "vcard")}
+            "configure", "vcard", "avatar")}
 
     def message(self, c, body=None):
         """A new message to c["to"] of c["type"], with c["id"] if given (also as origin-id)."""
@@ -508,6 +508,27 @@ class Commands:
             out["photo"] = {"type": None if kind is None else kind.text, "size": len(data),
                             "sha1": hashlib.sha1(data).hexdigest()}
         return out
+
+    async def avatar(self, c):
+        """Sets our avatar as clients without PEP avatars do: publishes our vCard (XEP-0054)
+        with the picture (data_b64, type), then tells each room we are in its hash in a new
+        presence (XEP-0153). The reply has the hash."""
+        data = base64.b64decode(c["data_b64"])
+        iq = self.xmpp.Iq()
+        iq["type"] = "set"
+        card = ET.Element(q(NS_VCARD, "vCard"))
+        photo = ET.SubElement(card, q(NS_VCARD, "PHOTO"))
+        ET.SubElement(photo, q(NS_VCARD, "TYPE")).text = c.get("type", "image/png")
+        ET.SubElement(photo, q(NS_VCARD, "BINVAL")).text = base64.b64encode(data).decode()
+        iq.append(card)
+        await iq.send(timeout=TIMEOUT)
+        sha1 = hashlib.sha1(data).hexdigest()
+        for room, nick in self.nicks.items():
+            pres = self.xmpp.make_presence(pto="%s/%s" % (room, nick))
+            update = ET.SubElement(pres.xml, q(NS_VCARD_UPDATE, "x"))
+            ET.SubElement(update, q(NS_VCARD_UPDATE, "photo")).text = sha1
+            pres.send()
+        return {"sha1": sha1}
 
     async def raw(self, c):
         self.xmpp.send_raw(c["xml"])

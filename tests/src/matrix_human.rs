@@ -355,6 +355,15 @@ impl MatrixHuman {
         Ok(())
     }
 
+    /// Uploads `data` and makes it our avatar; the reply has its mxc:// `url` and `sha256`.
+    pub async fn avatar(&mut self, data: &[u8], mimetype: &str) -> Result<Value> {
+        self.command(
+            "avatar",
+            json!({ "data_b64": base64(data), "mimetype": mimetype }),
+        )
+        .await
+    }
+
     /// Sets a room's topic (`m.room.topic`); returns the state event's ID.
     pub async fn topic(&mut self, room: &str, text: &str) -> Result<String> {
         self.event_command("topic", json!({ "room": room, "text": text }))
@@ -495,7 +504,7 @@ fn str_field(reply: &Value, name: &str) -> Result<String> {
 }
 
 /// Standard base64 with padding, for binary data in a JSON command.
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

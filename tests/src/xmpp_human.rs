@@ -300,6 +300,17 @@ impl XmppHuman {
         self.command("vcard", json!({ "jid": jid })).await
     }
 
+    /// Sets our avatar (vCard photo, announced in each joined room's presence, XEP-0153); the
+    /// reply has its `sha1`.
+    pub async fn avatar(&mut self, data: &[u8], content_type: &str) -> Result<Value> {
+        let data_b64 = crate::matrix_human::base64(data);
+        self.command(
+            "avatar",
+            json!({ "data_b64": data_b64, "type": content_type }),
+        )
+        .await
+    }
+
     /// HTTP GET; the reply has `status`, `size`, `sha256` (hex) and `content_type`.
     pub async fn fetch(&mut self, url: &str) -> Result<Value> {
         self.command("fetch", json!({ "url": url })).await

@@ -540,3 +540,84 @@ async fn a_5000_message_xmpp_burst_arrives_once_in_order_with_a_linear_dag() {
     core.shutdown().await;
     let _ = xavier.quit().await;
 }
+
+/// Avatars cross both ways through both servers and real clients: xavier's (a vCard photo
+/// announced in his MUC presence, XEP-0153) becomes his ghost's Matrix avatar, the same bytes;
+/// carol's Matrix avatar becomes her puppet's (its presence's hash and its vCard's photo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avatars_cross_between_xmpp_and_matrix() {
+    let Rig {
+        _turn,
+        core,
+        muc,
+        room,
+        mut carol,
+        mut xavier,
+        _dir,
+    } = rig("xm-avatars").await;
+    let picture =
+        |seed: u32| -> Vec<u8> { (0..4_000u32).map(|i| (i * seed % 251) as u8).collect() };
+    let sha256 = |bytes: &[u8]| {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    };
+    let sha1 = |bytes: &[u8]| {
+        use sha1::Digest as _;
+        format!("{:x}", sha1::Sha1::digest(bytes))
+    };
+
+    // XMPP → Matrix.
+    let xaviers = picture(7);
+    let set = xavier
+        .avatar(&xaviers, "image/png")
+        .await
+        .expect("avatar set");
+    assert_eq!(text(&set["sha1"]), sha1(&xaviers));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let avatar_url = loop {
+        let members = carol.members(&room).await.expect("members");
+        let url = members["members"].as_array().and_then(|m| {
+            m.iter()
+                .find(|m| is_xmpp_ghost(&m["user_id"]) && m["display_name"] == "Xavier")
+                .and_then(|m| m["avatar_url"].as_str().map(str::to_owned))
+        });
+        if let Some(url) = url.filter(|u| !u.is_empty()) {
+            break url;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no avatar on xavier's ghost: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let downloaded = carol
+        .download(&avatar_url)
+        .await
+        .expect("the avatar downloads");
+    assert_eq!(
+        text(&downloaded["sha256"]),
+        sha256(&xaviers),
+        "{downloaded}"
+    );
+
+    // Matrix → XMPP.
+    let carols = picture(13);
+    carol
+        .avatar(&carols, "image/png")
+        .await
+        .expect("avatar set");
+    let hash = sha1(&carols);
+    xavier
+        .next_event(
+            |e| e["event"] == "presence" && e["nick"] == CAROL_NAME && e["photo"] == hash.as_str(),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("carol's puppet announces her avatar");
+    let card = xavier
+        .vcard(&format!("{muc}/{CAROL_NAME}"))
+        .await
+        .expect("the puppet's vCard");
+    assert_eq!(card["photo"]["sha1"], hash.as_str(), "{card}");
+    core.shutdown().await;
+}

@@ -117,6 +117,14 @@ impl Inner {
             self.reconcile_members(&p.room, ctx);
             return;
         }
+        if p.available
+            && let Some(hash) = p.photo.clone()
+            && !(self.rooms.lock()).is_ours(&p.room, &p.nick, p.occupant_id.as_deref())
+            && let Some(user) =
+                (self.rooms.lock().occupant(&p.room, &p.nick)).map(|o| o.user.clone())
+        {
+            self.peer_photo(ctx, &p.room, &p.nick, user, hash);
+        }
         let submit = |occupant: &Occupant, nick: &str, kind| {
             let event = event(&p.room, None, occupant.user.clone(), nick, None, kind);
             self.submit(ctx, event);
@@ -189,7 +197,8 @@ impl Inner {
     }
 
     /// Hands an event to the core without tracking its durability (presence-derived events).
-    fn submit(&self, ctx: &AdapterContext, event: InboundEvent) {
+    fn submit(&self, ctx: &AdapterContext, mut event: InboundEvent) {
+        self.with_peer_avatar(ctx, &mut event.sender);
         if let Err(e) = ctx.enqueue(event) {
             tracing::warn!(adapter = %self.id, error = %e, "event not accepted");
         }
@@ -316,6 +325,23 @@ impl Inner {
 
     /// The neutral events of one room message (live or archived).
     pub(super) fn translate_groupchat(
+        &self,
+        parsed: &Parsed,
+        room: &str,
+        nick: Option<&str>,
+        ours: bool,
+        heard: Heard,
+        ctx: &AdapterContext,
+    ) -> Vec<InboundEvent> {
+        let mut events = self.groupchat_events(parsed, room, nick, ours, heard, ctx);
+        for event in &mut events {
+            self.with_peer_avatar(ctx, &mut event.sender);
+        }
+        events
+    }
+
+    /// [`Inner::translate_groupchat`] before the senders' avatars are added.
+    fn groupchat_events(
         &self,
         parsed: &Parsed,
         room: &str,

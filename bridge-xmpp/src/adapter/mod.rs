@@ -147,6 +147,8 @@ struct Inner {
     rebounded: tokio::sync::Notify,
     /// Puppets' avatars as far as known in this process ([`avatar`]).
     avatars: Mutex<avatar::Known>,
+    /// XMPP users' avatars as far as known in this process ([`avatar`]).
+    peer_avatars: Mutex<avatar::Peers>,
     /// One join at a time per (occupant JID, room): a second would replace the first's
     /// waiter for the room's answer ([`Inner::join_turn`]).
     join_turns: Mutex<HashMap<(String, String), JoinTurn>>,
@@ -194,6 +196,7 @@ impl XmppAdapter {
             rebounds: Mutex::new(HashMap::new()),
             rebounded: tokio::sync::Notify::new(),
             avatars: Mutex::new(HashMap::new()),
+            peer_avatars: Mutex::new(avatar::Peers::default()),
             join_turns: Mutex::new(HashMap::new()),
             archived_at_start: Mutex::new(HashMap::new()),
             archive: Mutex::new(HashMap::new()),
@@ -673,6 +676,13 @@ impl Adapter for XmppAdapter {
         *self.inner.direct.lock() = None;
         ctx.set_connected(false);
         Ok(())
+    }
+
+    async fn fetch_attachment(
+        &self,
+        attachment: &bridge_core::Attachment,
+    ) -> Result<bridge_core::AttachmentBody, AdapterError> {
+        self.inner.peer_image(&attachment.url)
     }
 
     async fn send(&self, event: OutboundEvent) -> Result<Delivered, AdapterError> {

@@ -159,8 +159,9 @@ impl Inner {
                 let Some((nick, _)) = joined else {
                     return Ok(Delivered::default()); // takes the new name at its next join
                 };
-                let name = display_name
-                    .as_deref()
+                // No new name (an avatar change): the one the sender has.
+                let name = (display_name.as_deref())
+                    .or(event.sender.display_name.as_deref())
                     .unwrap_or(event.sender.user.as_str());
                 let wanted = nick_candidates(
                     name,
