@@ -77,7 +77,7 @@ const DIRECTIONS: [(Net, Net); 6] = [
 ];
 
 /// The features, in the order of the table's rows.
-const FEATURES: [&str; 16] = [
+const FEATURES: [&str; 17] = [
     "text",
     "formatting",
     "edit",
@@ -91,6 +91,7 @@ const FEATURES: [&str; 16] = [
     "join",
     "leave",
     "nick / display name",
+    "avatar",
     "topic",
     "direct message",
     "no echo, no duplicate",
@@ -467,6 +468,11 @@ fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
         "nick / display name" if !caps.profile => Some(
             "a MIMI participant is a user URI in the room's participant list; MIMI has no \
              display names, so the MIMI adapter declares no `profile` capability.",
+        ),
+        "avatar" if !caps.profile => Some(
+            "a MIMI room's participant list holds only user URIs, and the MIMI adapter neither \
+             reads nor writes the content format's `profile` and `icon` parts; it declares no \
+             `profile` capability.",
         ),
         _ => None,
     }
@@ -2001,6 +2007,77 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             (Net::Mimi, Net::Matrix),
         ] {
             table.not_carried(feature, from, to, why);
+        }
+    }
+
+    // ================================================================ avatar
+    // Xavier publishes a vCard photo (announced in his MUC presence, XEP-0153); carol sets a
+    // Matrix avatar. Each must reach the other side byte for byte.
+    const AVATAR: &str = "avatar";
+    let picture =
+        |seed: u32| -> Vec<u8> { (0..4_000u32).map(|i| (i * seed % 251) as u8).collect() };
+    let xaviers = picture(7);
+    xavier
+        .avatar(&xaviers, "image/png")
+        .await
+        .expect("xavier's avatar set");
+    let avatar_ghost = ghost.clone().unwrap_or_default();
+    table
+        .check(AVATAR, Net::Xmpp, Net::Matrix, async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let url = loop {
+                let members = carol.members(&room).await?;
+                let url = (members["members"].as_array())
+                    .and_then(|m| m.iter().find(|m| m["user_id"] == avatar_ghost.as_str()))
+                    .and_then(|m| m["avatar_url"].as_str().map(str::to_owned))
+                    .filter(|u| !u.is_empty());
+                if let Some(url) = url {
+                    break url;
+                }
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "no avatar on xavier's ghost: {members}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let downloaded = carol.download(&url).await?;
+            ensure!(
+                downloaded["sha256"] == sha256_hex(&xaviers).as_str(),
+                "not xavier's picture: {downloaded}"
+            );
+            Ok(())
+        })
+        .await;
+    let carols = picture(13);
+    carol
+        .avatar(&carols, "image/png")
+        .await
+        .expect("carol's avatar set");
+    let carols_sha1 = {
+        use sha1::Digest as _;
+        format!("{:x}", sha1::Sha1::digest(&carols))
+    };
+    table
+        .check(AVATAR, Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| p["nick"] == CAROL_NAME && p["photo"] == carols_sha1.as_str())
+                .await?;
+            let card = xavier.vcard(&format!("{muc}/{CAROL_NAME}")).await?;
+            ensure!(
+                card["photo"]["sha1"] == carols_sha1.as_str(),
+                "not carol's picture: {card}"
+            );
+            Ok(())
+        })
+        .await;
+    if let Some(why) = mimi_lacks(&mimi_caps, AVATAR) {
+        for (from, to) in [
+            (Net::Xmpp, Net::Mimi),
+            (Net::Matrix, Net::Mimi),
+            (Net::Mimi, Net::Xmpp),
+            (Net::Mimi, Net::Matrix),
+        ] {
+            table.not_carried(AVATAR, from, to, why);
         }
     }
 
