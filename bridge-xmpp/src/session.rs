@@ -241,6 +241,14 @@ mod tests {
             .expect("the task runs")
     }
 
+    /// Plays the server's handshake on `conn` and waits for the task's `Online`.
+    async fn handshake_online(conn: &mut tokio::net::TcpStream, handle: &mut StreamHandle) {
+        fake_server_handshake(conn, "<handshake/>")
+            .await
+            .expect("handshake");
+        assert!(matches!(next(handle).await, StreamEvent::Online { .. }));
+    }
+
     /// A server that goes silent is detected by the keepalive ping and reconnected to; a
     /// server that answers keeps the session.
     #[tokio::test]
@@ -255,13 +263,7 @@ mod tests {
 
         // First session: the server takes the ping and never answers.
         let (mut first, _) = listener.accept().await.expect("first connection");
-        fake_server_handshake(&mut first, "<handshake/>")
-            .await
-            .expect("handshake");
-        assert!(matches!(
-            next(&mut handle).await,
-            StreamEvent::Online { .. }
-        ));
+        handshake_online(&mut first, &mut handle).await;
         read_until(&mut first, "urn:xmpp:ping")
             .await
             .expect("a keepalive ping");
@@ -272,13 +274,7 @@ mod tests {
 
         // Second session: the task came back by itself, and stanzas flow.
         let (mut second, _) = listener.accept().await.expect("reconnection");
-        fake_server_handshake(&mut second, "<handshake/>")
-            .await
-            .expect("handshake");
-        assert!(matches!(
-            next(&mut handle).await,
-            StreamEvent::Online { .. }
-        ));
+        handshake_online(&mut second, &mut handle).await;
         second
             .write_all(b"<message from='a@b' to='bridge.localhost'><body>hi</body></message>")
             .await
@@ -311,13 +307,7 @@ mod tests {
         let mut handle = spawn_component(settings, shutdown.clone());
 
         let (mut first, _) = listener.accept().await.expect("first connection");
-        fake_server_handshake(&mut first, "<handshake/>")
-            .await
-            .expect("handshake");
-        assert!(matches!(
-            next(&mut handle).await,
-            StreamEvent::Online { .. }
-        ));
+        handshake_online(&mut first, &mut handle).await;
         drop(first);
         assert!(matches!(
             next(&mut handle).await,
@@ -334,13 +324,7 @@ mod tests {
             session: 1,
         };
         handle.out.send(stale).await.expect("queued");
-        fake_server_handshake(&mut second, "<handshake/>")
-            .await
-            .expect("handshake");
-        assert!(matches!(
-            next(&mut handle).await,
-            StreamEvent::Online { .. }
-        ));
+        handshake_online(&mut second, &mut handle).await;
         let (written, fresh_written) = oneshot::channel();
         let fresh = Outgoing {
             stanza: message("fresh"),

@@ -333,23 +333,6 @@ impl Inner {
         heard: Heard,
         ctx: &AdapterContext,
     ) -> Vec<InboundEvent> {
-        let mut events = self.groupchat_events(parsed, room, nick, ours, heard, ctx);
-        for event in &mut events {
-            self.with_peer_avatar(ctx, &mut event.sender);
-        }
-        events
-    }
-
-    /// [`Inner::translate_groupchat`] before the senders' avatars are added.
-    fn groupchat_events(
-        &self,
-        parsed: &Parsed,
-        room: &str,
-        nick: Option<&str>,
-        ours: bool,
-        heard: Heard,
-        ctx: &AdapterContext,
-    ) -> Vec<InboundEvent> {
         let stanza_id = parsed.stanza_id_by(room);
         let native = stanza_id.or(parsed.id.as_deref()).map(RemoteEventId::new);
         let our_id = parsed
@@ -535,6 +518,9 @@ impl Inner {
                     EventKind::ReadMarker { up_to },
                 ));
             }
+        }
+        for event in &mut events {
+            self.with_peer_avatar(ctx, &mut event.sender);
         }
         events
     }
