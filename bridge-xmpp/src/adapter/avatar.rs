@@ -9,7 +9,7 @@
 //!
 //! The image is fetched once per avatar URL through the adapter the user came from (a Matrix
 //! `mxc://` URI needs the homeserver's credentials) or as a plain HTTP(S) link, up to
-//! [`MAX_BYTES`], and kept in the adapter's store (`avatar` → URL, hash, type; `avatar-data` →
+//! [`MAX_BYTES`] and for at most [`FETCH_TIMEOUT`] (it holds up the puppet's join), and kept in the adapter's store (`avatar` → URL, hash, type; `avatar-data` →
 //! the bytes), so a restart does not fetch it again. An image that cannot be fetched is logged
 //! and the puppet keeps its previous one (none at first); the URL is not tried again until it
 //! changes or the bridge restarts.
@@ -40,6 +40,8 @@ use crate::xml::Attrs as _;
 
 /// The largest avatar image fetched (vCards travel inside one stanza).
 pub(super) const MAX_BYTES: u64 = 256 * 1024;
+/// How long fetching a puppet's avatar may hold up the puppet's first event in a room.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// XEP-0054.
 pub(super) const NS_VCARD: &str = "vcard-temp";
 use crate::muc::NS_VCARD_UPDATE;
@@ -133,7 +135,10 @@ impl Inner {
             }
             return current;
         };
-        let sha1 = match self.fetch_avatar(ctx, source, url).await {
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_avatar(ctx, source, url))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
+        let sha1 = match fetched {
             Ok((bytes, mime)) => {
                 let sha1 = hex(&sha1::Sha1::digest(&bytes));
                 let record = Stored {
