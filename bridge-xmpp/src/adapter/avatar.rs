@@ -101,9 +101,9 @@ impl Inner {
             .and_then(|(_, sha1)| sha1.clone())
     }
 
-    /// The photo hash of `puppet` (see [`key`]), the face of a user whose avatar URL is `url` on `source`:
-    /// fetched and stored when the URL is new (see the module docs). `url` `None` (the event
-    /// does not say) keeps what is known.
+    /// The photo hash of `puppet` (see [`key`]), the face of a user whose avatar URL is `url`
+    /// on `source`: fetched and stored when the URL is new (see the module docs). `url` `None`
+    /// (the event does not say) keeps what is known.
     pub(super) async fn avatar_of(
         &self,
         ctx: &AdapterContext,
@@ -126,12 +126,17 @@ impl Inner {
             .map(|(u, _)| u.as_str())
             .or(stored.as_ref().map(|s| s.url.as_str()));
         let Some(url) = url.filter(|u| !u.is_empty() && Some(*u) != seen) else {
-            if known.is_none()
-                && let Some(s) = &stored
-            {
-                self.avatars
-                    .lock()
-                    .insert(puppet.to_owned(), (s.url.clone(), Some(s.sha1.clone())));
+            if known.is_none() {
+                // Remembered either way, so that the store is read once per puppet.
+                let entry = match &stored {
+                    Some(s) => (s.url.clone(), Some(s.sha1.clone())),
+                    None => (String::new(), None),
+                };
+                let mut avatars = self.avatars.lock();
+                if avatars.len() >= 100_000 {
+                    avatars.clear(); // only a cache
+                }
+                avatars.insert(puppet.to_owned(), entry);
             }
             return current;
         };
