@@ -35,6 +35,7 @@ use xmpp_parsers::minidom::Element;
 
 use super::Inner;
 use super::inbound::keys;
+use crate::muc::NS_VCARD_UPDATE;
 use crate::wire::NS_CLIENT;
 use crate::xml::Attrs as _;
 
@@ -44,7 +45,6 @@ pub(super) const MAX_BYTES: u64 = 256 * 1024;
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// XEP-0054.
 pub(super) const NS_VCARD: &str = "vcard-temp";
-use crate::muc::NS_VCARD_UPDATE;
 /// Store key kinds: a puppet's avatar (JSON [`Stored`]) and its image bytes.
 const AVATAR: &str = "avatar";
 const AVATAR_DATA: &str = "avatar-data";
@@ -401,20 +401,6 @@ pub(super) fn is_vcard_get(iq: &Element) -> bool {
             .children()
             .next()
             .is_some_and(|c| c.is("vCard", NS_VCARD))
-}
-
-/// The result IQ answering `request` with `payload`.
-pub(super) fn result(request: &Element, payload: Element) -> Element {
-    let mut iq = Element::builder("iq", NS_CLIENT)
-        .with("type", "result")
-        .with("id", request.attr("id").unwrap_or_default());
-    if let Some(to) = request.attr("from") {
-        iq = iq.with("to", to);
-    }
-    if let Some(from) = request.attr("to") {
-        iq = iq.with("from", from);
-    }
-    iq.append(payload).build()
 }
 
 fn hex(bytes: &[u8]) -> String {

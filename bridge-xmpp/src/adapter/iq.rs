@@ -40,24 +40,26 @@ pub enum Addressee<'a> {
     Puppet(&'a str),
 }
 
+/// An IQ of type `kind` answering `request`: its `id`, addressed back to its sender.
+pub fn reply(request: &Element, kind: &str) -> xmpp_parsers::minidom::ElementBuilder {
+    let mut b = Element::builder("iq", NS_CLIENT)
+        .with("type", kind)
+        .with("id", request.attr("id").unwrap_or_default());
+    if let Some(to) = request.attr("from") {
+        b = b.with("to", to);
+    }
+    if let Some(from) = request.attr("to") {
+        b = b.with("from", from);
+    }
+    b
+}
+
 /// The answer to an IQ `get`/`set` addressed to us. Unknown requests get
 /// `service-unavailable`, as RFC 6120 §8.4 asks.
 pub fn answer(request: &Element, addressee: Addressee<'_>) -> Element {
-    let id = request.attr("id").unwrap_or_default();
     let kind = request.attr("type").unwrap_or_default();
     let payload = request.children().next();
-    let reply = |kind: &str| {
-        let mut b = Element::builder("iq", NS_CLIENT)
-            .with("type", kind)
-            .with("id", id);
-        if let Some(to) = request.attr("from") {
-            b = b.with("to", to);
-        }
-        if let Some(from) = request.attr("to") {
-            b = b.with("from", from);
-        }
-        b
-    };
+    let reply = |kind: &str| reply(request, kind);
     let Some(payload) = payload.filter(|_| kind == "get") else {
         return error(reply("error"), "cancel", "service-unavailable");
     };

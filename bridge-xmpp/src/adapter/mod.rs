@@ -541,7 +541,9 @@ impl Inner {
                         let local = to.split('@').next().unwrap_or_default();
                         let name = crate::jid::unescape_localpart(local);
                         if avatar::is_vcard_get(&iq) {
-                            avatar::result(&iq, self.vcard(&avatar::key(to), &name))
+                            iq::reply(&iq, "result")
+                                .append(self.vcard(&avatar::key(to), &name))
+                                .build()
                         } else {
                             iq::answer(&iq, iq::Addressee::Puppet(&name))
                         }
