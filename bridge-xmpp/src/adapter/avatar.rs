@@ -140,7 +140,7 @@ impl Inner {
             }
             return current;
         };
-        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_avatar(ctx, source, url))
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_avatar(source, url))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
         let sha1 = match fetched {
@@ -184,7 +184,6 @@ impl Inner {
     /// The image at `url`, through `source` or as a plain link, and its media type.
     async fn fetch_avatar(
         &self,
-        ctx: &AdapterContext,
         source: &AdapterId,
         url: &str,
     ) -> Result<(bytes::Bytes, String), String> {
@@ -193,30 +192,11 @@ impl Inner {
             url: url.to_owned(),
             ..Attachment::default()
         };
-        let (bytes, mime) = match ctx.fetch_attachment(source, &file).await {
-            Ok(body) => {
-                let mime = body.mime.clone();
-                (
-                    body.collect(MAX_BYTES).await.map_err(|e| e.to_string())?,
-                    mime,
-                )
-            }
-            Err(AdapterError::Unsupported(_))
-                if url.starts_with("http://") || url.starts_with("https://") =>
-            {
-                let http = self.http.as_ref().ok_or("no HTTP client")?;
-                let fetched = http
-                    .fetch(url, MAX_BYTES)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (fetched.bytes, fetched.content_type)
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        let mime = mime
+        let fetched = self.fetch_from_source(source, &file, MAX_BYTES).await?;
+        let mime = (fetched.content_type)
             .filter(|m| m.starts_with("image/"))
             .ok_or("not an image")?;
-        Ok((bytes, mime))
+        Ok((fetched.bytes, mime))
     }
 
     /// The answer to a vCard request to `puppet` (bare JID) named `name`: its name and, when

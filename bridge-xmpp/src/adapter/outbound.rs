@@ -827,6 +827,38 @@ impl Inner {
         }
     }
 
+    /// The bytes of `attachment`, which adapter `source` received, up to `limit`: asked of
+    /// the source adapter first (its URL may need its credentials or hold ciphertext, a MIMI
+    /// file); a plain link it does not serve is fetched as one.
+    pub(super) async fn fetch_from_source(
+        &self,
+        source: &AdapterId,
+        attachment: &Attachment,
+        limit: u64,
+    ) -> Result<crate::upload::Fetched, String> {
+        let ctx = self.ctx().map_err(|e| e.to_string())?;
+        match ctx.fetch_attachment(source, attachment).await {
+            Ok(body) => {
+                let content_type = body.mime.clone();
+                Ok(crate::upload::Fetched {
+                    bytes: body.collect(limit).await.map_err(|e| e.to_string())?,
+                    content_type,
+                    file_name: None,
+                })
+            }
+            Err(AdapterError::Unsupported(_))
+                if attachment.url.starts_with("http://")
+                    || attachment.url.starts_with("https://") =>
+            {
+                let http = self.http.as_ref().ok_or("no HTTP client")?;
+                http.fetch(&attachment.url, limit)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     async fn upload_to(
         &self,
         service: &crate::upload::UploadService,
@@ -836,28 +868,7 @@ impl Inner {
     ) -> Result<String, String> {
         let http = self.http.as_ref().ok_or("no HTTP client")?;
         let limit = service.max_file_size.unwrap_or(100 * 1024 * 1024);
-        // The source adapter first: its URL may need its credentials or hold ciphertext (a
-        // MIMI file); a plain link it does not serve is fetched as one.
-        let ctx = self.ctx().map_err(|e| e.to_string())?;
-        let fetched = match ctx.fetch_attachment(source, attachment).await {
-            Ok(body) => {
-                let content_type = body.mime.clone();
-                crate::upload::Fetched {
-                    bytes: body.collect(limit).await.map_err(|e| e.to_string())?,
-                    content_type,
-                    file_name: None,
-                }
-            }
-            Err(AdapterError::Unsupported(_))
-                if attachment.url.starts_with("http://")
-                    || attachment.url.starts_with("https://") =>
-            {
-                http.fetch(&attachment.url, limit)
-                    .await
-                    .map_err(|e| e.to_string())?
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let fetched = self.fetch_from_source(source, attachment, limit).await?;
         let name = if attachment.name.is_empty() {
             fetched.file_name.clone().unwrap_or_else(|| "file".into())
         } else {
