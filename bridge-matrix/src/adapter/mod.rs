@@ -13,7 +13,7 @@ mod ghosts;
 mod inbound;
 mod outbound;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -124,7 +124,7 @@ pub(crate) struct Inner {
     /// Who is typing in each room, as last pushed.
     typing: Mutex<HashMap<String, Vec<String>>>,
     /// The transactions taken most recently; the lock also makes transactions one at a time.
-    txns: tokio::sync::Mutex<VecDeque<String>>,
+    txns: tokio::sync::Mutex<inbound::RecentTxns>,
     /// Linked rooms named by alias, and their room IDs.
     rooms: crate::rooms::RoomNames,
     /// Transactions the homeserver skipped (see [`inbound::GapCheck`]).
@@ -206,7 +206,7 @@ impl AppserviceAdapter {
                 members: Mutex::new(HashMap::new()),
                 power: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
-                txns: tokio::sync::Mutex::new(VecDeque::new()),
+                txns: tokio::sync::Mutex::new(inbound::RecentTxns::default()),
                 rooms: crate::rooms::RoomNames::default(),
                 gaps: Mutex::new(inbound::GapCheck::default()),
                 direct: Mutex::new(HashMap::new()),
@@ -248,7 +248,7 @@ impl Inner {
             *self
                 .txns
                 .try_lock()
-                .map_err(|_| AdapterError::transient("busy"))? = list.into();
+                .map_err(|_| AdapterError::transient("busy"))? = list.into_iter().collect();
         }
         let mut direct = self.direct.lock();
         for (key, value) in store.scan(inbound::DIRECT, usize::MAX).map_err(failed)? {
