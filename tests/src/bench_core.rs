@@ -216,12 +216,66 @@ async fn phase(name: &str) -> anyhow::Result<serde_json::Value> {
             rig_paced.core.shutdown().await;
             serde_json::json!({ "p50_us": p50, "p99_us": p99 })
         }
+        "flush" => flush_costs()?,
         other => anyhow::bail!("unknown core phase {other:?}"),
     };
     let rss = peak_rss_kb();
     println!("{name} phase peak RSS: {rss} kB");
     out["peak_rss_kb"] = rss.into();
     Ok(out)
+}
+
+/// What one durable acknowledgement costs when events come one at a time, as chat messages
+/// do: `CYCLES` times a small batch (an event's worth: one ~300-byte value and four small ones)
+/// applied and flushed through the store the core uses (sled behind the combining store), one
+/// every 2 ms; and, as the floor under any store, the same number of 700-byte appends to a
+/// plain file, each followed by `fdatasync`. Both as this process's CPU (user + system, every
+/// thread) per cycle.
+fn flush_costs() -> anyhow::Result<serde_json::Value> {
+    use std::io::Write as _;
+    const CYCLES: u64 = 3_000;
+    const GAP: Duration = Duration::from_millis(2);
+    let dir = tempfile::tempdir()?;
+    let store = bridge_core::store::CombiningStore::new(Arc::new(SledStore::open(dir.path())?));
+    let cycle = |i: u64| -> anyhow::Result<()> {
+        let mut batch = bridge_core::store::Batch::new();
+        for k in 0..5u64 {
+            // Keys spread like the core's (one sequential, the others under room prefixes).
+            let key = [&(k * 7919 % 1000).to_be_bytes()[..], &i.to_be_bytes()[..]].concat();
+            batch.put(key, vec![1; if k == 0 { 300 } else { 17 }]);
+        }
+        store.apply(batch)?;
+        store.flush()?;
+        Ok(())
+    };
+    for i in 0..200 {
+        cycle(i)?;
+    }
+    let pid = std::process::id();
+    let cpu = || bridge_tests::cpu_seconds(pid);
+    let before = cpu();
+    for i in 200..200 + CYCLES {
+        cycle(i)?;
+        std::thread::sleep(GAP);
+    }
+    let store_us = (cpu() - before) * 1e6 / CYCLES as f64;
+    drop(store);
+    let mut file = std::fs::File::create(dir.path().join("floor"))?;
+    let record = [1u8; 700];
+    let before = cpu();
+    for _ in 0..CYCLES {
+        file.write_all(&record)?;
+        file.sync_data()?;
+        std::thread::sleep(GAP);
+    }
+    let floor_us = (cpu() - before) * 1e6 / CYCLES as f64;
+    println!(
+        "one event at a time: apply + flush through sled {store_us:.0} us of CPU per event; a 700-byte append + fdatasync {floor_us:.0} us"
+    );
+    Ok(serde_json::json!({
+        "flush_cpu_us": store_us.round(),
+        "fdatasync_cpu_us": floor_us.round(),
+    }))
 }
 
 /// Runs `name` in a child process (this binary, same arguments, [`PHASE_ENV`] set), so that
@@ -259,6 +313,7 @@ pub async fn run() -> anyhow::Result<String> {
     let memory = child_phase("memory")?;
     let durable = child_phase("durable")?;
     let paced = child_phase("paced")?;
+    let flush = child_phase("flush")?;
     // What `bin/bench.rs` built the runtime with (1 unless BRIDGE_BENCH_WORKER_THREADS says).
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
     let flavor = match tokio::runtime::Handle::current().runtime_flavor() {
@@ -277,6 +332,8 @@ pub async fn run() -> anyhow::Result<String> {
         "durable_eps": durable["durable_eps"],
         "p50_us": paced["p50_us"],
         "p99_us": paced["p99_us"],
+        "flush_cpu_us": flush["flush_cpu_us"],
+        "fdatasync_cpu_us": flush["fdatasync_cpu_us"],
         "peak_rss_kb": durable["peak_rss_kb"],
         "peak_rss_kb_memory_phase": memory["peak_rss_kb"],
         "peak_rss_kb_paced_phase": paced["peak_rss_kb"],
