@@ -118,6 +118,41 @@ pub enum CustomPolicy {
     Notice,
 }
 
+/// What crosses between the native rooms of a room at all, whatever the targets could carry:
+/// the admin's choice, global or per room (typing notifications and read markers say who is
+/// active and who read what, which some communities keep to their own network; to a MIMI room
+/// each read marker is also an MLS message to every member). An event kept back is counted in
+/// `bridge_events_withheld_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CarryPolicy {
+    /// Typing notifications cross (default `true`).
+    pub typing: bool,
+    /// Read markers cross (default `true`).
+    pub read_markers: bool,
+}
+
+impl Default for CarryPolicy {
+    fn default() -> Self {
+        Self {
+            typing: true,
+            read_markers: true,
+        }
+    }
+}
+
+impl CarryPolicy {
+    /// Whether events of `kind` cross to the room's other native rooms.
+    pub fn carries<R>(&self, kind: &crate::event::EventKind<R>) -> bool {
+        use crate::event::EventKind;
+        match kind {
+            EventKind::Typing { .. } => self.typing,
+            EventKind::ReadMarker { .. } => self.read_markers,
+            _ => true,
+        }
+    }
+}
+
 /// The admin's degradation policy, global or per room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DegradePolicy {

@@ -39,7 +39,9 @@ pub use adapter::{
     ConfigIssue, Delivered, Pending, SubmitError, Submitted, text_setting, unknown_settings,
 };
 pub use backoff::Backoff;
-pub use capabilities::{AttachmentLimit, Capabilities, CustomPolicy, DegradePolicy, Fallback};
+pub use capabilities::{
+    AttachmentLimit, Capabilities, CarryPolicy, CustomPolicy, DegradePolicy, Fallback,
+};
 pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
 pub use event::{
     Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent, MsgType,

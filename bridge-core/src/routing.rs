@@ -8,7 +8,7 @@ use crate::store::FastMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capabilities::DegradePolicy;
+use crate::capabilities::{CarryPolicy, DegradePolicy};
 use crate::ids::{AdapterId, RemoteRoomId, RoomId};
 use crate::store::keys::{Key, KeyReader, read_pair, tag};
 use crate::store::{Batch, Store, StoreError, for_each_with_prefix};
@@ -54,6 +54,9 @@ pub struct RoomSettings {
     /// This room's degradation policy, when it differs from the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<DegradePolicy>,
+    /// What crosses in this room at all, when it differs from the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<CarryPolicy>,
 }
 
 /// A neutral room with its links.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bridge_core::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId};
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
-    AdapterError, Capabilities, Core, DegradePolicy, DeliverySettings, Event, EventKind, Fallback,
-    Link, MemoryStore, MsgType, Origin, RemoteEventId, RoomId, RoomSettings, Sender, SledStore,
-    Store, Submitted,
+    AdapterError, Capabilities, CarryPolicy, Core, DegradePolicy, DeliverySettings, Event,
+    EventKind, Fallback, Link, MemoryStore, MsgType, Origin, RemoteEventId, RoomId, RoomSettings,
+    Sender, SledStore, Store, Submitted,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -34,6 +34,25 @@ async fn pair_with(
     settings: DeliverySettings,
     policy: Option<DegradePolicy>,
 ) -> Pair {
+    pair_in_room(
+        store,
+        caps_b,
+        settings,
+        RoomSettings {
+            name: Some("Lobby".into()),
+            policy,
+            carry: None,
+        },
+    )
+    .await
+}
+
+async fn pair_in_room(
+    store: Arc<dyn Store>,
+    caps_b: Capabilities,
+    settings: DeliverySettings,
+    room: RoomSettings,
+) -> Pair {
     let a = MemoryAdapter::new(Capabilities::all());
     let b = MemoryAdapter::new(caps_b);
     let (ha, hb) = (a.handle(), b.handle());
@@ -43,10 +62,7 @@ async fn pair_with(
         .adapter("b", Arc::new(b))
         .room(
             "lobby",
-            RoomSettings {
-                name: Some("Lobby".into()),
-                policy,
-            },
+            room,
             vec![Link::new("a", "a-room"), Link::new("b", "b-room")],
         )
         .start()
@@ -81,6 +97,52 @@ fn body(kind: &EventKind<RemoteEventId>) -> String {
         EventKind::Message { content, .. } => content.text.body().to_owned(),
         other => format!("<{}>", other.name()),
     }
+}
+
+#[tokio::test]
+async fn a_room_that_keeps_typing_and_read_markers_to_themselves_still_carries_messages() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let room = RoomSettings {
+        name: None,
+        policy: None,
+        carry: Some(CarryPolicy {
+            typing: false,
+            read_markers: false,
+        }),
+    };
+    let p = pair_in_room(store, Capabilities::all(), fast(), room).await;
+    p.a.submit(inbound("a-room").id("m1").from("alice").text("one"))
+        .await
+        .expect("submit");
+    p.a.submit(inbound("a-room").from("alice").typing(true))
+        .await
+        .expect("typing");
+    p.a.submit(inbound("a-room").from("alice").read_marker("m1"))
+        .await
+        .expect("read marker");
+    p.a.submit(inbound("a-room").id("m2").from("alice").text("two"))
+        .await
+        .expect("submit");
+    let sent = p.b.wait_sent(2, WAIT).await;
+    // Give anything withheld wrongly the time to arrive after "two".
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kinds: Vec<String> = p.b.sent().iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(kinds, ["one", "two"], "{sent:?}");
+
+    // The same events in a room with the default policy cross.
+    let q = pair(Capabilities::all()).await;
+    q.a.submit(inbound("a-room").id("m1").from("alice").text("one"))
+        .await
+        .expect("submit");
+    q.a.submit(inbound("a-room").from("alice").typing(true))
+        .await
+        .expect("typing");
+    q.a.submit(inbound("a-room").from("alice").read_marker("m1"))
+        .await
+        .expect("read marker");
+    let sent = q.b.wait_sent(3, WAIT).await;
+    let kinds: Vec<String> = sent.iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(kinds, ["one", "<typing>", "<read_marker>"]);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bridge_config::{Config, Diagnostics, Loaded, did_you_mean};
-use bridge_core::{CustomPolicy, DegradePolicy, DeliverySettings, Fallback};
+use bridge_core::{CarryPolicy, CustomPolicy, DegradePolicy, DeliverySettings, Fallback};
 
 use crate::registry;
 
@@ -83,6 +83,14 @@ pub fn policy(d: &bridge_config::Degrade) -> DegradePolicy {
     }
 }
 
+/// The core's carry policy from the config's.
+pub fn carry(c: &bridge_config::Carry) -> CarryPolicy {
+    CarryPolicy {
+        typing: c.typing,
+        read_markers: c.read_markers,
+    }
+}
+
 /// The core's delivery settings from the config's.
 pub fn delivery(config: &Config) -> DeliverySettings {
     let d = &config.delivery;
@@ -105,6 +113,10 @@ mod tests {
         assert_eq!(
             policy(&bridge_config::Degrade::default()),
             DegradePolicy::default()
+        );
+        assert_eq!(
+            carry(&bridge_config::Carry::default()),
+            CarryPolicy::default()
         );
         let d = bridge_config::Delivery::default();
         let core = DeliverySettings::default();

@@ -60,7 +60,8 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
 
     let mut builder = Core::builder(store)
         .settings(config::delivery(&config))
-        .default_policy(config::policy(&config.delivery.degrade));
+        .default_policy(config::policy(&config.delivery.degrade))
+        .default_carry(config::carry(&config.delivery.carry));
     for section in &config.adapters {
         let factory = registry::factory(&section.type_name)
             .with_context(|| format!("unknown adapter type {}", section.type_name))?;
@@ -73,6 +74,7 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
         let settings = RoomSettings {
             name: room.name.clone(),
             policy: room.degrade.as_ref().map(config::policy),
+            carry: room.carry.as_ref().map(config::carry),
         };
         let links = room
             .links

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! bridge.toml:12:11: adapter[1].connect: expected a socket address like "127.0.0.1:7000", got "nowhere"
-//! bridge.toml:20:1: room[0].colour: unknown key "colour"; expected one of: id, name, degrade, link
+//! bridge.toml:20:1: room[0].colour: unknown key "colour"; expected one of: id, name, degrade, carry, link
 //! 2 errors
 //! ```
 

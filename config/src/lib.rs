@@ -29,6 +29,10 @@
 //! redaction = "drop"                # "fallback" (a deletion notice) | "drop"
 //! custom = "drop"                   # "drop" (counted) | "notice" (names the event type)
 //!
+//! [delivery.carry]                  # what crosses between the networks at all
+//! typing = true                     # false: typing notifications stay where they happen
+//! read_markers = true               # false: read markers stay where they happen
+//!
 //! [[adapter]]
 //! id = "xmpp"                       # required, unique, [a-z0-9_-]{1,32}
 //! type = "linechat"                 # required; every other key belongs to the type
@@ -37,6 +41,7 @@
 //! id = "lobby"                      # required, unique, [a-z0-9_.-]{1,64}
 //! name = "Lobby"                    # optional
 //! [room.degrade]                    # optional; keys left out follow [delivery.degrade]
+//! [room.carry]                      # optional; keys left out follow [delivery.carry]
 //! [[room.link]]
 //! adapter = "xmpp"                  # the id of an [[adapter]]
 //! remote = "lobby@conference.example.org"  # native room id; each (adapter, remote) once per file
@@ -102,8 +107,8 @@ pub use identifier::{
     check_identifier,
 };
 pub use model::{
-    AdapterSection, AdminSection, BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback,
-    LinkSection, LogFormat, ManagementSection, RoomSection,
+    AdapterSection, AdminSection, BridgeSection, Carry, Config, CustomPolicy, Degrade, Delivery,
+    Fallback, LinkSection, LogFormat, ManagementSection, RoomSection,
 };
 pub use secret::{SecretRef, check_secret, resolve_secret, resolve_secret_in, secret_setting};
 pub use settings::SettingsReader;

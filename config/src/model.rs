@@ -37,6 +37,12 @@ impl Config {
         room.degrade.as_ref().unwrap_or(&self.delivery.degrade)
     }
 
+    /// What crosses in a room at all: its own `[room.carry]` if it has one,
+    /// else `[delivery.carry]`.
+    pub fn carry_for<'a>(&'a self, room: &'a RoomSection) -> &'a Carry {
+        room.carry.as_ref().unwrap_or(&self.delivery.carry)
+    }
+
     /// Makes a relative `bridge.data_dir` relative to `base` (the directory
     /// of the configuration file); [`load`](crate::load) does this.
     pub fn resolve_relative_to(&mut self, base: &Path) {
@@ -143,6 +149,9 @@ pub struct Delivery {
     /// What to do with what a target adapter cannot carry, unless a room
     /// overrides it (`[delivery.degrade]`).
     pub degrade: Degrade,
+    /// What crosses between the networks at all, unless a room overrides it
+    /// (`[delivery.carry]`).
+    pub carry: Carry,
 }
 
 impl Delivery {
@@ -180,6 +189,29 @@ impl Default for Delivery {
             backoff_max_ms: Self::DEFAULT_BACKOFF_MAX_MS,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             degrade: Degrade::default(),
+            carry: Carry::default(),
+        }
+    }
+}
+
+/// What crosses between the native rooms of a room at all, whatever the
+/// targets could carry (`[delivery.carry]` and `[room.carry]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Carry {
+    /// Typing notifications (default `true`; `false` keeps them in the
+    /// network where they happen).
+    pub typing: bool,
+    /// Read markers (default `true`; `false` keeps them in the network
+    /// where they happen).
+    pub read_markers: bool,
+}
+
+impl Default for Carry {
+    fn default() -> Self {
+        Self {
+            typing: true,
+            read_markers: true,
         }
     }
 }
@@ -271,6 +303,9 @@ pub struct RoomSection {
     /// This room's own degradation policy; keys it leaves out take the
     /// value of `[delivery.degrade]`. See [`Config::degrade_for`].
     pub degrade: Option<Degrade>,
+    /// This room's own carry policy; keys it leaves out take the value of
+    /// `[delivery.carry]`. See [`Config::carry_for`].
+    pub carry: Option<Carry>,
     /// The native rooms bridged together, in file order.
     pub links: Vec<LinkSection>,
     /// Path of the section, such as `room[0]`.

@@ -5,7 +5,7 @@
 mod common;
 
 use bridge_config::{
-    CustomPolicy, Degrade, Delivery, Diagnostic, Diagnostics, Fallback, Loaded, LogFormat,
+    Carry, CustomPolicy, Degrade, Delivery, Diagnostic, Diagnostics, Fallback, Loaded, LogFormat,
     SourceMap,
 };
 use common::{BRIDGE, ok};
@@ -48,6 +48,8 @@ edit = \"drop\"
 reaction = \"drop\"
 redaction = \"fallback\"
 custom = \"notice\"
+[delivery.carry]
+read_markers = false
 [[adapter]]
 id = \"x_1\"
 type = \"linechat\"
@@ -60,6 +62,8 @@ id = \"r.1\"
 name = \"Room\"
 [room.degrade]
 reply = \"fallback\"
+[room.carry]
+typing = false
 [[room.link]]
 adapter = \"x_1\"
 remote = \"#room\"
@@ -113,6 +117,20 @@ remote = \"#room\"
     };
     assert_eq!(room.degrade, Some(own));
     assert_eq!(config.degrade_for(room), &own);
+    // So do the keys it leaves out of [delivery.carry].
+    assert_eq!(
+        config.delivery.carry,
+        Carry {
+            typing: true,
+            read_markers: false
+        }
+    );
+    let carry = Carry {
+        typing: false,
+        read_markers: false,
+    };
+    assert_eq!(room.carry, Some(carry));
+    assert_eq!(config.carry_for(room), &carry);
     assert_eq!(room.links[0].adapter, "x_1");
     assert_eq!(room.links[0].remote, "#room");
     assert_eq!(room.links[0].path, "room[0].link[0]");

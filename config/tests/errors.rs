@@ -147,7 +147,7 @@ fn unknown_keys_with_suggestions() {
     assert_eq!((path.as_str(), line), ("room[0].colour", Some(5)));
     assert_eq!(
         message,
-        "unknown key \"colour\"; expected one of: id, name, degrade, link"
+        "unknown key \"colour\"; expected one of: id, name, degrade, carry, link"
     );
 
     let (path, _, message) = single(&format!("{BRIDGE}[delivery.degrade]\nreplys = \"drop\"\n"));
@@ -179,6 +179,17 @@ fn invalid_enum_values_list_the_allowed_ones() {
         "{BRIDGE}[[room]]\nid = \"r\"\n[room.degrade]\nedit = \"quote\"\n"
     ));
     assert_eq!(path, "room[0].degrade.edit");
+
+    let (path, line, message) = single(&format!("{BRIDGE}[delivery.carry]\ntyping = \"no\"\n"));
+    assert_eq!(path, "delivery.carry.typing");
+    assert!(line.is_some());
+    assert_eq!(message, "expected true or false, got a string \"no\"");
+
+    let (path, _, message) = single(&format!(
+        "{BRIDGE}[[room]]\nid = \"r\"\n[room.carry]\nread_marker = false\n"
+    ));
+    assert_eq!(path, "room[0].carry.read_marker");
+    assert!(message.contains("read_markers"), "{message}");
 }
 
 #[test]
@@ -421,7 +432,7 @@ remote = \"lobby\"
 bridge.toml:3:14: bridge.log_format: expected one of \"human\", \"json\", got \"jsno\" (did you mean \"json\"?)
 bridge.toml:4:16: bridge.metrics_addr: expected a socket address like \"127.0.0.1:9184\", got \"nowhere\"
 bridge.toml:7:16: delivery.max_attempts: expected an integer from 1 to 10000, got 0
-bridge.toml:15:1: room[0].colour: unknown key \"colour\"; expected one of: id, name, degrade, link
+bridge.toml:15:1: room[0].colour: unknown key \"colour\"; expected one of: id, name, degrade, carry, link
 bridge.toml:17:11: room[0].link[0].adapter: unknown adapter \"chat-b\" (did you mean \"chat-a\"?)
 5 errors"
     );

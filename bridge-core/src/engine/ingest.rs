@@ -409,8 +409,18 @@ impl Shared {
                 }
             }
         }
+        let carried = routing
+            .room(&event.room)
+            .and_then(|r| r.settings.carry)
+            .unwrap_or(self.default_carry)
+            .carries(&event.kind);
+        if !carried {
+            // Only ephemeral kinds are ever withheld: nothing was stored for it.
+            metrics::counter!("bridge_events_withheld_total", "adapter" => adapter.to_string(), "kind" => event.kind.name())
+                .increment(1);
+        }
         let queues = self.queues.read();
-        for link in targets() {
+        for link in targets().filter(|_| carried) {
             if let Some(queue) = queues.get(link) {
                 queue.push(QueueItem {
                     event: event.clone(),

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{Adapter, AdapterContext};
-use crate::capabilities::{Capabilities, DegradePolicy};
+use crate::capabilities::{Capabilities, CarryPolicy, DegradePolicy};
 use crate::durability::GroupCommit;
 use crate::ids::{
     AdapterId, EventId, EventIdGenerator, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId,
@@ -138,6 +138,7 @@ pub(crate) struct Shared {
     pub(crate) last_native: Mutex<FastMap<AdapterId, FastMap<RemoteRoomId, RemoteEventId>>>,
     pub(crate) settings: DeliverySettings,
     pub(crate) default_policy: DegradePolicy,
+    pub(crate) default_carry: CarryPolicy,
     pub(crate) shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Serialises the creation of direct-message rooms.
@@ -352,6 +353,7 @@ pub struct CoreBuilder {
     store: Arc<dyn Store>,
     settings: DeliverySettings,
     policy: DegradePolicy,
+    carry: CarryPolicy,
     adapters: Vec<(AdapterId, Arc<dyn Adapter>)>,
     rooms: Vec<(RoomId, RoomSettings, Vec<Link>)>,
     management: HashSet<Link>,
@@ -377,6 +379,12 @@ impl CoreBuilder {
     /// The degradation policy of rooms without their own.
     pub fn default_policy(mut self, policy: DegradePolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// What crosses in rooms without their own [`CarryPolicy`] (default: everything).
+    pub fn default_carry(mut self, carry: CarryPolicy) -> Self {
+        self.carry = carry;
         self
     }
 
@@ -529,6 +537,7 @@ impl CoreBuilder {
             last_native: Mutex::new(FastMap::default()),
             settings: self.settings,
             default_policy: self.policy,
+            default_carry: self.carry,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             direct: tokio::sync::Mutex::new(()),
@@ -600,6 +609,7 @@ impl Core {
             store,
             settings: DeliverySettings::default(),
             policy: DegradePolicy::default(),
+            carry: CarryPolicy::default(),
             adapters: Vec::new(),
             rooms: Vec::new(),
             management: HashSet::new(),

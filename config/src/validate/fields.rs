@@ -117,6 +117,19 @@ impl<'t> Table<'t> {
         }
     }
 
+    /// An optional boolean.
+    pub(crate) fn boolean(&self, d: &mut Diagnostics, key: &str) -> Option<bool> {
+        let item = self.item(key)?;
+        let value = item.as_bool();
+        if value.is_none() {
+            d.push(
+                self.path(key),
+                format!("expected true or false, got {}", describe(item)),
+            );
+        }
+        value
+    }
+
     /// An optional string that must be one of `choices`.
     pub(crate) fn choice<T: Copy>(
         &self,

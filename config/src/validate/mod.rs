@@ -11,7 +11,9 @@ use toml_edit::TableLike;
 
 use crate::describe::show;
 use crate::diagnostics::Diagnostics;
-use crate::model::{BridgeSection, Config, CustomPolicy, Degrade, Delivery, Fallback, LogFormat};
+use crate::model::{
+    BridgeSection, Carry, Config, CustomPolicy, Degrade, Delivery, Fallback, LogFormat,
+};
 use crate::secret::SecretRef;
 use crate::suggest::did_you_mean;
 use fields::{Table, to_toml};
@@ -37,9 +39,12 @@ const DELIVERY_KEYS: &[&str] = &[
     "backoff_max_ms",
     "queue_capacity",
     "degrade",
+    "carry",
 ];
 /// Keys of `[delivery.degrade]` and `[room.degrade]`.
 const DEGRADE_KEYS: &[&str] = &["reply", "edit", "reaction", "redaction", "custom"];
+/// Keys of `[delivery.carry]` and `[room.carry]`.
+const CARRY_KEYS: &[&str] = &["typing", "read_markers"];
 /// Level names accepted by `tracing`'s `EnvFilter`.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
@@ -55,7 +60,7 @@ pub(crate) fn config(d: &mut Diagnostics, root: &dyn TableLike) -> Config {
     let mut bridge = bridge(d, root);
     let delivery = delivery(d, root);
     let (adapters, adapter_ids) = sections::adapters(d, root);
-    let rooms = sections::rooms(d, root, &adapter_ids, &delivery.degrade);
+    let rooms = sections::rooms(d, root, &adapter_ids, &delivery);
     if let Some(item) = root.item("bridge")
         && let Some(table) = item.as_table_like()
     {
@@ -252,7 +257,21 @@ fn delivery(d: &mut Diagnostics, root: Table<'_>) -> Delivery {
     if let Some(section) = table.table(d, "degrade") {
         delivery.degrade = degrade(d, section.view(), Degrade::default());
     }
+    if let Some(section) = table.table(d, "carry") {
+        delivery.carry = carry(d, section.view(), Carry::default());
+    }
     delivery
+}
+
+/// Reads a carry table; keys it leaves out keep their value in `base`.
+fn carry(d: &mut Diagnostics, table: Table<'_>, base: Carry) -> Carry {
+    table.check_keys(d, CARRY_KEYS);
+    Carry {
+        typing: table.boolean(d, "typing").unwrap_or(base.typing),
+        read_markers: table
+            .boolean(d, "read_markers")
+            .unwrap_or(base.read_markers),
+    }
 }
 
 /// Reads a degrade table; keys it leaves out keep their value in `base`.

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::degrade;
 use super::fields::{Table, table_to_toml};
+use super::{carry, degrade};
 use crate::describe::show;
 use crate::diagnostics::Diagnostics;
 use crate::identifier::{
@@ -12,12 +12,12 @@ use crate::identifier::{
     check_identifier,
 };
 use crate::model::{
-    AdapterSection, AdminSection, Degrade, LinkSection, ManagementSection, RoomSection,
+    AdapterSection, AdminSection, Delivery, LinkSection, ManagementSection, RoomSection,
 };
 use crate::suggest::did_you_mean;
 
 /// Keys of `[[room]]`.
-const ROOM_KEYS: &[&str] = &["id", "name", "degrade", "link"];
+const ROOM_KEYS: &[&str] = &["id", "name", "degrade", "carry", "link"];
 /// Keys of `[[room.link]]`.
 const LINK_KEYS: &[&str] = &["adapter", "remote"];
 
@@ -92,7 +92,7 @@ pub(crate) fn rooms(
     d: &mut Diagnostics,
     root: Table<'_>,
     adapters: &AdapterIds,
-    default_degrade: &Degrade,
+    delivery: &Delivery,
 ) -> Vec<RoomSection> {
     let mut sections = Vec::new();
     // Room id → path of its `id` key.
@@ -120,7 +120,10 @@ pub(crate) fn rooms(
         let name = table.non_empty_string(d, "name", false);
         let degrade = table
             .table(d, "degrade")
-            .map(|section| degrade(d, section.view(), *default_degrade));
+            .map(|section| degrade(d, section.view(), delivery.degrade));
+        let carry = table
+            .table(d, "carry")
+            .map(|section| carry(d, section.view(), delivery.carry));
         let room_id = id.unwrap_or_default();
         let mut links = Vec::new();
         for link in table.tables(d, "link") {
@@ -133,6 +136,7 @@ pub(crate) fn rooms(
                 id: id.to_owned(),
                 name: name.map(str::to_owned),
                 degrade,
+                carry,
                 links,
                 path: element.path.clone(),
             });
