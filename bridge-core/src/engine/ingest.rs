@@ -409,13 +409,15 @@ impl Shared {
                 }
             }
         }
-        let carried = routing
-            .room(&event.room)
-            .and_then(|r| r.settings.carry)
-            .unwrap_or(self.default_carry)
-            .carries(&event.kind);
+        // Only ephemeral kinds are ever withheld (nothing was stored for them), so the room's
+        // policy is looked up for those alone.
+        let carried = !ephemeral
+            || routing
+                .room(&event.room)
+                .and_then(|r| r.settings.carry)
+                .unwrap_or(self.default_carry)
+                .carries(&event.kind);
         if !carried {
-            // Only ephemeral kinds are ever withheld: nothing was stored for it.
             metrics::counter!("bridge_events_withheld_total", "adapter" => adapter.to_string(), "kind" => event.kind.name())
                 .increment(1);
         }
