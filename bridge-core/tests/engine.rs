@@ -150,6 +150,98 @@ async fn a_room_that_keeps_typing_and_read_markers_to_themselves_still_carries_m
     );
 }
 
+/// Three networks in one room; the third takes no part in typing notifications (its adapter's
+/// policy), read markers still cross everywhere.
+#[tokio::test]
+async fn an_adapter_that_takes_no_typing_neither_sends_nor_receives_it() {
+    let (a, b, c) = (
+        MemoryAdapter::new(Capabilities::all()),
+        MemoryAdapter::new(Capabilities::all()),
+        MemoryAdapter::new(Capabilities::all()),
+    );
+    let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
+    let quiet = CarryPolicy {
+        typing: false,
+        read_markers: true,
+    };
+    let core = Core::builder(Arc::new(MemoryStore::new()))
+        .settings(fast())
+        .adapter("a", Arc::new(a))
+        .adapter("b", Arc::new(b))
+        .adapter("c", Arc::new(c))
+        .adapter_carry("c", quiet)
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("a", "a-room"),
+                Link::new("b", "b-room"),
+                Link::new("c", "c-room"),
+            ],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    for h in [&ha, &hb, &hc] {
+        h.context().await;
+    }
+    ha.submit(inbound("a-room").id("m1").from("alice").text("one"))
+        .await
+        .expect("one");
+    ha.submit(inbound("a-room").from("alice").typing(true))
+        .await
+        .expect("a types");
+    hc.submit(inbound("c-room").from("carol").typing(true))
+        .await
+        .expect("c types");
+    ha.submit(inbound("a-room").from("alice").read_marker("m1"))
+        .await
+        .expect("read marker");
+    ha.submit(inbound("a-room").id("m2").from("alice").text("two"))
+        .await
+        .expect("two");
+    for h in [&hb, &hc] {
+        h.wait_sent(2, WAIT).await;
+    }
+    // Give anything withheld wrongly the time to arrive after "two".
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = |h: &MemoryHandle| -> Vec<String> {
+        h.sent()
+            .iter()
+            .map(|e| format!("{} {}", e.sender.user, body(&e.kind)))
+            .collect()
+    };
+    assert_eq!(
+        seen(&hb),
+        [
+            "alice one",
+            "alice <typing>",
+            "alice <read_marker>",
+            "alice two"
+        ],
+        "b takes everything from a, and no typing from c"
+    );
+    assert_eq!(
+        seen(&hc),
+        ["alice one", "alice <read_marker>", "alice two"],
+        "c takes no typing"
+    );
+    assert!(ha.sent().is_empty(), "{:?}", seen(&ha));
+
+    // A policy for an adapter that is not registered is refused.
+    let refused = Core::builder(Arc::new(MemoryStore::new()))
+        .adapter("a", Arc::new(MemoryAdapter::new(Capabilities::all())))
+        .adapter_carry("z", quiet)
+        .start()
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("\"z\"")),
+        "{:?}",
+        refused.err()
+    );
+    core.shutdown().await;
+}
+
 #[tokio::test]
 async fn routes_in_order_without_echoes_or_duplicates() {
     let p = pair(Capabilities::all()).await;

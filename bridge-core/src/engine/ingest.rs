@@ -409,20 +409,33 @@ impl Shared {
                 }
             }
         }
-        // Only ephemeral kinds are ever withheld (nothing was stored for them), so the room's
-        // policy is looked up for those alone.
+        // Only ephemeral kinds are ever withheld (nothing was stored for them), so the
+        // policies are looked up for those alone: the room's (or the default), the source
+        // adapter's and each target adapter's must all let the event cross.
         let carried = !ephemeral
-            || routing
+            || (routing
                 .room(&event.room)
                 .and_then(|r| r.settings.carry)
                 .unwrap_or(self.default_carry)
-                .carries(&event.kind);
-        if !carried {
+                .carries(&event.kind)
+                && self
+                    .adapters
+                    .get(adapter)
+                    .is_none_or(|slot| slot.carry.carries(&event.kind)));
+        let takes = |link: &Link| {
+            !ephemeral
+                || self
+                    .adapters
+                    .get(&link.adapter)
+                    .is_none_or(|slot| slot.carry.carries(&event.kind))
+        };
+        let withheld = targets().filter(|l| !carried || !takes(l)).count();
+        if withheld > 0 {
             metrics::counter!("bridge_events_withheld_total", "adapter" => adapter.to_string(), "kind" => event.kind.name())
-                .increment(1);
+                .increment(withheld as u64);
         }
         let queues = self.queues.read();
-        for link in targets().filter(|_| carried) {
+        for link in targets().filter(|l| carried && takes(l)) {
             if let Some(queue) = queues.get(link) {
                 queue.push(QueueItem {
                     event: event.clone(),

@@ -76,6 +76,9 @@ pub enum CoreError {
     /// A link names an adapter that is not configured.
     #[error("link {0} names adapter {1:?}, which is not configured")]
     UnknownAdapter(Link, AdapterId),
+    /// A carry policy names an adapter that is not registered.
+    #[error("a carry policy names adapter {0:?}, which is not configured")]
+    UnknownCarryAdapter(AdapterId),
     /// Two adapters have the same ID.
     #[error("adapter {0:?} is registered twice")]
     DuplicateAdapter(AdapterId),
@@ -96,6 +99,8 @@ pub enum CoreError {
 pub(crate) struct AdapterSlot {
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) caps: Capabilities,
+    /// What its links take part in at all (see [`CoreBuilder::adapter_carry`]).
+    pub(crate) carry: CarryPolicy,
     connected: AtomicBool,
     /// It has been connected at least once in this process: a later connection is a reconnect.
     ever_connected: AtomicBool,
@@ -355,6 +360,7 @@ pub struct CoreBuilder {
     policy: DegradePolicy,
     carry: CarryPolicy,
     adapters: Vec<(AdapterId, Arc<dyn Adapter>)>,
+    adapter_carry: Vec<(AdapterId, CarryPolicy)>,
     rooms: Vec<(RoomId, RoomSettings, Vec<Link>)>,
     management: HashSet<Link>,
     commands: Option<tokio::sync::mpsc::Sender<ManagementMessage>>,
@@ -385,6 +391,17 @@ impl CoreBuilder {
     /// What crosses in rooms without their own [`CarryPolicy`] (default: everything).
     pub fn default_carry(mut self, carry: CarryPolicy) -> Self {
         self.carry = carry;
+        self
+    }
+
+    /// What the native rooms of one adapter take part in at all, in every room (default:
+    /// everything): an ephemeral event it withholds neither leaves that adapter's rooms nor
+    /// reaches them, whatever the room's own [`CarryPolicy`] says (both must let it cross). For
+    /// a network where such events are costly (to a MIMI room each read marker is an MLS
+    /// message to every member) or unwelcome. [`Core`] refuses to start if `id` is not
+    /// registered with [`CoreBuilder::adapter`].
+    pub fn adapter_carry(mut self, id: impl Into<AdapterId>, carry: CarryPolicy) -> Self {
+        self.adapter_carry.push((id.into(), carry));
         self
     }
 
@@ -426,6 +443,7 @@ impl CoreBuilder {
             let slot = AdapterSlot {
                 adapter,
                 caps,
+                carry: CarryPolicy::default(),
                 connected: AtomicBool::new(false),
                 ever_connected: AtomicBool::new(false),
                 inbound: RwLock::new(HashMap::new()),
@@ -434,6 +452,12 @@ impl CoreBuilder {
                 return Err(CoreError::DuplicateAdapter(id));
             }
             crate::telemetry::register_adapter(&id);
+        }
+        for (id, carry) in self.adapter_carry {
+            match adapters.get_mut(&id) {
+                Some(slot) => slot.carry = carry,
+                None => return Err(CoreError::UnknownCarryAdapter(id)),
+            }
         }
         let mut batch = Batch::new();
         // The config is the source of truth for the links it declares: a link it declared at
@@ -611,6 +635,7 @@ impl Core {
             policy: DegradePolicy::default(),
             carry: CarryPolicy::default(),
             adapters: Vec::new(),
+            adapter_carry: Vec::new(),
             rooms: Vec::new(),
             management: HashSet::new(),
             commands: None,
