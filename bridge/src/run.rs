@@ -69,6 +69,9 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
             .build(AdapterId::new(&section.id), &section.settings)
             .with_context(|| format!("cannot build adapter {}", section.id))?;
         builder = builder.adapter(section.id.as_str(), adapter);
+        if let Some(carry) = &section.carry {
+            builder = builder.adapter_carry(section.id.as_str(), config::carry(carry));
+        }
     }
     for room in &config.rooms {
         let settings = RoomSettings {

@@ -36,6 +36,9 @@
 //! [[adapter]]
 //! id = "xmpp"                       # required, unique, [a-z0-9_-]{1,32}
 //! type = "linechat"                 # required; every other key belongs to the type
+//! [adapter.carry]                   # optional, same keys as [delivery.carry]: what this
+//!                                   # adapter's rooms send and receive at all (keys left
+//!                                   # out: true); the room's policy applies as well
 //!
 //! [[room]]
 //! id = "lobby"                      # required, unique, [a-z0-9_.-]{1,64}

@@ -195,7 +195,8 @@ impl Default for Delivery {
 }
 
 /// What crosses between the native rooms of a room at all, whatever the
-/// targets could carry (`[delivery.carry]` and `[room.carry]`).
+/// targets could carry (`[delivery.carry]`, `[room.carry]` and, for every
+/// room of one adapter, `[adapter.carry]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Carry {
@@ -281,8 +282,13 @@ pub struct AdapterSection {
     /// Path of the section, such as `adapter[0]`, to prefix the paths of
     /// problems found in `settings`.
     pub path: String,
-    /// Every key of the section except `id` and `type`, for the adapter
-    /// type to check and use.
+    /// What this adapter's native rooms take part in at all (`[adapter.carry]`;
+    /// keys left out carry). An event crosses only if the room's policy
+    /// ([`Config::carry_for`]), the source adapter's and the target adapter's
+    /// all let it.
+    pub carry: Option<Carry>,
+    /// Every key of the section except `id`, `type` and `carry`, for the
+    /// adapter type to check and use.
     pub settings: toml::Table,
 }
 

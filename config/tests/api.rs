@@ -57,6 +57,8 @@ connect = \"127.0.0.1:1\"
 nested = { a = [1, 2.5, true, \"s\"] }
 [adapter.tls]
 when = 1979-05-27T07:32:00Z
+[adapter.carry]
+typing = false
 [[room]]
 id = \"r.1\"
 name = \"Room\"
@@ -107,6 +109,15 @@ remote = \"#room\"
     assert_eq!(adapter.settings["connect"].as_str(), Some("127.0.0.1:1"));
     assert_eq!(adapter.settings["nested"]["a"][1].as_float(), Some(2.5));
     assert!(adapter.settings["tls"]["when"].as_datetime().is_some());
+    // An adapter's carry table is the bridge's, not the type's; keys it leaves out carry
+    // (they do not follow [delivery.carry], which is the rooms' policy).
+    assert_eq!(
+        adapter.carry,
+        Some(Carry {
+            typing: false,
+            read_markers: true
+        })
+    );
 
     let room = config.room("r.1").unwrap();
     assert_eq!(room.name.as_deref(), Some("Room"));

@@ -190,6 +190,17 @@ fn invalid_enum_values_list_the_allowed_ones() {
     ));
     assert_eq!(path, "room[0].carry.read_marker");
     assert!(message.contains("read_markers"), "{message}");
+
+    let (path, _, message) = single(&format!(
+        "{BRIDGE}[[adapter]]\nid = \"a\"\ntype = \"linechat\"\ncarry = \"none\"\n"
+    ));
+    assert_eq!(path, "adapter[0].carry");
+    assert_eq!(message, "expected a table, got a string \"none\"");
+    let (path, _, message) = single(&format!(
+        "{BRIDGE}[[adapter]]\nid = \"a\"\ntype = \"linechat\"\n[adapter.carry]\ntyping = 0\n"
+    ));
+    assert_eq!(path, "adapter[0].carry.typing");
+    assert!(message.starts_with("expected true or false"), "{message}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::identifier::{
     check_identifier,
 };
 use crate::model::{
-    AdapterSection, AdminSection, Delivery, LinkSection, ManagementSection, RoomSection,
+    AdapterSection, AdminSection, Carry, Delivery, LinkSection, ManagementSection, RoomSection,
 };
 use crate::suggest::did_you_mean;
 
@@ -69,16 +69,23 @@ pub(crate) fn adapters(d: &mut Diagnostics, root: Table<'_>) -> (Vec<AdapterSect
                 ids.0.push((id.to_owned(), table.path("id")));
             }
         }
+        // What this adapter's rooms take part in at all: keys left out carry (the room's own
+        // policy still applies on top).
+        let carry = table
+            .table(d, "carry")
+            .map(|section| carry(d, section.view(), Carry::default()));
         let (Some(id), Some(type_name)) = (id, type_name) else {
             continue;
         };
         let mut settings = table_to_toml(table.table);
         settings.remove("id");
         settings.remove("type");
+        settings.remove("carry");
         sections.push(AdapterSection {
             id: id.to_owned(),
             type_name: type_name.to_owned(),
             path: element.path.clone(),
+            carry,
             settings,
         });
     }
