@@ -1040,3 +1040,62 @@ async fn an_oversize_file_leaves_a_notice() {
     );
     rig.core.shutdown().await;
 }
+
+/// Encryption turned on in a linked room: the bridge cannot read encrypted messages, so it says
+/// so in the room (once), drops what it cannot read, and still bridges what is sent in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
+    let mut rig = rig("encrypted").await;
+    let room = rig.room.clone();
+    rig.alice
+        .send_state(
+            &room,
+            "m.room.encryption",
+            "",
+            json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+        )
+        .await
+        .expect("encryption on");
+    let notice = rig
+        .alice
+        .wait_timeline(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
+        .await
+        .expect("the bot says what encryption means for the bridge");
+    let text = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("end-to-end encrypted") && text.contains("cannot read"),
+        "{text}"
+    );
+    // What an encrypting client sends: ciphertext the bridge has no keys for.
+    rig.alice
+        .send_raw(
+            &room,
+            "m.room.encrypted",
+            json!({
+                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IK",
+                "sender_key": "c3VwZXJzZWNyZXQ", "session_id": "c2Vzc2lvbg",
+                "device_id": "ALICEDEVICE",
+            }),
+        )
+        .await
+        .expect("encrypted event sent");
+    rig.alice.send(&room, "in clear").await.expect("sent");
+    delivered(&rig.memory, |e| body_of(e) == Some("in clear")).await;
+    let crossed: Vec<String> = rig
+        .memory
+        .sent()
+        .iter()
+        .map(|e| format!("{:?}", e.kind))
+        .filter(|k| k.contains("ciphertext") || k.contains("m.room.encrypted"))
+        .collect();
+    assert!(crossed.is_empty(), "{crossed:?}");
+    // Told once: the encrypted message after the announcement adds no second notice.
+    let notices = bridge_tests::matrix_rig::history(&mut rig.alice, &room)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
+        .count();
+    assert_eq!(notices, 1);
+    rig.core.shutdown().await;
+}

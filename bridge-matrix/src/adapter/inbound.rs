@@ -274,6 +274,17 @@ impl Inner {
         if self.invites_a_ghost(ctx, event).await {
             return Ok(None);
         }
+        match event.get("type").and_then(Value::as_str) {
+            Some("m.room.encryption") if event.get("state_key").is_some() => {
+                self.encrypted(ctx, event, true).await;
+                return Ok(None);
+            }
+            Some("m.room.encrypted") => {
+                self.encrypted(ctx, event, false).await;
+                return Ok(None);
+            }
+            _ => {}
+        }
         let ictx = InboundCtx {
             adapter: &self.id,
             naming: &self.naming,
@@ -523,6 +534,67 @@ impl Inner {
                 &format!("This message could not be delivered: {e}"),
             )
             .await;
+        }
+    }
+
+    /// Encryption in a linked or direct room: the bridge has no end-to-end encryption, so what
+    /// is said there cannot cross. Instead of dropping it silently, the room is told (once per
+    /// room and process, and again whenever encryption is turned on): by the ghost in a direct
+    /// conversation with one, else by the bot. `turned_on`: an `m.room.encryption` event, not
+    /// an encrypted message.
+    async fn encrypted(&self, ctx: &AdapterContext, event: &Value, turned_on: bool) {
+        let Some(room_id) = event.get("room_id").and_then(Value::as_str) else {
+            return;
+        };
+        let room = self.rooms.linked_name(room_id);
+        let ghost = self.direct.lock().get(room_id).cloned();
+        let linked = ctx.linked_rooms().contains(&room);
+        if !linked && ghost.is_none() {
+            tracing::debug!(adapter = %self.id, %room, "encryption in a room the bridge does not serve");
+            return;
+        }
+        let first = self.told_encrypted.lock().insert(room_id.to_owned());
+        if !first && !turned_on {
+            tracing::debug!(adapter = %self.id, %room, "encrypted event not bridged");
+            return;
+        }
+        tracing::warn!(adapter = %self.id, %room, turned_on,
+            "end-to-end encrypted room: its encrypted messages cannot be bridged; telling the room");
+        let text = match &ghost {
+            Some(ghost) if ghost != self.bot.as_str() => {
+                "This conversation is end-to-end encrypted, and the bridge cannot read encrypted \
+                 messages: they do not reach the person on the other network. Start a \
+                 conversation without encryption to reach them."
+            }
+            Some(_) => {
+                "This conversation is end-to-end encrypted, and the bridge cannot read encrypted \
+                 messages: commands sent here are not seen. Start a conversation with the \
+                 bridge without encryption."
+            }
+            None => {
+                "This room is end-to-end encrypted, and the bridge cannot read encrypted \
+                 messages: what is said here in encrypted messages does not reach the linked \
+                 rooms on the other networks (messages from there still arrive here). \
+                 Encryption cannot be turned off in a room; to bridge it, link an unencrypted \
+                 room instead."
+            }
+        };
+        match ghost {
+            Some(ghost) if ghost != self.bot.as_str() => {
+                self.notice_as_ghost(&room, &ghost, text).await;
+            }
+            _ => {
+                let sent = async {
+                    let room_id = self.room_id(&room).await?;
+                    crate::calls::send_notice(&self.hs, As::Bot, &room_id, text)
+                        .await
+                        .map(|_| ())
+                        .map_err(bridge_core::AdapterError::from)
+                };
+                if let Err(e) = sent.await {
+                    tracing::warn!(adapter = %self.id, %room, error = %e, "notice not sent");
+                }
+            }
         }
     }
 

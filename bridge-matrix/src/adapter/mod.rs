@@ -141,6 +141,8 @@ pub(crate) struct Inner {
     unsure: Mutex<std::collections::HashSet<String>>,
     /// Rooms sent into in this process (the first send into each looks for an earlier attempt).
     checked_rooms: Mutex<std::collections::HashSet<String>>,
+    /// Rooms told in this process that their encrypted messages cannot be bridged.
+    told_encrypted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -214,6 +216,7 @@ impl AppserviceAdapter {
                 caught_up: AtomicU64::new(catchup::NEVER),
                 unsure: Mutex::new(std::collections::HashSet::new()),
                 checked_rooms: Mutex::new(std::collections::HashSet::new()),
+                told_encrypted: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
