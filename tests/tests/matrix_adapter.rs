@@ -1097,5 +1097,39 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
         .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
         .count();
     assert_eq!(notices, 1);
+
+    // A direct conversation with a ghost that turns encryption on: the ghost says it.
+    let carol = ghost("carol");
+    let dm = rig
+        .alice
+        .create_room_with(json!({ "invite": [carol], "direct": true }))
+        .await
+        .expect("direct room created");
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == dm.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == carol.as_str()
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the ghost accepts the invite");
+    rig.alice
+        .send_state(
+            &dm,
+            "m.room.encryption",
+            "",
+            json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+        )
+        .await
+        .expect("encryption on");
+    let notice = rig
+        .alice
+        .wait_timeline(|e| e["room_id"] == dm.as_str() && e["content"]["msgtype"] == "m.notice")
+        .await
+        .expect("the ghost says what encryption means for the conversation");
+    assert_eq!(notice["sender"], carol.as_str());
+    let text = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(text.contains("other network"), "{text}");
     rig.core.shutdown().await;
 }
