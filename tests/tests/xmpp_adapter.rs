@@ -1381,3 +1381,53 @@ async fn a_remote_users_avatar_is_their_puppets_vcard_photo() {
     assert_eq!(card["photo"]["sha1"], sha1_hex(&second), "{card}");
     rig.core.shutdown().await;
 }
+
+/// An OMEMO message in a room: its fallback body does not cross, the sender is told once why,
+/// and what they send in clear still crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
+    let rig = rig("xa-omemo", component_settings()).await;
+    let mut alice = human_in(&rig.room, "Alice").await;
+    bridge_present(&mut alice).await;
+    let omemo = |id: &str| {
+        format!(
+            "<message type='groupchat' to='{}' id='{id}'>\
+             <body>I sent you an OMEMO encrypted message but your client doesn't seem to support that.</body>\
+             <encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'>\
+             <key rid='2'>AAAA</key><iv>BBBB</iv></header><payload>CCCC</payload></encrypted>\
+             <encryption xmlns='urn:xmpp:eme:0' namespace='eu.siacs.conversations.axolotl' name='OMEMO'/>\
+             <store xmlns='urn:xmpp:hints'/></message>",
+            rig.room
+        )
+    };
+    alice.raw(&omemo("omemo-1")).await.expect("sent");
+    let told = alice
+        .wait_message(|m| {
+            text(&m["from"]).ends_with("/bridge") && text(&m["body"]).contains("encrypted")
+        })
+        .await
+        .expect("the bridge tells the room");
+    let said = text(&told["body"]);
+    assert!(
+        said.starts_with("Alice:") && said.contains("OMEMO"),
+        "{said}"
+    );
+    alice.raw(&omemo("omemo-2")).await.expect("sent");
+    alice.send(&rig.room, GC, "in clear").await.expect("sent");
+    delivered(&rig.memory, |e| body(e).as_deref() == Some("in clear")).await;
+    let crossed: Vec<String> = rig.memory.sent().iter().filter_map(body).collect();
+    assert_eq!(crossed, ["in clear"], "no fallback body crossed");
+    // Told once: the second encrypted message adds no second notice (the room's archive
+    // holds what it said; a moment for a notice sent in the background to land there).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let archive = alice.mam(&rig.room, None, None).await.expect("archive");
+    let said: Vec<&str> = archive["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| text(&m["from"]).ends_with("/bridge"))
+        .map(|m| text(&m["body"]))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    rig.core.shutdown().await;
+}

@@ -92,6 +92,18 @@ impl Inner {
         let (Some(from), Some(to)) = (parsed.from.as_deref(), parsed.to.as_deref()) else {
             return;
         };
+        if let Content::Encrypted { method } = &parsed.content {
+            // Its body is only the sender's fallback: tell the sender instead of passing it on.
+            tracing::info!(adapter = %self.id, %from, method, "encrypted direct message refused");
+            self.bounce(
+                stanza,
+                &format!(
+                    "This message was end-to-end encrypted ({method}), and the bridge cannot \
+                     read encrypted messages. Send it without encryption."
+                ),
+            );
+            return;
+        }
         if self.is_bridge_address(to) {
             self.to_bridge(&parsed, from, ctx).await;
             return;

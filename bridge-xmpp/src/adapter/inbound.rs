@@ -284,6 +284,9 @@ impl Inner {
             held.push(stanza.clone());
             return;
         }
+        if let (Content::Encrypted { method }, Some(nick), false) = (&parsed.content, nick, ours) {
+            self.tell_encrypted(room, nick, method);
+        }
         let position = parsed.stanza_id_by(room).map(str::to_owned);
         let events = self.translate_groupchat(&parsed, room, nick, ours, Heard::Live, ctx);
         let mut last = None;
@@ -303,6 +306,32 @@ impl Inner {
                 Some((room, position))
             }));
         }
+    }
+
+    /// An occupant sent an end-to-end encrypted message, which the bridge cannot read: rather
+    /// than drop it silently, the bridge's occupant tells the room, addressing the sender (once
+    /// per room and occupant in this process; sent in the background, logged if it fails).
+    fn tell_encrypted(self: &Arc<Self>, room: &str, nick: &str, method: &str) {
+        let first = self
+            .told_encrypted
+            .lock()
+            .insert((room.to_ascii_lowercase(), nick.to_owned()));
+        if !first {
+            return;
+        }
+        tracing::warn!(adapter = %self.id, room, nick, method,
+            "end-to-end encrypted message: cannot be bridged; telling the room");
+        let text = format!(
+            "{nick}: your message was end-to-end encrypted ({method}), and the bridge cannot \
+             read encrypted messages: it did not reach the linked rooms on other networks. \
+             Messages sent without encryption do."
+        );
+        let (this, room) = (self.clone(), bridge_core::RemoteRoomId::new(room));
+        tokio::spawn(async move {
+            if let Err(e) = this.notice(&room, &text).await {
+                tracing::warn!(adapter = %this.id, %room, error = %e, "notice not sent");
+            }
+        });
     }
 
     /// A one-to-one message that reaches no puppet (the bridge itself, a MUC private message,
@@ -484,6 +513,11 @@ impl Inner {
                     let kind = EventKind::Topic { text: text.clone() };
                     events.push(event(room, None, user.clone(), name, ts, kind));
                 }
+            }
+            Content::Encrypted { method } => {
+                // Its body is only the sender's fallback text (live, the sender is told:
+                // `tell_encrypted`).
+                tracing::debug!(room, nick = name, method, "encrypted message not bridged");
             }
             Content::Custom {
                 event_type,

@@ -164,6 +164,8 @@ struct Inner {
     http: Option<crate::upload::Http>,
     seq: AtomicU64,
     malformed: AtomicU64,
+    /// (room, occupant) told in this process that their encrypted messages cannot be bridged.
+    told_encrypted: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -207,6 +209,7 @@ impl XmppAdapter {
                 .ok(),
             seq: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            told_encrypted: Mutex::new(std::collections::HashSet::new()),
         };
         Self {
             inner: Arc::new(inner),
@@ -250,6 +253,32 @@ impl XmppAdapter {
 }
 
 impl Inner {
+    /// A groupchat message from the listener (the bridge's own occupant) in a MUC, or a chat
+    /// message to a direct conversation with the bridge's own address. Its reflection is the
+    /// listener's own, which carries no neutral event ID: never translated, so never a command.
+    async fn notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
+        let listener = self
+            .listener_jid()
+            .ok_or_else(|| AdapterError::transient("not connected"))?;
+        let id = self.next_id();
+        // A direct conversation with the bridge's own address, or a MUC.
+        let (kind, to) = match direct::parts(room.as_str()) {
+            Some((user, _)) => ("chat", user),
+            None => ("groupchat", room.as_str()),
+        };
+        let mut message = Element::builder("message", crate::wire::NS_CLIENT)
+            .with("type", kind)
+            .with("to", to)
+            .with("id", &id);
+        if let Some(from) = self.stanza_from(&listener) {
+            message = message.with("from", from);
+        }
+        let message = message
+            .append(Element::builder("body", crate::wire::NS_CLIENT).append(text))
+            .build();
+        self.send_written(message).await
+    }
+
     fn component_domain(&self) -> Option<&str> {
         match &self.settings.mode {
             Mode::Component { domain, .. } => Some(domain),
@@ -701,31 +730,9 @@ impl Adapter for XmppAdapter {
             .await
     }
 
-    /// A groupchat message from the listener (the bridge's own occupant). Its reflection is
-    /// the listener's own, which carries no neutral event ID: never translated, so never a
-    /// command.
+    /// See [`Inner::notice`].
     async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
-        let inner = &self.inner;
-        let listener = inner
-            .listener_jid()
-            .ok_or_else(|| AdapterError::transient("not connected"))?;
-        let id = inner.next_id();
-        // A direct conversation with the bridge's own address, or a MUC.
-        let (kind, to) = match direct::parts(room.as_str()) {
-            Some((user, _)) => ("chat", user),
-            None => ("groupchat", room.as_str()),
-        };
-        let mut message = Element::builder("message", crate::wire::NS_CLIENT)
-            .with("type", kind)
-            .with("to", to)
-            .with("id", &id);
-        if let Some(from) = inner.stanza_from(&listener) {
-            message = message.with("from", from);
-        }
-        let message = message
-            .append(Element::builder("body", crate::wire::NS_CLIENT).append(text))
-            .build();
-        inner.send_written(message).await
+        self.inner.notice(room, text).await
     }
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {

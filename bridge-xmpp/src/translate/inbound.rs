@@ -9,8 +9,8 @@ use xmpp_parsers::minidom::rxml::Namespace;
 use xmpp_parsers::minidom::{Element, Node};
 
 use super::{
-    ChatState, Content, KNOWN, Limits, MAX_ATTACHMENTS, MAX_REACTION_BYTES, MAX_REACTIONS,
-    MessageType, ParseError, Parsed, Reply, StanzaId, ns,
+    ChatState, Content, ENCRYPTED, KNOWN, Limits, MAX_ATTACHMENTS, MAX_REACTION_BYTES,
+    MAX_REACTIONS, MessageType, ParseError, Parsed, Reply, StanzaId, ns,
 };
 
 /// HTML elements without end tag.
@@ -87,6 +87,9 @@ fn content(el: &Element, msg_type: MessageType, limits: &Limits) -> Result<Conte
     if let Some(id) = retraction(el)? {
         return Ok(Content::Retraction { id });
     }
+    if let Some(method) = encryption(el) {
+        return Ok(Content::Encrypted { method });
+    }
     if let Some(replace) = child(el, "replace", ns::CORRECT) {
         let replace_id = required(replace, "replace", "id")?;
         let new = message_content(el, limits)?.map(|(c, _)| c);
@@ -133,6 +136,26 @@ fn content(el: &Element, msg_type: MessageType, limits: &Limits) -> Result<Conte
         }),
         None => Ok(Content::None),
     }
+}
+
+/// The end-to-end encryption of a message: a known encrypted payload ([`ENCRYPTED`]), else a
+/// XEP-0380 `<encryption/>` declaring one (its `name`, else its `namespace`).
+fn encryption(el: &Element) -> Option<String> {
+    let known = el.children().find_map(|c| {
+        ENCRYPTED
+            .iter()
+            .find(|(namespace, name, _)| c.is(*name, *namespace))
+            .map(|(_, _, method)| (*method).to_owned())
+    });
+    known.or_else(|| {
+        let declared = child(el, "encryption", ns::EME)?;
+        let method = declared
+            .attr("name")
+            .or(declared.attr("namespace"))
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or("unknown");
+        Some(method.chars().take(64).collect())
+    })
 }
 
 /// XEP-0425: the current `<retract id><moderated by/><reason/></retract>`, else the older

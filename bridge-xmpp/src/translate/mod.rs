@@ -110,7 +110,20 @@ pub mod ns {
     pub const JSON: &str = "urn:xmpp:json:0";
     /// XEP-0393 message styling (the `<unstyled/>` hint).
     pub const STYLING: &str = "urn:xmpp:styling:0";
+    /// XEP-0380 explicit message encryption.
+    pub const EME: &str = "urn:xmpp:eme:0";
 }
+
+/// End-to-end encryption payloads, by namespace and element, with the method's name: OMEMO
+/// (XEP-0384: the `eu.siacs.conversations.axolotl` form most clients send, and the namespaced
+/// versions), OpenPGP for XMPP (XEP-0373) and legacy OpenPGP (XEP-0027).
+pub const ENCRYPTED: &[(&str, &str, &str)] = &[
+    ("eu.siacs.conversations.axolotl", "encrypted", "OMEMO"),
+    ("urn:xmpp:omemo:1", "encrypted", "OMEMO"),
+    ("urn:xmpp:omemo:2", "encrypted", "OMEMO"),
+    ("urn:xmpp:openpgp:0", "openpgp", "OpenPGP for XMPP"),
+    ("jabber:x:encrypted", "x", "legacy OpenPGP"),
+];
 
 /// Namespaces of payloads that never make a message worth bridging on their own: IDs, hints,
 /// receipts and markers, envelopes, and the parts of the kinds handled explicitly. A message
@@ -327,6 +340,13 @@ pub enum Content {
     },
     /// A MUC subject (topic); empty when the topic was cleared.
     Subject(String),
+    /// An end-to-end encrypted message (or correction), which the bridge cannot read: its
+    /// `<body>` is only the sender's "your client does not support this" fallback.
+    Encrypted {
+        /// The method, for people: "OMEMO", "OpenPGP for XMPP", "legacy OpenPGP", or the XEP-0380
+        /// `name` (else `namespace`) the message gives.
+        method: String,
+    },
     /// A payload this module does not understand, carried as `xmpp:{namespace}#{name}` with
     /// `{"xml": "<serialised element/>"}`, or the type and content of a XEP-0335 container
     /// written by [`build_custom`].

@@ -120,6 +120,64 @@ fn chat_states_alone_are_not_content() {
     assert_eq!((p.chat_state, p.typing()), (None, None));
 }
 
+/// What Conversations sends with OMEMO on: the ciphertext, a fallback body for clients without
+/// OMEMO and a XEP-0380 declaration. The fallback is not a message.
+#[test]
+fn encrypted_messages_are_recognised_not_their_fallback_bodies() {
+    let omemo = |extra: &str| {
+        parse(&format!(
+            "<message xmlns='jabber:client' type='groupchat' id='e1'>\
+             <body>I sent you an OMEMO encrypted message but your client doesn't seem to support that.</body>\
+             <encrypted xmlns='eu.siacs.conversations.axolotl'>\
+             <header sid='1234'><key rid='99'>AAAA</key><iv>BBBB</iv></header>\
+             <payload>CCCC</payload></encrypted>\
+             <encryption xmlns='urn:xmpp:eme:0' namespace='eu.siacs.conversations.axolotl' name='OMEMO'/>\
+             <store xmlns='urn:xmpp:hints'/>{extra}</message>"
+        ))
+    };
+    let encrypted = |method: &str| Content::Encrypted {
+        method: method.into(),
+    };
+    assert_eq!(omemo("").content, encrypted("OMEMO"));
+    // A correction sent encrypted is no more readable.
+    assert_eq!(
+        omemo("<replace xmlns='urn:xmpp:message-correct:0' id='e0'/>").content,
+        encrypted("OMEMO")
+    );
+    for (payload, method) in [
+        (
+            "<encrypted xmlns='urn:xmpp:omemo:2'><payload>x</payload></encrypted>",
+            "OMEMO",
+        ),
+        (
+            "<openpgp xmlns='urn:xmpp:openpgp:0'>x</openpgp>",
+            "OpenPGP for XMPP",
+        ),
+        ("<x xmlns='jabber:x:encrypted'>x</x>", "legacy OpenPGP"),
+        // Only declared (XEP-0380): its name, else its namespace.
+        (
+            "<encryption xmlns='urn:xmpp:eme:0' namespace='urn:example:otr' name='OTR'/>",
+            "OTR",
+        ),
+        (
+            "<encryption xmlns='urn:xmpp:eme:0' namespace='urn:example:otr'/>",
+            "urn:example:otr",
+        ),
+    ] {
+        let p = parse(&format!(
+            "<message xmlns='jabber:client' type='chat'><body>fallback</body>{payload}</message>"
+        ));
+        assert_eq!(p.content, encrypted(method), "{payload}");
+    }
+    // Retractions and moderations are never encrypted and stay what they are.
+    let p = parse(
+        "<message xmlns='jabber:client' type='groupchat'>\
+         <retract xmlns='urn:xmpp:message-retract:1' id='e1'/>\
+         <encryption xmlns='urn:xmpp:eme:0' namespace='eu.siacs.conversations.axolotl'/></message>",
+    );
+    assert_eq!(p.content, Content::Retraction { id: "e1".into() });
+}
+
 #[test]
 fn receipts_markers_and_hints_only_are_nothing() {
     let p = parse(
