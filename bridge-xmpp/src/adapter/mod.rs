@@ -730,7 +730,8 @@ impl Adapter for XmppAdapter {
             .await
     }
 
-    /// See [`Inner::notice`].
+    /// A groupchat message from the listener (the bridge's own occupant), or a chat message in
+    /// a direct conversation with the bridge's own address; never translated back.
     async fn send_notice(&self, room: &RemoteRoomId, text: &str) -> Result<(), AdapterError> {
         self.inner.notice(room, text).await
     }
