@@ -165,7 +165,7 @@ class Human:
             "create_room", "join", "leave", "invite", "send", "edit", "reply", "react",
             "redact", "send_file", "download", "typing", "read", "displayname", "avatar", "topic",
             "room_name", "send_raw", "messages", "state", "forward_extremities", "members",
-            "set_autojoin", "whoami")}
+            "set_autojoin", "whoami", "upgrade")}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -499,6 +499,14 @@ class Human:
         resp = await self.client.room_get_state_event(
             await self.room_id(c["room"]), c["type"], c.get("state_key") or "")
         return {"content": check(resp, RoomGetStateEventResponse).content}
+
+    async def upgrade(self, c):
+        """Upgrades the room to new_version (POST /upgrade): the old room gets a tombstone and
+        the reply names the replacement_room."""
+        room = await self.room_id(c["room"])
+        answer = await self.api("POST", "/_matrix/client/v3/rooms/%s/upgrade" % quote(room, safe=""),
+                                {"new_version": c["new_version"]})
+        return {"replacement_room": answer.get("replacement_room")}
 
     async def forward_extremities(self, c):
         """The room's forward extremities through Synapse's admin API (needs an admin)."""

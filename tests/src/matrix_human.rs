@@ -430,6 +430,20 @@ impl MatrixHuman {
         Ok(reply["content"].take())
     }
 
+    /// Upgrades `room` to room version `new_version`; returns the replacement room's ID.
+    pub async fn upgrade(&mut self, room: &str, new_version: &str) -> Result<String> {
+        let reply = self
+            .command(
+                "upgrade",
+                json!({ "room": room, "new_version": new_version }),
+            )
+            .await?;
+        reply["replacement_room"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("upgrade: no replacement_room in {reply}"))
+    }
+
     /// The number of forward extremities of a room, from Synapse's admin API
     /// (`GET /_synapse/admin/v1/rooms/{room}/forward_extremities`): only for the admin user.
     pub async fn forward_extremities(&mut self, room: &str) -> Result<u64> {

@@ -143,6 +143,24 @@ async fn delivered(
     bridge_tests::far::delivered(memory, WAIT, pick).await
 }
 
+/// `human` opens a direct conversation with `ghost`; returns its room ID once the ghost joined.
+async fn direct_with(human: &mut MatrixHuman, ghost: &str) -> String {
+    let dm = human
+        .create_room_with(json!({ "invite": [ghost], "direct": true }))
+        .await
+        .expect("direct room created");
+    human
+        .wait_timeline(|e| {
+            e["room_id"] == dm.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == ghost
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the ghost accepts the invite");
+    dm
+}
+
 /// The ghost of a memory-side user.
 fn ghost(user: &str) -> String {
     format!("@_bridge_memory_{user}:localhost")
@@ -745,20 +763,7 @@ async fn a_burst_keeps_order_and_the_dag_linear() {
 async fn direct_messages_to_a_ghost_reach_the_far_user_and_back() {
     let mut rig = rig("direct").await;
     let carol = ghost("carol");
-    let dm = rig
-        .alice
-        .create_room_with(json!({ "invite": [carol], "direct": true }))
-        .await
-        .expect("direct room created");
-    rig.alice
-        .wait_timeline(|e| {
-            e["room_id"] == dm.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == carol.as_str()
-                && e["content"]["membership"] == "join"
-        })
-        .await
-        .expect("the ghost accepts the invite");
+    let dm = direct_with(&mut rig.alice, &carol).await;
     rig.alice.send(&dm, "just between us").await.expect("sent");
     let got = delivered(&rig.memory, |e| body_of(e) == Some("just between us")).await;
     assert!(
@@ -1100,20 +1105,7 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
 
     // A direct conversation with a ghost that turns encryption on: the ghost says it.
     let carol = ghost("carol");
-    let dm = rig
-        .alice
-        .create_room_with(json!({ "invite": [carol], "direct": true }))
-        .await
-        .expect("direct room created");
-    rig.alice
-        .wait_timeline(|e| {
-            e["room_id"] == dm.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == carol.as_str()
-                && e["content"]["membership"] == "join"
-        })
-        .await
-        .expect("the ghost accepts the invite");
+    let dm = direct_with(&mut rig.alice, &carol).await;
     rig.alice
         .send_state(
             &dm,
@@ -1131,5 +1123,47 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
     assert_eq!(notice["sender"], carol.as_str());
     let text = notice["content"]["body"].as_str().unwrap_or_default();
     assert!(text.contains("other network"), "{text}");
+    rig.core.shutdown().await;
+}
+
+/// A linked room upgraded to a new room version (a tombstone naming its replacement): the link
+/// follows, both ways, without a change to the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_room_stays_bridged_through_its_replacement() {
+    let mut rig = rig("upgrade").await;
+    let old = rig.room.clone();
+    let new = rig.alice.upgrade(&old, "11").await.expect("upgraded");
+    assert_ne!(new, old);
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == new.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == BOT
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect("the bridge bot follows the room to its replacement");
+    rig.alice
+        .send(&new, "after the upgrade")
+        .await
+        .expect("sent");
+    let got = delivered(&rig.memory, |e| body_of(e) == Some("after the upgrade")).await;
+    assert_eq!(got.room.as_str(), MEMORY_ROOM);
+    rig.memory
+        .submit(
+            inbound(MEMORY_ROOM)
+                .id("up1")
+                .from("carol")
+                .named("Carol")
+                .text("heard you"),
+        )
+        .await
+        .expect("submitted");
+    let answer = rig
+        .alice
+        .wait_timeline(|e| e["room_id"] == new.as_str() && e["content"]["body"] == "heard you")
+        .await
+        .expect("the far side's answer arrives in the new room");
+    assert_eq!(answer["sender"], ghost("carol").as_str());
     rig.core.shutdown().await;
 }

@@ -25,6 +25,8 @@ use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
 /// Store key prefix of direct-message rooms (`d/<room>` → the ghost in it, or the bot for a
 /// direct conversation with the bridge itself).
 pub(super) const DIRECT: &[u8] = b"d/";
+/// Store key prefix of upgraded linked rooms (`u/<old room ID>` → the room that replaced it).
+pub(super) const UPGRADED: &[u8] = b"u/";
 /// After this many gaps that a retry did not fill, the homeserver is taken not to number its
 /// transactions consecutively and gaps are no longer looked for.
 const UNFILLED_GAPS: u32 = 3;
@@ -283,6 +285,10 @@ impl Inner {
                 self.encrypted(ctx, event, false).await;
                 return Ok(None);
             }
+            Some("m.room.tombstone") if event.get("state_key") == Some(&Value::from("")) => {
+                self.tombstone(ctx, event).await;
+                return Ok(None);
+            }
             _ => {}
         }
         let ictx = InboundCtx {
@@ -534,6 +540,56 @@ impl Inner {
                 &format!("This message could not be delivered: {e}"),
             )
             .await;
+        }
+    }
+
+    /// A linked room was upgraded (`m.room.tombstone` naming its `replacement_room`): the link
+    /// follows it. Its name stays (see [`crate::rooms`]), the upgrade is remembered in the
+    /// store, and the bot joins the new room (through the server of whoever upgraded it).
+    async fn tombstone(&self, ctx: &AdapterContext, event: &Value) {
+        let Some(old) = event.get("room_id").and_then(Value::as_str) else {
+            return;
+        };
+        let name = self.rooms.linked_name(old);
+        if !ctx.is_linked(&name) {
+            tracing::debug!(adapter = %self.id, room = old, "a room the bridge does not serve was upgraded");
+            return;
+        }
+        let new = event
+            .pointer("/content/replacement_room")
+            .and_then(Value::as_str)
+            .map(ruma::RoomId::parse);
+        let new = match new {
+            Some(Ok(new)) if new.as_str() != old => new,
+            _ => {
+                self.malformed(ctx, "tombstone without a usable replacement_room", event);
+                return;
+            }
+        };
+        if let Err(e) = ctx.store().put(
+            &[UPGRADED, old.as_bytes()].concat(),
+            new.as_str().as_bytes(),
+        ) {
+            tracing::warn!(adapter = %self.id, error = %e, "room upgrade not stored; it is followed in this process only");
+        }
+        if !self.rooms.upgraded(old, new.clone()) {
+            return;
+        }
+        tracing::info!(adapter = %self.id, link = %name, old, new = %new,
+            "linked room upgraded: the link follows it to the new room");
+        let via: Vec<ruma::OwnedServerName> = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .and_then(|s| ruma::UserId::parse(s).ok())
+            .map(|user| vec![user.server_name().to_owned()])
+            .unwrap_or_default();
+        let mut request = ruma::api::client::membership::join_room_by_id_or_alias::v3::Request::new(
+            new.clone().into(),
+        );
+        request.via = via;
+        if let Err(e) = self.hs.call(request, As::Bot).await {
+            tracing::warn!(adapter = %self.id, link = %name, new = %new, error = %e,
+                "the bot cannot join the room that replaced a linked room (invite it there)");
         }
     }
 

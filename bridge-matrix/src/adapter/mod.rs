@@ -258,6 +258,14 @@ impl Inner {
             let room = String::from_utf8_lossy(&key[inbound::DIRECT.len()..]).into_owned();
             direct.insert(room, String::from_utf8_lossy(&value).into_owned());
         }
+        drop(direct);
+        let upgrades = store.scan(inbound::UPGRADED, usize::MAX).map_err(failed)?;
+        self.rooms
+            .load_upgrades(upgrades.into_iter().filter_map(|(key, value)| {
+                let old = String::from_utf8_lossy(&key[inbound::UPGRADED.len()..]).into_owned();
+                let new = ruma::RoomId::parse(String::from_utf8_lossy(&value).as_ref()).ok()?;
+                Some((old, new))
+            }));
         Ghosts::load(store).map_err(failed)
     }
 
