@@ -111,15 +111,7 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
         .start()
         .await
         .expect("core starts");
-    alice
-        .wait_timeline(|e| {
-            e["room_id"] == room.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == BOT
-                && e["content"]["membership"] == "join"
-        })
-        .await
-        .expect("the bridge bot joins the room");
+    joined(&mut alice, &room, BOT, "the bridge bot joins the room").await;
     // Synapse may still be retrying pushes that failed while no bridge listened (it backs off
     // for seconds): typing and receipts are not queued during that time, so wait until a
     // message crosses.
@@ -143,21 +135,60 @@ async fn delivered(
     bridge_tests::far::delivered(memory, WAIT, pick).await
 }
 
+/// Waits until `user` joined `room`, as `human` sees it.
+async fn joined(human: &mut MatrixHuman, room: &str, user: &str, what: &str) {
+    human
+        .wait_timeline(|e| {
+            e["room_id"] == room
+                && e["type"] == "m.room.member"
+                && e["state_key"] == user
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .expect(what);
+}
+
+/// Carol says `text` in `far_room` of the memory side; it must reach Alice in `room`, from
+/// Carol's ghost.
+async fn carol_answers(rig: &mut Rig, far_room: &str, text: &str, room: &str) {
+    rig.memory
+        .submit(
+            inbound(far_room)
+                .id(&fresh("answer"))
+                .from("carol")
+                .named("Carol")
+                .text(text),
+        )
+        .await
+        .expect("submitted");
+    let answer = rig
+        .alice
+        .wait_timeline(|e| e["room_id"] == room && e["content"]["body"] == text)
+        .await
+        .expect("the answer arrives in the room");
+    assert_eq!(answer["sender"], ghost("carol").as_str());
+}
+
+/// `human` turns end-to-end encryption on in `room` (what clients do: `m.room.encryption`).
+async fn encryption_on(human: &mut MatrixHuman, room: &str) {
+    human
+        .send_state(
+            room,
+            "m.room.encryption",
+            "",
+            json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+        )
+        .await
+        .expect("encryption on");
+}
+
 /// `human` opens a direct conversation with `ghost`; returns its room ID once the ghost joined.
 async fn direct_with(human: &mut MatrixHuman, ghost: &str) -> String {
     let dm = human
         .create_room_with(json!({ "invite": [ghost], "direct": true }))
         .await
         .expect("direct room created");
-    human
-        .wait_timeline(|e| {
-            e["room_id"] == dm.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == ghost
-                && e["content"]["membership"] == "join"
-        })
-        .await
-        .expect("the ghost accepts the invite");
+    joined(human, &dm, ghost, "the ghost accepts the invite").await;
     dm
 }
 
@@ -774,22 +805,7 @@ async fn direct_messages_to_a_ghost_reach_the_far_user_and_back() {
         got.room
     );
     let far_room = got.room.to_string();
-    rig.memory
-        .submit(
-            inbound(&far_room)
-                .id("dm1")
-                .from("carol")
-                .named("Carol")
-                .text("sure, alice"),
-        )
-        .await
-        .expect("submitted");
-    let answer = rig
-        .alice
-        .wait_timeline(|e| e["room_id"] == dm.as_str() && e["content"]["body"] == "sure, alice")
-        .await
-        .expect("the answer arrives in the same room");
-    assert_eq!(answer["sender"], carol.as_str());
+    carol_answers(&mut rig, &far_room, "sure, alice", &dm).await;
     rig.core.shutdown().await;
 }
 
@@ -1052,15 +1068,7 @@ async fn an_oversize_file_leaves_a_notice() {
 async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
     let mut rig = rig("encrypted").await;
     let room = rig.room.clone();
-    rig.alice
-        .send_state(
-            &room,
-            "m.room.encryption",
-            "",
-            json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
-        )
-        .await
-        .expect("encryption on");
+    encryption_on(&mut rig.alice, &room).await;
     let notice = rig
         .alice
         .wait_timeline(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
@@ -1106,15 +1114,7 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
     // A direct conversation with a ghost that turns encryption on: the ghost says it.
     let carol = ghost("carol");
     let dm = direct_with(&mut rig.alice, &carol).await;
-    rig.alice
-        .send_state(
-            &dm,
-            "m.room.encryption",
-            "",
-            json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
-        )
-        .await
-        .expect("encryption on");
+    encryption_on(&mut rig.alice, &dm).await;
     let notice = rig
         .alice
         .wait_timeline(|e| e["room_id"] == dm.as_str() && e["content"]["msgtype"] == "m.notice")
@@ -1134,36 +1134,19 @@ async fn an_upgraded_room_stays_bridged_through_its_replacement() {
     let old = rig.room.clone();
     let new = rig.alice.upgrade(&old, "11").await.expect("upgraded");
     assert_ne!(new, old);
-    rig.alice
-        .wait_timeline(|e| {
-            e["room_id"] == new.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == BOT
-                && e["content"]["membership"] == "join"
-        })
-        .await
-        .expect("the bridge bot follows the room to its replacement");
+    joined(
+        &mut rig.alice,
+        &new,
+        BOT,
+        "the bridge bot follows the room to its replacement",
+    )
+    .await;
     rig.alice
         .send(&new, "after the upgrade")
         .await
         .expect("sent");
     let got = delivered(&rig.memory, |e| body_of(e) == Some("after the upgrade")).await;
     assert_eq!(got.room.as_str(), MEMORY_ROOM);
-    rig.memory
-        .submit(
-            inbound(MEMORY_ROOM)
-                .id("up1")
-                .from("carol")
-                .named("Carol")
-                .text("heard you"),
-        )
-        .await
-        .expect("submitted");
-    let answer = rig
-        .alice
-        .wait_timeline(|e| e["room_id"] == new.as_str() && e["content"]["body"] == "heard you")
-        .await
-        .expect("the far side's answer arrives in the new room");
-    assert_eq!(answer["sender"], ghost("carol").as_str());
+    carol_answers(&mut rig, MEMORY_ROOM, "heard you", &new).await;
     rig.core.shutdown().await;
 }
