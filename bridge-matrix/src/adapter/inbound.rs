@@ -604,8 +604,7 @@ impl Inner {
         };
         let room = self.rooms.linked_name(room_id);
         let ghost = self.direct.lock().get(room_id).cloned();
-        let linked = ctx.linked_rooms().contains(&room);
-        if !linked && ghost.is_none() {
+        if !ctx.is_linked(&room) && ghost.is_none() {
             tracing::debug!(adapter = %self.id, %room, "encryption in a room the bridge does not serve");
             return;
         }
