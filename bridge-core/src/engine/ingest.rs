@@ -429,20 +429,24 @@ impl Shared {
                     .get(&link.adapter)
                     .is_none_or(|slot| slot.carry.carries(&event.kind))
         };
-        let withheld = targets().filter(|l| !carried || !takes(l)).count();
+        let mut withheld = 0u64;
+        {
+            let queues = self.queues.read();
+            for link in targets() {
+                if !(carried && takes(link)) {
+                    withheld += 1;
+                } else if let Some(queue) = queues.get(link) {
+                    queue.push(QueueItem {
+                        event: event.clone(),
+                        seq,
+                        explicit: false,
+                    });
+                }
+            }
+        }
         if withheld > 0 {
             metrics::counter!("bridge_events_withheld_total", "adapter" => adapter.to_string(), "kind" => event.kind.name())
-                .increment(withheld as u64);
-        }
-        let queues = self.queues.read();
-        for link in targets().filter(|l| carried && takes(l)) {
-            if let Some(queue) = queues.get(link) {
-                queue.push(QueueItem {
-                    event: event.clone(),
-                    seq,
-                    explicit: false,
-                });
-            }
+                .increment(withheld);
         }
         Ok(Decision::Accepted { id, seq })
     }
