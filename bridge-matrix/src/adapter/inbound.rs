@@ -534,7 +534,7 @@ impl Inner {
             tracing::warn!(adapter = %self.id, room = %inbound.room, error = %e,
                 "cannot open the other side of a direct conversation");
             // The writer would otherwise wait for an answer that cannot come: the ghost says why.
-            self.notice_as_ghost(
+            self.notice_from(
                 &inbound.room,
                 &ghost,
                 &format!("This message could not be delivered: {e}"),
@@ -634,32 +634,23 @@ impl Inner {
                  room instead."
             }
         };
-        match ghost {
-            Some(ghost) if ghost != self.bot.as_str() => {
-                self.notice_as_ghost(&room, &ghost, text).await;
-            }
-            _ => {
-                let sent = async {
-                    let room_id = self.room_id(&room).await?;
-                    crate::calls::send_notice(&self.hs, As::Bot, &room_id, text)
-                        .await
-                        .map(|_| ())
-                        .map_err(bridge_core::AdapterError::from)
-                };
-                if let Err(e) = sent.await {
-                    tracing::warn!(adapter = %self.id, %room, error = %e, "notice not sent");
-                }
-            }
-        }
+        let from = ghost.unwrap_or_else(|| self.bot.to_string());
+        self.notice_from(&room, &from, text).await;
     }
 
-    /// An `m.notice` from `ghost` in `room` (best effort: logged when it fails).
-    async fn notice_as_ghost(&self, room: &RemoteRoomId, ghost: &str, text: &str) {
+    /// An `m.notice` in `room` from `who`: a ghost, or the bot when `who` is the bot's user ID
+    /// (best effort: logged when it fails).
+    async fn notice_from(&self, room: &RemoteRoomId, who: &str, text: &str) {
         let sent = async {
             let room_id = self.room_id(room).await?;
-            let ghost = ruma::UserId::parse(ghost)
-                .map_err(|e| bridge_core::AdapterError::Permanent(format!("ghost {ghost}: {e}")))?;
-            crate::calls::send_notice(&self.hs, As::Ghost(&ghost), &room_id, text)
+            let user = ruma::UserId::parse(who)
+                .map_err(|e| bridge_core::AdapterError::Permanent(format!("ghost {who}: {e}")))?;
+            let from = if who == self.bot.as_str() {
+                As::Bot
+            } else {
+                As::Ghost(&user)
+            };
+            crate::calls::send_notice(&self.hs, from, &room_id, text)
                 .await
                 .map(|_| ())
                 .map_err(bridge_core::AdapterError::from)
