@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::sync::Arc;
+
+use bridge_core::store::CombiningStore;
 use bridge_core::{Link, RoomId, RoutingTable, SledStore, Store};
 
 use crate::cli::LinksCommand;
@@ -19,18 +22,20 @@ pub fn main(command: LinksCommand) -> ExitCode {
     }
 }
 
-fn open(path: &std::path::Path) -> anyhow::Result<(bridge_config::Config, SledStore)> {
+/// The store as `bridge run` opens it: through its journal, so that what a crash left there is
+/// replayed first and what this command writes is journaled like the bridge's own writes.
+fn open(path: &std::path::Path) -> anyhow::Result<(bridge_config::Config, CombiningStore)> {
     let config = config::load(path).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
     let dir = &config.bridge.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = SledStore::open(dir).map_err(|e| {
         anyhow::anyhow!("{e}\nwhile the bridge runs, change links with its admin commands instead")
     })?;
-    Ok((config, store))
+    Ok((config, CombiningStore::open(Arc::new(store))?))
 }
 
 /// The stored routing table with the config's rooms merged in (as `bridge run` would).
-fn table(config: &bridge_config::Config, store: &SledStore) -> anyhow::Result<RoutingTable> {
+fn table(config: &bridge_config::Config, store: &CombiningStore) -> anyhow::Result<RoutingTable> {
     let mut table = RoutingTable::load(store)?;
     for room in &config.rooms {
         for l in &room.links {

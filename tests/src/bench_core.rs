@@ -236,7 +236,7 @@ fn flush_costs() -> anyhow::Result<serde_json::Value> {
     const CYCLES: u64 = 3_000;
     const GAP: Duration = Duration::from_millis(2);
     let dir = tempfile::tempdir()?;
-    let store = bridge_core::store::CombiningStore::new(Arc::new(SledStore::open(dir.path())?));
+    let store = bridge_core::store::CombiningStore::open(Arc::new(SledStore::open(dir.path())?))?;
     let cycle = |i: u64| -> anyhow::Result<()> {
         let mut batch = bridge_core::store::Batch::new();
         for k in 0..5u64 {

@@ -431,11 +431,13 @@ impl CoreBuilder {
 
     /// Opens the routing table, starts the flusher, a worker per link and every adapter.
     pub async fn start(mut self) -> Result<Core, CoreError> {
-        check_format(&*self.store)?;
-        // Over a durable store, small batches are combined before they reach it.
+        // Over a durable store, small batches are combined before they reach it, and a flush
+        // syncs a journal instead of the store when the store has a place for one (opening it
+        // replays what a crash made the store lose, so this comes before anything is read).
         if self.store.is_durable() {
-            self.store = Arc::new(CombiningStore::new(self.store));
+            self.store = Arc::new(CombiningStore::open(self.store)?);
         }
+        check_format(&*self.store)?;
         let mut routing = RoutingTable::load(&*self.store)?;
         let mut adapters = FastMap::default();
         for (id, adapter) in self.adapters {

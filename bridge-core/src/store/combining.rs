@@ -15,6 +15,12 @@
 //!   buffer before and after every batch (two writes, a `sync_file_range` and its IO threads
 //!   woken each time), which cost more CPU per bridged message than everything else the
 //!   bridge does;
+//! - opened with [`CombiningStore::open`] over a backend that offers a journal directory
+//!   ([`Store::journal_dir`], sled does), a flush does not touch the backend at all: it appends
+//!   the batches taken since the last one to a write-ahead journal and syncs that, and the
+//!   backend gets them in chunks as above, flushed only when a journal file is retired
+//!   ([`super::journal`]). This takes sled's apply and flush off the path of every
+//!   acknowledgement;
 //! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
 //!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
 //! - [`Store::scan`] and [`Store::last`] apply the queue first, so they see every earlier write.
@@ -23,8 +29,9 @@
 //! `apply` returns (an overlay maps each pending key to the newest pending batch writing it),
 //! batches take effect in the order they were applied, every combined chunk is applied to the
 //! backend atomically (so each original batch is too), and `flush` returns only once everything
-//! applied before it is on stable storage. A crash loses only pending writes that no flush
-//! covered, exactly as with the backend alone.
+//! applied before it is on stable storage (in the journal or in the backend). A crash loses only
+//! writes that no flush covered, exactly as with the backend alone; with a journal, opening the
+//! store again replays what the backend lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::journal::{self, Flushed, Journal};
 use super::{Batch, Entry, KeyHash, Store, StoreError};
 
 /// The most operations applied to the backend as one combined batch (about 25 events' worth
@@ -72,6 +80,8 @@ struct Combiner {
     stop: AtomicBool,
     /// Serialises applies to the backend, so that chunks reach it in order.
     applying: Mutex<()>,
+    /// The write-ahead journal, when the backend has a place for it.
+    journal: Option<Journal>,
 }
 
 /// A [`Store`] that combines small batches before they reach a durable backend.
@@ -90,14 +100,34 @@ impl std::fmt::Debug for CombiningStore {
 }
 
 impl CombiningStore {
-    /// Combines writes in front of `backend`; starts the applier thread.
+    /// Combines writes in front of `backend`, without a journal: every flush applies what is
+    /// pending and flushes the backend. Starts the applier thread.
     pub fn new(backend: Arc<dyn Store>) -> Self {
+        Self::start(backend, None, 0)
+    }
+
+    /// Combines writes in front of `backend`, with the write-ahead journal in the backend's
+    /// [`Store::journal_dir`] when it has one (first replaying into the backend what a crash
+    /// made it lose). Fails when the journal cannot be read or started.
+    pub fn open(backend: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let Some(dir) = backend.journal_dir().map(std::path::Path::to_path_buf) else {
+            return Ok(Self::new(backend));
+        };
+        let (journal, last) = journal::open(&*backend, &dir)?;
+        Ok(Self::start(backend, Some(journal), last + 1))
+    }
+
+    fn start(backend: Arc<dyn Store>, journal: Option<Journal>, next: u64) -> Self {
         let inner = Arc::new(Combiner {
             backend,
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                next,
+                ..Pending::default()
+            }),
             work: Condvar::new(),
             stop: AtomicBool::new(false),
             applying: Mutex::new(()),
+            journal,
         });
         let worker = inner.clone();
         let applier = std::thread::Builder::new()
@@ -122,6 +152,16 @@ impl Drop for CombiningStore {
         // What is still pending reaches the backend (durable at its next flush, as ever).
         if let Err(e) = self.inner.apply_pending() {
             tracing::error!(error = %e, "writes pending at close were not applied");
+            return;
+        }
+        // A clean close leaves no journal to replay.
+        if let Some(journal) = &self.inner.journal {
+            match self.inner.backend.flush() {
+                Ok(()) => journal.close(),
+                Err(e) => {
+                    tracing::error!(error = %e, "store not flushed at close; its journal stays")
+                }
+            }
         }
     }
 }
@@ -191,7 +231,13 @@ impl Combiner {
         let Some(&(last, _)) = chunk.last() else {
             return Ok(false);
         };
-        let batches: Vec<&Batch> = chunk.iter().map(|(_, b)| &**b).collect();
+        let mut batches: Vec<&Batch> = chunk.iter().map(|(_, b)| &**b).collect();
+        // With a journal, the backend records which batches it holds, atomically with them.
+        let mut mark = Batch::new();
+        if self.journal.is_some() {
+            mark.put(journal::SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
+            batches.push(&mark);
+        }
         self.backend.apply_all(&batches)?;
         let mut pending = self.pending.lock();
         let Pending {
@@ -237,10 +283,15 @@ impl Store for CombiningStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let backlog = {
+        let (backlog, write_out) = {
             let mut pending = self.inner.pending.lock();
             let n = pending.next;
             pending.next += 1;
+            let write_out = self
+                .inner
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.push(n, batch.ops()));
             for key in batch.keys() {
                 match pending.overlay.get_mut(key) {
                     Some(m) => *m = n,
@@ -258,8 +309,11 @@ impl Store for CombiningStore {
             } else if before < CHUNK_OPS && pending.ops >= CHUNK_OPS {
                 self.inner.work.notify_one();
             }
-            pending.ops
+            (pending.ops, write_out)
         };
+        if write_out && let Some(journal) = &self.inner.journal {
+            journal.write_out();
+        }
         if backlog > HIGH_WATER_OPS {
             self.inner.apply_chunk(u64::MAX)?;
         }
@@ -290,6 +344,19 @@ impl Store for CombiningStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(journal) = &self.inner.journal {
+            match journal.flush() {
+                Flushed::Done => return Ok(()),
+                Flushed::Rotated(generation) => {
+                    // Durable already; the backend now takes over the full file's records.
+                    self.inner.apply_pending()?;
+                    self.inner.backend.flush()?;
+                    journal.retire(generation);
+                    return Ok(());
+                }
+                Flushed::Unavailable => {}
+            }
+        }
         self.inner.apply_pending()?;
         self.inner.backend.flush()
     }
@@ -379,5 +446,234 @@ mod tests {
             std::thread::sleep(LINGER / 10);
         }
         assert!(store.inner.pending.lock().since.is_none());
+    }
+
+    /// A backend that offers a journal directory and keeps only what the test gives it: a
+    /// crash is a new one made from what survived (its state at some flush, the journal files).
+    #[derive(Debug)]
+    struct Backend {
+        kept: MemoryStore,
+        dir: std::path::PathBuf,
+    }
+
+    impl Backend {
+        fn new(dir: &std::path::Path, entries: Vec<Entry>) -> Arc<Self> {
+            let kept = MemoryStore::new();
+            let mut batch = Batch::new();
+            for (key, value) in entries {
+                batch.put(key, value);
+            }
+            kept.apply(batch).expect("apply");
+            Arc::new(Self {
+                kept,
+                dir: dir.to_path_buf(),
+            })
+        }
+
+        fn entries(&self) -> Vec<Entry> {
+            self.kept.scan(&[], None, usize::MAX).expect("scan")
+        }
+    }
+
+    impl Store for Backend {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.kept.get(key)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            self.kept.apply(batch)
+        }
+        fn scan(&self, p: &[u8], a: Option<&[u8]>, l: usize) -> Result<Vec<Entry>, StoreError> {
+            self.kept.scan(p, a, l)
+        }
+        fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+            self.kept.last(prefix)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn is_durable(&self) -> bool {
+            true
+        }
+        fn journal_dir(&self) -> Option<&std::path::Path> {
+            Some(&self.dir)
+        }
+    }
+
+    /// Copies the journal files of `from` into a new directory: the disk as a crash left it.
+    fn journal_copy(from: &std::path::Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().expect("tempdir");
+        for (_, path) in journal::files(from).expect("files") {
+            std::fs::copy(&path, to.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+        to
+    }
+
+    fn value(store: &dyn Store, key: u8) -> Option<u8> {
+        store.get(&[7, key]).expect("get").map(|v| v[0])
+    }
+
+    #[test]
+    fn a_flush_is_durable_in_the_journal_and_replayed_into_a_backend_that_lost_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CombiningStore::open(Backend::new(dir.path(), vec![])).expect("open");
+        put(&store, 1, Some(1));
+        put(&store, 2, Some(2));
+        put(&store, 1, Some(3));
+        put(&store, 2, None);
+        store.flush().expect("flush");
+        // A crash now: the backend never flushed, so it kept nothing; the journal is on disk.
+        let crashed = journal_copy(dir.path());
+        // A write after the flush was never acknowledged: it may be lost, and is here.
+        put(&store, 4, Some(4));
+        drop(store);
+
+        let backend = Backend::new(crashed.path(), vec![]);
+        let store = CombiningStore::open(backend.clone()).expect("reopen");
+        assert_eq!(value(&store, 1), Some(3));
+        assert_eq!(value(&store, 2), None);
+        assert_eq!(value(&store, 4), None);
+        // Replayed into the backend itself, which says how far it got; one new empty file.
+        assert_eq!(backend.get(&[7, 1]).expect("get"), Some(vec![3]));
+        assert_eq!(
+            backend.get(journal::SEQ_KEY).expect("get"),
+            Some(4u64.to_be_bytes().to_vec())
+        );
+        let files = journal::files(crashed.path()).expect("files");
+        assert_eq!(files.len(), 1);
+        assert_eq!(std::fs::metadata(&files[0].1).expect("meta").len(), 0);
+        // Numbering goes on from there.
+        put(&store, 5, Some(5));
+        store.flush().expect("flush");
+        let (plan, _) =
+            journal::replay_plan(&journal::files(crashed.path()).expect("files"), 4).expect("plan");
+        assert_eq!(plan.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
+    }
+
+    #[test]
+    fn a_backend_that_kept_part_gets_only_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path(), vec![]);
+        let store = CombiningStore::open(backend.clone()).expect("open");
+        for k in 0..10 {
+            put(&store, k, Some(k));
+        }
+        store.flush().expect("flush");
+        // A scan applies everything pending: the backend holds batches 1..=10 and says so.
+        store.scan(&[7], None, 1).expect("scan");
+        let kept = backend.entries();
+        for k in 0..10 {
+            put(&store, k, Some(100 + k));
+        }
+        put(&store, 3, None);
+        store.flush().expect("flush");
+        // The crash keeps the backend as it was at the scan, and the journal.
+        let crashed = journal_copy(dir.path());
+        drop(store);
+
+        let store = CombiningStore::open(Backend::new(crashed.path(), kept)).expect("reopen");
+        for k in 0..10 {
+            let want = (k != 3).then_some(100 + k);
+            assert_eq!(value(&store, k), want, "key {k}");
+        }
+    }
+
+    #[test]
+    fn journal_files_are_retired_as_they_fill_and_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let generations = |dir: &std::path::Path| {
+            journal::files(dir)
+                .expect("files")
+                .into_iter()
+                .map(|(g, _)| g)
+                .collect::<Vec<_>>()
+        };
+        {
+            let backend: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+            let store = CombiningStore::open(backend).expect("open");
+            // ~12 MB through the journal, flushed every 20 writes: three files' worth.
+            for i in 0..12_000u32 {
+                let mut batch = Batch::new();
+                batch.put(i.to_be_bytes().to_vec(), vec![i as u8; 1000]);
+                store.apply(batch).expect("apply");
+                if i % 20 == 19 {
+                    store.flush().expect("flush");
+                    assert_eq!(generations(dir.path()).len(), 1, "after write {i}");
+                }
+            }
+            assert!(
+                generations(dir.path())[0] >= 3,
+                "{:?}",
+                generations(dir.path())
+            );
+        }
+        assert_eq!(generations(dir.path()), Vec::<u64>::new(), "a clean close");
+        let store = SledStore::open(dir.path()).expect("reopen");
+        for i in [0u32, 5_000, 11_999] {
+            assert_eq!(
+                store.get(&i.to_be_bytes()).expect("get"),
+                Some(vec![i as u8; 1000])
+            );
+        }
+    }
+
+    /// With the environment variable set, this test is the child of the one below: it writes,
+    /// flushes after each write, says how far it got and dies without closing anything.
+    const CRASH_DIR: &str = "BRIDGE_TEST_JOURNAL_CRASH_DIR";
+
+    #[test]
+    fn acknowledged_writes_survive_the_process_being_killed() {
+        const WRITES: u32 = 300;
+        if let Some(dir) = std::env::var_os(CRASH_DIR) {
+            let backend: Arc<dyn Store> =
+                Arc::new(SledStore::open(std::path::Path::new(&dir)).expect("open"));
+            let store = CombiningStore::open(backend).expect("open");
+            for i in 0..WRITES {
+                let mut batch = Batch::new();
+                batch.put(i.to_be_bytes().to_vec(), vec![i as u8; 100]);
+                batch.put([&[9][..], &i.to_be_bytes()].concat(), vec![1]);
+                store.apply(batch).expect("apply");
+                store.flush().expect("flush");
+            }
+            println!("acknowledged {WRITES}");
+            std::process::abort();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "store::combining::tests::acknowledged_writes_survive_the_process_being_killed",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DIR, dir.path())
+            .output()
+            .expect("child runs");
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(out.contains("acknowledged 300"), "{out}");
+        assert!(!child.status.success(), "the child was to die");
+
+        // What sled alone kept (its own flush runs once a second): usually nothing.
+        let sled_alone = {
+            let sled = SledStore::open(dir.path()).expect("open");
+            (0..WRITES)
+                .filter(|i| sled.get(&i.to_be_bytes()).expect("get").is_some())
+                .count()
+        };
+        let backend: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("reopen"));
+        let store = CombiningStore::open(backend).expect("reopen");
+        for i in 0..WRITES {
+            assert_eq!(
+                store.get(&i.to_be_bytes()).expect("get"),
+                Some(vec![i as u8; 100]),
+                "write {i} (sled alone had kept {sled_alone} of {WRITES})"
+            );
+            assert_eq!(
+                store
+                    .get(&[&[9][..], &i.to_be_bytes()].concat())
+                    .expect("get"),
+                Some(vec![1])
+            );
+        }
+        eprintln!("sled alone had kept {sled_alone} of {WRITES} writes; the journal the rest");
     }
 }

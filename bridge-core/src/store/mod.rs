@@ -12,11 +12,13 @@
 //! ([`CombiningStore`]).
 
 mod combining;
+mod journal;
 pub mod keys;
 mod memory;
 mod sled_store;
 
 pub use combining::{CHUNK_OPS, CombiningStore, HIGH_WATER_OPS};
+pub use journal::ROTATE_BYTES;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -215,6 +217,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// False for stores that keep nothing across a restart: flushing them is skipped.
     fn is_durable(&self) -> bool;
+
+    /// A directory of this store's own where the core may keep a write-ahead journal in front
+    /// of it ([`CombiningStore::open`]): flushes then sync the journal, and the store itself is
+    /// flushed only now and then. The store must apply each batch atomically and recover, after
+    /// a crash, a prefix of the batches applied. None (the default): no journal.
+    fn journal_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// Entries read per page by [`for_each_with_prefix`] and [`delete_with_prefix`].

@@ -1,6 +1,6 @@
 //! The default [`Store`]: sled, one directory, no server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Batch, Entry, Store, StoreError};
 
@@ -9,6 +9,7 @@ use super::{Batch, Entry, Store, StoreError};
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    dir: PathBuf,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -39,7 +40,11 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("bridge").map_err(backend)?;
-        Ok(Self { db, tree })
+        Ok(Self {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn config(dir: &Path) -> sled::Config {
@@ -128,6 +133,10 @@ impl Store for SledStore {
 
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn journal_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
     }
 }
 

@@ -1,0 +1,562 @@
+//! The write-ahead journal in front of a durable store ([`super::CombiningStore::open`]).
+//!
+//! sled 0.34 makes writes durable expensively: every applied batch writes out its IO buffer
+//! twice and every flush once more, each write waking all seven of its IO threads: ~250 µs of
+//! CPU per event acknowledged on its own on this project's 2-core machine, where appending the
+//! same writes to a plain file and calling `fdatasync` costs ~80 µs (docs/benchmarks.md,
+//! "## core"). With the journal:
+//!
+//! - every batch the combining store takes gets its sequence number (the combining store's
+//!   batch number) and is encoded into an in-memory buffer in that order;
+//! - a flush appends the buffer to the current journal file and `fdatasync`s it: the batches
+//!   are durable though the backend has not seen them yet. The backend gets them in combined
+//!   chunks as before (a chunk's worth, or [`super::combining::LINGER`] after the oldest), each
+//!   chunk carrying under [`SEQ_KEY`] the number of its last batch, so the backend's own state
+//!   says which batches it holds (it recovers a prefix of its atomic batches);
+//! - when the file passes [`ROTATE_BYTES`] a new file is started, every pending batch applied,
+//!   the backend flushed once (it then holds every record of the older files) and the older
+//!   files deleted; a clean close does the same and deletes every file;
+//! - opening replays, in order, the records above the backend's [`SEQ_KEY`], flushes the
+//!   backend and deletes the files.
+//!
+//! A record: `len` (u32 LE), `crc32(payload)` (u32 LE), payload = sequence (u64 LE), operation
+//! count (u32 LE), then per operation the key (u32 LE length, bytes) and the value (u32 LE
+//! length, bytes; length `u32::MAX` and no bytes for a removal). A record cut short or failing
+//! its checksum at the end of the newest file is a write that never completed, so was never
+//! acknowledged: ignored. Anywhere else, or a gap in the sequence, is damage: opening refuses.
+//!
+//! If writing the journal ever fails, it is no longer used: flushes apply everything pending
+//! and flush the backend, as without a journal (which covers everything, journaled or not).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use super::{Batch, Store, StoreError};
+
+/// Where sled's state records the sequence number of the last batch it holds. Outside the
+/// core's key space (every core key starts with [`super::keys::KEY_VERSION`]).
+pub(crate) const SEQ_KEY: &[u8] = &[0, b'j'];
+
+/// A journal file larger than this is retired at the next flush (sled flushed once, the file
+/// deleted). Bounds the disk the journal takes and what a restart after a crash replays
+/// (about 5,000 events' worth).
+pub const ROTATE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Encoded records kept in memory at most before they are written (not yet synced) to the
+/// file, when writes come and no flush does.
+const BUFFER_BYTES: usize = 1024 * 1024;
+
+const FILE_PREFIX: &str = "bridge-journal.";
+const DELETE: u32 = u32::MAX;
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("journal: {what} {}: {e}", path.display()))
+}
+
+/// One operation of a journal record.
+pub(crate) type RecordOp<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// Appends one record (`seq` and its operations) to `out`.
+pub(crate) fn encode<'a>(out: &mut Vec<u8>, seq: u64, ops: impl Iterator<Item = RecordOp<'a>>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut count = 0u32;
+    for (key, value) in ops {
+        count += 1;
+        put_bytes(out, key);
+        match value {
+            Some(value) => put_bytes(out, value),
+            None => out.extend_from_slice(&DELETE.to_le_bytes()),
+        }
+    }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    let payload = &out[start + 8..];
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Keys and values are far below 4 GiB (the core's largest value is an event's JSON).
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX - 1);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A decoded record.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Record {
+    pub seq: u64,
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Decodes the records of one file; the second value is the offset of an incomplete or
+/// damaged record, if one stopped the reading.
+pub(crate) fn decode(bytes: &[u8]) -> (Vec<Record>, Option<usize>) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match decode_one(&bytes[at..]) {
+            Some((record, used)) => {
+                records.push(record);
+                at += used;
+            }
+            None => return (records, Some(at)),
+        }
+    }
+    (records, None)
+}
+
+fn decode_one(bytes: &[u8]) -> Option<(Record, usize)> {
+    let len = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let payload = bytes.get(8..8usize.checked_add(len)?)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let mut r = Reader(payload);
+    let seq = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let count = r.u32()?;
+    let mut ops = Vec::with_capacity(count.min(4096) as usize);
+    for _ in 0..count {
+        let key_len = r.u32()?;
+        let key = r.take(key_len as usize)?.to_vec();
+        let value = match r.u32()? {
+            DELETE => None,
+            n => Some(r.take(n as usize)?.to_vec()),
+        };
+        ops.push((key, value));
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some((Record { seq, ops }, 8 + len))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+}
+
+/// The journal files in `dir`, oldest first, with their generation numbers.
+pub(crate) fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("cannot list", dir, e))?;
+        let name = entry.file_name();
+        let Some(generation) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(FILE_PREFIX))
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((generation, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The journal's records to replay over a backend holding the batches up to `applied`: every
+/// record of `files` above it, in order, checked (see the module docs for what is refused).
+pub(crate) fn replay_plan(
+    files: &[(u64, PathBuf)],
+    applied: u64,
+) -> Result<(Vec<Record>, Vec<String>), StoreError> {
+    let mut plan = Vec::new();
+    let mut notes = Vec::new();
+    let mut last = applied;
+    for (i, (_, path)) in files.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
+        let (records, stopped) = decode(&bytes);
+        if let Some(at) = stopped {
+            if i + 1 < files.len() {
+                return Err(StoreError::Backend(format!(
+                    "journal {} is damaged at byte {at} and newer journal files follow it; \
+                     move the journal files away to open the store without them (the writes \
+                     they hold would be lost)",
+                    path.display()
+                )));
+            }
+            notes.push(format!(
+                "journal {}: ignored an incomplete last record ({} bytes at byte {at}): a write \
+                 that was never acknowledged",
+                path.display(),
+                bytes.len() - at
+            ));
+        }
+        for record in records {
+            if record.seq <= last {
+                continue;
+            }
+            if record.seq != last + 1 {
+                return Err(StoreError::Backend(format!(
+                    "journal {}: record {} follows {last}: records are missing; move the \
+                     journal files away to open the store without them",
+                    path.display(),
+                    record.seq
+                )));
+            }
+            last = record.seq;
+            plan.push(record);
+        }
+    }
+    Ok((plan, notes))
+}
+
+/// Removes every journal file of `dir` up to generation `through`.
+pub(crate) fn remove_through(dir: &Path, through: u64) -> Result<(), StoreError> {
+    for (generation, path) in files(dir)? {
+        if generation <= through {
+            std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The file being appended.
+struct Current {
+    file: File,
+    path: PathBuf,
+    generation: u64,
+    len: u64,
+}
+
+impl Current {
+    fn create(dir: &Path, generation: u64) -> Result<Self, StoreError> {
+        let path = dir.join(format!("{FILE_PREFIX}{generation}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io("cannot create", &path, e))?;
+        // The new name must survive a crash as well as what is written to it.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync the directory of", &path, e))?;
+        Ok(Self {
+            file,
+            path,
+            generation,
+            len: 0,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| io("cannot write", &self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|e| io("cannot sync", &self.path, e))
+    }
+}
+
+/// What a flush must do after the journal's part.
+pub(crate) enum Flushed {
+    /// Everything applied is durable.
+    Done,
+    /// The file is full: flush the backend, then call [`Journal::retire`] with this.
+    Rotated(u64),
+    /// The journal cannot be used: flush the backend instead.
+    Unavailable,
+}
+
+/// The journal of one store.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    /// Encoded records applied to the backend and not yet written to the file.
+    unwritten: Mutex<Vec<u8>>,
+    /// The file, one writer at a time.
+    current: Mutex<Option<Current>>,
+    /// Set for good when a write failed: flushes go to the backend from then on.
+    broken: AtomicBool,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Starts a journal in `dir`, in a file of a generation above every existing one.
+    fn start(dir: &Path, generation: u64) -> Result<Self, StoreError> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            unwritten: Mutex::new(Vec::new()),
+            current: Mutex::new(Some(Current::create(dir, generation)?)),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    fn fail(&self, e: &StoreError) {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %e, "the store's journal failed; flushes go to the store itself from now on");
+        }
+        self.unwritten.lock().clear();
+    }
+
+    /// Takes the record of batch `seq` (called in sequence order); true when the records held
+    /// in memory should be handed to the file now ([`Journal::write_out`]), nobody having
+    /// flushed for a while.
+    pub(crate) fn push<'a>(&self, seq: u64, ops: impl Iterator<Item = RecordOp<'a>>) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        let mut unwritten = self.unwritten.lock();
+        encode(&mut unwritten, seq, ops);
+        unwritten.len() >= BUFFER_BYTES
+    }
+
+    /// Writes the records held in memory to the file, not synced (the next flush syncs them).
+    pub(crate) fn write_out(&self) {
+        let mut current = self.current.lock();
+        let bytes = std::mem::take(&mut *self.unwritten.lock());
+        if let Some(file) = current.as_mut()
+            && let Err(e) = file.append(&bytes)
+        {
+            self.fail(&e);
+        }
+    }
+
+    /// Makes every record pushed so far durable.
+    pub(crate) fn flush(&self) -> Flushed {
+        if self.is_broken() {
+            return Flushed::Unavailable;
+        }
+        let mut guard = self.current.lock();
+        let Some(current) = guard.as_mut() else {
+            return Flushed::Unavailable;
+        };
+        let bytes = std::mem::take(&mut *self.unwritten.lock());
+        if !bytes.is_empty()
+            && let Err(e) = current.append(&bytes)
+        {
+            self.fail(&e);
+            return Flushed::Unavailable;
+        }
+        if current.len == 0 {
+            return Flushed::Done;
+        }
+        if let Err(e) = current.sync() {
+            self.fail(&e);
+            return Flushed::Unavailable;
+        }
+        if current.len < ROTATE_BYTES {
+            return Flushed::Done;
+        }
+        // Full: later records go to a new file; the caller flushes the backend, which then
+        // holds every record of this one.
+        let old = current.generation;
+        match Current::create(&self.dir, old + 1) {
+            Ok(next) => {
+                *current = next;
+                Flushed::Rotated(old)
+            }
+            Err(e) => {
+                self.fail(&e);
+                Flushed::Unavailable
+            }
+        }
+    }
+
+    /// Deletes the files up to `generation`, now that the backend holds what they hold.
+    pub(crate) fn retire(&self, generation: u64) {
+        if let Err(e) = remove_through(&self.dir, generation) {
+            // Harmless: a restart skips the records the backend holds.
+            tracing::warn!(error = %e, "an old journal file was not removed");
+        }
+    }
+
+    /// At close, once the backend is flushed: deletes every file.
+    pub(crate) fn close(&self) {
+        let mut current = self.current.lock();
+        if let Some(file) = current.take() {
+            drop(file.file);
+            self.retire(file.generation);
+        }
+    }
+}
+
+/// Opens the journal of a backend whose files are in `dir`: replays into the backend the
+/// records it does not hold, flushes it, deletes the files and starts a new one. Returns the
+/// journal and the number of the last batch the backend holds.
+pub(crate) fn open(backend: &dyn Store, dir: &Path) -> Result<(Journal, u64), StoreError> {
+    let applied = backend
+        .get(SEQ_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes);
+    let files = files(dir)?;
+    let mut last = applied;
+    let mut newest = 0;
+    if let Some(&(generation, _)) = files.last() {
+        newest = generation;
+        let (records, notes) = replay_plan(&files, applied)?;
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        let replayed = records.len();
+        let mut batch = Batch::new();
+        for record in records {
+            for (key, value) in record.ops {
+                match value {
+                    Some(value) => batch.put(key, value),
+                    None => batch.delete(key),
+                }
+            }
+            last = record.seq;
+            if batch.len() >= REPLAY_OPS {
+                batch.put(SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
+                backend.apply(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            batch.put(SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
+            backend.apply(batch)?;
+        }
+        backend.flush()?;
+        if replayed > 0 {
+            tracing::info!(
+                batches = replayed,
+                through = last,
+                "replayed the store's journal: writes acknowledged before the last stop"
+            );
+        }
+        remove_through(dir, newest)?;
+    }
+    Ok((Journal::start(dir, newest + 1)?, last))
+}
+
+/// The most journal operations replayed into the backend as one batch.
+const REPLAY_OPS: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, ops: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, seq, ops.iter().copied());
+        out
+    }
+
+    #[test]
+    fn records_round_trip_and_a_cut_or_damaged_tail_stops_the_reading() {
+        let mut bytes = record(7, &[(b"a", Some(b"one")), (b"b", None), (b"", Some(b""))]);
+        bytes.extend(record(8, &[]));
+        let (records, stopped) = decode(&bytes);
+        assert_eq!(stopped, None);
+        assert_eq!(
+            records,
+            vec![
+                Record {
+                    seq: 7,
+                    ops: vec![
+                        (b"a".to_vec(), Some(b"one".to_vec())),
+                        (b"b".to_vec(), None),
+                        (vec![], Some(vec![])),
+                    ],
+                },
+                Record {
+                    seq: 8,
+                    ops: vec![]
+                },
+            ]
+        );
+        let whole = bytes.len();
+        let third = record(9, &[(b"c", Some(b"three"))]);
+        // Every way a third record can be cut short, and a flipped bit, leave the first two.
+        for cut in 0..third.len() {
+            let mut torn = bytes.clone();
+            torn.extend_from_slice(&third[..cut]);
+            let (records, stopped) = decode(&torn);
+            assert_eq!(records.len(), 2, "cut at {cut}");
+            assert_eq!(stopped, (cut > 0).then_some(whole), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped.extend_from_slice(&third);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(decode(&flipped).1, Some(whole));
+        // A length that claims more than there is does not panic or allocate it.
+        let mut huge = bytes;
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 12]);
+        assert_eq!(decode(&huge).1, Some(whole));
+    }
+
+    fn write(dir: &Path, generation: u64, records: &[Vec<u8>]) -> (u64, PathBuf) {
+        let path = dir.join(format!("{FILE_PREFIX}{generation}"));
+        std::fs::write(&path, records.concat()).expect("write");
+        (generation, path)
+    }
+
+    #[test]
+    fn the_plan_skips_what_the_backend_holds_and_refuses_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = |seq| record(seq, &[(b"k", Some(&[seq as u8][..]))]);
+        let a = write(dir.path(), 1, &[one(1), one(2), one(3)]);
+        let b = write(dir.path(), 2, &[one(4), one(5)]);
+        let seqs = |files: &[(u64, PathBuf)], applied| {
+            let (plan, notes) = replay_plan(files, applied).expect("plan");
+            assert!(notes.is_empty(), "{notes:?}");
+            plan.iter().map(|r| r.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&[a.clone(), b.clone()], 0), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seqs(&[a.clone(), b.clone()], 3), vec![4, 5]);
+        assert_eq!(seqs(&[a.clone(), b.clone()], 9), Vec::<u64>::new());
+        assert_eq!(
+            files(dir.path()).expect("files"),
+            vec![a.clone(), b.clone()]
+        );
+
+        // A torn last record of the newest file: what came before it is replayed.
+        let mut torn = [one(4), one(5)].concat();
+        torn.extend_from_slice(&one(6)[..5]);
+        std::fs::write(&b.1, &torn).expect("write");
+        let (plan, notes) = replay_plan(&[a.clone(), b.clone()], 0).expect("plan");
+        assert_eq!(plan.len(), 5);
+        assert!(notes[0].contains("incomplete last record"), "{notes:?}");
+
+        // The same damage in an older file, or a record missing, is refused.
+        let c = write(dir.path(), 3, &[one(6)]);
+        let err = replay_plan(&[a.clone(), b, c], 0).expect_err("damaged");
+        assert!(err.to_string().contains("is damaged at byte"), "{err}");
+        let gap = write(dir.path(), 4, &[one(5)]);
+        let err = replay_plan(&[a, gap], 0).expect_err("gap");
+        assert!(err.to_string().contains("record 5 follows 3"), "{err}");
+        remove_through(dir.path(), 3).expect("remove");
+        assert_eq!(files(dir.path()).expect("files").len(), 1);
+    }
+}
