@@ -5,22 +5,23 @@
 //! each [`Store::apply`] into a pending queue at once (a few allocations, no I/O) and applies
 //! the queue to the backend in combined batches of at most [`CHUNK_OPS`] operations:
 //!
-//! - an applier thread applies a chunk whenever a chunk's worth is pending, so under load the
-//!   backend's work overlaps with the writers' and with the flushes;
+//! - an applier thread applies a chunk whenever [`APPLY_AT_OPS`] operations are pending, so
+//!   under load the backend's work overlaps with the writers' and with the flushes;
 //! - [`Store::flush`] (called by the group-commit flusher, [`crate::durability`]) applies what
-//!   is still pending, then flushes the backend once;
-//! - what stays pending below a chunk's worth is applied by the next flush, and at the latest
-//!   [`LINGER`] after the oldest of it was written. When messages come one at a time this makes
-//!   one backend batch per flush instead of one per small write: sled 0.34 writes out its IO
-//!   buffer before and after every batch (two writes, a `sync_file_range` and its IO threads
-//!   woken each time), which cost more CPU per bridged message than everything else the
-//!   bridge does;
+//!   is still pending, then flushes the backend once (without a journal, below);
+//! - what stays pending below [`APPLY_AT_OPS`] is applied by the next such flush, and at the
+//!   latest [`LINGER`] after the oldest of it was written. When messages come one at a time
+//!   this makes one backend batch per flush instead of one per small write: sled 0.34 writes
+//!   out its IO buffer before and after every batch (two writes, a `sync_file_range` and its IO
+//!   threads woken each time), which cost more CPU per bridged message than everything else
+//!   the bridge does;
 //! - opened with [`CombiningStore::open`] over a backend that offers a journal directory
 //!   ([`Store::journal_dir`], sled does), a flush does not touch the backend at all: it appends
 //!   the batches taken since the last one to a write-ahead journal and syncs that, and the
 //!   backend gets them in chunks as above, flushed only when a journal file is retired
-//!   ([`super::journal`]). This takes sled's apply and flush off the path of every
-//!   acknowledgement;
+//!   ([`super::journal`]; the flush that fills a file applies what is pending and flushes the
+//!   backend once, after its own batches are durable). This takes sled's apply and flush off
+//!   the path of every acknowledgement;
 //! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
 //!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
 //! - [`Store::scan`] and [`Store::last`] apply the queue first, so they see every earlier write.
@@ -50,11 +51,20 @@ use super::{Batch, Entry, KeyHash, Store, StoreError};
 /// higher (docs/benchmarks.md, "Combined chunks of 256 operations").
 pub const CHUNK_OPS: usize = 256;
 
+/// Pending operations at which the applier starts a chunk. A chunk still takes up to
+/// [`CHUNK_OPS`]: under load, operations pile up while one chunk is applied and the next is
+/// larger by itself, while at a steady moderate rate the chunks stay short. Short matters:
+/// sled 0.34 stops every read while it applies a batch (~5 µs per key, so ~1.3 ms for 256
+/// operations), and the core reads on its runtime thread. With the journal taking flushes off
+/// the backend, waiting for a full chunk raised `bench core`'s paced p99 from ~0.7 to ~2.1 ms;
+/// starting at 32 brought it back (docs/benchmarks.md).
+pub const APPLY_AT_OPS: usize = 32;
+
 /// Pending operations beyond which a writer applies a chunk itself.
 pub const HIGH_WATER_OPS: usize = 32 * 1024;
 
-/// The longest a write stays pending when less than a chunk's worth is pending and no flush
-/// comes (the same as the group-commit flusher's [`crate::durability::LINGER`]).
+/// The longest a write stays pending when fewer than [`APPLY_AT_OPS`] operations are pending
+/// and no flush comes (the same as the group-commit flusher's [`crate::durability::LINGER`]).
 pub const LINGER: Duration = crate::durability::LINGER;
 
 #[derive(Default)]
@@ -75,7 +85,7 @@ struct Pending {
 struct Combiner {
     backend: Arc<dyn Store>,
     pending: Mutex<Pending>,
-    /// Signalled when the queue stops being empty, when it reaches a chunk's worth, and at drop.
+    /// Signalled when the queue stops being empty, when it reaches [`APPLY_AT_OPS`], and at drop.
     work: Condvar,
     stop: AtomicBool,
     /// Serialises applies to the backend, so that chunks reach it in order.
@@ -167,8 +177,8 @@ impl Drop for CombiningStore {
 }
 
 impl Combiner {
-    /// Applies a chunk whenever a chunk's worth is pending, or when the oldest pending write
-    /// has waited [`LINGER`]; sleeps otherwise.
+    /// Applies a chunk whenever [`APPLY_AT_OPS`] operations are pending, or when the oldest
+    /// pending write has waited [`LINGER`]; sleeps otherwise.
     fn run_applier(&self) {
         loop {
             {
@@ -177,7 +187,7 @@ impl Combiner {
                     if self.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    if pending.ops >= CHUNK_OPS {
+                    if pending.ops >= APPLY_AT_OPS {
                         break;
                     }
                     match pending.since {
@@ -306,7 +316,7 @@ impl Store for CombiningStore {
             if pending.queue.len() == 1 {
                 pending.since = Some(Instant::now());
                 self.inner.work.notify_one();
-            } else if before < CHUNK_OPS && pending.ops >= CHUNK_OPS {
+            } else if before < APPLY_AT_OPS && pending.ops >= APPLY_AT_OPS {
                 self.inner.work.notify_one();
             }
             (pending.ops, write_out)
@@ -438,7 +448,7 @@ mod tests {
             Some(vec![1]),
             "visible at once"
         );
-        // Less than a chunk's worth and no flush: the applier takes it after LINGER.
+        // Fewer than APPLY_AT_OPS operations and no flush: the applier takes them after LINGER.
         let mut polls = 0;
         while backend.get(&[7, 9]).expect("get").is_none() {
             polls += 1;
