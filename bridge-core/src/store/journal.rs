@@ -238,6 +238,8 @@ struct Current {
     path: PathBuf,
     generation: u64,
     len: u64,
+    /// How much of it is known to be on stable storage.
+    synced: u64,
 }
 
 impl Current {
@@ -257,6 +259,7 @@ impl Current {
             path,
             generation,
             len: 0,
+            synced: 0,
         })
     }
 
@@ -268,10 +271,15 @@ impl Current {
         Ok(())
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.synced == self.len {
+            return Ok(());
+        }
         self.file
             .sync_data()
-            .map_err(|e| io("cannot sync", &self.path, e))
+            .map_err(|e| io("cannot sync", &self.path, e))?;
+        self.synced = self.len;
+        Ok(())
     }
 }
 
@@ -365,9 +373,6 @@ impl Journal {
         {
             self.fail(&e);
             return Flushed::Unavailable;
-        }
-        if current.len == 0 {
-            return Flushed::Done;
         }
         if let Err(e) = current.sync() {
             self.fail(&e);
