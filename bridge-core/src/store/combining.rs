@@ -19,8 +19,8 @@
 //!   ([`Store::journal_dir`], sled does), a flush does not touch the backend at all: it appends
 //!   the batches taken since the last one to a write-ahead journal and syncs that, and the
 //!   backend gets them in chunks as above, flushed only when a journal file is retired
-//!   ([`super::journal`]; the flush that fills a file applies what is pending and flushes the
-//!   backend once, after its own batches are durable). This takes sled's apply and flush off
+//!   ([`super::journal`]; when a file is full, the applier applies what is pending, flushes
+//!   the backend once and deletes the file). This takes sled's apply and flush off
 //!   the path of every acknowledgement;
 //! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
 //!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
@@ -79,6 +79,8 @@ struct Pending {
     next: u64,
     /// When the queue last stopped being empty (no later than its oldest batch was written).
     since: Option<Instant>,
+    /// A full journal file (and the older ones) for the applier to retire.
+    retire: Option<u64>,
 }
 
 /// The state shared with the applier thread.
@@ -181,13 +183,13 @@ impl Combiner {
     /// pending write has waited [`LINGER`]; sleeps otherwise.
     fn run_applier(&self) {
         loop {
-            {
+            let retire = {
                 let mut pending = self.pending.lock();
                 loop {
                     if self.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    if pending.ops >= APPLY_AT_OPS {
+                    if pending.retire.is_some() || pending.ops >= APPLY_AT_OPS {
                         break;
                     }
                     match pending.since {
@@ -203,12 +205,30 @@ impl Combiner {
                         }
                     }
                 }
+                pending.retire.take()
+            };
+            if let Some(generation) = retire {
+                self.retire(generation);
+                continue;
             }
             if let Err(e) = self.apply_chunk(u64::MAX) {
                 // The chunk stays pending; the next flush retries it and reports the error.
                 tracing::error!(error = %e, "cannot apply writes to the store");
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+    }
+
+    /// Hands the backend the records of the journal files up to `generation` (everything
+    /// pending applied, the backend flushed), then deletes those files.
+    fn retire(&self, generation: u64) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        match self.apply_pending().and_then(|()| self.backend.flush()) {
+            Ok(()) => journal.retire(generation),
+            // Harmless but for the disk it takes: the next full file retires this one too.
+            Err(e) => tracing::error!(error = %e, "a full journal file was not retired"),
         }
     }
 
@@ -358,10 +378,16 @@ impl Store for CombiningStore {
             match journal.flush() {
                 Flushed::Done => return Ok(()),
                 Flushed::Rotated(generation) => {
-                    // Durable already; the backend now takes over the full file's records.
-                    self.inner.apply_pending()?;
-                    self.inner.backend.flush()?;
-                    journal.retire(generation);
+                    // Durable already; the backend takes over the full file's records, off
+                    // this acknowledgement's path when there is an applier thread.
+                    if self.applier.is_some() {
+                        let mut pending = self.inner.pending.lock();
+                        pending.retire =
+                            Some(pending.retire.map_or(generation, |g| g.max(generation)));
+                        self.inner.work.notify_one();
+                    } else {
+                        self.inner.retire(generation);
+                    }
                     return Ok(());
                 }
                 Flushed::Unavailable => {}
@@ -607,8 +633,15 @@ mod tests {
                 store.apply(batch).expect("apply");
                 if i % 20 == 19 {
                     store.flush().expect("flush");
-                    assert_eq!(generations(dir.path()).len(), 1, "after write {i}");
+                    // The full file and its successor, until the applier retires the first.
+                    assert!(generations(dir.path()).len() <= 2, "after write {i}");
                 }
+            }
+            let mut polls = 0;
+            while generations(dir.path()).len() > 1 {
+                polls += 1;
+                assert!(polls < 100, "never retired: {:?}", generations(dir.path()));
+                std::thread::sleep(Duration::from_millis(50));
             }
             assert!(
                 generations(dir.path())[0] >= 3,

@@ -10,12 +10,14 @@
 //!   batch number) and is encoded into an in-memory buffer in that order;
 //! - a flush appends the buffer to the current journal file and `fdatasync`s it: the batches
 //!   are durable though the backend has not seen them yet. The backend gets them in combined
-//!   chunks as before (a chunk's worth, or [`super::combining::LINGER`] after the oldest), each
-//!   chunk carrying under [`SEQ_KEY`] the number of its last batch, so the backend's own state
-//!   says which batches it holds (it recovers a prefix of its atomic batches);
-//! - when the file passes [`ROTATE_BYTES`] a new file is started, every pending batch applied,
-//!   the backend flushed once (it then holds every record of the older files) and the older
-//!   files deleted; a clean close does the same and deletes every file;
+//!   chunks as before ([`super::combining::APPLY_AT_OPS`] pending, or
+//!   [`super::combining::LINGER`] after the oldest), each chunk carrying under [`SEQ_KEY`] the
+//!   number of its last batch, so the backend's own state says which batches it holds (it
+//!   recovers a prefix of its atomic batches);
+//! - when the file passes [`ROTATE_BYTES`] a new file is started; then, on the combining
+//!   store's applier thread, every pending batch is applied, the backend flushed once (it then
+//!   holds every record of the older files) and the older files deleted; a clean close does the
+//!   same and deletes every file;
 //! - opening replays, in order, the records above the backend's [`SEQ_KEY`], flushes the
 //!   backend and deletes the files.
 //!
