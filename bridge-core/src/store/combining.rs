@@ -225,11 +225,17 @@ impl Combiner {
         let Some(journal) = &self.journal else {
             return;
         };
-        match self.apply_pending().and_then(|()| self.backend.flush()) {
+        match self.write_through() {
             Ok(()) => journal.retire(generation),
             // Harmless but for the disk it takes: the next full file retires this one too.
             Err(e) => tracing::error!(error = %e, "a full journal file was not retired"),
         }
+    }
+
+    /// Applies everything pending and flushes the backend: durable without the journal.
+    fn write_through(&self) -> Result<(), StoreError> {
+        self.apply_pending()?;
+        self.backend.flush()
     }
 
     /// Applies to the backend, chunk by chunk, every batch pending when called.
@@ -393,8 +399,7 @@ impl Store for CombiningStore {
                 Flushed::Unavailable => {}
             }
         }
-        self.inner.apply_pending()?;
-        self.inner.backend.flush()
+        self.inner.write_through()
     }
 
     fn is_durable(&self) -> bool {
