@@ -18,18 +18,22 @@
 //! - opened with [`CombiningStore::open`] over a backend that offers a journal directory
 //!   ([`Store::journal_dir`], sled does), a flush does not touch the backend at all: it appends
 //!   the batches taken since the last one to a write-ahead journal and syncs that, and the
-//!   backend gets them in chunks as above, flushed only when a journal file is retired
+//!   backend gets them in chunks, flushed only when a journal file is retired
 //!   ([`super::journal`]; when a file is full, the applier applies what is pending, flushes
 //!   the backend once and deletes the file). This takes sled's apply and flush off
-//!   the path of every acknowledgement;
+//!   the path of every acknowledgement. The applier then takes only batches already durable in
+//!   the journal (a flush wakes it), which it applies with [`Store::apply_journaled`] (not
+//!   atomic: sled's batches stop every reader), unless [`DEFER_OPS`] are pending or the
+//!   oldest has waited [`LINGER`]; what is not journaled goes in one atomic backend batch;
 //! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
 //!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
 //! - [`Store::scan`] and [`Store::last`] apply the queue first, so they see every earlier write.
 //!
 //! Semantics are those of the [`Store`] trait: a batch is visible to [`Store::get`] as soon as
 //! `apply` returns (an overlay maps each pending key to the newest pending batch writing it),
-//! batches take effect in the order they were applied, every combined chunk is applied to the
-//! backend atomically (so each original batch is too), and `flush` returns only once everything
+//! batches take effect in the order they were applied, each original batch reaches the backend
+//! atomically or (with a journal) only once the journal holds it durably, so that replay can
+//! complete it after a crash, and `flush` returns only once everything
 //! applied before it is on stable storage (in the journal or in the backend). A crash loses only
 //! writes that no flush covered, exactly as with the backend alone; with a journal, opening the
 //! store again replays what the backend lost.
@@ -51,14 +55,17 @@ use super::{Batch, Entry, KeyHash, Store, StoreError};
 /// higher (docs/benchmarks.md, "Combined chunks of 256 operations").
 pub const CHUNK_OPS: usize = 256;
 
-/// Pending operations at which the applier starts a chunk. A chunk still takes up to
-/// [`CHUNK_OPS`]: under load, operations pile up while one chunk is applied and the next is
-/// larger by itself, while at a steady moderate rate the chunks stay short. Short matters:
-/// sled 0.34 stops every read while it applies a batch (~5 µs per key, so ~1.3 ms for 256
-/// operations), and the core reads on its runtime thread. With the journal taking flushes off
-/// the backend, waiting for a full chunk raised `bench core`'s paced p99 from ~0.7 to ~2.1 ms;
-/// starting at 32 brought it back (docs/benchmarks.md).
+/// Pending operations (with a journal: durable in it) at which the applier starts a chunk. A
+/// chunk still takes up to [`CHUNK_OPS`]: under load, operations pile up while one chunk is
+/// applied and the next is larger by itself, while at a steady moderate rate the chunks stay
+/// short. Short mattered when every chunk was a sled batch: sled 0.34 stops every read while it
+/// applies one (~5 µs per key, so ~1.3 ms for 256 operations), and waiting for full chunks had
+/// raised `bench core`'s paced p99 from ~0.7 to ~2.1 ms (docs/benchmarks.md).
 pub const APPLY_AT_OPS: usize = 32;
+
+/// With a journal, pending operations at which the applier stops waiting for a flush to make
+/// them durable in the journal and applies them atomically (see [`Combiner::apply_chunk`]).
+pub const DEFER_OPS: usize = 16 * CHUNK_OPS;
 
 /// Pending operations beyond which a writer applies a chunk itself.
 pub const HIGH_WATER_OPS: usize = 32 * 1024;
@@ -81,6 +88,14 @@ struct Pending {
     since: Option<Instant>,
     /// A full journal file (and the older ones) for the applier to retire.
     retire: Option<u64>,
+}
+
+/// What the applier does next.
+enum Next {
+    /// Retire the journal files up to this generation.
+    Retire(u64),
+    /// Apply a chunk of the batches numbered below this.
+    Apply(u64),
 }
 
 /// The state shared with the applier thread.
@@ -179,18 +194,23 @@ impl Drop for CombiningStore {
 }
 
 impl Combiner {
-    /// Applies a chunk whenever [`APPLY_AT_OPS`] operations are pending, or when the oldest
-    /// pending write has waited [`LINGER`]; sleeps otherwise.
+    /// Applies a chunk whenever [`APPLY_AT_OPS`] operations are ready, or when the oldest
+    /// pending write has waited [`LINGER`]; sleeps otherwise. With a journal, ready means
+    /// durable in the journal (so applied without sled's batch lock, see
+    /// [`Combiner::apply_chunk`]) until [`DEFER_OPS`] operations are pending.
     fn run_applier(&self) {
         loop {
-            let retire = {
+            let next = {
                 let mut pending = self.pending.lock();
                 loop {
                     if self.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    if pending.retire.is_some() || pending.ops >= APPLY_AT_OPS {
-                        break;
+                    if let Some(generation) = pending.retire.take() {
+                        break Next::Retire(generation);
+                    }
+                    if let Some(through) = self.ready(&pending) {
+                        break Next::Apply(through);
                     }
                     match pending.since {
                         None => {
@@ -199,24 +219,47 @@ impl Combiner {
                         Some(since) => {
                             let due = since + LINGER;
                             if Instant::now() >= due {
-                                break;
+                                break Next::Apply(u64::MAX);
                             }
                             self.work.wait_until(&mut pending, due);
                         }
                     }
                 }
-                pending.retire.take()
             };
-            if let Some(generation) = retire {
-                self.retire(generation);
-                continue;
-            }
-            if let Err(e) = self.apply_chunk(u64::MAX) {
-                // The chunk stays pending; the next flush retries it and reports the error.
-                tracing::error!(error = %e, "cannot apply writes to the store");
-                std::thread::sleep(Duration::from_millis(100));
+            match next {
+                Next::Retire(generation) => self.retire(generation),
+                Next::Apply(through) => {
+                    if let Err(e) = self.apply_chunk(through) {
+                        // The chunk stays pending; the next flush retries it and reports the
+                        // error.
+                        tracing::error!(error = %e, "cannot apply writes to the store");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
             }
         }
+    }
+
+    /// Whether the applier should apply a chunk now, and of the batches numbered below what.
+    fn ready(&self, pending: &Pending) -> Option<u64> {
+        let Some(journal) = &self.journal else {
+            return (pending.ops >= APPLY_AT_OPS).then_some(u64::MAX);
+        };
+        if pending.ops >= DEFER_OPS {
+            return Some(u64::MAX);
+        }
+        let journaled = journal.durable_through();
+        let mut ops = 0;
+        for (n, batch) in &pending.queue {
+            if *n > journaled {
+                break;
+            }
+            ops += batch.len();
+            if ops >= APPLY_AT_OPS {
+                return Some(journaled + 1);
+            }
+        }
+        None
     }
 
     /// Hands the backend the records of the journal files up to `generation` (everything
@@ -268,13 +311,29 @@ impl Combiner {
             return Ok(false);
         };
         let mut batches: Vec<&Batch> = chunk.iter().map(|(_, b)| &**b).collect();
-        // With a journal, the backend records which batches it holds, atomically with them.
-        let mut mark = Batch::new();
-        if self.journal.is_some() {
-            mark.put(journal::SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
-            batches.push(&mark);
+        match &self.journal {
+            None => self.backend.apply_all(&batches)?,
+            Some(journal) => {
+                // The backend records which batches it holds, after them (below).
+                let mut mark = Batch::new();
+                mark.put(journal::SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
+                // Batches durable in the journal need not be atomic in the backend: a crash
+                // amid them leaves the mark below them, and opening replays them whole. The
+                // others (not flushed, so never acknowledged) go in one atomic batch with the
+                // mark, or a crash could keep half of one with nothing to restore the rest.
+                let journaled = journal.durable_through();
+                let mut rest = batches.split_off(chunk.partition_point(|&(n, _)| n <= journaled));
+                if !batches.is_empty() {
+                    self.backend.apply_journaled(&batches)?;
+                }
+                if rest.is_empty() {
+                    self.backend.apply_journaled(&[&mark])?;
+                } else {
+                    rest.push(&mark);
+                    self.backend.apply_all(&rest)?;
+                }
+            }
         }
-        self.backend.apply_all(&batches)?;
         let mut pending = self.pending.lock();
         let Pending {
             queue,
@@ -342,8 +401,15 @@ impl Store for CombiningStore {
             if pending.queue.len() == 1 {
                 pending.since = Some(Instant::now());
                 self.inner.work.notify_one();
-            } else if before < APPLY_AT_OPS && pending.ops >= APPLY_AT_OPS {
-                self.inner.work.notify_one();
+            } else {
+                let wake = if self.inner.journal.is_some() {
+                    DEFER_OPS
+                } else {
+                    APPLY_AT_OPS
+                };
+                if before < wake && pending.ops >= wake {
+                    self.inner.work.notify_one();
+                }
             }
             (pending.ops, write_out)
         };
@@ -382,7 +448,13 @@ impl Store for CombiningStore {
     fn flush(&self) -> Result<(), StoreError> {
         if let Some(journal) = &self.inner.journal {
             match journal.flush() {
-                Flushed::Done => return Ok(()),
+                Flushed::Done => {
+                    // What was pending is journaled now: the applier may take it.
+                    if self.inner.pending.lock().ops >= APPLY_AT_OPS {
+                        self.inner.work.notify_one();
+                    }
+                    return Ok(());
+                }
                 Flushed::Rotated(generation) => {
                     // Durable already; the backend takes over the full file's records, off
                     // this acknowledgement's path when there is an applier thread.
@@ -495,6 +567,9 @@ mod tests {
     struct Backend {
         kept: MemoryStore,
         dir: std::path::PathBuf,
+        /// Calls of `apply_journaled`, and of the atomic `apply` / `apply_all`.
+        journaled: std::sync::atomic::AtomicUsize,
+        atomic: std::sync::atomic::AtomicUsize,
     }
 
     impl Backend {
@@ -508,7 +583,16 @@ mod tests {
             Arc::new(Self {
                 kept,
                 dir: dir.to_path_buf(),
+                journaled: Default::default(),
+                atomic: Default::default(),
             })
+        }
+
+        fn calls(&self) -> (usize, usize) {
+            (
+                self.journaled.load(Ordering::SeqCst),
+                self.atomic.load(Ordering::SeqCst),
+            )
         }
 
         fn entries(&self) -> Vec<Entry> {
@@ -521,7 +605,16 @@ mod tests {
             self.kept.get(key)
         }
         fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            self.atomic.fetch_add(1, Ordering::SeqCst);
             self.kept.apply(batch)
+        }
+        fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+            self.atomic.fetch_add(1, Ordering::SeqCst);
+            self.kept.apply_all(batches)
+        }
+        fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+            self.journaled.fetch_add(1, Ordering::SeqCst);
+            self.kept.apply_all(batches)
         }
         fn scan(&self, p: &[u8], a: Option<&[u8]>, l: usize) -> Result<Vec<Entry>, StoreError> {
             self.kept.scan(p, a, l)
@@ -590,6 +683,63 @@ mod tests {
         assert_eq!(plan.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
     }
 
+    fn seq(backend: &Backend) -> Option<u64> {
+        let bytes = backend.get(journal::SEQ_KEY).expect("get")?;
+        Some(u64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    /// Waits (up to ~5 s) for `done`.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let mut polls = 0;
+        while !done() {
+            polls += 1;
+            assert!(polls < 500, "never: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn journaled_batches_reach_the_backend_without_a_batch_the_others_in_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path(), vec![]);
+        let store = CombiningStore::open(backend.clone()).expect("open");
+        let wide = |first: u32, ops: usize| {
+            let mut batch = Batch::new();
+            for i in 0..ops as u32 {
+                batch.put((first + i).to_be_bytes().to_vec(), vec![1]);
+            }
+            batch
+        };
+        // Enough to apply, but not in the journal yet: the applier waits for a flush (or
+        // LINGER, a second: far longer than this test takes to look).
+        store.apply(wide(0, APPLY_AT_OPS)).expect("apply");
+        assert_eq!(store.inner.ready(&store.inner.pending.lock()), None);
+        store.flush().expect("flush");
+        eventually("the flushed batch applied", || seq(&backend) == Some(1));
+        assert_eq!(
+            backend.calls(),
+            (2, 0),
+            "the batch, then the mark, each on its own"
+        );
+        assert!(backend.get(&0u32.to_be_bytes()).expect("get").is_some());
+
+        // Not flushed and read through a scan: applied at once, atomically with its mark.
+        store.apply(wide(1000, 1)).expect("apply");
+        store.scan(&[0], None, 1).expect("scan");
+        assert_eq!(backend.calls(), (2, 1));
+        assert_eq!(seq(&backend), Some(2));
+
+        // Nobody flushes, but DEFER_OPS pile up: the applier stops waiting for the journal.
+        for n in 0..DEFER_OPS / CHUNK_OPS {
+            store
+                .apply(wide(10_000 + (n * CHUNK_OPS) as u32, CHUNK_OPS))
+                .expect("apply");
+        }
+        eventually("the pile applied", || store.inner.pending.lock().ops == 0);
+        assert_eq!(backend.calls().0, 2, "nothing of it was journaled");
+        assert_eq!(seq(&backend), Some(2 + (DEFER_OPS / CHUNK_OPS) as u64));
+    }
+
     #[test]
     fn a_backend_that_kept_part_gets_only_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -607,9 +757,12 @@ mod tests {
         }
         put(&store, 3, None);
         store.flush().expect("flush");
-        // The crash keeps the backend as it was at the scan, and the journal.
+        // The crash keeps the backend as it was at the scan, and the journal; and, as a
+        // journaled chunk is applied without a batch, any part of what came after the mark.
         let crashed = journal_copy(dir.path());
         drop(store);
+        let mut kept = kept;
+        kept.extend([5u8, 6].map(|k| (vec![7, k], vec![100 + k])));
 
         let store = CombiningStore::open(Backend::new(crashed.path(), kept)).expect("reopen");
         for k in 0..10 {

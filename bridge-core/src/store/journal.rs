@@ -10,10 +10,11 @@
 //!   batch number) and is encoded into an in-memory buffer in that order;
 //! - a flush appends the buffer to the current journal file and `fdatasync`s it: the batches
 //!   are durable though the backend has not seen them yet. The backend gets them in combined
-//!   chunks as before ([`super::combining::APPLY_AT_OPS`] pending, or
-//!   [`super::combining::LINGER`] after the oldest), each chunk carrying under [`SEQ_KEY`] the
-//!   number of its last batch, so the backend's own state says which batches it holds (it
-//!   recovers a prefix of its atomic batches);
+//!   chunks ([`super::combining::APPLY_AT_OPS`] journaled, [`super::combining::DEFER_OPS`]
+//!   pending, or [`super::combining::LINGER`] after the oldest), each chunk followed by the
+//!   number of its last batch under [`SEQ_KEY`], so the backend's own state says which batches
+//!   it holds (it recovers a prefix of what it was given: journaled batches key by key
+//!   ([`Store::apply_journaled`]), the others atomically with the number);
 //! - when the file passes [`ROTATE_BYTES`] a new file is started; then, on the combining
 //!   store's applier thread, every pending batch is applied, the backend flushed once (it then
 //!   holds every record of the older files) and the older files deleted; a clean close does the
@@ -33,7 +34,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -242,6 +243,8 @@ struct Current {
     len: u64,
     /// How much of it is known to be on stable storage.
     synced: u64,
+    /// The number of the last record written to it (0: none).
+    last_seq: u64,
 }
 
 impl Current {
@@ -262,14 +265,19 @@ impl Current {
             generation,
             len: 0,
             synced: 0,
+            last_seq: 0,
         })
     }
 
-    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, records: Unwritten) -> Result<(), StoreError> {
+        if records.bytes.is_empty() {
+            return Ok(());
+        }
         self.file
-            .write_all(bytes)
+            .write_all(&records.bytes)
             .map_err(|e| io("cannot write", &self.path, e))?;
-        self.len += bytes.len() as u64;
+        self.len += records.bytes.len() as u64;
+        self.last_seq = records.last_seq;
         Ok(())
     }
 
@@ -295,15 +303,24 @@ pub(crate) enum Flushed {
     Unavailable,
 }
 
+/// Encoded records taken and not yet written to the file.
+#[derive(Default)]
+struct Unwritten {
+    bytes: Vec<u8>,
+    /// The number of the last of them.
+    last_seq: u64,
+}
+
 /// The journal of one store.
 pub(crate) struct Journal {
     dir: PathBuf,
-    /// Encoded records applied to the backend and not yet written to the file.
-    unwritten: Mutex<Vec<u8>>,
+    unwritten: Mutex<Unwritten>,
     /// The file, one writer at a time.
     current: Mutex<Option<Current>>,
     /// Set for good when a write failed: flushes go to the backend from then on.
     broken: AtomicBool,
+    /// Every record up to this number is on stable storage (until the journal breaks).
+    durable: AtomicU64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -320,9 +337,10 @@ impl Journal {
     fn start(dir: &Path, generation: u64) -> Result<Self, StoreError> {
         Ok(Self {
             dir: dir.to_path_buf(),
-            unwritten: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(Unwritten::default()),
             current: Mutex::new(Some(Current::create(dir, generation)?)),
             broken: AtomicBool::new(false),
+            durable: AtomicU64::new(0),
         })
     }
 
@@ -334,7 +352,16 @@ impl Journal {
         if !self.broken.swap(true, Ordering::AcqRel) {
             tracing::error!(error = %e, "the store's journal failed; flushes go to the store itself from now on");
         }
-        self.unwritten.lock().clear();
+        *self.unwritten.lock() = Unwritten::default();
+    }
+
+    /// The number below which (inclusive) every record is on stable storage; 0 once the
+    /// journal is broken (it may then lack records: nothing counts as journaled).
+    pub(crate) fn durable_through(&self) -> u64 {
+        if self.is_broken() {
+            return 0;
+        }
+        self.durable.load(Ordering::Acquire)
     }
 
     /// Takes the record of batch `seq` (called in sequence order); true when the records held
@@ -345,16 +372,17 @@ impl Journal {
             return false;
         }
         let mut unwritten = self.unwritten.lock();
-        encode(&mut unwritten, seq, ops);
-        unwritten.len() >= BUFFER_BYTES
+        encode(&mut unwritten.bytes, seq, ops);
+        unwritten.last_seq = seq;
+        unwritten.bytes.len() >= BUFFER_BYTES
     }
 
     /// Writes the records held in memory to the file, not synced (the next flush syncs them).
     pub(crate) fn write_out(&self) {
         let mut current = self.current.lock();
-        let bytes = std::mem::take(&mut *self.unwritten.lock());
+        let records = std::mem::take(&mut *self.unwritten.lock());
         if let Some(file) = current.as_mut()
-            && let Err(e) = file.append(&bytes)
+            && let Err(e) = file.append(records)
         {
             self.fail(&e);
         }
@@ -369,10 +397,8 @@ impl Journal {
         let Some(current) = guard.as_mut() else {
             return Flushed::Unavailable;
         };
-        let bytes = std::mem::take(&mut *self.unwritten.lock());
-        if !bytes.is_empty()
-            && let Err(e) = current.append(&bytes)
-        {
+        let records = std::mem::take(&mut *self.unwritten.lock());
+        if let Err(e) = current.append(records) {
             self.fail(&e);
             return Flushed::Unavailable;
         }
@@ -380,6 +406,7 @@ impl Journal {
             self.fail(&e);
             return Flushed::Unavailable;
         }
+        self.durable.fetch_max(current.last_seq, Ordering::AcqRel);
         if current.len < ROTATE_BYTES {
             return Flushed::Done;
         }

@@ -200,6 +200,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         self.apply(all)
     }
 
+    /// Applies the writes of `batches` (the last write of each key is enough), which a
+    /// write-ahead journal already holds durably, without making them atomic: a crash may keep
+    /// any part of them, but none of a later call or batch unless all of this one (the journal's
+    /// replay completes them). For [`CombiningStore::open`]'s applier; the default applies them
+    /// atomically with [`Store::apply_all`].
+    fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.apply_all(batches)
+    }
+
     /// Up to `limit` entries whose key starts with `prefix` and is greater than `after` (when
     /// given), in key order.
     fn scan(
@@ -221,7 +230,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A directory of this store's own where the core may keep a write-ahead journal in front
     /// of it ([`CombiningStore::open`]): flushes then sync the journal, and the store itself is
     /// flushed only now and then. The store must apply each batch atomically and recover, after
-    /// a crash, a prefix of the batches applied. None (the default): no journal.
+    /// a crash, a prefix of the batches applied, with [`Store::apply_journaled`]'s writes in
+    /// their place in that order. None (the default): no journal.
     fn journal_dir(&self) -> Option<&std::path::Path> {
         None
     }

@@ -96,6 +96,25 @@ impl Store for SledStore {
         self.tree.apply_batch(sled_batch).map_err(backend)
     }
 
+    fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        // One write per key, the last, in key order (as `apply_batch` does), each on its own:
+        // no batch takes sled's global write lock, which stops every reader of the process
+        // while a batch is applied (~5 µs per key). sled recovers a prefix of its log, so a
+        // crash keeps these writes' order relative to earlier and later calls.
+        let mut last: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
+        for (key, value) in batches.iter().flat_map(|b| b.ops()) {
+            last.insert(key, value);
+        }
+        for (key, value) in last {
+            match value {
+                Some(value) => self.tree.insert(key, value).map(drop),
+                None => self.tree.remove(key).map(drop),
+            }
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         prefix: &[u8],
@@ -143,6 +162,25 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journaled_batches_leave_the_last_write_of_each_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let mut first = Batch::new();
+        first.put(b"a".to_vec(), b"1".to_vec());
+        first.put(b"b".to_vec(), b"1".to_vec());
+        let mut second = Batch::new();
+        second.delete(b"a".to_vec());
+        second.put(b"b".to_vec(), b"2".to_vec());
+        second.put(b"c".to_vec(), b"3".to_vec());
+        second.delete(b"d".to_vec());
+        store.apply_journaled(&[&first, &second]).expect("apply");
+        assert_eq!(store.get(b"a").expect("get"), None);
+        assert_eq!(store.get(b"b").expect("get"), Some(b"2".to_vec()));
+        assert_eq!(store.get(b"c").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(store.get(b"d").expect("get"), None);
+    }
 
     #[test]
     fn a_held_store_is_refused_with_a_clear_message() {
