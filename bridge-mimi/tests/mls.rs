@@ -536,6 +536,12 @@ fn the_hub_follows_a_group_it_is_not_a_member_of() {
             Processed::Proposal
         );
     }
+    // Until the commit, dave's group holds the proposals and openmls makes no message: a
+    // passing refusal (the adapter's outbox retries it), not a failure.
+    assert!(matches!(
+        follower.encrypt(&room, &dave, b"wait"),
+        Err(MlsError::ProposalPending(_))
+    ));
     let commit = follower.commit_pending(&room, &dave).expect("commit");
     match hub.hub_process(&room, &commit.commit).expect("verify") {
         Processed::Commit { participants, .. } => {

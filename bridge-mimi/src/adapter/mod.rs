@@ -182,7 +182,10 @@ pub(crate) fn now_ms() -> u64 {
 
 fn mls_failed(e: MlsError) -> AdapterError {
     match e {
-        MlsError::Storage(_) => AdapterError::transient(e.to_string()),
+        // Both pass: the store recovers, the hub's commit comes (the outbox retries).
+        MlsError::Storage(_) | MlsError::ProposalPending(_) => {
+            AdapterError::transient(e.to_string())
+        }
         other => AdapterError::Permanent(other.to_string()),
     }
 }

@@ -114,6 +114,11 @@ pub enum MlsError {
     /// An AppDataUpdate for a component this bridge does not know, or an operation it refuses.
     #[error("invalid room state change: {0}")]
     InvalidStateChange(String),
+    /// The sending member's group holds proposals of this epoch not committed yet (a
+    /// member's own Remove proposal, say): openmls creates no application message until the
+    /// hub's commit of them arrives, so this passes.
+    #[error("{0}: a proposal awaits the hub's commit")]
+    ProposalPending(String),
     /// openmls refused the operation (invalid signature, membership tag, proposal, …).
     #[error("MLS {op}: {message}")]
     Mls {

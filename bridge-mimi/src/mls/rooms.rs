@@ -1636,6 +1636,9 @@ impl MlsHost {
             let identity = self.member_identity(tx, user)?;
             let (mut group, provider) = self.load_group(tx, room, user)?;
             may_send(&group, &user.to_string())?;
+            if group.pending_proposals().next().is_some() {
+                return Err(MlsError::ProposalPending(room.to_string()));
+            }
             let message = group
                 .create_message(&provider, &identity.signer, plaintext)
                 .map_err(|e| mls_err("encrypt")(&e))?;
