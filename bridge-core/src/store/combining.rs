@@ -5,8 +5,9 @@
 //! each [`Store::apply`] into a pending queue at once (a few allocations, no I/O) and applies
 //! the queue to the backend in combined batches of at most [`CHUNK_OPS`] operations:
 //!
-//! - an applier thread applies a chunk whenever [`APPLY_AT_OPS`] operations are pending, so
-//!   under load the backend's work overlaps with the writers' and with the flushes;
+//! - an applier thread applies a chunk whenever [`APPLY_AT_OPS`] operations are pending (with
+//!   a journal: durable in it, below), so under load the backend's work overlaps with the
+//!   writers' and with the flushes;
 //! - [`Store::flush`] (called by the group-commit flusher, [`crate::durability`]) applies what
 //!   is still pending, then flushes the backend once (without a journal, below);
 //! - what stays pending below [`APPLY_AT_OPS`] is applied by the next such flush, and at the
@@ -76,16 +77,15 @@ pub const LINGER: Duration = crate::durability::LINGER;
 
 #[derive(Default)]
 struct Pending {
-    /// Batches not yet applied to the backend, oldest first, with increasing numbers.
-    queue: VecDeque<(u64, Arc<Batch>)>,
+    /// Batches not yet applied to the backend, oldest first, with increasing numbers, and when
+    /// each was written.
+    queue: VecDeque<(u64, Arc<Batch>, Instant)>,
     /// Operations in `queue`.
     ops: usize,
     /// Each pending key and the number of the newest pending batch that writes it.
     overlay: HashMap<Vec<u8>, u64, KeyHash>,
     /// The number of the next batch.
     next: u64,
-    /// When the queue last stopped being empty (no later than its oldest batch was written).
-    since: Option<Instant>,
     /// A full journal file (and the older ones) for the applier to retire.
     retire: Option<u64>,
 }
@@ -102,7 +102,8 @@ enum Next {
 struct Combiner {
     backend: Arc<dyn Store>,
     pending: Mutex<Pending>,
-    /// Signalled when the queue stops being empty, when it reaches [`APPLY_AT_OPS`], and at drop.
+    /// Signalled when the queue stops being empty, when it reaches [`APPLY_AT_OPS`] (with a
+    /// journal: [`DEFER_OPS`], and after each journal flush), and at drop.
     work: Condvar,
     stop: AtomicBool,
     /// Serialises applies to the backend, so that chunks reach it in order.
@@ -212,12 +213,14 @@ impl Combiner {
                     if let Some(through) = self.ready(&pending) {
                         break Next::Apply(through);
                     }
-                    match pending.since {
+                    // The oldest pending batch's age (not the queue's: under steady load it
+                    // may never be empty, and everything in it would seem overdue).
+                    match pending.queue.front().map(|&(_, _, written)| written) {
                         None => {
                             self.work.wait(&mut pending);
                         }
-                        Some(since) => {
-                            let due = since + LINGER;
+                        Some(written) => {
+                            let due = written + LINGER;
                             if Instant::now() >= due {
                                 break Next::Apply(u64::MAX);
                             }
@@ -250,7 +253,7 @@ impl Combiner {
         }
         let journaled = journal.durable_through();
         let mut ops = 0;
-        for (n, batch) in &pending.queue {
+        for (n, batch, _) in &pending.queue {
             if *n > journaled {
                 break;
             }
@@ -299,12 +302,12 @@ impl Combiner {
             pending
                 .queue
                 .iter()
-                .take_while(|(n, b)| {
+                .take_while(|(n, b, _)| {
                     let take = *n < through && (ops == 0 || ops + b.len() <= CHUNK_OPS);
                     ops += b.len();
                     take
                 })
-                .cloned()
+                .map(|(n, b, _)| (*n, b.clone()))
                 .collect()
         };
         let Some(&(last, _)) = chunk.last() else {
@@ -341,16 +344,13 @@ impl Combiner {
             overlay,
             ..
         } = &mut *pending;
-        for (_, batch) in queue.drain(..chunk.len()) {
+        for (_, batch, _) in queue.drain(..chunk.len()) {
             for key in batch.keys() {
                 if overlay.get(key).is_some_and(|&n| n <= last) {
                     overlay.remove(key);
                 }
             }
             *ops -= batch.len();
-        }
-        if queue.is_empty() {
-            pending.since = None;
         }
         Ok(true)
     }
@@ -361,8 +361,8 @@ impl Store for CombiningStore {
         {
             let pending = self.inner.pending.lock();
             if let Some(&n) = pending.overlay.get(key) {
-                let i = pending.queue.partition_point(|(m, _)| *m < n);
-                if let Some((_, batch)) = pending.queue.get(i)
+                let i = pending.queue.partition_point(|(m, _, _)| *m < n);
+                if let Some((_, batch, _)) = pending.queue.get(i)
                     && let Some(value) = batch.last_op(key)
                 {
                     return Ok(value.map(<[u8]>::to_vec));
@@ -397,9 +397,10 @@ impl Store for CombiningStore {
             }
             let before = pending.ops;
             pending.ops += batch.len();
-            pending.queue.push_back((n, Arc::new(batch)));
+            pending
+                .queue
+                .push_back((n, Arc::new(batch), Instant::now()));
             if pending.queue.len() == 1 {
-                pending.since = Some(Instant::now());
                 self.inner.work.notify_one();
             } else {
                 let wake = if self.inner.journal.is_some() {
@@ -558,7 +559,7 @@ mod tests {
             assert!(polls < 100, "the write never reached the backend");
             std::thread::sleep(LINGER / 10);
         }
-        assert!(store.inner.pending.lock().since.is_none());
+        assert!(store.inner.pending.lock().queue.is_empty());
     }
 
     /// A backend that offers a journal directory and keeps only what the test gives it: a
@@ -729,12 +730,18 @@ mod tests {
         assert_eq!(backend.calls(), (2, 1));
         assert_eq!(seq(&backend), Some(2));
 
-        // Nobody flushes, but DEFER_OPS pile up: the applier stops waiting for the journal.
+        // Nobody flushes, but DEFER_OPS pile up: the applier stops waiting for the journal and
+        // applies a chunk at once; the rest, below DEFER_OPS again, once the oldest of it has
+        // waited LINGER.
         for n in 0..DEFER_OPS / CHUNK_OPS {
             store
                 .apply(wide(10_000 + (n * CHUNK_OPS) as u32, CHUNK_OPS))
                 .expect("apply");
         }
+        eventually("a chunk of the pile applied", || {
+            store.inner.pending.lock().ops < DEFER_OPS
+        });
+        assert!(backend.calls().1 >= 2);
         eventually("the pile applied", || store.inner.pending.lock().ops == 0);
         assert_eq!(backend.calls().0, 2, "nothing of it was journaled");
         assert_eq!(seq(&backend), Some(2 + (DEFER_OPS / CHUNK_OPS) as u64));
