@@ -348,6 +348,7 @@ impl Journal {
         self.broken.load(Ordering::Acquire)
     }
 
+    /// Gives the journal up for good. Called with the file's lock held.
     fn fail(&self, e: &StoreError) {
         if !self.broken.swap(true, Ordering::AcqRel) {
             tracing::error!(error = %e, "the store's journal failed; flushes go to the store itself from now on");
@@ -380,6 +381,11 @@ impl Journal {
     /// Writes the records held in memory to the file, not synced (the next flush syncs them).
     pub(crate) fn write_out(&self) {
         let mut current = self.current.lock();
+        // Checked under the file's lock, which `fail` is called with: a record pushed while
+        // the journal broke must not reach the file after the gap the failure left.
+        if self.is_broken() {
+            return;
+        }
         let records = std::mem::take(&mut *self.unwritten.lock());
         if let Some(file) = current.as_mut()
             && let Err(e) = file.append(records)
@@ -390,10 +396,11 @@ impl Journal {
 
     /// Makes every record pushed so far durable.
     pub(crate) fn flush(&self) -> Flushed {
+        let mut guard = self.current.lock();
+        // Under the file's lock, as in `write_out`.
         if self.is_broken() {
             return Flushed::Unavailable;
         }
-        let mut guard = self.current.lock();
         let Some(current) = guard.as_mut() else {
             return Flushed::Unavailable;
         };
