@@ -71,8 +71,10 @@ pub const DEFER_OPS: usize = 16 * CHUNK_OPS;
 /// Pending operations beyond which a writer applies a chunk itself.
 pub const HIGH_WATER_OPS: usize = 32 * 1024;
 
-/// The longest a write stays pending when fewer than [`APPLY_AT_OPS`] operations are pending
-/// and no flush comes (the same as the group-commit flusher's [`crate::durability::LINGER`]).
+/// The longest a write stays pending when the applier has no chunk ready (fewer than
+/// [`APPLY_AT_OPS`] operations pending; with a journal, fewer journaled and fewer than
+/// [`DEFER_OPS`] pending) and nothing else applies it (the same as the group-commit flusher's
+/// [`crate::durability::LINGER`]).
 pub const LINGER: Duration = crate::durability::LINGER;
 
 #[derive(Default)]
