@@ -105,6 +105,17 @@ pub struct OccupantPresence {
     /// XEP-0153: the SHA-1 of the occupant's avatar (lower-case hex), `Some("")` when it says
     /// it has none, `None` when the presence does not say.
     pub photo: Option<String>,
+    /// XEP-0045 §10.9: the room was destroyed (every occupant gets this unavailable presence).
+    pub destroyed: Option<Destroyed>,
+}
+
+/// What a room's owner said when destroying it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destroyed {
+    /// The room its occupants are invited to go to instead, when one is named.
+    pub alternate: Option<String>,
+    /// Why, when the owner said.
+    pub reason: Option<String>,
 }
 
 /// Reads a MUC presence; `None` when it is not one (no `muc#user` payload or no nick).
@@ -129,6 +140,17 @@ pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
                 Some("301") => p.banned = true,
                 _ => {}
             }
+        } else if child.is("destroy", NS_MUC_USER) {
+            p.destroyed = Some(Destroyed {
+                alternate: child
+                    .attr("jid")
+                    .filter(|j| jid::is_plausible(j))
+                    .map(|j| jid::bare(j).to_owned()),
+                reason: child
+                    .get_child("reason", NS_MUC_USER)
+                    .map(|r| r.text().trim().to_owned())
+                    .filter(|r| !r.is_empty()),
+            });
         } else if child.is("item", NS_MUC_USER) {
             p.real_jid = child
                 .attr("jid")
@@ -229,6 +251,31 @@ mod tests {
         let kick = occupant_presence(&kick).expect("a MUC presence");
         assert!(kick.kicked && kick.new_nick.is_none());
         assert_eq!(kick.status.as_deref(), Some("spam"));
+        assert_eq!(kick.destroyed, None);
+
+        let destroyed = xml(
+            "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='none'/><status code='110'/>\
+             <destroy jid='new@c.x'><reason> Moved </reason></destroy></x></presence>",
+        );
+        let destroyed = occupant_presence(&destroyed).expect("a MUC presence");
+        assert!(destroyed.self_presence && !destroyed.available);
+        assert_eq!(
+            destroyed.destroyed,
+            Some(Destroyed {
+                alternate: Some("new@c.x".into()),
+                reason: Some("Moved".into()),
+            })
+        );
+        let bare = xml(
+            "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><destroy/></x></presence>",
+        );
+        assert_eq!(
+            occupant_presence(&bare).expect("a MUC presence").destroyed,
+            Some(Destroyed::default())
+        );
 
         assert!(
             occupant_presence(&xml("<presence xmlns='jabber:client' from='r@c.x'/>")).is_none()

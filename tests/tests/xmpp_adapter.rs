@@ -1431,3 +1431,112 @@ async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
     assert_eq!(said.len(), 1, "{said:?}");
     rig.core.shutdown().await;
 }
+
+/// Waits until the core holds a dead letter for the XMPP link whose error says `what`.
+async fn dead_lettered(core: &Core, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let dead = core.dead_letters().expect("dead letters");
+        if let Some(letter) = dead
+            .iter()
+            .find(|d| d.link.adapter.as_str() == "xmpp" && d.error.contains(what))
+        {
+            return letter.error.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter saying {what:?}: {:?}",
+            dead.iter().map(|d| &d.error).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_room_is_announced_and_not_made_again() {
+    let turn = COMPONENT.lock().await;
+    let room = format!("{}@conference.localhost", fresh("xa-destroy"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+    // Alice makes the room (and owns it) before the bridge joins.
+    let mut alice = human_in(&room, "Alice").await;
+    let (core, memory) = start_core(store.clone(), &room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("before")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("before"),
+    )
+    .await;
+    alice
+        .wait_message(|m| text(&m["body"]) == "before")
+        .await
+        .expect("Bob's message reaches the room");
+
+    // XEP-0045 §10.9: the owner destroys the room, naming another one.
+    let alternate = format!("{}@conference.localhost", fresh("xa-destroy-next"));
+    alice
+        .raw(&format!(
+            "<iq type='set' to='{room}' id='destroy-1'>\
+             <query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <destroy jid='{alternate}'><reason>Moving house</reason></destroy>\
+             </query></iq>"
+        ))
+        .await
+        .expect("sent");
+    let notice = delivered(&memory, |e| {
+        body(e).is_some_and(|b| b.contains("was destroyed"))
+    })
+    .await;
+    let said = body(&notice).unwrap_or_default();
+    assert!(
+        said.contains(&room) && said.contains("Moving house") && said.contains(&alternate),
+        "{said}"
+    );
+    assert!(
+        matches!(&notice.kind, EventKind::Message { content, .. }
+            if content.msgtype == bridge_core::MsgType::Notice),
+        "{:?}",
+        notice.kind
+    );
+
+    // A message for the room does not make it again (a puppet's join would): it is refused
+    // and kept as a dead letter an admin can retry once the room is linked again.
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("after")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("after"),
+    )
+    .await;
+    let error = dead_lettered(&core, "destroyed").await;
+    assert!(error.contains("link it again"), "{error}");
+
+    // Remembered across a restart: the listener does not join (make) it either.
+    core.shutdown().await;
+    let (core, memory) = start_core(store, &room, component_settings()).await;
+    post(
+        &memory,
+        inbound(MEMORY_ROOM)
+            .id("after-restart")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("after the restart"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while core.dead_letters().expect("dead letters").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not refused after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    core.shutdown().await;
+    drop(turn);
+}

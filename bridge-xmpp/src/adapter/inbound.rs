@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use bridge_core::{
-    AdapterContext, EventId, EventKind, InboundEvent, MembershipChange, RemoteEventId,
-    RemoteSender, RemoteUserId,
+    AdapterContext, AdapterError, EventId, EventKind, InboundEvent, MembershipChange,
+    MessageContent, MsgType, RemoteEventId, RemoteSender, RemoteUserId,
 };
 use xmpp_parsers::minidom::Element;
 
@@ -44,6 +44,9 @@ pub(super) mod keys {
     /// The occupant-ids our own occupants have had in a room (to know our messages in its
     /// archive after a restart).
     pub const OURS: &str = "ours";
+    /// A linked room its owner destroyed (JSON: `alternate`, `reason`): not joined again (a
+    /// join would create it anew) until the room is linked again.
+    pub const DESTROYED: &str = "destroyed";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -101,6 +104,11 @@ impl Inner {
             } else {
                 if p.kicked || p.banned {
                     tracing::warn!(room = %p.room, occupant = %to, reason = ?p.status, "removed from the room");
+                }
+                if let Some(destroyed) = &p.destroyed
+                    && self.listener_jid().as_deref() == Some(to.as_str())
+                {
+                    self.room_destroyed(ctx, &p.room, destroyed);
                 }
                 // A nick change (status 303) is not a departure: the new nick follows.
                 if p.new_nick.is_none() {
@@ -192,6 +200,70 @@ impl Inner {
 
     fn put(&self, ctx: &AdapterContext, key: &[u8], value: &[u8]) {
         if let Err(e) = ctx.store().put(key, value) {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+    }
+
+    /// A linked room was destroyed by its owner (XEP-0045 §10.9): remembered, so that no
+    /// occupant of ours joins it again (which would create it anew, undoing the owner's
+    /// decision), and said in the linked rooms by the room itself as a notice. An alternate
+    /// venue is named, not followed: linking it is an admin's decision.
+    fn room_destroyed(&self, ctx: &AdapterContext, room: &str, destroyed: &muc::Destroyed) {
+        tracing::warn!(adapter = %self.id, room, alternate = ?destroyed.alternate,
+            reason = ?destroyed.reason, "a linked room was destroyed; it is not joined again until linked again");
+        let value = serde_json::json!({
+            "alternate": destroyed.alternate,
+            "reason": destroyed.reason,
+        });
+        self.put(
+            ctx,
+            &keys::of(keys::DESTROYED, &[room]),
+            value.to_string().as_bytes(),
+        );
+        let mut text = format!("The XMPP room {room} was destroyed by its owner");
+        if let Some(reason) = &destroyed.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        text.push_str("; messages no longer reach it.");
+        if let Some(alternate) = &destroyed.alternate {
+            text.push_str(&format!(
+                " Its owner points to {alternate} instead: an admin can link that room."
+            ));
+        }
+        let kind = EventKind::Message {
+            content: MessageContent {
+                msgtype: MsgType::Notice,
+                ..MessageContent::text(text)
+            },
+            reply_to: None,
+            thread: None,
+        };
+        let event = event(room, None, RemoteUserId::new(room), room, None, kind);
+        self.submit(ctx, event);
+    }
+
+    /// Why `room` may not be joined: its owner destroyed it (see [`Inner::room_destroyed`]).
+    pub(super) fn destroyed_refusal(&self, room: &str) -> Option<AdapterError> {
+        let ctx = self.ctx().ok()?;
+        let stored = ctx
+            .store()
+            .get(&keys::of(keys::DESTROYED, &[room]))
+            .ok()
+            .flatten()?;
+        let reason = serde_json::from_slice::<serde_json::Value>(&stored)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(|r| format!(" ({r})")))
+            .unwrap_or_default();
+        Some(AdapterError::Permanent(format!(
+            "the XMPP room {room} was destroyed by its owner{reason}; unlink it and link it again to resume"
+        )))
+    }
+
+    /// Forgets that `room` was destroyed: it is being linked (again) by an admin.
+    pub(super) fn forget_destroyed(&self, room: &str) {
+        if let Ok(ctx) = self.ctx()
+            && let Err(e) = ctx.store().delete(&keys::of(keys::DESTROYED, &[room]))
+        {
             tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
         }
     }

@@ -430,6 +430,9 @@ impl Inner {
         occupant: &str,
         nicks: &[String],
     ) -> Result<OccupantPresence, AdapterError> {
+        if let Some(refusal) = self.destroyed_refusal(room) {
+            return Err(refusal);
+        }
         for nick in nicks {
             if self.rooms.lock().nick_taken_by_other(room, nick, occupant) {
                 continue;
@@ -745,6 +748,8 @@ impl Adapter for XmppAdapter {
             .listener_jid()
             .ok_or_else(|| AdapterError::transient("not connected"))?;
         let nicks = state::nick_candidates(&self.inner.settings.nick, "bridge", "bridge");
+        // Linked again by an admin: a room its owner destroyed may be joined (and so made) again.
+        self.inner.forget_destroyed(room.as_str());
         self.inner
             .join_room(room.as_str(), &listener, &nicks)
             .await
