@@ -86,31 +86,12 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
         .await
         .expect("room created");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
-    let matrix = adapter(dir.path());
-    let memory = MemoryAdapter::new(Capabilities::all());
-    let handle = memory.handle();
-    let core = Core::builder(store)
-        .adapter("matrix", Arc::new(matrix))
-        .adapter("memory", Arc::new(memory))
-        .room(
-            "lobby",
-            RoomSettings::default(),
-            vec![
-                Link::new(
-                    "matrix",
-                    if by_alias {
-                        format!("#{name}:localhost")
-                    } else {
-                        room.clone()
-                    },
-                ),
-                Link::new("memory", MEMORY_ROOM),
-            ],
-        )
-        .start()
-        .await
-        .expect("core starts");
+    let linked = if by_alias {
+        format!("#{name}:localhost")
+    } else {
+        room.clone()
+    };
+    let (core, handle) = start_core(dir.path(), &linked).await;
     joined(&mut alice, &room, BOT, "the bridge bot joins the room").await;
     // Synapse may still be retrying pushes that failed while no bridge listened (it backs off
     // for seconds): typing and receipts are not queued during that time, so wait until a
@@ -125,6 +106,30 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
         alice,
         _dir: dir,
     }
+}
+
+/// A core over the store in `dir` linking `linked` (a room ID or alias) with the memory
+/// adapter's room.
+async fn start_core(dir: &std::path::Path, linked: &str) -> (Core, MemoryHandle) {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).expect("store opens"));
+    let matrix = adapter(dir);
+    let memory = MemoryAdapter::new(Capabilities::all());
+    let handle = memory.handle();
+    let core = Core::builder(store)
+        .adapter("matrix", Arc::new(matrix))
+        .adapter("memory", Arc::new(memory))
+        .room(
+            "lobby",
+            RoomSettings::default(),
+            vec![
+                Link::new("matrix", linked),
+                Link::new("memory", MEMORY_ROOM),
+            ],
+        )
+        .start()
+        .await
+        .expect("core starts");
+    (core, handle)
 }
 
 /// The first event delivered to the memory side that `pick` accepts, within [`WAIT`].
@@ -1110,6 +1115,33 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
         .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
         .count();
     assert_eq!(notices, 1);
+
+    // Nor after a restart: the store remembers that the room was told.
+    rig.core.shutdown().await;
+    let (core, memory) = start_core(rig._dir.path(), &room).await;
+    rig.core = core;
+    rig.memory = memory;
+    rig.alice
+        .send_raw(
+            &room,
+            "m.room.encrypted",
+            json!({
+                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IL",
+                "sender_key": "c3VwZXJzZWNyZXQ", "session_id": "c2Vzc2lvbg",
+                "device_id": "ALICEDEVICE",
+            }),
+        )
+        .await
+        .expect("encrypted event sent");
+    rig.alice.send(&room, "in clear again").await.expect("sent");
+    delivered(&rig.memory, |e| body_of(e) == Some("in clear again")).await;
+    let notices = bridge_tests::matrix_rig::history(&mut rig.alice, &room)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
+        .count();
+    assert_eq!(notices, 1, "told again after the restart");
 
     // A direct conversation with a ghost that turns encryption on: the ghost says it.
     let carol = ghost("carol");

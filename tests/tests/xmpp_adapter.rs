@@ -1386,7 +1386,7 @@ async fn a_remote_users_avatar_is_their_puppets_vcard_photo() {
 /// and what they send in clear still crosses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
-    let rig = rig("xa-omemo", component_settings()).await;
+    let mut rig = rig("xa-omemo", component_settings()).await;
     let mut alice = human_in(&rig.room, "Alice").await;
     bridge_present(&mut alice).await;
     let omemo = |id: &str| {
@@ -1429,6 +1429,40 @@ async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
         .map(|m| text(&m["body"]))
         .collect();
     assert_eq!(said.len(), 1, "{said:?}");
+
+    // Nor after a restart: the store remembers that Alice was told.
+    rig.core.shutdown().await;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(rig._dir.path()).expect("store opens"));
+    let (core, memory) = start_core(store, &rig.room, component_settings()).await;
+    rig.core = core;
+    rig.memory = memory;
+    // Back in the room (its presence, not the one it left with), so the next message is
+    // heard live, as the first one was.
+    alice
+        .next_event(
+            |e| e["event"] == "presence" && e["nick"] == "bridge" && e["type"] == "available",
+            WAIT,
+        )
+        .await
+        .expect("the bridge joins the room again");
+    alice.raw(&omemo("omemo-3")).await.expect("sent");
+    alice
+        .send(&rig.room, GC, "in clear again")
+        .await
+        .expect("sent");
+    delivered(&rig.memory, |e| {
+        body(e).as_deref() == Some("in clear again")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let archive = alice.mam(&rig.room, None, None).await.expect("archive");
+    let told = archive["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| text(&m["from"]).ends_with("/bridge") && text(&m["body"]).contains("encrypted"))
+        .count();
+    assert_eq!(told, 1, "told again after the restart");
     rig.core.shutdown().await;
 }
 

@@ -27,6 +27,9 @@ use crate::translate::inbound::{self as tr, Ephemeral, InboundCtx};
 pub(super) const DIRECT: &[u8] = b"d/";
 /// Store key prefix of upgraded linked rooms (`u/<old room ID>` → the room that replaced it).
 pub(super) const UPGRADED: &[u8] = b"u/";
+/// Store key prefix of rooms told that their encrypted messages cannot be bridged
+/// (`e/<room ID>`): told once, also across restarts.
+const TOLD_ENCRYPTED: &[u8] = b"e/";
 /// After this many gaps that a retry did not fill, the homeserver is taken not to number its
 /// transactions consecutively and gaps are no longer looked for.
 const UNFILLED_GAPS: u32 = 3;
@@ -595,7 +598,8 @@ impl Inner {
 
     /// Encryption in a linked or direct room: the bridge has no end-to-end encryption, so what
     /// is said there cannot cross. Instead of dropping it silently, the room is told (once per
-    /// room and process, and again whenever encryption is turned on): by the ghost in a direct
+    /// room, remembered in the store across restarts, and again whenever encryption is turned
+    /// on): by the ghost in a direct
     /// conversation with one, else by the bot. `turned_on`: an `m.room.encryption` event, not
     /// an encrypted message.
     async fn encrypted(&self, ctx: &AdapterContext, event: &Value, turned_on: bool) {
@@ -608,10 +612,16 @@ impl Inner {
             tracing::debug!(adapter = %self.id, %room, "encryption in a room the bridge does not serve");
             return;
         }
-        let first = self.told_encrypted.lock().insert(room_id.to_owned());
+        let key = [TOLD_ENCRYPTED, room_id.as_bytes()].concat();
+        // Told in this process, or before a restart (the store remembers).
+        let first = self.told_encrypted.lock().insert(room_id.to_owned())
+            && ctx.store().get(&key).ok().flatten().is_none();
         if !first && !turned_on {
             tracing::debug!(adapter = %self.id, %room, "encrypted event not bridged");
             return;
+        }
+        if let Err(e) = ctx.store().put(&key, b"") {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
         }
         tracing::warn!(adapter = %self.id, %room, turned_on,
             "end-to-end encrypted room: its encrypted messages cannot be bridged; telling the room");

@@ -47,6 +47,9 @@ pub(super) mod keys {
     /// A linked room its owner destroyed (JSON: `alternate`, `reason`): not joined again (a
     /// join would create it anew) until the room is linked again.
     pub const DESTROYED: &str = "destroyed";
+    /// (room, nick) told that their encrypted messages cannot be bridged (told once, also
+    /// across restarts).
+    pub const TOLD_ENCRYPTED: &str = "told-e2e";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -382,14 +385,24 @@ impl Inner {
 
     /// An occupant sent an end-to-end encrypted message, which the bridge cannot read: rather
     /// than drop it silently, the bridge's occupant tells the room, addressing the sender (once
-    /// per room and occupant in this process; sent in the background, logged if it fails).
+    /// per room and occupant, remembered in the store; sent in the background, logged if it
+    /// fails).
     fn tell_encrypted(self: &Arc<Self>, room: &str, nick: &str, method: &str) {
+        let room_key = room.to_ascii_lowercase();
         let first = self
             .told_encrypted
             .lock()
-            .insert((room.to_ascii_lowercase(), nick.to_owned()));
+            .insert((room_key.clone(), nick.to_owned()));
         if !first {
             return;
+        }
+        if let Ok(ctx) = self.ctx() {
+            let key = keys::of(keys::TOLD_ENCRYPTED, &[&room_key, nick]);
+            if ctx.store().get(&key).ok().flatten().is_some() {
+                // Told before a restart.
+                return;
+            }
+            self.put(&ctx, &key, b"");
         }
         tracing::warn!(adapter = %self.id, room, nick, method,
             "end-to-end encrypted message: cannot be bridged; telling the room");
