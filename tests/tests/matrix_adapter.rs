@@ -1069,6 +1069,32 @@ async fn an_oversize_file_leaves_a_notice() {
 
 /// Encryption turned on in a linked room: the bridge cannot read encrypted messages, so it says
 /// so in the room (once), drops what it cannot read, and still bridges what is sent in clear.
+/// What an encrypting client sends: ciphertext the bridge has no keys for.
+async fn send_encrypted(human: &mut MatrixHuman, room: &str, ciphertext: &str) {
+    human
+        .send_raw(
+            room,
+            "m.room.encrypted",
+            json!({
+                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": ciphertext,
+                "sender_key": "c3VwZXJzZWNyZXQ", "session_id": "c2Vzc2lvbg",
+                "device_id": "ALICEDEVICE",
+            }),
+        )
+        .await
+        .expect("encrypted event sent");
+}
+
+/// The notices the bot wrote in `room`, from its history.
+async fn bot_notices(human: &mut MatrixHuman, room: &str) -> usize {
+    bridge_tests::matrix_rig::history(human, room)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
     let mut rig = rig("encrypted").await;
@@ -1084,19 +1110,7 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
         text.contains("end-to-end encrypted") && text.contains("cannot read"),
         "{text}"
     );
-    // What an encrypting client sends: ciphertext the bridge has no keys for.
-    rig.alice
-        .send_raw(
-            &room,
-            "m.room.encrypted",
-            json!({
-                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IK",
-                "sender_key": "c3VwZXJzZWNyZXQ", "session_id": "c2Vzc2lvbg",
-                "device_id": "ALICEDEVICE",
-            }),
-        )
-        .await
-        .expect("encrypted event sent");
+    send_encrypted(&mut rig.alice, &room, "AwgAEnACgAkLmt6qF84IK").await;
     rig.alice.send(&room, "in clear").await.expect("sent");
     delivered(&rig.memory, |e| body_of(e) == Some("in clear")).await;
     let crossed: Vec<String> = rig
@@ -1108,40 +1122,21 @@ async fn an_encrypted_room_is_told_that_its_encrypted_messages_cannot_cross() {
         .collect();
     assert!(crossed.is_empty(), "{crossed:?}");
     // Told once: the encrypted message after the announcement adds no second notice.
-    let notices = bridge_tests::matrix_rig::history(&mut rig.alice, &room)
-        .await
-        .expect("history")
-        .into_iter()
-        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
-        .count();
-    assert_eq!(notices, 1);
+    assert_eq!(bot_notices(&mut rig.alice, &room).await, 1);
 
     // Nor after a restart: the store remembers that the room was told.
     rig.core.shutdown().await;
     let (core, memory) = start_core(rig._dir.path(), &room).await;
     rig.core = core;
     rig.memory = memory;
-    rig.alice
-        .send_raw(
-            &room,
-            "m.room.encrypted",
-            json!({
-                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IL",
-                "sender_key": "c3VwZXJzZWNyZXQ", "session_id": "c2Vzc2lvbg",
-                "device_id": "ALICEDEVICE",
-            }),
-        )
-        .await
-        .expect("encrypted event sent");
+    send_encrypted(&mut rig.alice, &room, "AwgAEnACgAkLmt6qF84IL").await;
     rig.alice.send(&room, "in clear again").await.expect("sent");
     delivered(&rig.memory, |e| body_of(e) == Some("in clear again")).await;
-    let notices = bridge_tests::matrix_rig::history(&mut rig.alice, &room)
-        .await
-        .expect("history")
-        .into_iter()
-        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == BOT)
-        .count();
-    assert_eq!(notices, 1, "told again after the restart");
+    assert_eq!(
+        bot_notices(&mut rig.alice, &room).await,
+        1,
+        "told again after the restart"
+    );
 
     // A direct conversation with a ghost that turns encryption on: the ghost says it.
     let carol = ghost("carol");
