@@ -599,9 +599,8 @@ impl Inner {
     /// Encryption in a linked or direct room: the bridge has no end-to-end encryption, so what
     /// is said there cannot cross. Instead of dropping it silently, the room is told (once per
     /// room, remembered in the store across restarts, and again whenever encryption is turned
-    /// on): by the ghost in a direct
-    /// conversation with one, else by the bot. `turned_on`: an `m.room.encryption` event, not
-    /// an encrypted message.
+    /// on): by the ghost in a direct conversation with one, else by the bot. `turned_on`: an
+    /// `m.room.encryption` event, not an encrypted message.
     async fn encrypted(&self, ctx: &AdapterContext, event: &Value, turned_on: bool) {
         let Some(room_id) = event.get("room_id").and_then(Value::as_str) else {
             return;

@@ -44,8 +44,9 @@ pub(super) mod keys {
     /// The occupant-ids our own occupants have had in a room (to know our messages in its
     /// archive after a restart).
     pub const OURS: &str = "ours";
-    /// A linked room its owner destroyed (JSON: `alternate`, `reason`): not joined again (a
-    /// join would create it anew) until the room is linked again.
+    /// A linked room its owner destroyed (its JID in lower case → JSON: `alternate`,
+    /// `reason`): not joined again (a join would create it anew) until the room is linked
+    /// again.
     pub const DESTROYED: &str = "destroyed";
     /// (room, nick) told that their encrypted messages cannot be bridged (told once, also
     /// across restarts).
@@ -218,11 +219,7 @@ impl Inner {
             "alternate": destroyed.alternate,
             "reason": destroyed.reason,
         });
-        self.put(
-            ctx,
-            &keys::of(keys::DESTROYED, &[room]),
-            value.to_string().as_bytes(),
-        );
+        self.put(ctx, &destroyed_key(room), value.to_string().as_bytes());
         let mut text = format!("The XMPP room {room} was destroyed by its owner");
         if let Some(reason) = &destroyed.reason {
             text.push_str(&format!(" ({reason})"));
@@ -248,11 +245,7 @@ impl Inner {
     /// Why `room` may not be joined: its owner destroyed it (see [`Inner::room_destroyed`]).
     pub(super) fn destroyed_refusal(&self, room: &str) -> Option<AdapterError> {
         let ctx = self.ctx().ok()?;
-        let stored = ctx
-            .store()
-            .get(&keys::of(keys::DESTROYED, &[room]))
-            .ok()
-            .flatten()?;
+        let stored = ctx.store().get(&destroyed_key(room)).ok().flatten()?;
         let reason = serde_json::from_slice::<serde_json::Value>(&stored)
             .ok()
             .and_then(|v| v["reason"].as_str().map(|r| format!(" ({r})")))
@@ -265,7 +258,7 @@ impl Inner {
     /// Forgets that `room` was destroyed: it is being linked (again) by an admin.
     pub(super) fn forget_destroyed(&self, room: &str) {
         if let Ok(ctx) = self.ctx()
-            && let Err(e) = ctx.store().delete(&keys::of(keys::DESTROYED, &[room]))
+            && let Err(e) = ctx.store().delete(&destroyed_key(room))
         {
             tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
         }
@@ -848,6 +841,11 @@ fn profile(nick: &str) -> EventKind<RemoteEventId> {
 }
 
 /// An inbound event from `user`, shown as `name`.
+/// Where a destroyed room is remembered (JIDs compare without case).
+fn destroyed_key(room: &str) -> Vec<u8> {
+    keys::of(keys::DESTROYED, &[&room.to_ascii_lowercase()])
+}
+
 fn event(
     room: &str,
     native: Option<RemoteEventId>,
