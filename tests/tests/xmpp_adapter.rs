@@ -64,6 +64,29 @@ async fn rig_for(room: &str, settings: toml::Table) -> Rig {
     }
 }
 
+impl Rig {
+    /// Stops the bridge and starts it again over the same store.
+    async fn restart(self, settings: toml::Table) -> Self {
+        let Rig {
+            _turn,
+            core,
+            room,
+            _dir,
+            ..
+        } = self;
+        core.shutdown().await;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(_dir.path()).expect("store opens"));
+        let (core, memory) = start_core(store, &room, settings).await;
+        Rig {
+            _turn,
+            core,
+            memory,
+            room,
+            _dir,
+        }
+    }
+}
+
 /// A core over the store in `dir` linking `room` with the memory adapter's room.
 async fn start_core(
     store: Arc<dyn Store>,
@@ -1386,9 +1409,10 @@ async fn a_remote_users_avatar_is_their_puppets_vcard_photo() {
 /// and what they send in clear still crosses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
-    let mut rig = rig("xa-omemo", component_settings()).await;
+    let rig = rig("xa-omemo", component_settings()).await;
     let mut alice = human_in(&rig.room, "Alice").await;
     bridge_present(&mut alice).await;
+    let room = rig.room.clone();
     let omemo = |id: &str| {
         format!(
             "<message type='groupchat' to='{}' id='{id}'>\
@@ -1397,7 +1421,7 @@ async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
              <key rid='2'>AAAA</key><iv>BBBB</iv></header><payload>CCCC</payload></encrypted>\
              <encryption xmlns='urn:xmpp:eme:0' namespace='eu.siacs.conversations.axolotl' name='OMEMO'/>\
              <store xmlns='urn:xmpp:hints'/></message>",
-            rig.room
+            room
         )
     };
     alice.raw(&omemo("omemo-1")).await.expect("sent");
@@ -1431,11 +1455,7 @@ async fn an_encrypted_message_is_not_bridged_and_its_sender_is_told() {
     assert_eq!(said.len(), 1, "{said:?}");
 
     // Nor after a restart: the store remembers that Alice was told.
-    rig.core.shutdown().await;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(rig._dir.path()).expect("store opens"));
-    let (core, memory) = start_core(store, &rig.room, component_settings()).await;
-    rig.core = core;
-    rig.memory = memory;
+    let rig = rig.restart(component_settings()).await;
     // Back in the room (its presence, not the one it left with), so the next message is
     // heard live, as the first one was.
     alice
@@ -1488,16 +1508,13 @@ async fn dead_lettered(core: &Core, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_room_is_announced_and_not_made_again() {
-    let turn = COMPONENT.lock().await;
     let room = format!("{}@conference.localhost", fresh("xa-destroy"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store opens"));
     // Alice makes the room (and owns it) before the bridge joins.
     let mut alice = human_in(&room, "Alice").await;
-    let (core, memory) = start_core(store.clone(), &room, component_settings()).await;
+    let rig = rig_for(&room, component_settings()).await;
     bridge_present(&mut alice).await;
     post(
-        &memory,
+        &rig.memory,
         inbound(MEMORY_ROOM)
             .id("before")
             .from("@bob:example.org")
@@ -1521,7 +1538,7 @@ async fn a_destroyed_room_is_announced_and_not_made_again() {
         ))
         .await
         .expect("sent");
-    let notice = delivered(&memory, |e| {
+    let notice = delivered(&rig.memory, |e| {
         body(e).is_some_and(|b| b.contains("was destroyed"))
     })
     .await;
@@ -1540,7 +1557,7 @@ async fn a_destroyed_room_is_announced_and_not_made_again() {
     // A message for the room does not make it again (a puppet's join would): it is refused
     // and kept as a dead letter an admin can retry once the room is linked again.
     post(
-        &memory,
+        &rig.memory,
         inbound(MEMORY_ROOM)
             .id("after")
             .from("@bob:example.org")
@@ -1548,14 +1565,13 @@ async fn a_destroyed_room_is_announced_and_not_made_again() {
             .text("after"),
     )
     .await;
-    let error = dead_lettered(&core, "destroyed").await;
+    let error = dead_lettered(&rig.core, "destroyed").await;
     assert!(error.contains("link it again"), "{error}");
 
     // Remembered across a restart: the listener does not join (make) it either.
-    core.shutdown().await;
-    let (core, memory) = start_core(store, &room, component_settings()).await;
+    let rig = rig.restart(component_settings()).await;
     post(
-        &memory,
+        &rig.memory,
         inbound(MEMORY_ROOM)
             .id("after-restart")
             .from("@bob:example.org")
@@ -1564,13 +1580,12 @@ async fn a_destroyed_room_is_announced_and_not_made_again() {
     )
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while core.dead_letters().expect("dead letters").len() < 2 {
+    while rig.core.dead_letters().expect("dead letters").len() < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not refused after the restart"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    core.shutdown().await;
-    drop(turn);
+    rig.core.shutdown().await;
 }

@@ -203,8 +203,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies the writes of `batches` (the last write of each key is enough), which a
     /// write-ahead journal already holds durably, without making them atomic: a crash may keep
     /// any part of them, but (when the process was killed) none of a later call or batch unless
-    /// all of this one; the journal's replay completes them. For [`CombiningStore::open`]'s applier; the default applies them
-    /// atomically with [`Store::apply_all`].
+    /// all of this one; the journal's replay completes them. For [`CombiningStore::open`]'s
+    /// applier; the default applies them atomically with [`Store::apply_all`].
     fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         self.apply_all(batches)
     }
