@@ -22,24 +22,27 @@
 //!   backend gets them in chunks, flushed only when a journal file is retired
 //!   ([`super::journal`]; when a file is full, the applier applies what is pending, flushes
 //!   the backend once and deletes the file). This takes sled's apply and flush off
-//!   the path of every acknowledgement. The applier then takes only batches already durable in
-//!   the journal (a flush wakes it), which it applies with [`Store::apply_journaled`] (not
-//!   atomic: sled's batches stop every reader), unless [`DEFER_OPS`] are pending or the
-//!   oldest has waited [`LINGER`]; what is not journaled goes in one atomic backend batch;
+//!   the path of every acknowledgement. The backend gets only batches already durable in the
+//!   journal (a flush wakes the applier), which it applies with [`Store::apply_journaled`]
+//!   (not atomic: sled's batches stop every reader); when [`DEFER_OPS`] are pending or the
+//!   oldest has waited [`LINGER`] and nobody flushed, the applier flushes the journal itself
+//!   first. So whatever part of its writes since its last flush the backend keeps through a
+//!   crash or a power cut, replaying the journal's files puts every key right;
 //! - a writer that finds more than [`HIGH_WATER_OPS`] operations pending applies a chunk itself
 //!   (back-pressure: the queue, and so memory, stays bounded however fast events arrive);
-//! - [`Store::scan`] and [`Store::last`] apply the queue first, so they see every earlier write.
+//! - [`Store::scan`] reads the backend overlaid with the pending writes in its range (nothing
+//!   applied for it); [`Store::last`] applies the queue first. Both see every earlier write.
 //!
-//! Semantics are those of the [`Store`] trait: a batch is visible to [`Store::get`] as soon as
-//! `apply` returns (an overlay maps each pending key to the newest pending batch writing it),
-//! batches take effect in the order they were applied, each original batch reaches the backend
-//! atomically or (with a journal) only once the journal holds it durably, so that replay can
-//! complete it after a crash, and `flush` returns only once everything
-//! applied before it is on stable storage (in the journal or in the backend). A crash loses only
-//! writes that no flush covered, exactly as with the backend alone; with a journal, opening the
-//! store again replays what the backend lost.
+//! Semantics are those of the [`Store`] trait: a batch is visible to [`Store::get`] and
+//! [`Store::scan`] as soon as `apply` returns (an overlay maps each pending key to the newest
+//! pending batch writing it), batches take effect in the order they were applied, each original
+//! batch reaches the backend atomically or (with a journal) only once the journal holds it
+//! durably, so that replay can complete it after a crash, and `flush` returns only once
+//! everything applied before it is on stable storage (in the journal or in the backend). A
+//! crash loses only writes that no flush covered, exactly as with the backend alone; with a
+//! journal, opening the store again replays what the backend lost.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -65,7 +68,8 @@ pub const CHUNK_OPS: usize = 256;
 pub const APPLY_AT_OPS: usize = 32;
 
 /// With a journal, pending operations at which the applier stops waiting for a flush to make
-/// them durable in the journal and applies them atomically (see [`Combiner::apply_chunk`]).
+/// them durable in the journal: it flushes the journal itself and applies them (see
+/// [`Combiner::apply_chunk`]).
 pub const DEFER_OPS: usize = 16 * CHUNK_OPS;
 
 /// Pending operations beyond which a writer applies a chunk itself.
@@ -108,7 +112,8 @@ struct Combiner {
     /// journal: [`DEFER_OPS`], and after each journal flush), and at drop.
     work: Condvar,
     stop: AtomicBool,
-    /// Serialises applies to the backend, so that chunks reach it in order.
+    /// Serialises applies to the backend, so that chunks reach it in order; held by a scan
+    /// while it reads the backend and the queue, so that it sees a chunk in one or the other.
     applying: Mutex<()>,
     /// The write-ahead journal, when the backend has a place for it.
     journal: Option<Journal>,
@@ -199,8 +204,8 @@ impl Drop for CombiningStore {
 impl Combiner {
     /// Applies a chunk whenever [`APPLY_AT_OPS`] operations are ready, or when the oldest
     /// pending write has waited [`LINGER`]; sleeps otherwise. With a journal, ready means
-    /// durable in the journal (so applied without sled's batch lock, see
-    /// [`Combiner::apply_chunk`]) until [`DEFER_OPS`] operations are pending.
+    /// durable in the journal until [`DEFER_OPS`] operations are pending (then the chunk's
+    /// batches are journaled first, see [`Combiner::apply_chunk`]).
     fn run_applier(&self) {
         loop {
             let next = {
@@ -293,6 +298,22 @@ impl Combiner {
         Ok(())
     }
 
+    /// Makes every batch taken so far durable in the journal, off any writer's flush (a full
+    /// file is left for the applier to retire, as [`Store::flush`] does).
+    fn journal_flush(&self, journal: &Journal) {
+        if let Flushed::Rotated(generation) = journal.flush() {
+            self.request_retire(generation);
+        }
+    }
+
+    /// Asks the applier to retire the journal files up to `generation` (the later request
+    /// covers the earlier).
+    fn request_retire(&self, generation: u64) {
+        let mut pending = self.pending.lock();
+        pending.retire = Some(pending.retire.map_or(generation, |g| g.max(generation)));
+        self.work.notify_one();
+    }
+
     /// Applies one chunk of the pending batches numbered below `through`; false when there was
     /// none.
     fn apply_chunk(&self, through: u64) -> Result<bool, StoreError> {
@@ -322,20 +343,24 @@ impl Combiner {
                 // The backend records which batches it holds, after them (below).
                 let mut mark = Batch::new();
                 mark.put(journal::SEQ_KEY.to_vec(), last.to_be_bytes().to_vec());
-                // Batches durable in the journal need not be atomic in the backend: a crash
-                // amid them leaves the mark below them, and opening replays them whole. The
-                // others (not flushed, so never acknowledged) go in one atomic batch with the
-                // mark, or a crash could keep half of one with nothing to restore the rest.
-                let journaled = journal.durable_through();
-                let mut rest = batches.split_off(chunk.partition_point(|&(n, _)| n <= journaled));
-                if !batches.is_empty() {
-                    self.backend.apply_journaled(&batches)?;
+                // Nothing reaches the backend before the journal holds it durably: after a
+                // power cut the backend may keep any part of what it was given since its last
+                // flush (its mark included), and opening replays every record the journal
+                // still has over it, which puts right whatever it kept or lost. So batches
+                // nobody flushed yet are journaled now (one `fdatasync` for everything pushed
+                // so far, at most once per `DEFER_OPS` or `LINGER`).
+                if last > journal.durable_through() {
+                    self.journal_flush(journal);
                 }
-                if rest.is_empty() {
+                if last <= journal.durable_through() {
+                    // Not atomic: a crash amid them leaves the journal to complete them.
+                    self.backend.apply_journaled(&batches)?;
                     self.backend.apply_journaled(&[&mark])?;
                 } else {
-                    rest.push(&mark);
-                    self.backend.apply_all(&rest)?;
+                    // The journal broke: as without one, each chunk atomically, with a mark
+                    // above what the journal holds, so that opening trusts the backend.
+                    batches.push(&mark);
+                    self.backend.apply_all(&batches)?;
                 }
             }
         }
@@ -356,6 +381,38 @@ impl Combiner {
         }
         Ok(true)
     }
+}
+
+/// The first `limit` entries of `stored` (in key order) with `pending`'s writes over them: a
+/// value replaces or adds an entry, `None` removes one.
+fn overlaid(
+    stored: Vec<Entry>,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    limit: usize,
+) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(limit.min(stored.len() + pending.len()));
+    let mut stored = stored.into_iter().peekable();
+    let mut pending = pending.into_iter().peekable();
+    while out.len() < limit {
+        let order = match (stored.peek(), pending.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        if order.is_lt() {
+            out.extend(stored.next());
+            continue;
+        }
+        if order.is_eq() {
+            // Replaced or removed by the pending write.
+            stored.next();
+        }
+        if let Some((key, Some(value))) = pending.next() {
+            out.push((key, value));
+        }
+    }
+    out
 }
 
 impl Store for CombiningStore {
@@ -439,8 +496,34 @@ impl Store for CombiningStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.apply_pending()?;
-        self.inner.backend.scan(prefix, after, limit)
+        // The backend as it is, overlaid with the pending writes in range; nothing is applied
+        // for the reading. Everything that writes the backend holds `applying`, so the two
+        // agree: a chunk is in the backend and out of the queue, or still in the queue.
+        let _order = self.inner.applying.lock();
+        let pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = {
+            let pending = self.inner.pending.lock();
+            pending
+                .overlay
+                .iter()
+                .filter(|(key, _)| {
+                    key.starts_with(prefix) && after.is_none_or(|a| key.as_slice() > a)
+                })
+                .filter_map(|(key, &n)| {
+                    let i = pending.queue.partition_point(|(m, _, _)| *m < n);
+                    let value = pending.queue.get(i)?.1.last_op(key)?;
+                    Some((key.clone(), value.map(<[u8]>::to_vec)))
+                })
+                .collect()
+        };
+        if pending.is_empty() {
+            return self.inner.backend.scan(prefix, after, limit);
+        }
+        // Each pending key replaces or hides at most one stored entry: read that many more.
+        let stored = self
+            .inner
+            .backend
+            .scan(prefix, after, limit.saturating_add(pending.len()))?;
+        Ok(overlaid(stored, pending, limit))
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -462,10 +545,7 @@ impl Store for CombiningStore {
                     // Durable already; the backend takes over the full file's records, off
                     // this acknowledgement's path when there is an applier thread.
                     if self.applier.is_some() {
-                        let mut pending = self.inner.pending.lock();
-                        pending.retire =
-                            Some(pending.retire.map_or(generation, |g| g.max(generation)));
-                        self.inner.work.notify_one();
+                        self.inner.request_retire(generation);
                     } else {
                         self.inner.retire(generation);
                     }
@@ -508,6 +588,9 @@ mod tests {
         assert_eq!(store.get(&[7, 2]).expect("get"), None);
         let page = store.scan(&[7], None, 10).expect("scan");
         assert_eq!(page, vec![(vec![7, 1], vec![2])]);
+        // `last` applies the queue first.
+        let last = store.last(&[7]).expect("last");
+        assert_eq!(last, Some((vec![7, 1], vec![2])));
         assert_eq!(backend.get(&[7, 1]).expect("get"), Some(vec![2]));
         assert!(store.inner.pending.lock().overlay.is_empty());
         put(&store, 3, Some(4));
@@ -702,7 +785,7 @@ mod tests {
     }
 
     #[test]
-    fn journaled_batches_reach_the_backend_without_a_batch_the_others_in_one() {
+    fn the_backend_gets_only_journaled_batches_key_by_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = Backend::new(dir.path(), vec![]);
         let store = CombiningStore::open(backend.clone()).expect("open");
@@ -726,31 +809,94 @@ mod tests {
         );
         assert!(backend.get(&0u32.to_be_bytes()).expect("get").is_some());
 
-        // Not flushed and read through a scan: applied at once, atomically with its mark.
+        // Not flushed and read through a scan: seen, and nothing applied for it.
         store.apply(wide(1000, 1)).expect("apply");
-        store.scan(&[0], None, 1).expect("scan");
-        assert_eq!(backend.calls(), (2, 1));
-        assert_eq!(seq(&backend), Some(2));
+        let page = store.scan(&1000u32.to_be_bytes(), None, 1).expect("scan");
+        assert_eq!(page, vec![(1000u32.to_be_bytes().to_vec(), vec![1])]);
+        assert_eq!(backend.calls(), (2, 0));
+        assert_eq!(backend.get(&1000u32.to_be_bytes()).expect("get"), None);
 
-        // Nobody flushes, but DEFER_OPS pile up: the applier stops waiting for the journal and
-        // applies a chunk at once; the rest, below DEFER_OPS again, once the oldest of it has
-        // waited LINGER.
+        // Nobody flushes, but DEFER_OPS pile up: the applier stops waiting, flushes the journal
+        // itself and applies the pile from it, key by key like the rest.
         for n in 0..DEFER_OPS / CHUNK_OPS {
             store
                 .apply(wide(10_000 + (n * CHUNK_OPS) as u32, CHUNK_OPS))
                 .expect("apply");
         }
-        eventually("a chunk of the pile applied", || {
-            store.inner.pending.lock().ops < DEFER_OPS
-        });
-        assert!(backend.calls().1 >= 2);
+        let last = 2 + (DEFER_OPS / CHUNK_OPS) as u64;
         eventually("the pile applied", || store.inner.pending.lock().ops == 0);
-        assert_eq!(backend.calls().0, 2, "nothing of it was journaled");
-        assert_eq!(seq(&backend), Some(2 + (DEFER_OPS / CHUNK_OPS) as u64));
+        assert_eq!(
+            backend.calls().1,
+            0,
+            "no batch reached the backend unjournaled"
+        );
+        assert_eq!(seq(&backend), Some(last));
+        let journal = store.inner.journal.as_ref().expect("journal");
+        assert_eq!(journal.durable_through(), last);
     }
 
     #[test]
-    fn a_backend_that_kept_part_gets_only_the_rest() {
+    fn a_scan_sees_the_backend_overlaid_with_what_is_pending() {
+        // Against a model, with writes pending and applied in every mix, pages of every size.
+        let backend = Arc::new(MemoryStore::new());
+        let store = CombiningStore::new(backend.clone());
+        let mut model = std::collections::BTreeMap::new();
+        let mut apply = |writes: &[(u8, Option<u8>)]| {
+            let mut batch = Batch::new();
+            for &(k, v) in writes {
+                match v {
+                    Some(v) => {
+                        batch.put(vec![7, k], vec![v]);
+                        model.insert(vec![7, k], vec![v]);
+                    }
+                    None => {
+                        batch.delete(vec![7, k]);
+                        model.remove(&vec![7, k]);
+                    }
+                }
+            }
+            store.apply(batch).expect("apply");
+            model.clone()
+        };
+        apply(&[
+            (1, Some(1)),
+            (3, Some(3)),
+            (5, Some(5)),
+            (7, Some(7)),
+            (9, Some(9)),
+        ]);
+        store.inner.apply_pending().expect("apply");
+        let model = apply(&[
+            (3, None),
+            (4, Some(4)),
+            (9, Some(90)),
+            (2, Some(2)),
+            (2, None),
+        ]);
+        assert!(
+            !store.inner.pending.lock().queue.is_empty(),
+            "still pending"
+        );
+        let mut afters: Vec<Option<Vec<u8>>> = vec![None, Some(vec![7]), Some(vec![8])];
+        afters.extend((0..11).map(|k| Some(vec![7, k])));
+        for after in &afters {
+            for limit in [0, 1, 2, 3, 5, usize::MAX] {
+                let want: Vec<Entry> = model
+                    .iter()
+                    .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let got = store.scan(&[7], after.as_deref(), limit).expect("scan");
+                assert_eq!(got, want, "after {after:?} limit {limit}");
+            }
+        }
+        assert_eq!(store.scan(&[8], None, 10).expect("scan"), vec![]);
+        assert_eq!(backend.get(&[7, 4]).expect("get"), None, "nothing applied");
+    }
+
+    #[test]
+    fn a_backend_that_kept_any_part_is_put_right() {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = Backend::new(dir.path(), vec![]);
         let store = CombiningStore::open(backend.clone()).expect("open");
@@ -758,8 +904,9 @@ mod tests {
             put(&store, k, Some(k));
         }
         store.flush().expect("flush");
-        // A scan applies everything pending: the backend holds batches 1..=10 and says so.
-        store.scan(&[7], None, 1).expect("scan");
+        // The backend holds batches 1..=10 and says so.
+        store.inner.apply_pending().expect("apply");
+        assert_eq!(seq(&backend), Some(10));
         let kept = backend.entries();
         for k in 0..10 {
             put(&store, k, Some(100 + k));
@@ -777,6 +924,35 @@ mod tests {
         for k in 0..10 {
             let want = (k != 3).then_some(100 + k);
             assert_eq!(value(&store, k), want, "key {k}");
+        }
+    }
+
+    #[test]
+    fn a_power_cut_that_kept_the_mark_and_lost_an_earlier_write_is_put_right() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path(), vec![]);
+        let store = CombiningStore::open(backend.clone()).expect("open");
+        for k in 0..10 {
+            put(&store, k, Some(k));
+        }
+        store.flush().expect("flush");
+        store.inner.apply_pending().expect("apply");
+        assert_eq!(seq(&backend), Some(10));
+        let mut kept = backend.entries();
+        for k in 0..5 {
+            put(&store, k, Some(100 + k));
+        }
+        store.flush().expect("flush");
+        let crashed = journal_copy(dir.path());
+        drop(store);
+        // The disk's cache kept the backend's mark and lost an earlier write (key 7, written
+        // once, below the mark): sled recovers what survived of its log, not a prefix.
+        kept.retain(|(key, _)| key != &[7, 7]);
+
+        let store = CombiningStore::open(Backend::new(crashed.path(), kept)).expect("reopen");
+        for k in 0..10 {
+            let want = if k < 5 { 100 + k } else { k };
+            assert_eq!(value(&store, k), Some(want), "key {k}");
         }
     }
 

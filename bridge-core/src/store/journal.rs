@@ -9,18 +9,19 @@
 //! - every batch the combining store takes gets its sequence number (the combining store's
 //!   batch number) and is encoded into an in-memory buffer in that order;
 //! - a flush appends the buffer to the current journal file and `fdatasync`s it: the batches
-//!   are durable though the backend has not seen them yet. The backend gets them in combined
-//!   chunks ([`super::combining::APPLY_AT_OPS`] journaled, [`super::combining::DEFER_OPS`]
-//!   pending, or [`super::combining::LINGER`] after the oldest), each chunk followed by the
-//!   number of its last batch under [`SEQ_KEY`], so the backend's own state says which batches
-//!   it holds (it recovers a prefix of what it was given: journaled batches key by key
-//!   ([`Store::apply_journaled`]), the others atomically with the number);
+//!   are durable though the backend has not seen them yet. The backend gets them only then,
+//!   key by key ([`Store::apply_journaled`]), in combined chunks
+//!   ([`super::combining::APPLY_AT_OPS`] journaled; when [`super::combining::DEFER_OPS`] are
+//!   pending or the oldest has waited [`super::combining::LINGER`], the applier flushes the
+//!   journal itself first), each chunk followed by the number of its last batch under
+//!   [`SEQ_KEY`];
 //! - when the file passes [`ROTATE_BYTES`] a new file is started; then, on the combining
 //!   store's applier thread, every pending batch is applied, the backend flushed once (it then
 //!   holds every record of the older files) and the older files deleted; a clean close does the
 //!   same and deletes every file;
-//! - opening replays, in order, the records above the backend's [`SEQ_KEY`], flushes the
-//!   backend and deletes the files.
+//! - opening replays, in order, every record of the files (not only those above the backend's
+//!   [`SEQ_KEY`], which a power cut can keep while losing an earlier write: see
+//!   [`replay_plan`]), flushes the backend and deletes the files.
 //!
 //! A record: `len` (u32 LE), `crc32(payload)` (u32 LE), payload = sequence (u64 LE), operation
 //! count (u32 LE), then per operation the key (u32 LE length, bytes) and the value (u32 LE
@@ -230,15 +231,25 @@ pub(crate) fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(found)
 }
 
-/// The journal's records to replay over a backend holding the batches up to `applied`: every
-/// record of `files` above it, in order, checked (see the module docs for what is refused).
+/// The journal's records to replay over a backend whose mark says it holds the batches up to
+/// `applied`: every record of `files`, in order, checked (see the module docs for what is
+/// refused), unless the backend's mark is above them all.
+///
+/// Not only those above the mark: the backend's state since its last flush is trusted for
+/// nothing. After its process is killed it holds a prefix of what it was given, but after a
+/// power cut it may hold its mark and miss an earlier write (sled 0.34 recovers what survived
+/// of its log, not a prefix of it). Every record in the files came after the last flush that
+/// retired a file (or after the start), and the backend never gets a batch before the journal
+/// holds it durably; so replaying them all, in order, leaves every key they write as the last
+/// of them wrote it, whatever the backend kept. A mark above every record comes from batches
+/// applied without the journal (it broke, or an older version wrote them): the backend is
+/// then ahead of the files, and they are skipped.
 pub(crate) fn replay_plan(
     files: &[(u64, PathBuf)],
     applied: u64,
 ) -> Result<(Vec<Record>, Vec<String>), StoreError> {
-    let mut plan = Vec::new();
+    let mut plan: Vec<Record> = Vec::new();
     let mut notes = Vec::new();
-    let mut last = applied;
     for (i, (_, path)) in files.iter().enumerate() {
         let file = File::open(path).map_err(|e| io("cannot read", path, e))?;
         let size = file
@@ -263,20 +274,22 @@ pub(crate) fn replay_plan(
             ));
         }
         for record in records {
-            if record.seq <= last {
-                continue;
-            }
-            if record.seq != last + 1 {
+            // The first record may come right after the backend's mark or below it; each of
+            // the others right after the one before.
+            let follows = plan.last().map_or(applied, |r| r.seq);
+            if record.seq > follows + 1 || (!plan.is_empty() && record.seq <= follows) {
                 return Err(StoreError::Backend(format!(
-                    "journal {}: record {} follows {last}: records are missing; move the \
+                    "journal {}: record {} follows {follows}: records are missing; move the \
                      journal files away to open the store without them",
                     path.display(),
                     record.seq
                 )));
             }
-            last = record.seq;
             plan.push(record);
         }
+    }
+    if plan.last().is_some_and(|r| r.seq < applied) {
+        plan.clear();
     }
     Ok((plan, notes))
 }
@@ -531,9 +544,9 @@ impl Journal {
     }
 }
 
-/// Opens the journal of a backend whose files are in `dir`: replays into the backend the
-/// records it does not hold, flushes it, deletes the files and starts a new one. Returns the
-/// journal and the number of the last batch the backend holds.
+/// Opens the journal of a backend whose files are in `dir`: replays the records into the
+/// backend (all of them, see [`replay_plan`]), flushes it, deletes the files and starts a new
+/// one. Returns the journal and the number of the last batch the backend holds.
 pub(crate) fn open(backend: &dyn Store, dir: &Path) -> Result<(Journal, u64), StoreError> {
     let applied = backend
         .get(SEQ_KEY)?
@@ -687,7 +700,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_skips_what_the_backend_holds_and_refuses_damage() {
+    fn the_plan_is_every_record_unless_the_backend_is_ahead_and_damage_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = |seq| record(seq, &[(b"k", Some(&[seq as u8][..]))]);
         let a = write(dir.path(), 1, &[one(1), one(2), one(3)]);
@@ -698,8 +711,16 @@ mod tests {
             plan.iter().map(|r| r.seq).collect::<Vec<_>>()
         };
         assert_eq!(seqs(&[a.clone(), b.clone()], 0), vec![1, 2, 3, 4, 5]);
-        assert_eq!(seqs(&[a.clone(), b.clone()], 3), vec![4, 5]);
+        // The backend's mark is not trusted for what it says it holds (a power cut can keep
+        // it and lose an earlier write): everything is replayed, also at the very last record.
+        assert_eq!(seqs(&[a.clone(), b.clone()], 3), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seqs(&[a.clone(), b.clone()], 5), vec![1, 2, 3, 4, 5]);
+        // A mark above every record: the backend got batches without the journal.
         assert_eq!(seqs(&[a.clone(), b.clone()], 9), Vec::<u64>::new());
+        // Files that start above the mark's next batch: the backend lacks what no file holds.
+        let err = replay_plan(std::slice::from_ref(&b), 2).expect_err("gap");
+        assert!(err.to_string().contains("record 4 follows 2"), "{err}");
+        assert_eq!(seqs(std::slice::from_ref(&b), 3), vec![4, 5]);
         assert_eq!(
             files(dir.path()).expect("files"),
             vec![a.clone(), b.clone()]

@@ -202,9 +202,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Applies the writes of `batches` (the last write of each key is enough), which a
     /// write-ahead journal already holds durably, without making them atomic: a crash may keep
-    /// any part of them, but (when the process was killed) none of a later call or batch unless
-    /// all of this one; the journal's replay completes them. For [`CombiningStore::open`]'s
-    /// applier; the default applies them atomically with [`Store::apply_all`].
+    /// any part of them (and of what came after them); the journal's replay of every record it
+    /// still has puts each key right. For [`CombiningStore::open`]'s applier; the default
+    /// applies them atomically with [`Store::apply_all`].
     fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         self.apply_all(batches)
     }
@@ -229,10 +229,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// A directory of this store's own where the core may keep a write-ahead journal in front
     /// of it ([`CombiningStore::open`]): flushes then sync the journal, and the store itself is
-    /// flushed only now and then. The store must apply each batch atomically, recover after its
-    /// process is killed a prefix of the batches applied (with [`Store::apply_journaled`]'s
-    /// writes in their place in that order), and keep through a power cut what its
-    /// [`Store::flush`] covered. None (the default): no journal.
+    /// flushed only now and then. The store must keep through a crash or a power cut what its
+    /// [`Store::flush`] covered, and stay readable; of its writes since then it may keep any
+    /// part (it gets only writes the journal holds, and opening replays them all). None (the
+    /// default): no journal.
     fn journal_dir(&self) -> Option<&std::path::Path> {
         None
     }
