@@ -298,10 +298,10 @@ impl Combiner {
         Ok(())
     }
 
-    /// Makes every batch taken so far durable in the journal, off any writer's flush (a full
+    /// Makes the batches up to `seq` durable in the journal, off any writer's flush (a full
     /// file is left for the applier to retire, as [`Store::flush`] does).
-    fn journal_flush(&self, journal: &Journal) {
-        if let Flushed::Rotated(generation) = journal.flush() {
+    fn journal_flush(&self, journal: &Journal, seq: u64) {
+        if let Flushed::Rotated(generation) = journal.flush_through(seq) {
             self.request_retire(generation);
         }
     }
@@ -350,7 +350,7 @@ impl Combiner {
                 // nobody flushed yet are journaled now (one `fdatasync` for everything pushed
                 // so far, at most once per `DEFER_OPS` or `LINGER`).
                 if last > journal.durable_through() {
-                    self.journal_flush(journal);
+                    self.journal_flush(journal, last);
                 }
                 if last <= journal.durable_through() {
                     // Not atomic: a crash amid them leaves the journal to complete them.
