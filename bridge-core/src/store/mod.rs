@@ -91,6 +91,14 @@ impl Batch {
         self.ops.len()
     }
 
+    /// The bytes of its keys and values.
+    pub fn size(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
     /// The keys written, in order (with repeats).
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
         self.ops.iter().map(|(k, _)| k.as_slice())
