@@ -12,6 +12,8 @@ pub struct SledStore {
     dir: PathBuf,
     /// sled's data file, for the `fdatasync` its own flush leaves out (see [`Store::flush`]).
     data: std::fs::File,
+    /// The blob files (sled's items too large for its log) synced by an earlier flush.
+    synced_blobs: parking_lot::Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -50,7 +52,46 @@ impl SledStore {
             tree,
             dir: dir.to_path_buf(),
             data,
+            synced_blobs: Default::default(),
         })
+    }
+
+    /// Syncs the blob files written since the last flush, and their directory. sled 0.34
+    /// writes an item larger than about a quarter of a segment (a large page, ~128 kB) to a
+    /// file of its own under `blobs/` and never syncs it; its log then points at the file, so
+    /// losing it to a power cut would lose every key of that page.
+    fn sync_blobs(&self) -> Result<(), StoreError> {
+        let dir = self.dir.join("blobs");
+        let failed = |what: &Path, e: std::io::Error| {
+            StoreError::Backend(format!("cannot sync {}: {e}", what.display()))
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(&dir, e)),
+        };
+        let mut present = std::collections::HashSet::new();
+        let mut synced_any = false;
+        for entry in entries {
+            let name = entry.map_err(|e| failed(&dir, e))?.file_name();
+            if !self.synced_blobs.lock().contains(&name) {
+                let path = dir.join(&name);
+                match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                    Ok(()) => synced_any = true,
+                    // Collected by sled meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(failed(&path, e)),
+                }
+            }
+            present.insert(name);
+        }
+        if synced_any {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| failed(&dir, e))?;
+        }
+        *self.synced_blobs.lock() = present;
+        Ok(())
     }
 
     fn config(dir: &Path) -> sled::Config {
@@ -163,7 +204,8 @@ impl Store for SledStore {
         // survive both.
         self.data
             .sync_data()
-            .map_err(|e| StoreError::Backend(format!("{}/db: {e}", self.dir.display())))
+            .map_err(|e| StoreError::Backend(format!("{}/db: {e}", self.dir.display())))?;
+        self.sync_blobs()
     }
 
     fn is_durable(&self) -> bool {
@@ -196,6 +238,26 @@ mod tests {
         assert_eq!(store.get(b"b").expect("get"), Some(b"2".to_vec()));
         assert_eq!(store.get(b"c").expect("get"), Some(b"3".to_vec()));
         assert_eq!(store.get(b"d").expect("get"), None);
+    }
+
+    #[test]
+    fn a_flush_syncs_the_blob_files_sled_writes_large_items_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let mut batch = Batch::new();
+        batch.put(b"large".to_vec(), vec![7; 512 * 1024]);
+        store.apply(batch).expect("apply");
+        store.flush().expect("flush");
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .expect("blobs")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(!blobs.is_empty(), "sled wrote the item to a blob file");
+        let synced = store.synced_blobs.lock();
+        assert!(
+            blobs.iter().all(|b| synced.contains(b)),
+            "{blobs:?} {synced:?}"
+        );
     }
 
     #[test]
