@@ -125,6 +125,9 @@ struct Combiner {
     applying: Mutex<()>,
     /// The write-ahead journal, when the backend has a place for it.
     journal: Option<Journal>,
+    /// Set once the backend was flushed after the journal broke (see
+    /// [`Combiner::apply_chunk`]).
+    flushed_at_break: AtomicBool,
 }
 
 /// A [`Store`] that combines small batches before they reach a durable backend.
@@ -171,6 +174,7 @@ impl CombiningStore {
             stop: AtomicBool::new(false),
             applying: Mutex::new(()),
             journal,
+            flushed_at_break: AtomicBool::new(false),
         });
         let worker = inner.clone();
         let applier = std::thread::Builder::new()
@@ -356,7 +360,8 @@ impl Combiner {
                 // flush (its mark included), and opening replays every record the journal
                 // still has over it, which puts right whatever it kept or lost. So batches
                 // nobody flushed yet are journaled now (one `fdatasync` for everything pushed
-                // so far, at most once per `DEFER_OPS` or `LINGER`).
+                // so far; the applier's at most once per `DEFER_OPS`, `DEFER_BYTES` or
+                // `LINGER`, besides `last`, back-pressure, retirement and close).
                 if last > journal.durable_through() {
                     self.journal_flush(journal, last);
                 }
@@ -366,7 +371,13 @@ impl Combiner {
                     self.backend.apply_journaled(&[&mark])?;
                 } else {
                     // The journal broke: as without one, each chunk atomically, with a mark
-                    // above what the journal holds, so that opening trusts the backend.
+                    // above what the journal holds, so that opening trusts the backend. First
+                    // the backend is flushed, once: a power cut must not keep that mark and
+                    // lose a journaled write it got key by key (nothing would replay it).
+                    if !self.flushed_at_break.load(Ordering::Acquire) {
+                        self.backend.flush()?;
+                        self.flushed_at_break.store(true, Ordering::Release);
+                    }
                     batches.push(&mark);
                     self.backend.apply_all(&batches)?;
                 }
@@ -393,36 +404,42 @@ impl Combiner {
     }
 }
 
-/// The first `limit` entries of `stored` (in key order) with `pending`'s writes over them: a
-/// value replaces or adds an entry, `None` removes one.
-fn overlaid(
-    stored: Vec<Entry>,
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+/// Appends to `out`, up to `limit` entries in all, the entries of `page` (the backend's, in
+/// key order) with the writes of `pending` over them, taking from `pending` only keys up to
+/// `page_end` (all of them when `None`: the backend has nothing further): a value replaces or
+/// adds an entry, `None` removes one.
+fn overlay_page(
+    out: &mut Vec<Entry>,
+    page: Vec<Entry>,
+    pending: &mut std::iter::Peekable<
+        std::collections::btree_map::IntoIter<Vec<u8>, Option<Vec<u8>>>,
+    >,
+    page_end: Option<&[u8]>,
     limit: usize,
-) -> Vec<Entry> {
-    let mut out = Vec::with_capacity(limit.min(stored.len() + pending.len()));
-    let mut stored = stored.into_iter().peekable();
-    let mut pending = pending.into_iter().peekable();
+) {
+    let mut page = page.into_iter().peekable();
     while out.len() < limit {
-        let order = match (stored.peek(), pending.peek()) {
+        let next_pending = pending
+            .peek()
+            .filter(|(key, _)| page_end.is_none_or(|end| key.as_slice() <= end));
+        let order = match (page.peek(), next_pending) {
             (None, None) => break,
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (Some((a, _)), Some((b, _))) => a.cmp(b),
         };
         if order.is_lt() {
-            out.extend(stored.next());
+            out.extend(page.next());
             continue;
         }
         if order.is_eq() {
             // Replaced or removed by the pending write.
-            stored.next();
+            page.next();
         }
         if let Some((key, Some(value))) = pending.next() {
             out.push((key, value));
         }
     }
-    out
 }
 
 impl Store for CombiningStore {
@@ -513,30 +530,39 @@ impl Store for CombiningStore {
         // for the reading. Everything that writes the backend holds `applying`, so the two
         // agree: a chunk is in the backend and out of the queue, or still in the queue.
         let _order = self.inner.applying.lock();
+        // The newest pending write of each key in range: the queue walked oldest first.
         let pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = {
             let pending = self.inner.pending.lock();
-            pending
-                .overlay
-                .iter()
-                .filter(|(key, _)| {
-                    key.starts_with(prefix) && after.is_none_or(|a| key.as_slice() > a)
-                })
-                .filter_map(|(key, &n)| {
-                    let i = pending.queue.partition_point(|(m, _, _)| *m < n);
-                    let value = pending.queue.get(i)?.1.last_op(key)?;
-                    Some((key.clone(), value.map(<[u8]>::to_vec)))
-                })
-                .collect()
+            let mut writes = BTreeMap::new();
+            for (_, batch, _) in &pending.queue {
+                for (key, value) in batch.ops() {
+                    if key.starts_with(prefix) && after.is_none_or(|a| key > a) {
+                        writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+                    }
+                }
+            }
+            writes
         };
         if pending.is_empty() {
             return self.inner.backend.scan(prefix, after, limit);
         }
-        // Each pending key replaces or hides at most one stored entry: read that many more.
-        let stored = self
-            .inner
-            .backend
-            .scan(prefix, after, limit.saturating_add(pending.len()))?;
-        Ok(overlaid(stored, pending, limit))
+        // Page by page: a pending removal can leave a page short, then the next is read.
+        let mut out = Vec::new();
+        let mut pending = pending.into_iter().peekable();
+        let mut from = after.map(<[u8]>::to_vec);
+        while out.len() < limit {
+            let want = limit - out.len();
+            let page = self.inner.backend.scan(prefix, from.as_deref(), want)?;
+            let end = (page.len() >= want)
+                .then(|| page.last().map(|(key, _)| key.clone()))
+                .flatten();
+            overlay_page(&mut out, page, &mut pending, end.as_deref(), limit);
+            match end {
+                Some(end) => from = Some(end),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -669,6 +695,8 @@ mod tests {
         /// Calls of `apply_journaled`, and of the atomic `apply` / `apply_all`.
         journaled: std::sync::atomic::AtomicUsize,
         atomic: std::sync::atomic::AtomicUsize,
+        /// Every call that writes or flushes, in order.
+        log: Mutex<Vec<&'static str>>,
     }
 
     impl Backend {
@@ -684,6 +712,7 @@ mod tests {
                 dir: dir.to_path_buf(),
                 journaled: Default::default(),
                 atomic: Default::default(),
+                log: Default::default(),
             })
         }
 
@@ -705,14 +734,17 @@ mod tests {
         }
         fn apply(&self, batch: Batch) -> Result<(), StoreError> {
             self.atomic.fetch_add(1, Ordering::SeqCst);
+            self.log.lock().push("atomic");
             self.kept.apply(batch)
         }
         fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
             self.atomic.fetch_add(1, Ordering::SeqCst);
+            self.log.lock().push("atomic");
             self.kept.apply_all(batches)
         }
         fn apply_journaled(&self, batches: &[&Batch]) -> Result<(), StoreError> {
             self.journaled.fetch_add(1, Ordering::SeqCst);
+            self.log.lock().push("journaled");
             self.kept.apply_all(batches)
         }
         fn scan(&self, p: &[u8], a: Option<&[u8]>, l: usize) -> Result<Vec<Entry>, StoreError> {
@@ -722,6 +754,7 @@ mod tests {
             self.kept.last(prefix)
         }
         fn flush(&self) -> Result<(), StoreError> {
+            self.log.lock().push("flush");
             Ok(())
         }
         fn is_durable(&self) -> bool {
@@ -924,6 +957,29 @@ mod tests {
         }
         assert_eq!(store.scan(&[8], None, 10).expect("scan"), vec![]);
         assert_eq!(backend.get(&[7, 4]).expect("get"), None, "nothing applied");
+
+        // Pending removals hiding whole pages of stored entries: the next page is read.
+        let mut batch = Batch::new();
+        for k in 0..40u8 {
+            batch.put(vec![6, k], vec![k]);
+        }
+        store.apply(batch).expect("apply");
+        store.inner.apply_pending().expect("apply");
+        let mut batch = Batch::new();
+        for k in (0..30u8).filter(|k| k % 10 != 5) {
+            batch.delete(vec![6, k]);
+        }
+        store.apply(batch).expect("apply");
+        let keys = |page: Vec<Entry>| page.into_iter().map(|(k, _)| k[1]).collect::<Vec<_>>();
+        assert_eq!(
+            keys(store.scan(&[6], None, 4).expect("scan")),
+            [5, 15, 25, 30]
+        );
+        assert_eq!(
+            keys(store.scan(&[6], Some(&[6, 5]), 2).expect("scan")),
+            [15, 25]
+        );
+        assert_eq!(store.scan(&[6], None, usize::MAX).expect("scan").len(), 13);
     }
 
     #[test]
@@ -956,6 +1012,37 @@ mod tests {
             let want = (k != 3).then_some(100 + k);
             assert_eq!(value(&store, k), want, "key {k}");
         }
+    }
+
+    #[test]
+    fn once_the_journal_breaks_the_backend_is_flushed_before_a_mark_above_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path(), vec![]);
+        let store = CombiningStore::open(backend.clone()).expect("open");
+        backend.log.lock().clear();
+        put(&store, 1, Some(1));
+        store.flush().expect("flush");
+        store.inner.apply_pending().expect("apply");
+        assert_eq!(*backend.log.lock(), ["journaled", "journaled"]);
+        store
+            .inner
+            .journal
+            .as_ref()
+            .expect("journal")
+            .break_for_test();
+        // The key-by-key write above is made durable before a chunk whose mark goes above
+        // every journal record (opening would trust that mark and replay nothing), once.
+        put(&store, 2, Some(2));
+        store.inner.apply_pending().expect("apply");
+        put(&store, 3, Some(3));
+        store.inner.apply_pending().expect("apply");
+        assert_eq!(
+            backend.log.lock()[2..],
+            ["flush", "atomic", "atomic"],
+            "{:?}",
+            backend.log.lock()
+        );
+        assert_eq!(seq(&backend), Some(3));
     }
 
     #[test]

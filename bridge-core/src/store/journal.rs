@@ -430,6 +430,13 @@ impl Journal {
         *self.unwritten.lock() = Unwritten::default();
     }
 
+    /// Breaks the journal as a failed write would.
+    #[cfg(test)]
+    pub(crate) fn break_for_test(&self) {
+        let _file = self.current.lock();
+        self.fail(&StoreError::Backend("a test broke it".into()));
+    }
+
     /// The number below which (inclusive) every record is on stable storage; 0 once the
     /// journal is broken (it may then lack records: nothing counts as journaled).
     pub(crate) fn durable_through(&self) -> u64 {
@@ -540,7 +547,7 @@ impl Journal {
     /// Deletes the files up to `generation`, now that the backend holds what they hold.
     pub(crate) fn retire(&self, generation: u64) {
         if let Err(e) = remove_through(&self.dir, generation) {
-            // Harmless: a restart skips the records the backend holds.
+            // Harmless: the next retirement removes it too (a restart would replay it).
             tracing::warn!(error = %e, "an old journal file was not removed");
         }
     }
