@@ -982,18 +982,24 @@ mod tests {
         assert_eq!(store.scan(&[6], None, usize::MAX).expect("scan").len(), 13);
     }
 
-    #[test]
-    fn a_backend_that_kept_any_part_is_put_right() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = Backend::new(dir.path(), vec![]);
+    /// A store over a [`Backend`] in `dir` holding keys 0..10 (value = key), written one batch
+    /// each, flushed and applied: the backend says it holds batches 1..=10.
+    fn ten_applied(dir: &std::path::Path) -> (Arc<Backend>, CombiningStore) {
+        let backend = Backend::new(dir, vec![]);
         let store = CombiningStore::open(backend.clone()).expect("open");
         for k in 0..10 {
             put(&store, k, Some(k));
         }
         store.flush().expect("flush");
-        // The backend holds batches 1..=10 and says so.
         store.inner.apply_pending().expect("apply");
         assert_eq!(seq(&backend), Some(10));
+        (backend, store)
+    }
+
+    #[test]
+    fn a_backend_that_kept_any_part_is_put_right() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (backend, store) = ten_applied(dir.path());
         let kept = backend.entries();
         for k in 0..10 {
             put(&store, k, Some(100 + k));
@@ -1048,14 +1054,7 @@ mod tests {
     #[test]
     fn a_power_cut_that_kept_the_mark_and_lost_an_earlier_write_is_put_right() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let backend = Backend::new(dir.path(), vec![]);
-        let store = CombiningStore::open(backend.clone()).expect("open");
-        for k in 0..10 {
-            put(&store, k, Some(k));
-        }
-        store.flush().expect("flush");
-        store.inner.apply_pending().expect("apply");
-        assert_eq!(seq(&backend), Some(10));
+        let (backend, store) = ten_applied(dir.path());
         let mut kept = backend.entries();
         for k in 0..5 {
             put(&store, k, Some(100 + k));
