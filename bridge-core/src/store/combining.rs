@@ -35,8 +35,9 @@
 //!   applied for it); [`Store::last`] applies the queue first. Both see every earlier write.
 //!
 //! Semantics are those of the [`Store`] trait: a batch is visible to [`Store::get`] and
-//! [`Store::scan`] as soon as `apply` returns (an overlay maps each pending key to the newest
-//! pending batch writing it), batches take effect in the order they were applied, each original
+//! [`Store::scan`] as soon as `apply` returns (`get` finds it through an overlay mapping each
+//! pending key to the newest pending batch writing it, `scan` by walking the pending queue),
+//! batches take effect in the order they were applied, each original
 //! batch reaches the backend atomically or (with a journal) only once the journal holds it
 //! durably, so that replay can complete it after a crash, and `flush` returns only once
 //! everything applied before it is on stable storage (in the journal or in the backend). A
