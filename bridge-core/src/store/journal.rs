@@ -11,9 +11,10 @@
 //! - a flush appends the buffer to the current journal file and `fdatasync`s it: the batches
 //!   are durable though the backend has not seen them yet. The backend gets them only then,
 //!   key by key ([`Store::apply_journaled`]), in combined chunks
-//!   ([`super::combining::APPLY_AT_OPS`] journaled; when [`super::combining::DEFER_OPS`] are
-//!   pending or the oldest has waited [`super::combining::LINGER`], the applier flushes the
-//!   journal itself first), each chunk followed by the number of its last batch under
+//!   ([`super::combining::APPLY_AT_OPS`] journaled; when [`super::combining::DEFER_OPS`] or
+//!   [`super::combining::DEFER_BYTES`] are pending or the oldest has waited
+//!   [`super::combining::LINGER`], the applier makes the journal durable through them itself
+//!   first), each chunk followed by the number of its last batch under
 //!   [`SEQ_KEY`];
 //! - when the file passes [`ROTATE_BYTES`] a new file is started; then, on the combining
 //!   store's applier thread, every pending batch is applied, the backend flushed once (it then

@@ -70,11 +70,13 @@ impl SledStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(failed(&dir, e)),
         };
+        // Only flushes take it: held across the syncs.
+        let mut synced = self.synced_blobs.lock();
         let mut present = std::collections::HashSet::new();
         let mut synced_any = false;
         for entry in entries {
             let name = entry.map_err(|e| failed(&dir, e))?.file_name();
-            if !self.synced_blobs.lock().contains(&name) {
+            if !synced.contains(&name) {
                 let path = dir.join(&name);
                 match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
                     Ok(()) => synced_any = true,
@@ -90,7 +92,7 @@ impl SledStore {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| failed(&dir, e))?;
         }
-        *self.synced_blobs.lock() = present;
+        *synced = present;
         Ok(())
     }
 
