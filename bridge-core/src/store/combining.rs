@@ -531,13 +531,17 @@ impl Store for CombiningStore {
         // for the reading. Everything that writes the backend holds `applying`, so the two
         // agree: a chunk is in the backend and out of the queue, or still in the queue.
         let _order = self.inner.applying.lock();
-        // The newest pending write of each key in range: the queue walked oldest first.
+        // The newest pending write of each key in range: the queue walked newest first, so
+        // that a value a later write replaced is never copied.
         let pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = {
             let pending = self.inner.pending.lock();
             let mut writes = BTreeMap::new();
-            for (_, batch, _) in &pending.queue {
-                for (key, value) in batch.ops() {
-                    if key.starts_with(prefix) && after.is_none_or(|a| key > a) {
+            for (_, batch, _) in pending.queue.iter().rev() {
+                for (key, value) in batch.ops().rev() {
+                    if key.starts_with(prefix)
+                        && after.is_none_or(|a| key > a)
+                        && !writes.contains_key(key)
+                    {
                         writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
                     }
                 }

@@ -105,7 +105,7 @@ impl Batch {
     }
 
     /// The operations, in order (`None`: delete).
-    pub fn ops(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
+    pub fn ops(&self) -> impl DoubleEndedIterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
