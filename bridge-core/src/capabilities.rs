@@ -35,6 +35,9 @@ pub struct Capabilities {
     pub read_markers: bool,
     /// Presence.
     pub presence: bool,
+    /// Roles: the standing of the room's members ([`crate::Role`]), shown on their puppets.
+    #[serde(default)]
+    pub roles: bool,
     /// Custom (unknown to the neutral model) event types.
     pub custom_events: bool,
 }
@@ -64,6 +67,7 @@ impl Capabilities {
             typing: false,
             read_markers: false,
             presence: false,
+            roles: false,
             custom_events: false,
         }
     }
@@ -85,6 +89,7 @@ impl Capabilities {
             typing: true,
             read_markers: true,
             presence: true,
+            roles: true,
             custom_events: true,
         }
     }
@@ -121,7 +126,8 @@ pub enum CustomPolicy {
 /// What crosses between the native rooms of a room at all, whatever the targets could carry:
 /// the admin's choice, global or per room (typing notifications and read markers say who is
 /// active and who read what, which some communities keep to their own network; to a MIMI room
-/// each read marker is also an MLS message to every member). An event kept back is counted in
+/// each read marker is also an MLS message to every member; a role crossing gives a puppet
+/// the power its user has where they are). An event kept back is counted in
 /// `bridge_events_withheld_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
@@ -130,6 +136,9 @@ pub struct CarryPolicy {
     pub typing: bool,
     /// Read markers cross (default `true`).
     pub read_markers: bool,
+    /// Roles cross (default `true`): a moderator on one side is a moderator's puppet on the
+    /// others, where the bridge may grant it.
+    pub roles: bool,
 }
 
 impl Default for CarryPolicy {
@@ -137,6 +146,7 @@ impl Default for CarryPolicy {
         Self {
             typing: true,
             read_markers: true,
+            roles: true,
         }
     }
 }
@@ -148,8 +158,18 @@ impl CarryPolicy {
         match kind {
             EventKind::Typing { .. } => self.typing,
             EventKind::ReadMarker { .. } => self.read_markers,
+            EventKind::Role { .. } => self.roles,
             _ => true,
         }
+    }
+
+    /// Whether the policy has a say over events of `kind` (every other kind always crosses).
+    pub fn governs<R>(kind: &crate::event::EventKind<R>) -> bool {
+        use crate::event::EventKind;
+        matches!(
+            kind,
+            EventKind::Typing { .. } | EventKind::ReadMarker { .. } | EventKind::Role { .. }
+        )
     }
 }
 

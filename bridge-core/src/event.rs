@@ -165,6 +165,51 @@ pub enum PresenceState {
     Offline,
 }
 
+/// A user's standing in a room: what the room lets them do, from least to most. Each protocol
+/// has its own scale (XMPP affiliations and roles, Matrix power levels, MIMI room roles); the
+/// adapters map theirs onto these five.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May read but not speak (an XMPP visitor, a Matrix user below the level to send).
+    Muted,
+    /// An ordinary participant.
+    Member,
+    /// May act on other people's messages and remove people (an XMPP moderator, a Matrix
+    /// moderator).
+    Moderator,
+    /// Manages the room besides moderating (an XMPP admin, a Matrix admin).
+    Admin,
+    /// Owns the room (an XMPP owner, a Matrix room creator from room version 12 on).
+    Owner,
+}
+
+impl Role {
+    /// The name used in logs and admin messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Muted => "muted",
+            Self::Member => "member",
+            Self::Moderator => "moderator",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// The role [`Role::name`] names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Muted,
+            Self::Member,
+            Self::Moderator,
+            Self::Admin,
+            Self::Owner,
+        ]
+        .into_iter()
+        .find(|role| role.name() == name)
+    }
+}
+
 /// What happened. `R` is how the event refers to other events: [`EventId`] inside the core,
 /// [`RemoteEventId`] at the adapters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -263,6 +308,12 @@ pub enum EventKind<R = EventId> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<String>,
     },
+    /// The sender's standing in the room changed, or is first said (a moderator seen joining).
+    /// Not said for members when they join: [`Role::Member`] is what a join implies.
+    Role {
+        /// The new standing.
+        role: Role,
+    },
     /// An event type the neutral model does not know, carried as JSON to every adapter that can
     /// carry it.
     Custom {
@@ -294,6 +345,7 @@ impl<R> EventKind<R> {
             Self::Typing { .. } => "typing",
             Self::ReadMarker { .. } => "read_marker",
             Self::Presence { .. } => "presence",
+            Self::Role { .. } => "role",
             Self::Custom { .. } => "custom",
         }
     }
@@ -384,6 +436,7 @@ impl<R> EventKind<R> {
             Self::RoomName { name } => EventKind::RoomName { name },
             Self::Typing { active } => EventKind::Typing { active },
             Self::Presence { state, status } => EventKind::Presence { state, status },
+            Self::Role { role } => EventKind::Role { role },
             Self::Custom {
                 event_type,
                 content,

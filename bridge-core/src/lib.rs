@@ -45,7 +45,7 @@ pub use capabilities::{
 pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
 pub use event::{
     Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent, MsgType,
-    Origin, OutboundEvent, PresenceState, RemoteSender, Sender,
+    Origin, OutboundEvent, PresenceState, RemoteSender, Role, Sender,
 };
 pub use ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId};
 pub use management::ManagementMessage;

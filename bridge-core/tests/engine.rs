@@ -7,8 +7,8 @@ use bridge_core::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId};
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
     AdapterError, Capabilities, CarryPolicy, Core, DegradePolicy, DeliverySettings, Event,
-    EventKind, Fallback, Link, MemoryStore, MsgType, Origin, RemoteEventId, RoomId, RoomSettings,
-    Sender, SledStore, Store, Submitted,
+    EventKind, Fallback, Link, MemoryStore, MsgType, Origin, RemoteEventId, Role, RoomId,
+    RoomSettings, Sender, SledStore, Store, Submitted,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -99,8 +99,9 @@ fn body(kind: &EventKind<RemoteEventId>) -> String {
     }
 }
 
-/// Alice says "one", starts typing, reads "one" and says "two" in `a-room`; returns what `b`
-/// was sent (once "two" and, a moment later, anything after it arrived).
+/// Alice says "one", starts typing, reads "one", is made a moderator and says "two" in
+/// `a-room`; returns what `b` was sent (once "two" and, a moment later, anything after it
+/// arrived).
 async fn talk_type_and_read(p: &Pair) -> Vec<String> {
     let a = &p.a;
     a.submit(inbound("a-room").id("m1").from("alice").text("one"))
@@ -112,6 +113,14 @@ async fn talk_type_and_read(p: &Pair) -> Vec<String> {
     a.submit(inbound("a-room").from("alice").read_marker("m1"))
         .await
         .expect("read marker");
+    a.submit(
+        inbound("a-room")
+            .id("r1")
+            .from("alice")
+            .role(Role::Moderator),
+    )
+    .await
+    .expect("role");
     a.submit(inbound("a-room").id("m2").from("alice").text("two"))
         .await
         .expect("submit");
@@ -129,7 +138,7 @@ async fn talk_type_and_read(p: &Pair) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_room_that_keeps_typing_and_read_markers_to_themselves_still_carries_messages() {
+async fn a_room_that_keeps_typing_read_markers_and_roles_to_themselves_still_carries_messages() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let room = RoomSettings {
         name: None,
@@ -137,15 +146,30 @@ async fn a_room_that_keeps_typing_and_read_markers_to_themselves_still_carries_m
         carry: Some(CarryPolicy {
             typing: false,
             read_markers: false,
+            roles: false,
         }),
     };
     let p = pair_in_room(store, Capabilities::all(), fast(), room).await;
     assert_eq!(talk_type_and_read(&p).await, ["one", "two"]);
 
-    // The same events in a room with the default policy cross.
+    // The same events in a room with the default policy cross, the role in its place.
     let q = pair(Capabilities::all()).await;
     assert_eq!(
         talk_type_and_read(&q).await,
+        ["one", "<typing>", "<read_marker>", "<role>", "two"]
+    );
+    let role = q.b.sent().into_iter().find_map(|e| match e.kind {
+        EventKind::Role { role } => Some((e.sender.user.as_str().to_owned(), role)),
+        _ => None,
+    });
+    assert_eq!(role, Some(("alice".to_owned(), Role::Moderator)));
+
+    // A target that cannot show roles is not sent them.
+    let mut caps = Capabilities::all();
+    caps.roles = false;
+    let r = pair(caps).await;
+    assert_eq!(
+        talk_type_and_read(&r).await,
         ["one", "<typing>", "<read_marker>", "two"]
     );
 }
@@ -162,7 +186,7 @@ async fn an_adapter_that_takes_no_typing_neither_sends_nor_receives_it() {
     let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
     let quiet = CarryPolicy {
         typing: false,
-        read_markers: true,
+        ..CarryPolicy::default()
     };
     let core = Core::builder(Arc::new(MemoryStore::new()))
         .settings(fast())

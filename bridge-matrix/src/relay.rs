@@ -623,12 +623,14 @@ impl Inner {
                     crate::calls::put_state(&hs, As::Bot, &room, &event_type, state_key, &content)
                         .await?,
                 ),
-                // The bot does not stand for anyone's typing, reading, presence or membership.
+                // The bot does not stand for anyone's typing, reading, presence, membership
+                // or standing.
                 Action::Typing { .. }
                 | Action::Receipt { .. }
                 | Action::Join
                 | Action::Leave { .. }
-                | Action::Profile { .. } => None,
+                | Action::Profile { .. }
+                | Action::Power { .. } => None,
             };
             if first.is_none() {
                 first = produced;
@@ -687,14 +689,15 @@ async fn join(hs: &Homeserver, room: &RemoteRoomId) -> Result<(), AdapterError> 
 impl Adapter for RelayAdapter {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
-        // The bot cannot show other people's reactions, typing, reading or membership as
-        // theirs: the core turns reactions into text and leaves the rest out.
+        // The bot cannot show other people's reactions, typing, reading, membership or roles
+        // as theirs: the core turns reactions into text and leaves the rest out.
         caps.reactions = false;
         caps.typing = false;
         caps.read_markers = false;
         caps.membership = false;
         caps.profile = false;
         caps.presence = false;
+        caps.roles = false;
         caps.custom_events = false;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.inner.file_limit()),

@@ -58,6 +58,27 @@ fn presence(
     b
 }
 
+/// `http://jabber.org/protocol/muc#admin`
+pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+
+/// An XEP-0045 admin request (§8.4, §9.3, §9.6) that sets one item of `room`: a role by nick
+/// (`("nick", nick)`, `("role", "moderator")`) or an affiliation by bare JID (`("jid", jid)`,
+/// `("affiliation", "admin")`).
+pub fn admin_item(from: Option<&str>, room: &str, item: [(&str, &str); 2]) -> Element {
+    let mut builder = Element::builder("item", NS_MUC_ADMIN);
+    for (name, value) in item {
+        builder = builder.with(name, value);
+    }
+    let query = Element::builder("query", NS_MUC_ADMIN).append(builder);
+    let mut iq = Element::builder("iq", NS_CLIENT)
+        .with("type", "set")
+        .with("to", room);
+    if let Some(from) = from {
+        iq = iq.with("from", from);
+    }
+    iq.append(query).build()
+}
+
 /// XEP-0045 §10.1.2: accept the default configuration of a room we just created and that the
 /// service keeps locked until it is configured.
 pub fn instant_room(from: Option<&str>, room: &str, id: &str) -> Element {
@@ -116,6 +137,21 @@ pub struct Destroyed {
     pub alternate: Option<String>,
     /// Why, when the owner said.
     pub reason: Option<String>,
+}
+
+/// An occupant's standing from their affiliation and role (XEP-0045 §5): an owner or admin by
+/// affiliation (whatever their role now), else a moderator or a visitor (muted) by role, else
+/// a member. `None` when the presence says neither.
+pub fn standing(affiliation: Option<&str>, role: Option<&str>) -> Option<bridge_core::Role> {
+    use bridge_core::Role;
+    match (affiliation, role) {
+        (None, None) => None,
+        (Some("owner"), _) => Some(Role::Owner),
+        (Some("admin"), _) => Some(Role::Admin),
+        (_, Some("moderator")) => Some(Role::Moderator),
+        (_, Some("visitor")) => Some(Role::Muted),
+        _ => Some(Role::Member),
+    }
 }
 
 /// Reads a MUC presence; `None` when it is not one (no `muc#user` payload or no nick).

@@ -88,6 +88,7 @@ pub fn carry(c: &bridge_config::Carry) -> CarryPolicy {
     CarryPolicy {
         typing: c.typing,
         read_markers: c.read_markers,
+        roles: c.roles,
     }
 }
 

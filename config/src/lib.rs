@@ -32,6 +32,7 @@
 //! [delivery.carry]                  # what crosses between the networks at all
 //! typing = true                     # false: typing notifications stay where they happen
 //! read_markers = true               # false: read markers stay where they happen
+//! roles = true                      # false: moderators' and admins' standing stays too
 //!
 //! [[adapter]]
 //! id = "xmpp"                       # required, unique, [a-z0-9_-]{1,32}

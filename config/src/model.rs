@@ -206,6 +206,9 @@ pub struct Carry {
     /// Read markers (default `true`; `false` keeps them in the network
     /// where they happen).
     pub read_markers: bool,
+    /// Roles (default `true`; `false` keeps who moderates or administers
+    /// a room to its own network).
+    pub roles: bool,
 }
 
 impl Default for Carry {
@@ -213,6 +216,7 @@ impl Default for Carry {
         Self {
             typing: true,
             read_markers: true,
+            roles: true,
         }
     }
 }

@@ -66,6 +66,7 @@ name = \"Room\"
 reply = \"fallback\"
 [room.carry]
 typing = false
+roles = false
 [[room.link]]
 adapter = \"x_1\"
 remote = \"#room\"
@@ -115,7 +116,8 @@ remote = \"#room\"
         adapter.carry,
         Some(Carry {
             typing: false,
-            read_markers: true
+            read_markers: true,
+            roles: true,
         })
     );
 
@@ -133,12 +135,14 @@ remote = \"#room\"
         config.delivery.carry,
         Carry {
             typing: true,
-            read_markers: false
+            read_markers: false,
+            roles: true,
         }
     );
     let carry = Carry {
         typing: false,
         read_markers: false,
+        roles: false,
     };
     assert_eq!(room.carry, Some(carry));
     assert_eq!(config.carry_for(room), &carry);

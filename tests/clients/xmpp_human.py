@@ -56,6 +56,7 @@ NS_XHTML = "http://www.w3.org/1999/xhtml"
 NS_DELAY = "urn:xmpp:delay"  # XEP-0203
 NS_MAM = "urn:xmpp:mam:2"  # XEP-0313
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"  # XEP-0045
+NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
 NS_VCARD = "vcard-temp"  # XEP-0054
 NS_VCARD_UPDATE = "vcard-temp:x:update"  # XEP-0153
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -337,6 +338,7 @@ class Commands:
         # The command names of the protocol ("quit" is handled by the reader).
         self.table = {name: getattr(self, name) for name in (
             "join", "leave", "nick", "send", "correct", "reply", "react", "retract", "moderate",
+            "admin",
             "chatstate", "displayed", "subject", "oob", "upload", "fetch", "mam", "raw",
             "configure", "vcard", "avatar")}
 
@@ -422,6 +424,15 @@ class Commands:
         ET.SubElement(moderate, q(NS_RETRACT_0, "retract"))
         if c.get("reason"):
             ET.SubElement(moderate, q(NS_MODERATE_0, "reason")).text = c["reason"]
+        await iq.send(timeout=TIMEOUT)
+        return {}
+
+    async def admin(self, c):
+        """An XEP-0045 admin request setting one item: a role by nick, or an affiliation by JID."""
+        iq = self.xmpp.make_iq_set(ito=c["room"])
+        query = ET.SubElement(iq.xml, q(NS_MUC_ADMIN, "query"))
+        ET.SubElement(query, q(NS_MUC_ADMIN, "item"),
+                      {k: c[k] for k in ("nick", "jid", "role", "affiliation") if c.get(k)})
         await iq.send(timeout=TIMEOUT)
         return {}
 

@@ -241,6 +241,13 @@ impl XmppHuman {
         .await
     }
 
+    /// An XEP-0045 admin request in `room` setting one item: `{"nick", "role"}` or
+    /// `{"jid", "affiliation"}` (needs the standing to make that change).
+    pub async fn admin(&mut self, room: &str, mut item: Value) -> Result<Value> {
+        item["room"] = json!(room);
+        self.command("admin", item).await
+    }
+
     /// Sends a XEP-0085 chat state (`active`, `composing`, `paused`, `inactive`, `gone`).
     pub async fn chatstate(&mut self, to: &str, kind: Kind, state: &str) -> Result<Value> {
         self.command(

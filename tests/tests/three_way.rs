@@ -77,7 +77,10 @@ const DIRECTIONS: [(Net, Net); 6] = [
 ];
 
 /// The features, in the order of the table's rows.
-const FEATURES: [&str; 17] = [
+/// The feature row of roles.
+const ROLE: &str = "role (moderator)";
+
+const FEATURES: [&str; 18] = [
     "text",
     "formatting",
     "edit",
@@ -93,6 +96,7 @@ const FEATURES: [&str; 17] = [
     "nick / display name",
     "avatar",
     "topic",
+    "role (moderator)",
     "direct message",
     "no echo, no duplicate",
 ];
@@ -468,6 +472,11 @@ fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
         "nick / display name" if !caps.profile => Some(
             "a MIMI participant is a user URI in the room's participant list; MIMI has no \
              display names, so the MIMI adapter declares no `profile` capability.",
+        ),
+        "role (moderator)" if !caps.roles => Some(
+            "a MIMI room's roles are part of its policy, changed by the hub's group admins; the \
+             MIMI adapter neither reads them into nor writes them from the neutral model yet, \
+             and declares no `roles` capability.",
         ),
         "avatar" if !caps.profile => Some(
             "a MIMI room's participant list holds only user URIs, and the MIMI adapter neither \
@@ -1881,6 +1890,69 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             Ok(text(&e["state_key"]).to_owned())
         })
         .await;
+
+    // ================================================================ roles
+    // Xavier (the MUC's owner) makes yann a moderator: yann's ghost gets level 50.
+    xavier
+        .admin(&muc, json!({ "nick": "Yann", "role": "moderator" }))
+        .await
+        .expect("xavier makes yann a moderator");
+    match &yann_ghost {
+        Some(g) => {
+            table
+                .check(ROLE, Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.power_levels"
+                                && e["content"]["users"][g.as_str()] == 50
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        None => table.skipped(ROLE, Net::Xmpp, Net::Matrix, "join XMPP → Matrix"),
+    }
+    // Carol (the room's admin) makes bob a moderator: bob's occupant gets the moderator role,
+    // which the bridge's occupant may give once xavier made it an admin of the MUC.
+    xavier
+        .admin(
+            &muc,
+            json!({ "jid": "bridge@bridge.localhost", "affiliation": "admin" }),
+        )
+        .await
+        .expect("xavier makes the bridge an admin");
+    let mut levels = carol
+        .state(&room, "m.room.power_levels", "")
+        .await
+        .expect("power levels read");
+    levels["users"][bob.user_id()] = json!(50);
+    carol
+        .send_state(&room, "m.room.power_levels", "", levels)
+        .await
+        .expect("carol makes bob a moderator");
+    table
+        .check(ROLE, Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| {
+                    p["nick"] == "Bob Matrix"
+                        && p["type"] == "available"
+                        && p["item"]["role"] == "moderator"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    if let Some(why) = mimi_lacks(&mimi_caps, ROLE) {
+        for (from, to) in [
+            (Net::Xmpp, Net::Mimi),
+            (Net::Matrix, Net::Mimi),
+            (Net::Mimi, Net::Xmpp),
+            (Net::Mimi, Net::Matrix),
+        ] {
+            table.not_carried(ROLE, from, to, why);
+        }
+    }
 
     yann.leave(&muc).await.expect("yann leaves");
     match &yann_ghost {

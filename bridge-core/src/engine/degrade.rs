@@ -248,6 +248,7 @@ pub(crate) fn prepare(
                 EventKind::Typing { .. } => caps.typing,
                 EventKind::ReadMarker { .. } => caps.read_markers,
                 EventKind::Presence { .. } => caps.presence,
+                EventKind::Role { .. } => caps.roles,
                 _ => true,
             };
             if !carried {

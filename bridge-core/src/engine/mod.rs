@@ -254,6 +254,23 @@ impl Shared {
             .unwrap_or(self.default_policy)
     }
 
+    /// Whether `event` may cross to a link of adapter `target` under the carry policies: the
+    /// room's (or the default), the source adapter's and the target adapter's must all let it.
+    pub(crate) fn carries(&self, event: &crate::event::Event, target: &AdapterId) -> bool {
+        let adapter = |id: &AdapterId| {
+            self.adapters
+                .get(id)
+                .is_none_or(|slot| slot.carry.carries(&event.kind))
+        };
+        let room = self
+            .routing
+            .read()
+            .room(&event.room)
+            .and_then(|r| r.settings.carry)
+            .unwrap_or(self.default_carry);
+        room.carries(&event.kind) && adapter(&event.origin.adapter) && adapter(target)
+    }
+
     fn queue(&self, link: &Link) -> Option<Arc<LinkQueue>> {
         self.queues.read().get(link).cloned()
     }

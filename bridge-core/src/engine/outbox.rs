@@ -22,6 +22,7 @@ use super::ingest::{
     room_log_key, room_log_prefix,
 };
 use crate::adapter::{AdapterError, Delivered};
+use crate::capabilities::CarryPolicy;
 use crate::event::Event;
 use crate::ids::{EventId, RoomId};
 use crate::routing::Link;
@@ -538,16 +539,28 @@ pub(crate) async fn run_worker(shared: Arc<Shared>, queue: Arc<LinkQueue>, mut p
         let policy = shared.policy_of(&event.room);
         let span = tracing::debug_span!("deliver", link = %queue.link, event = %event.id, kind = event.kind.name());
         let _enter = span.enter();
-        let outcome = deliver(
-            &shared,
-            &queue,
-            &mut metrics,
-            &*adapter,
-            &caps,
-            &policy,
-            &event,
-        )
-        .await;
+        // Ephemeral kinds were held back at ingest already (they are not stored); a stored
+        // kind the carry policies govern (a role) is held back here, where a reload of the
+        // room's log finds it too.
+        let outcome = if !ephemeral
+            && CarryPolicy::governs(&event.kind)
+            && !shared.carries(&event, &queue.link.adapter)
+        {
+            metrics::counter!("bridge_events_withheld_total", "adapter" => event.origin.adapter.to_string(), "kind" => event.kind.name())
+                .increment(1);
+            Outcome::Skipped
+        } else {
+            deliver(
+                &shared,
+                &queue,
+                &mut metrics,
+                &*adapter,
+                &caps,
+                &policy,
+                &event,
+            )
+            .await
+        };
         drop(_enter);
         if ephemeral {
             continue;

@@ -162,6 +162,11 @@ impl InboundBuilder {
         self.kind(EventKind::Typing { active })
     }
 
+    /// The sender's new standing in the room.
+    pub fn role(self, role: crate::event::Role) -> InboundEvent {
+        self.kind(EventKind::Role { role })
+    }
+
     /// A read marker up to native message `up_to`.
     pub fn read_marker(self, up_to: &str) -> InboundEvent {
         self.kind(EventKind::ReadMarker { up_to: rid(up_to) })

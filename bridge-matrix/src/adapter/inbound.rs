@@ -292,6 +292,9 @@ impl Inner {
                 self.tombstone(ctx, event).await;
                 return Ok(None);
             }
+            Some("m.room.power_levels") if event.get("state_key") == Some(&Value::from("")) => {
+                return self.power_levels(ctx, event).await;
+            }
             _ => {}
         }
         let ictx = InboundCtx {
@@ -312,9 +315,6 @@ impl Inner {
             return Ok(None);
         }
         self.remember_member(&inbound);
-        if event.get("type").and_then(Value::as_str) == Some("m.room.power_levels") {
-            self.power.lock().remove(inbound.room.as_str());
-        }
         if matches!(inbound.kind, EventKind::Redaction { .. }) {
             // The core lets only the author or a moderator delete a message: a moderator is
             // whoever the room's power levels allow to redact others' events.
@@ -338,9 +338,36 @@ impl Inner {
             return ctx.enqueue_to_bridge(inbound).map(Some);
         }
         self.direct_room(ctx, &inbound).await;
+        // Someone joining who stands above or below a member says so after their join.
+        let joined = match (&inbound.kind, &inbound.native_id) {
+            (
+                EventKind::Membership {
+                    change: MembershipChange::Join,
+                    ..
+                },
+                Some(id),
+            ) => Some((
+                inbound.room.as_str().to_owned(),
+                inbound.sender.id.as_str().to_owned(),
+                format!("{id}#role"),
+            )),
+            _ => None,
+        };
         // The core knows the room by the name it was linked by (an alias, perhaps).
         inbound.room = self.rooms.linked_name(inbound.room.as_str());
-        ctx.enqueue(inbound).map(Some)
+        let pending = ctx.enqueue(inbound)?;
+        if let Some((room, user, native_id)) = joined
+            && let Some(power) = self.power(&room).await
+        {
+            let role = tr::role_of(&power.0, &power.1, &user);
+            if role != bridge_core::Role::Member {
+                return self
+                    .say_role(ctx, &room, &user, role, native_id)
+                    .await
+                    .map(Some);
+            }
+        }
+        Ok(Some(pending))
     }
 
     /// Our own event coming back that changes nothing here: a message, reaction or redaction
@@ -366,10 +393,24 @@ impl Inner {
         user == self.bot.as_str() || self.naming.is_ours(user)
     }
 
-    /// Our own event coming back: a ghost's membership keeps the joined set true.
+    /// Our own event coming back: a ghost's membership keeps the joined set true; power
+    /// levels the bot set replace those remembered (the next change is compared with them).
     fn own_event(&self, ctx: &AdapterContext, event: &Value) {
-        if event.get("type").and_then(Value::as_str) != Some("m.room.member") {
-            return;
+        match event.get("type").and_then(Value::as_str) {
+            Some("m.room.member") => {}
+            Some("m.room.power_levels") => {
+                if let (Some(room), Some(content)) = (
+                    event.get("room_id").and_then(Value::as_str),
+                    event.get("content"),
+                ) {
+                    let mut power = self.power.lock();
+                    if let Some(known) = power.get_mut(room) {
+                        *known = Arc::new((content.clone(), known.1.clone()));
+                    }
+                }
+                return;
+            }
+            _ => return,
         }
         let Some((room, user, membership)) = own_membership(event) else {
             return;
@@ -669,30 +710,104 @@ impl Inner {
         }
     }
 
+    /// The room's power levels changed: each user whose standing changed with them
+    /// ([`tr::role_changes`], from the event's `prev_content`, else the levels remembered) says
+    /// so as a [`EventKind::Role`] of their own (native ID: the event's, `#` and the user), and
+    /// the new levels are remembered. Our bot and ghosts are left out: their levels are the
+    /// bridge's doing.
+    async fn power_levels(
+        &self,
+        ctx: &AdapterContext,
+        event: &Value,
+    ) -> Result<Option<Pending>, SubmitError> {
+        let (Some(room), Some(event_id)) = (
+            event.get("room_id").and_then(Value::as_str),
+            event.get("event_id").and_then(Value::as_str),
+        ) else {
+            return Ok(None);
+        };
+        let new = event.get("content").cloned().unwrap_or(Value::Null);
+        let known = self.power.lock().remove(room);
+        let creators = match &known {
+            Some(power) => power.1.clone(),
+            None => match self.read_power(&RemoteRoomId::new(room)).await {
+                Some((_, creators)) => creators,
+                None => Vec::new(),
+            },
+        };
+        let old = event
+            .pointer("/unsigned/prev_content")
+            .cloned()
+            .or_else(|| known.map(|power| power.0.clone()));
+        self.power
+            .lock()
+            .insert(room.to_owned(), Arc::new((new.clone(), creators.clone())));
+        // Without the levels before (a room we never read), nobody's standing is known to
+        // have changed.
+        let Some(old) = old else {
+            return Ok(None);
+        };
+        let mut last = None;
+        for (user, role) in tr::role_changes(&old, &new, &creators) {
+            if self.is_ours(&user) {
+                continue;
+            }
+            last = Some(
+                self.say_role(ctx, room, &user, role, format!("{event_id}#{user}"))
+                    .await?,
+            );
+        }
+        Ok(last)
+    }
+
+    /// Hands the core `user`'s standing in `room`, as an event of theirs.
+    async fn say_role(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        user: &str,
+        role: bridge_core::Role,
+        native_id: String,
+    ) -> Result<Pending, SubmitError> {
+        let mut inbound = InboundEvent::new(
+            room,
+            Some(bridge_core::RemoteEventId::new(native_id)),
+            user,
+            EventKind::Role { role },
+        );
+        let member = self
+            .member(&RemoteRoomId::new(room), &RemoteUserId::new(user))
+            .await;
+        inbound.sender.display_name = member.name.map(String::from);
+        inbound.sender.avatar = member.avatar.map(String::from);
+        tracing::debug!(adapter = %self.id, room, user, role = role.name(), "standing changed");
+        inbound.room = self.rooms.linked_name(room);
+        ctx.enqueue(inbound)
+    }
+
     /// Whether `user` may redact other people's events in `room` (see
     /// [`crate::translate::inbound::may_redact_others`]). The room's power levels and creators
     /// are read once per room and forgotten when the power levels change.
     async fn may_redact_others(&self, room: &RemoteRoomId, user: &RemoteUserId) -> bool {
-        let cached = self.power.lock().get(room.as_str()).cloned();
-        let power = match cached {
-            Some(power) => power,
-            None => {
-                let Some(power) = self.read_power(room).await else {
-                    return false;
-                };
-                let power = Arc::new(power);
-                self.power
-                    .lock()
-                    .insert(room.as_str().to_owned(), power.clone());
-                power
-            }
+        let Some(power) = self.power(room.as_str()).await else {
+            return false;
         };
         crate::translate::inbound::may_redact_others(&power.0, &power.1, user.as_str())
     }
 
+    /// The room's power levels and creators: remembered, else read (and remembered).
+    pub(super) async fn power(&self, room: &str) -> Option<Arc<super::Power>> {
+        if let Some(power) = self.power.lock().get(room).cloned() {
+            return Some(power);
+        }
+        let power = Arc::new(self.read_power(&RemoteRoomId::new(room)).await?);
+        self.power.lock().insert(room.to_owned(), power.clone());
+        Some(power)
+    }
+
     /// The room's power levels and creators (the sender of `m.room.create` and its
     /// `additional_creators`, who have unlimited power from room version 12 on).
-    async fn read_power(&self, room: &RemoteRoomId) -> Option<super::Power> {
+    pub(super) async fn read_power(&self, room: &RemoteRoomId) -> Option<super::Power> {
         use ruma::api::client::state::get_state_event_for_key::v3::{Request, StateEventFormat};
         let room_id = ruma::RoomId::parse(room.as_str()).ok()?;
         let state = |kind: ruma::events::StateEventType| {

@@ -204,6 +204,7 @@ impl Inner {
                     .map_err(|e| AdapterError::transient(e.to_string()))?;
                 Ok(None)
             }
+            Action::Power { role } => self.set_role(room, ghost, role).await,
             Action::Profile {
                 display_name,
                 avatar,
@@ -306,6 +307,44 @@ impl Inner {
     /// The event the ghost already sent into `room` with transaction ID `txn`, among its
     /// latest [`LOOK_BACK`] events there (sends into a room are one at a time, so an earlier
     /// attempt is among the newest).
+    /// Sets `ghost`'s power level in `room` to what shows `role`, as the bot, from the power
+    /// levels as the homeserver has them now. A room where the bot may not (too low a level)
+    /// refuses the event as unsupported: the core leaves it out there, counted.
+    async fn set_role(
+        &self,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        role: bridge_core::Role,
+    ) -> Result<Option<OwnedEventId>, AdapterError> {
+        let Some((levels, creators)) = self.read_power(&RemoteRoomId::new(room.as_str())).await
+        else {
+            return Err(AdapterError::transient(format!(
+                "cannot read the power levels of {room}"
+            )));
+        };
+        let content =
+            match tr::with_role(&levels, &creators, self.bot.as_str(), ghost.as_str(), role) {
+                Ok(Some(content)) => content,
+                Ok(None) => return Ok(None),
+                Err(why) => return Err(AdapterError::Unsupported(why)),
+            };
+        let id = crate::calls::put_state(
+            &self.hs,
+            As::Bot,
+            room,
+            "m.room.power_levels",
+            String::new(),
+            &content,
+        )
+        .await?;
+        tracing::debug!(adapter = %self.id, %room, %ghost, role = role.name(), "power level set");
+        self.power.lock().insert(
+            room.as_str().to_owned(),
+            std::sync::Arc::new((content, creators)),
+        );
+        Ok(Some(id))
+    }
+
     async fn sent_before(
         &self,
         room: &OwnedRoomId,

@@ -13,7 +13,7 @@
 use bridge_core::richtext::Node;
 use bridge_core::{
     AdapterId, Attachment, EventKind, InboundEvent, MembershipChange, Mention, MessageContent,
-    MsgType, RemoteEventId, RemoteUserId, RichText,
+    MsgType, RemoteEventId, RemoteUserId, RichText, Role,
 };
 use serde_json::{Map, Value};
 
@@ -616,17 +616,88 @@ pub fn may_redact_others(levels: &Value, creators: &[String], user: &str) -> boo
     if !levels.is_object() {
         return false;
     }
-    let number = |v: Option<&Value>| {
-        v.and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
+    user_level(levels, user) >= level_field(levels, "redact").unwrap_or(50)
+}
+
+/// A power level as the event gives it: a number, or (in rooms before version 10) a string
+/// of one.
+fn level_value(v: Option<&Value>) -> Option<i64> {
+    v.and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    })
+}
+
+/// A top-level level of a power-levels content (`redact`, `events_default`, ...).
+pub(crate) fn level_field(levels: &Value, field: &str) -> Option<i64> {
+    level_value(levels.get(field))
+}
+
+/// `user`'s power level: their entry in `users`, else `users_default`, else 0.
+pub(crate) fn user_level(levels: &Value, user: &str) -> i64 {
+    level_value(levels.get("users").and_then(|u| u.get(user)))
+        .or_else(|| level_field(levels, "users_default"))
+        .unwrap_or(0)
+}
+
+/// The level needed to send a message: `events."m.room.message"`, else `events_default`.
+pub(crate) fn send_level(levels: &Value) -> i64 {
+    level_value(levels.get("events").and_then(|e| e.get("m.room.message")))
+        .or_else(|| level_field(levels, "events_default"))
+        .unwrap_or(0)
+}
+
+/// The level at which a user shows as an admin in Matrix clients.
+pub const ADMIN_LEVEL: i64 = 100;
+/// The level at which a user shows as a moderator in Matrix clients.
+pub const MODERATOR_LEVEL: i64 = 50;
+
+/// `user`'s standing in a room with these power levels (content) and creators: a creator
+/// (room version 12 on) is its owner; level 100 and up an admin, 50 and up a moderator (the
+/// levels Matrix clients name so); below the level needed to send a message, muted; else a
+/// member. A room without power levels has only its creators above members.
+pub fn role_of(levels: &Value, creators: &[String], user: &str) -> Role {
+    if creators.iter().any(|c| c == user) {
+        return Role::Owner;
+    }
+    if !levels.is_object() {
+        return Role::Member;
+    }
+    let level = user_level(levels, user);
+    if level >= ADMIN_LEVEL {
+        Role::Admin
+    } else if level >= MODERATOR_LEVEL {
+        Role::Moderator
+    } else if level < send_level(levels) {
+        Role::Muted
+    } else {
+        Role::Member
+    }
+}
+
+/// Who stands differently after a power-levels change from `old` to `new` (contents): each
+/// user named in either's `users`, with their new standing, in the order of their IDs. A
+/// change of `users_default` or of the level to send moves everyone not named; that is not
+/// said per user (the bridge does not list the room's members for it).
+pub fn role_changes(old: &Value, new: &Value, creators: &[String]) -> Vec<(String, Role)> {
+    let named = |levels: &Value| -> Vec<String> {
+        levels
+            .get("users")
+            .and_then(Value::as_object)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default()
     };
-    let level = number(levels.get("users").and_then(|u| u.get(user)))
-        .or_else(|| number(levels.get("users_default")))
-        .unwrap_or(0);
-    let needed = number(levels.get("redact")).unwrap_or(50);
-    level >= needed
+    let mut users = named(old);
+    users.extend(named(new));
+    users.sort();
+    users.dedup();
+    users
+        .into_iter()
+        .filter_map(|user| {
+            let role = role_of(new, creators, &user);
+            (role != role_of(old, creators, &user)).then_some((user, role))
+        })
+        .collect()
 }
 
 /// The creators of a room from its `m.room.create` event: from room version 12 on, the sender
@@ -1965,5 +2036,44 @@ mod tests {
         assert!(may_redact_others(&levels, &creators, "@co:x"));
         let v10 = json!({ "sender": "@creator:x", "content": { "room_version": "10" } });
         assert!(super::creators(&v10).is_empty());
+    }
+
+    #[test]
+    fn standing_comes_from_the_levels_clients_name() {
+        let levels = json!({
+            "users": { "@admin:x": 100, "@mod:x": "50", "@half:x": 49, "@quiet:x": -1, "@bot:x": 101 },
+            "users_default": 0,
+            "events": { "m.room.message": 0 },
+        });
+        let role = |user| role_of(&levels, &["@owner:x".to_owned()], user);
+        assert_eq!(role("@owner:x"), Role::Owner);
+        assert_eq!(role("@bot:x"), Role::Admin);
+        assert_eq!(role("@admin:x"), Role::Admin);
+        assert_eq!(role("@mod:x"), Role::Moderator);
+        assert_eq!(role("@half:x"), Role::Member);
+        assert_eq!(role("@quiet:x"), Role::Muted);
+        assert_eq!(role("@nobody:x"), Role::Member);
+        // Sending needs more than the default: everyone not named is muted.
+        let strict = json!({ "users": { "@ok:x": 10 }, "events_default": 10 });
+        assert_eq!(role_of(&strict, &[], "@nobody:x"), Role::Muted);
+        assert_eq!(role_of(&strict, &[], "@ok:x"), Role::Member);
+        assert_eq!(role_of(&Value::Null, &[], "@nobody:x"), Role::Member);
+    }
+
+    #[test]
+    fn a_power_levels_change_names_whose_standing_moved() {
+        let old = json!({ "users": { "@a:x": 100, "@b:x": 50, "@c:x": 20 } });
+        let new = json!({ "users": { "@a:x": 100, "@c:x": 50, "@d:x": -5, "@e:x": 1 } });
+        assert_eq!(
+            role_changes(&old, &new, &[]),
+            [
+                ("@b:x".to_owned(), Role::Member),
+                ("@c:x".to_owned(), Role::Moderator),
+                ("@d:x".to_owned(), Role::Muted),
+            ]
+        );
+        assert!(role_changes(&new, &new, &[]).is_empty());
+        // A creator stays the owner whatever the levels say.
+        assert!(role_changes(&old, &new, &["@b:x".to_owned()]).len() == 2);
     }
 }

@@ -10,7 +10,7 @@
 use bridge_core::richtext::html::escape;
 use bridge_core::{
     AdapterError, Attachment, EventKind, MembershipChange, Mention, MsgType, OutboundEvent,
-    RichText, Sender,
+    RichText, Role, Sender,
 };
 use serde_json::{Map, Value, json};
 
@@ -75,6 +75,12 @@ pub enum Action {
     Leave {
         /// Why, when given (a kick or ban on the other side).
         reason: Option<String>,
+    },
+    /// Set the ghost's power level to what shows `role` ([`with_role`]): the adapter reads the
+    /// room's power levels and writes them back as the bot.
+    Power {
+        /// The standing the ghost's user has on their side.
+        role: Role,
     },
     /// Set the ghost's display name and/or avatar (the adapter sets it globally and, where
     /// needed, per room).
@@ -222,6 +228,7 @@ pub fn actions(
         | EventKind::Profile { .. }
         | EventKind::Typing { .. }
         | EventKind::ReadMarker { .. }
+        | EventKind::Role { .. }
             if relay =>
         {
             Vec::new()
@@ -247,6 +254,7 @@ pub fn actions(
             event_id: up_to.as_str().to_owned(),
         }],
         EventKind::Presence { .. } => Vec::new(),
+        EventKind::Role { role } => vec![Action::Power { role: *role }],
         EventKind::Custom {
             event_type,
             content,
@@ -264,6 +272,77 @@ pub fn actions(
         }
         other => return unsupported(other.name()),
     })
+}
+
+/// The power levels (content) with `user` at the level that shows `role`, for the bot `bot`
+/// to write: `Ok(None)` when `user` stands so already. An owner or admin gets level 100, a
+/// moderator 50, a member the room's default (their entry removed), a muted user one below the
+/// level to send; never the bot's own level or more, which the bot could not take back (so an
+/// admin under a bot of level 100 gets 99). `Err` says why the bot may not: its level is below
+/// what changing the power levels takes, or not above the user's.
+pub fn with_role(
+    levels: &Value,
+    creators: &[String],
+    bot: &str,
+    user: &str,
+    role: Role,
+) -> Result<Option<Value>, String> {
+    use super::inbound::{ADMIN_LEVEL, MODERATOR_LEVEL, level_field, send_level, user_level};
+    let Some(fields) = levels.as_object() else {
+        return Err("the room has no power levels to set".into());
+    };
+    if creators.iter().any(|c| c == user) {
+        return Err(format!("{user} created the room: its power cannot change"));
+    }
+    let bot_level = if creators.iter().any(|c| c == bot) {
+        i64::MAX
+    } else {
+        user_level(levels, bot)
+    };
+    let needed = levels
+        .get("events")
+        .and_then(|e| e.get("m.room.power_levels"))
+        .and_then(Value::as_i64)
+        .or_else(|| level_field(levels, "state_default"))
+        .unwrap_or(MODERATOR_LEVEL);
+    if bot_level < needed {
+        return Err(format!(
+            "the bridge's level ({bot_level}) is below the {needed} that changing power levels takes"
+        ));
+    }
+    let current = user_level(levels, user);
+    if current >= bot_level {
+        return Err(format!(
+            "{user}'s level ({current}) is not below the bridge's ({bot_level})"
+        ));
+    }
+    let default = level_field(levels, "users_default").unwrap_or(0);
+    let wanted = match role {
+        Role::Owner | Role::Admin => ADMIN_LEVEL,
+        Role::Moderator => MODERATOR_LEVEL,
+        Role::Member => default.max(send_level(levels)),
+        Role::Muted => send_level(levels) - 1,
+    }
+    .min(bot_level.saturating_sub(1));
+    if current == wanted {
+        return Ok(None);
+    }
+    let mut fields = fields.clone();
+    let users = fields
+        .entry("users")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !users.is_object() {
+        *users = Value::Object(Map::new());
+    }
+    let Some(users) = users.as_object_mut() else {
+        return Err("the room's power levels cannot be read".into());
+    };
+    if wanted == default {
+        users.remove(user);
+    } else {
+        users.insert(user.to_owned(), Value::from(wanted));
+    }
+    Ok(Some(Value::Object(fields)))
 }
 
 /// The `m.room.message` content for an uploaded attachment: `msgtype`, `url` (the `mxc://` URI
@@ -466,6 +545,52 @@ fn state(event_type: &str, content: Value) -> Action {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bridge_sets_a_ghost_level_it_can_take_back() {
+        use bridge_core::Role;
+        let levels = json!({
+            "users": { "@bot:x": 100, "@g:x": 50, "@peer:x": 100 },
+            "users_default": 0,
+            "events": { "m.room.power_levels": 100 },
+            "events_default": 0,
+            "state_default": 50,
+        });
+        let set = |user, role| with_role(&levels, &[], "@bot:x", user, role);
+        let users = |v: Option<Value>| v.expect("a change")["users"].clone();
+        // An admin under a bot of level 100 gets 99: the bot can lower it again.
+        assert_eq!(
+            users(set("@g:x", Role::Admin).expect("allowed"))["@g:x"],
+            99
+        );
+        assert_eq!(
+            users(set("@g:x", Role::Owner).expect("allowed"))["@g:x"],
+            99
+        );
+        assert_eq!(set("@g:x", Role::Moderator), Ok(None));
+        let member = users(set("@g:x", Role::Member).expect("allowed"));
+        assert!(member.get("@g:x").is_none(), "{member}");
+        assert_eq!(member["@peer:x"], 100, "others are kept");
+        assert_eq!(
+            users(set("@new:x", Role::Muted).expect("allowed"))["@new:x"],
+            -1
+        );
+        assert_eq!(
+            users(set("@new:x", Role::Moderator).expect("allowed"))["@new:x"],
+            50
+        );
+        assert_eq!(set("@new:x", Role::Member), Ok(None));
+        // Not below the bot: refused; nor by a bot that may not change the power levels.
+        assert!(set("@peer:x", Role::Member).is_err());
+        let weak = json!({ "users": { "@bot:x": 50 }, "events": { "m.room.power_levels": 100 } });
+        assert!(with_role(&weak, &[], "@bot:x", "@g:x", Role::Moderator).is_err());
+        // A creator bot (room version 12) may give 100.
+        let creators = ["@bot:x".to_owned()];
+        let v12 = json!({ "users": {}, "state_default": 50 });
+        let set = with_role(&v12, &creators, "@bot:x", "@g:x", Role::Admin).expect("allowed");
+        assert_eq!(users(set)["@g:x"], 100);
+        assert!(with_role(&Value::Null, &[], "@bot:x", "@g:x", Role::Admin).is_err());
+    }
+
     use super::*;
     use bridge_core::{
         AdapterId, EventId, MessageContent, PresenceState, RemoteEventId, RemoteRoomId,

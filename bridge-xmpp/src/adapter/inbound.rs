@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bridge_core::{
     AdapterContext, AdapterError, EventId, EventKind, InboundEvent, MembershipChange,
-    MessageContent, MsgType, RemoteEventId, RemoteSender, RemoteUserId,
+    MessageContent, MsgType, RemoteEventId, RemoteSender, RemoteUserId, Role,
 };
 use xmpp_parsers::minidom::Element;
 
@@ -51,6 +51,11 @@ pub(super) mod keys {
     /// (room, nick) told that their encrypted messages cannot be bridged (told once, also
     /// across restarts).
     pub const TOLD_ENCRYPTED: &str = "told-e2e";
+    /// (room, user) → the standing last said for a member of the room (none: a member).
+    pub const ROLE: &str = "role";
+    /// (room, our occupant's JID) → the standing its user has on their side, given to it here
+    /// (none: a member); a session's role is given again at each join.
+    pub const PUPPET_ROLE: &str = "puppet-role";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -168,6 +173,44 @@ impl Inner {
                 submit(&occupant, &new_nick, profile(&new_nick));
             }
         }
+        if p.available {
+            self.note_standing(ctx, &p);
+        }
+    }
+
+    /// A member's standing ([`muc::standing`]) as this presence gives it: said to the core
+    /// when it differs from what was last said (a member is not said at their join).
+    fn note_standing(&self, ctx: &AdapterContext, p: &muc::OccupantPresence) {
+        let Some(role) = muc::standing(p.affiliation.as_deref(), p.role.as_deref()) else {
+            return;
+        };
+        let user = {
+            let rooms = self.rooms.lock();
+            if rooms.is_ours(&p.room, &p.nick, p.occupant_id.as_deref()) {
+                return;
+            }
+            match rooms.occupant(&p.room, &p.nick) {
+                Some(occupant) => occupant.user.clone(),
+                None => return,
+            }
+        };
+        let key = keys::of(keys::ROLE, &[&p.room, user.as_str()]);
+        let said = (ctx.store().get(&key).ok().flatten())
+            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
+            .unwrap_or(Role::Member);
+        if role == said {
+            return;
+        }
+        let written = if role == Role::Member {
+            ctx.store().delete(&key)
+        } else {
+            ctx.store().put(&key, role.name().as_bytes())
+        };
+        if let Err(e) = written {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+        let kind = EventKind::Role { role };
+        self.submit(ctx, event(&p.room, None, user, &p.nick, None, kind));
     }
 
     /// After (re)joining: members we knew who are gone now left while we were away.

@@ -463,6 +463,9 @@ impl Inner {
                         }
                     }
                     self.rooms.lock().joined(room, occupant, &presence);
+                    if Some(occupant) != self.listener_jid().as_deref() {
+                        self.role_after_join(room, occupant, &presence.nick).await;
+                    }
                     return Ok(presence);
                 }
                 Ok(Ok(Err((condition, text)))) => {
@@ -634,6 +637,7 @@ impl Adapter for XmppAdapter {
             caps.profile = true;
             caps.typing = true;
             caps.read_markers = true;
+            caps.roles = true;
         }
         caps
     }

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use bridge_core::{
-    AdapterError, AdapterId, Attachment, Delivered, EventKind, MembershipChange, MessageContent,
-    MsgType, OutboundEvent, RemoteEventId, RemoteUserId, RichText,
+    AdapterContext, AdapterError, AdapterId, Attachment, Delivered, EventKind, MembershipChange,
+    MessageContent, MsgType, OutboundEvent, RemoteEventId, RemoteUserId, RichText, Role,
 };
 use xmpp_parsers::minidom::Element;
 
@@ -194,11 +194,17 @@ impl Inner {
                 self.send_stanza(presence).await?;
                 return Ok(Delivered::default());
             }
+            EventKind::Role { role } if component => {
+                let nick = joined.map(|(nick, _)| nick);
+                return self
+                    .give_role(&ctx, &room, &speaker.jid, nick.as_deref(), *role)
+                    .await;
+            }
             EventKind::Typing { .. } | EventKind::ReadMarker { .. } if joined.is_none() => {
                 // Not worth joining for: typing and read markers are best-effort.
                 return Ok(Delivered::default());
             }
-            EventKind::Membership { .. } | EventKind::Profile { .. } => {
+            EventKind::Membership { .. } | EventKind::Profile { .. } | EventKind::Role { .. } => {
                 return Err(AdapterError::Unsupported(format!(
                     "{} in client mode",
                     event.kind.name()
@@ -700,6 +706,93 @@ impl Inner {
             tracing::warn!(error = %e, "cannot store a reaction set");
         }
         set
+    }
+
+    /// Gives our occupant `puppet` in `room` the standing `role` of its user, as the bridge's
+    /// own occupant (XEP-0045 admin requests): an owner or admin becomes an admin by
+    /// affiliation (an owner of the room must have made the bridge one), a moderator or muted
+    /// user a moderator or visitor by role (the bridge must be an admin); one who was an admin
+    /// here is first made a member again. Roles last a session: the wanted one is remembered
+    /// and given again at each join ([`Inner::role_after_join`]); a puppet not in the room gets
+    /// it at its next join. A room that refuses refuses the event as unsupported: the core
+    /// leaves it out there, counted.
+    pub(super) async fn give_role(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        puppet: &str,
+        nick: Option<&str>,
+        role: Role,
+    ) -> Result<Delivered, AdapterError> {
+        let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
+        let store_error = |e: bridge_core::StoreError| AdapterError::transient(e.to_string());
+        let before = (ctx.store().get(&key).map_err(store_error)?)
+            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
+            .unwrap_or(Role::Member);
+        let mut requests: Vec<[(&str, &str); 2]> = Vec::new();
+        let bare = crate::jid::bare(puppet);
+        let by_affiliation = |r: Role| matches!(r, Role::Owner | Role::Admin);
+        if by_affiliation(role) {
+            requests.push([("jid", bare), ("affiliation", "admin")]);
+        } else {
+            if by_affiliation(before) {
+                requests.push([("jid", bare), ("affiliation", "member")]);
+            }
+            let session = match role {
+                Role::Moderator => Some("moderator"),
+                Role::Muted => Some("visitor"),
+                _ if matches!(before, Role::Moderator | Role::Muted) => Some("participant"),
+                _ => None,
+            };
+            if let (Some(session), Some(nick)) = (session, nick) {
+                requests.push([("nick", nick), ("role", session)]);
+            }
+        }
+        let written = if role == Role::Member {
+            ctx.store().delete(&key)
+        } else {
+            ctx.store().put(&key, role.name().as_bytes())
+        };
+        written.map_err(store_error)?;
+        let listener = self.listener_jid();
+        for item in requests {
+            let iq = muc::admin_item(listener.as_deref(), room, item);
+            match self.iq(iq).await {
+                Ok(_) => {}
+                Err(super::IqFailure::NotSent(e)) => return Err(e),
+                Err(e @ super::IqFailure::Error { .. }) => {
+                    return Err(AdapterError::Unsupported(format!(
+                        "{room} refused to make {puppet} {}: {e} (the bridge's occupant must be \
+                         an owner of the room to make admins, an admin to make moderators)",
+                        role.name()
+                    )));
+                }
+            }
+        }
+        tracing::debug!(adapter = %self.id, room, puppet, role = role.name(), "standing given");
+        Ok(Delivered::default())
+    }
+
+    /// After our occupant `puppet` joined `room` as `nick`: the session role its user has
+    /// ([`Inner::give_role`]), given again (the room forgot it when the occupant left).
+    pub(super) async fn role_after_join(&self, room: &str, puppet: &str, nick: &str) {
+        let Ok(ctx) = self.ctx() else { return };
+        let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
+        let wanted = (ctx.store().get(&key).ok().flatten())
+            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?));
+        let session = match wanted {
+            Some(Role::Moderator) => "moderator",
+            Some(Role::Muted) => "visitor",
+            _ => return,
+        };
+        let iq = muc::admin_item(
+            self.listener_jid().as_deref(),
+            room,
+            [("nick", nick), ("role", session)],
+        );
+        if let Err(e) = self.iq(iq).await {
+            tracing::info!(adapter = %self.id, room, puppet, error = %e, "session role not given again");
+        }
     }
 
     /// Deleting someone else's message takes a moderator (XEP-0425). We ask as the speaker,

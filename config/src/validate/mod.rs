@@ -44,7 +44,7 @@ const DELIVERY_KEYS: &[&str] = &[
 /// Keys of `[delivery.degrade]` and `[room.degrade]`.
 const DEGRADE_KEYS: &[&str] = &["reply", "edit", "reaction", "redaction", "custom"];
 /// Keys of `[delivery.carry]` and `[room.carry]`.
-const CARRY_KEYS: &[&str] = &["typing", "read_markers"];
+const CARRY_KEYS: &[&str] = &["typing", "read_markers", "roles"];
 /// Level names accepted by `tracing`'s `EnvFilter`.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
@@ -271,6 +271,7 @@ fn carry(d: &mut Diagnostics, table: Table<'_>, base: Carry) -> Carry {
         read_markers: table
             .boolean(d, "read_markers")
             .unwrap_or(base.read_markers),
+        roles: table.boolean(d, "roles").unwrap_or(base.roles),
     }
 }
 
