@@ -26,9 +26,12 @@ cargo build --release -q --workspace --bin bench --bin bridge >&2
 order="$ROOT/bridge/symbol-order.txt"
 bridge_bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/bridge"
 if [ -f "$order" ] && command -v nm >/dev/null; then
-  found=$(nm --defined-only "$bridge_bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
-  total=$(sort -u "$order" | wc -l)
-  echo "code layout: $found of $total recorded functions are in the bridge binary" >&2
+  # The file's first line says how many names the last recording wrote (the rest are other
+  # builds' names, kept for them): those are what this binary should have.
+  total=$(sed -n '1s/^# \([0-9][0-9]*\) functions recorded.*/\1/p' "$order")
+  [ -n "$total" ] || total=$(grep -vc '^#' "$order")
+  found=$(nm --defined-only "$bridge_bin" | awk '{print $3}' | sort -u | comm -12 - <(grep -v '^#' "$order" | sort -u) | wc -l)
+  echo "code layout: $found of the $total functions last recorded are in the bridge binary" >&2
   if [ $((found * 10)) -lt $((total * 9)) ]; then
     echo "  the order is stale (dependencies changed?) or holds another profile's names: memory figures may be higher; scripts/symbol-order.sh records it again" >&2
   fi

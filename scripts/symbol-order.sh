@@ -87,12 +87,16 @@ for path in demo + sorted(glob.glob(f"{out}/callgrind.e2e.*")):
             names.append(m.group(1))
 if len(names) < 1000:
     sys.exit(f"only {len(names)} functions recorded: the workload did not run")
-# Names of other builds (another profile) stay after this build's.
+# Names of other builds (another profile) stay after this build's. The first line (a comment,
+# which the linker skips) says how many are this build's: scripts/bench.sh compares a binary
+# with those alone.
 try:
-    kept = [n for n in open(target).read().split() if n not in defined]
+    old = [l.strip() for l in open(target) if l.strip() and not l.startswith("#")]
+    kept = [n for n in old if n not in defined]
 except FileNotFoundError:
     kept = []
 with open(target, "w") as f:
+    f.write(f"# {len(names)} functions recorded from one build, then {len(kept)} of other builds\n")
     f.write("".join(n + "\n" for n in names + kept))
 print(f"{len(names)} functions of {len(defined)} written to {target}, {len(kept)} of other builds kept")
 PY
