@@ -19,7 +19,7 @@ use ruma::api::{OutgoingRequest, SupportedVersions};
 use crate::homeserver::{As, Homeserver, HsError};
 
 /// JSON as ruma's raw type.
-fn raw<T>(content: &serde_json::Value) -> Result<Raw<T>, AdapterError> {
+pub(crate) fn raw<T>(content: &serde_json::Value) -> Result<Raw<T>, AdapterError> {
     serde_json::value::to_raw_value(content)
         .map(Raw::from_json)
         .map_err(|e| AdapterError::Permanent(e.to_string()))

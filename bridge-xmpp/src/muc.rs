@@ -154,6 +154,41 @@ pub fn standing(affiliation: Option<&str>, role: Option<&str>) -> Option<bridge_
     }
 }
 
+/// The admin requests ([`admin_item`]) that take our occupant `bare` (its nick in the room
+/// `nick`, when it is there) from standing `before` (as given by the bridge) to `role`: an owner
+/// or admin becomes an admin by affiliation; anyone else who was one goes back to member
+/// (not `none`, which would put it out of a members-only room); a moderator or muted user gets
+/// the `moderator` or `visitor` role, and a member who had one the `participant` role. A role
+/// needs the occupant in the room: without `nick` there is no role request (it is given at the
+/// occupant's next join).
+pub fn role_requests<'a>(
+    before: bridge_core::Role,
+    role: bridge_core::Role,
+    bare: &'a str,
+    nick: Option<&'a str>,
+) -> Vec<[(&'static str, &'a str); 2]> {
+    use bridge_core::Role;
+    let by_affiliation = |r: Role| matches!(r, Role::Owner | Role::Admin);
+    let mut requests = Vec::new();
+    if by_affiliation(role) {
+        requests.push([("jid", bare), ("affiliation", "admin")]);
+        return requests;
+    }
+    if by_affiliation(before) {
+        requests.push([("jid", bare), ("affiliation", "member")]);
+    }
+    let session = match role {
+        Role::Moderator => Some("moderator"),
+        Role::Muted => Some("visitor"),
+        _ if matches!(before, Role::Moderator | Role::Muted) => Some("participant"),
+        _ => None,
+    };
+    if let (Some(session), Some(nick)) = (session, nick) {
+        requests.push([("nick", nick), ("role", session)]);
+    }
+    requests
+}
+
 /// Reads a MUC presence; `None` when it is not one (no `muc#user` payload or no nick).
 pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
     let from = presence.attr("from")?;
@@ -253,6 +288,45 @@ mod tests {
 
     fn xml(text: &str) -> Element {
         text.parse().expect("test XML parses")
+    }
+
+    #[test]
+    fn standing_is_the_affiliation_above_the_role() {
+        use bridge_core::Role as R;
+        assert_eq!(standing(Some("owner"), Some("moderator")), Some(R::Owner));
+        assert_eq!(standing(Some("admin"), Some("moderator")), Some(R::Admin));
+        assert_eq!(
+            standing(Some("member"), Some("moderator")),
+            Some(R::Moderator)
+        );
+        assert_eq!(standing(Some("none"), Some("visitor")), Some(R::Muted));
+        assert_eq!(standing(Some("none"), Some("participant")), Some(R::Member));
+        assert_eq!(standing(None, Some("participant")), Some(R::Member));
+        assert_eq!(standing(None, None), None);
+    }
+
+    #[test]
+    fn a_puppet_is_taken_from_what_it_was_given_to_its_new_standing() {
+        use bridge_core::Role as R;
+        let plan = |before, role, nick| role_requests(before, role, "p@c.x", nick);
+        let admin = [("jid", "p@c.x"), ("affiliation", "admin")];
+        let member = [("jid", "p@c.x"), ("affiliation", "member")];
+        let role = |r| [("nick", "P"), ("role", r)];
+        assert_eq!(plan(R::Member, R::Admin, Some("P")), [admin]);
+        assert_eq!(plan(R::Member, R::Owner, None), [admin]);
+        assert_eq!(plan(R::Admin, R::Member, Some("P")), [member]);
+        assert_eq!(
+            plan(R::Admin, R::Moderator, Some("P")),
+            [member, role("moderator")]
+        );
+        assert_eq!(plan(R::Member, R::Muted, Some("P")), [role("visitor")]);
+        assert_eq!(
+            plan(R::Moderator, R::Member, Some("P")),
+            [role("participant")]
+        );
+        assert!(plan(R::Member, R::Member, Some("P")).is_empty());
+        // Not in the room: the role waits for the next join.
+        assert!(plan(R::Member, R::Moderator, None).is_empty());
     }
 
     #[test]

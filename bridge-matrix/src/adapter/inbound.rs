@@ -806,7 +806,9 @@ impl Inner {
     }
 
     /// The room's power levels and creators (the sender of `m.room.create` and its
-    /// `additional_creators`, who have unlimited power from room version 12 on).
+    /// `additional_creators`, who have unlimited power from room version 12 on). A room
+    /// without power levels gives `Null` levels; `None` when either could not be read (not
+    /// remembered: the next call reads again).
     pub(super) async fn read_power(&self, room: &RemoteRoomId) -> Option<super::Power> {
         use ruma::api::client::state::get_state_event_for_key::v3::{Request, StateEventFormat};
         let room_id = ruma::RoomId::parse(room.as_str()).ok()?;
@@ -826,14 +828,18 @@ impl Inner {
                 None
             }
         };
-        let levels = read(
-            self.hs
-                .call(
-                    state(ruma::events::StateEventType::RoomPowerLevels),
-                    As::Bot,
-                )
-                .await,
-        );
+        let levels = match self
+            .hs
+            .call(
+                state(ruma::events::StateEventType::RoomPowerLevels),
+                As::Bot,
+            )
+            .await
+        {
+            // No power levels in the room (M_NOT_FOUND): the defaults.
+            Err(e) if e.status() == Some(404) => None,
+            answer => Some(read(answer)?),
+        };
         let create = read(
             self.hs
                 .call(state(ruma::events::StateEventType::RoomCreate), As::Bot)

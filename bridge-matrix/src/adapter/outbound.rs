@@ -328,20 +328,26 @@ impl Inner {
                 Ok(None) => return Ok(None),
                 Err(why) => return Err(AdapterError::Unsupported(why)),
             };
-        let id = crate::calls::put_state(
-            &self.hs,
-            As::Bot,
-            room,
-            "m.room.power_levels",
+        let request = ruma::api::client::state::send_state_event::v3::Request::new_raw(
+            room.clone(),
+            ruma::events::StateEventType::RoomPowerLevels,
             String::new(),
-            &content,
-        )
-        .await?;
-        tracing::debug!(adapter = %self.id, %room, %ghost, role = role.name(), "power level set");
-        self.power.lock().insert(
-            room.as_str().to_owned(),
-            std::sync::Arc::new((content, creators)),
+            crate::calls::raw(&content)?,
         );
+        let id = match self.hs.call(request, As::Bot).await {
+            Ok(answer) => answer.event_id,
+            // The homeserver judged the bot's power otherwise (a rule the check above does
+            // not know): a refusal, like the check's.
+            Err(e) if e.status() == Some(403) => {
+                return Err(AdapterError::Unsupported(format!(
+                    "{room} refused the bot's power levels: {e}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The levels remembered follow when the echo comes back (`own_event`), so that a
+        // change someone made meanwhile is not overwritten with these.
+        tracing::debug!(adapter = %self.id, %room, %ghost, role = role.name(), "power level set");
         Ok(Some(id))
     }
 

@@ -279,7 +279,8 @@ pub fn actions(
 /// moderator 50, a member the room's default (their entry removed), a muted user one below the
 /// level to send; never the bot's own level or more, which the bot could not take back (so an
 /// admin under a bot of level 100 gets 99). `Err` says why the bot may not: its level is below
-/// what changing the power levels takes, or not above the user's.
+/// what changing the power levels takes, or not above the user's, or too low to show a
+/// moderator.
 pub fn with_role(
     levels: &Value,
     creators: &[String],
@@ -299,10 +300,8 @@ pub fn with_role(
     } else {
         user_level(levels, bot)
     };
-    let needed = levels
-        .get("events")
-        .and_then(|e| e.get("m.room.power_levels"))
-        .and_then(Value::as_i64)
+    let needed = (levels.get("events"))
+        .and_then(|events| level_field(events, "m.room.power_levels"))
         .or_else(|| level_field(levels, "state_default"))
         .unwrap_or(MODERATOR_LEVEL);
     if bot_level < needed {
@@ -321,9 +320,15 @@ pub fn with_role(
         Role::Owner | Role::Admin => ADMIN_LEVEL,
         Role::Moderator => MODERATOR_LEVEL,
         Role::Member => default.max(send_level(levels)),
-        Role::Muted => send_level(levels) - 1,
+        Role::Muted => send_level(levels).saturating_sub(1),
     }
     .min(bot_level.saturating_sub(1));
+    if role >= Role::Moderator && wanted < MODERATOR_LEVEL {
+        return Err(format!(
+            "the bridge's level ({bot_level}) leaves no level to show {user} as a {}",
+            role.name()
+        ));
+    }
     if current == wanted {
         return Ok(None);
     }
@@ -589,6 +594,16 @@ mod tests {
         let set = with_role(&v12, &creators, "@bot:x", "@g:x", Role::Admin).expect("allowed");
         assert_eq!(users(set)["@g:x"], 100);
         assert!(with_role(&Value::Null, &[], "@bot:x", "@g:x", Role::Admin).is_err());
+        // Levels as strings (rooms before version 10) count; so does a bot too low to show a
+        // moderator, and an extreme level to send does not overflow.
+        let strings =
+            json!({ "users": { "@bot:x": 50 }, "events": { "m.room.power_levels": "100" } });
+        assert!(with_role(&strings, &[], "@bot:x", "@g:x", Role::Muted).is_err());
+        let low = json!({ "users": { "@bot:x": 50 }, "state_default": 50 });
+        assert!(with_role(&low, &[], "@bot:x", "@g:x", Role::Moderator).is_err());
+        let odd = json!({ "users": { "@bot:x": 100 }, "events_default": i64::MIN });
+        let muted = with_role(&odd, &[], "@bot:x", "@g:x", Role::Muted).expect("allowed");
+        assert_eq!(users(muted)["@g:x"], i64::MIN);
     }
 
     use super::*;

@@ -619,6 +619,52 @@ impl Running {
         Ok(())
     }
 
+    /// A far user's standing changed: as hub, the bot moves their puppet's participant-list
+    /// entry to the room's role that shows it ([`crate::mls::RoleData::index_for`]) in
+    /// one commit, queued for the followers. A puppet not in the list (it joins when its user
+    /// speaks) or already in that role is left as it is. A follower may not: only the room's
+    /// group admins change roles, so the event is refused as unsupported (the core leaves it
+    /// out, counted).
+    async fn role(
+        &self,
+        room: &RoomUri,
+        user: &UserUri,
+        role: bridge_core::Role,
+    ) -> Result<(), AdapterError> {
+        if !self.is_hub(room) {
+            return Err(AdapterError::Unsupported(format!(
+                "{room} is hosted by {}: only its group admins change roles",
+                room.domain()
+            )));
+        }
+        let (roles, _, _) = self.mls.room_policy(room).map_err(mls_failed)?;
+        let Some(index) = roles.index_for(role) else {
+            return Err(AdapterError::Unsupported(format!(
+                "{room} has no role for a {}",
+                role.name()
+            )));
+        };
+        let target = user.to_string();
+        let participants = self.mls.participants(room).map_err(mls_failed)?;
+        match participants.iter().find(|p| p.user == target) {
+            Some(p) if p.present() && p.role_index != index => {}
+            _ => return Ok(()),
+        }
+        let followers = self.followers(room).map_err(mls_failed)?;
+        let output = match self.mls.set_role(room, &self.bot(), user, index) {
+            Ok(output) => output,
+            // The room's own policy (its roles, constraints) refuses: a refusal, not a fault.
+            Err(e @ (MlsError::NotAllowed(_) | MlsError::RoomState(_))) => {
+                return Err(AdapterError::Unsupported(format!("{room}: {e}")));
+            }
+            Err(e) => return Err(mls_failed(e)),
+        };
+        self.queue_commit(room, &followers, output.commit)?;
+        self.ctx.store().flush().await?;
+        info!(%room, %user, role = role.name(), index, "participant's role changed");
+        Ok(())
+    }
+
     /// A far user joined or left: their puppet joins the room's group (as when they first
     /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
     /// entry; for a ban the entry stays, with role banned) and queues the commit for the
@@ -897,6 +943,13 @@ impl Running {
                 puppet: Some(RemoteUserId::new(user.to_string())),
             });
         }
+        if let EventKind::Role { role } = &event.kind {
+            self.role(&room, &user, *role).await?;
+            return Ok(Delivered {
+                native_id: None,
+                puppet: Some(RemoteUserId::new(user.to_string())),
+            });
+        }
         if matches!(event.kind, EventKind::ReadMarker { .. })
             && !self
                 .mls
@@ -1057,6 +1110,8 @@ impl Adapter for MimiAdapter {
         // Set by the hub (room metadata); a follower sends the core's text fallback instead.
         caps.topic = true;
         caps.room_name = true;
+        // Set by the hub (a participant's role); a follower refuses (group admins only).
+        caps.roles = true;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.settings.max_file_bytes),
         });

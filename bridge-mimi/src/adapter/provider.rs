@@ -193,9 +193,10 @@ impl Handler {
     }
 
     /// Hands the core a join or leave for each user of another provider that a commit added
-    /// to or removed from `room`'s participant list (`before` → `after`); not waited for: the
-    /// answer that follows flushes the store. Native IDs name the epoch, so a replayed commit
-    /// is recognised.
+    /// to or removed from `room`'s participant list (`before` → `after`), and a role for each
+    /// one whose standing changed with their role (or who joined standing above or below a
+    /// member; [`crate::mls::RoleData::standing`]); not waited for: the answer that follows
+    /// flushes the store. Native IDs name the epoch, so a replayed commit is recognised.
     fn memberships(
         &self,
         room: &RoomUri,
@@ -228,6 +229,33 @@ impl Handler {
                 };
                 (p, change)
             });
+        // Standing after the commit, against before it (a newcomer against a member's).
+        let role_of = |list: &[crate::mls::Participant], user: &str| {
+            list.iter()
+                .find(|p| p.user == user && p.present())
+                .map(|p| p.role_index)
+        };
+        let moved: Vec<&crate::mls::Participant> = after
+            .iter()
+            .filter(|p| p.present() && role_of(before, &p.user) != Some(p.role_index))
+            .collect();
+        let mut roles = Vec::new();
+        if !moved.is_empty()
+            && let Ok((defined, _, _)) = self.0.mls.room_policy(room)
+        {
+            for p in moved {
+                let Some(now) = defined.standing(p.role_index) else {
+                    continue;
+                };
+                let was = match role_of(before, &p.user) {
+                    Some(index) => defined.standing(index),
+                    None => Some(bridge_core::Role::Member),
+                };
+                if was != Some(now) {
+                    roles.push((p, now));
+                }
+            }
+        }
         let mut pending = Vec::new();
         debug!(%room, ?before, ?after, epoch, "participant list changed");
         for (participant, change) in joined.chain(left) {
@@ -251,6 +279,24 @@ impl Handler {
                     change,
                     reason: None,
                 },
+            );
+            event.sender.display_name = Some(display_name(&user));
+            pending.push(self.0.ctx.enqueue(event).map_err(internal)?);
+        }
+        for (participant, role) in roles {
+            let Ok(user) = UserUri::parse(&participant.user) else {
+                continue;
+            };
+            if user.domain().eq_ignore_ascii_case(&self.0.settings.domain) {
+                continue; // our own puppets: their standing is the bridge's doing
+            }
+            let mut event = InboundEvent::new(
+                room.to_string(),
+                Some(bridge_core::RemoteEventId::new(format!(
+                    "role/{epoch}/{user}"
+                ))),
+                user.to_string(),
+                EventKind::Role { role },
             );
             event.sender.display_name = Some(display_name(&user));
             pending.push(self.0.ctx.enqueue(event).map_err(internal)?);

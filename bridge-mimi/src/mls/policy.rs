@@ -160,6 +160,48 @@ impl RoleData {
         self.role(index).is_some_and(|r| r.has(capability))
     }
 
+    /// The neutral standing of a participant in role `index`, from what the role allows: may
+    /// change other users' roles, an admin; may delete others' messages or remove
+    /// participants, a moderator; may receive but not send, muted; else a member. `None` for
+    /// roles 0 (no role) and 1 (banned), undefined roles and roles that may not even receive:
+    /// nobody in the room.
+    pub fn standing(&self, index: u32) -> Option<bridge_core::Role> {
+        use bridge_core::Role as R;
+        if matches!(index, ROLE_NONE | ROLE_BANNED) {
+            return None;
+        }
+        let role = self.role(index)?;
+        Some(if !role.has(CAPABILITY_CAN_RECEIVE_MESSAGE) {
+            return None;
+        } else if role.has(CAPABILITY_CAN_CHANGE_USER_ROLE) {
+            R::Admin
+        } else if role.has(CAPABILITY_CAN_DELETE_OTHER_MESSAGE)
+            || role.has(CAPABILITY_CAN_KICK)
+            || role.has(CAPABILITY_CAN_REMOVE_PARTICIPANT)
+        {
+            R::Moderator
+        } else if !role.has(CAPABILITY_CAN_SEND_MESSAGE) {
+            R::Muted
+        } else {
+            R::Member
+        })
+    }
+
+    /// The role that shows `wanted` ([`RoleData::standing`]) without giving more: one of that
+    /// standing, else the highest below it (MIMI's example roles have no moderator, so a
+    /// moderator stays an ordinary user: a group admin could change roles and the room, and
+    /// other providers would read an admin); the lowest index among equals. `None` when the
+    /// room has no role at or below it (a muted user in a room without a role that only
+    /// reads).
+    pub fn index_for(&self, wanted: bridge_core::Role) -> Option<u32> {
+        self.roles
+            .iter()
+            .filter_map(|r| Some((r.role_index, self.standing(r.role_index)?)))
+            .filter(|&(_, standing)| standing <= wanted)
+            .max_by_key(|&(index, standing)| (standing, std::cmp::Reverse(index)))
+            .map(|(index, _)| index)
+    }
+
     /// Whether a participant in role `actor` may move a participant from role `from` to `to`
     /// (its role's `authorized_role_changes`; a move to the same role is no change).
     pub fn may_change(&self, actor: u32, from: u32, to: u32) -> bool {
@@ -472,6 +514,20 @@ mod tests {
         assert!(roles.allows(ROLE_VISITOR, CAPABILITY_CAN_RECEIVE_MESSAGE));
         assert!(!roles.allows(ROLE_BANNED, CAPABILITY_CAN_SEND_MESSAGE));
         assert!(!roles.allows(ROLE_NONE, CAPABILITY_CAN_SEND_MESSAGE));
+        // Standing both ways: a moderator stays an ordinary user (the set has no moderator).
+        use bridge_core::Role as R;
+        assert_eq!(roles.standing(ROLE_ORDINARY_USER), Some(R::Member));
+        assert_eq!(roles.standing(ROLE_GROUP_ADMIN), Some(R::Admin));
+        assert_eq!(roles.standing(ROLE_VISITOR), Some(R::Muted));
+        assert_eq!(roles.standing(ROLE_BANNED), None);
+        assert_eq!(roles.standing(ROLE_NONE), None);
+        assert_eq!(roles.standing(99), None);
+        assert_eq!(roles.index_for(R::Member), Some(ROLE_ORDINARY_USER));
+        assert_eq!(roles.index_for(R::Muted), Some(ROLE_VISITOR));
+        assert_eq!(roles.index_for(R::Moderator), Some(ROLE_ORDINARY_USER));
+        assert_eq!(roles.index_for(R::Admin), Some(ROLE_GROUP_ADMIN));
+        assert_eq!(roles.index_for(R::Owner), Some(ROLE_GROUP_ADMIN));
+        assert_eq!(RoleData::default().index_for(R::Member), None);
         assert!(!roles.allows(99, CAPABILITY_CAN_SEND_MESSAGE));
         assert!(!roles.allows(ROLE_ORDINARY_USER, CAPABILITY_CAN_ADD_PARTICIPANT));
         assert!(roles.allows(ROLE_GROUP_ADMIN, CAPABILITY_CAN_ADD_PARTICIPANT));

@@ -729,31 +729,7 @@ impl Inner {
         let before = (ctx.store().get(&key).map_err(store_error)?)
             .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
             .unwrap_or(Role::Member);
-        let mut requests: Vec<[(&str, &str); 2]> = Vec::new();
-        let bare = crate::jid::bare(puppet);
-        let by_affiliation = |r: Role| matches!(r, Role::Owner | Role::Admin);
-        if by_affiliation(role) {
-            requests.push([("jid", bare), ("affiliation", "admin")]);
-        } else {
-            if by_affiliation(before) {
-                requests.push([("jid", bare), ("affiliation", "member")]);
-            }
-            let session = match role {
-                Role::Moderator => Some("moderator"),
-                Role::Muted => Some("visitor"),
-                _ if matches!(before, Role::Moderator | Role::Muted) => Some("participant"),
-                _ => None,
-            };
-            if let (Some(session), Some(nick)) = (session, nick) {
-                requests.push([("nick", nick), ("role", session)]);
-            }
-        }
-        let written = if role == Role::Member {
-            ctx.store().delete(&key)
-        } else {
-            ctx.store().put(&key, role.name().as_bytes())
-        };
-        written.map_err(store_error)?;
+        let requests = muc::role_requests(before, role, crate::jid::bare(puppet), nick);
         let listener = self.listener_jid();
         for item in requests {
             let iq = muc::admin_item(listener.as_deref(), room, item);
@@ -769,6 +745,13 @@ impl Inner {
                 }
             }
         }
+        // Only now: a retry after a request that failed plans again from what was given.
+        let written = if role == Role::Member {
+            ctx.store().delete(&key)
+        } else {
+            ctx.store().put(&key, role.name().as_bytes())
+        };
+        written.map_err(store_error)?;
         tracing::debug!(adapter = %self.id, room, puppet, role = role.name(), "standing given");
         Ok(Delivered::default())
     }
