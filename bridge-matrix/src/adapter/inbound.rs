@@ -760,6 +760,53 @@ impl Inner {
         Ok(last)
     }
 
+    /// Once per linked room, when the bot is first in it: the members who stood above or below
+    /// a member before the bridge came (a power-levels event or a join says it for anyone
+    /// later), each as a [`EventKind::Role`] of theirs. Remembered as said only once read
+    /// whole: a failed read is tried again at the next start.
+    pub(super) async fn standing_before_the_bridge(
+        &self,
+        ctx: &AdapterContext,
+        room: &RemoteRoomId,
+    ) {
+        let Ok(room_id) = self.rooms.resolve(&self.hs, room).await else {
+            return;
+        };
+        let key = [b"roles-said\0".as_slice(), room_id.as_str().as_bytes()].concat();
+        if ctx.store().get(&key).ok().flatten().is_some() {
+            return;
+        }
+        let Some(power) = self.power(room_id.as_str()).await else {
+            return;
+        };
+        let request =
+            ruma::api::client::membership::joined_members::v3::Request::new(room_id.clone());
+        let joined = match self.hs.call(request, As::Bot).await {
+            Ok(answer) => answer.joined,
+            Err(e) => {
+                tracing::debug!(adapter = %self.id, %room, error = %e, "members not read");
+                return;
+            }
+        };
+        for user in joined.keys().map(|u| u.as_str()) {
+            if self.is_ours(user) {
+                continue;
+            }
+            let role = tr::role_of(&power.0, &power.1, user);
+            if role == bridge_core::Role::Member {
+                continue;
+            }
+            let id = format!("{room_id}#role#{user}");
+            if let Err(e) = self.say_role(ctx, room_id.as_str(), user, role, id).await {
+                tracing::warn!(adapter = %self.id, %room, error = %e, "standing not said");
+                return;
+            }
+        }
+        if let Err(e) = ctx.store().put(&key, b"") {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+    }
+
     /// Hands the core `user`'s standing in `room`, as an event of theirs.
     async fn say_role(
         &self,

@@ -288,9 +288,10 @@ impl Inner {
         }
         self.ping_from_homeserver().await;
         for room in ctx.linked_rooms() {
-            if let Err(e) = self.join_bot(&room).await {
-                tracing::error!(adapter = %self.id, %room, error = %e,
-                    "the bridge bot cannot join a linked room; invite it (and give it the power to invite)");
+            match self.join_bot(&room).await {
+                Ok(()) => self.standing_before_the_bridge(ctx, &room).await,
+                Err(e) => tracing::error!(adapter = %self.id, %room, error = %e,
+                    "the bridge bot cannot join a linked room; invite it (and give it the power to invite)"),
             }
         }
         match self
@@ -444,7 +445,11 @@ impl Adapter for AppserviceAdapter {
     }
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
-        self.inner.join_bot(room).await
+        self.inner.join_bot(room).await?;
+        if let Ok(ctx) = self.inner.ctx() {
+            self.inner.standing_before_the_bridge(&ctx, room).await;
+        }
+        Ok(())
     }
 
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
