@@ -46,7 +46,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -129,6 +129,11 @@ struct Combiner {
     /// Set once the backend was flushed after the journal broke (see
     /// [`Combiner::apply_chunk`]).
     flushed_at_break: AtomicBool,
+    /// The newest full journal file whose retirement was asked of the applier, and the newest
+    /// retired: while the first is ahead, a writer's flush that fills another file retires
+    /// them itself (back-pressure: at most one full file waits, whatever the applier's pace).
+    retire_asked: AtomicU64,
+    retired: AtomicU64,
 }
 
 /// A [`Store`] that combines small batches before they reach a durable backend.
@@ -176,6 +181,8 @@ impl CombiningStore {
             applying: Mutex::new(()),
             journal,
             flushed_at_break: AtomicBool::new(false),
+            retire_asked: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
         });
         let worker = inner.clone();
         let applier = std::thread::Builder::new()
@@ -292,10 +299,23 @@ impl Combiner {
             return;
         };
         match self.write_through() {
-            Ok(()) => journal.retire(generation),
+            Ok(()) => {
+                journal.retire(generation);
+                self.retired.fetch_max(generation, Ordering::AcqRel);
+                // A request the applier has not taken yet is done too.
+                let mut pending = self.pending.lock();
+                if pending.retire.is_some_and(|g| g <= generation) {
+                    pending.retire = None;
+                }
+            }
             // Harmless but for the disk it takes: the next full file retires this one too.
             Err(e) => tracing::error!(error = %e, "a full journal file was not retired"),
         }
+    }
+
+    /// Whether a full journal file's retirement is asked and not done yet.
+    fn retirement_behind(&self) -> bool {
+        self.retire_asked.load(Ordering::Acquire) > self.retired.load(Ordering::Acquire)
     }
 
     /// Applies everything pending and flushes the backend: durable without the journal.
@@ -322,6 +342,7 @@ impl Combiner {
     /// Asks the applier to retire the journal files up to `generation` (the later request
     /// covers the earlier).
     fn request_retire(&self, generation: u64) {
+        self.retire_asked.fetch_max(generation, Ordering::AcqRel);
         let mut pending = self.pending.lock();
         pending.retire = Some(pending.retire.map_or(generation, |g| g.max(generation)));
         self.work.notify_one();
@@ -587,8 +608,9 @@ impl Store for CombiningStore {
                 }
                 Flushed::Rotated(generation) => {
                     // Durable already; the backend takes over the full file's records, off
-                    // this acknowledgement's path when there is an applier thread.
-                    if self.applier.is_some() {
+                    // this acknowledgement's path when there is an applier thread and it is
+                    // not still at the previous full file (then this flush waits for both).
+                    if self.applier.is_some() && !self.inner.retirement_behind() {
                         self.inner.request_retire(generation);
                     } else {
                         self.inner.retire(generation);

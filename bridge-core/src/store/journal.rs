@@ -299,7 +299,12 @@ pub(crate) fn replay_plan(
 pub(crate) fn remove_through(dir: &Path, through: u64) -> Result<(), StoreError> {
     for (generation, path) in files(dir)? {
         if generation <= through {
-            std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+            match std::fs::remove_file(&path) {
+                // Removed meanwhile by a retirement of a later file (the applier's and a
+                // writer's may overlap).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| io("cannot remove", &path, e))?,
+            }
         }
     }
     Ok(())
