@@ -457,6 +457,16 @@ fn features_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/features.md")
 }
 
+/// Waits until `human`'s room timeline shows `user` at power level `level`.
+async fn level_of(human: &mut MatrixHuman, user: &str, level: i64) -> Result<()> {
+    human
+        .wait_timeline(|e| {
+            e["type"] == "m.room.power_levels" && e["content"]["users"][user] == level
+        })
+        .await?;
+    Ok(())
+}
+
 /// What a MIMI adapter's declared capabilities say a feature needs, and why MIMI has none.
 fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
     match feature {
@@ -1900,15 +1910,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     match &yann_ghost {
         Some(g) => {
             table
-                .check(ROLE, Net::Xmpp, Net::Matrix, async {
-                    carol
-                        .wait_timeline(|e| {
-                            e["type"] == "m.room.power_levels"
-                                && e["content"]["users"][g.as_str()] == 50
-                        })
-                        .await?;
-                    Ok(())
-                })
+                .check(ROLE, Net::Xmpp, Net::Matrix, level_of(&mut carol, g, 50))
                 .await;
         }
         None => table.skipped(ROLE, Net::Xmpp, Net::Matrix, "join XMPP → Matrix"),
@@ -1973,15 +1975,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             .await;
     }
     table
-        .check(ROLE, Net::Mimi, Net::Matrix, async {
-            carol
-                .wait_timeline(|e| {
-                    e["type"] == "m.room.power_levels"
-                        && e["content"]["users"][dana_ghost.as_str()] == 99
-                })
-                .await?;
-            Ok(())
-        })
+        .check(
+            ROLE,
+            Net::Mimi,
+            Net::Matrix,
+            level_of(&mut carol, &dana_ghost, 99),
+        )
         .await;
     match mimi_lacks(&mimi_caps, ROLE) {
         Some(why) => {

@@ -195,18 +195,10 @@ impl Inner {
             }
         };
         let key = keys::of(keys::ROLE, &[&p.room, user.as_str()]);
-        let said = (ctx.store().get(&key).ok().flatten())
-            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
-            .unwrap_or(Role::Member);
-        if role == said {
+        if stored_role(ctx.store(), &key).unwrap_or(Role::Member) == role {
             return;
         }
-        let written = if role == Role::Member {
-            ctx.store().delete(&key)
-        } else {
-            ctx.store().put(&key, role.name().as_bytes())
-        };
-        if let Err(e) = written {
+        if let Err(e) = store_role(ctx.store(), &key, role) {
             tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
         }
         let kind = EventKind::Role { role };
@@ -884,6 +876,30 @@ fn profile(nick: &str) -> EventKind<RemoteEventId> {
 }
 
 /// An inbound event from `user`, shown as `name`.
+/// The standing stored under `key` (nothing stored, or unreadable: a member).
+pub(super) fn stored_role(
+    store: &bridge_core::AdapterStore,
+    key: &[u8],
+) -> Result<Role, bridge_core::StoreError> {
+    Ok(store
+        .get(key)?
+        .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
+        .unwrap_or(Role::Member))
+}
+
+/// Stores `role` under `key` (a member: nothing).
+pub(super) fn store_role(
+    store: &bridge_core::AdapterStore,
+    key: &[u8],
+    role: Role,
+) -> Result<(), bridge_core::StoreError> {
+    if role == Role::Member {
+        store.delete(key)
+    } else {
+        store.put(key, role.name().as_bytes())
+    }
+}
+
 /// Where a destroyed room is remembered (JIDs compare without case).
 fn destroyed_key(room: &str) -> Vec<u8> {
     keys::of(keys::DESTROYED, &[&room.to_ascii_lowercase()])

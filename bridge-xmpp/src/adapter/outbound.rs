@@ -726,9 +726,7 @@ impl Inner {
     ) -> Result<Delivered, AdapterError> {
         let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
         let store_error = |e: bridge_core::StoreError| AdapterError::transient(e.to_string());
-        let before = (ctx.store().get(&key).map_err(store_error)?)
-            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?))
-            .unwrap_or(Role::Member);
+        let before = super::inbound::stored_role(ctx.store(), &key).map_err(store_error)?;
         let requests = muc::role_requests(before, role, crate::jid::bare(puppet), nick);
         let listener = self.listener_jid();
         for item in requests {
@@ -746,12 +744,7 @@ impl Inner {
             }
         }
         // Only now: a retry after a request that failed plans again from what was given.
-        let written = if role == Role::Member {
-            ctx.store().delete(&key)
-        } else {
-            ctx.store().put(&key, role.name().as_bytes())
-        };
-        written.map_err(store_error)?;
+        super::inbound::store_role(ctx.store(), &key, role).map_err(store_error)?;
         tracing::debug!(adapter = %self.id, room, puppet, role = role.name(), "standing given");
         Ok(Delivered::default())
     }
@@ -761,11 +754,9 @@ impl Inner {
     pub(super) async fn role_after_join(&self, room: &str, puppet: &str, nick: &str) {
         let Ok(ctx) = self.ctx() else { return };
         let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
-        let wanted = (ctx.store().get(&key).ok().flatten())
-            .and_then(|name| Role::parse(std::str::from_utf8(&name).ok()?));
-        let session = match wanted {
-            Some(Role::Moderator) => "moderator",
-            Some(Role::Muted) => "visitor",
+        let session = match super::inbound::stored_role(ctx.store(), &key) {
+            Ok(Role::Moderator) => "moderator",
+            Ok(Role::Muted) => "visitor",
             _ => return,
         };
         let iq = muc::admin_item(
