@@ -418,17 +418,8 @@ impl Shared {
                 .and_then(|r| r.settings.carry)
                 .unwrap_or(self.default_carry)
                 .carries(&event.kind)
-                && self
-                    .adapters
-                    .get(adapter)
-                    .is_none_or(|slot| slot.carry.carries(&event.kind)));
-        let takes = |link: &Link| {
-            !ephemeral
-                || self
-                    .adapters
-                    .get(&link.adapter)
-                    .is_none_or(|slot| slot.carry.carries(&event.kind))
-        };
+                && self.adapter_carries(adapter, &event.kind));
+        let takes = |link: &Link| !ephemeral || self.adapter_carries(&link.adapter, &event.kind);
         let mut withheld = 0u64;
         {
             let queues = self.queues.read();

@@ -257,11 +257,7 @@ impl Shared {
     /// Whether `event` may cross to a link of adapter `target` under the carry policies: the
     /// room's (or the default), the source adapter's and the target adapter's must all let it.
     pub(crate) fn carries(&self, event: &crate::event::Event, target: &AdapterId) -> bool {
-        let adapter = |id: &AdapterId| {
-            self.adapters
-                .get(id)
-                .is_none_or(|slot| slot.carry.carries(&event.kind))
-        };
+        let adapter = |id: &AdapterId| self.adapter_carries(id, &event.kind);
         let room = self
             .routing
             .read()
@@ -269,6 +265,13 @@ impl Shared {
             .and_then(|r| r.settings.carry)
             .unwrap_or(self.default_carry);
         room.carries(&event.kind) && adapter(&event.origin.adapter) && adapter(target)
+    }
+
+    /// Whether adapter `id`'s own carry policy lets events of `kind` in and out of its rooms.
+    pub(crate) fn adapter_carries(&self, id: &AdapterId, kind: &crate::event::EventKind) -> bool {
+        self.adapters
+            .get(id)
+            .is_none_or(|slot| slot.carry.carries(kind))
     }
 
     fn queue(&self, link: &Link) -> Option<Arc<LinkQueue>> {
