@@ -1925,10 +1925,35 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         )
         .await
         .expect("xavier makes the bridge an owner");
+    // Carol makes the room announcements-only (sending needs 10): bob, not named in the
+    // levels, is muted by the new default, and his occupant loses its voice.
     let mut levels = carol
         .state(&room, "m.room.power_levels", "")
         .await
         .expect("power levels read");
+    let events_default = match &levels["events_default"] {
+        Value::Null => json!(0),
+        level => level.clone(),
+    };
+    levels["events_default"] = json!(10);
+    carol
+        .send_state(&room, "m.room.power_levels", "", levels.clone())
+        .await
+        .expect("carol makes the room announcements-only");
+    table
+        .check(ROLE, Net::Matrix, Net::Xmpp, async {
+            xavier
+                .wait_presence(|p| {
+                    p["nick"] == "Bob Matrix"
+                        && p["type"] == "available"
+                        && p["item"]["role"] == "visitor"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    // Everyone may speak again, and bob is a moderator.
+    levels["events_default"] = events_default;
     levels["users"][bob.user_id()] = json!(50);
     carol
         .send_state(&room, "m.room.power_levels", "", levels)

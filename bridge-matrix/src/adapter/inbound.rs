@@ -747,8 +747,16 @@ impl Inner {
         let Some(old) = old else {
             return Ok(None);
         };
+        // A new default level or level to send moves members the event does not name: the
+        // room's members are read for it. Unread (the homeserver failing), the named users
+        // are still said.
+        let members = if tr::defaults_moved(&old, &new) {
+            self.joined_members(room).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut last = None;
-        for (user, role) in tr::role_changes(&old, &new, &creators) {
+        for (user, role) in tr::role_changes(&old, &new, &creators, &members) {
             if self.is_ours(&user) {
                 continue;
             }
@@ -779,16 +787,10 @@ impl Inner {
         let Some(power) = self.power(room_id.as_str()).await else {
             return;
         };
-        let request =
-            ruma::api::client::membership::joined_members::v3::Request::new(room_id.clone());
-        let joined = match self.hs.call(request, As::Bot).await {
-            Ok(answer) => answer.joined,
-            Err(e) => {
-                tracing::debug!(adapter = %self.id, %room, error = %e, "members not read");
-                return;
-            }
+        let Some(joined) = self.joined_members(room_id.as_str()).await else {
+            return;
         };
-        for user in joined.keys().map(|u| u.as_str()) {
+        for user in joined.iter().map(String::as_str) {
             if self.is_ours(user) {
                 continue;
             }
@@ -804,6 +806,20 @@ impl Inner {
         }
         if let Err(e) = ctx.store().put(&key, b"") {
             tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+    }
+
+    /// The members joined to `room` (an ID) now, as the bot reads them; `None` (logged) when
+    /// the homeserver does not answer with them.
+    async fn joined_members(&self, room: &str) -> Option<Vec<String>> {
+        let room_id = ruma::RoomId::parse(room).ok()?;
+        let request = ruma::api::client::membership::joined_members::v3::Request::new(room_id);
+        match self.hs.call(request, As::Bot).await {
+            Ok(answer) => Some(answer.joined.keys().map(|u| u.to_string()).collect()),
+            Err(e) => {
+                tracing::debug!(adapter = %self.id, room, error = %e, "members not read");
+                None
+            }
         }
     }
 

@@ -675,11 +675,23 @@ pub fn role_of(levels: &Value, creators: &[String], user: &str) -> Role {
     }
 }
 
+/// Whether a power-levels change from `old` to `new` (contents) moves users it does not name:
+/// `users_default` or the level to send a message changed. Then the room's members are needed
+/// to say who stands differently ([`role_changes`]).
+pub fn defaults_moved(old: &Value, new: &Value) -> bool {
+    let default = |levels: &Value| level_field(levels, "users_default").unwrap_or(0);
+    default(old) != default(new) || send_level(old) != send_level(new)
+}
+
 /// Who stands differently after a power-levels change from `old` to `new` (contents): each
-/// user named in either's `users`, with their new standing, in the order of their IDs. A
-/// change of `users_default` or of the level to send moves everyone not named; that is not
-/// said per user (the bridge does not list the room's members for it).
-pub fn role_changes(old: &Value, new: &Value, creators: &[String]) -> Vec<(String, Role)> {
+/// user named in either's `users`, and each of `members` (the room's members, for a change
+/// of the defaults: [`defaults_moved`]), with their new standing, in the order of their IDs.
+pub fn role_changes(
+    old: &Value,
+    new: &Value,
+    creators: &[String],
+    members: &[String],
+) -> Vec<(String, Role)> {
     let named = |levels: &Value| -> Vec<String> {
         levels
             .get("users")
@@ -689,6 +701,7 @@ pub fn role_changes(old: &Value, new: &Value, creators: &[String]) -> Vec<(Strin
     };
     let mut users = named(old);
     users.extend(named(new));
+    users.extend(members.iter().cloned());
     users.sort();
     users.dedup();
     users
@@ -2065,15 +2078,46 @@ mod tests {
         let old = json!({ "users": { "@a:x": 100, "@b:x": 50, "@c:x": 20 } });
         let new = json!({ "users": { "@a:x": 100, "@c:x": 50, "@d:x": -5, "@e:x": 1 } });
         assert_eq!(
-            role_changes(&old, &new, &[]),
+            role_changes(&old, &new, &[], &[]),
             [
                 ("@b:x".to_owned(), Role::Member),
                 ("@c:x".to_owned(), Role::Moderator),
                 ("@d:x".to_owned(), Role::Muted),
             ]
         );
-        assert!(role_changes(&new, &new, &[]).is_empty());
+        assert!(role_changes(&new, &new, &[], &[]).is_empty());
+        assert!(!defaults_moved(&old, &new));
         // A creator stays the owner whatever the levels say.
-        assert!(role_changes(&old, &new, &["@b:x".to_owned()]).len() == 2);
+        assert!(role_changes(&old, &new, &["@b:x".to_owned()], &[]).len() == 2);
+    }
+
+    #[test]
+    fn a_change_of_the_defaults_moves_the_members_it_does_not_name() {
+        let members = ["@a:x", "@m:x", "@n:x", "@owner:x"].map(str::to_owned);
+        let creators = ["@owner:x".to_owned()];
+        let open = json!({ "users": { "@a:x": 100 }, "events_default": 0 });
+        // Announcements only: sending needs 50, which nobody unnamed has.
+        let read_only = json!({ "users": { "@a:x": 100 }, "events_default": 50 });
+        assert!(defaults_moved(&open, &read_only));
+        assert_eq!(
+            role_changes(&open, &read_only, &creators, &members),
+            [
+                ("@m:x".to_owned(), Role::Muted),
+                ("@n:x".to_owned(), Role::Muted),
+            ]
+        );
+        // Without the members, nobody unnamed is known to have moved.
+        assert!(role_changes(&open, &read_only, &creators, &[]).is_empty());
+        // Everyone a moderator by default; a member named in `users` with 0 stays a member.
+        let all_mods = json!({ "users": { "@a:x": 100, "@n:x": 0 }, "users_default": 50 });
+        assert!(defaults_moved(&open, &all_mods));
+        assert_eq!(
+            role_changes(&open, &all_mods, &creators, &members),
+            [("@m:x".to_owned(), Role::Moderator)]
+        );
+        // The level to send set per event type counts as the level to send.
+        let per_type = json!({ "users": { "@a:x": 100 }, "events": { "m.room.message": 10 } });
+        assert!(defaults_moved(&open, &per_type));
+        assert!(!defaults_moved(&per_type, &per_type));
     }
 }
