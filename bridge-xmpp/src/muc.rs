@@ -113,6 +113,9 @@ pub struct OccupantPresence {
     pub kicked: bool,
     /// Status 301: banned.
     pub banned: bool,
+    /// Status 333: removed because of a technical problem (its server or component did not
+    /// answer), not by anyone's decision.
+    pub errored: bool,
     /// The occupant's real JID, when the room shows it to us.
     pub real_jid: Option<String>,
     /// XEP-0421 occupant-id, stable per real user per room.
@@ -209,6 +212,7 @@ pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
                 Some("201") => p.created = true,
                 Some("307") => p.kicked = true,
                 Some("301") => p.banned = true,
+                Some("333") => p.errored = true,
                 _ => {}
             }
         } else if child.is("destroy", NS_MUC_USER) {
@@ -359,9 +363,17 @@ mod tests {
              <reason>spam</reason></item><status code='307'/></x></presence>",
         );
         let kick = occupant_presence(&kick).expect("a MUC presence");
-        assert!(kick.kicked && kick.new_nick.is_none());
+        assert!(kick.kicked && kick.new_nick.is_none() && !kick.errored);
         assert_eq!(kick.status.as_deref(), Some("spam"));
         assert_eq!(kick.destroyed, None);
+        // Prosody's removal of an occupant whose component stopped answering.
+        let errored = xml(
+            "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><item role='none'/>\
+             <status code='307'/><status code='333'/><status code='110'/></x></presence>",
+        );
+        let errored = occupant_presence(&errored).expect("a MUC presence");
+        assert!(errored.kicked && errored.errored && errored.self_presence);
 
         let destroyed = xml(
             "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\

@@ -67,6 +67,12 @@ async fn rig_for(room: &str, settings: toml::Table) -> Rig {
 impl Rig {
     /// Stops the bridge and starts it again over the same store.
     async fn restart(self, settings: toml::Table) -> Self {
+        self.restart_after(settings, async {}).await
+    }
+
+    /// Stops the bridge, waits for `away` (what happens while it is away), and starts it
+    /// again over the same store.
+    async fn restart_after(self, settings: toml::Table, away: impl Future<Output = ()>) -> Self {
         let Rig {
             _turn,
             core,
@@ -75,6 +81,7 @@ impl Rig {
             ..
         } = self;
         core.shutdown().await;
+        away.await;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(_dir.path()).expect("store opens"));
         let (core, memory) = start_core(store, &room, settings).await;
         Rig {
@@ -1233,6 +1240,77 @@ async fn a_puppet_kicked_mid_burst_joins_again_and_its_messages_arrive_once_in_o
         .await;
     assert!(kicked.is_ok(), "the puppet was kicked: {kicked:?}");
     rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppets_stay_ours_across_restarts_and_join_again_when_the_room_dropped_them() {
+    // A MUC keeps the bridge's occupants when the bridge stops quietly: the next session must
+    // know them as its own puppets, not bridge them as new XMPP users (the far side's users
+    // echoed back to it). In a room that shows real JIDs the puppet's JID says so; in one that
+    // shows them only to moderators (and gives no occupant-ids here), the nick it had.
+    for whois in ["anyone", "moderators"] {
+        let room = format!("{}@conference.localhost", fresh(&format!("xa-own-{whois}")));
+        let mut alice = human_in(&room, "Alice").await;
+        alice
+            .configure(&room, serde_json::json!({ "whois": whois }))
+            .await
+            .expect("room configured");
+        let rig = rig_for(&room, component_settings()).await;
+        bridge_present(&mut alice).await;
+        post(
+            &rig.memory,
+            inbound(MEMORY_ROOM)
+                .from("@bob:example.org")
+                .named("Bob")
+                .join(),
+        )
+        .await;
+        alice
+            .wait_presence(|p| p["nick"] == "Bob" && p["type"] == "available")
+            .await
+            .expect("Bob's puppet joins");
+
+        // A quiet restart: the room still has Bob's puppet when the listener joins again.
+        let rig = rig.restart(component_settings()).await;
+        let said = format!("after a quiet restart ({whois})");
+        alice.send(&room, GC, &said).await.expect("sent");
+        got(&rig.memory, &said).await;
+        let no_echo = |memory: &MemoryHandle| {
+            let echoed: Vec<String> = (memory.sent().iter())
+                .filter(|e| {
+                    e.sender.display_name.as_deref() == Some("Bob")
+                        || e.sender.user.as_str().contains("bridge.localhost")
+                })
+                .map(|e| format!("{} from {}", e.kind.name(), e.sender.user))
+                .collect();
+            assert!(
+                echoed.is_empty(),
+                "the puppet came back as a user: {echoed:?}"
+            );
+        };
+        no_echo(&rig.memory);
+
+        // Alice talks while the bridge is away: the room cannot reach the puppet and drops it
+        // (status 333). The next session has it join again, before Bob says anything.
+        let away = async {
+            alice
+                .send(&room, GC, "while the bridge is away")
+                .await
+                .expect("sent");
+            alice
+                .wait_presence(|p| p["nick"] == "Bob" && p["type"] == "unavailable")
+                .await
+                .expect("the room drops the puppet it cannot reach");
+        };
+        let rig = rig.restart_after(component_settings(), away).await;
+        alice
+            .wait_presence(|p| p["nick"] == "Bob" && p["type"] == "available")
+            .await
+            .expect("Bob's puppet joins again by itself");
+        got(&rig.memory, "while the bridge is away").await;
+        no_echo(&rig.memory);
+        rig.core.shutdown().await;
+    }
 }
 
 /// Sends `iq` from a plain c2s client and returns the answer.

@@ -56,6 +56,9 @@ pub(super) mod keys {
     /// (room, our occupant's JID) → the standing its user has on their side, given to it here
     /// (none: a member); a session's role is given again at each join.
     pub const PUPPET_ROLE: &str = "puppet-role";
+    /// (room in lower case, our puppet's JID) → JSON: the nicks it may take, the nick it had
+    /// first, and its occupant-id there (`super::puppets`): it should be in the room.
+    pub const PUPPET: &str = "puppet";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -123,10 +126,22 @@ impl Inner {
                 if p.new_nick.is_none() {
                     self.rooms.lock().left(&p.room, &to);
                     self.occupant_removed(&p.room, &to);
+                    if self.listener_jid().as_deref() != Some(to.as_str()) {
+                        self.puppet_removed(&p, &to);
+                    }
                 }
             }
         }
         if self.listener_jid().as_deref() != Some(to.as_str()) {
+            return;
+        }
+        // An occupant of ours from an earlier session, still in the room: ours again, not
+        // someone new.
+        if !p.self_presence
+            && !(self.rooms.lock()).is_ours(&p.room, &p.nick, p.occupant_id.as_deref())
+            && self.earlier_occupant(ctx, &p).is_some()
+        {
+            tracing::debug!(adapter = %self.id, room = %p.room, nick = %p.nick, "an occupant of ours from an earlier session");
             return;
         }
         let observed = self.rooms.lock().observe(&p);

@@ -17,6 +17,7 @@ mod direct;
 mod inbound;
 mod iq;
 mod outbound;
+mod puppets;
 mod state;
 
 use std::collections::HashMap;
@@ -464,6 +465,13 @@ impl Inner {
                     }
                     self.rooms.lock().joined(room, occupant, &presence);
                     if Some(occupant) != self.listener_jid().as_deref() {
+                        self.remember_puppet(
+                            room,
+                            occupant,
+                            &presence.nick,
+                            nicks,
+                            presence.occupant_id.as_deref(),
+                        );
                         self.role_after_join(room, occupant, &presence.nick).await;
                     }
                     return Ok(presence);
@@ -507,6 +515,14 @@ impl Inner {
         // `send` goes on, whatever the joins gave (a room that refused us fails its sends).
         self.resent.send_modify(|done| *done = (*done).max(session));
         ctx.set_connected(true);
+        if self.component_domain().is_some() {
+            let mut rooms: Vec<String> = (ctx.linked_rooms().into_iter())
+                .filter(|room| direct::parts(room.as_str()).is_none())
+                .map(|room| room.as_str().to_owned())
+                .collect();
+            rooms.sort();
+            self.rejoin_puppets(ctx, rooms).await;
+        }
     }
 
     /// The joins and the resending of [`Inner::join_linked_rooms`].
@@ -764,6 +780,7 @@ impl Adapter for XmppAdapter {
         if direct::parts(room.as_str()).is_some() {
             return Ok(());
         }
+        self.inner.forget_puppets(room.as_str());
         let occupants = self.inner.rooms.lock().forget(room.as_str());
         for (jid, nick) in occupants {
             let leave = muc::leave(self.inner.stanza_from(&jid), room.as_str(), &nick);

@@ -44,11 +44,11 @@ const RESEND_BACKOFF: (std::time::Duration, std::time::Duration) = (
 );
 
 /// Who speaks for an event in a room.
-struct Speaker {
+pub(super) struct Speaker {
     /// The occupant's JID.
-    jid: String,
+    pub(super) jid: String,
     /// Nicks to try, best first.
-    nicks: Vec<String>,
+    pub(super) nicks: Vec<String>,
 }
 
 impl Inner {
@@ -76,7 +76,7 @@ impl Inner {
     }
 
     /// Our occupant `speaker` in `room`, joining first when needed: its nick and occupant-id.
-    async fn ensure_joined(
+    pub(super) async fn ensure_joined(
         &self,
         room: &str,
         speaker: &Speaker,
@@ -143,6 +143,7 @@ impl Inner {
                     _ => {
                         // Also while a join or nick change is still unconfirmed.
                         let claimed = self.rooms.lock().our_claim(&room, &speaker.jid);
+                        self.forget_puppet(&room, &speaker.jid);
                         if let Some(nick) = joined.map(|(nick, _)| nick).or(claimed) {
                             let leave = muc::leave(self.stanza_from(&speaker.jid), &room, &nick);
                             self.rooms.lock().left(&room, &speaker.jid);
