@@ -515,6 +515,68 @@ async fn what_a_target_cannot_carry_is_degraded_per_policy() {
 }
 
 #[tokio::test]
+async fn a_thread_answers_its_root_where_threads_are_not_shown_and_replies_join_it_back() {
+    // a shows threads, b does not (it takes replies).
+    let mut caps_b = Capabilities::all();
+    caps_b.threads = false;
+    let p = pair(caps_b).await;
+    p.a.submit(inbound("a-room").id("root").from("alice").text("root"))
+        .await
+        .expect("root");
+    p.a.submit(
+        inbound("a-room")
+            .id("t1")
+            .from("alice")
+            .in_thread("root", "in the thread"),
+    )
+    .await
+    .expect("t1");
+    let sent = p.b.wait_sent(2, WAIT).await;
+    let root_b = p.b.native_id_of(sent[0].id).expect("root delivered");
+    assert!(
+        matches!(&sent[1].kind, EventKind::Message { reply_to: Some(t), thread: None, .. } if *t == root_b),
+        "{:?}",
+        sent[1].kind
+    );
+    assert!(sent[1].degraded);
+    // On b, someone answers the threaded message: on a the answer is in the thread.
+    let t1_b = p.b.native_id_of(sent[1].id).expect("t1 delivered");
+    p.b.submit(
+        inbound("b-room")
+            .id("r")
+            .from("bob")
+            .reply(t1_b.as_str(), "answer"),
+    )
+    .await
+    .expect("r");
+    let sent_a = p.a.wait_sent(1, WAIT).await;
+    let root_a = RemoteEventId::new("root");
+    let t1_a = RemoteEventId::new("t1");
+    assert!(
+        matches!(&sent_a[0].kind,
+            EventKind::Message { reply_to: Some(r), thread: Some(t), .. } if *r == t1_a && *t == root_a),
+        "{:?}",
+        sent_a[0].kind
+    );
+    // A reply to the root itself is a reply, not in a thread.
+    p.b.submit(
+        inbound("b-room")
+            .id("r2")
+            .from("bob")
+            .reply(root_b.as_str(), "to the root"),
+    )
+    .await
+    .expect("r2");
+    let sent_a = p.a.wait_sent(2, WAIT).await;
+    assert!(
+        matches!(&sent_a[1].kind, EventKind::Message { reply_to: Some(r), thread: None, .. } if *r == root_a),
+        "{:?}",
+        sent_a[1].kind
+    );
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_room_policy_can_drop_instead() {
     let policy = DegradePolicy {
         reply: Fallback::Drop,

@@ -76,15 +76,18 @@ const DIRECTIONS: [(Net, Net); 6] = [
     (Net::Mimi, Net::Matrix),
 ];
 
-/// The features, in the order of the table's rows.
 /// The feature row of roles.
 const ROLE: &str = "role";
+/// The feature row of threads.
+const THREAD: &str = "thread";
 
-const FEATURES: [&str; 18] = [
+/// The features, in the order of the table's rows.
+const FEATURES: [&str; 19] = [
     "text",
     "formatting",
     "edit",
     "reply",
+    THREAD,
     "reaction",
     "reaction removal",
     "redaction / retraction",
@@ -1110,6 +1113,153 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             table.skipped("reply", Net::Mimi, Net::Matrix, "text XMPP → MIMI");
         }
     }
+
+    // ================================================================ thread
+    // Carol answers her own message in a thread: XMPP (no threads) gets a reply to the root,
+    // MIMI the thread. Xavier answers that message: Matrix and MIMI get his answer in the
+    // thread. Dana starts a thread on her message: XMPP gets a reply, Matrix the thread.
+    let m_thread_mx = carol
+        .send_raw(
+            &room,
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": "carol in a thread",
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": m_hello_mx,
+                    "is_falling_back": true,
+                    "m.in_reply_to": { "event_id": m_hello_mx },
+                },
+            }),
+        )
+        .await
+        .expect("carol writes in a thread");
+    let m_thread_x = table
+        .check(THREAD, Net::Matrix, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| m["body"] == "carol in a thread")
+                .await?;
+            let (stanza, id) = m_hello_x
+                .as_ref()
+                .context("carol's message never reached XMPP")?;
+            let to = text(&m["reply"]["id"]);
+            ensure!(
+                to == stanza || to == id,
+                "not a reply to the thread's root: {m}"
+            );
+            Ok(text(&m["stanza_id"]).to_owned())
+        })
+        .await;
+    let m_thread_mi = table
+        .check(THREAD, Net::Matrix, Net::Mimi, async {
+            let e = hub.wait(message_with("carol in a thread")).await?;
+            let root = m_hello_mi
+                .as_deref()
+                .context("carol's message never reached MIMI")?;
+            ensure!(
+                matches!(&e.kind, EventKind::Message { thread: Some(t), .. } if t.as_str() == root),
+                "not in the thread of carol's message: {:?}",
+                e.kind
+            );
+            hub.native(&e).await
+        })
+        .await;
+    match &m_thread_x {
+        Some(stanza) => {
+            xavier
+                .reply(
+                    &muc,
+                    GC,
+                    "xavier in the thread",
+                    stanza,
+                    &carol_in_muc,
+                    Some("carol in a thread"),
+                )
+                .await
+                .expect("xavier answers in the thread");
+            table
+                .check(THREAD, Net::Xmpp, Net::Matrix, async {
+                    let e = carol
+                        .wait_timeline(|e| {
+                            text(&e["content"]["body"]).ends_with("xavier in the thread")
+                        })
+                        .await?;
+                    let relation = &e["content"]["m.relates_to"];
+                    ensure!(
+                        relation["rel_type"] == "m.thread"
+                            && relation["event_id"] == m_hello_mx.as_str()
+                            && relation["m.in_reply_to"]["event_id"] == m_thread_mx.as_str(),
+                        "not an answer to carol's message in its thread: {e}"
+                    );
+                    Ok(())
+                })
+                .await;
+            match (&m_thread_mi, &m_hello_mi) {
+                (Some(target), Some(root)) => {
+                    table
+                        .check(THREAD, Net::Xmpp, Net::Mimi, async {
+                            let e = hub.wait(message_with("xavier in the thread")).await?;
+                            ensure!(
+                                matches!(&e.kind, EventKind::Message {
+                                    reply_to: Some(r), thread: Some(t), ..
+                                } if r.as_str() == target && t.as_str() == root),
+                                "not an answer to carol's message in its thread: {:?}",
+                                e.kind
+                            );
+                            Ok(())
+                        })
+                        .await;
+                }
+                _ => table.skipped(THREAD, Net::Xmpp, Net::Mimi, "thread Matrix → MIMI"),
+            }
+        }
+        None => {
+            table.skipped(THREAD, Net::Xmpp, Net::Matrix, "thread Matrix → XMPP");
+            table.skipped(THREAD, Net::Xmpp, Net::Mimi, "thread Matrix → XMPP");
+        }
+    }
+    hub.submit(
+        inbound(DANA_ROOM)
+            .id("d-thread")
+            .from("dana")
+            .named("Dana")
+            .in_thread("d-hello", "dana in a thread"),
+    )
+    .await
+    .expect("dana writes in a thread");
+    table
+        .check(THREAD, Net::Mimi, Net::Xmpp, async {
+            let m = xavier
+                .wait_message(|m| m["body"] == "dana in a thread")
+                .await?;
+            let (stanza, id, _) = i_hello_x
+                .as_ref()
+                .context("dana's message never reached XMPP")?;
+            let to = text(&m["reply"]["id"]);
+            ensure!(
+                to == stanza || to == id,
+                "not a reply to the thread's root: {m}"
+            );
+            Ok(())
+        })
+        .await;
+    table
+        .check(THREAD, Net::Mimi, Net::Matrix, async {
+            let e = carol
+                .wait_timeline(|e| e["content"]["body"] == "dana in a thread")
+                .await?;
+            let root = i_hello_mx
+                .as_deref()
+                .context("dana's message never reached Matrix")?;
+            let relation = &e["content"]["m.relates_to"];
+            ensure!(
+                relation["rel_type"] == "m.thread" && relation["event_id"] == root,
+                "not in the thread of dana's message: {e}"
+            );
+            Ok(())
+        })
+        .await;
 
     // ================================================================ typing, read marker
     xavier

@@ -107,8 +107,17 @@ pub(crate) fn prepare(
         } => {
             let (mut content, spilled) = fit_attachments(content.clone(), caps);
             degraded |= spilled;
+            // A thread the target cannot show: the message answers the thread's root there
+            // (natively, or quoted under the reply policy), so it keeps its context.
+            let thread_as_reply = match (thread, reply_to) {
+                (Some(root), None) if !caps.threads => {
+                    degraded = true;
+                    Some(root)
+                }
+                _ => None,
+            };
             let mut native_reply = None;
-            if let Some(target) = reply_to {
+            if let Some(target) = reply_to.as_ref().or(thread_as_reply) {
                 native_reply = if caps.replies { native(target)? } else { None };
                 if native_reply.is_none() {
                     degraded = true;
@@ -120,7 +129,18 @@ pub(crate) fn prepare(
                     }
                 }
             }
-            let native_thread = match thread {
+            // A reply (from a network without threads) to a message in a thread stays in that
+            // thread where threads exist.
+            let thread = match (thread, reply_to) {
+                (None, Some(target)) if caps.threads => {
+                    original(target)?.and_then(|e| match e.kind {
+                        EventKind::Message { thread, .. } => thread,
+                        _ => None,
+                    })
+                }
+                _ => *thread,
+            };
+            let native_thread = match &thread {
                 Some(root) if caps.threads => native(root)?,
                 _ => None,
             };

@@ -101,6 +101,15 @@ impl InboundBuilder {
         })
     }
 
+    /// A message in the thread whose root is native message `root`.
+    pub fn in_thread(self, root: &str, body: &str) -> InboundEvent {
+        self.kind(EventKind::Message {
+            content: MessageContent::text(body),
+            reply_to: None,
+            thread: Some(rid(root)),
+        })
+    }
+
     /// An edit of native message `target`.
     pub fn edit(self, target: &str, body: &str) -> InboundEvent {
         self.kind(EventKind::Edit {
