@@ -80,14 +80,17 @@ const DIRECTIONS: [(Net, Net); 6] = [
 const ROLE: &str = "role";
 /// The feature row of threads.
 const THREAD: &str = "thread";
+/// The feature row of polls.
+const POLL: &str = "poll";
 
 /// The features, in the order of the table's rows.
-const FEATURES: [&str; 19] = [
+const FEATURES: [&str; 20] = [
     "text",
     "formatting",
     "edit",
     "reply",
     THREAD,
+    POLL,
     "reaction",
     "reaction removal",
     "redaction / retraction",
@@ -1260,6 +1263,90 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             Ok(())
         })
         .await;
+
+    // ================================================================ poll
+    // Carol asks a poll (as Element sends one) and ends it: the networks without polls get its
+    // question and answers as text, then its outcome as an answer to it.
+    let poll_mx = carol
+        .send_raw(
+            &room,
+            "org.matrix.msc3381.poll.start",
+            json!({
+                "org.matrix.msc3381.poll.start": {
+                    "question": { "org.matrix.msc1767.text": "Tea or coffee?" },
+                    "kind": "org.matrix.msc3381.poll.disclosed",
+                    "max_selections": 1,
+                    "answers": [
+                        { "id": "tea", "org.matrix.msc1767.text": "Tea" },
+                        { "id": "coffee", "org.matrix.msc1767.text": "Coffee" },
+                    ],
+                },
+                "org.matrix.msc1767.text": "Tea or coffee?\n1. Tea\n2. Coffee",
+            }),
+        )
+        .await
+        .expect("carol asks a poll");
+    carol
+        .send_raw(
+            &room,
+            "org.matrix.msc3381.poll.response",
+            json!({
+                "m.relates_to": { "rel_type": "m.reference", "event_id": poll_mx },
+                "org.matrix.msc3381.poll.response": { "answers": ["tea"] },
+            }),
+        )
+        .await
+        .expect("carol votes");
+    carol
+        .send_raw(
+            &room,
+            "org.matrix.msc3381.poll.end",
+            json!({
+                "m.relates_to": { "rel_type": "m.reference", "event_id": poll_mx },
+                "org.matrix.msc3381.poll.end": {},
+                "org.matrix.msc1767.text": "The poll has closed. Top answer: Tea",
+            }),
+        )
+        .await
+        .expect("carol ends the poll");
+    let poll_text = "Poll: Tea or coffee?\n1. Tea\n2. Coffee";
+    table
+        .check(POLL, Net::Matrix, Net::Xmpp, async {
+            let asked = xavier.wait_message(|m| m["body"] == poll_text).await?;
+            let ended = xavier
+                .wait_message(|m| text(&m["body"]).ends_with("Top answer: Tea"))
+                .await?;
+            let to = text(&ended["reply"]["id"]);
+            ensure!(
+                to == text(&asked["stanza_id"]) || to == text(&asked["id"]),
+                "the outcome does not answer the poll: {ended}"
+            );
+            Ok(())
+        })
+        .await;
+    table
+        .check(POLL, Net::Matrix, Net::Mimi, async {
+            let asked = hub.wait(message_with(poll_text)).await?;
+            let asked = hub.native(&asked).await?;
+            hub.points_at("reply", "The poll has closed. Top answer: Tea", &asked)
+                .await
+        })
+        .await;
+    for (from, to) in [
+        (Net::Xmpp, Net::Matrix),
+        (Net::Xmpp, Net::Mimi),
+        (Net::Mimi, Net::Xmpp),
+        (Net::Mimi, Net::Matrix),
+    ] {
+        table.not_carried(
+            POLL,
+            from,
+            to,
+            "XMPP has no polls in common use and MIMI content (draft-ietf-mimi-content) none \
+             at all: a poll starts only on Matrix, and crosses as text (its votes do not \
+             cross; its end does, as an answer to it).",
+        );
+    }
 
     // ================================================================ typing, read marker
     xavier

@@ -37,6 +37,9 @@ pub const NOT_BRIDGED: &[&str] = &[
     "m.rtc.",
     "org.matrix.msc4075.rtc.",
     "m.key.verification.",
+    // A vote means nothing where the poll is text; the poll's end says the outcome.
+    "m.poll.response",
+    "org.matrix.msc3381.poll.response",
 ];
 
 /// What inbound translation needs to know about the bridge.
@@ -59,6 +62,9 @@ pub struct InboundCtx<'a> {
 /// * `m.room.message`: a [`EventKind::Message`] (see below), or an [`EventKind::Edit`] for an
 ///   `m.replace` relation (its `m.new_content`, else the content without its `* ` prefix).
 /// * `m.sticker`: a message with the sticker as its one attachment and no text.
+/// * `m.poll.start`, `m.poll.end` (and their unstable `org.matrix.msc3381.` names): a
+///   message with the poll's question and numbered answers; the end's text, answering the
+///   poll. Votes are not bridged.
 /// * `m.reaction` (`m.annotation`): [`EventKind::Reaction`].
 /// * `m.room.redaction`: [`EventKind::Redaction`] of `content.redacts` (room version 11) or of
 ///   the top-level `redacts` (earlier versions).
@@ -180,6 +186,8 @@ pub fn timeline_event(
             tracing::debug!(event_id, room, "encrypted event not bridged");
             None
         }
+        "m.poll.start" | "org.matrix.msc3381.poll.start" => poll_start(content),
+        "m.poll.end" | "org.matrix.msc3381.poll.end" => poll_end(content),
         other if NOT_BRIDGED.iter().any(|prefix| other.starts_with(prefix)) => None,
         other => Some(EventKind::Custom {
             event_type: other.to_owned(),
@@ -498,6 +506,84 @@ fn sticker(content: &Object) -> Result<Option<EventKind<RemoteEventId>>, Transla
         reply_to: relations.reply_to.map(RemoteEventId::new),
         thread: relations.thread.map(RemoteEventId::new),
     }))
+}
+
+/// The text of an extensible-events text block (MSC1767): the stable `m.text` (a list of
+/// representations, the first plain one, else the first) or the unstable
+/// `org.matrix.msc1767.text` (a string).
+fn extensible_text(block: &Object) -> Option<String> {
+    if let Some(list) = block.get("m.text").and_then(Value::as_array) {
+        let body = |r: &Value| r.get("body").and_then(Value::as_str).map(str::to_owned);
+        let plain = list.iter().find(|r| {
+            r.get("mimetype")
+                .and_then(Value::as_str)
+                .is_none_or(|m| m == "text/plain")
+        });
+        if let Some(text) = plain.and_then(body).or_else(|| list.iter().find_map(body)) {
+            return Some(text);
+        }
+    }
+    block
+        .get("org.matrix.msc1767.text")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// A poll (MSC3381, `m.poll.start` or its unstable name): a message with its question and its
+/// numbered answers, for networks without polls (their votes are not bridged: see
+/// [`NOT_BRIDGED`]); the event's own text fallback when the poll cannot be read.
+fn poll_start(content: &Object) -> Option<EventKind<RemoteEventId>> {
+    let poll = content
+        .get("m.poll")
+        .or_else(|| content.get("org.matrix.msc3381.poll.start"))
+        .and_then(Value::as_object);
+    let question = poll
+        .and_then(|p| p.get("question"))
+        .and_then(Value::as_object)
+        .and_then(extensible_text);
+    let answers: Vec<String> = poll
+        .and_then(|p| p.get("answers"))
+        .and_then(Value::as_array)
+        .map(|answers| {
+            answers
+                .iter()
+                .filter_map(|a| a.as_object().and_then(extensible_text))
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = match question {
+        Some(question) => {
+            let mut text = format!("Poll: {question}");
+            for (i, answer) in answers.iter().enumerate() {
+                text.push_str(&format!("\n{}. {answer}", i + 1));
+            }
+            text
+        }
+        None => extensible_text(content)?,
+    };
+    Some(EventKind::Message {
+        content: MessageContent::text(text),
+        reply_to: None,
+        thread: relations(content).thread.map(RemoteEventId::new),
+    })
+}
+
+/// The end of a poll: its text fallback (the outcome, in the clients that send one), as an
+/// answer to the poll it ends (its `m.reference`).
+fn poll_end(content: &Object) -> Option<EventKind<RemoteEventId>> {
+    let text = extensible_text(content).unwrap_or_else(|| String::from("The poll has ended."));
+    let poll = content
+        .get("m.relates_to")
+        .and_then(Value::as_object)
+        .filter(|rel| rel.get("rel_type").and_then(Value::as_str) == Some("m.reference"))
+        .and_then(|rel| rel.get("event_id"))
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty());
+    Some(EventKind::Message {
+        content: MessageContent::text(text),
+        reply_to: poll.map(RemoteEventId::new),
+        thread: None,
+    })
 }
 
 /// An `m.reaction`: its `m.annotation` relation, with the event and the key.
@@ -1761,6 +1847,75 @@ mod tests {
             "",
             json!({"msgtype": "m.text", "body": "x"}),
         ));
+    }
+
+    #[test]
+    fn polls_are_text_and_votes_are_not_bridged() {
+        let body = |kind: EventKind<RemoteEventId>| match kind {
+            EventKind::Message {
+                content, reply_to, ..
+            } => (content.text.body().to_owned(), reply_to),
+            other => panic!("not a message: {other:?}"),
+        };
+        // As Element sends it (the unstable names).
+        let unstable = json!({
+            "org.matrix.msc3381.poll.start": {
+                "question": {"org.matrix.msc1767.text": "Tea or coffee?"},
+                "kind": "org.matrix.msc3381.poll.disclosed",
+                "max_selections": 1,
+                "answers": [
+                    {"id": "a", "org.matrix.msc1767.text": "Tea"},
+                    {"id": "b", "org.matrix.msc1767.text": "Coffee"},
+                ],
+            },
+            "org.matrix.msc1767.text": "Tea or coffee?\n1. Tea\n2. Coffee",
+        });
+        let expected = String::from("Poll: Tea or coffee?\n1. Tea\n2. Coffee");
+        assert_eq!(
+            body(kind_of(&event("org.matrix.msc3381.poll.start", unstable))),
+            (expected.clone(), None)
+        );
+        // The stable names (Matrix 1.7), text as lists of representations.
+        let stable = json!({
+            "m.poll": {
+                "question": {"m.text": [{"mimetype": "text/html", "body": "<b>Tea</b> or coffee?"}, {"body": "Tea or coffee?"}]},
+                "answers": [{"m.id": "a", "m.text": [{"body": "Tea"}]}, {"m.id": "b", "m.text": [{"body": "Coffee"}]}],
+            },
+            "m.text": [{"body": "Tea or coffee?"}],
+        });
+        assert_eq!(
+            body(kind_of(&event("m.poll.start", stable))),
+            (expected, None)
+        );
+        // Unreadable poll: the event's own fallback; neither: nothing.
+        assert_eq!(
+            body(kind_of(&event(
+                "m.poll.start",
+                json!({"m.poll": {}, "m.text": [{"body": "a poll"}]})
+            )))
+            .0,
+            "a poll"
+        );
+        nothing(&event("m.poll.start", json!({"m.poll": {}})));
+        // The end answers the poll with its outcome.
+        let end = json!({
+            "m.relates_to": {"rel_type": "m.reference", "event_id": "$poll"},
+            "org.matrix.msc3381.poll.end": {},
+            "org.matrix.msc1767.text": "The poll has closed. Top answer: Tea",
+        });
+        assert_eq!(
+            body(kind_of(&event("org.matrix.msc3381.poll.end", end))),
+            (
+                "The poll has closed. Top answer: Tea".to_owned(),
+                Some(RemoteEventId::new("$poll"))
+            )
+        );
+        let vote = json!({
+            "m.relates_to": {"rel_type": "m.reference", "event_id": "$poll"},
+            "org.matrix.msc3381.poll.response": {"answers": ["a"]},
+        });
+        nothing(&event("org.matrix.msc3381.poll.response", vote.clone()));
+        nothing(&event("m.poll.response", vote));
     }
 
     #[test]
