@@ -1313,6 +1313,53 @@ async fn puppets_stay_ours_across_restarts_and_join_again_when_the_room_dropped_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppets_get_voice_in_a_moderated_room_and_membership_in_a_members_only_one() {
+    // A moderated room lets a non-member in without voice, and a members-only room not at
+    // all: the bridge, made an admin of each by its owner, gives its puppets what they need
+    // to speak there.
+    for (what, option) in [
+        ("moderated", "moderatedroom"),
+        ("members-only", "membersonly"),
+    ] {
+        let room = format!("{}@conference.localhost", fresh(&format!("xa-{what}")));
+        let mut alice = human_in(&room, "Alice").await;
+        alice
+            .configure(&room, serde_json::json!({ option: "1" }))
+            .await
+            .expect("room configured");
+        alice
+            .admin(
+                &room,
+                serde_json::json!({ "jid": "bridge@bridge.localhost", "affiliation": "admin" }),
+            )
+            .await
+            .expect("alice makes the bridge an admin");
+        let rig = rig_for(&room, component_settings()).await;
+        bridge_present(&mut alice).await;
+        let said = format!("hello, {what} room");
+        post(
+            &rig.memory,
+            inbound(MEMORY_ROOM)
+                .id(&format!("m-{what}"))
+                .from("@bob:example.org")
+                .named("Bob")
+                .text(&said),
+        )
+        .await;
+        let got = alice
+            .wait_message(|m| m["body"] == said.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("Bob's message reaches the {what} room: {e}"));
+        assert!(text(&got["from"]).ends_with("/Bob"), "{got}");
+        assert!(
+            rig.core.dead_letters().expect("dead letters").is_empty(),
+            "nothing dead-lettered in the {what} room"
+        );
+        rig.core.shutdown().await;
+    }
+}
+
 /// Sends `iq` from a plain c2s client and returns the answer.
 async fn ask(
     handle: &mut bridge_xmpp::stream::StreamHandle,

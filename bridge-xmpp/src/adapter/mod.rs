@@ -434,7 +434,13 @@ impl Inner {
         if let Some(refusal) = self.destroyed_refusal(room) {
             return Err(refusal);
         }
-        for nick in nicks {
+        let puppet = Some(occupant) != self.listener_jid().as_deref();
+        // A members-only room refuses a puppet that is no member: made one once, by the
+        // bridge's own occupant, and the join tried again.
+        let mut admitted = false;
+        let mut next = 0;
+        while let Some(nick) = nicks.get(next) {
+            next += 1;
             if self.rooms.lock().nick_taken_by_other(room, nick, occupant) {
                 continue;
             }
@@ -464,7 +470,7 @@ impl Inner {
                         }
                     }
                     self.rooms.lock().joined(room, occupant, &presence);
-                    if Some(occupant) != self.listener_jid().as_deref() {
+                    if puppet {
                         self.remember_puppet(
                             room,
                             occupant,
@@ -472,7 +478,13 @@ impl Inner {
                             nicks,
                             presence.occupant_id.as_deref(),
                         );
-                        self.role_after_join(room, occupant, &presence.nick).await;
+                        self.role_after_join(
+                            room,
+                            occupant,
+                            &presence.nick,
+                            presence.role.as_deref(),
+                        )
+                        .await;
                     }
                     return Ok(presence);
                 }
@@ -480,6 +492,12 @@ impl Inner {
                     self.rooms.lock().unclaim(room, occupant);
                     if condition == "conflict" {
                         tracing::debug!(room, nick, "nick taken; trying the next one");
+                        continue;
+                    }
+                    if condition == "registration-required" && puppet && !admitted {
+                        admitted = true;
+                        self.admit(room, occupant).await?;
+                        next -= 1; // the same nick again
                         continue;
                     }
                     let why = format!(
@@ -506,6 +524,28 @@ impl Inner {
         Err(AdapterError::Permanent(format!(
             "every nick tried in {room} is taken: {nicks:?}"
         )))
+    }
+
+    /// Makes our puppet `occupant` a member of the members-only `room`, as the bridge's own
+    /// occupant (which has to be an admin or owner there).
+    async fn admit(&self, room: &str, occupant: &str) -> Result<(), AdapterError> {
+        let bare = crate::jid::bare(occupant);
+        let iq = muc::admin_item(
+            self.listener_jid().as_deref(),
+            room,
+            [("jid", bare), ("affiliation", "member")],
+        );
+        match self.iq(iq).await {
+            Ok(_) => {
+                tracing::info!(adapter = %self.id, room, puppet = bare, "made a member of the members-only room");
+                Ok(())
+            }
+            Err(IqFailure::NotSent(e)) => Err(e),
+            Err(e @ IqFailure::Error { .. }) => Err(AdapterError::Permanent(format!(
+                "{room} is members-only and the bridge cannot make {bare} a member: {e} (make \
+                 the bridge an admin or owner of the room)"
+            ))),
+        }
     }
 
     /// Joins every linked room as the listener, then reports the adapter connected (which

@@ -750,23 +750,41 @@ impl Inner {
         Ok(Delivered::default())
     }
 
-    /// After our occupant `puppet` joined `room` as `nick`: the session role its user has
-    /// ([`Inner::give_role`]), given again (the room forgot it when the occupant left).
-    pub(super) async fn role_after_join(&self, room: &str, puppet: &str, nick: &str) {
+    /// After our occupant `puppet` joined `room` as `nick` (with the session role `now`): the
+    /// session role its user has ([`Inner::give_role`]), given again (the room forgot it when
+    /// the occupant left); and voice, in a moderated room that let it in as a visitor when its
+    /// user is not muted (else none of its messages would be accepted). Given by the bridge's
+    /// own occupant, which needs to be a moderator there (an admin or owner of the room).
+    pub(super) async fn role_after_join(
+        &self,
+        room: &str,
+        puppet: &str,
+        nick: &str,
+        now: Option<&str>,
+    ) {
         let Ok(ctx) = self.ctx() else { return };
         let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
         let session = match super::inbound::stored_role(ctx.store(), &key) {
             Ok(Role::Moderator) => "moderator",
             Ok(Role::Muted) => "visitor",
+            Ok(_) if now == Some("visitor") => "participant",
             _ => return,
         };
+        if now == Some(session) {
+            return;
+        }
         let iq = muc::admin_item(
             self.listener_jid().as_deref(),
             room,
             [("nick", nick), ("role", session)],
         );
         if let Err(e) = self.iq(iq).await {
-            tracing::info!(adapter = %self.id, room, puppet, error = %e, "session role not given again");
+            if session == "participant" {
+                tracing::warn!(adapter = %self.id, room, puppet, error = %e,
+                    "a moderated room gave a puppet no voice, and the bridge cannot give it (make the bridge an admin of the room): its messages will be refused");
+            } else {
+                tracing::info!(adapter = %self.id, room, puppet, error = %e, "session role not given again");
+            }
         }
     }
 
