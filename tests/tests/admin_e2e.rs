@@ -140,6 +140,53 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
         "the MUC is still linked: {still}"
     );
 
+    // Carol links a second Matrix room at runtime, xavier talks in the MUC (his ghost joins it
+    // to say so), and carol unlinks it: the bot leaves it, and so does xavier's ghost.
+    let second = carol
+        .create_room_with(json!({
+            "name": fresh("admin-second"), "invite": [BOT],
+            "power_level_override": { "users": { BOT: 100 } },
+        }))
+        .await
+        .expect("room created");
+    carol
+        .send(&dm, &format!("link lobby matrix {second}"))
+        .await
+        .expect("sent");
+    bot_joined(&mut carol, &second, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("the bot joins the room linked at runtime: {e}\n{}", tail()));
+    xavier
+        .join(&muc, "Xavier")
+        .await
+        .expect("xavier joins the MUC");
+    xavier
+        .send(&muc, Kind::Groupchat, "hello, second room")
+        .await
+        .expect("sent");
+    let said = carol
+        .wait_timeline(|e| {
+            e["room_id"] == second.as_str() && e["content"]["body"] == "hello, second room"
+        })
+        .await
+        .unwrap_or_else(|e| panic!("xavier's message reaches the second room: {e}\n{}", tail()));
+    let ghost = text(&said["sender"]).to_owned();
+    carol
+        .send(&dm, &format!("unlink matrix {second}"))
+        .await
+        .expect("sent");
+    for who in [ghost.as_str(), BOT] {
+        carol
+            .wait_timeline(|e| {
+                e["room_id"] == second.as_str()
+                    && e["type"] == "m.room.member"
+                    && e["state_key"] == who
+                    && e["content"]["membership"] == "leave"
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{who} leaves the unlinked room: {e}\n{}", tail()));
+    }
+
     let _ = xavier.quit().await;
     let _ = yann.quit().await;
     assert!(

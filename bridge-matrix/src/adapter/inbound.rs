@@ -811,7 +811,7 @@ impl Inner {
 
     /// The members joined to `room` (an ID) now, as the bot reads them; `None` (logged) when
     /// the homeserver does not answer with them.
-    async fn joined_members(&self, room: &str) -> Option<Vec<String>> {
+    pub(super) async fn joined_members(&self, room: &str) -> Option<Vec<String>> {
         let room_id = ruma::RoomId::parse(room).ok()?;
         let request = ruma::api::client::membership::joined_members::v3::Request::new(room_id);
         match self.hs.call(request, As::Bot).await {

@@ -452,8 +452,22 @@ impl Adapter for AppserviceAdapter {
         Ok(())
     }
 
+    /// Unlinked: the ghosts of the other networks' users leave the room (each on its own; one
+    /// that cannot is logged), then the bot.
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         let room_id = self.inner.room_id(room).await?;
+        let members = self.inner.joined_members(room_id.as_str()).await;
+        let ghosts = (members.unwrap_or_default().into_iter())
+            .filter(|user| *user != self.inner.bot.as_str() && self.inner.is_ours(user))
+            .filter_map(|user| ruma::UserId::parse(user).ok());
+        for ghost in ghosts {
+            let request =
+                ruma::api::client::membership::leave_room::v3::Request::new(room_id.clone());
+            if let Err(e) = self.inner.hs.call(request, As::Ghost(&ghost)).await {
+                tracing::warn!(adapter = %self.inner.id, %room, %ghost, error = %e,
+                    "a ghost did not leave the unlinked room");
+            }
+        }
         self.inner
             .hs
             .call(
