@@ -473,6 +473,16 @@ async fn level_of(human: &mut MatrixHuman, user: &str, level: i64) -> Result<()>
     Ok(())
 }
 
+/// Waits until `human` sees the occupant `nick` in a MUC with the session role `role`.
+async fn role_in_muc(human: &mut XmppHuman, nick: &str, role: &str) -> Result<()> {
+    human
+        .wait_presence(|p| {
+            p["nick"] == nick && p["type"] == "available" && p["item"]["role"] == role
+        })
+        .await?;
+    Ok(())
+}
+
 /// What a MIMI adapter's declared capabilities say a feature needs, and why MIMI has none.
 fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
     match feature {
@@ -2178,16 +2188,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .await
         .expect("carol makes the room announcements-only");
     table
-        .check(ROLE, Net::Matrix, Net::Xmpp, async {
-            xavier
-                .wait_presence(|p| {
-                    p["nick"] == "Bob Matrix"
-                        && p["type"] == "available"
-                        && p["item"]["role"] == "visitor"
-                })
-                .await?;
-            Ok(())
-        })
+        .check(
+            ROLE,
+            Net::Matrix,
+            Net::Xmpp,
+            role_in_muc(&mut xavier, "Bob Matrix", "visitor"),
+        )
         .await;
     // Everyone may speak again, and bob is a moderator.
     levels["events_default"] = events_default;
@@ -2197,16 +2203,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .await
         .expect("carol makes bob a moderator");
     table
-        .check(ROLE, Net::Matrix, Net::Xmpp, async {
-            xavier
-                .wait_presence(|p| {
-                    p["nick"] == "Bob Matrix"
-                        && p["type"] == "available"
-                        && p["item"]["role"] == "moderator"
-                })
-                .await?;
-            Ok(())
-        })
+        .check(
+            ROLE,
+            Net::Matrix,
+            Net::Xmpp,
+            role_in_muc(&mut xavier, "Bob Matrix", "moderator"),
+        )
         .await;
     // Dana is made an admin on the hub's side: a group admin of the MIMI room (committed by
     // the hub's bot), an admin on the other networks, where the bridge is an owner of the MUC
