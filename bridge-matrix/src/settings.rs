@@ -11,6 +11,7 @@
 //! # listen = "127.0.0.1:9000"              # default: the host and port of the registration's url
 //! # ghost_prefix = "_bridge_"              # ghosts are @_bridge_<adapter>_<user>:example.org
 //! # portals = false                        # true: #_bridge_<adapter>_<room>:example.org opens a portal
+//! # ghost_name = "{name}"                  # a ghost's display name: "{name} ({network})", say
 //!
 //! [[adapter]]
 //! id = "matrix-relay"
@@ -42,6 +43,9 @@ pub enum Mode {
         ghost_prefix: String,
         /// Whether a Matrix user may open a portal room by joining an alias in our namespace.
         portals: bool,
+        /// A ghost's display name: `{name}` is the remote user's name, `{network}` the ID of
+        /// the adapter they come from.
+        ghost_name: String,
     },
     /// One account relaying for everyone.
     Relay {
@@ -85,6 +89,7 @@ const KEYS: &[&str] = &[
     "listen",
     "ghost_prefix",
     "portals",
+    "ghost_name",
     "user",
     "password",
     "access_token",
@@ -108,6 +113,7 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
             let registration = text("registration", true);
             let listen = text("listen", false);
             let ghost_prefix = text("ghost_prefix", false).unwrap_or_else(|| "_bridge_".into());
+            let ghost_name = text("ghost_name", false).unwrap_or_else(|| "{name}".into());
             for key in ["user", "password", "access_token", "relay_format"] {
                 if table.contains_key(key) {
                     issues.push(ConfigIssue::new(
@@ -144,6 +150,9 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
                 ));
             }
             let portals = boolean(table, "portals", &mut issues);
+            if let Some(problem) = name_template_problem(&ghost_name) {
+                issues.push(ConfigIssue::new("ghost_name", problem));
+            }
             match (server_name, registration) {
                 (Some(server_name), Some(registration)) => Some(Mode::Appservice {
                     registration: PathBuf::from(registration),
@@ -151,6 +160,7 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
                     server_name,
                     ghost_prefix,
                     portals,
+                    ghost_name,
                 }),
                 _ => None,
             }
@@ -165,6 +175,7 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
                 "listen",
                 "ghost_prefix",
                 "portals",
+                "ghost_name",
             ] {
                 if table.contains_key(key) {
                     issues.push(ConfigIssue::new(key, "only for mode = \"appservice\""));
@@ -305,6 +316,29 @@ fn secret(
     })
 }
 
+/// What is wrong with a `ghost_name` template, if anything: it must show the name, and knows
+/// no placeholder besides `{name}` and `{network}`.
+fn name_template_problem(template: &str) -> Option<String> {
+    if !template.contains("{name}") {
+        return Some(format!(
+            "must contain {{name}}, e.g. \"{{name}} ({{network}})\"; got \"{template}\""
+        ));
+    }
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start..];
+        let end = after.find('}').map_or(after.len(), |i| i + 1);
+        let placeholder = &after[..end];
+        if !matches!(placeholder, "{name}" | "{network}") {
+            return Some(format!(
+                "unknown placeholder {placeholder} (known: {{name}}, {{network}})"
+            ));
+        }
+        rest = &after[end..];
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +372,27 @@ mod tests {
         assert_eq!(ghost_prefix, "_bridge_");
         assert_eq!(listen.map(|a| a.port()), Some(9000));
         assert!(!portals);
+    }
+
+    #[test]
+    fn a_ghost_name_template_shows_the_name_and_knows_its_placeholders() {
+        assert_eq!(name_template_problem("{name}"), None);
+        assert_eq!(name_template_problem("{name} ({network})"), None);
+        assert!(name_template_problem("{network}").is_some_and(|p| p.contains("{name}")));
+        assert!(name_template_problem("{name} {nick}").is_some_and(|p| p.contains("{nick}")));
+        assert!(name_template_problem("{name} {oops").is_some_and(|p| p.contains("{oops")));
+        let section = |extra: &str| {
+            table(&format!(
+                "mode = \"appservice\"\nhomeserver = \"http://h\"\nserver_name = \"x\"\n\
+                 registration = \"r.yaml\"\n{extra}"
+            ))
+        };
+        let ok = parse(&section("ghost_name = \"{name} [{network}]\""), false).expect("valid");
+        assert!(
+            matches!(ok.mode, Mode::Appservice { ghost_name, .. } if ghost_name == "{name} [{network}]")
+        );
+        let issues = parse(&section("ghost_name = \"Bob\""), false).expect_err("no {name}");
+        assert_eq!(issues[0].path, "ghost_name");
     }
 
     #[test]

@@ -39,6 +39,9 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
 
     let as_port: u16 = test_env("BRIDGE_TEST_AS_PORT").parse().expect("a port");
     let config = dir.path().join("bridge.toml");
+    // Ghosts named after their network too.
+    let mut matrix_settings = appservice_settings(dir.path(), &hs, as_port);
+    matrix_settings.push_str("ghost_name = \"{name} ({network})\"\n");
     std::fs::write(
         &config,
         format!(
@@ -50,7 +53,7 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
              [[room.link]]\nadapter = \"matrix\"\nremote = \"{room}\"\n",
             data = dir.path().join("data").display(),
             component = test_env("BRIDGE_TEST_XMPP_COMPONENT"),
-            matrix = appservice_settings(dir.path(), &hs, as_port),
+            matrix = matrix_settings,
         ),
     )
     .expect("config written");
@@ -171,6 +174,14 @@ async fn admins_talk_to_the_bridge_directly_on_matrix_and_xmpp() {
         .await
         .unwrap_or_else(|e| panic!("xavier's message reaches the second room: {e}\n{}", tail()));
     let ghost = text(&said["sender"]).to_owned();
+    carol
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == ghost.as_str()
+                && e["content"]["displayname"] == "Xavier (xmpp)"
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the ghost is named after `ghost_name`: {e}\n{}", tail()));
     carol
         .send(&dm, &format!("unlink matrix {second}"))
         .await

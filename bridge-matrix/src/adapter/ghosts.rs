@@ -49,6 +49,8 @@ pub(crate) struct Ghosts {
     known: Mutex<HashMap<Box<str>, Ghost>>,
     /// (room, ghost) pairs where the ghost is joined. Room IDs are interned: a string each.
     joined: Mutex<Joined>,
+    /// The `ghost_name` setting, unless it is the name alone.
+    name_template: Option<Box<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -68,7 +70,23 @@ impl Joined {
     }
 }
 
+/// A ghost's display name from the `ghost_name` template: `{name}` the remote user's name,
+/// `{network}` the adapter they come from.
+fn display_name(template: &str, name: &str, network: &AdapterId) -> String {
+    template
+        .replace("{network}", network.as_str())
+        .replace("{name}", name)
+}
+
 impl Ghosts {
+    /// No ghosts yet; their display names made from `template` (the `ghost_name` setting).
+    pub(crate) fn named(template: &str) -> Self {
+        Self {
+            name_template: (template != "{name}").then(|| template.into()),
+            ..Self::default()
+        }
+    }
+
     /// Loads what the store remembers.
     pub(crate) fn load(store: &AdapterStore) -> Result<Self, bridge_core::StoreError> {
         let ghosts = Self::default();
@@ -127,10 +145,14 @@ impl Ghosts {
             }
         };
         let mut changed = false;
-        if let Some(name) = profile.name.filter(|n| !n.trim().is_empty())
-            && ghost.name.as_deref() != Some(name)
+        let name =
+            (profile.name.filter(|n| !n.trim().is_empty())).map(|name| match &self.name_template {
+                Some(template) => display_name(template, name, profile.source),
+                None => name.to_owned(),
+            });
+        if let Some(name) = name.map(|n| n.chars().take(256).collect::<String>())
+            && ghost.name.as_deref() != Some(name.as_str())
         {
-            let name = name.chars().take(256).collect::<String>();
             hs.call(
                 set_profile_field::v3::Request::new(
                     user.to_owned(),
@@ -318,4 +340,25 @@ fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
 pub(crate) fn user_id(text: &str) -> Result<OwnedUserId, AdapterError> {
     UserId::parse(text)
         .map_err(|e| AdapterError::Permanent(format!("{text} is not a valid user ID: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ghost_is_named_from_the_template() {
+        let xmpp = AdapterId::new("xmpp");
+        assert_eq!(
+            display_name("{name} ({network})", "Xavier", &xmpp),
+            "Xavier (xmpp)"
+        );
+        // A name that looks like a placeholder stays as it is.
+        assert_eq!(
+            display_name("{name} [{network}]", "{network}", &xmpp),
+            "{network} [xmpp]"
+        );
+        assert!(Ghosts::named("{name}").name_template.is_none());
+        assert!(Ghosts::named("{name}!").name_template.is_some());
+    }
 }

@@ -166,6 +166,7 @@ impl AppserviceAdapter {
             server_name,
             ghost_prefix,
             portals,
+            ghost_name,
             ..
         } = &settings.mode
         else {
@@ -193,6 +194,7 @@ impl AppserviceAdapter {
             server_name: server_name.clone(),
         };
         let portals = *portals;
+        let ghosts = Ghosts::named(ghost_name);
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -204,7 +206,7 @@ impl AppserviceAdapter {
                 listen,
                 portals,
                 ctx: Mutex::new(None),
-                ghosts: Ghosts::default(),
+                ghosts,
                 members: Mutex::new(HashMap::new()),
                 power: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
