@@ -180,6 +180,13 @@ impl MatrixHuman {
         Ok(())
     }
 
+    /// Bans `user` from `room`.
+    pub async fn ban(&mut self, room: &str, user: &str) -> Result<()> {
+        self.command("ban", json!({ "room": room, "user": user }))
+            .await?;
+        Ok(())
+    }
+
     /// Sends a plain `m.text` message; returns its event ID.
     pub async fn send(&mut self, room: &str, body: &str) -> Result<String> {
         self.event_command("send", json!({ "room": room, "body": body }))

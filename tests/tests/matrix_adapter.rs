@@ -1177,3 +1177,54 @@ async fn an_upgraded_room_stays_bridged_through_its_replacement() {
     carol_answers(&mut rig, MEMORY_ROOM, "heard you", &new).await;
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_ghost_stays_out_and_nothing_is_dead_lettered() {
+    // A moderator bans a far-side user's ghost: what that user says no longer reaches the
+    // room (the bridge does not invite the ghost back), nothing piles up as dead letters, and
+    // everyone else still gets through.
+    let mut rig = rig("ma-ban").await;
+    let room = rig.room.clone();
+    carol_answers(&mut rig, MEMORY_ROOM, "before the ban", &room).await;
+    let carol = ghost("carol");
+    rig.alice
+        .ban(&room, &carol)
+        .await
+        .expect("alice bans carol");
+    rig.alice
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == carol.as_str()
+                && e["content"]["membership"] == "ban"
+        })
+        .await
+        .expect("the ban is in the room");
+    for (who, text) in [("carol", "after the ban"), ("dave", "dave is still heard")] {
+        rig.memory
+            .submit(
+                inbound(MEMORY_ROOM)
+                    .id(&fresh("ban"))
+                    .from(who)
+                    .named(who)
+                    .text(text),
+            )
+            .await
+            .expect("submitted");
+    }
+    // The room's messages are delivered in order: dave's comes after carol's was dealt with.
+    let next = rig
+        .alice
+        .wait_timeline(|e| {
+            e["room_id"] == room.as_str()
+                && (e["content"]["body"] == "after the ban"
+                    || e["content"]["body"] == "dave is still heard")
+        })
+        .await
+        .expect("dave's message arrives");
+    assert_eq!(next["content"]["body"], "dave is still heard", "{next}");
+    assert!(
+        rig.core.dead_letters().expect("dead letters").is_empty(),
+        "a ban is a moderator's decision, not a failure"
+    );
+    rig.core.shutdown().await;
+}

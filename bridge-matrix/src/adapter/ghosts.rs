@@ -240,11 +240,18 @@ impl Ghosts {
                 }
                 Err(e) => return Err(e.into()),
             }
-            join().await.map_err(|e| {
-                AdapterError::Permanent(format!(
+            if let Err(e) = join().await {
+                // Banned by the room's moderators: what its remote user says stays out of the
+                // room, as they decided (skipped and counted, not a dead letter).
+                if membership(hs, room, user).await.as_deref() == Some("ban") {
+                    return Err(AdapterError::Unsupported(format!(
+                        "{user} is banned from {room}: its remote user's messages are not delivered there"
+                    )));
+                }
+                return Err(AdapterError::Permanent(format!(
                     "{user} cannot join {room} (is the bridge bot in the room, allowed to invite?): {e}"
-                ))
-            })?;
+                )));
+            }
         }
         self.mark_joined(store, room.as_str(), user.as_str())?;
         Ok(())
@@ -278,6 +285,21 @@ impl Ghosts {
         }
         Ok(())
     }
+}
+
+/// `user`'s membership in `room` (`join`, `ban`…) as the bot reads it; `None` when unread.
+async fn membership(hs: &Homeserver, room: &OwnedRoomId, user: &UserId) -> Option<String> {
+    let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
+        room.clone(),
+        ruma::events::StateEventType::RoomMember,
+        user.as_str().to_owned(),
+    );
+    let answer = hs.call(request, As::Bot).await.ok()?;
+    let content: serde_json::Value = serde_json::from_str(answer.event_or_content.get()).ok()?;
+    content
+        .get("membership")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Puts the remote user's avatar in the media repository (fetched through its adapter) and
