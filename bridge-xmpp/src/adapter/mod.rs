@@ -53,6 +53,14 @@ const POSITION_FLUSH: Duration = Duration::from_secs(1);
 /// The resource of every puppet JID in component mode.
 const PUPPET_RESOURCE: &str = "bridge";
 
+/// The linked rooms that are MUCs: the linked rooms but the direct conversations, which have
+/// nothing to join.
+fn linked_mucs(ctx: &AdapterContext) -> Vec<RemoteRoomId> {
+    let mut rooms = ctx.linked_rooms();
+    rooms.retain(|room| direct::parts(room.as_str()).is_none());
+    rooms
+}
+
 /// Builds [`XmppAdapter`]s from `type = "xmpp"` sections (see [`crate::settings`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct XmppFactory;
@@ -556,11 +564,7 @@ impl Inner {
         self.resent.send_modify(|done| *done = (*done).max(session));
         ctx.set_connected(true);
         if self.component_domain().is_some() {
-            let mut rooms: Vec<String> = (ctx.linked_rooms().into_iter())
-                .filter(|room| direct::parts(room.as_str()).is_none())
-                .map(|room| room.as_str().to_owned())
-                .collect();
-            rooms.sort();
+            let rooms = linked_mucs(&ctx);
             self.rejoin_puppets(ctx, rooms).await;
         }
     }
@@ -571,9 +575,7 @@ impl Inner {
             return;
         };
         let nicks = state::nick_candidates(&self.settings.nick, "bridge", "bridge");
-        // Direct conversations have nothing to join.
-        let mut rooms = ctx.linked_rooms();
-        rooms.retain(|room| direct::parts(room.as_str()).is_none());
+        let rooms = linked_mucs(ctx);
         let this = &self;
         let joins = rooms.iter().map(|room| {
             let (listener, nicks) = (&listener, &nicks);
@@ -718,10 +720,8 @@ impl Adapter for XmppAdapter {
                         let session = {
                             let mut gate = self.inner.catching_up.lock();
                             gate.0 += 1;
-                            gate.1 = ctx
-                                .linked_rooms()
+                            gate.1 = linked_mucs(&ctx)
                                 .iter()
-                                .filter(|room| direct::parts(room.as_str()).is_none())
                                 .map(|room| (room.as_str().to_ascii_lowercase(), Vec::new()))
                                 .collect();
                             gate.0

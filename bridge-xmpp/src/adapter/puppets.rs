@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use bridge_core::AdapterContext;
+use bridge_core::{AdapterContext, RemoteRoomId};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -192,10 +192,14 @@ impl Inner {
     /// After the listener is in the linked rooms again: every remembered puppet that the
     /// room does not have joins it again (a few at a time). A join the room refuses for good
     /// forgets the puppet; one that fails for now is tried at the next session.
-    pub(super) async fn rejoin_puppets(self: Arc<Self>, ctx: AdapterContext, rooms: Vec<String>) {
+    pub(super) async fn rejoin_puppets(
+        self: Arc<Self>,
+        ctx: AdapterContext,
+        rooms: Vec<RemoteRoomId>,
+    ) {
         let mut wanted = Vec::new();
-        for room in rooms {
-            let prefix = room_prefix(&room);
+        for room in rooms.iter().map(RemoteRoomId::as_str) {
+            let prefix = room_prefix(room);
             let found = match ctx.store().scan(&prefix, usize::MAX) {
                 Ok(found) => found,
                 Err(e) => {
@@ -207,7 +211,7 @@ impl Inner {
                 let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
                 match serde_json::from_slice::<Remembered>(&value) {
                     Ok(remembered) if !remembered.nicks.is_empty() => {
-                        wanted.push((room.clone(), puppet, remembered.nicks));
+                        wanted.push((room.to_owned(), puppet, remembered.nicks));
                     }
                     _ => {
                         tracing::warn!(adapter = %self.id, %room, %puppet, "unreadable puppet record; forgotten");
