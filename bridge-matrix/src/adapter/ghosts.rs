@@ -287,15 +287,25 @@ impl Ghosts {
     }
 }
 
+/// The content of `user`'s `m.room.member` event in `room`, as the bot reads it (`Null` when
+/// it is not JSON).
+pub(crate) async fn member_state(
+    hs: &Homeserver,
+    room: &ruma::RoomId,
+    user: &str,
+) -> Result<serde_json::Value, HsError> {
+    let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
+        room.to_owned(),
+        ruma::events::StateEventType::RoomMember,
+        user.to_owned(),
+    );
+    let answer = hs.call(request, As::Bot).await?;
+    Ok(serde_json::from_str(answer.event_or_content.get()).unwrap_or_default())
+}
+
 /// `user`'s membership in `room` (`join`, `ban`…) as the bot reads it; `None` when unread.
 async fn membership(hs: &Homeserver, room: &OwnedRoomId, user: &UserId) -> Option<String> {
-    let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
-        room.clone(),
-        ruma::events::StateEventType::RoomMember,
-        user.as_str().to_owned(),
-    );
-    let answer = hs.call(request, As::Bot).await.ok()?;
-    let content: serde_json::Value = serde_json::from_str(answer.event_or_content.get()).ok()?;
+    let content = member_state(hs, room, user.as_str()).await.ok()?;
     content
         .get("membership")
         .and_then(serde_json::Value::as_str)

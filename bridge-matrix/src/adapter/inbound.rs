@@ -962,15 +962,8 @@ impl Inner {
         let Ok(room_id) = ruma::RoomId::parse(room.as_str()) else {
             return super::Member::default();
         };
-        let request = ruma::api::client::state::get_state_event_for_key::v3::Request::new(
-            room_id,
-            ruma::events::StateEventType::RoomMember,
-            user.as_str().to_owned(),
-        );
-        let content = match self.hs.call(request, As::Bot).await {
-            Ok(answer) => {
-                serde_json::from_str::<Value>(answer.event_or_content.get()).unwrap_or(Value::Null)
-            }
+        let content = match super::ghosts::member_state(&self.hs, &room_id, user.as_str()).await {
+            Ok(content) => content,
             Err(e) => {
                 tracing::debug!(adapter = %self.id, %room, %user, error = %e, "no member state");
                 Value::Null
