@@ -3,7 +3,8 @@
 // The release `bridge` binary (next to this one) as a child process between a Prosody and a
 // Synapse of the bench's own (the rig of `bridge_tests::e2e`, shared with the fault test:
 // ports 27422/27447/27480 for Prosody, 27818 for Synapse with appservice pushes to 27910, the
-// bridge's HTTP on 27960), `ROOMS` MUCs linked with `ROOMS` Matrix rooms. In each room an XMPP
+// bridge's HTTP on 27960), `ROOMS` MUCs linked with `ROOMS` Matrix rooms
+// (`BRIDGE_BENCH_E2E_ROOMS` for another count). In each room an XMPP
 // user and a Matrix user talk; a second XMPP occupant (`xreader<i>`) and the Matrix admin (who
 // joins every room and follows `/sync`) listen. Every message is counted where a person would
 // see it, and each run measures the bridged path and the server's own delivery in the same run:
@@ -16,9 +17,8 @@
 //   sees the originals (`direct_matrix_mps`).
 // - Rates are messages / (last seen − first sent). `rate_ratio` = the slower bridged rate /
 //   the slower server's direct rate.
-// - Latency, paced (`PACED` messages per room and direction, both directions interleaved,
-//   `ROOMS` × `PACED` per direction, so that the p99 is not just the slowest one; `PACE_MPS` in
-//   all): bridged = said → seen on the other network; the added latency is bridged minus the
+// - Latency, paced (`PACED_TOTAL` messages per direction, spread over the rooms, both
+//   directions interleaved, so that the p99 is not just the slowest one; `PACE_MPS` in all): bridged = said → seen on the other network; the added latency is bridged minus the
 //   slower server's own delivery (Matrix: PUT → another user's sync), percentile by
 //   percentile, so it includes the XMPP server's hop (MUC → occupant, ~2 ms p50).
 // - `cpu_s_per_1000_msgs`: the bridge process's CPU (user + system) over the two throughput
@@ -46,15 +46,19 @@ const PORTS: Ports = Ports {
     appservice: 27910,
     bridge_http: 27960,
 };
+/// Room pairs, unless `BRIDGE_BENCH_E2E_ROOMS` says otherwise: the bridge sends one message at a
+/// time per room (in order), so with few rooms the throughput runs measure the homeserver's
+/// latency per send more than what it and the bridge can carry together.
 const ROOMS: usize = 2;
 /// Throughput: messages per room and direction.
 const X2M: usize = 1000;
 const M2X: usize = 300;
 /// XMPP messages a sender has unconfirmed at most.
 const WINDOW: usize = 50;
-/// Paced latency run: messages per room and direction, and the rate of all of them together.
-/// 300 per direction: the p99 of 120 (the count until 2026-11-28) was their second slowest.
-const PACED: usize = 150;
+/// Paced latency run: messages per direction over all rooms, and the rate of all of them
+/// together. 300 per direction: the p99 of 120 (the count until 2026-11-28) was their second
+/// slowest.
+const PACED_TOTAL: usize = 300;
 const PACE_MPS: f64 = 6.0;
 /// The longest any one phase may take.
 const WAIT: Duration = Duration::from_secs(300);
@@ -188,8 +192,9 @@ pub async fn run() -> anyhow::Result<String> {
         "{} is missing: scripts/bench.sh builds it",
         binary.display()
     );
-    eprintln!("e2e: starting Prosody and Synapse, creating {ROOMS} room pairs");
-    let rig = Rig::start(PORTS, ROOMS, binary, "warn").await?;
+    let rooms = rooms()?;
+    eprintln!("e2e: starting Prosody and Synapse, creating {rooms} room pairs");
+    let rig = Rig::start(PORTS, rooms, binary, "warn").await?;
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -199,7 +204,20 @@ pub async fn run() -> anyhow::Result<String> {
     }
 }
 
+/// `BRIDGE_BENCH_E2E_ROOMS`, or [`ROOMS`].
+fn rooms() -> anyhow::Result<usize> {
+    match std::env::var("BRIDGE_BENCH_E2E_ROOMS") {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=PACED_TOTAL).contains(&n) => Ok(n),
+            _ => anyhow::bail!("BRIDGE_BENCH_E2E_ROOMS={v}: a number of rooms from 1 to {PACED_TOTAL}"),
+        },
+        Err(_) => Ok(ROOMS),
+    }
+}
+
 async fn measure(rig: &Rig) -> anyhow::Result<String> {
+    let rooms = rig.rooms.len();
+    let paced = PACED_TOTAL / rooms;
     // Start to ready: the first start, then a restart with the store and rooms in place.
     let mut bridge = rig.start_bridge()?;
     rig.wait_ready(&mut bridge, WAIT).await?;
@@ -238,8 +256,8 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
             .await?;
     }
     until("the warm-up", || {
-        seen.matrix(true).iter().filter(|(_, b)| b == "warm-up from xmpp").count() >= ROOMS
-            && seen.xmpp(true).iter().filter(|(_, b)| b == "warm-up from matrix").count() >= ROOMS
+        seen.matrix(true).iter().filter(|(_, b)| b == "warm-up from xmpp").count() >= rooms
+            && seen.xmpp(true).iter().filter(|(_, b)| b == "warm-up from matrix").count() >= rooms
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -326,7 +344,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     let mut said_m: Vec<(String, Instant)> = Vec::new();
     let paced_start = tokio::time::Instant::now();
     let mut tick = 0u32;
-    for k in 0..PACED {
+    for k in 0..paced {
         for (pair, user) in rig.rooms.iter().zip(&senders) {
             tokio::time::sleep_until(paced_start + interval * tick).await;
             tick += 1;
@@ -382,7 +400,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
 
     // Everything of every run, counted where it ended up.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counts = rig.count(&senders, X2M + PACED, M2X + PACED).await?;
+    let counts = rig.count(&senders, X2M + paced, M2X + paced).await?;
     let mut total = SequenceCount::default();
     for c in &counts {
         for s in [c.x2m, c.m2x] {
@@ -399,7 +417,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     let slower_direct = direct_xmpp_mps.min(direct_matrix_mps);
     let out = json!({
         "bench": "e2e",
-        "rooms": ROOMS,
+        "rooms": rooms,
         "x2m_mps": round(x2m_mps, 1),
         "m2x_mps": round(m2x_mps, 1),
         "direct_xmpp_mps": round(direct_xmpp_mps, 1),
@@ -412,7 +430,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         "m2x_p50_added_ms": round(m2x_p50, 1),
         "m2x_p99_added_ms": round(m2x_p99, 1),
         "paced_mps": PACE_MPS,
-        "paced_per_direction": ROOMS * PACED,
+        "paced_per_direction": rooms * paced,
         "out_of_order": total.out_of_order,
         "lost": total.lost,
         "duplicated": total.duplicated,
