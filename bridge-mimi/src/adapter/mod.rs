@@ -685,7 +685,12 @@ impl Running {
         };
         let member = members.contains(user);
         match change {
-            M::Join if member => Ok(()),
+            M::Join if member => {
+                // Joined: a later join (after a leave) asks the hub again, at once.
+                let joining_key = format!("{JOINING}{room}/{user}");
+                self.ctx.store().delete(joining_key.as_bytes())?;
+                Ok(())
+            }
             M::Join if self.is_hub(room) => {
                 self.mls.ensure_client(user).map_err(mls_failed)?;
                 self.add_local(room, user)
