@@ -38,6 +38,9 @@ pub struct Capabilities {
     /// Roles: the standing of the room's members ([`crate::Role`]), shown on their puppets.
     #[serde(default)]
     pub roles: bool,
+    /// Moderation: kicking, banning and unbanning users ([`crate::EventKind::Moderation`]).
+    #[serde(default)]
+    pub moderation: bool,
     /// Custom (unknown to the neutral model) event types.
     pub custom_events: bool,
 }
@@ -68,6 +71,7 @@ impl Capabilities {
             read_markers: false,
             presence: false,
             roles: false,
+            moderation: false,
             custom_events: false,
         }
     }
@@ -90,6 +94,7 @@ impl Capabilities {
             read_markers: true,
             presence: true,
             roles: true,
+            moderation: true,
             custom_events: true,
         }
     }
@@ -139,6 +144,9 @@ pub struct CarryPolicy {
     /// Roles cross (default `true`): a moderator on one side is a moderator's puppet on the
     /// others, where the bridge may grant it.
     pub roles: bool,
+    /// Moderation crosses (default `true`): a user kicked or banned by a moderator on one side
+    /// is kicked or banned on the others, by the moderator's puppet or else by the bridge.
+    pub moderation: bool,
 }
 
 impl Default for CarryPolicy {
@@ -147,6 +155,7 @@ impl Default for CarryPolicy {
             typing: true,
             read_markers: true,
             roles: true,
+            moderation: true,
         }
     }
 }
@@ -159,6 +168,7 @@ impl CarryPolicy {
             EventKind::Typing { .. } => self.typing,
             EventKind::ReadMarker { .. } => self.read_markers,
             EventKind::Role { .. } => self.roles,
+            EventKind::Moderation { .. } => self.moderation,
             _ => true,
         }
     }
@@ -168,7 +178,10 @@ impl CarryPolicy {
         use crate::event::EventKind;
         matches!(
             kind,
-            EventKind::Typing { .. } | EventKind::ReadMarker { .. } | EventKind::Role { .. }
+            EventKind::Typing { .. }
+                | EventKind::ReadMarker { .. }
+                | EventKind::Role { .. }
+                | EventKind::Moderation { .. }
         )
     }
 }
@@ -184,6 +197,9 @@ pub struct DegradePolicy {
     pub reaction: Fallback,
     /// A deletion to a target without deletions becomes a notice (fallback).
     pub redaction: Fallback,
+    /// A kick or ban to a target without moderation becomes a notice (fallback).
+    #[serde(default)]
+    pub moderation: Fallback,
     /// Custom events to a target that cannot carry them.
     pub custom: CustomPolicy,
 }
@@ -195,6 +211,7 @@ impl Default for DegradePolicy {
             edit: Fallback::Fallback,
             reaction: Fallback::Fallback,
             redaction: Fallback::Drop,
+            moderation: Fallback::Fallback,
             custom: CustomPolicy::Drop,
         }
     }

@@ -149,6 +149,29 @@ pub enum MembershipChange {
     Invite,
 }
 
+/// What a moderator did to another user ([`EventKind::Moderation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// Removed them from the room; they may come back.
+    Kick,
+    /// Removed them and keeps them out.
+    Ban,
+    /// Lets them in again after a ban.
+    Unban,
+}
+
+impl ModerationAction {
+    /// A short verb in the past tense, for notices ("kicked", "banned", "unbanned").
+    pub fn past(self) -> &'static str {
+        match self {
+            Self::Kick => "kicked",
+            Self::Ban => "banned",
+            Self::Unban => "unbanned",
+        }
+    }
+}
+
 /// A user's availability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -314,6 +337,21 @@ pub enum EventKind<R = EventId> {
         /// The new standing.
         role: Role,
     },
+    /// The sender, a moderator, kicked, banned or unbanned another user of the room: one of any
+    /// network. Each target network does the same there as the moderator's puppet (or, where
+    /// the puppet may not, as the bridge, since the sender's own network let them): a user of
+    /// that network is removed there, a puppet of someone else's leaves. A user removing
+    /// themselves, or one removed without a moderator known, is a
+    /// [`EventKind::Membership`] change instead.
+    Moderation {
+        /// Whom it is about.
+        target: Sender,
+        /// What was done.
+        action: ModerationAction,
+        /// Why, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// An event type the neutral model does not know, carried as JSON to every adapter that can
     /// carry it.
     Custom {
@@ -346,6 +384,7 @@ impl<R> EventKind<R> {
             Self::ReadMarker { .. } => "read_marker",
             Self::Presence { .. } => "presence",
             Self::Role { .. } => "role",
+            Self::Moderation { .. } => "moderation",
             Self::Custom { .. } => "custom",
         }
     }
@@ -437,6 +476,15 @@ impl<R> EventKind<R> {
             Self::Typing { active } => EventKind::Typing { active },
             Self::Presence { state, status } => EventKind::Presence { state, status },
             Self::Role { role } => EventKind::Role { role },
+            Self::Moderation {
+                target,
+                action,
+                reason,
+            } => EventKind::Moderation {
+                target,
+                action,
+                reason,
+            },
             Self::Custom {
                 event_type,
                 content,

@@ -44,8 +44,8 @@ pub use capabilities::{
 };
 pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
 pub use event::{
-    Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent, MsgType,
-    Origin, OutboundEvent, PresenceState, RemoteSender, Role, Sender,
+    Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent,
+    ModerationAction, MsgType, Origin, OutboundEvent, PresenceState, RemoteSender, Role, Sender,
 };
 pub use ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId, RoomId};
 pub use management::ManagementMessage;

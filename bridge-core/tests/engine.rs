@@ -7,8 +7,8 @@ use bridge_core::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId};
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
     AdapterError, Capabilities, CarryPolicy, Core, DegradePolicy, DeliverySettings, Event,
-    EventKind, Fallback, Link, MemoryStore, MsgType, Origin, RemoteEventId, Role, RoomId,
-    RoomSettings, Sender, SledStore, Store, Submitted,
+    EventKind, Fallback, Link, MembershipChange, MemoryStore, ModerationAction, MsgType, Origin,
+    RemoteEventId, RemoteUserId, Role, RoomId, RoomSettings, Sender, SledStore, Store, Submitted,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -147,6 +147,7 @@ async fn a_room_that_keeps_typing_read_markers_and_roles_to_themselves_still_car
             typing: false,
             read_markers: false,
             roles: false,
+            moderation: false,
         }),
     };
     let p = pair_in_room(store, Capabilities::all(), fast(), room).await;
@@ -574,6 +575,69 @@ async fn a_thread_answers_its_root_where_threads_are_not_shown_and_replies_join_
         sent_a[1].kind
     );
     p.core.shutdown().await;
+}
+
+/// A moderator on `a` kicks `user` of `adapter`, with a reason.
+fn kick(id: &str, adapter: &str, user: &str, name: &str) -> bridge_core::InboundEvent {
+    inbound("a-room")
+        .id(id)
+        .from("mod")
+        .named("Mod")
+        .kind(EventKind::Moderation {
+            target: Sender {
+                adapter: AdapterId::new(adapter),
+                user: RemoteUserId::new(user),
+                display_name: Some(name.into()),
+                avatar: None,
+            },
+            action: ModerationAction::Kick,
+            reason: Some("spam".into()),
+        })
+}
+
+#[tokio::test]
+async fn a_kick_the_target_cannot_do_removes_a_puppet_or_is_told() {
+    let mut caps = Capabilities::text_only();
+    caps.membership = true;
+    let p = pair(caps).await;
+    // Carl of `a` has a puppet on `b`: it is removed, as Carl.
+    p.a.submit(kick("k1", "a", "carl", "Carl"))
+        .await
+        .expect("k1");
+    // Bea is of `b`, which cannot kick: a line says what happened.
+    p.a.submit(kick("k2", "b", "bea", "Bea")).await.expect("k2");
+    let sent = p.b.wait_sent(2, WAIT).await;
+    assert_eq!(
+        sent[0].kind,
+        EventKind::Membership {
+            change: MembershipChange::Kick,
+            reason: Some("spam".into()),
+        }
+    );
+    assert_eq!(
+        (
+            sent[0].sender.adapter.as_str(),
+            sent[0].sender.user.as_str()
+        ),
+        ("a", "carl")
+    );
+    assert_eq!(
+        body(&sent[1].kind),
+        "kicked Bea on the other networks: spam"
+    );
+    assert_eq!(sent[1].sender.user.as_str(), "mod");
+    assert!(sent[1].degraded);
+    // Where the target can kick, the moderation goes as it is.
+    let q = pair(Capabilities::all()).await;
+    q.a.submit(kick("k3", "b", "bea", "Bea")).await.expect("k3");
+    let sent = q.b.wait_sent(1, WAIT).await;
+    assert!(
+        matches!(&sent[0].kind, EventKind::Moderation { target, action: ModerationAction::Kick, .. } if target.user.as_str() == "bea"),
+        "{:?}",
+        sent[0].kind
+    );
+    p.core.shutdown().await;
+    q.core.shutdown().await;
 }
 
 #[tokio::test]

@@ -630,7 +630,8 @@ impl Inner {
                 | Action::Join
                 | Action::Leave { .. }
                 | Action::Profile { .. }
-                | Action::Power { .. } => None,
+                | Action::Power { .. }
+                | Action::Moderate { .. } => None,
             };
             if first.is_none() {
                 first = produced;
@@ -698,6 +699,7 @@ impl Adapter for RelayAdapter {
         caps.profile = false;
         caps.presence = false;
         caps.roles = false;
+        caps.moderation = false;
         caps.custom_events = false;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.inner.file_limit()),

@@ -79,6 +79,28 @@ pub fn admin_item(from: Option<&str>, room: &str, item: [(&str, &str); 2]) -> El
     iq.append(query).build()
 }
 
+/// [`admin_item`] with a `<reason/>` in the item when one is given (a kick or a ban, §8.2, §9.1).
+pub fn admin_item_because(
+    from: Option<&str>,
+    room: &str,
+    item: [(&str, &str); 2],
+    reason: Option<&str>,
+) -> Element {
+    let mut iq = admin_item(from, room, item);
+    if let Some(reason) = reason.filter(|r| !r.trim().is_empty())
+        && let Some(item) = iq
+            .get_child_mut("query", NS_MUC_ADMIN)
+            .and_then(|q| q.get_child_mut("item", NS_MUC_ADMIN))
+    {
+        item.append_child(
+            Element::builder("reason", NS_MUC_ADMIN)
+                .append(reason)
+                .build(),
+        );
+    }
+    iq
+}
+
 /// XEP-0045 §10.1.2: accept the default configuration of a room we just created and that the
 /// service keeps locked until it is configured.
 pub fn instant_room(from: Option<&str>, room: &str, id: &str) -> Element {
@@ -126,6 +148,8 @@ pub struct OccupantPresence {
     pub affiliation: Option<String>,
     /// The status message or reason, if any.
     pub status: Option<String>,
+    /// Who kicked or banned the occupant, by their nick in the room, when the room says.
+    pub actor: Option<String>,
     /// XEP-0153: the SHA-1 of the occupant's avatar (lower-case hex), `Some("")` when it says
     /// it has none, `None` when the presence does not say.
     pub photo: Option<String>,
@@ -237,6 +261,11 @@ pub fn occupant_presence(presence: &Element) -> Option<OccupantPresence> {
             if let Some(reason) = child.get_child("reason", NS_MUC_USER) {
                 p.status = Some(reason.text()).filter(|t| !t.is_empty());
             }
+            p.actor = child
+                .get_child("actor", NS_MUC_USER)
+                .and_then(|a| a.attr("nick"))
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned);
         }
     }
     let changing = x
@@ -360,11 +389,12 @@ mod tests {
         let kick = xml(
             "<presence xmlns='jabber:client' type='unavailable' from='r@c.x/Al'>\
              <x xmlns='http://jabber.org/protocol/muc#user'><item nick='x'>\
-             <reason>spam</reason></item><status code='307'/></x></presence>",
+             <actor nick='Mod'/><reason>spam</reason></item><status code='307'/></x></presence>",
         );
         let kick = occupant_presence(&kick).expect("a MUC presence");
         assert!(kick.kicked && kick.new_nick.is_none() && !kick.errored);
         assert_eq!(kick.status.as_deref(), Some("spam"));
+        assert_eq!(kick.actor.as_deref(), Some("Mod"));
         assert_eq!(kick.destroyed, None);
         // Prosody's removal of an occupant whose component stopped answering.
         let errored = xml(

@@ -76,6 +76,7 @@ pub fn policy(d: &bridge_config::Degrade) -> DegradePolicy {
         edit: fallback(d.edit),
         reaction: fallback(d.reaction),
         redaction: fallback(d.redaction),
+        moderation: fallback(d.moderation),
         custom: match d.custom {
             bridge_config::CustomPolicy::Drop => CustomPolicy::Drop,
             bridge_config::CustomPolicy::Notice => CustomPolicy::Notice,
@@ -89,6 +90,7 @@ pub fn carry(c: &bridge_config::Carry) -> CarryPolicy {
         typing: c.typing,
         read_markers: c.read_markers,
         roles: c.roles,
+        moderation: c.moderation,
     }
 }
 

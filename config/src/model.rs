@@ -209,6 +209,9 @@ pub struct Carry {
     /// Roles (default `true`; `false` keeps who moderates or administers
     /// a room to its own network).
     pub roles: bool,
+    /// Moderation (default `true`; `false` keeps kicks and bans to the
+    /// network where they happen).
+    pub moderation: bool,
 }
 
 impl Default for Carry {
@@ -217,6 +220,7 @@ impl Default for Carry {
             typing: true,
             read_markers: true,
             roles: true,
+            moderation: true,
         }
     }
 }
@@ -238,6 +242,10 @@ pub struct Degrade {
     /// A deletion: send a notice that the message was deleted (`fallback`)
     /// or ignore it (`drop`, default).
     pub redaction: Fallback,
+    /// A kick or ban where the target network cannot do it: send a notice
+    /// saying who kicked or banned whom (`fallback`, default) or ignore it
+    /// (`drop`).
+    pub moderation: Fallback,
     /// An event of a custom type: ignore and count it (`drop`, default) or
     /// send a short notice naming the type (`notice`).
     pub custom: CustomPolicy,
@@ -250,6 +258,7 @@ impl Default for Degrade {
             edit: Fallback::Fallback,
             reaction: Fallback::Fallback,
             redaction: Fallback::Drop,
+            moderation: Fallback::Fallback,
             custom: CustomPolicy::Drop,
         }
     }

@@ -47,6 +47,7 @@ reply = \"drop\"
 edit = \"drop\"
 reaction = \"drop\"
 redaction = \"fallback\"
+moderation = \"drop\"
 custom = \"notice\"
 [delivery.carry]
 read_markers = false
@@ -67,6 +68,7 @@ reply = \"fallback\"
 [room.carry]
 typing = false
 roles = false
+moderation = false
 [[room.link]]
 adapter = \"x_1\"
 remote = \"#room\"
@@ -99,6 +101,7 @@ remote = \"#room\"
         edit: Fallback::Drop,
         reaction: Fallback::Drop,
         redaction: Fallback::Fallback,
+        moderation: Fallback::Drop,
         custom: CustomPolicy::Notice,
     };
     assert_eq!(config.delivery.degrade, global);
@@ -118,6 +121,7 @@ remote = \"#room\"
             typing: false,
             read_markers: true,
             roles: true,
+            moderation: true,
         })
     );
 
@@ -137,12 +141,14 @@ remote = \"#room\"
             typing: true,
             read_markers: false,
             roles: true,
+            moderation: true,
         }
     );
     let carry = Carry {
         typing: false,
         read_markers: false,
         roles: false,
+        moderation: false,
     };
     assert_eq!(room.carry, Some(carry));
     assert_eq!(config.carry_for(room), &carry);

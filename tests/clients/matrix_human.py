@@ -41,6 +41,7 @@ from nio import (
     ErrorResponse,
     JoinResponse,
     RoomBanResponse,
+    RoomKickResponse,
     JoinedMembersResponse,
     LoginResponse,
     MessageDirection,
@@ -163,7 +164,7 @@ class Human:
         self.autojoin = autojoin
         self.http = None  # aiohttp session for what nio does not do (or not as wanted)
         self.table = {name: getattr(self, name) for name in (
-            "create_room", "join", "leave", "invite", "ban", "send", "edit", "reply", "react",
+            "create_room", "join", "leave", "invite", "kick", "ban", "send", "edit", "reply", "react",
             "redact", "send_file", "download", "typing", "read", "displayname", "avatar", "topic",
             "room_name", "send_raw", "messages", "state", "forward_extremities", "members",
             "set_autojoin", "whoami", "upgrade")}
@@ -312,6 +313,12 @@ class Human:
     async def invite(self, c):
         check(await self.client.room_invite(await self.room_id(c["room"]), c["user"]),
               RoomInviteResponse)
+        return {}
+
+    async def kick(self, c):
+        """Kicks user from room, with an optional reason."""
+        check(await self.client.room_kick(await self.room_id(c["room"]), c["user"],
+                                          c.get("reason")), RoomKickResponse)
         return {}
 
     async def ban(self, c):

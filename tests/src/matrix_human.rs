@@ -180,7 +180,17 @@ impl MatrixHuman {
         Ok(())
     }
 
-    /// Bans `user` from `room`.
+    /// Kicks `user` (a user ID) from a room, giving `reason`.
+    pub async fn kick(&mut self, room: &str, user: &str, reason: &str) -> Result<()> {
+        self.command(
+            "kick",
+            json!({ "room": room, "user": user, "reason": reason }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Bans `user` (a user ID) from a room.
     pub async fn ban(&mut self, room: &str, user: &str) -> Result<()> {
         self.command("ban", json!({ "room": room, "user": user }))
             .await?;

@@ -84,7 +84,7 @@ const THREAD: &str = "thread";
 const POLL: &str = "poll";
 
 /// The features, in the order of the table's rows.
-const FEATURES: [&str; 20] = [
+const FEATURES: [&str; 21] = [
     "text",
     "formatting",
     "edit",
@@ -103,6 +103,7 @@ const FEATURES: [&str; 20] = [
     "avatar",
     "topic",
     "role",
+    "kick",
     "direct message",
     "no echo, no duplicate",
 ];
@@ -2350,6 +2351,132 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 .await;
         }
         None => table.skipped("leave", Net::Mimi, Net::Matrix, "join MIMI → Matrix"),
+    }
+
+    // ================================================================ kick
+    // A kick crosses as the moderator's. Xavier (the MUC's owner) kicks bob's occupant: bob
+    // is kicked from the Matrix room, and his puppet leaves the MIMI room. Carol (the Matrix
+    // room's creator) kicks zoe's ghost: zoe is kicked from the MUC.
+    const KICK: &str = "kick";
+    let _ = xavier.drain();
+    let mut bob = MatrixHuman::start("bob", "bobpass", &hs)
+        .await
+        .expect("bob logs in again");
+    bob.join(&room).await.expect("bob joins again");
+    let bob_back = xavier
+        .wait_presence(|p| p["nick"] == "Bob Matrix" && p["type"] == "available")
+        .await;
+    match bob_back {
+        Ok(_) => {
+            xavier
+                .admin(&muc, json!({ "nick": "Bob Matrix", "role": "none" }))
+                .await
+                .expect("xavier kicks bob's occupant");
+            let bob_id = bob.user_id().to_owned();
+            table
+                .check(KICK, Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.member"
+                                && e["state_key"] == bob_id.as_str()
+                                && e["content"]["membership"] == "leave"
+                                && e["sender"] != bob_id.as_str()
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+            table
+                .check(KICK, Net::Xmpp, Net::Mimi, async {
+                    let gone = |e: &OutboundEvent| {
+                        matches!(
+                            e.kind,
+                            EventKind::Membership {
+                                change: MembershipChange::Leave
+                                    | MembershipChange::Kick
+                                    | MembershipChange::Ban,
+                                ..
+                            }
+                        ) && e.sender.user.as_str().contains("bob")
+                    };
+                    // Bob left once before (the leave row), and is gone again.
+                    while hub.dana.sent().iter().filter(|e| gone(e)).count() < 2 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+        Err(e) => {
+            for to in [Net::Matrix, Net::Mimi] {
+                table.skipped(KICK, Net::Xmpp, to, &format!("bob's occupant back: {e}"));
+            }
+        }
+    }
+    let _ = bob.quit().await;
+    let zoe_jid = format!("{}@localhost", fresh("zoe"));
+    let mut zoe = XmppHuman::start(&zoe_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("zoe online");
+    zoe.join(&muc, "Zoe").await.expect("zoe joins");
+    let zoe_ghost = carol
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["content"]["membership"] == "join"
+                && e["content"]["displayname"] == "Zoe"
+        })
+        .await
+        .map(|e| text(&e["state_key"]).to_owned());
+    match zoe_ghost {
+        Ok(g) => {
+            carol
+                .kick(&room, &g, "off topic")
+                .await
+                .expect("carol kicks zoe's ghost");
+            table
+                .check(KICK, Net::Matrix, Net::Xmpp, async {
+                    let p = zoe
+                        .wait_presence(|p| {
+                            p["type"] == "unavailable"
+                                && p["status_codes"].as_array().is_some_and(|c| {
+                                    c.contains(&json!(307)) && c.contains(&json!(110))
+                                })
+                        })
+                        .await?;
+                    ensure!(p["nick"] == "Zoe", "{p}");
+                    Ok(())
+                })
+                .await;
+        }
+        Err(e) => table.skipped(KICK, Net::Matrix, Net::Xmpp, &format!("zoe's ghost: {e}")),
+    }
+    table
+        .check(KICK, Net::Matrix, Net::Mimi, async {
+            hub.wait(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Leave
+                            | MembershipChange::Kick
+                            | MembershipChange::Ban,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains("zoe")
+            })
+            .await?;
+            Ok(())
+        })
+        .await;
+    let _ = zoe.quit().await;
+    for to in [Net::Xmpp, Net::Matrix] {
+        table.not_carried(
+            KICK,
+            Net::Mimi,
+            to,
+            "the MIMI room here is hosted by the other provider: its group admins remove \
+             participants, which reaches the bridge as their leaving (the leave row), with no \
+             moderator to carry.",
+        );
     }
 
     // ================================================================ nick / display name

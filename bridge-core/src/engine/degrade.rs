@@ -3,12 +3,16 @@
 //! References are translated to the target's native IDs. Where the target lacks a capability,
 //! or never received the event referred to, the room's [`DegradePolicy`] decides: a reply
 //! becomes a quote of the original, an edit a "* correction" message, a reaction or deletion a
-//! short line in the third person, a custom event a notice, or the thing is dropped (counted).
+//! short line in the third person, a custom event a notice, a kick or ban the removal of the
+//! user's puppet (or, of a user of the target's own network, a line saying so), or the thing is
+//! dropped (counted).
 
 use super::Shared;
 use super::ingest::{load_event, lookup_neutral};
 use crate::capabilities::{Capabilities, CustomPolicy, DegradePolicy, Fallback};
-use crate::event::{Event, EventKind, MessageContent, MsgType, OutboundEvent};
+use crate::event::{
+    Event, EventKind, MembershipChange, MessageContent, ModerationAction, MsgType, OutboundEvent,
+};
 use crate::ids::{EventId, RemoteEventId};
 use crate::richtext::RichText;
 use crate::routing::Link;
@@ -99,6 +103,8 @@ pub(crate) fn prepare(
     let caps = if force_text { &text_only } else { caps };
     let mut degraded = force_text;
     let mut moderated = false;
+    // The event goes out as this user instead of its sender.
+    let mut as_target = None;
     let kind: EventKind<RemoteEventId> = match &event.kind {
         EventKind::Message {
             content,
@@ -249,6 +255,45 @@ pub(crate) fn prepare(
                 }
             }
         }
+        // Someone of another network, shown here by a puppet: the puppet is removed (as them).
+        EventKind::Moderation {
+            target,
+            action,
+            reason,
+        } if !caps.moderation && caps.membership && target.adapter != link.adapter => {
+            let change = match action {
+                ModerationAction::Kick => MembershipChange::Kick,
+                ModerationAction::Ban => MembershipChange::Ban,
+                ModerationAction::Unban => {
+                    return Ok(Prepared::Skip("an unban of a puppet changes nothing"));
+                }
+            };
+            as_target = Some(target.clone());
+            EventKind::Membership {
+                change,
+                reason: reason.clone(),
+            }
+        }
+        EventKind::Moderation {
+            target,
+            action,
+            reason,
+        } if !caps.moderation => match policy.moderation {
+            Fallback::Drop => return Ok(Prepared::Skip("moderation dropped by policy")),
+            Fallback::Fallback => {
+                degraded = true;
+                let why = reason.as_deref().map(|r| format!(": {r}"));
+                line(
+                    MsgType::Emote,
+                    format!(
+                        "{} {} on the other networks{}",
+                        action.past(),
+                        target.name(),
+                        why.unwrap_or_default()
+                    ),
+                )
+            }
+        },
         EventKind::Custom { event_type, .. } if !caps.custom_events => match policy.custom {
             CustomPolicy::Drop => return Ok(Prepared::Skip("custom events dropped by policy")),
             CustomPolicy::Notice => {
@@ -292,7 +337,7 @@ pub(crate) fn prepare(
         id: event.id,
         neutral_room: event.room.clone(),
         room: link.remote.clone(),
-        sender: event.sender.clone(),
+        sender: as_target.unwrap_or_else(|| event.sender.clone()),
         ts: event.ts,
         kind,
         degraded,

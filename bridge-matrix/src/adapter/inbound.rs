@@ -314,6 +314,24 @@ impl Inner {
             self.ghost_membership(ctx, &inbound);
             return Ok(None);
         }
+        if let EventKind::Moderation { action, .. } = &inbound.kind
+            && let Some(member) = event.get("state_key").and_then(Value::as_str)
+            && self.is_ours(member)
+        {
+            if member == self.bot.as_str() {
+                // The bridge's bot is no user of the room's other networks.
+                return Ok(None);
+            }
+            // A moderator removed one of our ghosts: it is out (and the moderation crosses
+            // to the network of the user it stands for).
+            if *action != bridge_core::ModerationAction::Unban
+                && let Err(e) = self
+                    .ghosts
+                    .mark_left(ctx.store(), inbound.room.as_str(), member)
+            {
+                tracing::warn!(adapter = %self.id, error = %e, "cannot record a ghost's membership");
+            }
+        }
         self.remember_member(&inbound);
         if matches!(inbound.kind, EventKind::Redaction { .. }) {
             // The core lets only the author or a moderator delete a message: a moderator is

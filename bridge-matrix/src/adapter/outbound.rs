@@ -9,7 +9,8 @@
 //! room instead of being sent twice.
 
 use bridge_core::{
-    AdapterError, Delivered, OutboundEvent, RemoteEventId, RemoteRoomId, RemoteUserId, Sender,
+    AdapterError, Delivered, ModerationAction, OutboundEvent, RemoteEventId, RemoteRoomId,
+    RemoteUserId, Sender,
 };
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::{receipt::create_receipt, room::create_room, typing::create_typing_event};
@@ -187,24 +188,21 @@ impl Inner {
                 Ok(None)
             }
             Action::Leave { reason } => {
-                if !self.ghosts.is_joined(room.as_str(), ghost.as_str()) {
-                    return Ok(None);
+                if self.ghosts.is_joined(room.as_str(), ghost.as_str()) {
+                    self.ghost_leaves(room, ghost, reason).await?;
                 }
-                let mut request =
-                    ruma::api::client::membership::leave_room::v3::Request::new(room.clone());
-                request.reason = reason;
-                match self.hs.call(request, As::Ghost(ghost)).await {
-                    Ok(_) => {}
-                    // Not in the room after all.
-                    Err(e) if e.status() == Some(403) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                self.ghosts
-                    .mark_left(&store, room.as_str(), ghost.as_str())
-                    .map_err(|e| AdapterError::transient(e.to_string()))?;
                 Ok(None)
             }
             Action::Power { role } => self.set_role(room, ghost, role).await,
+            Action::Moderate {
+                user,
+                action,
+                reason,
+            } => {
+                joined().await?;
+                self.moderate(room, ghost, &user, action, reason).await?;
+                Ok(None)
+            }
             Action::Profile {
                 display_name,
                 avatar,
@@ -307,6 +305,103 @@ impl Inner {
     /// The event the ghost already sent into `room` with transaction ID `txn`, among its
     /// latest [`LOOK_BACK`] events there (sends into a room are one at a time, so an earlier
     /// attempt is among the newest).
+    /// `ghost` leaves `room` (one not in it after all is left already), and is recorded out.
+    async fn ghost_leaves(
+        &self,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), AdapterError> {
+        let mut request = ruma::api::client::membership::leave_room::v3::Request::new(room.clone());
+        request.reason = reason;
+        match self.hs.call(request, As::Ghost(ghost)).await {
+            Ok(_) => {}
+            // Not in the room after all.
+            Err(e) if e.status() == Some(403) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let store = self.ctx()?.store().clone();
+        self.ghosts
+            .mark_left(&store, room.as_str(), ghost.as_str())
+            .map_err(|e| AdapterError::transient(e.to_string()))
+    }
+
+    /// Kicks, bans or unbans `user` in `room` as `ghost` (the moderator's), else as the bot:
+    /// the moderator's own network let them, so the bridge does it for them where their ghost
+    /// has too little power. Refused by both, the event is unsupported here (left out,
+    /// counted); a kick of someone no longer in the room is done already.
+    async fn moderate(
+        &self,
+        room: &OwnedRoomId,
+        ghost: &UserId,
+        user: &str,
+        action: ModerationAction,
+        reason: Option<String>,
+    ) -> Result<(), AdapterError> {
+        use ruma::api::client::membership::{ban_user, kick_user, unban_user};
+        let target = user_id(user)?;
+        if action == ModerationAction::Kick {
+            let present = match super::ghosts::member_state(&self.hs, room, user).await {
+                Ok(content) => matches!(
+                    content
+                        .get("membership")
+                        .and_then(serde_json::Value::as_str),
+                    Some("join" | "invite" | "knock")
+                ),
+                Err(e) if e.status() == Some(404) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !present {
+                return Ok(());
+            }
+        }
+        let mut refusals = Vec::new();
+        for who in [As::Ghost(ghost), As::Bot] {
+            let (in_room, target, reason) = (room.clone(), target.clone(), reason.clone());
+            let outcome = match action {
+                ModerationAction::Kick => {
+                    let mut request = kick_user::v3::Request::new(in_room, target);
+                    request.reason = reason;
+                    self.hs.call(request, who).await.map(drop)
+                }
+                ModerationAction::Ban => {
+                    let mut request = ban_user::v3::Request::new(in_room, target);
+                    request.reason = reason;
+                    self.hs.call(request, who).await.map(drop)
+                }
+                ModerationAction::Unban => {
+                    let mut request = unban_user::v3::Request::new(in_room, target);
+                    request.reason = reason;
+                    self.hs.call(request, who).await.map(drop)
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    if action != ModerationAction::Unban && self.naming.is_ours(user) {
+                        let store = self.ctx()?.store().clone();
+                        self.ghosts
+                            .mark_left(&store, room.as_str(), user)
+                            .map_err(|e| AdapterError::transient(e.to_string()))?;
+                    }
+                    tracing::info!(adapter = %self.id, %room, %user, action = action.past(), "moderation done");
+                    return Ok(());
+                }
+                Err(e) if e.status() == Some(403) => refusals.push(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // One of our ghosts the room would not remove leaves by itself: the user it stands for
+        // is gone from the room on their side.
+        if action != ModerationAction::Unban && self.naming.is_ours(user) {
+            return self.ghost_leaves(room, &target, reason).await;
+        }
+        Err(AdapterError::Unsupported(format!(
+            "{room}: neither {ghost} nor the bot may have {user} {}: {}",
+            action.past(),
+            refusals.join("; ")
+        )))
+    }
+
     /// Sets `ghost`'s power level in `room` to what shows `role`, as the bot, from the power
     /// levels as the homeserver has them now. A room where the bot may not (too low a level)
     /// refuses the event as unsupported: the core leaves it out there, counted.

@@ -13,7 +13,7 @@
 use bridge_core::richtext::Node;
 use bridge_core::{
     AdapterId, Attachment, EventKind, InboundEvent, MembershipChange, Mention, MessageContent,
-    MsgType, RemoteEventId, RemoteUserId, RichText, Role,
+    ModerationAction, MsgType, RemoteEventId, RemoteUserId, RichText, Role, Sender,
 };
 use serde_json::{Map, Value};
 
@@ -140,12 +140,16 @@ pub fn timeline_event(
         let content = content.unwrap_or(&empty);
         let kind = match (event_type, state_key) {
             ("m.room.member", member) => {
-                return membership(ev, member, content).map(|found| {
+                return membership(ev, member, content, ctx).map(|found| {
                     found.map(|found| {
+                        let moderation = matches!(found.kind, EventKind::Moderation { .. });
                         let mut event = inbound(found.kind);
-                        event.sender.id = RemoteUserId::new(member);
-                        event.sender.display_name = found.display_name;
-                        event.sender.avatar = found.avatar;
+                        if !moderation {
+                            // The event is about the member; a moderator's is theirs.
+                            event.sender.id = RemoteUserId::new(member);
+                            event.sender.display_name = found.display_name;
+                            event.sender.avatar = found.avatar;
+                        }
                         event
                     })
                 });
@@ -205,11 +209,14 @@ struct Member {
 }
 
 /// The change an `m.room.member` event makes (see [`timeline_event`]), with the member's
-/// display name and avatar from the content. `member` is the state key.
+/// display name and avatar from the content. `member` is the state key. A kick, ban or unban
+/// by someone else is that moderator's [`EventKind::Moderation`] of the member (a Matrix user,
+/// or the user of another network a ghost stands for).
 fn membership(
     ev: &Object,
     member: &str,
     content: &Object,
+    ctx: &InboundCtx<'_>,
 ) -> Result<Option<Member>, TranslateError> {
     let Some(now) = opt_str(content, "membership")? else {
         return Ok(None);
@@ -251,9 +258,26 @@ fn membership(
         ("join", "leave") if sender == Some(member) => MembershipChange::Leave,
         ("join", "leave") => MembershipChange::Kick,
         (before, "ban") if before != "ban" => MembershipChange::Ban,
+        ("ban", "leave") if sender.is_some_and(|s| s != member) => {
+            return Ok(Some(moderation(
+                member,
+                ModerationAction::Unban,
+                reason,
+                prev,
+                ctx,
+            )));
+        }
         (before, "invite") if before != "invite" => MembershipChange::Invite,
         _ => return Ok(None),
     };
+    let action = match change {
+        MembershipChange::Kick => Some(ModerationAction::Kick),
+        MembershipChange::Ban => Some(ModerationAction::Ban),
+        _ => None,
+    };
+    if let Some(action) = action.filter(|_| sender.is_some_and(|s| s != member)) {
+        return Ok(Some(moderation(member, action, reason, prev, ctx)));
+    }
     let reason = match change {
         MembershipChange::Join | MembershipChange::Invite => None,
         _ => reason,
@@ -263,6 +287,39 @@ fn membership(
         display_name: owned(display_name),
         avatar: owned(avatar),
     }))
+}
+
+/// A moderator's kick, ban or unban of `member`: the user it is about is the Matrix user, or
+/// the user of another network when `member` is one of our ghosts, with the name they had
+/// (`prev`, the content before).
+fn moderation(
+    member: &str,
+    action: ModerationAction,
+    reason: Option<String>,
+    prev: &Object,
+    ctx: &InboundCtx<'_>,
+) -> Member {
+    let (adapter, user) = ctx
+        .naming
+        .ghost_of(member)
+        .unwrap_or_else(|| (ctx.adapter.clone(), RemoteUserId::new(member)));
+    let display_name = lenient_str(prev, "displayname")
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    Member {
+        kind: EventKind::Moderation {
+            target: Sender {
+                adapter,
+                user,
+                display_name,
+                avatar: None,
+            },
+            action,
+            reason,
+        },
+        display_name: None,
+        avatar: None,
+    }
 }
 
 /// The relations of a message, read leniently: an `m.relates_to` that is not an object, or a
@@ -1702,7 +1759,7 @@ mod tests {
             Some(joined.clone()),
         );
         assert_eq!(no_avatar.expect("ok"), None);
-        // Leaving, and being kicked: the sender is the member in both.
+        // Leaving: the sender is the member.
         let left = member(
             "@bob:localhost",
             "@bob:localhost",
@@ -1720,8 +1777,23 @@ mod tests {
         )
         .expect("ok")
         .expect("some");
-        assert_eq!(change(&kicked), (MembershipChange::Kick, Some("flooding")));
-        assert_eq!(kicked.sender.id.as_str(), "@bob:localhost");
+        // Kicked or banned by someone else: the moderator's moderation of the member, named
+        // as they were; the user of another network when the member is one of our ghosts.
+        let bob = Sender {
+            adapter: adapter(),
+            user: RemoteUserId::new("@bob:localhost"),
+            display_name: Some("Bob".into()),
+            avatar: None,
+        };
+        assert_eq!(kicked.sender.id.as_str(), "@mod:localhost");
+        assert_eq!(
+            kicked.kind,
+            EventKind::Moderation {
+                target: bob.clone(),
+                action: ModerationAction::Kick,
+                reason: Some("flooding".into()),
+            }
+        );
         let banned = member(
             "@mod:localhost",
             "@bob:localhost",
@@ -1730,7 +1802,58 @@ mod tests {
         )
         .expect("ok")
         .expect("some");
-        assert_eq!(change(&banned), (MembershipChange::Ban, Some("spam")));
+        assert_eq!(
+            banned.kind,
+            EventKind::Moderation {
+                target: bob.clone(),
+                action: ModerationAction::Ban,
+                reason: Some("spam".into()),
+            }
+        );
+        let unbanned = member(
+            "@mod:localhost",
+            "@bob:localhost",
+            json!({"membership": "leave"}),
+            Some(json!({"membership": "ban"})),
+        )
+        .expect("ok")
+        .expect("some");
+        assert_eq!(
+            unbanned.kind,
+            EventKind::Moderation {
+                target: Sender {
+                    display_name: None,
+                    ..bob
+                },
+                action: ModerationAction::Unban,
+                reason: None,
+            }
+        );
+        let ghost = naming().ghost_user_id(
+            &AdapterId::new("xmpp"),
+            &RemoteUserId::new("xavier@example.org"),
+        );
+        let ghost_kicked = member(
+            "@mod:localhost",
+            &ghost,
+            json!({"membership": "leave"}),
+            Some(joined.clone()),
+        )
+        .expect("ok")
+        .expect("some");
+        assert_eq!(
+            ghost_kicked.kind,
+            EventKind::Moderation {
+                target: Sender {
+                    adapter: AdapterId::new("xmpp"),
+                    user: RemoteUserId::new("xavier@example.org"),
+                    display_name: Some("Bob".into()),
+                    avatar: None,
+                },
+                action: ModerationAction::Kick,
+                reason: None,
+            }
+        );
         // An invitation: the sender is the invitee.
         let invited = member(
             "@alice:localhost",
@@ -1743,10 +1866,9 @@ mod tests {
         assert_eq!(change(&invited), (MembershipChange::Invite, None));
         assert_eq!(invited.sender.id.as_str(), "@carol:localhost");
         assert_eq!(invited.sender.display_name.as_deref(), Some("Carol"));
-        // Nothing modelled: a rejected invitation, an unban, a knock, a second ban.
+        // Nothing modelled: a rejected invitation, a knock, a second ban (an unban is above).
         for (sender, now, prev) in [
             ("@carol:localhost", "leave", "invite"),
-            ("@mod:localhost", "leave", "ban"),
             ("@carol:localhost", "knock", "leave"),
             ("@mod:localhost", "ban", "ban"),
             ("@mod:localhost", "invite", "invite"),

@@ -9,8 +9,8 @@
 
 use bridge_core::richtext::html::escape;
 use bridge_core::{
-    AdapterError, Attachment, EventKind, MembershipChange, Mention, MsgType, OutboundEvent,
-    RichText, Role, Sender,
+    AdapterError, AdapterId, Attachment, EventKind, MembershipChange, Mention, ModerationAction,
+    MsgType, OutboundEvent, RemoteUserId, RichText, Role, Sender,
 };
 use serde_json::{Map, Value, json};
 
@@ -74,6 +74,16 @@ pub enum Action {
     /// The ghost leaves the room.
     Leave {
         /// Why, when given (a kick or ban on the other side).
+        reason: Option<String>,
+    },
+    /// Kick, ban or unban `user` (a Matrix user, or the ghost of someone of another network)
+    /// as the ghost of the moderator who did it on their side, else as the bot.
+    Moderate {
+        /// The user's Matrix ID.
+        user: String,
+        /// What to do.
+        action: ModerationAction,
+        /// Why, when given.
         reason: Option<String>,
     },
     /// Set the ghost's power level to what shows `role` ([`with_role`]): the adapter reads the
@@ -229,6 +239,7 @@ pub fn actions(
         | EventKind::Typing { .. }
         | EventKind::ReadMarker { .. }
         | EventKind::Role { .. }
+        | EventKind::Moderation { .. }
             if relay =>
         {
             Vec::new()
@@ -255,6 +266,15 @@ pub fn actions(
         }],
         EventKind::Presence { .. } => Vec::new(),
         EventKind::Role { role } => vec![Action::Power { role: *role }],
+        EventKind::Moderation {
+            target,
+            action,
+            reason,
+        } => vec![Action::Moderate {
+            user: matrix_user(&target.adapter, &target.user, naming),
+            action: *action,
+            reason: reason.clone(),
+        }],
         EventKind::Custom {
             event_type,
             content,
@@ -501,14 +521,20 @@ fn msgtype_name(msgtype: MsgType) -> &'static str {
 
 /// `m.mentions.user_ids`, when there are mentions: a mentioned user whose native ID is a
 /// Matrix user ID as is, any other as its ghost.
+/// The Matrix ID that stands for a user of the room: their own when they are a Matrix user,
+/// else their ghost's.
+fn matrix_user(adapter: &AdapterId, user: &RemoteUserId, naming: &Naming) -> String {
+    if is_user_id(user.as_str()) {
+        user.as_str().to_owned()
+    } else {
+        naming.ghost_user_id(adapter, user)
+    }
+}
+
 fn add_mentions(content: &mut Object, mentions: &[Mention], naming: &Naming) {
     let mut ids: Vec<String> = Vec::new();
     for mention in mentions {
-        let id = if is_user_id(mention.user.as_str()) {
-            mention.user.as_str().to_owned()
-        } else {
-            naming.ghost_user_id(&mention.adapter, &mention.user)
-        };
+        let id = matrix_user(&mention.adapter, &mention.user, naming);
         if !ids.contains(&id) {
             ids.push(id);
         }

@@ -127,6 +127,7 @@ impl Inner {
                     self.rooms.lock().left(&p.room, &to);
                     self.occupant_removed(&p.room, &to);
                     if self.listener_jid().as_deref() != Some(to.as_str()) {
+                        self.puppet_moderated(ctx, &p, &to);
                         self.puppet_removed(&p, &to);
                     }
                 }
@@ -315,7 +316,7 @@ impl Inner {
     }
 
     /// Hands an event to the core without tracking its durability (presence-derived events).
-    fn submit(&self, ctx: &AdapterContext, mut event: InboundEvent) {
+    pub(super) fn submit(&self, ctx: &AdapterContext, mut event: InboundEvent) {
         self.with_peer_avatar(ctx, &mut event.sender);
         if let Err(e) = ctx.enqueue(event) {
             tracing::warn!(adapter = %self.id, error = %e, "event not accepted");
@@ -920,7 +921,7 @@ fn destroyed_key(room: &str) -> Vec<u8> {
     keys::of(keys::DESTROYED, &[&room.to_ascii_lowercase()])
 }
 
-fn event(
+pub(super) fn event(
     room: &str,
     native: Option<RemoteEventId>,
     user: RemoteUserId,

@@ -16,6 +16,7 @@ mod avatar;
 mod direct;
 mod inbound;
 mod iq;
+mod moderation;
 mod outbound;
 mod puppets;
 mod state;
@@ -696,6 +697,7 @@ impl Adapter for XmppAdapter {
             caps.typing = true;
             caps.read_markers = true;
             caps.roles = true;
+            caps.moderation = true;
         }
         caps
     }

@@ -16,9 +16,9 @@ use bridge_core::{
 };
 use xmpp_parsers::minidom::Element;
 
+use super::Inner;
 use super::inbound::keys;
 use super::state::{self, nick_candidates};
-use super::{Inner, PUPPET_RESOURCE};
 use crate::muc;
 use crate::translate::{self, ChatState, Envelope, MessageType, OutReply};
 
@@ -53,19 +53,15 @@ pub(super) struct Speaker {
 
 impl Inner {
     fn speaker(&self, event: &OutboundEvent) -> Result<Speaker, AdapterError> {
-        match self.component_domain() {
-            Some(domain) => {
-                let id = format!("{}.{}", event.sender.adapter, event.sender.user);
-                let local = crate::jid::escape_localpart(&id);
-                Ok(Speaker {
-                    jid: format!("{local}@{domain}/{PUPPET_RESOURCE}"),
-                    nicks: nick_candidates(
-                        event.sender.name(),
-                        event.sender.adapter.as_str(),
-                        event.sender.user.as_str(),
-                    ),
-                })
-            }
+        match self.puppet_jid(&event.sender) {
+            Some(jid) => Ok(Speaker {
+                jid,
+                nicks: nick_candidates(
+                    event.sender.name(),
+                    event.sender.adapter.as_str(),
+                    event.sender.user.as_str(),
+                ),
+            }),
             None => Ok(Speaker {
                 jid: self
                     .listener_jid()
@@ -201,11 +197,23 @@ impl Inner {
                     .give_role(&ctx, &room, &speaker.jid, nick.as_deref(), *role)
                     .await;
             }
+            EventKind::Moderation {
+                target,
+                action,
+                reason,
+            } if component => {
+                return self
+                    .moderate_user(&room, &speaker, target, *action, reason.as_deref())
+                    .await;
+            }
             EventKind::Typing { .. } | EventKind::ReadMarker { .. } if joined.is_none() => {
                 // Not worth joining for: typing and read markers are best-effort.
                 return Ok(Delivered::default());
             }
-            EventKind::Membership { .. } | EventKind::Profile { .. } | EventKind::Role { .. } => {
+            EventKind::Membership { .. }
+            | EventKind::Profile { .. }
+            | EventKind::Role { .. }
+            | EventKind::Moderation { .. } => {
                 return Err(AdapterError::Unsupported(format!(
                     "{} in client mode",
                     event.kind.name()

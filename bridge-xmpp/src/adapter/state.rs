@@ -209,6 +209,15 @@ impl Rooms {
         })
     }
 
+    /// The nick of the occupant (not ours) whose identity is `user`.
+    pub fn nick_of(&self, room: &str, user: &RemoteUserId) -> Option<String> {
+        let r = self.rooms.get(room)?;
+        r.occupants
+            .iter()
+            .find(|(_, o)| o.user == *user)
+            .map(|(nick, _)| nick.clone())
+    }
+
     /// The occupant called `nick`.
     pub fn occupant(&self, room: &str, nick: &str) -> Option<&Occupant> {
         self.rooms.get(room)?.occupants.get(nick)

@@ -42,9 +42,16 @@ const DELIVERY_KEYS: &[&str] = &[
     "carry",
 ];
 /// Keys of `[delivery.degrade]` and `[room.degrade]`.
-const DEGRADE_KEYS: &[&str] = &["reply", "edit", "reaction", "redaction", "custom"];
+const DEGRADE_KEYS: &[&str] = &[
+    "reply",
+    "edit",
+    "reaction",
+    "redaction",
+    "moderation",
+    "custom",
+];
 /// Keys of `[delivery.carry]` and `[room.carry]`.
-const CARRY_KEYS: &[&str] = &["typing", "read_markers", "roles"];
+const CARRY_KEYS: &[&str] = &["typing", "read_markers", "roles", "moderation"];
 /// Level names accepted by `tracing`'s `EnvFilter`.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
@@ -272,6 +279,7 @@ fn carry(d: &mut Diagnostics, table: Table<'_>, base: Carry) -> Carry {
             .boolean(d, "read_markers")
             .unwrap_or(base.read_markers),
         roles: table.boolean(d, "roles").unwrap_or(base.roles),
+        moderation: table.boolean(d, "moderation").unwrap_or(base.moderation),
     }
 }
 
@@ -292,6 +300,9 @@ fn degrade(d: &mut Diagnostics, table: Table<'_>, base: Degrade) -> Degrade {
         redaction: table
             .choice(d, "redaction", &fallback)
             .unwrap_or(base.redaction),
+        moderation: table
+            .choice(d, "moderation", &fallback)
+            .unwrap_or(base.moderation),
         custom: table.choice(d, "custom", &custom).unwrap_or(base.custom),
     }
 }
