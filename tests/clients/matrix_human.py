@@ -42,6 +42,7 @@ from nio import (
     JoinResponse,
     RoomBanResponse,
     RoomKickResponse,
+    RoomUnbanResponse,
     JoinedMembersResponse,
     LoginResponse,
     MessageDirection,
@@ -164,7 +165,7 @@ class Human:
         self.autojoin = autojoin
         self.http = None  # aiohttp session for what nio does not do (or not as wanted)
         self.table = {name: getattr(self, name) for name in (
-            "create_room", "join", "leave", "invite", "kick", "ban", "send", "edit", "reply", "react",
+            "create_room", "join", "leave", "invite", "kick", "ban", "unban", "send", "edit", "reply", "react",
             "redact", "send_file", "download", "typing", "read", "displayname", "avatar", "topic",
             "room_name", "send_raw", "messages", "state", "forward_extremities", "members",
             "set_autojoin", "whoami", "upgrade")}
@@ -325,6 +326,12 @@ class Human:
         """Bans user from room, with an optional reason."""
         check(await self.client.room_ban(await self.room_id(c["room"]), c["user"],
                                          c.get("reason")), RoomBanResponse)
+        return {}
+
+    async def unban(self, c):
+        """Lifts the ban of user from room."""
+        check(await self.client.room_unban(await self.room_id(c["room"]), c["user"]),
+              RoomUnbanResponse)
         return {}
 
     async def send(self, c):

@@ -190,6 +190,13 @@ impl MatrixHuman {
         Ok(())
     }
 
+    /// Lifts the ban of `user` (a user ID) from a room.
+    pub async fn unban(&mut self, room: &str, user: &str) -> Result<()> {
+        self.command("unban", json!({ "room": room, "user": user }))
+            .await?;
+        Ok(())
+    }
+
     /// Bans `user` (a user ID) from a room.
     pub async fn ban(&mut self, room: &str, user: &str) -> Result<()> {
         self.command("ban", json!({ "room": room, "user": user }))

@@ -84,7 +84,7 @@ const THREAD: &str = "thread";
 const POLL: &str = "poll";
 
 /// The features, in the order of the table's rows.
-const FEATURES: [&str; 21] = [
+const FEATURES: [&str; 22] = [
     "text",
     "formatting",
     "edit",
@@ -104,6 +104,7 @@ const FEATURES: [&str; 21] = [
     "topic",
     "role",
     "kick",
+    "ban",
     "direct message",
     "no echo, no duplicate",
 ];
@@ -2474,6 +2475,150 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             Net::Mimi,
             to,
             "the MIMI room here is hosted by the other provider: its group admins remove \
+             participants, which reaches the bridge as their leaving (the leave row), with no \
+             moderator to carry.",
+        );
+    }
+
+    // ================================================================ ban
+    // A ban crosses the same way, by address. Xavier bans alice's occupant (its JID made an
+    // outcast): alice is banned from the Matrix room and her puppet leaves the MIMI room.
+    // Carol bans wes's ghost: wes is banned from the MUC; she lifts the ban, and wes may
+    // join again.
+    const BAN: &str = "ban";
+    let _ = xavier.drain();
+    let mut alice = MatrixHuman::start("alice", "alicepass", &hs)
+        .await
+        .expect("alice logs in");
+    alice.displayname("Alice Matrix").await.expect("name set");
+    alice.join(&room).await.expect("alice joins");
+    let alice_occupant = xavier
+        .wait_presence(|p| p["nick"] == "Alice Matrix" && p["type"] == "available")
+        .await;
+    match alice_occupant {
+        Ok(p) => {
+            let puppet = text(&p["item"]["jid"])
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            xavier
+                .admin(&muc, json!({ "jid": puppet, "affiliation": "outcast" }))
+                .await
+                .expect("xavier bans alice's occupant");
+            let alice_id = alice.user_id().to_owned();
+            table
+                .check(BAN, Net::Xmpp, Net::Matrix, async {
+                    carol
+                        .wait_timeline(|e| {
+                            e["type"] == "m.room.member"
+                                && e["state_key"] == alice_id.as_str()
+                                && e["content"]["membership"] == "ban"
+                        })
+                        .await?;
+                    Ok(())
+                })
+                .await;
+            table
+                .check(BAN, Net::Xmpp, Net::Mimi, async {
+                    hub.wait(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::Membership {
+                                change: MembershipChange::Leave
+                                    | MembershipChange::Kick
+                                    | MembershipChange::Ban,
+                                ..
+                            }
+                        ) && e.sender.user.as_str().contains("alice")
+                    })
+                    .await?;
+                    Ok(())
+                })
+                .await;
+        }
+        Err(e) => {
+            for to in [Net::Matrix, Net::Mimi] {
+                table.skipped(BAN, Net::Xmpp, to, &format!("alice's occupant: {e}"));
+            }
+        }
+    }
+    let _ = alice.quit().await;
+    let wes_jid = format!("{}@localhost", fresh("wes"));
+    let mut wes = XmppHuman::start(&wes_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("wes online");
+    wes.join(&muc, "Wes").await.expect("wes joins");
+    let wes_ghost = carol
+        .wait_timeline(|e| {
+            e["type"] == "m.room.member"
+                && e["content"]["membership"] == "join"
+                && e["content"]["displayname"] == "Wes"
+        })
+        .await
+        .map(|e| text(&e["state_key"]).to_owned());
+    match wes_ghost {
+        Ok(g) => {
+            carol.ban(&room, &g).await.expect("carol bans wes's ghost");
+            table
+                .check(BAN, Net::Matrix, Net::Xmpp, async {
+                    wes.wait_presence(|p| {
+                        p["type"] == "unavailable"
+                            && p["status_codes"]
+                                .as_array()
+                                .is_some_and(|c| c.contains(&json!(301)) && c.contains(&json!(110)))
+                    })
+                    .await?;
+                    ensure!(
+                        wes.join(&muc, "Wes").await.is_err(),
+                        "wes could join the MUC he is banned from"
+                    );
+                    Ok(())
+                })
+                .await;
+            table
+                .check(BAN, Net::Matrix, Net::Mimi, async {
+                    hub.wait(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::Membership {
+                                change: MembershipChange::Leave
+                                    | MembershipChange::Kick
+                                    | MembershipChange::Ban,
+                                ..
+                            }
+                        ) && e.sender.user.as_str().contains("wes")
+                    })
+                    .await?;
+                    Ok(())
+                })
+                .await;
+            carol.unban(&room, &g).await.expect("carol lifts the ban");
+            table
+                .check(BAN, Net::Matrix, Net::Xmpp, async {
+                    // The affiliation is lifted a moment after the unban reaches the bridge.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                    loop {
+                        match wes.join(&muc, "Wes").await {
+                            Ok(_) => return Ok(()),
+                            Err(e) if tokio::time::Instant::now() > deadline => {
+                                return Err(e.context("wes still banned after the unban"));
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                    }
+                })
+                .await;
+        }
+        Err(e) => table.skipped(BAN, Net::Matrix, Net::Xmpp, &format!("wes's ghost: {e}")),
+    }
+    let _ = wes.quit().await;
+    for to in [Net::Xmpp, Net::Matrix] {
+        table.not_carried(
+            BAN,
+            Net::Mimi,
+            to,
+            "the MIMI room here is hosted by the other provider: its group admins ban \
              participants, which reaches the bridge as their leaving (the leave row), with no \
              moderator to carry.",
         );
