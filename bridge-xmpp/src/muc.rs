@@ -363,6 +363,43 @@ mod tests {
     }
 
     #[test]
+    fn a_kick_request_carries_its_reason() {
+        let iq = admin_item_because(
+            Some("p@b.x/bridge"),
+            "r@c.x",
+            [("nick", "Zoe"), ("role", "none")],
+            Some("off topic"),
+        );
+        assert_eq!(iq.attr("from"), Some("p@b.x/bridge"));
+        let item = iq
+            .get_child("query", NS_MUC_ADMIN)
+            .and_then(|q| q.get_child("item", NS_MUC_ADMIN))
+            .expect("an item");
+        assert_eq!(
+            (item.attr("nick"), item.attr("role")),
+            (Some("Zoe"), Some("none"))
+        );
+        assert_eq!(
+            item.get_child("reason", NS_MUC_ADMIN).map(|r| r.text()),
+            Some("off topic".into())
+        );
+        // No reason, or a blank one: no element.
+        for reason in [None, Some("  ")] {
+            let iq = admin_item_because(
+                None,
+                "r@c.x",
+                [("jid", "z@x"), ("affiliation", "outcast")],
+                reason,
+            );
+            assert!(
+                !String::from(&iq).contains("reason"),
+                "{}",
+                String::from(&iq)
+            );
+        }
+    }
+
+    #[test]
     fn reads_self_presence_nick_changes_and_kicks() {
         let p = xml(
             "<presence xmlns='jabber:client' from='r@c.x/Al' to='a@b.x/y'>\

@@ -1178,6 +1178,40 @@ mod tests {
     }
 
     #[test]
+    fn moderation_names_the_matrix_user_or_the_ghost() {
+        let moderation = |adapter: &str, user: &str| EventKind::Moderation {
+            target: Sender {
+                adapter: AdapterId::new(adapter),
+                user: RemoteUserId::new(user),
+                display_name: None,
+                avatar: None,
+            },
+            action: ModerationAction::Ban,
+            reason: Some("spam".into()),
+        };
+        assert_eq!(
+            ghost(moderation("matrix", "@bob:localhost")).expect("ok"),
+            [Action::Moderate {
+                user: "@bob:localhost".into(),
+                action: ModerationAction::Ban,
+                reason: Some("spam".into()),
+            }]
+        );
+        let xavier = RemoteUserId::new("xavier@example.org");
+        let naming = Naming::new("_bridge_", "localhost");
+        assert_eq!(
+            ghost(moderation("xmpp", xavier.as_str())).expect("ok"),
+            [Action::Moderate {
+                user: naming.ghost_user_id(&AdapterId::new("xmpp"), &xavier),
+                action: ModerationAction::Ban,
+                reason: Some("spam".into()),
+            }]
+        );
+        // A relay bot does not moderate for others (the core sends it a line instead).
+        assert_eq!(relay(moderation("xmpp", xavier.as_str())).expect("ok"), []);
+    }
+
+    #[test]
     fn custom_events() {
         let content = json!({"question": "tea?"});
         assert_eq!(
