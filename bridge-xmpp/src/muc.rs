@@ -24,10 +24,14 @@ pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
 
 /// The presence that joins `room` as `nick`, asking for no history (the archive gives the
 /// bridge what it missed, in order, exactly once). `from` is set in component mode.
-pub fn join(from: Option<&str>, room: &str, nick: &str) -> Element {
-    let muc = Element::builder("x", NS_MUC)
-        .append(Element::builder("history", NS_MUC).with("maxstanzas", "0"))
-        .build();
+pub fn join(from: Option<&str>, room: &str, nick: &str, password: Option<&str>) -> Element {
+    let mut muc = Element::builder("x", NS_MUC)
+        .append(Element::builder("history", NS_MUC).with("maxstanzas", "0"));
+    if let Some(password) = password {
+        // XEP-0045 §7.2.5: a password-protected room.
+        muc = muc.append(Element::builder("password", NS_MUC).append(password));
+    }
+    let muc = muc.build();
     presence(from, &format!("{room}/{nick}"), None)
         .append(muc)
         .build()
@@ -505,9 +509,16 @@ mod tests {
 
     #[test]
     fn builds_joins_and_reads_errors() {
-        let j = join(Some("p@bridge/x"), "r@c", "Nick");
+        let j = join(Some("p@bridge/x"), "r@c", "Nick", None);
         assert_eq!(j.attr("to"), Some("r@c/Nick"));
-        assert!(j.get_child("x", NS_MUC).is_some());
+        let x = j.get_child("x", NS_MUC).expect("the MUC element");
+        assert!(x.get_child("password", NS_MUC).is_none());
+        let j = join(None, "r@c", "Nick", Some("s3cret"));
+        let x = j.get_child("x", NS_MUC).expect("the MUC element");
+        assert_eq!(
+            x.get_child("password", NS_MUC).map(|p| p.text()),
+            Some("s3cret".into())
+        );
         let err = xml(
             "<presence xmlns='jabber:client' type='error' from='r@c/Nick'>\
              <error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\

@@ -19,8 +19,13 @@
 //! # server = "xmpp.example.org:5222"    # default: the JID's domain, port 5222
 //! # insecure_tcp = false                # true only for a server on loopback
 //! relay_format = "<{name}> {text}"
+//!
+//! # Either mode: passwords of password-protected rooms, by room JID.
+//! [adapter.room_passwords]
+//! "private@conference.example.org" = { env = "BRIDGE_PRIVATE_ROOM_PASSWORD" }
 //! ```
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bridge_core::ConfigIssue;
@@ -71,6 +76,18 @@ pub struct Settings {
     pub upload_service: Option<String>,
     /// How long a send waits for the room's reflection of a message.
     pub reflection_timeout: Duration,
+    /// Passwords of password-protected rooms (XEP-0045 §7.2.5), by bare room JID in lower
+    /// case: given in every join of the bridge's occupants there.
+    pub room_passwords: HashMap<String, String>,
+}
+
+impl Settings {
+    /// The password to join `room` with, when one is configured.
+    pub fn room_password(&self, room: &str) -> Option<&str> {
+        self.room_passwords
+            .get(&room.to_ascii_lowercase())
+            .map(String::as_str)
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -86,6 +103,7 @@ const KEYS: &[&str] = &[
     "max_body_bytes",
     "max_stanza_bytes",
     "upload_service",
+    "room_passwords",
 ];
 
 /// Reads the settings, reporting every problem at once. Secrets given as `{ env = … }` or
@@ -197,6 +215,7 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
     }
     let max_body_bytes = size(table, "max_body_bytes", 256 * 1024, &mut issues);
     let max_stanza_bytes = size(table, "max_stanza_bytes", 1024 * 1024, &mut issues);
+    let room_passwords = room_passwords(table, resolve_secrets, &mut issues);
     match mode {
         Some(mode) if issues.is_empty() => Ok(Settings {
             mode,
@@ -206,9 +225,50 @@ pub fn parse(table: &toml::Table, resolve_secrets: bool) -> Result<Settings, Vec
             max_stanza_bytes,
             upload_service,
             reflection_timeout: Duration::from_secs(10),
+            room_passwords,
         }),
         _ => Err(issues),
     }
+}
+
+/// `room_passwords`: a table of bare room JIDs to secrets (inline, `{ env = … }` or
+/// `{ file = … }`).
+fn room_passwords(
+    table: &toml::Table,
+    resolve: bool,
+    issues: &mut Vec<ConfigIssue>,
+) -> HashMap<String, String> {
+    let mut passwords = HashMap::new();
+    let rooms = match table.get("room_passwords") {
+        None => return passwords,
+        Some(toml::Value::Table(rooms)) => rooms,
+        Some(_) => {
+            issues.push(ConfigIssue::new(
+                "room_passwords",
+                "expected a table of room JIDs to passwords, e.g. \
+                 { \"private@conference.example.org\" = { env = \"VAR\" } }",
+            ));
+            return passwords;
+        }
+    };
+    for room in rooms.keys() {
+        let path = format!("room_passwords.\"{room}\"");
+        if !room.contains('@') || room.contains('/') || !jid::is_plausible(room) {
+            issues.push(ConfigIssue::new(
+                &path,
+                "expected a room's bare JID such as \"room@conference.example.org\"",
+            ));
+            continue;
+        }
+        match bridge_config::secret_setting(rooms, room, resolve) {
+            Ok(Some(password)) => {
+                passwords.insert(room.to_ascii_lowercase(), password);
+            }
+            Ok(None) => {}
+            Err(diagnostic) => issues.push(ConfigIssue::new(&path, diagnostic.to_string())),
+        }
+    }
+    passwords
 }
 
 fn check_host_port(value: &str, key: &str, issues: &mut Vec<ConfigIssue>) {
@@ -281,6 +341,44 @@ mod tests {
         .expect("valid");
         assert!(matches!(s.mode, Mode::Component { ref secret, .. } if secret == "s"));
         assert_eq!(s.nick, "bridge");
+    }
+
+    #[test]
+    fn room_passwords_are_read_by_room_and_checked() {
+        const BASE: &str =
+            "mode = 'component'\nserver = '127.0.0.1:5347'\ndomain = 'b.localhost'\nsecret = 's'\n";
+        let s = parse(
+            &table(&format!(
+                "{BASE}[room_passwords]\n'Private@Conference.localhost' = 'pw'\n"
+            )),
+            true,
+        )
+        .expect("valid");
+        assert_eq!(s.room_password("private@conference.localhost"), Some("pw"));
+        assert_eq!(s.room_password("PRIVATE@conference.localhost"), Some("pw"));
+        assert_eq!(s.room_password("open@conference.localhost"), None);
+        let issues = parse(
+            &table(&format!(
+                "{BASE}[room_passwords]\n'not a room' = 'pw'\n'r@c.localhost' = 3\n"
+            )),
+            false,
+        )
+        .err()
+        .unwrap_or_default();
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "room_passwords.\"not a room\"",
+                "room_passwords.\"r@c.localhost\""
+            ],
+            "{issues:?}"
+        );
+        let issues = parse(&table(&format!("{BASE}room_passwords = 'pw'")), false)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "room_passwords");
     }
 
     #[test]

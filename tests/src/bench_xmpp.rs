@@ -244,7 +244,7 @@ impl Client {
     /// Joins `room` as `jid` with `nick` and waits for the self-presence.
     async fn join(&self, jid: &str, room: &str, nick: &str) -> anyhow::Result<()> {
         self.out
-            .send(bridge_xmpp::muc::join(Some(jid), room, nick).into())
+            .send(bridge_xmpp::muc::join(Some(jid), room, nick, None).into())
             .await?;
         let key = (jid.to_owned(), room.to_owned());
         self.wait_for(&format!("{jid} to join {room}"), |s| {

@@ -889,7 +889,7 @@ impl XmppUser {
                             st.session += 1;
                             st.joined = false;
                         }
-                        let join = muc::join(None, &room_owned, &nick_owned);
+                        let join = muc::join(None, &room_owned, &nick_owned, None);
                         let _ = handle.out.send(join.into()).await;
                     }
                     StreamEvent::Offline { .. } => {

@@ -1360,6 +1360,48 @@ async fn puppets_get_voice_in_a_moderated_room_and_membership_in_a_members_only_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_room_is_joined_with_the_password_configured_for_it() {
+    let room = format!("{}@conference.localhost", fresh("xa-password"));
+    let mut alice = human_in(&room, "Alice").await;
+    alice
+        .configure(
+            &room,
+            // Prosody's form has no passwordprotectedroom: a room secret is the protection.
+            serde_json::json!({ "roomsecret": "s3cret" }),
+        )
+        .await
+        .expect("room configured");
+    let mut settings = component_settings();
+    let mut passwords = toml::Table::new();
+    // Written as an admin might, in another case: room JIDs are case-insensitive.
+    passwords.insert(room.to_uppercase(), "s3cret".into());
+    settings.insert("room_passwords".into(), passwords.into());
+    let rig = rig_for(&room, settings).await;
+    // The listener got in (the rig waits for the adapter to be connected, every room joined),
+    // and so does the puppet that speaks for Bob.
+    bridge_present(&mut alice).await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m-password")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("hello behind the password"),
+    )
+    .await;
+    let got = alice
+        .wait_message(|m| m["body"] == "hello behind the password")
+        .await
+        .expect("Bob's message reaches the password-protected room");
+    assert!(text(&got["from"]).ends_with("/Bob"), "{got}");
+    assert!(
+        rig.core.dead_letters().expect("dead letters").is_empty(),
+        "nothing dead-lettered"
+    );
+    rig.core.shutdown().await;
+}
+
 /// Sends `iq` from a plain c2s client and returns the answer.
 async fn ask(
     handle: &mut bridge_xmpp::stream::StreamHandle,

@@ -458,7 +458,8 @@ impl Inner {
             let (tx, rx) = oneshot::channel();
             self.waiters.lock().joins.insert(key.clone(), tx);
             tracing::debug!(room, occupant, nick, "joining");
-            let mut join = muc::join(self.stanza_from(occupant), room, nick);
+            let password = self.settings.room_password(room);
+            let mut join = muc::join(self.stanza_from(occupant), room, nick, password);
             if let Some(photo) = self.photo_of(occupant) {
                 join.append_child(avatar::update_element(&photo));
             }
@@ -509,8 +510,18 @@ impl Inner {
                         next -= 1; // the same nick again
                         continue;
                     }
+                    let hint = match (condition.as_str(), password) {
+                        ("not-authorized", None) => {
+                            " (a password-protected room: give its password in the adapter's \
+                             room_passwords)"
+                        }
+                        ("not-authorized", Some(_)) => {
+                            " (the password in the adapter's room_passwords is not the room's)"
+                        }
+                        _ => "",
+                    };
                     let why = format!(
-                        "cannot join {room} as {nick}: {condition} {}",
+                        "cannot join {room} as {nick}: {condition} {}{hint}",
                         text.unwrap_or_default()
                     );
                     return Err(match condition.as_str() {
