@@ -1228,3 +1228,111 @@ async fn a_banned_ghost_stays_out_and_nothing_is_dead_lettered() {
     );
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() {
+    // An XMPP user has a nick per room. Carol is "Carol" in the first room and "Carol B" in a
+    // second one: her ghost's profile keeps its first name, and only the second room's member
+    // event shows the other (a profile change would rename her in every room, each time she
+    // spoke in the other).
+    let mut rig = rig("per-room-names").await;
+    let first = rig.room.clone();
+    carol_answers(&mut rig, MEMORY_ROOM, "hello in the first room", &first).await;
+    let second = rig
+        .alice
+        .create_room_with(json!({
+            "name": fresh("per-room-names-2"), "public": true, "invite": [BOT],
+            "power_level_override": { "users": { BOT: 100 } },
+        }))
+        .await
+        .expect("second room created");
+    let lobby2 = bridge_core::RoomId::new("lobby2");
+    for link in [
+        Link::new("matrix", second.as_str()),
+        Link::new("memory", "memory-room-2"),
+    ] {
+        rig.core.add_link(&lobby2, link).await.expect("linked");
+    }
+    joined(
+        &mut rig.alice,
+        &second,
+        BOT,
+        "the bridge bot joins the second room",
+    )
+    .await;
+    let said = |id: &str, room: &str, name: &str, text: &str| {
+        inbound(room).id(id).from("carol").named(name).text(text)
+    };
+    rig.memory
+        .submit(said(
+            "b1",
+            "memory-room-2",
+            "Carol B",
+            "hello in the second room",
+        ))
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == second.as_str() && e["content"]["body"] == "hello in the second room"
+        })
+        .await
+        .expect("carol's message reaches the second room");
+    // Back in the first room, as "Carol" again, then once more in the second.
+    rig.memory
+        .submit(said("a2", MEMORY_ROOM, "Carol", "again in the first"))
+        .await
+        .expect("submitted");
+    rig.memory
+        .submit(said(
+            "b2",
+            "memory-room-2",
+            "Carol B",
+            "again in the second",
+        ))
+        .await
+        .expect("submitted");
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == second.as_str() && e["content"]["body"] == "again in the second"
+        })
+        .await
+        .expect("both arrive");
+    let name_in = async |alice: &mut MatrixHuman, room: &str| -> Value {
+        let member = alice
+            .state(room, "m.room.member", &ghost("carol"))
+            .await
+            .expect("the ghost's member event");
+        member["displayname"].clone()
+    };
+    assert_eq!(name_in(&mut rig.alice, &first).await, "Carol");
+    assert_eq!(name_in(&mut rig.alice, &second).await, "Carol B");
+    let profile: Value = reqwest::get(format!(
+        "{}/_matrix/client/v3/profile/{}/displayname",
+        test_env("BRIDGE_TEST_SYNAPSE_URL"),
+        ghost("carol")
+    ))
+    .await
+    .expect("profile read")
+    .json()
+    .await
+    .expect("profile JSON");
+    assert_eq!(profile["displayname"], "Carol", "{profile}");
+    // The first room saw no rename of the ghost.
+    let renames: Vec<Value> = rig
+        .alice
+        .drain()
+        .into_iter()
+        .filter(|e| {
+            e["room_id"] == rig.room.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == ghost("carol").as_str()
+                && e["content"]["displayname"] != "Carol"
+        })
+        .collect();
+    assert!(
+        renames.is_empty(),
+        "the first room saw the ghost renamed: {renames:?}"
+    );
+    rig.core.shutdown().await;
+}

@@ -4,6 +4,12 @@
 //! What the homeserver already has is remembered in the adapter's store (`g/<user>` → display
 //! name, `j/<room>\0<user>` → joined), so after a restart nothing is registered or joined twice.
 //! In memory a ghost costs its user ID, its name and a bit per joined room.
+//!
+//! A remote user may have another name in each room (an XMPP nick is per room). The ghost's
+//! profile keeps the first name it was given; a room where its user is called otherwise shows
+//! that name in the ghost's member event there (`m/<room>\0<user>` → name, set again after
+//! each join). Changing the profile instead would rename the ghost in every room at each
+//! message, with a "changed their name" line in each.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,6 +26,7 @@ use crate::homeserver::{As, Homeserver, HsError};
 /// Store key prefixes.
 const GHOST: &[u8] = b"g/";
 const JOINED: &[u8] = b"j/";
+const ROOM_NAME: &[u8] = b"m/";
 
 /// What is known about a ghost on the homeserver.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -43,6 +50,9 @@ pub(crate) struct GhostProfile<'a> {
     pub(crate) source: &'a AdapterId,
 }
 
+/// (room, ghost) → a name.
+type RoomNames = HashMap<(Box<str>, Box<str>), Box<str>>;
+
 /// The ghosts this adapter has made, and where they are.
 #[derive(Debug, Default)]
 pub(crate) struct Ghosts {
@@ -51,6 +61,8 @@ pub(crate) struct Ghosts {
     joined: Mutex<Joined>,
     /// The `ghost_name` setting, unless it is the name alone.
     name_template: Option<Box<str>>,
+    /// (room, ghost) → the name the ghost shows in that room, where it is not the profile's.
+    room_names: Mutex<RoomNames>,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +120,16 @@ impl Ghosts {
                 }
             }
         }
+        {
+            let mut names = ghosts.room_names.lock();
+            for (key, value) in store.scan(ROOM_NAME, usize::MAX)? {
+                let pair = String::from_utf8_lossy(&key[ROOM_NAME.len()..]).into_owned();
+                if let Some((room, user)) = pair.split_once('\0') {
+                    let name = String::from_utf8_lossy(&value).into_owned();
+                    names.insert((room.into(), user.into()), name.into_boxed_str());
+                }
+            }
+        }
         Ok(ghosts)
     }
 
@@ -115,6 +137,35 @@ impl Ghosts {
     pub(crate) fn replace(&self, other: Ghosts) {
         *self.known.lock() = other.known.into_inner();
         *self.joined.lock() = other.joined.into_inner();
+        *self.room_names.lock() = other.room_names.into_inner();
+    }
+
+    /// The name `user` shows in `room` when it is not its profile's.
+    fn room_name(&self, room: &str, user: &str) -> Option<Box<str>> {
+        self.room_names
+            .lock()
+            .get(&(room.into(), user.into()))
+            .cloned()
+    }
+
+    /// Makes `user` show `name` in `room` (its member event there), now if it is joined, else
+    /// after its join.
+    async fn name_in_room(
+        &self,
+        hs: &Homeserver,
+        store: &AdapterStore,
+        room: &OwnedRoomId,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(), AdapterError> {
+        store.put(&key(ROOM_NAME, &format!("{room}\0{user}")), name.as_bytes())?;
+        self.room_names
+            .lock()
+            .insert((room.as_str().into(), user.as_str().into()), name.into());
+        if self.is_joined(room.as_str(), user.as_str()) {
+            show_name(hs, room, user, name).await?;
+        }
+        Ok(())
     }
 
     /// How many ghosts are known.
@@ -123,14 +174,15 @@ impl Ghosts {
     }
 
     /// Registers the ghost if it is new, and sets its display name and avatar where they
-    /// changed. An avatar that cannot be fetched or uploaded is logged, not an error: the
-    /// message still goes out.
+    /// changed: the name in `room` only, once the profile has one (module docs). An avatar that
+    /// cannot be fetched or uploaded is logged, not an error: the message still goes out.
     pub(crate) async fn ensure(
         &self,
         hs: &Homeserver,
         ctx: &AdapterContext,
         me: &AdapterId,
         user: &UserId,
+        room: Option<&OwnedRoomId>,
         profile: GhostProfile<'_>,
     ) -> Result<(), AdapterError> {
         let store = ctx.store();
@@ -150,7 +202,16 @@ impl Ghosts {
                 Some(template) => display_name(template, name, profile.source),
                 None => name.to_owned(),
             });
-        if let Some(name) = name.map(|n| n.chars().take(256).collect::<String>())
+        let name = name.map(|n| n.chars().take(256).collect::<String>());
+        let shown = room
+            .and_then(|r| self.room_name(r.as_str(), user.as_str()))
+            .or_else(|| ghost.name.clone());
+        let in_room = room.filter(|_| ghost.name.is_some());
+        if let (Some(name), Some(room)) = (&name, in_room) {
+            if shown.as_deref() != Some(name.as_str()) {
+                self.name_in_room(hs, store, room, user, name).await?;
+            }
+        } else if let Some(name) = name
             && ghost.name.as_deref() != Some(name.as_str())
         {
             hs.call(
@@ -254,6 +315,12 @@ impl Ghosts {
             }
         }
         self.mark_joined(store, room.as_str(), user.as_str())?;
+        // Joined with its profile's name: the room's own, if it has one.
+        if let Some(name) = self.room_name(room.as_str(), user.as_str())
+            && let Err(e) = show_name(hs, room, user, &name).await
+        {
+            tracing::warn!(%room, ghost = %user, error = %e, "cannot show the ghost's name in this room");
+        }
         Ok(())
     }
 
@@ -310,6 +377,42 @@ async fn membership(hs: &Homeserver, room: &OwnedRoomId, user: &UserId) -> Optio
         .get("membership")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
+}
+
+/// Sets the display name of `user`'s member event in `room` (as the ghost, which may change its
+/// own), keeping the rest of it (membership, avatar).
+async fn show_name(
+    hs: &Homeserver,
+    room: &OwnedRoomId,
+    user: &UserId,
+    name: &str,
+) -> Result<(), AdapterError> {
+    let mut content = member_state(hs, room, user.as_str()).await?;
+    if content
+        .get("membership")
+        .and_then(serde_json::Value::as_str)
+        != Some("join")
+    {
+        return Ok(()); // not in the room: its next join sets it
+    }
+    if content
+        .get("displayname")
+        .and_then(serde_json::Value::as_str)
+        == Some(name)
+    {
+        return Ok(());
+    }
+    content["displayname"] = name.into();
+    crate::calls::put_state(
+        hs,
+        As::Ghost(user),
+        room,
+        "m.room.member",
+        user.to_string(),
+        &content,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Puts the remote user's avatar in the media repository (fetched through its adapter) and

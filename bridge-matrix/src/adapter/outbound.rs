@@ -57,7 +57,14 @@ impl Inner {
         let room = self.room_id(&event.room).await?;
         let ctx = self.ctx()?;
         self.ghosts
-            .ensure(&self.hs, &ctx, &self.id, &ghost, profile_of(&event.sender))
+            .ensure(
+                &self.hs,
+                &ctx,
+                &self.id,
+                &ghost,
+                Some(&room),
+                profile_of(&event.sender),
+            )
             .await?;
         let mut first: Option<OwnedEventId> = None;
         for (i, action) in actions.into_iter().enumerate() {
@@ -214,7 +221,7 @@ impl Inner {
                     source: &event.sender.adapter,
                 };
                 self.ghosts
-                    .ensure(&self.hs, &ctx, &self.id, ghost, profile)
+                    .ensure(&self.hs, &ctx, &self.id, ghost, Some(room), profile)
                     .await?;
                 Ok(None)
             }
@@ -482,7 +489,7 @@ impl Inner {
         let invitee = user_id(user.as_str())?;
         let ghost = user_id(&self.naming.ghost_user_id(&with.adapter, &with.user))?;
         self.ghosts
-            .ensure(&self.hs, &ctx, &self.id, &ghost, profile_of(with))
+            .ensure(&self.hs, &ctx, &self.id, &ghost, None, profile_of(with))
             .await?;
         let mut request = create_room::v3::Request::new();
         request.invite = vec![invitee];
