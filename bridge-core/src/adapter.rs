@@ -211,6 +211,19 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// `source`'s users no longer reach `room` (one of this adapter's native rooms): the link
+    /// of `source` to the same neutral room was removed, and `source` has no other link there.
+    /// Their puppets or ghosts in `room` should leave. Called once, best effort (a failure is
+    /// logged); the default does nothing.
+    async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        let _ = (room, source);
+        Ok(())
+    }
+
     /// Sends `text` into `room` as a notice from the bridge itself (its bot or own account,
     /// never a puppet): the answer to an admin command in a management room (see
     /// [`crate::management`]). The bridge's own messages must not come back to the core as

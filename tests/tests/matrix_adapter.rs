@@ -1336,3 +1336,33 @@ async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() 
     );
     rig.core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_far_side_is_unlinked_its_users_ghosts_leave_and_the_bot_stays() {
+    let mut rig = rig("unlinked-far-side").await;
+    let room = rig.room.clone();
+    carol_answers(&mut rig, MEMORY_ROOM, "before the unlink", &room).await;
+    rig.core
+        .remove_link(&Link::new("memory", MEMORY_ROOM))
+        .await
+        .expect("the far side unlinked");
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == room.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == ghost("carol").as_str()
+                && e["content"]["membership"] == "leave"
+        })
+        .await
+        .expect("carol's ghost leaves: carol no longer reaches the room");
+    let bot = rig
+        .alice
+        .state(&room, "m.room.member", BOT)
+        .await
+        .expect("the bot's member event");
+    assert_eq!(
+        bot["membership"], "join",
+        "the bot stays in the linked room"
+    );
+    rig.core.shutdown().await;
+}

@@ -1402,6 +1402,45 @@ async fn a_password_protected_room_is_joined_with_the_password_configured_for_it
     rig.core.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_stays() {
+    let room = format!("{}@conference.localhost", fresh("xa-unlinked"));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("m-before")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("before the unlink"),
+    )
+    .await;
+    alice
+        .wait_message(|m| m["body"] == "before the unlink")
+        .await
+        .expect("Bob's message arrives");
+    rig.core
+        .remove_link(&Link::new("memory", MEMORY_ROOM))
+        .await
+        .expect("the far side unlinked");
+    alice
+        .wait_presence(|p| p["nick"] == "Bob" && p["type"] == "unavailable")
+        .await
+        .expect("Bob's puppet leaves: Bob no longer reaches the room");
+    let gone: Vec<serde_json::Value> = alice
+        .drain()
+        .into_iter()
+        .filter(|e| e["event"] == "presence" && e["nick"] == "bridge" && e["type"] == "unavailable")
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "the bridge left the room that is still linked: {gone:?}"
+    );
+    rig.core.shutdown().await;
+}
+
 /// Sends `iq` from a plain c2s client and returns the answer.
 async fn ask(
     handle: &mut bridge_xmpp::stream::StreamHandle,

@@ -670,7 +670,9 @@ impl Core {
     }
 
     /// Unlinks a native room at runtime (persisted): its worker stops, its outbox is dropped,
-    /// and the adapter leaves the room.
+    /// and the adapter leaves the room. Unless the adapter has another link in the same room,
+    /// the room's other adapters are told that its users no longer reach their native rooms
+    /// ([`Adapter::source_unlinked`]), so that their puppets leave.
     pub async fn remove_link(&self, link: &Link) -> Result<RoomId, CoreError> {
         let (room, batch) = {
             let _order = self.shared.ingest_lock.lock();
@@ -686,6 +688,22 @@ impl Core {
             && let Err(e) = slot.adapter.leave(&link.remote).await
         {
             tracing::warn!(%link, error = %e, "adapter could not leave the unlinked room");
+        }
+        let others: Vec<Link> = (self.shared.routing.read().room(&room))
+            .map(|r| r.links.clone())
+            .unwrap_or_default();
+        if !others.iter().any(|l| l.adapter == link.adapter) {
+            for other in &others {
+                if let Some(slot) = self.shared.adapters.get(&other.adapter)
+                    && let Err(e) = slot
+                        .adapter
+                        .source_unlinked(&other.remote, &link.adapter)
+                        .await
+                {
+                    tracing::warn!(link = %other, source = %link.adapter, error = %e,
+                        "the puppets of an unlinked adapter's users could not leave");
+                }
+            }
         }
         Ok(room)
     }

@@ -480,6 +480,29 @@ impl Adapter for AppserviceAdapter {
         Ok(())
     }
 
+    /// The ghosts of `source`'s users leave `room` (as the homeserver lists its members).
+    async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        let room_id = self.inner.room_id(room).await?;
+        let members = self.inner.joined_members(room_id.as_str()).await;
+        let ghosts = (members.unwrap_or_default().into_iter())
+            .filter(|user| {
+                (self.inner.naming.ghost_of(user)).is_some_and(|(adapter, _)| adapter == *source)
+            })
+            .filter_map(|user| ruma::UserId::parse(user).ok());
+        for ghost in ghosts {
+            let why = format!("{source} is no longer linked to this room");
+            if let Err(e) = self.inner.ghost_leaves(&room_id, &ghost, Some(why)).await {
+                tracing::warn!(adapter = %self.inner.id, %room, %ghost, error = %e,
+                    "a ghost did not leave the room its network was unlinked from");
+            }
+        }
+        Ok(())
+    }
+
     async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
         let room = self.inner.room_id(&RemoteRoomId::new(alias)).await?;
         Ok(RemoteRoomId::new(room.as_str()))

@@ -313,7 +313,7 @@ impl Inner {
     /// latest [`LOOK_BACK`] events there (sends into a room are one at a time, so an earlier
     /// attempt is among the newest).
     /// `ghost` leaves `room` (one not in it after all is left already), and is recorded out.
-    async fn ghost_leaves(
+    pub(super) async fn ghost_leaves(
         &self,
         room: &OwnedRoomId,
         ghost: &UserId,

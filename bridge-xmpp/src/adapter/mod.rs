@@ -842,6 +842,17 @@ impl Adapter for XmppAdapter {
         Ok(())
     }
 
+    async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        if direct::parts(room.as_str()).is_some() || self.inner.component_domain().is_none() {
+            return Ok(());
+        }
+        self.inner.source_puppets_leave(room.as_str(), source).await
+    }
+
     async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
         let room = alias.strip_prefix("xmpp:").unwrap_or(alias);
         let room = room.split('?').next().unwrap_or(room);

@@ -115,6 +115,41 @@ impl Inner {
         }
     }
 
+    /// `source`'s users no longer reach `room` (its link to the same neutral room was removed):
+    /// their puppets there leave and are forgotten, the remembered ones not in the room now
+    /// included (so that no reconnect brings them back).
+    pub(super) async fn source_puppets_leave(
+        &self,
+        room: &str,
+        source: &bridge_core::AdapterId,
+    ) -> Result<(), bridge_core::AdapterError> {
+        let ctx = self.ctx()?;
+        let prefix = room_prefix(room);
+        let mut puppets: Vec<String> = ctx
+            .store()
+            .scan(&prefix, usize::MAX)
+            .map_err(|e| bridge_core::AdapterError::transient(e.to_string()))?
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+            .collect();
+        puppets.extend(self.rooms.lock().our_jids(room));
+        puppets.sort();
+        puppets.dedup();
+        for puppet in puppets {
+            if (self.counterpart_of(&puppet)).is_none_or(|user| user.adapter != *source) {
+                continue;
+            }
+            self.forget_puppet(room, &puppet);
+            let nick = self.rooms.lock().our_claim(room, &puppet);
+            if let Some(nick) = nick {
+                let leave = crate::muc::leave(self.stanza_from(&puppet), room, &nick);
+                self.rooms.lock().left(room, &puppet);
+                self.send_stanza(leave).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Our puppet `puppet` left `room` or was removed (its self-presence): forgotten when
     /// that was meant ([`removal_is_meant`]).
     pub(super) fn puppet_removed(&self, p: &OccupantPresence, puppet: &str) {

@@ -209,6 +209,14 @@ impl Rooms {
         })
     }
 
+    /// The JIDs of our occupants in `room` (joined, or joining).
+    pub fn our_jids(&self, room: &str) -> Vec<String> {
+        self.rooms
+            .get(room)
+            .map(|r| r.ours.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The nick of the occupant (not ours) whose identity is `user`.
     pub fn nick_of(&self, room: &str, user: &RemoteUserId) -> Option<String> {
         let r = self.rooms.get(room)?;
