@@ -566,6 +566,37 @@ impl Running {
         )))
     }
 
+    /// `source`'s users no longer reach `room` (its link to the same neutral room was
+    /// removed): their puppets leave the group (as hub, removed by the bot; as follower, by
+    /// their own leave proposals to the hub).
+    pub(crate) async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        let room = RoomUri::parse(room.as_str())
+            .map_err(|e| AdapterError::Permanent(format!("{room} is not a MIMI room URI: {e}")))?;
+        let members = match self.mls.local_members_of(&room) {
+            Ok(members) => members,
+            Err(MlsError::UnknownRoom(_)) => return Ok(()),
+            Err(e) => return Err(mls_failed(e)),
+        };
+        for member in members {
+            if (self.stands_for(&member.to_string())).is_none_or(|(adapter, _)| adapter != *source)
+            {
+                continue;
+            }
+            if let Err(e) = self
+                .membership(&room, &member, bridge_core::MembershipChange::Leave)
+                .await
+            {
+                tracing::warn!(%room, user = %member, error = %e,
+                    "a puppet did not leave the room its network was unlinked from");
+            }
+        }
+        Ok(())
+    }
+
     /// The user (adapter and native ID) our puppet `uri` stands for, if it is one of ours.
     pub(crate) fn stands_for(&self, uri: &str) -> Option<(AdapterId, RemoteUserId)> {
         let value = self
@@ -1144,6 +1175,14 @@ impl Adapter for MimiAdapter {
 
     async fn join(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         self.running()?.open_room(room)
+    }
+
+    async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        self.running()?.source_unlinked(room, source).await
     }
 
     /// A MIMI room of its own, hosted by us, with `with`'s puppet and `user` (docs/mimi.md,
