@@ -364,6 +364,26 @@ impl Hub {
         Ok(())
     }
 
+    /// Waits until dana's side saw `user` (a part of their ID) go `times` times in all: left,
+    /// kicked or banned.
+    async fn departed(&self, user: &str, times: usize) -> Result<()> {
+        let gone = |e: &OutboundEvent| {
+            matches!(
+                e.kind,
+                EventKind::Membership {
+                    change: MembershipChange::Leave
+                        | MembershipChange::Kick
+                        | MembershipChange::Ban,
+                    ..
+                }
+            ) && e.sender.user.as_str().contains(user)
+        };
+        while self.dana.sent().iter().filter(|e| gone(e)).count() < times {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     fn outboxes_empty(&self) -> bool {
         self.core
             .status()
@@ -2388,24 +2408,13 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check(KICK, Net::Xmpp, Net::Mimi, async {
-                    let gone = |e: &OutboundEvent| {
-                        matches!(
-                            e.kind,
-                            EventKind::Membership {
-                                change: MembershipChange::Leave
-                                    | MembershipChange::Kick
-                                    | MembershipChange::Ban,
-                                ..
-                            }
-                        ) && e.sender.user.as_str().contains("bob")
-                    };
+                .check(
+                    KICK,
+                    Net::Xmpp,
+                    Net::Mimi,
                     // Bob left once before (the leave row), and is gone again.
-                    while hub.dana.sent().iter().filter(|e| gone(e)).count() < 2 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok(())
-                })
+                    hub.departed("bob", 2),
+                )
                 .await;
         }
         Err(e) => {
@@ -2452,21 +2461,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         Err(e) => table.skipped(KICK, Net::Matrix, Net::Xmpp, &format!("zoe's ghost: {e}")),
     }
     table
-        .check(KICK, Net::Matrix, Net::Mimi, async {
-            hub.wait(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::Membership {
-                        change: MembershipChange::Leave
-                            | MembershipChange::Kick
-                            | MembershipChange::Ban,
-                        ..
-                    }
-                ) && e.sender.user.as_str().contains("zoe")
-            })
-            .await?;
-            Ok(())
-        })
+        .check(KICK, Net::Matrix, Net::Mimi, hub.departed("zoe", 1))
         .await;
     let _ = zoe.quit().await;
     for to in [Net::Xmpp, Net::Matrix] {
@@ -2520,21 +2515,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check(BAN, Net::Xmpp, Net::Mimi, async {
-                    hub.wait(|e| {
-                        matches!(
-                            e.kind,
-                            EventKind::Membership {
-                                change: MembershipChange::Leave
-                                    | MembershipChange::Kick
-                                    | MembershipChange::Ban,
-                                ..
-                            }
-                        ) && e.sender.user.as_str().contains("alice")
-                    })
-                    .await?;
-                    Ok(())
-                })
+                .check(BAN, Net::Xmpp, Net::Mimi, hub.departed("alice", 1))
                 .await;
         }
         Err(e) => {
@@ -2577,21 +2558,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 })
                 .await;
             table
-                .check(BAN, Net::Matrix, Net::Mimi, async {
-                    hub.wait(|e| {
-                        matches!(
-                            e.kind,
-                            EventKind::Membership {
-                                change: MembershipChange::Leave
-                                    | MembershipChange::Kick
-                                    | MembershipChange::Ban,
-                                ..
-                            }
-                        ) && e.sender.user.as_str().contains("wes")
-                    })
-                    .await?;
-                    Ok(())
-                })
+                .check(BAN, Net::Matrix, Net::Mimi, hub.departed("wes", 1))
                 .await;
             carol.unban(&room, &g).await.expect("carol lifts the ban");
             table

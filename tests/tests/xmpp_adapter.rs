@@ -188,6 +188,26 @@ async fn post(memory: &MemoryHandle, event: bridge_core::InboundEvent) {
     ctx.submit(event).await.expect("accepted");
 }
 
+/// Bob of the far side says `said` (native ID `id`); returns the message once `alice` got it,
+/// from Bob's puppet.
+async fn bob_says(rig: &Rig, alice: &mut XmppHuman, id: &str, said: &str) -> serde_json::Value {
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id(id)
+            .from("@bob:example.org")
+            .named("Bob")
+            .text(said),
+    )
+    .await;
+    let got = alice
+        .wait_message(|m| m["body"] == said)
+        .await
+        .unwrap_or_else(|e| panic!("Bob's message {said:?} arrives: {e}"));
+    assert!(text(&got["from"]).ends_with("/Bob"), "{got}");
+    got
+}
+
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
@@ -1338,20 +1358,7 @@ async fn puppets_get_voice_in_a_moderated_room_and_membership_in_a_members_only_
         let rig = rig_for(&room, component_settings()).await;
         bridge_present(&mut alice).await;
         let said = format!("hello, {what} room");
-        post(
-            &rig.memory,
-            inbound(MEMORY_ROOM)
-                .id(&format!("m-{what}"))
-                .from("@bob:example.org")
-                .named("Bob")
-                .text(&said),
-        )
-        .await;
-        let got = alice
-            .wait_message(|m| m["body"] == said.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("Bob's message reaches the {what} room: {e}"));
-        assert!(text(&got["from"]).ends_with("/Bob"), "{got}");
+        bob_says(&rig, &mut alice, &format!("m-{what}"), &said).await;
         assert!(
             rig.core.dead_letters().expect("dead letters").is_empty(),
             "nothing dead-lettered in the {what} room"
@@ -1381,20 +1388,7 @@ async fn a_password_protected_room_is_joined_with_the_password_configured_for_it
     // The listener got in (the rig waits for the adapter to be connected, every room joined),
     // and so does the puppet that speaks for Bob.
     bridge_present(&mut alice).await;
-    post(
-        &rig.memory,
-        inbound(MEMORY_ROOM)
-            .id("m-password")
-            .from("@bob:example.org")
-            .named("Bob")
-            .text("hello behind the password"),
-    )
-    .await;
-    let got = alice
-        .wait_message(|m| m["body"] == "hello behind the password")
-        .await
-        .expect("Bob's message reaches the password-protected room");
-    assert!(text(&got["from"]).ends_with("/Bob"), "{got}");
+    bob_says(&rig, &mut alice, "m-password", "hello behind the password").await;
     assert!(
         rig.core.dead_letters().expect("dead letters").is_empty(),
         "nothing dead-lettered"
@@ -1408,19 +1402,7 @@ async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_st
     let mut alice = human_in(&room, "Alice").await;
     let rig = rig_for(&room, component_settings()).await;
     bridge_present(&mut alice).await;
-    post(
-        &rig.memory,
-        inbound(MEMORY_ROOM)
-            .id("m-before")
-            .from("@bob:example.org")
-            .named("Bob")
-            .text("before the unlink"),
-    )
-    .await;
-    alice
-        .wait_message(|m| m["body"] == "before the unlink")
-        .await
-        .expect("Bob's message arrives");
+    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
     rig.core
         .remove_link(&Link::new("memory", MEMORY_ROOM))
         .await
