@@ -641,6 +641,34 @@ async fn a_kick_the_target_cannot_do_removes_a_puppet_or_is_told() {
 }
 
 #[tokio::test]
+async fn a_room_that_keeps_moderation_to_its_networks_carries_no_kick() {
+    let room = RoomSettings {
+        name: None,
+        policy: None,
+        carry: Some(CarryPolicy {
+            moderation: false,
+            ..CarryPolicy::default()
+        }),
+    };
+    let p = pair_in_room(
+        Arc::new(MemoryStore::new()),
+        Capabilities::all(),
+        fast(),
+        room,
+    )
+    .await;
+    p.a.submit(kick("k1", "b", "bea", "Bea")).await.expect("k1");
+    p.a.submit(inbound("a-room").id("m").from("mod").text("after"))
+        .await
+        .expect("m");
+    let sent = p.b.wait_sent(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let kinds: Vec<String> = p.b.sent().iter().map(|e| body(&e.kind)).collect();
+    assert_eq!(kinds, ["after"], "{sent:?}");
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_room_policy_can_drop_instead() {
     let policy = DegradePolicy {
         reply: Fallback::Drop,
