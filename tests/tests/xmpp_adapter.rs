@@ -1397,6 +1397,51 @@ async fn a_password_protected_room_is_joined_with_the_password_configured_for_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_refused_before_the_bridge_may_give_it_is_given_once_it_may() {
+    // Bob is made a moderator on the far side while the bridge is no admin of the room: the
+    // room refuses. Once Alice (the owner) makes the bridge an admin, Bob's puppet gets it.
+    let room = format!("{}@conference.localhost", fresh("xa-role-later"));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    bob_says(&rig, &mut alice, "m-1", "hello before my promotion").await;
+    post(
+        &rig.memory,
+        inbound(MEMORY_ROOM)
+            .id("r-1")
+            .from("@bob:example.org")
+            .named("Bob")
+            .role(bridge_core::Role::Moderator),
+    )
+    .await;
+    // The refusal is the room's answer to the bridge: give it time to come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early: Vec<serde_json::Value> = alice
+        .drain()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "presence" && e["nick"] == "Bob" && e["item"]["role"] == "moderator"
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "the room let a non-admin give roles: {early:?}"
+    );
+    alice
+        .admin(
+            &room,
+            serde_json::json!({ "jid": "bridge@bridge.localhost", "affiliation": "admin" }),
+        )
+        .await
+        .expect("alice makes the bridge an admin");
+    alice
+        .wait_presence(|p| p["nick"] == "Bob" && p["item"]["role"] == "moderator")
+        .await
+        .expect("Bob's puppet is made a moderator once the bridge may");
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_stays() {
     let room = format!("{}@conference.localhost", fresh("xa-unlinked"));
     let mut alice = human_in(&room, "Alice").await;

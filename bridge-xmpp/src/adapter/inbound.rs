@@ -56,6 +56,9 @@ pub(super) mod keys {
     /// (room, our occupant's JID) → the standing its user has on their side, given to it here
     /// (none: a member); a session's role is given again at each join.
     pub const PUPPET_ROLE: &str = "puppet-role";
+    /// (room in lower case, our puppet's JID) → the standing its user has that the room
+    /// refused to give (the bridge's occupant lacked the power): given once it has it.
+    pub const PUPPET_ROLE_WANTED: &str = "puppet-role-wanted";
     /// (room in lower case, our puppet's JID) → JSON: the nicks it may take, the nick it had
     /// first, and its occupant-id there (`super::puppets`): it should be in the room.
     pub const PUPPET: &str = "puppet";
@@ -102,6 +105,11 @@ impl Inner {
         if p.self_presence {
             if p.available {
                 self.rooms.lock().joined(&p.room, &to, &p);
+                if self.listener_jid().as_deref() == Some(to.as_str())
+                    && matches!(p.affiliation.as_deref(), Some("admin" | "owner"))
+                {
+                    self.give_wanted_roles(ctx, &p.room);
+                }
                 if let Some(occupant_id) = &p.occupant_id {
                     self.put(ctx, &keys::of(keys::OURS, &[&p.room, occupant_id]), b"");
                 }

@@ -734,6 +734,10 @@ impl Inner {
         role: Role,
     ) -> Result<Delivered, AdapterError> {
         let key = keys::of(keys::PUPPET_ROLE, &[&room.to_ascii_lowercase(), puppet]);
+        let wanted = keys::of(
+            keys::PUPPET_ROLE_WANTED,
+            &[&room.to_ascii_lowercase(), puppet],
+        );
         let store_error = |e: bridge_core::StoreError| AdapterError::transient(e.to_string());
         let before = super::inbound::stored_role(ctx.store(), &key).map_err(store_error)?;
         let requests = muc::role_requests(before, role, crate::jid::bare(puppet), nick);
@@ -744,9 +748,14 @@ impl Inner {
                 Ok(_) => {}
                 Err(super::IqFailure::NotSent(e)) => return Err(e),
                 Err(e @ super::IqFailure::Error { .. }) => {
+                    // Given once the bridge's occupant has the power (`give_wanted_roles`).
+                    ctx.store()
+                        .put(&wanted, role.name().as_bytes())
+                        .map_err(store_error)?;
                     return Err(AdapterError::Unsupported(format!(
                         "{room} refused to make {puppet} {}: {e} (the bridge's occupant must be \
-                         an owner of the room to make admins, an admin to make moderators)",
+                         an owner of the room to make admins, an admin to make moderators; it \
+                         is given once the bridge is one)",
                         role.name()
                     )));
                 }
@@ -754,8 +763,51 @@ impl Inner {
         }
         // Only now: a retry after a request that failed plans again from what was given.
         super::inbound::store_role(ctx.store(), &key, role).map_err(store_error)?;
+        ctx.store().delete(&wanted).map_err(store_error)?;
         tracing::debug!(adapter = %self.id, room, puppet, role = role.name(), "standing given");
         Ok(Delivered::default())
+    }
+
+    /// The bridge's occupant is an admin or owner of `room` (its own presence says so): the
+    /// standings the room refused to give our puppets before ([`Inner::give_role`]) are given
+    /// now, in the background.
+    pub(super) fn give_wanted_roles(self: &Arc<Self>, ctx: &AdapterContext, room: &str) {
+        let prefix = keys::of(keys::PUPPET_ROLE_WANTED, &[&room.to_ascii_lowercase(), ""]);
+        let wanted: Vec<(String, Role)> = match ctx.store().scan(&prefix, usize::MAX) {
+            Ok(found) => found
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                    Some((puppet, Role::parse(std::str::from_utf8(&value).ok()?)?))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(adapter = %self.id, error = %e, "cannot read the store");
+                return;
+            }
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        let (inner, ctx, room) = (self.clone(), ctx.clone(), room.to_owned());
+        tokio::spawn(async move {
+            for (puppet, role) in wanted {
+                let nick = inner
+                    .rooms
+                    .lock()
+                    .our_occupant(&room, &puppet)
+                    .map(|(n, _)| n);
+                match inner
+                    .give_role(&ctx, &room, &puppet, nick.as_deref(), role)
+                    .await
+                {
+                    Ok(_) => tracing::info!(adapter = %inner.id, room, puppet, role = role.name(),
+                        "a standing refused before is given now"),
+                    Err(e) => tracing::info!(adapter = %inner.id, room, puppet, error = %e,
+                        "a standing refused before is still refused"),
+                }
+            }
+        });
     }
 
     /// After our occupant `puppet` joined `room` as `nick` (with the session role `now`): the
