@@ -370,13 +370,26 @@ pub(crate) async fn member_state(
     Ok(serde_json::from_str(answer.event_or_content.get()).unwrap_or_default())
 }
 
-/// `user`'s membership in `room` (`join`, `ban`…) as the bot reads it; `None` when unread.
+/// `user`'s membership in `room` (`join`, `ban`…) as the bot reads it; `None` when the room
+/// has no member event of theirs.
+pub(crate) async fn membership_of(
+    hs: &Homeserver,
+    room: &ruma::RoomId,
+    user: &str,
+) -> Result<Option<String>, HsError> {
+    match member_state(hs, room, user).await {
+        Ok(content) => Ok(content
+            .get("membership")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`membership_of`], `None` as well when it cannot be read.
 async fn membership(hs: &Homeserver, room: &OwnedRoomId, user: &UserId) -> Option<String> {
-    let content = member_state(hs, room, user.as_str()).await.ok()?;
-    content
-        .get("membership")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
+    membership_of(hs, room, user.as_str()).await.ok().flatten()
 }
 
 /// Sets the display name of `user`'s member event in `room` (as the ghost, which may change its

@@ -310,8 +310,7 @@ impl Inner {
             }
         };
         if self.is_ours(inbound.sender.id.as_str()) {
-            // A membership event about one of our ghosts, made by someone else (a kick).
-            self.ghost_membership(ctx, &inbound);
+            // About one of our ghosts and not a moderator's (a kick is a Moderation, below).
             return Ok(None);
         }
         if let EventKind::Moderation { action, .. } = &inbound.kind
@@ -442,22 +441,6 @@ impl Inner {
             _ => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(adapter = %self.id, error = %e, "cannot record a ghost's membership");
-        }
-    }
-
-    /// A ghost was kicked or banned by someone: it is no longer in the room.
-    fn ghost_membership(&self, ctx: &AdapterContext, inbound: &InboundEvent) {
-        if let EventKind::Membership {
-            change: MembershipChange::Kick | MembershipChange::Ban | MembershipChange::Leave,
-            ..
-        } = inbound.kind
-            && let Err(e) = self.ghosts.mark_left(
-                ctx.store(),
-                inbound.room.as_str(),
-                inbound.sender.id.as_str(),
-            )
-        {
             tracing::warn!(adapter = %self.id, error = %e, "cannot record a ghost's membership");
         }
     }

@@ -348,17 +348,8 @@ impl Inner {
         use ruma::api::client::membership::{ban_user, kick_user, unban_user};
         let target = user_id(user)?;
         if action == ModerationAction::Kick {
-            let present = match super::ghosts::member_state(&self.hs, room, user).await {
-                Ok(content) => matches!(
-                    content
-                        .get("membership")
-                        .and_then(serde_json::Value::as_str),
-                    Some("join" | "invite" | "knock")
-                ),
-                Err(e) if e.status() == Some(404) => false,
-                Err(e) => return Err(e.into()),
-            };
-            if !present {
+            let membership = super::ghosts::membership_of(&self.hs, room, user).await?;
+            if !matches!(membership.as_deref(), Some("join" | "invite" | "knock")) {
                 return Ok(());
             }
         }
