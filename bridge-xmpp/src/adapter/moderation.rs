@@ -107,13 +107,10 @@ impl Inner {
         }
         // A puppet the room would not remove leaves by itself: its user is gone from the room
         // on their side.
-        if let (Some(puppet), Some(nick), ModerationAction::Kick | ModerationAction::Ban) =
+        if let (Some(puppet), Some(_), ModerationAction::Kick | ModerationAction::Ban) =
             (&puppet, &nick, action)
         {
-            self.forget_puppet(room, puppet);
-            let leave = muc::leave(self.stanza_from(puppet), room, nick);
-            self.rooms.lock().left(room, puppet);
-            self.send_stanza(leave).await?;
+            self.puppet_leaves(room, puppet).await?;
             return Ok(Delivered::default());
         }
         Err(AdapterError::Unsupported(format!(

@@ -137,14 +137,7 @@ impl Inner {
                         Ok(puppet_only(&room, &nick, occupant_id.as_deref()))
                     }
                     _ => {
-                        // Also while a join or nick change is still unconfirmed.
-                        let claimed = self.rooms.lock().our_claim(&room, &speaker.jid);
-                        self.forget_puppet(&room, &speaker.jid);
-                        if let Some(nick) = joined.map(|(nick, _)| nick).or(claimed) {
-                            let leave = muc::leave(self.stanza_from(&speaker.jid), &room, &nick);
-                            self.rooms.lock().left(&room, &speaker.jid);
-                            self.send_stanza(leave).await?;
-                        }
+                        self.puppet_leaves(&room, &speaker.jid).await?;
                         Ok(Delivered::default())
                     }
                 };

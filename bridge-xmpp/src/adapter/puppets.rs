@@ -139,13 +139,24 @@ impl Inner {
             if (self.counterpart_of(&puppet)).is_none_or(|user| user.adapter != *source) {
                 continue;
             }
-            self.forget_puppet(room, &puppet);
-            let nick = self.rooms.lock().our_claim(room, &puppet);
-            if let Some(nick) = nick {
-                let leave = crate::muc::leave(self.stanza_from(&puppet), room, &nick);
-                self.rooms.lock().left(room, &puppet);
-                self.send_stanza(leave).await?;
-            }
+            self.puppet_leaves(room, &puppet).await?;
+        }
+        Ok(())
+    }
+
+    /// Our puppet leaves `room` (also while its join or nick change is unconfirmed) and is
+    /// forgotten: it is not joined again until its user speaks.
+    pub(super) async fn puppet_leaves(
+        &self,
+        room: &str,
+        puppet: &str,
+    ) -> Result<(), bridge_core::AdapterError> {
+        self.forget_puppet(room, puppet);
+        let nick = self.rooms.lock().our_claim(room, puppet);
+        if let Some(nick) = nick {
+            let leave = crate::muc::leave(self.stanza_from(puppet), room, &nick);
+            self.rooms.lock().left(room, puppet);
+            self.send_stanza(leave).await?;
         }
         Ok(())
     }
