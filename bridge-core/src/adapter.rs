@@ -205,7 +205,9 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// The link to `room` was removed while running: leave it.
+    /// The link to `room` was removed: leave it (with the puppets). Called when the adapter is
+    /// connected, like [`Adapter::source_unlinked`]: at runtime at once, for a link left out of
+    /// the configuration after a start, so possibly for a room not joined in this process.
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         let _ = room;
         Ok(())
@@ -213,8 +215,10 @@ pub trait Adapter: Send + Sync + std::fmt::Debug + 'static {
 
     /// `source`'s users no longer reach `room` (one of this adapter's native rooms): the link
     /// of `source` to the same neutral room was removed, and `source` has no other link there.
-    /// Their puppets or ghosts in `room` should leave. Called once, best effort (a failure is
-    /// logged); the default does nothing.
+    /// Their puppets or ghosts in `room` should leave. Called when the adapter is connected
+    /// (at its next connection when the link was removed while it was not, or left out of the
+    /// configuration); a transient error has it called again at the next connection, a
+    /// permanent one gives up. The default does nothing.
     async fn source_unlinked(
         &self,
         room: &RemoteRoomId,
@@ -490,6 +494,16 @@ impl AdapterContext {
         rooms
     }
 
+    /// True when `source`'s users reach `room`, a native room of this adapter: `source` has a
+    /// link in the neutral room `room` is linked to. A puppet of a user of a `source` that
+    /// does not (its link was removed) has no business in `room`.
+    pub fn reaches(&self, room: &RemoteRoomId, source: &AdapterId) -> bool {
+        let routing = self.shared.routing.read();
+        (routing.room_of(&self.adapter, room))
+            .and_then(|id| routing.room(id))
+            .is_some_and(|r| r.links.iter().any(|l| l.adapter == *source))
+    }
+
     /// True when `room`, a native room of this adapter, is linked to a neutral room (by the
     /// configuration, at runtime, or as a direct conversation).
     pub fn is_linked(&self, room: &RemoteRoomId) -> bool {
@@ -514,7 +528,10 @@ impl AdapterContext {
     }
 
     /// Reports whether the adapter is connected (drives readiness and a metric). On each change
-    /// to connected, the core asks [`Adapter::backfill`] for what every linked room missed.
+    /// to connected, the core has the adapter do what removed links left to do in its rooms
+    /// ([`Adapter::leave`], [`Adapter::source_unlinked`]; for a link removed while it was not
+    /// connected, or left out of the configuration), then asks [`Adapter::backfill`] for what
+    /// every linked room missed.
     pub fn set_connected(&self, connected: bool) {
         if self.shared.set_connected(&self.adapter, connected) {
             let shared = self.shared.clone();
@@ -522,7 +539,10 @@ impl AdapterContext {
             let shutdown = self.shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    () = crate::engine::backfill(&shared, &adapter) => {}
+                    () = async {
+                        crate::engine::settle_unlinks(&shared, &adapter).await;
+                        crate::engine::backfill(&shared, &adapter).await;
+                    } => {}
                     () = shutdown.cancelled() => {}
                 }
             });

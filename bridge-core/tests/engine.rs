@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_core::ids::{AdapterId, EventId, EventIdGenerator, RemoteRoomId};
-use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
+use bridge_core::testkit::{MemoryAdapter, MemoryHandle, Unlinked, inbound};
 use bridge_core::{
     AdapterError, Capabilities, CarryPolicy, Core, DegradePolicy, DeliverySettings, Event,
     EventKind, Fallback, Link, MembershipChange, MemoryStore, ModerationAction, MsgType, Origin,
@@ -875,6 +875,119 @@ async fn links_change_at_runtime_and_a_native_room_has_one_room() {
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].links.len(), 2);
     p.core.shutdown().await;
+}
+
+/// Three adapters over `store`, with the configured room `lobby` linking the given rooms
+/// (`a-room`, `b-room`, `c-room` by adapter).
+async fn trio(store: Arc<dyn Store>, links: &[&str]) -> (Core, [MemoryHandle; 3]) {
+    let adapters = ["a", "b", "c"].map(|_| MemoryAdapter::new(Capabilities::all()));
+    let handles = adapters.each_ref().map(MemoryAdapter::handle);
+    let mut builder = Core::builder(store).settings(fast());
+    for (id, adapter) in ["a", "b", "c"].into_iter().zip(adapters) {
+        builder = builder.adapter(id, Arc::new(adapter));
+    }
+    let links = links
+        .iter()
+        .map(|l| Link::new(&l[..1], format!("{l}-room")))
+        .collect();
+    let core = builder
+        .room("lobby", RoomSettings::default(), links)
+        .start()
+        .await
+        .expect("core starts");
+    for h in &handles {
+        h.context().await;
+    }
+    (core, handles)
+}
+
+/// Waits until `handle` has done `n` unlink calls (or `WAIT` passes); returns them.
+async fn wait_unlinks(handle: &MemoryHandle, n: usize) -> Vec<Unlinked> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handle.unlinks().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.unlinks()
+}
+
+#[tokio::test]
+async fn a_link_left_out_of_the_configuration_is_left_with_its_puppets_after_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || -> Arc<dyn Store> { Arc::new(SledStore::open(dir.path()).expect("open")) };
+    let (core, _) = trio(open(), &["a", "b", "c"]).await;
+    core.shutdown().await;
+
+    // b's link is gone from the configuration: b leaves its room, and a and c make the
+    // puppets of b's users leave theirs, once each adapter is connected.
+    let (core, [a, b, c]) = trio(open(), &["a", "c"]).await;
+    assert_eq!(
+        wait_unlinks(&b, 1).await,
+        vec![Unlinked::Left(RemoteRoomId::new("b-room"))]
+    );
+    for (h, room) in [(&a, "a-room"), (&c, "c-room")] {
+        assert_eq!(
+            wait_unlinks(h, 1).await,
+            vec![Unlinked::SourceUnlinked(
+                RemoteRoomId::new(room),
+                AdapterId::new("b")
+            )]
+        );
+    }
+    core.shutdown().await;
+
+    // Done once: the next start owes nothing.
+    let (core, handles) = trio(open(), &["a", "c"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for h in &handles {
+        assert_eq!(h.unlinks(), Vec::new());
+    }
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_an_unlink_could_not_do_is_done_at_the_next_connection() {
+    let (core, [a, b, c]) = trio(Arc::new(MemoryStore::new()), &["a", "b", "c"]).await;
+    b.fail_next_unlinks([AdapterError::transient("the server is away")]);
+    a.fail_next_unlinks([AdapterError::Permanent("no such room".into())]);
+    core.remove_link(&Link::new("b", "b-room"))
+        .await
+        .expect("remove");
+    assert_eq!(b.unlinks(), Vec::new(), "b's leave failed");
+    assert_eq!(a.unlinks(), Vec::new(), "a's failed for good");
+    assert_eq!(
+        c.unlinks(),
+        vec![Unlinked::SourceUnlinked(
+            RemoteRoomId::new("c-room"),
+            AdapterId::new("b")
+        )]
+    );
+    b.reconnect().await;
+    a.reconnect().await;
+    assert_eq!(
+        wait_unlinks(&b, 1).await,
+        vec![Unlinked::Left(RemoteRoomId::new("b-room"))]
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.unlinks(), Vec::new(), "given up, not tried again");
+    assert_eq!(c.unlinks().len(), 1, "done once");
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_room_linked_again_before_its_leave_is_not_left() {
+    let (core, [a, b, _c]) = trio(Arc::new(MemoryStore::new()), &["a", "b", "c"]).await;
+    b.fail_next_unlinks([AdapterError::transient("the server is away")]);
+    core.remove_link(&Link::new("b", "b-room"))
+        .await
+        .expect("remove");
+    core.add_link(&RoomId::new("lobby"), Link::new("b", "b-room"))
+        .await
+        .expect("linked again");
+    b.reconnect().await;
+    a.reconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.unlinks(), Vec::new(), "b-room is linked: not left");
+    core.shutdown().await;
 }
 
 #[tokio::test]

@@ -111,6 +111,15 @@ async fn rig_linked(test: &str, by_alias: bool) -> Rig {
 /// A core over the store in `dir` linking `linked` (a room ID or alias) with the memory
 /// adapter's room.
 async fn start_core(dir: &std::path::Path, linked: &str) -> (Core, MemoryHandle) {
+    let links = vec![
+        Link::new("matrix", linked),
+        Link::new("memory", MEMORY_ROOM),
+    ];
+    start_core_linking(dir, links).await
+}
+
+/// A core over the store in `dir` whose configured room has `links`.
+async fn start_core_linking(dir: &std::path::Path, links: Vec<Link>) -> (Core, MemoryHandle) {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).expect("store opens"));
     let matrix = adapter(dir);
     let memory = MemoryAdapter::new(Capabilities::all());
@@ -118,14 +127,7 @@ async fn start_core(dir: &std::path::Path, linked: &str) -> (Core, MemoryHandle)
     let core = Core::builder(store)
         .adapter("matrix", Arc::new(matrix))
         .adapter("memory", Arc::new(memory))
-        .room(
-            "lobby",
-            RoomSettings::default(),
-            vec![
-                Link::new("matrix", linked),
-                Link::new("memory", MEMORY_ROOM),
-            ],
-        )
+        .room("lobby", RoomSettings::default(), links)
         .start()
         .await
         .expect("core starts");
@@ -1333,6 +1335,36 @@ async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() 
     assert!(
         renames.is_empty(),
         "the first room saw the ghost renamed: {renames:?}"
+    );
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_side_left_out_of_the_configuration_takes_its_users_ghosts_out_at_the_start() {
+    let mut rig = rig("unlinked-by-config").await;
+    let room = rig.room.clone();
+    carol_answers(&mut rig, MEMORY_ROOM, "before the unlink", &room).await;
+    // The admin takes the far side's link out of the configuration and restarts the bridge.
+    rig.core.shutdown().await;
+    let links = vec![Link::new("matrix", room.as_str())];
+    let (core, memory) = start_core_linking(rig._dir.path(), links).await;
+    rig.core = core;
+    rig.memory = memory;
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == room.as_str()
+                && e["type"] == "m.room.member"
+                && e["state_key"] == ghost("carol").as_str()
+                && e["content"]["membership"] == "leave"
+        })
+        .await
+        .expect("carol's ghost leaves: carol no longer reaches the room");
+    let bot = (rig.alice.state(&room, "m.room.member", BOT))
+        .await
+        .expect("the bot's member event");
+    assert_eq!(
+        bot["membership"], "join",
+        "the bot stays in the linked room"
     );
     rig.core.shutdown().await;
 }

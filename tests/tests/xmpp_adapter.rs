@@ -92,12 +92,55 @@ impl Rig {
             _dir,
         }
     }
+
+    /// Stops the bridge, waits for `away`, and starts it again over the same store, with a
+    /// configuration that keeps only the XMPP link (`xmpp`) or only the memory adapter's.
+    async fn restart_keeping(
+        self,
+        settings: toml::Table,
+        xmpp: bool,
+        away: impl Future<Output = ()>,
+    ) -> Self {
+        let Rig {
+            _turn,
+            core,
+            room,
+            _dir,
+            ..
+        } = self;
+        core.shutdown().await;
+        away.await;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(_dir.path()).expect("store opens"));
+        let link = if xmpp {
+            Link::new("xmpp", room.as_str())
+        } else {
+            Link::new("memory", MEMORY_ROOM)
+        };
+        let (core, memory) = start_core_linking(store, vec![link], settings).await;
+        Rig {
+            _turn,
+            core,
+            memory,
+            room,
+            _dir,
+        }
+    }
 }
 
 /// A core over the store in `dir` linking `room` with the memory adapter's room.
 async fn start_core(
     store: Arc<dyn Store>,
     room: &str,
+    settings: toml::Table,
+) -> (Core, MemoryHandle) {
+    let links = vec![Link::new("xmpp", room), Link::new("memory", MEMORY_ROOM)];
+    start_core_linking(store, links, settings).await
+}
+
+/// A core over `store` whose configured room has `links`.
+async fn start_core_linking(
+    store: Arc<dyn Store>,
+    links: Vec<Link>,
     settings: toml::Table,
 ) -> (Core, MemoryHandle) {
     let adapter = bridge_xmpp::settings::parse(&settings, true).expect("valid settings");
@@ -107,11 +150,7 @@ async fn start_core(
     let core = Core::builder(store)
         .adapter("xmpp", Arc::new(xmpp))
         .adapter("memory", Arc::new(memory))
-        .room(
-            "lobby",
-            RoomSettings::default(),
-            vec![Link::new("xmpp", room), Link::new("memory", MEMORY_ROOM)],
-        )
+        .room("lobby", RoomSettings::default(), links)
         .start()
         .await
         .expect("core starts");
@@ -1465,6 +1504,71 @@ async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_st
         gone.is_empty(),
         "the bridge left the room that is still linked: {gone:?}"
     );
+    rig.core.shutdown().await;
+}
+
+/// What `alice` saw of the bridge's occupants while it was stopped: nothing (a quiet stop
+/// leaves them in the room).
+async fn quiet_stop(alice: &mut XmppHuman) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left: Vec<serde_json::Value> = (alice.drain().into_iter())
+        .filter(|e| e["event"] == "presence" && e["type"] == "unavailable")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the bridge's occupants left as it stopped: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_side_left_out_of_the_configuration_takes_its_users_puppets_out_at_the_start() {
+    let room = format!("{}@conference.localhost", fresh("xa-unlinked-config"));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    alice.drain();
+    // The admin takes the far side's link out of the configuration and restarts the bridge:
+    // the room still has Bob's puppet from the last run, which leaves; the bridge stays.
+    let rig = (rig.restart_keeping(component_settings(), true, quiet_stop(&mut alice))).await;
+    alice
+        .wait_presence(|p| p["nick"] == "Bob" && p["type"] == "unavailable")
+        .await
+        .expect("Bob's puppet leaves: Bob no longer reaches the room");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back: Vec<serde_json::Value> = alice
+        .drain()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "presence"
+                && (e["nick"] == "Bob" && e["type"] != "unavailable"
+                    || e["nick"] == "bridge" && e["type"] == "unavailable")
+        })
+        .collect();
+    assert!(
+        back.is_empty(),
+        "Bob came back, or the bridge left: {back:?}"
+    );
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_left_out_of_the_configuration_is_left_at_the_start() {
+    let room = format!("{}@conference.localhost", fresh("xa-unlinked-room"));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    alice.drain();
+    // The MUC's link is taken out of the configuration: after the restart the bridge is not in
+    // the room any more, and neither is the puppet it had there.
+    let rig = (rig.restart_keeping(component_settings(), false, quiet_stop(&mut alice))).await;
+    for nick in ["Bob", "bridge"] {
+        alice
+            .wait_presence(|p| p["nick"] == nick && p["type"] == "unavailable")
+            .await
+            .unwrap_or_else(|e| panic!("{nick} leaves the unlinked room: {e}"));
+    }
     rig.core.shutdown().await;
 }
 

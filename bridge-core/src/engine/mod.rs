@@ -11,6 +11,7 @@
 mod degrade;
 mod ingest;
 mod outbox;
+mod unlink;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -200,6 +201,11 @@ impl Shared {
         self.routing.read().links_of(adapter)
     }
 
+    /// True when the adapter reported itself connected.
+    pub(crate) fn is_connected(&self, adapter: &AdapterId) -> bool {
+        (self.adapters.get(adapter)).is_some_and(|slot| slot.connected.load(Ordering::Acquire))
+    }
+
     /// Records the adapter's connection state; true when it just became connected.
     pub(crate) fn set_connected(&self, adapter: &AdapterId, connected: bool) -> bool {
         let Some(slot) = self.adapters.get(adapter) else {
@@ -307,6 +313,11 @@ const BACKFILL_LIMIT: usize = 500;
 
 /// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in
 /// order like any inbound event.
+/// Does what removed links left to do in `adapter`'s rooms (see [`unlink`]).
+pub(crate) async fn settle_unlinks(shared: &Arc<Shared>, adapter: &AdapterId) {
+    unlink::settle(shared, adapter).await;
+}
+
 pub(crate) async fn backfill(shared: &Arc<Shared>, adapter: &AdapterId) {
     let Some(slot) = shared.adapters.get(adapter) else {
         return;
@@ -483,7 +494,10 @@ impl CoreBuilder {
         }
         let mut batch = Batch::new();
         // The config is the source of truth for the links it declares: a link it declared at
-        // the last start and no longer does is unlinked (with its outbox). Runtime links stay.
+        // the last start and no longer does is unlinked (with its outbox), and what that
+        // leaves to do on the networks is recorded once the configured links are in place
+        // (`unlink`). Runtime links stay.
+        let mut removed = Vec::new();
         let declared: HashSet<Link> = self
             .rooms
             .iter()
@@ -496,6 +510,7 @@ impl CoreBuilder {
             if let Ok((room, unlink)) = routing.remove_link(&link) {
                 tracing::info!(%link, %room, "link removed from the configuration: unlinked");
                 batch.extend(unlink);
+                removed.push((room, link.clone()));
             }
             batch.delete(config_link_key(&link));
             batch.delete(ingest::cursor_key(&link));
@@ -520,6 +535,10 @@ impl CoreBuilder {
                     None => batch.delete(k),
                 }
             }
+        }
+        for (room, link) in &removed {
+            let leave = adapters.contains_key(&link.adapter);
+            unlink::record(&routing, room, link, leave, &mut batch);
         }
         for link in &self.management {
             if !adapters.contains_key(&link.adapter) {
@@ -674,9 +693,15 @@ impl Core {
     /// the room's other adapters are told that its users no longer reach their native rooms
     /// ([`Adapter::source_unlinked`]), so that their puppets leave.
     pub async fn remove_link(&self, link: &Link) -> Result<RoomId, CoreError> {
-        let (room, batch) = {
+        let (room, batch, others) = {
             let _order = self.shared.ingest_lock.lock();
-            self.shared.routing.write().remove_link(link)?
+            let mut routing = self.shared.routing.write();
+            let (room, mut batch) = routing.remove_link(link)?;
+            unlink::record(&routing, &room, link, true, &mut batch);
+            let others: Vec<AdapterId> = (routing.room(&room).into_iter())
+                .flat_map(|r| r.links.iter().map(|l| l.adapter.clone()))
+                .collect();
+            (room, batch, others)
         };
         let seq = self.shared.apply(batch)?;
         self.shared.commit.wait(seq).await;
@@ -684,25 +709,14 @@ impl Core {
             queue.close();
             outbox::drop_outbox(&self.shared, link)?;
         }
-        if let Some(slot) = self.shared.adapters.get(&link.adapter)
-            && let Err(e) = slot.adapter.leave(&link.remote).await
-        {
-            tracing::warn!(%link, error = %e, "adapter could not leave the unlinked room");
-        }
-        let others: Vec<Link> = (self.shared.routing.read().room(&room))
-            .map(|r| r.links.clone())
-            .unwrap_or_default();
-        if !others.iter().any(|l| l.adapter == link.adapter) {
-            for other in &others {
-                if let Some(slot) = self.shared.adapters.get(&other.adapter)
-                    && let Err(e) = slot
-                        .adapter
-                        .source_unlinked(&other.remote, &link.adapter)
-                        .await
-                {
-                    tracing::warn!(link = %other, source = %link.adapter, error = %e,
-                        "the puppets of an unlinked adapter's users could not leave");
-                }
+        // The adapter leaves first, then the others' puppets of its users; an adapter that is
+        // not connected does its part at its next connection.
+        let mut adapters = vec![link.adapter.clone()];
+        adapters.extend(others);
+        adapters.dedup();
+        for adapter in adapters {
+            if self.shared.is_connected(&adapter) {
+                unlink::settle(&self.shared, &adapter).await;
             }
         }
         Ok(room)

@@ -118,6 +118,8 @@ pub mod tag {
     pub const ADAPTER: u8 = b'A';
     /// Links declared by the configuration (as opposed to added at runtime).
     pub const CONFIG_LINK: u8 = b'C';
+    /// What a removed link left to do: (adapter, native room, source adapter or "").
+    pub const UNLINK_OWED: u8 = b'U';
 }
 
 /// A cursor over the components of a key, for reading keys back.

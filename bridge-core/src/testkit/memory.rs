@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 use crate::adapter::{Adapter, AdapterContext, AdapterError, Delivered, SubmitError, Submitted};
 use crate::capabilities::Capabilities;
 use crate::event::{InboundEvent, OutboundEvent, Sender};
-use crate::ids::{EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
+use crate::ids::{AdapterId, EventId, RemoteEventId, RemoteRoomId, RemoteUserId};
 
 /// An in-memory adapter: the test submits inbound events through its [`MemoryHandle`] and reads
 /// what the core delivered. Sends are idempotent by event ID, like a Matrix homeserver's
@@ -34,6 +34,17 @@ struct State {
     sent_notify: Notify,
     history: Mutex<HashMap<RemoteRoomId, Vec<InboundEvent>>>,
     backfill_calls: Mutex<Vec<(RemoteRoomId, Option<RemoteEventId>)>>,
+    unlinks: Mutex<Vec<Unlinked>>,
+    unlink_failures: Mutex<VecDeque<AdapterError>>,
+}
+
+/// A call the core made to a [`MemoryAdapter`] after a link was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlinked {
+    /// [`Adapter::leave`] of this room.
+    Left(RemoteRoomId),
+    /// [`Adapter::source_unlinked`]: this room, the adapter whose users no longer reach it.
+    SourceUnlinked(RemoteRoomId, AdapterId),
 }
 
 /// The test's side of a [`MemoryAdapter`].
@@ -57,6 +68,8 @@ impl MemoryAdapter {
                 sent_notify: Notify::new(),
                 history: Mutex::new(HashMap::new()),
                 backfill_calls: Mutex::new(Vec::new()),
+                unlinks: Mutex::new(Vec::new()),
+                unlink_failures: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -108,6 +121,21 @@ impl Adapter for MemoryAdapter {
         Ok(events.iter().skip(start).take(limit).cloned().collect())
     }
 
+    /// Recorded ([`MemoryHandle::unlinks`]), unless a failure was queued for it.
+    async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        self.state.unlinked(Unlinked::Left(room.clone()))
+    }
+
+    /// Recorded ([`MemoryHandle::unlinks`]), unless a failure was queued for it.
+    async fn source_unlinked(
+        &self,
+        room: &RemoteRoomId,
+        source: &AdapterId,
+    ) -> Result<(), AdapterError> {
+        self.state
+            .unlinked(Unlinked::SourceUnlinked(room.clone(), source.clone()))
+    }
+
     /// A direct conversation is the room `dm:<user>:<adapter>:<other user>`.
     async fn open_direct(
         &self,
@@ -149,6 +177,16 @@ impl Adapter for MemoryAdapter {
             native_id: Some(native),
             puppet,
         })
+    }
+}
+
+impl State {
+    fn unlinked(&self, call: Unlinked) -> Result<(), AdapterError> {
+        if let Some(err) = self.unlink_failures.lock().pop_front() {
+            return Err(err);
+        }
+        self.unlinks.lock().push(call);
+        Ok(())
     }
 }
 
@@ -233,6 +271,16 @@ impl MemoryHandle {
             ctx.set_connected(false);
             ctx.set_connected(true);
         }
+    }
+
+    /// Every `leave` and `source_unlinked` done so far, in order (failed ones not included).
+    pub fn unlinks(&self) -> Vec<Unlinked> {
+        self.state.unlinks.lock().clone()
+    }
+
+    /// The next `leave` or `source_unlinked` calls fail with these errors, in order.
+    pub fn fail_next_unlinks(&self, errors: impl IntoIterator<Item = AdapterError>) {
+        self.state.unlink_failures.lock().extend(errors);
     }
 
     /// Every send takes this long (a slow adapter).

@@ -5,7 +5,7 @@
 pub mod conformance;
 mod memory;
 
-pub use memory::{MemoryAdapter, MemoryHandle};
+pub use memory::{MemoryAdapter, MemoryHandle, Unlinked};
 
 use crate::event::{EventKind, InboundEvent, MembershipChange, MessageContent, MsgType};
 use crate::ids::RemoteEventId;

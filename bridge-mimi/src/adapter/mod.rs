@@ -566,13 +566,13 @@ impl Running {
         )))
     }
 
-    /// `source`'s users no longer reach `room` (its link to the same neutral room was
-    /// removed): their puppets leave the group (as hub, removed by the bot; as follower, by
-    /// their own leave proposals to the hub).
-    pub(crate) async fn source_unlinked(
+    /// The users of `source` (of every other network when `None`) no longer reach `room`
+    /// (its link, or theirs to the same neutral room, was removed): their puppets leave the
+    /// group (as hub, removed by the bot; as follower, by their own leave proposals to the hub).
+    pub(crate) async fn puppets_leave(
         &self,
         room: &RemoteRoomId,
-        source: &AdapterId,
+        source: Option<&AdapterId>,
     ) -> Result<(), AdapterError> {
         let room = RoomUri::parse(room.as_str())
             .map_err(|e| AdapterError::Permanent(format!("{room} is not a MIMI room URI: {e}")))?;
@@ -582,8 +582,8 @@ impl Running {
             Err(e) => return Err(mls_failed(e)),
         };
         for member in members {
-            if (self.stands_for(&member.to_string())).is_none_or(|(adapter, _)| adapter != *source)
-            {
+            let stands_for = self.stands_for(&member.to_string());
+            if stands_for.is_none_or(|(adapter, _)| source.is_some_and(|s| adapter != *s)) {
                 continue;
             }
             if let Err(e) = self
@@ -1177,12 +1177,18 @@ impl Adapter for MimiAdapter {
         self.running()?.open_room(room)
     }
 
+    /// Unlinked: the puppets of the other networks' users leave the group. The group itself
+    /// stays (hosted: for its MIMI members; followed: the hub decides).
+    async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
+        self.running()?.puppets_leave(room, None).await
+    }
+
     async fn source_unlinked(
         &self,
         room: &RemoteRoomId,
         source: &AdapterId,
     ) -> Result<(), AdapterError> {
-        self.running()?.source_unlinked(room, source).await
+        self.running()?.puppets_leave(room, Some(source)).await
     }
 
     /// A MIMI room of its own, hosted by us, with `with`'s puppet and `user` (docs/mimi.md,

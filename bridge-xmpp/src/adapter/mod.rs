@@ -833,8 +833,21 @@ impl Adapter for XmppAdapter {
         if direct::parts(room.as_str()).is_some() {
             return Ok(());
         }
-        self.inner.forget_puppets(room.as_str());
-        let occupants = self.inner.rooms.lock().forget(room.as_str());
+        let remembered = self.inner.forget_puppets(room.as_str());
+        let mut occupants = self.inner.rooms.lock().forget(room.as_str());
+        // Not joined in this session (the link was left out of the configuration before a
+        // start): the room may still have the occupants of an earlier one (see `puppets`), the
+        // listener and the puppets remembered there. A room ignores a leave from someone who
+        // is not in it.
+        let listener = (self.inner.listener_jid()).map(|jid| {
+            let nicks = state::nick_candidates(&self.inner.settings.nick, "bridge", "bridge");
+            (jid, nicks.into_iter().next().unwrap_or_default())
+        });
+        for (jid, nick) in remembered.into_iter().chain(listener) {
+            if !occupants.iter().any(|(j, _)| *j == jid) {
+                occupants.push((jid, nick));
+            }
+        }
         for (jid, nick) in occupants {
             let leave = muc::leave(self.inner.stanza_from(&jid), room.as_str(), &nick);
             self.inner.send_stanza(leave).await?;

@@ -99,20 +99,35 @@ impl Inner {
         }
     }
 
-    /// `room` is no longer linked: none of its puppets is joined again.
-    pub(super) fn forget_puppets(&self, room: &str) {
-        let Ok(ctx) = self.ctx() else { return };
+    /// `room` is no longer linked: none of its puppets is joined again. Returns each
+    /// forgotten puppet with the nick it was given first there (an earlier session's puppet
+    /// may still be in the room, and is told to leave by it).
+    pub(super) fn forget_puppets(&self, room: &str) -> Vec<(String, String)> {
+        let Ok(ctx) = self.ctx() else {
+            return Vec::new();
+        };
         let prefix = room_prefix(room);
-        match ctx.store().scan(&prefix, usize::MAX) {
-            Ok(found) => {
-                for (key, _) in found {
-                    if let Err(e) = ctx.store().delete(&key) {
-                        tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
-                    }
-                }
+        let found = match ctx.store().scan(&prefix, usize::MAX) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(adapter = %self.id, error = %e, "cannot read the store");
+                return Vec::new();
             }
-            Err(e) => tracing::warn!(adapter = %self.id, error = %e, "cannot read the store"),
+        };
+        let mut forgotten = Vec::new();
+        for (key, value) in found {
+            if let Err(e) = ctx.store().delete(&key) {
+                tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+            }
+            let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let nick = serde_json::from_slice::<Remembered>(&value)
+                .ok()
+                .and_then(|r| r.nicks.into_iter().next());
+            if let Some(nick) = nick {
+                forgotten.push((puppet, nick));
+            }
         }
+        forgotten
     }
 
     /// `source`'s users no longer reach `room` (its link to the same neutral room was removed):
@@ -255,6 +270,16 @@ impl Inner {
             };
             for (key, value) in found {
                 let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                // A puppet of a network no longer linked to the room (its link was left out of
+                // the configuration) stays out: the core has it leave if the room still has it.
+                if let Some(user) = self.counterpart_of(&puppet)
+                    && !ctx.reaches(&RemoteRoomId::new(room), &user.adapter)
+                {
+                    tracing::info!(adapter = %self.id, %room, %puppet,
+                        "a puppet of a network no longer linked to the room is not joined again");
+                    let _ = ctx.store().delete(&key);
+                    continue;
+                }
                 match serde_json::from_slice::<Remembered>(&value) {
                     Ok(remembered) if !remembered.nicks.is_empty() => {
                         wanted.push((room.to_owned(), puppet, remembered.nicks));
