@@ -42,7 +42,9 @@ pub use backoff::Backoff;
 pub use capabilities::{
     AttachmentLimit, Capabilities, CarryPolicy, CustomPolicy, DegradePolicy, Fallback,
 };
-pub use engine::{Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, RoomStatus};
+pub use engine::{
+    Core, CoreBuilder, CoreError, DeadLetter, DeliverySettings, PruneReport, RoomStatus,
+};
 pub use event::{
     Attachment, Event, EventKind, InboundEvent, MembershipChange, Mention, MessageContent,
     ModerationAction, MsgType, Origin, OutboundEvent, PresenceState, RemoteSender, Role, Sender,

@@ -990,6 +990,103 @@ async fn a_room_linked_again_before_its_leave_is_not_left() {
     core.shutdown().await;
 }
 
+/// How many entries the store holds in table `table`.
+fn entries(store: &dyn Store, table: u8) -> usize {
+    store
+        .scan(&[1, table], None, usize::MAX)
+        .expect("scan")
+        .len()
+}
+
+#[tokio::test]
+async fn old_events_are_forgotten_but_not_what_is_still_owed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || -> Arc<dyn Store> { Arc::new(SledStore::open(dir.path()).expect("open")) };
+    let p = pair_with(open(), Capabilities::all(), fast(), None).await;
+    submit_numbered(&p.a, "a-room", 3).await;
+    let sent = p.b.wait_sent(3, WAIT).await;
+    let copy = p.b.native_id_of(sent[0].id).expect("delivered");
+    p.b.submit(
+        inbound("b-room")
+            .id("r")
+            .from("bob")
+            .react(copy.as_str(), "👍"),
+    )
+    .await
+    .expect("reaction");
+    p.a.wait_sent(1, WAIT).await;
+    // The retention of the first pass begins here: the dead letter comes after it.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let retention = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.b.fail_next([AdapterError::Permanent("refused".into())]);
+    p.a.submit(inbound("a-room").id("3").from("alice").text("3"))
+        .await
+        .expect("3");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.core.dead_letters().expect("dead letters").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "3 is dead-lettered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cursors are stored at shutdown (and every 64 deliveries).
+    p.core.shutdown().await;
+    drop((p.a, p.b));
+    let p = pair_with(open(), Capabilities::all(), fast(), None).await;
+    let report = p.core.prune(retention).await.expect("pass");
+    assert_eq!(
+        report.events, 4,
+        "three messages and a reaction: {report:?}"
+    );
+    assert_eq!(report.dead_letters, 0, "{report:?}");
+    assert_eq!(p.core.dead_letters().expect("dead letters").len(), 1);
+    p.core.shutdown().await;
+    drop((p.a, p.b));
+    // What is left is the dead letter's event, and the way back to it from its native ID.
+    let store = open();
+    assert_eq!(entries(&*store, b'E'), 1);
+    assert_eq!(entries(&*store, b'G'), 1);
+    assert_eq!(entries(&*store, b'n'), 0);
+    assert_eq!(entries(&*store, b'X'), 0);
+    assert_eq!(entries(&*store, b'r'), 1);
+    drop(store);
+
+    let p = pair_with(open(), Capabilities::all(), fast(), None).await;
+    // A reply to a forgotten message still crosses (without its relation).
+    p.b.submit(
+        inbound("b-room")
+            .id("re")
+            .from("bob")
+            .reply(copy.as_str(), "late answer"),
+    )
+    .await
+    .expect("reply");
+    let back = p.a.wait_sent(1, WAIT).await;
+    assert_eq!(body(&back[0].kind), "late answer");
+
+    // Once the retention has passed the dead letter too, it goes with its event.
+    let later = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    let report = p.core.prune(later).await.expect("pass");
+    assert_eq!(report.dead_letters, 1, "{report:?}");
+    assert!(p.core.dead_letters().expect("dead letters").is_empty());
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_link_behind_keeps_its_rooms_events() {
+    let p = pair(Capabilities::all()).await;
+    p.b.fail_next((0..10_000).map(|_| AdapterError::transient("away")));
+    submit_numbered(&p.a, "a-room", 3).await;
+    let report = p
+        .core
+        .prune(std::time::SystemTime::now())
+        .await
+        .expect("pass");
+    assert_eq!(report.events, 0, "b has not handled them: {report:?}");
+    assert_eq!(report.native_ids, 0, "{report:?}");
+    p.b.fail_next(std::iter::empty());
+    p.core.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_reply_back_to_the_origin_room_names_the_original_native_id() {
     // The origin's own native ID comes from the stored event (no `n` entry is written for it).

@@ -58,10 +58,14 @@ async fn run(config: bridge_config::Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir)?);
 
-    let mut builder = Core::builder(store)
-        .settings(config::delivery(&config))
-        .default_policy(config::policy(&config.delivery.degrade))
-        .default_carry(config::carry(&config.delivery.carry));
+    let mut builder =
+        Core::builder(store)
+            .settings(config::delivery(&config))
+            .default_policy(config::policy(&config.delivery.degrade))
+            .keep_events((config.bridge.keep_days > 0).then(|| {
+                std::time::Duration::from_secs(86_400 * u64::from(config.bridge.keep_days))
+            }))
+            .default_carry(config::carry(&config.delivery.carry));
     for section in &config.adapters {
         let factory = registry::factory(&section.type_name)
             .with_context(|| format!("unknown adapter type {}", section.type_name))?;

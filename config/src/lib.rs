@@ -15,6 +15,8 @@
 //!                                   # least 16 bytes): turns the provisioning API on
 //! worker_threads = 1                # 0..=256: threads running the bridge's tasks; 1 (default)
 //!                                   # costs the least CPU, 0 = one per core
+//! keep_days = 365                   # 0..=36500: days bridged events are kept for edits,
+//!                                   # replies, reactions and deletions; 0 = for ever
 //!
 //! [delivery]                        # optional; every key has a default
 //! max_attempts = 12                 # 1..=10000: tries of a transient failure before dead-lettering

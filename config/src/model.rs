@@ -86,6 +86,10 @@ pub struct BridgeSection {
     /// for a large MIMI room, thousands of messages a second) use more cores; 0 means one per
     /// core. The store's own threads and blocking work come on top.
     pub worker_threads: u16,
+    /// Days a bridged event is kept in the store (`bridge.keep_days`): its content and the
+    /// native IDs of its copies, which edits, replies, reactions and deletions of it need.
+    /// Older ones that nothing still needs are forgotten every few hours. 0 keeps them for ever.
+    pub keep_days: u32,
 }
 
 /// One entry of `bridge.admins`, written `"ADAPTER:USER"` (`"matrix:@alice:example.org"`,
@@ -117,6 +121,10 @@ impl BridgeSection {
     pub const MIN_TOKEN_LEN: usize = 16;
     /// Default of `worker_threads`.
     pub const DEFAULT_WORKER_THREADS: u16 = 1;
+    /// Default of `keep_days`: a year.
+    pub const DEFAULT_KEEP_DAYS: u32 = 365;
+    /// The most `keep_days` accepted (a hundred years).
+    pub const MAX_KEEP_DAYS: u32 = 36_500;
     /// The most `worker_threads` accepted.
     pub const MAX_WORKER_THREADS: u16 = 256;
 }

@@ -18,6 +18,7 @@ fn defaults() {
     assert_eq!(config.bridge.log_level, "info");
     assert_eq!(config.bridge.metrics_addr, None);
     assert_eq!(config.bridge.worker_threads, 1);
+    assert_eq!(config.bridge.keep_days, 365);
     assert_eq!(config.delivery, Delivery::default());
     assert_eq!(config.delivery.max_attempts, 12);
     assert_eq!(config.delivery.backoff_initial_ms, 250);
@@ -37,6 +38,7 @@ log_format = \"json\"
 log_level = \"debug\"
 metrics_addr = \"0.0.0.0:9000\"
 worker_threads = 4
+keep_days = 0
 [delivery]
 max_attempts = 3
 backoff_initial_ms = 10
@@ -78,6 +80,7 @@ remote = \"#room\"
     assert_eq!(config.bridge.log_format, LogFormat::Json);
     assert_eq!(config.bridge.log_level, "debug");
     assert_eq!(config.bridge.worker_threads, 4);
+    assert_eq!(config.bridge.keep_days, 0, "0: kept for ever");
     assert_eq!(
         config.bridge.metrics_addr,
         Some("0.0.0.0:9000".parse().unwrap())

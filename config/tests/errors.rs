@@ -206,7 +206,7 @@ fn invalid_enum_values_list_the_allowed_ones() {
 #[test]
 fn numbers_out_of_range() {
     let source = format!(
-        "{BRIDGE}worker_threads = 300\n[delivery]\nmax_attempts = 0\nbackoff_initial_ms = -5\nqueue_capacity = 2000000\n"
+        "{BRIDGE}worker_threads = 300\nkeep_days = -1\n[delivery]\nmax_attempts = 0\nbackoff_initial_ms = -5\nqueue_capacity = 2000000\n"
     );
     let d = diagnostics(&source);
     let found: Vec<(&str, Option<usize>, &str)> = d
@@ -222,18 +222,23 @@ fn numbers_out_of_range() {
                 "expected an integer from 0 to 256, got 300"
             ),
             (
+                "bridge.keep_days",
+                Some(4),
+                "expected an integer from 0 to 36500, got -1"
+            ),
+            (
                 "delivery.max_attempts",
-                Some(5),
+                Some(6),
                 "expected an integer from 1 to 10000, got 0"
             ),
             (
                 "delivery.backoff_initial_ms",
-                Some(6),
+                Some(7),
                 "expected an integer from 1 to 86400000, got -5"
             ),
             (
                 "delivery.queue_capacity",
-                Some(7),
+                Some(8),
                 "expected an integer from 1 to 1048576, got 2000000"
             ),
         ]

@@ -41,6 +41,8 @@ impl Adapter for BenchAdapter {
         let shutdown = ctx.shutdown().clone();
         self.0.ctx.send_replace(Some(ctx));
         shutdown.cancelled().await;
+        // The context holds the core: let it go (and the store with it) once stopped.
+        self.0.ctx.send_replace(None);
         Ok(())
     }
 
@@ -217,12 +219,47 @@ async fn phase(name: &str) -> anyhow::Result<serde_json::Value> {
             serde_json::json!({ "p50_us": p50, "p99_us": p99 })
         }
         "flush" => flush_costs()?,
+        "prune" => prune_costs().await?,
         other => anyhow::bail!("unknown core phase {other:?}"),
     };
     let rss = peak_rss_kb();
     println!("{name} phase peak RSS: {rss} kB");
     out["peak_rss_kb"] = rss.into();
     Ok(out)
+}
+
+/// What forgetting old events costs (`[bridge] keep_days`): `EVENTS` events stored over sled
+/// and delivered, the bridge started again over them, then two passes: one with nothing old
+/// enough to forget (what every pass costs a store of this size: reading the room logs' heads
+/// and every native ID), and one that forgets them all.
+async fn prune_costs() -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let before_any = std::time::SystemTime::now() - Duration::from_secs(1);
+    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let filled = rig(sled, EVENTS).await?;
+    drive(&filled, EVENTS, None).await?;
+    filled.core.shutdown().await;
+    drop((filled.source, filled.targets));
+    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let rig = rig(sled, EVENTS).await?;
+    let started = Instant::now();
+    let idle = rig.core.prune(before_any).await?;
+    let idle_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(idle.events == 0, "the first pass forgot {idle:?}");
+    let started = Instant::now();
+    let all = rig.core.prune(std::time::SystemTime::now()).await?;
+    let all_s = started.elapsed().as_secs_f64();
+    println!(
+        "prune over {EVENTS} events: a pass with nothing to forget {idle_s:.2} s; forgetting \
+         them all {all_s:.2} s ({} events, {} native IDs)",
+        all.events, all.native_ids
+    );
+    rig.core.shutdown().await;
+    Ok(serde_json::json!({
+        "prune_idle_s": (idle_s * 100.0).round() / 100.0,
+        "prune_all_s": (all_s * 100.0).round() / 100.0,
+        "pruned_events": all.events,
+    }))
 }
 
 /// What one durable acknowledgement costs when events come one at a time, as chat messages
@@ -314,6 +351,7 @@ pub async fn run() -> anyhow::Result<String> {
     let durable = child_phase("durable")?;
     let paced = child_phase("paced")?;
     let flush = child_phase("flush")?;
+    let prune = child_phase("prune")?;
     // What `bin/bench.rs` built the runtime with (1 unless BRIDGE_BENCH_WORKER_THREADS says).
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
     let flavor = match tokio::runtime::Handle::current().runtime_flavor() {
@@ -334,6 +372,9 @@ pub async fn run() -> anyhow::Result<String> {
         "p99_us": paced["p99_us"],
         "flush_cpu_us": flush["flush_cpu_us"],
         "fdatasync_cpu_us": flush["fdatasync_cpu_us"],
+        "prune_idle_s": prune["prune_idle_s"],
+        "prune_all_s": prune["prune_all_s"],
+        "pruned_events": prune["pruned_events"],
         "peak_rss_kb": durable["peak_rss_kb"],
         "peak_rss_kb_memory_phase": memory["peak_rss_kb"],
         "peak_rss_kb_paced_phase": paced["peak_rss_kb"],

@@ -11,6 +11,7 @@
 mod degrade;
 mod ingest;
 mod outbox;
+mod prune;
 mod unlink;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,7 @@ use crate::store::{
 
 pub use outbox::DeadLetter;
 use outbox::LinkQueue;
+pub use prune::PruneReport;
 
 /// Retry and queue settings of the delivery engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +315,39 @@ const BACKFILL_LIMIT: usize = 500;
 
 /// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in
 /// order like any inbound event.
+/// Forgets old events (see [`prune`]) a minute after the start, then every few hours.
+async fn prune_now_and_then(shared: Arc<Shared>, keep: Duration) {
+    let mut wait = prune::FIRST_AFTER;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        wait = prune::EVERY;
+        let before = std::time::SystemTime::now() - keep;
+        let pass = shared.clone();
+        match tokio::task::spawn_blocking(move || prune::pass(&pass, before)).await {
+            Ok(Ok(report)) => {
+                for (table, n) in [
+                    ("events", report.events),
+                    ("native_ids", report.native_ids),
+                    ("dead_letters", report.dead_letters),
+                ] {
+                    metrics::counter!("bridge_store_pruned_total", "table" => table).increment(n);
+                }
+                tracing::info!(
+                    events = report.events,
+                    native_ids = report.native_ids,
+                    dead_letters = report.dead_letters,
+                    "forgot the events older than the retention"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot forget old events; tried again later"),
+            Err(e) => tracing::warn!(error = %e, "the prune pass stopped; tried again later"),
+        }
+    }
+}
+
 /// Does what removed links left to do in `adapter`'s rooms (see [`unlink`]).
 pub(crate) async fn settle_unlinks(shared: &Arc<Shared>, adapter: &AdapterId) {
     unlink::settle(shared, adapter).await;
@@ -395,6 +430,7 @@ pub struct CoreBuilder {
     rooms: Vec<(RoomId, RoomSettings, Vec<Link>)>,
     management: HashSet<Link>,
     commands: Option<tokio::sync::mpsc::Sender<ManagementMessage>>,
+    keep: Option<Duration>,
 }
 
 impl std::fmt::Debug for CoreBuilder {
@@ -410,6 +446,14 @@ impl CoreBuilder {
     /// Delivery settings (default: [`DeliverySettings::default`]).
     pub fn settings(mut self, settings: DeliverySettings) -> Self {
         self.settings = settings;
+        self
+    }
+
+    /// How long bridged events are kept in the store (`None`, the default: for ever). Every
+    /// few hours, what was issued before that and nothing needs any more is forgotten (see
+    /// [`Core::prune`]).
+    pub fn keep_events(mut self, keep: Option<Duration>) -> Self {
+        self.keep = keep;
         self
     }
 
@@ -614,6 +658,9 @@ impl CoreBuilder {
         let stop_adapters = CancellationToken::new();
         let stop_flusher = CancellationToken::new();
         let flusher = tokio::spawn(commit.run(stop_flusher.clone()));
+        if let Some(keep) = self.keep {
+            tracker.spawn(prune_now_and_then(shared.clone(), keep));
+        }
         for link in links {
             shared.start_link(link)?;
         }
@@ -680,6 +727,7 @@ impl Core {
             rooms: Vec::new(),
             management: HashSet::new(),
             commands: None,
+            keep: None,
         }
     }
 
@@ -720,6 +768,18 @@ impl Core {
             }
         }
         Ok(room)
+    }
+
+    /// Forgets the events issued before `before` that nothing needs any more: their content,
+    /// room log entries, copies' native IDs and reactions, and the native IDs leading to them;
+    /// also dead letters given up before then. Kept: whatever a link has not handled yet, and
+    /// the events of dead letters and of outbox entries. Runs on a blocking thread. The core
+    /// does this by itself every few hours when built with [`CoreBuilder::keep_events`].
+    pub async fn prune(&self, before: std::time::SystemTime) -> Result<PruneReport, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || prune::pass(&shared, before))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the prune pass stopped: {e}")))?
     }
 
     /// Every room with its links and outbox depths.

@@ -31,6 +31,7 @@ const BRIDGE_KEYS: &[&str] = &[
     "admins",
     "management",
     "worker_threads",
+    "keep_days",
 ];
 /// Keys of `[delivery]`.
 const DELIVERY_KEYS: &[&str] = &[
@@ -96,6 +97,7 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
         admins: Vec::new(),
         management: Vec::new(),
         worker_threads: BridgeSection::DEFAULT_WORKER_THREADS,
+        keep_days: BridgeSection::DEFAULT_KEEP_DAYS,
     };
     if root.item("bridge").is_none() {
         d.push("bridge", "missing required section [bridge]");
@@ -122,6 +124,10 @@ fn bridge(d: &mut Diagnostics, root: Table<'_>) -> BridgeSection {
     let most = i64::from(BridgeSection::MAX_WORKER_THREADS);
     if let Some(n) = table.integer(d, "worker_threads", 0, most) {
         bridge.worker_threads = u16::try_from(n).unwrap_or(BridgeSection::DEFAULT_WORKER_THREADS);
+    }
+    let most = i64::from(BridgeSection::MAX_KEEP_DAYS);
+    if let Some(n) = table.integer(d, "keep_days", 0, most) {
+        bridge.keep_days = u32::try_from(n).unwrap_or(BridgeSection::DEFAULT_KEEP_DAYS);
     }
     let http_addr = socket_addr(d, table, "http_addr");
     bridge.metrics_addr = socket_addr(d, table, "metrics_addr");
