@@ -528,10 +528,10 @@ impl AdapterContext {
     }
 
     /// Reports whether the adapter is connected (drives readiness and a metric). On each change
-    /// to connected, the core has the adapter do what removed links left to do in its rooms
-    /// ([`Adapter::leave`], [`Adapter::source_unlinked`]; for a link removed while it was not
-    /// connected, or left out of the configuration), then asks [`Adapter::backfill`] for what
-    /// every linked room missed.
+    /// to connected, the core asks [`Adapter::backfill`] for what every linked room missed,
+    /// then has the adapter do what removed links left to do in its rooms ([`Adapter::leave`],
+    /// [`Adapter::source_unlinked`]; for a link removed while it was not connected, or left out
+    /// of the configuration).
     pub fn set_connected(&self, connected: bool) {
         if self.shared.set_connected(&self.adapter, connected) {
             let shared = self.shared.clone();
@@ -540,8 +540,8 @@ impl AdapterContext {
             tokio::spawn(async move {
                 tokio::select! {
                     () = async {
-                        crate::engine::settle_unlinks(&shared, &adapter).await;
                         crate::engine::backfill(&shared, &adapter).await;
+                        crate::engine::settle_unlinks(&shared, &adapter).await;
                     } => {}
                     () = shutdown.cancelled() => {}
                 }

@@ -961,8 +961,9 @@ async fn what_an_unlink_could_not_do_is_done_at_the_next_connection() {
             AdapterId::new("b")
         )]
     );
-    b.reconnect().await;
-    a.reconnect().await;
+    for h in [&a, &b, &c] {
+        h.reconnect().await;
+    }
     assert_eq!(
         wait_unlinks(&b, 1).await,
         vec![Unlinked::Left(RemoteRoomId::new("b-room"))]
@@ -970,6 +971,40 @@ async fn what_an_unlink_could_not_do_is_done_at_the_next_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(a.unlinks(), Vec::new(), "given up, not tried again");
     assert_eq!(c.unlinks().len(), 1, "done once");
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_adapter_away_during_an_unlink_does_its_part_when_back() {
+    let (core, [_a, b, _c]) = trio(Arc::new(MemoryStore::new()), &["a", "b", "c"]).await;
+    b.set_connected(false).await;
+    core.remove_link(&Link::new("b", "b-room"))
+        .await
+        .expect("remove");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.unlinks(), Vec::new(), "not asked while away");
+    b.set_connected(true).await;
+    assert_eq!(
+        wait_unlinks(&b, 1).await,
+        vec![Unlinked::Left(RemoteRoomId::new("b-room"))]
+    );
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_room_left_out_of_the_configuration_is_left_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || -> Arc<dyn Store> { Arc::new(SledStore::open(dir.path()).expect("open")) };
+    let (core, _) = trio(open(), &["a", "b", "c"]).await;
+    core.shutdown().await;
+    let (core, handles) = trio(open(), &[]).await;
+    for (h, room) in handles.iter().zip(["a-room", "b-room", "c-room"]) {
+        assert_eq!(
+            wait_unlinks(h, 1).await,
+            vec![Unlinked::Left(RemoteRoomId::new(room))],
+            "each adapter leaves its room, and there is nobody else's puppets to remove"
+        );
+    }
     core.shutdown().await;
 }
 
@@ -1015,19 +1050,21 @@ async fn old_events_are_forgotten_but_not_what_is_still_owed() {
     .await
     .expect("reaction");
     p.a.wait_sent(1, WAIT).await;
-    // The retention of the first pass begins here: the dead letter comes after it.
-    tokio::time::sleep(Duration::from_millis(2)).await;
-    let retention = std::time::SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // "3" is said before the retention of the first pass begins, and given up after: the
+    // dead letter keeps it.
+    p.b.set_delay(Some(Duration::from_millis(100)));
     p.b.fail_next([AdapterError::Permanent("refused".into())]);
     p.a.submit(inbound("a-room").id("3").from("alice").text("3"))
         .await
         .expect("3");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let retention = std::time::SystemTime::now();
     let deadline = tokio::time::Instant::now() + WAIT;
     while p.core.dead_letters().expect("dead letters").is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "3 is dead-lettered");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    p.b.set_delay(None);
     // The cursors are stored at shutdown (and every 64 deliveries).
     p.core.shutdown().await;
     drop((p.a, p.b));

@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Serialises the creation of direct-message rooms.
     pub(crate) direct: tokio::sync::Mutex<()>,
+    /// Serialises the work removed links left ([`unlink`]).
+    pub(crate) settling: tokio::sync::Mutex<()>,
     /// The management rooms (never links; see [`crate::management`]).
     pub(crate) management: HashSet<Link>,
     /// Where their text messages go.
@@ -313,8 +315,6 @@ pub(crate) fn now_ms() -> u64 {
 /// Events asked of [`Adapter::backfill`] per room and call.
 const BACKFILL_LIMIT: usize = 500;
 
-/// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in
-/// order like any inbound event.
 /// Forgets old events (see [`prune`]) a minute after the start, then every few hours.
 async fn prune_now_and_then(shared: Arc<Shared>, keep: Duration) {
     let mut wait = prune::FIRST_AFTER;
@@ -353,6 +353,8 @@ pub(crate) async fn settle_unlinks(shared: &Arc<Shared>, adapter: &AdapterId) {
     unlink::settle(shared, adapter).await;
 }
 
+/// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in
+/// order like any inbound event.
 pub(crate) async fn backfill(shared: &Arc<Shared>, adapter: &AdapterId) {
     let Some(slot) = shared.adapters.get(adapter) else {
         return;
@@ -580,6 +582,7 @@ impl CoreBuilder {
                 }
             }
         }
+        unlink::drop_orphans(&*self.store, |a| adapters.contains_key(a), &mut batch)?;
         for (room, link) in &removed {
             let leave = adapters.contains_key(&link.adapter);
             unlink::record(&routing, room, link, leave, &mut batch);
@@ -650,6 +653,7 @@ impl CoreBuilder {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             direct: tokio::sync::Mutex::new(()),
+            settling: tokio::sync::Mutex::new(()),
             management: self.management,
             commands: self.commands,
         });
@@ -760,8 +764,11 @@ impl Core {
         // The adapter leaves first, then the others' puppets of its users; an adapter that is
         // not connected does its part at its next connection.
         let mut adapters = vec![link.adapter.clone()];
-        adapters.extend(others);
-        adapters.dedup();
+        for adapter in others {
+            if !adapters.contains(&adapter) {
+                adapters.push(adapter);
+            }
+        }
         for adapter in adapters {
             if self.shared.is_connected(&adapter) {
                 unlink::settle(&self.shared, &adapter).await;

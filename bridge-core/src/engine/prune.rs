@@ -17,7 +17,15 @@
 //! degradation policy's fallback). A native ID forgotten is not recognised as a redelivery any
 //! more; sources redeliver within minutes or days, far inside any retention.
 //!
-//! Nothing here waits for durability: a pass cut short by a crash is done again by the next.
+//! The walk: stored events by ID up to the retention (each names its room), deleting those
+//! that may go with their room log entries; then the copies' IDs and reactions up to the
+//! retention whose event is no longer stored (all three tables begin their keys with the event
+//! ID, so the walks stop at the retention); then every native ID, by the event it names. One
+//! page at a time, whatever the store's size; the set of events still named by dead letters
+//! and outbox entries is the one thing held whole (a few per dead letter).
+//!
+//! Nothing here waits for durability: a pass cut short by a crash, or by a shutdown (checked
+//! between pages), is done again by the next.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -109,14 +117,7 @@ fn keep(shared: &Shared, before: EventId, report: &mut PruneReport) -> Result<Ke
         }
         rooms.insert((link.adapter, link.remote), room);
     }
-    let mut named: HashSet<EventId> = scan_all(store, &Key::new(tag::OUTBOX).build(), |key, _| {
-        let mut reader = KeyReader::new(key, tag::OUTBOX)?;
-        reader.str()?;
-        reader.str()?;
-        reader.id()
-    })?
-    .into_iter()
-    .collect();
+    // Dead letters before outbox entries: one put back meanwhile is named by the second.
     let dead = scan_all(store, &Key::new(tag::DEAD).build(), |key, value| {
         let mut reader = KeyReader::new(key, tag::DEAD)?;
         reader.str()?;
@@ -128,6 +129,14 @@ fn keep(shared: &Shared, before: EventId, report: &mut PruneReport) -> Result<Ke
         let old = at_ms.map_or(id < before, |ms| first_id_at(from_ms(ms)) < before);
         Some((key.to_vec(), id, old))
     })?;
+    let mut named: HashSet<EventId> = scan_all(store, &Key::new(tag::OUTBOX).build(), |key, _| {
+        let mut reader = KeyReader::new(key, tag::OUTBOX)?;
+        reader.str()?;
+        reader.str()?;
+        reader.id()
+    })?
+    .into_iter()
+    .collect();
     let mut given_up = Vec::new();
     for (key, id, old) in dead {
         if old {
@@ -178,70 +187,86 @@ fn from_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// Walks every room's log from its start, forgetting its events until the first one that
-/// stays (all later ones of the room stay too), then the copies' IDs and reactions of the
-/// events forgotten.
+/// Forgets the stored events issued before the retention that may go (by the room each names),
+/// with their room log entries; then the copies' IDs and reactions of events no longer stored.
+/// Both walks stop at the retention (the tables begin their keys with the event ID), and hold
+/// one page at a time.
 fn forget_events(shared: &Shared, keep: &Keep, report: &mut PruneReport) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct RoomOf {
+        room: RoomId,
+    }
     let store = &*shared.store;
-    let prefix = Key::new(tag::ROOM_LOG).build();
-    let mut forgotten: HashSet<EventId> = HashSet::new();
+    report.events = walk_before(shared, tag::EVENT, keep.before, |id, _, value, doomed| {
+        let room = serde_json::from_slice::<RoomOf>(value).ok().map(|e| e.room);
+        if !keep.may_go(room.as_ref(), id) {
+            return Ok(false);
+        }
+        doomed.delete(super::ingest::event_key(id));
+        if let Some(room) = room {
+            doomed.delete(room_log_key(&room, id));
+        }
+        Ok(true)
+    })?;
+    for table in [tag::NEUTRAL_TO_REMOTE, tag::REACTION] {
+        let mut last: Option<(EventId, bool)> = None;
+        walk_before(shared, table, keep.before, |id, key, _, doomed| {
+            let gone = match last {
+                Some((seen, gone)) if seen == id => gone,
+                _ => {
+                    let gone = store.get(&super::ingest::event_key(id))?.is_none();
+                    last = Some((id, gone));
+                    gone
+                }
+            };
+            if gone {
+                doomed.delete(key.to_vec());
+            }
+            Ok(gone)
+        })?;
+    }
+    Ok(())
+}
+
+/// Visits the entries of `table` (keys beginning with an event ID) issued before `before`, a
+/// page at a time; `visit` adds what goes to the page's batch and says whether it counted.
+/// Stops early when the bridge shuts down. Returns how many counted.
+fn walk_before(
+    shared: &Shared,
+    table: u8,
+    before: EventId,
+    mut visit: impl FnMut(EventId, &[u8], &[u8], &mut Batch) -> Result<bool, StoreError>,
+) -> Result<u64, StoreError> {
+    let prefix = Key::new(table).build();
+    let mut counted = 0;
     let mut after: Option<Vec<u8>> = None;
-    let mut staying: Option<RoomId> = None;
     loop {
-        let page = store.scan(&prefix, after.as_deref(), PAGE)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
+        if shared.shutdown.is_cancelled() {
+            return Ok(counted);
+        }
+        let page = shared.store.scan(&prefix, after.as_deref(), PAGE)?;
         let mut doomed = Batch::new();
-        for (key, _) in &page {
-            let Some((room, id)) = KeyReader::new(key, tag::ROOM_LOG).and_then(|mut r| {
-                let room = r.str()?;
-                Some((RoomId::new(room), r.id()?))
-            }) else {
+        let mut done = page.len() < PAGE;
+        for (key, value) in &page {
+            let Some(id) = KeyReader::new(key, table).and_then(|mut r| r.id()) else {
                 continue;
             };
-            if staying.as_ref() == Some(&room) {
-                continue;
+            if id >= before {
+                done = true;
+                break;
             }
-            if !keep.may_go(Some(&room), id) {
-                if !keep.named.contains(&id) {
-                    staying = Some(room);
-                }
-                continue;
+            if visit(id, key, value, &mut doomed)? {
+                counted += 1;
             }
-            doomed.delete(key.clone());
-            doomed.delete(super::ingest::event_key(id));
-            forgotten.insert(id);
         }
         if !doomed.is_empty() {
             shared.apply(doomed)?;
         }
-        if page.len() < PAGE {
-            break;
+        if done {
+            return Ok(counted);
         }
-        // The page ended inside a room that stays: its remaining entries are skipped.
-        if let Some(room) = &staying {
-            let mut end = room_log_prefix(room).build();
-            if last.starts_with(&end) {
-                end.extend_from_slice(&[0xff; 16]);
-                after = Some(end);
-            }
-        }
+        after = page.last().map(|(k, _)| k.clone());
     }
-    report.events = forgotten.len() as u64;
-    if forgotten.is_empty() {
-        return Ok(());
-    }
-    // Both tables begin their keys with the event's ID.
-    for table in [tag::NEUTRAL_TO_REMOTE, tag::REACTION] {
-        sweep(shared, &Key::new(table).build(), |key, _| {
-            KeyReader::new(key, table)
-                .and_then(|mut r| r.id())
-                .is_some_and(|id| forgotten.contains(&id))
-        })?;
-    }
-    Ok(())
 }
 
 /// Sweeps the native-to-neutral map: an entry naming an event that may go (of the neutral
@@ -275,6 +300,9 @@ fn sweep(
     let mut deleted = 0;
     let mut after: Option<Vec<u8>> = None;
     loop {
+        if shared.shutdown.is_cancelled() {
+            return Ok(deleted);
+        }
         let page = shared.store.scan(prefix, after.as_deref(), PAGE)?;
         let mut batch = Batch::new();
         for (key, value) in &page {

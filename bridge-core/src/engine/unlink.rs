@@ -79,12 +79,29 @@ pub(crate) fn record(
     }
 }
 
+/// Deletes what is owed to adapters that are not configured any more (nobody to do it).
+pub(crate) fn drop_orphans(
+    store: &dyn crate::store::Store,
+    known: impl Fn(&AdapterId) -> bool,
+    batch: &mut Batch,
+) -> Result<(), crate::store::StoreError> {
+    for_each_with_prefix(store, &Key::new(tag::UNLINK_OWED).build(), |key, _| {
+        let adapter = KeyReader::new(key, tag::UNLINK_OWED).and_then(|mut r| r.str());
+        if adapter.is_none_or(|a| !known(&AdapterId::new(a))) {
+            batch.delete(key.to_vec());
+        }
+        Ok(())
+    })
+}
+
 /// Does the work owed to `adapter`'s native rooms; what is done (or moot) is deleted, what
 /// failed for a passing reason stays for the adapter's next connection.
 pub(crate) async fn settle(shared: &Shared, adapter: &AdapterId) {
     let Some(slot) = shared.adapters.get(adapter) else {
         return;
     };
+    // One settle at a time (a connection and a runtime unlink may ask at once).
+    let _turn = shared.settling.lock().await;
     let prefix = Key::new(tag::UNLINK_OWED).str(adapter.as_str()).build();
     let mut due = Vec::new();
     let scanned = for_each_with_prefix(&*shared.store, &prefix, |key, _| {
@@ -133,7 +150,11 @@ fn moot(shared: &Shared, adapter: &AdapterId, room: &RemoteRoomId, owed: &Owed) 
     let routing = shared.routing.read();
     let neutral = routing.room_of(adapter, room);
     match owed {
-        Owed::Leave => neutral.is_some(),
+        // Linked again, or made a management room (whose adapter stays in it).
+        Owed::Leave => {
+            neutral.is_some()
+                || (shared.management).contains(&Link::new(adapter.clone(), room.clone()))
+        }
         Owed::SourceUnlinked(source) => neutral
             .and_then(|id| routing.room(id))
             .is_none_or(|r| r.links.iter().any(|l| l.adapter == *source)),

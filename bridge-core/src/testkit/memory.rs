@@ -283,6 +283,14 @@ impl MemoryHandle {
         self.state.unlink_failures.lock().extend(errors);
     }
 
+    /// Reports the adapter disconnected (`false`) or connected again (`true`, which triggers
+    /// backfill and the work removed links left).
+    pub async fn set_connected(&self, connected: bool) {
+        if let Some(ctx) = self.context().await {
+            ctx.set_connected(connected);
+        }
+    }
+
     /// Every send takes this long (a slow adapter).
     pub fn set_delay(&self, delay: Option<Duration>) {
         *self.state.delay.lock() = delay;

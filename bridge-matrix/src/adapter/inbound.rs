@@ -812,6 +812,16 @@ impl Inner {
 
     /// The members joined to `room` (an ID) now, as the bot reads them; `None` (logged) when
     /// the homeserver does not answer with them.
+    /// The room's joined members, or why they could not be read.
+    pub(super) async fn members_of(
+        &self,
+        room: &ruma::OwnedRoomId,
+    ) -> Result<Vec<String>, bridge_core::AdapterError> {
+        let request = ruma::api::client::membership::joined_members::v3::Request::new(room.clone());
+        let answer = self.hs.call(request, As::Bot).await?;
+        Ok(answer.joined.keys().map(|u| u.to_string()).collect())
+    }
+
     pub(super) async fn joined_members(&self, room: &str) -> Option<Vec<String>> {
         let room_id = ruma::RoomId::parse(room).ok()?;
         let request = ruma::api::client::membership::joined_members::v3::Request::new(room_id);

@@ -455,19 +455,21 @@ impl Adapter for AppserviceAdapter {
     }
 
     /// Unlinked: the ghosts of the other networks' users leave the room (each on its own; one
-    /// that cannot is logged), then the bot.
+    /// that cannot is logged), then the bot. A passing failure (the homeserver away) is
+    /// returned once the others are done, so that the core asks again at the next connection.
     async fn leave(&self, room: &RemoteRoomId) -> Result<(), AdapterError> {
         let room_id = self.inner.room_id(room).await?;
-        let members = self.inner.joined_members(room_id.as_str()).await;
-        let ghosts = (members.unwrap_or_default().into_iter())
+        let ghosts = (self.inner.members_of(&room_id).await?.into_iter())
             .filter(|user| *user != self.inner.bot.as_str() && self.inner.is_ours(user))
             .filter_map(|user| ruma::UserId::parse(user).ok());
+        let mut again = None;
         for ghost in ghosts {
             let request =
                 ruma::api::client::membership::leave_room::v3::Request::new(room_id.clone());
             if let Err(e) = self.inner.hs.call(request, As::Ghost(&ghost)).await {
                 tracing::warn!(adapter = %self.inner.id, %room, %ghost, error = %e,
                     "a ghost did not leave the unlinked room");
+                again = again.or(passing(e.into()));
             }
         }
         self.inner
@@ -477,30 +479,32 @@ impl Adapter for AppserviceAdapter {
                 As::Bot,
             )
             .await?;
-        Ok(())
+        again.map_or(Ok(()), Err)
     }
 
-    /// The ghosts of `source`'s users leave `room` (as the homeserver lists its members).
+    /// The ghosts of `source`'s users leave `room` (as the homeserver lists its members); a
+    /// passing failure is returned once the others are done, as for [`Self::leave`].
     async fn source_unlinked(
         &self,
         room: &RemoteRoomId,
         source: &AdapterId,
     ) -> Result<(), AdapterError> {
         let room_id = self.inner.room_id(room).await?;
-        let members = self.inner.joined_members(room_id.as_str()).await;
-        let ghosts = (members.unwrap_or_default().into_iter())
+        let ghosts = (self.inner.members_of(&room_id).await?.into_iter())
             .filter(|user| {
                 (self.inner.naming.ghost_of(user)).is_some_and(|(adapter, _)| adapter == *source)
             })
             .filter_map(|user| ruma::UserId::parse(user).ok());
+        let mut again = None;
         for ghost in ghosts {
             let why = format!("{source} is no longer linked to this room");
             if let Err(e) = self.inner.ghost_leaves(&room_id, &ghost, Some(why)).await {
                 tracing::warn!(adapter = %self.inner.id, %room, %ghost, error = %e,
                     "a ghost did not leave the room its network was unlinked from");
+                again = again.or(passing(e));
             }
         }
-        Ok(())
+        again.map_or(Ok(()), Err)
     }
 
     async fn resolve_alias(&self, alias: &str) -> Result<RemoteRoomId, AdapterError> {
@@ -567,6 +571,11 @@ async fn bind(
             }
         }
     }
+}
+
+/// `e` when it is worth trying again later (not a refusal for good).
+fn passing(e: AdapterError) -> Option<AdapterError> {
+    matches!(e, AdapterError::Transient { .. } | AdapterError::Auth(_)).then_some(e)
 }
 
 #[cfg(test)]

@@ -569,6 +569,7 @@ impl Running {
     /// The users of `source` (of every other network when `None`) no longer reach `room`
     /// (its link, or theirs to the same neutral room, was removed): their puppets leave the
     /// group (as hub, removed by the bot; as follower, by their own leave proposals to the hub).
+    /// A puppet whose leave failed for a passing reason makes it an error, after the others.
     pub(crate) async fn puppets_leave(
         &self,
         room: &RemoteRoomId,
@@ -581,6 +582,9 @@ impl Running {
             Err(MlsError::UnknownRoom(_)) => return Ok(()),
             Err(e) => return Err(mls_failed(e)),
         };
+        // A passing failure (the hub away) is returned once the others are done: the core
+        // asks again at the next connection.
+        let mut again = None;
         for member in members {
             let stands_for = self.stands_for(&member.to_string());
             if stands_for.is_none_or(|(adapter, _)| source.is_some_and(|s| adapter != *s)) {
@@ -592,9 +596,12 @@ impl Running {
             {
                 tracing::warn!(%room, user = %member, error = %e,
                     "a puppet did not leave the room its network was unlinked from");
+                if matches!(e, AdapterError::Transient { .. }) {
+                    again = again.or(Some(e));
+                }
             }
         }
-        Ok(())
+        again.map_or(Ok(()), Err)
     }
 
     /// The user (adapter and native ID) our puppet `uri` stands for, if it is one of ours.

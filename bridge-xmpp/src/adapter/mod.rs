@@ -833,7 +833,7 @@ impl Adapter for XmppAdapter {
         if direct::parts(room.as_str()).is_some() {
             return Ok(());
         }
-        let remembered = self.inner.forget_puppets(room.as_str());
+        let remembered = self.inner.remembered_in(room.as_str());
         let mut occupants = self.inner.rooms.lock().forget(room.as_str());
         // Not joined in this session (the link was left out of the configuration before a
         // start): the room may still have the occupants of an earlier one (see `puppets`), the
@@ -848,9 +848,12 @@ impl Adapter for XmppAdapter {
                 occupants.push((jid, nick));
             }
         }
+        // Each puppet is forgotten once its leave is sent: should the stream fail meanwhile,
+        // the rest are still remembered when the core asks again.
         for (jid, nick) in occupants {
             let leave = muc::leave(self.inner.stanza_from(&jid), room.as_str(), &nick);
             self.inner.send_stanza(leave).await?;
+            self.inner.forget_puppet(room.as_str(), &jid);
         }
         Ok(())
     }

@@ -99,10 +99,8 @@ impl Inner {
         }
     }
 
-    /// `room` is no longer linked: none of its puppets is joined again. Returns each
-    /// forgotten puppet with the nick it was given first there (an earlier session's puppet
-    /// may still be in the room, and is told to leave by it).
-    pub(super) fn forget_puppets(&self, room: &str) -> Vec<(String, String)> {
+    /// The puppets remembered in `room`, each with the nick it was given first there.
+    pub(super) fn remembered_in(&self, room: &str) -> Vec<(String, String)> {
         let Ok(ctx) = self.ctx() else {
             return Vec::new();
         };
@@ -114,20 +112,16 @@ impl Inner {
                 return Vec::new();
             }
         };
-        let mut forgotten = Vec::new();
-        for (key, value) in found {
-            if let Err(e) = ctx.store().delete(&key) {
-                tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
-            }
-            let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let nick = serde_json::from_slice::<Remembered>(&value)
-                .ok()
-                .and_then(|r| r.nicks.into_iter().next());
-            if let Some(nick) = nick {
-                forgotten.push((puppet, nick));
-            }
-        }
-        forgotten
+        (found.into_iter())
+            .map(|(key, value)| {
+                let puppet = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                let nick = serde_json::from_slice::<Remembered>(&value)
+                    .ok()
+                    .and_then(|r| r.nicks.into_iter().next())
+                    .unwrap_or_default();
+                (puppet, nick)
+            })
+            .collect()
     }
 
     /// `source`'s users no longer reach `room` (its link to the same neutral room was removed):
