@@ -1231,6 +1231,51 @@ async fn a_banned_ghost_stays_out_and_nothing_is_dead_lettered() {
     rig.core.shutdown().await;
 }
 
+/// The display name of `user`'s profile on the test homeserver.
+async fn profile_name(user: &str) -> Value {
+    let profile: Value = reqwest::get(format!(
+        "{}/_matrix/client/v3/profile/{user}/displayname",
+        test_env("BRIDGE_TEST_SYNAPSE_URL"),
+    ))
+    .await
+    .expect("profile read")
+    .json()
+    .await
+    .expect("profile JSON");
+    profile["displayname"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_user_renamed_in_their_only_room_is_renamed_on_their_profile() {
+    // A user of this test alone: a rename of a ghost that other tests' rooms share would have
+    // the homeserver rename it in all of them.
+    let mut rig = rig("renamed-one-room").await;
+    let room = rig.room.clone();
+    let dora = fresh("dora");
+    for (name, text) in [("Dora", "hello as Dora"), ("Dorothy", "hello as Dorothy")] {
+        rig.memory
+            .submit(
+                inbound(MEMORY_ROOM)
+                    .id(&fresh("said"))
+                    .from(&dora)
+                    .named(name)
+                    .text(text),
+            )
+            .await
+            .expect("submitted");
+        rig.alice
+            .wait_timeline(|e| e["room_id"] == room.as_str() && e["content"]["body"] == text)
+            .await
+            .expect("the message arrives");
+    }
+    let member = (rig.alice.state(&room, "m.room.member", &ghost(&dora)))
+        .await
+        .expect("the ghost's member event");
+    assert_eq!(member["displayname"], "Dorothy");
+    assert_eq!(profile_name(&ghost(&dora)).await, "Dorothy");
+    rig.core.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() {
     // An XMPP user has a nick per room. Carol is "Carol" in the first room and "Carol B" in a
@@ -1309,17 +1354,7 @@ async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() 
     };
     assert_eq!(name_in(&mut rig.alice, &first).await, "Carol");
     assert_eq!(name_in(&mut rig.alice, &second).await, "Carol B");
-    let profile: Value = reqwest::get(format!(
-        "{}/_matrix/client/v3/profile/{}/displayname",
-        test_env("BRIDGE_TEST_SYNAPSE_URL"),
-        ghost("carol")
-    ))
-    .await
-    .expect("profile read")
-    .json()
-    .await
-    .expect("profile JSON");
-    assert_eq!(profile["displayname"], "Carol", "{profile}");
+    assert_eq!(profile_name(ghost("carol").as_str()).await, "Carol");
     // The first room saw no rename of the ghost.
     let renames: Vec<Value> = rig
         .alice

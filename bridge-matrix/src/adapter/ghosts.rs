@@ -5,11 +5,12 @@
 //! name, `j/<room>\0<user>` → joined), so after a restart nothing is registered or joined twice.
 //! In memory a ghost costs its user ID, its name and a bit per joined room.
 //!
-//! A remote user may have another name in each room (an XMPP nick is per room). The ghost's
-//! profile keeps the first name it was given; a room where its user is called otherwise shows
-//! that name in the ghost's member event there (`m/<room>\0<user>` → name, set again after
-//! each join). Changing the profile instead would rename the ghost in every room at each
-//! message, with a "changed their name" line in each.
+//! A remote user may have another name in each room (an XMPP nick is per room). While the
+//! ghost is in no other room, a new name is its profile's (which the homeserver shows in its
+//! member events). Once it is in several, a room where its user is called otherwise shows that
+//! name in the ghost's member event there (`m/<room>\0<user>` → name, set again after each
+//! join), and the profile keeps its name. Changing the profile then would rename the ghost in
+//! every room at each message, with a "changed their name" line in each.
 
 use std::collections::{HashMap, HashSet};
 
@@ -206,7 +207,9 @@ impl Ghosts {
         let shown = room
             .and_then(|r| self.room_name(r.as_str(), user.as_str()))
             .or_else(|| ghost.name.clone());
-        let in_room = room.filter(|_| ghost.name.is_some());
+        // A ghost in no other room takes the name on its profile; one in several, in the room.
+        let in_room = room
+            .filter(|r| ghost.name.is_some() && self.joined_elsewhere(r.as_str(), user.as_str()));
         if let (Some(name), Some(room)) = (&name, in_room) {
             if shown.as_deref() != Some(name.as_str()) {
                 self.name_in_room(hs, store, room, user, name).await?;
@@ -224,6 +227,19 @@ impl Ghosts {
             .await?;
             ghost.name = Some(name.into_boxed_str());
             changed = true;
+            if let Some(room) = room {
+                self.forget_room_name(store, room.as_str(), user.as_str())?;
+                // The homeserver renames the ghost in its rooms in the background: this room
+                // shows it before the message that carries the new name.
+                // Best effort: the bot may not read a room it is not in (a direct chat).
+                let name = ghost.name.as_deref().unwrap_or_default();
+                if self.is_joined(room.as_str(), user.as_str())
+                    && let Err(e) = show_name(hs, room, user, name).await
+                {
+                    tracing::debug!(ghost = %user, %room, error = %e,
+                        "the room shows the new name once the homeserver renames the ghost there");
+                }
+            }
         }
         if let Some(avatar) = profile.avatar.filter(|a| !a.is_empty())
             && ghost.avatar.as_deref() != Some(avatar)
@@ -259,6 +275,31 @@ impl Ghosts {
     }
 
     /// Whether the ghost is joined to the room (as far as this bridge knows).
+    /// True when the ghost is joined to a room other than `room`.
+    fn joined_elsewhere(&self, room: &str, user: &str) -> bool {
+        let joined = self.joined.lock();
+        let here = joined.rooms.get(room).copied();
+        (joined.pairs.iter()).any(|(i, u)| **u == *user && Some(*i) != here)
+    }
+
+    /// Drops the name the ghost had in `room` alone (its profile's name is the one there now).
+    fn forget_room_name(
+        &self,
+        store: &AdapterStore,
+        room: &str,
+        user: &str,
+    ) -> Result<(), AdapterError> {
+        if self
+            .room_names
+            .lock()
+            .remove(&(room.into(), user.into()))
+            .is_some()
+        {
+            store.delete(&key(ROOM_NAME, &format!("{room}\0{user}")))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn is_joined(&self, room: &str, user: &str) -> bool {
         let joined = self.joined.lock();
         joined
