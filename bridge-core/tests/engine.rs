@@ -1109,6 +1109,43 @@ async fn old_events_are_forgotten_but_not_what_is_still_owed() {
 }
 
 #[tokio::test]
+async fn a_pass_goes_on_past_a_page_and_stops_at_what_a_link_has_not_stored_as_handled() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let p = pair_with(store, Capabilities::all(), fast(), None).await;
+    submit_numbered(&p.a, "a-room", 1_100).await;
+    p.b.wait_sent(1_100, WAIT).await;
+    // b's cursor is stored every 64 deliveries: at the 1,088th while running. What comes
+    // after it stays; everything before goes, over more than one page of 1,024.
+    let report = p
+        .core
+        .prune(std::time::SystemTime::now())
+        .await
+        .expect("pass");
+    assert_eq!(report.events, 1_088, "{report:?}");
+    assert_eq!(
+        report.native_ids,
+        2 * 1_088,
+        "the origin's and the copy's: {report:?}"
+    );
+    // The copies of the events kept still resolve: an edit of the last one crosses as one.
+    p.a.submit(
+        inbound("a-room")
+            .id("e")
+            .from("alice")
+            .edit("1099", "1099!"),
+    )
+    .await
+    .expect("edit");
+    let sent = p.b.wait_sent(1_101, WAIT).await;
+    assert!(
+        matches!(&sent[1_100].kind, EventKind::Edit { .. }),
+        "{:?}",
+        sent[1_100].kind
+    );
+    p.core.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_link_behind_keeps_its_rooms_events() {
     let p = pair(Capabilities::all()).await;
     p.b.fail_next((0..10_000).map(|_| AdapterError::transient("away")));
