@@ -84,6 +84,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         MetricKind::Counter,
         "Failed flushes of the durable store (acknowledgements wait until one succeeds)",
     ),
+    (
+        "bridge_store_pruned_total",
+        MetricKind::Counter,
+        "What the retention passes forgot ([bridge] keep_days), by table: events, native_ids, dead_letters",
+    ),
 ];
 
 /// The type of a metric in [`METRICS`].

@@ -317,6 +317,10 @@ const BACKFILL_LIMIT: usize = 500;
 
 /// Forgets old events (see [`prune`]) a minute after the start, then every few hours.
 async fn prune_now_and_then(shared: Arc<Shared>, keep: Duration) {
+    const TABLES: [&str; 3] = ["events", "native_ids", "dead_letters"];
+    for table in TABLES {
+        metrics::counter!("bridge_store_pruned_total", "table" => table).increment(0);
+    }
     let mut wait = prune::FIRST_AFTER;
     loop {
         tokio::select! {
@@ -328,11 +332,8 @@ async fn prune_now_and_then(shared: Arc<Shared>, keep: Duration) {
         let pass = shared.clone();
         match tokio::task::spawn_blocking(move || prune::pass(&pass, before)).await {
             Ok(Ok(report)) => {
-                for (table, n) in [
-                    ("events", report.events),
-                    ("native_ids", report.native_ids),
-                    ("dead_letters", report.dead_letters),
-                ] {
+                let counts = [report.events, report.native_ids, report.dead_letters];
+                for (table, n) in TABLES.into_iter().zip(counts) {
                     metrics::counter!("bridge_store_pruned_total", "table" => table).increment(n);
                 }
                 tracing::info!(
