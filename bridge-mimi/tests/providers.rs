@@ -23,11 +23,24 @@ fn pki(dir: &Path, domains: &[&str]) {
     bridge_mimi::testkit::write_pki(dir, domains).expect("certificates");
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 up), so that no outgoing
+/// connection takes it between this check and the provider's bind (a port the kernel handed
+/// out for `bind(0)` and let go could be, and was: "Address already in use"). Each call looks
+/// from its own place in 21000–27999 (by process and call), so parallel tests do not race
+/// for the same one.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 21_000;
+    const SPAN: u16 = 7_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start.wrapping_add(step.wrapping_mul(7))) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn section(dir: &Path, domain: &str, port: u16, peer: &str, peer_port: u16) -> settings::Settings {
