@@ -1042,6 +1042,64 @@ async fn client_mode_survives_deeply_nested_stanzas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_message_through_the_room_reaches_the_remote_user_and_the_answer_comes_back_so() {
+    let room = format!("{}@conference.localhost", fresh("xa-muc-pm"));
+    // A room that shows nobody's real JID: the writer is only `room/nick` to the bridge.
+    let mut alice = human_in(&room, "Alice").await;
+    alice
+        .configure(&room, serde_json::json!({ "whois": "moderators" }))
+        .await
+        .expect("room configured");
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    bob_says(&rig, &mut alice, "m-1", "hello everyone").await;
+
+    // Alice writes to Bob's occupant in the room, privately.
+    alice
+        .send(&format!("{room}/Bob"), Kind::Chat, "psst, Bob, in private")
+        .await
+        .expect("sent");
+    let dm = delivered(&rig.memory, |e| {
+        body(e).as_deref() == Some("psst, Bob, in private")
+    })
+    .await;
+    assert_ne!(
+        dm.neutral_room.as_str(),
+        "lobby",
+        "a conversation of its own"
+    );
+    assert_eq!(
+        dm.sender.display_name.as_deref(),
+        Some("Alice"),
+        "named after her nick"
+    );
+    let in_room: Vec<String> = (rig.memory.sent().iter())
+        .filter(|e| e.room.as_str() == MEMORY_ROOM)
+        .filter_map(body)
+        .filter(|b| b.contains("psst"))
+        .collect();
+    assert!(in_room.is_empty(), "it leaked into the room: {in_room:?}");
+
+    // Bob answers in the conversation his network opened: Alice gets it from his occupant.
+    post(
+        &rig.memory,
+        inbound(dm.room.as_str())
+            .id("pm-1")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("hi Alice, between us"),
+    )
+    .await;
+    let answer = alice
+        .wait_message(|m| m["body"] == "hi Alice, between us")
+        .await
+        .expect("the answer arrives");
+    assert_eq!(answer["type"], "chat");
+    assert_eq!(text(&answer["from"]), format!("{room}/Bob"));
+    rig.core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_to_a_puppet_reach_the_remote_user_and_come_back() {
     let rig = rig("xa-direct", component_settings()).await;
     let mut alice = human_in(&rig.room, "Alice").await;

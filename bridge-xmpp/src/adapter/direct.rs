@@ -2,7 +2,10 @@
 //! the puppet stands for gets it in a one-to-one conversation on their network, and back.
 //!
 //! The native room of such a conversation is `"<user's bare JID> <puppet's bare JID>"` (a space
-//! cannot occur in a bare JID, so it never looks like a MUC). The first message asks the core
+//! cannot occur in a bare JID, so it never looks like a MUC). A private message through a room
+//! (to the puppet's occupant, `room/nick`) comes from the writer's occupant address instead,
+//! which is then the user (`"room/nick <puppet's bare JID>"`): the answers are sent to it as
+//! private messages from the puppet's occupant, which the room passes on. The first message asks the core
 //! for the conversation's neutral room ([`AdapterContext::direct_room`]), which has the other
 //! network open its side. Messages are `type='chat'`; their native ID is their `id` attribute,
 //! which is also what XEP-0308 corrections, XEP-0444 reactions and XEP-0424 retractions point at
@@ -111,14 +114,23 @@ impl Inner {
         let Some(counterpart) = self.counterpart_of(to) else {
             return;
         };
-        let user = jid::bare(from);
+        // A private message through a room (XEP-0045 §7.5) comes from the occupant's address
+        // in the room, `room/nick`, whatever account is behind it (the room may not show it):
+        // that address is the user, and the answers go back through the room to it.
+        let (user, name) = match self.room_occupant(from, ctx) {
+            Some(nick) => (from, Some(nick)),
+            None => (jid::bare(from), None),
+        };
         let room = RemoteRoomId::new(room_of(user, jid::bare(to)));
         let sender = RemoteUserId::new(user);
-        let events = self.translate_direct(&parsed, &room, &sender, ctx);
+        let mut events = self.translate_direct(&parsed, &room, &sender, ctx);
         if events.is_empty() {
             return;
         }
-        if let Err(e) = ctx.direct_room(&room, &sender, None, &counterpart).await {
+        for event in &mut events {
+            event.sender.display_name = name.map(str::to_owned);
+        }
+        if let Err(e) = ctx.direct_room(&room, &sender, name, &counterpart).await {
             tracing::warn!(adapter = %self.id, %room, error = %e, "cannot open the direct conversation");
             self.bounce(stanza, &format!("This message could not be delivered: {e}"));
             return;
@@ -128,6 +140,18 @@ impl Inner {
                 tracing::warn!(adapter = %self.id, error = %e, "direct message not accepted");
             }
         }
+    }
+
+    /// The nick of `from` when it is a room occupant's address (`room/nick` of a room the
+    /// bridge is in or links): a private message through the room.
+    fn room_occupant<'a>(&self, from: &'a str, ctx: &AdapterContext) -> Option<&'a str> {
+        let (room, Some(nick)) = jid::split(from) else {
+            return None;
+        };
+        let known = self.rooms.lock().occupant(room, nick).is_some()
+            || ctx.is_linked(&RemoteRoomId::new(room))
+            || ctx.is_linked(&RemoteRoomId::new(room.to_ascii_lowercase()));
+        known.then_some(nick)
     }
 
     /// A message to the bridge's own address: an admin command, answered by
@@ -310,6 +334,11 @@ impl Inner {
                 )));
             }
         };
+        // Through a room (to an occupant's `room/nick`): marked as a private message in it.
+        let mut stanza = stanza;
+        if user.contains('/') {
+            stanza.append_child(Element::builder("x", crate::muc::NS_MUC_USER).build());
+        }
         self.send_stanza(stanza).await?;
         let native_id = (!event.kind.is_ephemeral()).then(|| RemoteEventId::new(id));
         Ok(Delivered {
