@@ -1620,6 +1620,23 @@ async fn read_markers_cross_both_ways_as_message_status_reports() {
     hub.core.shutdown().await;
 }
 
+/// Waits until the hub's side saw the follower's puppet of carol leave.
+async fn carols_puppet_left(hub: &Side) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let carol = (
+        "mimi://follower.example/u/carol".to_owned(),
+        bridge_core::MembershipChange::Leave,
+    );
+    while !memberships(hub).contains(&carol) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carol's puppet did not leave: {:?}",
+            memberships(hub)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The follower's own link to the MIMI room is removed: the puppets it had there (of its far
 /// side's users) leave the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1634,19 +1651,7 @@ async fn when_the_mimi_room_is_unlinked_the_puppets_in_it_leave() {
         .remove_link(&Link::new("mimi", ROOM))
         .await
         .expect("the follower's MIMI room unlinked");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let carol = (
-        "mimi://follower.example/u/carol".to_owned(),
-        bridge_core::MembershipChange::Leave,
-    );
-    while !memberships(&hub).contains(&carol) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "carol's puppet did not leave: {:?}",
-            memberships(&hub)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    carols_puppet_left(&hub).await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
@@ -1665,19 +1670,7 @@ async fn when_a_far_side_is_unlinked_its_users_puppets_leave_the_mimi_room() {
         .remove_link(&Link::new("far", "far-room"))
         .await
         .expect("the follower's far side unlinked");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let carol = (
-        "mimi://follower.example/u/carol".to_owned(),
-        bridge_core::MembershipChange::Leave,
-    );
-    while !memberships(&hub).contains(&carol) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "carol's puppet did not leave: {:?}",
-            memberships(&hub)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    carols_puppet_left(&hub).await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }

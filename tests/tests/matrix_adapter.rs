@@ -1374,6 +1374,26 @@ async fn a_remote_user_called_otherwise_in_another_room_is_renamed_there_only() 
     rig.core.shutdown().await;
 }
 
+/// Carol's ghost leaves `room` (she no longer reaches it), and the bot stays.
+async fn carols_ghost_left_and_the_bot_stayed(rig: &mut Rig, room: &str) {
+    rig.alice
+        .wait_timeline(|e| {
+            e["room_id"] == room
+                && e["type"] == "m.room.member"
+                && e["state_key"] == ghost("carol").as_str()
+                && e["content"]["membership"] == "leave"
+        })
+        .await
+        .expect("carol's ghost leaves: carol no longer reaches the room");
+    let bot = (rig.alice.state(room, "m.room.member", BOT))
+        .await
+        .expect("the bot's member event");
+    assert_eq!(
+        bot["membership"], "join",
+        "the bot stays in the linked room"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_side_left_out_of_the_configuration_takes_its_users_ghosts_out_at_the_start() {
     let mut rig = rig("unlinked-by-config").await;
@@ -1385,22 +1405,7 @@ async fn a_far_side_left_out_of_the_configuration_takes_its_users_ghosts_out_at_
     let (core, memory) = start_core_linking(rig._dir.path(), links).await;
     rig.core = core;
     rig.memory = memory;
-    rig.alice
-        .wait_timeline(|e| {
-            e["room_id"] == room.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == ghost("carol").as_str()
-                && e["content"]["membership"] == "leave"
-        })
-        .await
-        .expect("carol's ghost leaves: carol no longer reaches the room");
-    let bot = (rig.alice.state(&room, "m.room.member", BOT))
-        .await
-        .expect("the bot's member event");
-    assert_eq!(
-        bot["membership"], "join",
-        "the bot stays in the linked room"
-    );
+    carols_ghost_left_and_the_bot_stayed(&mut rig, &room).await;
     rig.core.shutdown().await;
 }
 
@@ -1413,23 +1418,6 @@ async fn when_the_far_side_is_unlinked_its_users_ghosts_leave_and_the_bot_stays(
         .remove_link(&Link::new("memory", MEMORY_ROOM))
         .await
         .expect("the far side unlinked");
-    rig.alice
-        .wait_timeline(|e| {
-            e["room_id"] == room.as_str()
-                && e["type"] == "m.room.member"
-                && e["state_key"] == ghost("carol").as_str()
-                && e["content"]["membership"] == "leave"
-        })
-        .await
-        .expect("carol's ghost leaves: carol no longer reaches the room");
-    let bot = rig
-        .alice
-        .state(&room, "m.room.member", BOT)
-        .await
-        .expect("the bot's member event");
-    assert_eq!(
-        bot["membership"], "join",
-        "the bot stays in the linked room"
-    );
+    carols_ghost_left_and_the_bot_stayed(&mut rig, &room).await;
     rig.core.shutdown().await;
 }

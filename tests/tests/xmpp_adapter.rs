@@ -1540,11 +1540,7 @@ async fn a_standing_refused_before_the_bridge_may_give_it_is_given_once_it_may()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_stays() {
-    let room = format!("{}@conference.localhost", fresh("xa-unlinked"));
-    let mut alice = human_in(&room, "Alice").await;
-    let rig = rig_for(&room, component_settings()).await;
-    bridge_present(&mut alice).await;
-    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    let (rig, mut alice) = bob_before_the_unlink("xa-unlinked").await;
     rig.core
         .remove_link(&Link::new("memory", MEMORY_ROOM))
         .await
@@ -1565,6 +1561,16 @@ async fn when_the_far_side_is_unlinked_its_users_puppets_leave_and_the_bridge_st
     rig.core.shutdown().await;
 }
 
+/// Alice in a fresh room with the bridge, where Bob (of the far side) has said something.
+async fn bob_before_the_unlink(test: &str) -> (Rig, XmppHuman) {
+    let room = format!("{}@conference.localhost", fresh(test));
+    let mut alice = human_in(&room, "Alice").await;
+    let rig = rig_for(&room, component_settings()).await;
+    bridge_present(&mut alice).await;
+    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    (rig, alice)
+}
+
 /// What `alice` saw of the bridge's occupants while it was stopped: nothing (a quiet stop
 /// leaves them in the room).
 async fn quiet_stop(alice: &mut XmppHuman) {
@@ -1580,11 +1586,7 @@ async fn quiet_stop(alice: &mut XmppHuman) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_side_left_out_of_the_configuration_takes_its_users_puppets_out_at_the_start() {
-    let room = format!("{}@conference.localhost", fresh("xa-unlinked-config"));
-    let mut alice = human_in(&room, "Alice").await;
-    let rig = rig_for(&room, component_settings()).await;
-    bridge_present(&mut alice).await;
-    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    let (rig, mut alice) = bob_before_the_unlink("xa-unlinked-config").await;
     alice.drain();
     // The admin takes the far side's link out of the configuration and restarts the bridge:
     // the room still has Bob's puppet from the last run, which leaves; the bridge stays.
@@ -1612,11 +1614,7 @@ async fn a_far_side_left_out_of_the_configuration_takes_its_users_puppets_out_at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_left_out_of_the_configuration_is_left_at_the_start() {
-    let room = format!("{}@conference.localhost", fresh("xa-unlinked-room"));
-    let mut alice = human_in(&room, "Alice").await;
-    let rig = rig_for(&room, component_settings()).await;
-    bridge_present(&mut alice).await;
-    bob_says(&rig, &mut alice, "m-before", "before the unlink").await;
+    let (rig, mut alice) = bob_before_the_unlink("xa-unlinked-room").await;
     alice.drain();
     // The MUC's link is taken out of the configuration: after the restart the bridge is not in
     // the room any more, and neither is the puppet it had there.
