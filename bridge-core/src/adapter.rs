@@ -498,10 +498,7 @@ impl AdapterContext {
     /// link in the neutral room `room` is linked to. A puppet of a user of a `source` that
     /// does not (its link was removed) has no business in `room`.
     pub fn reaches(&self, room: &RemoteRoomId, source: &AdapterId) -> bool {
-        let routing = self.shared.routing.read();
-        (routing.room_of(&self.adapter, room))
-            .and_then(|id| routing.room(id))
-            .is_some_and(|r| r.links.iter().any(|l| l.adapter == *source))
+        (self.shared.routing.read()).reaches(&self.adapter, room, source)
     }
 
     /// True when `room`, a native room of this adapter, is linked to a neutral room (by the
@@ -541,7 +538,7 @@ impl AdapterContext {
                 tokio::select! {
                     () = async {
                         crate::engine::backfill(&shared, &adapter).await;
-                        crate::engine::settle_unlinks(&shared, &adapter).await;
+                        crate::engine::unlink::settle(&shared, &adapter).await;
                     } => {}
                     () = shutdown.cancelled() => {}
                 }

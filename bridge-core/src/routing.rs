@@ -219,6 +219,14 @@ impl RoutingTable {
         self.by_native.get(adapter)?.get(remote)
     }
 
+    /// True when `source` has a link in the neutral room that `adapter`'s native room `remote`
+    /// is linked to: `source`'s users reach that native room.
+    pub fn reaches(&self, adapter: &AdapterId, remote: &RemoteRoomId, source: &AdapterId) -> bool {
+        (self.room_of(adapter, remote))
+            .and_then(|id| self.room(id))
+            .is_some_and(|r| r.links.iter().any(|l| l.adapter == *source))
+    }
+
     /// A neutral room.
     pub fn room(&self, id: &RoomId) -> Option<&Room> {
         self.rooms.get(id)

@@ -1620,57 +1620,42 @@ async fn read_markers_cross_both_ways_as_message_status_reports() {
     hub.core.shutdown().await;
 }
 
-/// Waits until the hub's side saw the follower's puppet of carol leave.
-async fn carols_puppet_left(hub: &Side) {
+/// Carol (of the follower's far side) says something in the room, then the follower removes
+/// `link`: the hub's side sees carol's puppet leave.
+async fn carols_puppet_leaves_when_the_follower_unlinks(link: Link) {
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    say(&follower, "f1", "carol", "before the unlink").await;
+    assert_eq!(received(&hub, 1).await[0].1, "before the unlink");
+    follower.core.remove_link(&link).await.expect("unlinked");
     let deadline = tokio::time::Instant::now() + WAIT;
     let carol = (
         "mimi://follower.example/u/carol".to_owned(),
         bridge_core::MembershipChange::Leave,
     );
-    while !memberships(hub).contains(&carol) {
+    while !memberships(&hub).contains(&carol) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "carol's puppet did not leave: {:?}",
-            memberships(hub)
+            memberships(&hub)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
 }
 
 /// The follower's own link to the MIMI room is removed: the puppets it had there (of its far
 /// side's users) leave the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_mimi_room_is_unlinked_the_puppets_in_it_leave() {
-    logs_to_test_output();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
-    say(&follower, "f1", "carol", "before the unlink").await;
-    assert_eq!(received(&hub, 1).await[0].1, "before the unlink");
-    follower
-        .core
-        .remove_link(&Link::new("mimi", ROOM))
-        .await
-        .expect("the follower's MIMI room unlinked");
-    carols_puppet_left(&hub).await;
-    follower.core.shutdown().await;
-    hub.core.shutdown().await;
+    carols_puppet_leaves_when_the_follower_unlinks(Link::new("mimi", ROOM)).await;
 }
 
 /// The follower's far side is unlinked from the room: the puppets of its users leave the MIMI
 /// room (the hub's side sees them go), and the hub's own users stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_far_side_is_unlinked_its_users_puppets_leave_the_mimi_room() {
-    logs_to_test_output();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
-    say(&follower, "f1", "carol", "before the unlink").await;
-    assert_eq!(received(&hub, 1).await[0].1, "before the unlink");
-    follower
-        .core
-        .remove_link(&Link::new("far", "far-room"))
-        .await
-        .expect("the follower's far side unlinked");
-    carols_puppet_left(&hub).await;
-    follower.core.shutdown().await;
-    hub.core.shutdown().await;
+    carols_puppet_leaves_when_the_follower_unlinks(Link::new("far", "far-room")).await;
 }

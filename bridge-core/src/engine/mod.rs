@@ -12,7 +12,7 @@ mod degrade;
 mod ingest;
 mod outbox;
 mod prune;
-mod unlink;
+pub(crate) mod unlink;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -347,11 +347,6 @@ async fn prune_now_and_then(shared: Arc<Shared>, keep: Duration) {
             Err(e) => tracing::warn!(error = %e, "the prune pass stopped; tried again later"),
         }
     }
-}
-
-/// Does what removed links left to do in `adapter`'s rooms (see [`unlink`]).
-pub(crate) async fn settle_unlinks(shared: &Arc<Shared>, adapter: &AdapterId) {
-    unlink::settle(shared, adapter).await;
 }
 
 /// Asks a freshly connected adapter for what each of its linked rooms missed, and accepts it in

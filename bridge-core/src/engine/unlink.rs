@@ -155,9 +155,7 @@ fn moot(shared: &Shared, adapter: &AdapterId, room: &RemoteRoomId, owed: &Owed) 
             neutral.is_some()
                 || (shared.management).contains(&Link::new(adapter.clone(), room.clone()))
         }
-        Owed::SourceUnlinked(source) => neutral
-            .and_then(|id| routing.room(id))
-            .is_none_or(|r| r.links.iter().any(|l| l.adapter == *source)),
+        Owed::SourceUnlinked(source) => neutral.is_none() || routing.reaches(adapter, room, source),
     }
 }
 

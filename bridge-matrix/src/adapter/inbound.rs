@@ -824,9 +824,8 @@ impl Inner {
 
     pub(super) async fn joined_members(&self, room: &str) -> Option<Vec<String>> {
         let room_id = ruma::RoomId::parse(room).ok()?;
-        let request = ruma::api::client::membership::joined_members::v3::Request::new(room_id);
-        match self.hs.call(request, As::Bot).await {
-            Ok(answer) => Some(answer.joined.keys().map(|u| u.to_string()).collect()),
+        match self.members_of(&room_id).await {
+            Ok(members) => Some(members),
             Err(e) => {
                 tracing::debug!(adapter = %self.id, room, error = %e, "members not read");
                 None
