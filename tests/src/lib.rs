@@ -18,10 +18,14 @@ use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 /// Sends this test's logs (the bridge under test, in this process) to the test output,
-/// filtered by `RUST_LOG`; a second call in the same process does nothing.
+/// filtered by `RUST_LOG` (warnings and errors when it is not set, so that a failing test in CI
+/// shows what the bridge complained of); a second call in the same process does nothing.
 pub fn log_to_test_output() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_test_writer()
         .try_init();
 }

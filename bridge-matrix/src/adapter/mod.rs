@@ -48,6 +48,10 @@ const TXNS_KEY: &[u8] = b"txns";
 /// the rooms' history due: see [`catchup`]).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a ping the homeserver answers with 502 is asked again (see
+/// [`Homeserver::ping_appservice`]).
+const PING_PATIENCE: Duration = Duration::from_secs(30);
+
 /// A room's power levels (content) and its creators, for moderation checks.
 type Power = (serde_json::Value, Vec<String>);
 
@@ -273,7 +277,7 @@ impl Inner {
 
     /// Waits for the homeserver, then joins the bot to every linked room and learns the upload
     /// limit. Returns when connected or shut down.
-    async fn connect(&self, ctx: &AdapterContext) {
+    async fn connect(self: &Arc<Self>, ctx: &AdapterContext) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         loop {
             match self.hs.ping().await {
@@ -288,7 +292,7 @@ impl Inner {
                 }
             }
         }
-        self.ping_from_homeserver().await;
+        self.ping_from_homeserver_soon(ctx);
         for room in ctx.linked_rooms() {
             match self.join_bot(&room).await {
                 Ok(()) => self.standing_before_the_bridge(ctx, &room).await,
@@ -313,33 +317,31 @@ impl Inner {
         tracing::info!(adapter = %self.id, listen = %self.listen, bot = %self.bot, "matrix appservice connected");
     }
 
-    /// Asks the homeserver to ping us (spec v1.7): proves that it reaches the appservice with
-    /// the right token, and makes a homeserver that had given up on us after failed pushes
-    /// (Synapse backs off up to 8.5 minutes) send what it queued at once.
-    async fn ping_from_homeserver(&self) {
-        // Synapse answers 502 when its own retry of a queued transaction is under way at that
-        // moment (it cannot reschedule it), as after a restart: ask again soon (that push takes
-        // milliseconds; a fixed 300 ms here was most of the bridge's time to ready), a few times.
-        for attempt in 1..=5u32 {
-            let request = ruma::api::client::appservice::request_ping::v1::Request::new(
-                self.registration.id.clone(),
-            );
-            match self.hs.call(request, As::Bot).await {
-                Ok(answer) => {
-                    tracing::info!(adapter = %self.id, round_trip = ?answer.duration,
-                        "the homeserver reaches the appservice");
-                    return;
-                }
-                Err(e) if attempt < 5 && e.status() == Some(502) => {
-                    tracing::debug!(adapter = %self.id, error = %e, "ping refused; asking again");
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(adapter = %self.id, error = %e,
-                        "the homeserver could not ping the appservice (check the registration's url and tokens); it will retry its pushes later");
-                    return;
-                }
+    /// Asks the homeserver to ping us (spec v1.7), in the background: proves that it reaches
+    /// the appservice with the right token, and makes a homeserver that had given up on us
+    /// after failed pushes (Synapse backs off up to 8.5 minutes) send what it queued at once.
+    fn ping_from_homeserver_soon(self: &Arc<Self>, ctx: &AdapterContext) {
+        let inner = self.clone();
+        let shutdown = ctx.shutdown().clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = inner.ping_from_homeserver() => {}
+                () = shutdown.cancelled() => {}
             }
+        });
+    }
+
+    /// See [`Self::ping_from_homeserver_soon`].
+    async fn ping_from_homeserver(&self) {
+        match self
+            .hs
+            .ping_appservice(&self.registration.id, PING_PATIENCE)
+            .await
+        {
+            Ok(round_trip) => tracing::info!(adapter = %self.id, ?round_trip,
+                "the homeserver reaches the appservice"),
+            Err(e) => tracing::warn!(adapter = %self.id, error = %e,
+                "the homeserver could not ping the appservice (check the registration's url and tokens); it will retry its pushes later"),
         }
     }
 
@@ -411,7 +413,7 @@ impl Adapter for AppserviceAdapter {
             if up != connected {
                 tracing::warn!(adapter = %inner.id, up, "homeserver reachability changed");
                 if up {
-                    inner.ping_from_homeserver().await;
+                    inner.ping_from_homeserver_soon(&ctx);
                 }
                 ctx.set_connected(up);
                 connected = up;
