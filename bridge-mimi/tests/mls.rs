@@ -181,10 +181,13 @@ fn remove_and_leave_update_the_participant_list() {
     match follower.process(&room, &removal.commit).expect("process") {
         Processed::Commit {
             removed,
+            removed_by,
             participants,
             epoch,
         } => {
             assert_eq!(removed, vec![bob.clone()]);
+            // Taken out by alice: a removal, not his leave.
+            assert_eq!(removed_by, vec![(bob.clone(), alice.clone())]);
             assert_eq!((epoch, participants), (removal.epoch, removal.participants));
         }
         other => panic!("expected a commit, got {other:?}"),
@@ -221,7 +224,15 @@ fn remove_and_leave_update_the_participant_list() {
     );
     assert_eq!(hub.members(&room).expect("members").len(), 1);
     match follower.process(&room, &commit.commit).expect("process") {
-        Processed::Commit { removed, .. } => assert_eq!(removed, vec![bob]),
+        Processed::Commit {
+            removed,
+            removed_by,
+            ..
+        } => {
+            assert_eq!(removed, vec![bob]);
+            // He proposed his own removal, although alice committed it: nobody removed him.
+            assert_eq!(removed_by, Vec::new());
+        }
         other => panic!("expected a commit, got {other:?}"),
     }
 }

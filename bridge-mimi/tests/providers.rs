@@ -1659,3 +1659,137 @@ async fn when_the_mimi_room_is_unlinked_the_puppets_in_it_leave() {
 async fn when_a_far_side_is_unlinked_its_users_puppets_leave_the_mimi_room() {
     carols_puppet_leaves_when_the_follower_unlinks(Link::new("far", "far-room")).await;
 }
+
+/// A moderator's `action` on `target` (adapter, user), submitted on `side`'s far side.
+async fn moderate(
+    side: &Side,
+    id: &str,
+    target: (&str, &str),
+    action: bridge_core::ModerationAction,
+) {
+    let event = inbound("far-room")
+        .id(id)
+        .from("mod")
+        .moderator()
+        .kind(EventKind::Moderation {
+            target: bridge_core::Sender {
+                adapter: target.0.into(),
+                user: bridge_core::RemoteUserId::new(target.1),
+                display_name: None,
+                avatar: None,
+            },
+            action,
+            reason: Some("spam".into()),
+        });
+    let submitted = side.far.submit(event).await.expect("submitted");
+    assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
+}
+
+/// A moderator of the hub's far side bans carol, a user of the follower's far side whom the
+/// room shows by her MIMI user `mimi://follower.example/u/carol`. The hub's bot bans that user
+/// in the group, and the follower tells its far side that the hub's bot banned carol herself
+/// (her own network then does the same). Unbanned, she speaks again and is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_at_the_hub_reaches_the_users_own_network_and_an_unban_lets_them_back() {
+    use bridge_core::ModerationAction;
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    say(&follower, "f1", "carol", "hello").await;
+    received(&hub, 1).await;
+    let carol = ("mimi", "mimi://follower.example/u/carol");
+    moderate(&hub, "h1", carol, ModerationAction::Ban).await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let ban = loop {
+        let found = follower
+            .far
+            .sent()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::Moderation { .. }));
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no moderation reached the follower's far side: {:?}",
+            follower.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match &ban.kind {
+        EventKind::Moderation { target, action, .. } => {
+            assert_eq!(
+                (target.adapter.as_str(), target.user.as_str()),
+                ("far", "carol")
+            );
+            assert_eq!(*action, ModerationAction::Ban);
+        }
+        other => panic!("not a moderation: {other:?}"),
+    }
+    assert_eq!(
+        ban.sender.user.as_str(),
+        format!("mimi://hub.example/u/{}", bridge_mimi::adapter::BOT_USER),
+        "banned by the hub's bot"
+    );
+    // No line of text stands in for it on either side: both carried the ban itself.
+    assert!(
+        !messages(&hub)
+            .iter()
+            .chain(messages(&follower).iter())
+            .any(|e| body(&e.kind).contains("banned")),
+        "{:?}",
+        follower.far.sent()
+    );
+
+    moderate(&hub, "h2", carol, ModerationAction::Unban).await;
+    say(&follower, "f2", "carol", "back again").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !messages(&hub).iter().any(|e| body(&e.kind) == "back again") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carol was not heard after the unban: {:?}",
+            hub.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
+
+/// A moderator of the follower's far side kicks alice, a user of the hub's far side: only the
+/// room's hub may remove a MIMI participant, so the follower sends the core's line of text
+/// instead, and the hub's side reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_of_a_mimi_user_at_a_follower_is_said_in_words() {
+    use bridge_core::ModerationAction;
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    // The follower joins the room when one of its users first speaks.
+    say(&follower, "f1", "mod", "I moderate here").await;
+    received(&hub, 1).await;
+    say(&hub, "h1", "alice", "hello").await;
+    received(&follower, 1).await;
+    moderate(
+        &follower,
+        "f2",
+        ("mimi", "mimi://hub.example/u/alice"),
+        ModerationAction::Kick,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !messages(&hub)
+        .iter()
+        .any(|e| body(&e.kind).contains("kicked"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line of text about the kick: {:?}",
+            hub.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}

@@ -456,6 +456,21 @@ impl Running {
         Ok(())
     }
 
+    /// `users`' puppets joined `room` (the hub's Welcome): their requests to join are
+    /// answered, so that a puppet taken out later asks again at once when it speaks again,
+    /// not [`JOIN_PATIENCE_MS`] after it first asked.
+    pub(crate) fn joined(
+        &self,
+        room: &RoomUri,
+        users: &[UserUri],
+    ) -> Result<(), bridge_core::StoreError> {
+        for user in users {
+            let joining_key = format!("{JOINING}{room}/{user}");
+            self.ctx.store().delete(joining_key.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Asks the hub of `room` to add `user`'s puppet (a new member's Add proposal in an
     /// `/update`, docs/mimi.md "Adapter"); the Welcome comes later by `/notify`. Returns the
     /// error `send` answers meanwhile: transient, so the core tries again once joined.
@@ -789,6 +804,78 @@ impl Running {
         }
     }
 
+    /// A moderator of another network kicked, banned or unbanned `target` in `room`.
+    ///
+    /// - `target` is someone of another network, shown here by a puppet: a kick or a ban takes
+    ///   the puppet out as [`Self::membership`] does (as hub, the bot removes it, a ban keeping
+    ///   its entry as banned; as follower, it leaves). An unban changes nothing.
+    /// - `target` is a MIMI user of a room we host: the bot, a group admin, removes their
+    ///   clients and participant-list entry (kick), keeps the entry as banned (ban, which the
+    ///   hub's policy check then holds against their provider adding them again), or takes a
+    ///   banned entry off the list (unban), in one commit fanned out to the followers. A user
+    ///   not in the room is not kicked again; a ban of someone not listed is refused as
+    ///   unsupported, so the core sends its text line instead.
+    /// - A MIMI user of a room hosted elsewhere: only that room's hub may, so `Unsupported`
+    ///   (the core's text line).
+    ///
+    /// MIMI has no field for the reason; it is not carried.
+    async fn moderate(
+        &self,
+        room: &RoomUri,
+        target: &bridge_core::Sender,
+        action: bridge_core::ModerationAction,
+    ) -> Result<(), AdapterError> {
+        use bridge_core::{MembershipChange as M, ModerationAction as A};
+        if target.adapter != *self.ctx.adapter_id() {
+            let change = match action {
+                A::Kick => M::Kick,
+                A::Ban => M::Ban,
+                A::Unban => return Ok(()),
+            };
+            let puppet = self.puppet_for(&target.adapter, &target.user)?;
+            return self.membership(room, &puppet, change).await;
+        }
+        let user = UserUri::parse(target.user.as_str()).map_err(|e| {
+            AdapterError::Permanent(format!("{} is not a MIMI user URI: {e}", target.user))
+        })?;
+        if !self.is_hub(room) {
+            return Err(AdapterError::Unsupported(format!(
+                "{room} is hosted by {}: only its hub removes or bans its participants",
+                room.domain()
+            )));
+        }
+        let listed = self
+            .mls
+            .participants(room)
+            .map_err(mls_failed)?
+            .into_iter()
+            .find(|p| p.user == user.to_string());
+        let banned = listed
+            .as_ref()
+            .is_some_and(|p| p.role_index == crate::codepoints::ROLE_BANNED);
+        // Read before the commit: the provider of someone removed learns it from this one.
+        let followers = self.followers(room).map_err(mls_failed)?;
+        let output = match action {
+            A::Kick if listed.as_ref().is_some_and(|p| p.present()) => {
+                self.mls.remove_user(room, &self.bot(), &user)
+            }
+            A::Ban if listed.is_some() && !banned => self.mls.ban_user(room, &self.bot(), &user),
+            A::Unban if banned => self.mls.remove_user(room, &self.bot(), &user),
+            A::Ban if listed.is_none() => {
+                return Err(AdapterError::Unsupported(format!(
+                    "{user} is not a participant of {room}: a MIMI ban keeps a participant's entry"
+                )));
+            }
+            // Not in the room, already banned, or not banned: nothing to change.
+            _ => return Ok(()),
+        }
+        .map_err(mls_failed)?;
+        self.queue_commit(room, &followers, output.commit)?;
+        self.ctx.store().flush().await?;
+        info!(%room, %user, action = action.past(), "participant moderated by the bot");
+        Ok(())
+    }
+
     /// Encrypts and hosts the files of `event` (see [`assets`]), by position. A file that can
     /// never be fetched (gone, too large) is sent as an unencrypted link to where it was, with
     /// the reason as its description; a passing failure is returned, so the send is retried.
@@ -986,6 +1073,13 @@ impl Running {
                 puppet: Some(RemoteUserId::new(user.to_string())),
             });
         }
+        if let EventKind::Moderation { target, action, .. } = &event.kind {
+            self.moderate(&room, target, *action).await?;
+            return Ok(Delivered {
+                native_id: None,
+                puppet: Some(RemoteUserId::new(user.to_string())),
+            });
+        }
         if let EventKind::Role { role } = &event.kind {
             self.role(&room, &user, *role).await?;
             return Ok(Delivered {
@@ -1155,6 +1249,9 @@ impl Adapter for MimiAdapter {
         caps.room_name = true;
         // Set by the hub (a participant's role); a follower refuses (group admins only).
         caps.roles = true;
+        // Done by the hub's bot; a follower refuses for MIMI users (the core's text line) and
+        // takes the puppets of others out.
+        caps.moderation = true;
         caps.attachments = Some(AttachmentLimit {
             max_bytes: Some(self.settings.max_file_bytes),
         });

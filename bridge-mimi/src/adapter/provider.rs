@@ -304,6 +304,60 @@ impl Handler {
         Ok(pending)
     }
 
+    /// Our puppets that another member took out of `room` (`removed_by`: puppet, remover),
+    /// handed to the core as that member's [`EventKind::Moderation`] of the user each puppet
+    /// stands for: a ban when the list after the commit (`after`) keeps the puppet as banned, a
+    /// kick otherwise. The user's own network then does the same to them, as it does for a
+    /// moderator of any network. (A puppet's own leave is no one's moderation, and
+    /// [`Self::memberships`] leaves our puppets to the core, which made them.)
+    ///
+    /// [`EventKind::Moderation`]: bridge_core::EventKind::Moderation
+    fn removals(
+        &self,
+        room: &RoomUri,
+        removed_by: &[(UserUri, UserUri)],
+        after: &[crate::mls::Participant],
+        epoch: u64,
+    ) -> Result<Vec<Pending>, ProviderError> {
+        use bridge_core::{EventKind, ModerationAction};
+        let mut pending = Vec::new();
+        for (puppet, by) in removed_by {
+            let Some((adapter, user)) = self.0.stands_for(&puppet.to_string()) else {
+                warn!(%room, %puppet, "a puppet we do not know of was removed");
+                continue;
+            };
+            let banned = after.iter().any(|p| {
+                p.user == puppet.to_string() && p.role_index == crate::codepoints::ROLE_BANNED
+            });
+            let (verb, action) = if banned {
+                ("banned", ModerationAction::Ban)
+            } else {
+                ("kicked", ModerationAction::Kick)
+            };
+            info!(%room, %puppet, %by, action = verb, "a puppet of ours was taken out of the room");
+            let mut event = InboundEvent::new(
+                room.to_string(),
+                Some(bridge_core::RemoteEventId::new(format!(
+                    "{verb}/{epoch}/{puppet}"
+                ))),
+                by.to_string(),
+                EventKind::Moderation {
+                    target: bridge_core::Sender {
+                        adapter,
+                        user,
+                        display_name: None,
+                        avatar: None,
+                    },
+                    action,
+                    reason: None,
+                },
+            );
+            event.sender.display_name = Some(display_name(by));
+            pending.push(self.0.ctx.enqueue(event).map_err(internal)?);
+        }
+        Ok(pending)
+    }
+
     /// Hands a decrypted message to the core (not waiting for durability), unless it is the
     /// echo of one of our puppets or cannot be shown (logged: retrying would not help).
     fn enqueue(
@@ -661,8 +715,9 @@ impl Provider for Handler {
                 Ok(Processed::Commit {
                     epoch,
                     participants,
+                    removed_by,
                     ..
-                }) => committed = Some((epoch, participants)),
+                }) => committed = Some((epoch, participants, removed_by)),
                 Ok(_) => {}
                 Err(e) => return update_refusal(e),
             }
@@ -726,8 +781,9 @@ impl Provider for Handler {
             }
             joins_and_leaves =
                 self.memberships(&room, &before, &output.participants, output.epoch)?;
-        } else if let Some((epoch, participants)) = &committed {
+        } else if let Some((epoch, participants, removed_by)) = &committed {
             joins_and_leaves = self.memberships(&room, &before, participants, *epoch)?;
+            joins_and_leaves.extend(self.removals(&room, removed_by, participants, *epoch)?);
         }
         for (domain, welcome) in welcomed {
             match bodies.iter_mut().find(|(d, _)| *d == domain) {
@@ -881,7 +937,15 @@ impl Provider for Handler {
                         _ => None,
                     };
                     match self.0.mls.join(welcome.as_bytes(), tree) {
-                        Ok(_) | Err(MlsError::NotForUs) => {
+                        Ok(joined) => {
+                            if let Processed::Joined { room, users } = &joined {
+                                self.0.joined(room, users).map_err(internal)?;
+                            }
+                            self.link_if_direct(&room).await?;
+                            looked = true;
+                            Ok(())
+                        }
+                        Err(MlsError::NotForUs) => {
                             // A replayed Welcome (NotForUs: already used) may follow a
                             // link that failed: look again.
                             self.link_if_direct(&room).await?;
@@ -898,11 +962,18 @@ impl Provider for Handler {
                         Ok(Processed::Commit {
                             epoch,
                             participants,
+                            removed_by,
                             ..
                         }) if !before.is_empty() => {
                             pending.extend(
                                 self.memberships(&room, &before, &participants, epoch)?
                                     .into_iter()
+                                    .chain(self.removals(
+                                        &room,
+                                        &removed_by,
+                                        &participants,
+                                        epoch,
+                                    )?)
                                     .map(Some),
                             );
                             let metadata_after = self.0.mls.room_metadata(&room).ok().flatten();

@@ -151,6 +151,7 @@ impl MlsHost {
                 epoch: group.group_context().epoch().as_u64(),
                 participants: participants_in(group.group_context().extensions())?,
                 removed: Vec::new(),
+                removed_by: Vec::new(),
             })
         })
     }

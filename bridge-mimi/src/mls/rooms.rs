@@ -103,6 +103,9 @@ pub enum Processed {
         participants: Vec<Participant>,
         /// Local puppets the commit removed.
         removed: Vec<UserUri>,
+        /// Those of `removed` taken out by another member (a moderator, or the hub's bot
+        /// standing for one), with that member's user: not their own leave.
+        removed_by: Vec<(UserUri, UserUri)>,
     },
     /// A proposal was queued for the next commit.
     Proposal,
@@ -1473,11 +1476,15 @@ impl MlsHost {
     ) -> Result<Option<Processed>, MlsError> {
         let mut outcome = None;
         let mut removed = Vec::new();
+        let mut removed_by = Vec::new();
         for user in self.local_members(record)? {
             if Some(&user) == except {
                 continue;
             }
             let (result, gone) = self.process_as(tx, room, &user, from, bytes)?;
+            if let Processed::Commit { removed_by: by, .. } = &result {
+                removed_by.extend(by.iter().cloned());
+            }
             // A member that stays reports the new epoch and list; a removed one only if no
             // member stays.
             if gone {
@@ -1493,8 +1500,14 @@ impl MlsHost {
                 .local_members
                 .retain(|u| !removed.iter().any(|r| r.to_string() == *u));
             self.put_record(tx, &room_key(room), &record)?;
-            if let Some(Processed::Commit { removed: r, .. }) = &mut outcome {
+            if let Some(Processed::Commit {
+                removed: r,
+                removed_by: by,
+                ..
+            }) = &mut outcome
+            {
                 *r = removed;
+                *by = removed_by;
             }
         }
         Ok(outcome)
@@ -1560,6 +1573,19 @@ impl MlsHost {
         if let Some(domain) = from {
             may_commit(&group, &sender, domain, &staged, external)?;
         }
+        // Who removed `user`'s client: another member (a removal by value is the committer's),
+        // or nobody when it proposed its own removal (a leave).
+        let own = group.own_leaf_index();
+        let removed_by = staged
+            .remove_proposals()
+            .find(|q| q.remove_proposal().removed() == own)
+            .and_then(|q| match q.sender() {
+                Sender::Member(leaf) if *leaf != own => user_of_leaf(&group, *leaf),
+                _ => None,
+            })
+            .filter(|by| by != user)
+            .map(|by| vec![(user.clone(), by)])
+            .unwrap_or_default();
         group
             .merge_staged_commit(&provider, staged)
             .map_err(|e| mls_err("merge commit")(&e))?;
@@ -1567,6 +1593,7 @@ impl MlsHost {
             epoch: group.epoch().as_u64(),
             participants: participants_of(&group)?,
             removed: Vec::new(),
+            removed_by,
         };
         let gone = !group.is_active();
         if gone {
