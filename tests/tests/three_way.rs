@@ -26,7 +26,8 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use bridge_core::testkit::{MemoryAdapter, MemoryHandle, inbound};
 use bridge_core::{
     Adapter, AdapterId, Attachment, Capabilities, Core, EventKind, InboundEvent, Link,
-    MembershipChange, OutboundEvent, Role, RoomSettings, SledStore, Store, Submitted,
+    MembershipChange, ModerationAction, OutboundEvent, Role, RoomSettings, SledStore, Store,
+    Submitted,
 };
 use bridge_mimi::MimiAdapter;
 use bridge_tests::far::{body_of, serve_file};
@@ -362,6 +363,67 @@ impl Hub {
         })
         .await?;
         Ok(())
+    }
+
+    /// How many times dana's side saw someone whose MIMI URI holds `user` join.
+    fn joins_of(&self, user: &str) -> usize {
+        self.dana
+            .sent()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Join,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains(user)
+            })
+            .count()
+    }
+
+    /// The MIMI user (URI) whose `nth` join (from 1) dana's side saw, of someone whose URI
+    /// holds `user`: once it came.
+    async fn joined_as(&self, user: &str, nth: usize) -> Result<String> {
+        while self.joins_of(user) < nth {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let joined = self
+            .wait(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Membership {
+                        change: MembershipChange::Join,
+                        ..
+                    }
+                ) && e.sender.user.as_str().contains(user)
+            })
+            .await?;
+        Ok(joined.sender.user.to_string())
+    }
+
+    /// Dana, a moderator of her network, does `action` to the MIMI user `target` (native ID
+    /// `id`), as her network's adapter reports a moderator's kick, ban or unban.
+    async fn moderate(&self, id: &str, target: &str, action: ModerationAction) -> Result<()> {
+        let target = bridge_core::Sender {
+            adapter: AdapterId::new("mimi"),
+            user: bridge_core::RemoteUserId::new(target),
+            display_name: None,
+            avatar: None,
+        };
+        self.submit(
+            inbound(DANA_ROOM)
+                .id(id)
+                .from("dana")
+                .named("Dana")
+                .moderator()
+                .kind(EventKind::Moderation {
+                    target,
+                    action,
+                    reason: Some("off topic".into()),
+                }),
+        )
+        .await
     }
 
     /// Waits until dana's side saw `user` (a part of their ID) go `times` times in all: left,
@@ -2464,16 +2526,56 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         .check(KICK, Net::Matrix, Net::Mimi, hub.departed("zoe", 1))
         .await;
     let _ = zoe.quit().await;
-    for to in [Net::Xmpp, Net::Matrix] {
-        table.not_carried(
-            KICK,
-            Net::Mimi,
-            to,
-            "the MIMI room here is hosted by the other provider: its group admins remove \
-             participants, which reaches the bridge as their leaving (the leave row), with no \
-             moderator to carry.",
-        );
-    }
+    // Dana, a moderator of her network, kicks the MIMI user of yan (of the MUC) and then bob's
+    // (back in the Matrix room): the hub's bot takes each out of the MIMI room, and the
+    // bridge here, seeing its puppet taken out by another member, kicks the user where they
+    // are.
+    let yan_jid = format!("{}@localhost", fresh("yan"));
+    let yan_id = yan_jid.split('@').next().unwrap_or_default().to_owned();
+    let mut yan = XmppHuman::start(&yan_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("yan online");
+    yan.join(&muc, "Yan").await.expect("yan joins");
+    table
+        .check(KICK, Net::Mimi, Net::Xmpp, async {
+            let mimi_user = hub.joined_as(&yan_id, 1).await?;
+            hub.moderate("dana-kicks-yan", &mimi_user, ModerationAction::Kick)
+                .await?;
+            let p = yan
+                .wait_presence(|p| {
+                    p["type"] == "unavailable"
+                        && p["status_codes"]
+                            .as_array()
+                            .is_some_and(|c| c.contains(&json!(307)) && c.contains(&json!(110)))
+                })
+                .await?;
+            ensure!(p["nick"] == "Yan", "{p}");
+            Ok(())
+        })
+        .await;
+    let _ = yan.quit().await;
+    let bob_joins = hub.joins_of("bob");
+    let mut bob = MatrixHuman::start("bob", "bobpass", &hs)
+        .await
+        .expect("bob logs in again");
+    bob.join(&room).await.expect("bob joins again");
+    let bob_id = bob.user_id().to_owned();
+    table
+        .check(KICK, Net::Mimi, Net::Matrix, async {
+            let mimi_user = hub.joined_as("bob", bob_joins + 1).await?;
+            hub.moderate("dana-kicks-bob", &mimi_user, ModerationAction::Kick)
+                .await?;
+            carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == bob_id.as_str()
+                        && e["content"]["membership"] == "leave"
+                        && e["sender"] != bob_id.as_str()
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
 
     // ================================================================ ban
     // A ban crosses the same way, by address. Xavier bans alice's occupant (its JID made an
@@ -2580,16 +2682,52 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         Err(e) => table.skipped(BAN, Net::Matrix, Net::Xmpp, &format!("wes's ghost: {e}")),
     }
     let _ = wes.quit().await;
-    for to in [Net::Xmpp, Net::Matrix] {
-        table.not_carried(
-            BAN,
-            Net::Mimi,
-            to,
-            "the MIMI room here is hosted by the other provider: its group admins ban \
-             participants, which reaches the bridge as their leaving (the leave row), with no \
-             moderator to carry.",
-        );
-    }
+    // Dana bans the MIMI user of vic (of the MUC) and bob's (back again): each is banned
+    // where they are, vic unable to join the MUC again.
+    let vic_jid = format!("{}@localhost", fresh("vic"));
+    let vic_id = vic_jid.split('@').next().unwrap_or_default().to_owned();
+    let mut vic = XmppHuman::start(&vic_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .expect("vic online");
+    vic.join(&muc, "Vic").await.expect("vic joins");
+    table
+        .check(BAN, Net::Mimi, Net::Xmpp, async {
+            let mimi_user = hub.joined_as(&vic_id, 1).await?;
+            hub.moderate("dana-bans-vic", &mimi_user, ModerationAction::Ban)
+                .await?;
+            vic.wait_presence(|p| {
+                p["type"] == "unavailable"
+                    && p["status_codes"]
+                        .as_array()
+                        .is_some_and(|c| c.contains(&json!(301)) && c.contains(&json!(110)))
+            })
+            .await?;
+            ensure!(
+                vic.join(&muc, "Vic").await.is_err(),
+                "vic could join the MUC he is banned from"
+            );
+            Ok(())
+        })
+        .await;
+    let _ = vic.quit().await;
+    let bob_joins = hub.joins_of("bob");
+    bob.join(&room).await.expect("bob joins once more");
+    table
+        .check(BAN, Net::Mimi, Net::Matrix, async {
+            let mimi_user = hub.joined_as("bob", bob_joins + 1).await?;
+            hub.moderate("dana-bans-bob", &mimi_user, ModerationAction::Ban)
+                .await?;
+            carol
+                .wait_timeline(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == bob_id.as_str()
+                        && e["content"]["membership"] == "ban"
+                })
+                .await?;
+            Ok(())
+        })
+        .await;
+    let _ = bob.quit().await;
 
     // ================================================================ nick / display name
     const NICK: &str = "nick / display name";

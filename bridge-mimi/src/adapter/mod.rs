@@ -61,6 +61,51 @@ const PUPPET: &str = "a/puppet/";
 const JOINING: &str = "a/joining/";
 /// How long a join request is waited for before it is sent again.
 const JOIN_PATIENCE_MS: u64 = 30_000;
+
+/// A puppet's request to join a room hosted elsewhere (`a/joining/<room>/<user>`).
+#[derive(Debug, PartialEq, Eq)]
+enum JoinRequest {
+    /// Asked at `at` (ms), for event `by` (none in records written before events were noted).
+    Pending { at: u64, by: Option<String> },
+    /// The hub's Welcome answered the request of event `by`.
+    Done { by: String },
+}
+
+impl JoinRequest {
+    /// `<ms>`, `<ms> <event ID>` or `done <event ID>`.
+    fn encode(&self) -> String {
+        match self {
+            Self::Pending { at, by: None } => at.to_string(),
+            Self::Pending { at, by: Some(by) } => format!("{at} {by}"),
+            Self::Done { by } => format!("done {by}"),
+        }
+    }
+
+    /// What [`Self::encode`] wrote; `None` for anything else.
+    fn decode(value: &str) -> Option<Self> {
+        if let Some(by) = value.strip_prefix("done ") {
+            return Some(Self::Done { by: by.to_owned() });
+        }
+        let (at, by) = match value.split_once(' ') {
+            Some((at, by)) => (at, Some(by.to_owned())),
+            None => (value, None),
+        };
+        Some(Self::Pending {
+            at: at.parse().ok()?,
+            by,
+        })
+    }
+
+    /// The request stored under `key`, if any (an unreadable one counts as none).
+    fn read(
+        store: &bridge_core::AdapterStore,
+        key: &str,
+    ) -> Result<Option<Self>, bridge_core::StoreError> {
+        Ok(store
+            .get(key.as_bytes())?
+            .and_then(|v| Self::decode(&String::from_utf8_lossy(&v))))
+    }
+}
 /// When the core should try a send again while its puppet joins.
 const JOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -456,17 +501,25 @@ impl Running {
         Ok(())
     }
 
-    /// `users`' puppets joined `room` (the hub's Welcome): their requests to join are
-    /// answered, so that a puppet taken out later asks again at once when it speaks again,
-    /// not [`JOIN_PATIENCE_MS`] after it first asked.
+    /// `users`' puppets joined `room` (the hub's Welcome): each request to join is marked
+    /// answered, with the event that asked ([`JoinRequest::Done`]). A retry of that event
+    /// is then done even if the puppet was taken out meanwhile, and anything else asks again
+    /// at once, not [`JOIN_PATIENCE_MS`] after the first request.
     pub(crate) fn joined(
         &self,
         room: &RoomUri,
         users: &[UserUri],
     ) -> Result<(), bridge_core::StoreError> {
+        let store = self.ctx.store();
         for user in users {
-            let joining_key = format!("{JOINING}{room}/{user}");
-            self.ctx.store().delete(joining_key.as_bytes())?;
+            let key = format!("{JOINING}{room}/{user}");
+            match JoinRequest::read(store, &key)? {
+                Some(JoinRequest::Pending { by: Some(by), .. }) => {
+                    store.put(key.as_bytes(), JoinRequest::Done { by }.encode().as_bytes())?;
+                }
+                Some(_) => store.delete(key.as_bytes())?,
+                None => {}
+            }
         }
         Ok(())
     }
@@ -474,14 +527,17 @@ impl Running {
     /// Asks the hub of `room` to add `user`'s puppet (a new member's Add proposal in an
     /// `/update`, docs/mimi.md "Adapter"); the Welcome comes later by `/notify`. Returns the
     /// error `send` answers meanwhile: transient, so the core tries again once joined.
-    async fn ask_to_join(&self, room: &RoomUri, user: &UserUri) -> AdapterError {
+    ///
+    /// `asking` is the event that needs the puppet in the room; it is remembered with the
+    /// request (see [`Self::joined`]).
+    async fn ask_to_join(&self, room: &RoomUri, user: &UserUri, asking: &str) -> AdapterError {
         let store = self.ctx.store();
         let joining_key = format!("{JOINING}{room}/{user}");
-        let asked = store
-            .get(joining_key.as_bytes())
-            .ok()
-            .flatten()
-            .and_then(|t| String::from_utf8_lossy(&t).parse::<u64>().ok());
+        let asked = match JoinRequest::read(store, &joining_key) {
+            Ok(Some(JoinRequest::Pending { at, .. })) => Some(at),
+            Ok(_) => None,
+            Err(e) => return e.into(),
+        };
         let waiting = AdapterError::Transient {
             message: format!("{user} is joining {room}: waiting for the hub's Welcome"),
             retry_after: Some(JOIN_RETRY),
@@ -519,8 +575,11 @@ impl Running {
             };
             match answer.result {
                 UpdateResult::Success { .. } => {
-                    let now = now_ms().to_string();
-                    if let Err(e) = store.put(joining_key.as_bytes(), now.as_bytes()) {
+                    let request = JoinRequest::Pending {
+                        at: now_ms(),
+                        by: Some(asking.to_owned()),
+                    };
+                    if let Err(e) = store.put(joining_key.as_bytes(), request.encode().as_bytes()) {
                         return e.into();
                     }
                     info!(%room, %user, "asked the hub to join");
@@ -606,7 +665,7 @@ impl Running {
                 continue;
             }
             if let Err(e) = self
-                .membership(&room, &member, bridge_core::MembershipChange::Leave)
+                .membership(&room, &member, bridge_core::MembershipChange::Leave, "")
                 .await
             {
                 tracing::warn!(%room, user = %member, error = %e,
@@ -729,6 +788,7 @@ impl Running {
         room: &RoomUri,
         user: &UserUri,
         change: bridge_core::MembershipChange,
+        asking: &str,
     ) -> Result<(), AdapterError> {
         use bridge_core::MembershipChange as M;
         let members = match self.mls.local_members_of(room) {
@@ -748,8 +808,20 @@ impl Running {
                 self.mls.ensure_client(user).map_err(mls_failed)?;
                 self.add_local(room, user)
             }
-            // Joined once the hub's Welcome arrives: the core retries until then.
-            M::Join => Err(self.ask_to_join(room, user).await),
+            // Joined once the hub's Welcome arrives: the core retries until then. A retry that
+            // comes after the Welcome, once the puppet was taken out again (a kick while the
+            // retry waited), is done: asking again would undo the removal.
+            M::Join => {
+                let key = format!("{JOINING}{room}/{user}");
+                match JoinRequest::read(self.ctx.store(), &key)? {
+                    Some(JoinRequest::Done { by }) if by == asking => {
+                        self.ctx.store().delete(key.as_bytes())?;
+                        info!(%room, %user, "joined, and taken out since: not asking again");
+                        Ok(())
+                    }
+                    _ => Err(self.ask_to_join(room, user, asking).await),
+                }
+            }
             M::Leave | M::Kick | M::Ban if member && self.is_hub(room) => {
                 let followers = self.followers(room).map_err(mls_failed)?;
                 let output = if change == M::Ban {
@@ -833,7 +905,7 @@ impl Running {
                 A::Unban => return Ok(()),
             };
             let puppet = self.puppet_for(&target.adapter, &target.user)?;
-            return self.membership(room, &puppet, change).await;
+            return self.membership(room, &puppet, change, "").await;
         }
         let user = UserUri::parse(target.user.as_str()).map_err(|e| {
             AdapterError::Permanent(format!("{} is not a MIMI user URI: {e}", target.user))
@@ -1067,7 +1139,8 @@ impl Running {
             });
         }
         if let EventKind::Membership { change, .. } = &event.kind {
-            self.membership(&room, &user, *change).await?;
+            self.membership(&room, &user, *change, &event.id.to_string())
+                .await?;
             return Ok(Delivered {
                 native_id: None,
                 puppet: Some(RemoteUserId::new(user.to_string())),
@@ -1152,7 +1225,7 @@ impl Running {
                 };
                 if !members.contains(&user) {
                     if !self.is_hub(&room) {
-                        return Err(self.ask_to_join(&room, &user).await);
+                        return Err(self.ask_to_join(&room, &user, &event.id.to_string()).await);
                     }
                     self.mls.ensure_client(&user).map_err(mls_failed)?;
                     self.add_local(&room, &user)?;
@@ -1380,4 +1453,34 @@ async fn prune_now_and_then(
 /// Serialises an openmls object (a KeyPackage) to its bytes.
 pub(crate) fn to_bytes(value: &impl tls_codec::Serialize) -> Result<Vec<u8>, String> {
     value.tls_serialize_detached().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod join_request_tests {
+    use super::JoinRequest;
+
+    #[test]
+    fn join_requests_read_back_what_was_written_and_older_records() {
+        for request in [
+            JoinRequest::Pending { at: 17, by: None },
+            JoinRequest::Pending {
+                at: 1_700_000_000_000,
+                by: Some("01M8MPEVTR000E3R2RKEE9B9RR".into()),
+            },
+            JoinRequest::Done {
+                by: "01M8MPEVTR000E3R2RKEE9B9RR".into(),
+            },
+        ] {
+            assert_eq!(JoinRequest::decode(&request.encode()), Some(request));
+        }
+        // What versions before the asking event was noted wrote: the time alone.
+        assert_eq!(
+            JoinRequest::decode("1700000000000"),
+            Some(JoinRequest::Pending {
+                at: 1_700_000_000_000,
+                by: None
+            })
+        );
+        assert_eq!(JoinRequest::decode("not a time"), None);
+    }
 }
