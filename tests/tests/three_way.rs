@@ -567,6 +567,48 @@ async fn role_in_muc(human: &mut XmppHuman, nick: &str, role: &str) -> Result<()
     Ok(())
 }
 
+/// A new XMPP user `<name>-…@localhost` online and in `muc` as `nick`, with the local part of
+/// their address (what their MIMI user's URI holds).
+async fn newcomer(name: &str, nick: &str, muc: &str) -> (XmppHuman, String) {
+    let jid = format!("{}@localhost", fresh(name));
+    let mut human = XmppHuman::start(&jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
+        .await
+        .unwrap_or_else(|e| panic!("{name} is not online: {e:#}"));
+    human
+        .join(muc, nick)
+        .await
+        .unwrap_or_else(|e| panic!("{name} does not join: {e:#}"));
+    let local = jid.split('@').next().unwrap_or_default().to_owned();
+    (human, local)
+}
+
+/// Waits until `human`'s own occupant is taken out of the MUC with status `code` (307 kicked,
+/// 301 banned); returns that presence.
+async fn taken_out(human: &mut XmppHuman, code: u16) -> Result<Value> {
+    human
+        .wait_presence(|p| {
+            p["type"] == "unavailable"
+                && p["status_codes"]
+                    .as_array()
+                    .is_some_and(|c| c.contains(&json!(code)) && c.contains(&json!(110)))
+        })
+        .await
+}
+
+/// Waits until `human` sees `user` leave `room` by someone else's doing (a kick).
+async fn kicked_from(human: &mut MatrixHuman, room: &str, user: &str) -> Result<()> {
+    human
+        .wait_timeline(|e| {
+            e["room_id"] == room
+                && e["type"] == "m.room.member"
+                && e["state_key"] == user
+                && e["content"]["membership"] == "leave"
+                && e["sender"] != user
+        })
+        .await?;
+    Ok(())
+}
+
 /// What a MIMI adapter's declared capabilities say a feature needs, and why MIMI has none.
 fn mimi_lacks(caps: &Capabilities, feature: &str) -> Option<&'static str> {
     match feature {
@@ -2457,17 +2499,12 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 .expect("xavier kicks bob's occupant");
             let bob_id = bob.user_id().to_owned();
             table
-                .check(KICK, Net::Xmpp, Net::Matrix, async {
-                    carol
-                        .wait_timeline(|e| {
-                            e["type"] == "m.room.member"
-                                && e["state_key"] == bob_id.as_str()
-                                && e["content"]["membership"] == "leave"
-                                && e["sender"] != bob_id.as_str()
-                        })
-                        .await?;
-                    Ok(())
-                })
+                .check(
+                    KICK,
+                    Net::Xmpp,
+                    Net::Matrix,
+                    kicked_from(&mut carol, &room, &bob_id),
+                )
                 .await;
             table
                 .check(
@@ -2486,11 +2523,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         }
     }
     let _ = bob.quit().await;
-    let zoe_jid = format!("{}@localhost", fresh("zoe"));
-    let mut zoe = XmppHuman::start(&zoe_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
-        .await
-        .expect("zoe online");
-    zoe.join(&muc, "Zoe").await.expect("zoe joins");
+    let (mut zoe, _) = newcomer("zoe", "Zoe", &muc).await;
     let zoe_ghost = carol
         .wait_timeline(|e| {
             e["type"] == "m.room.member"
@@ -2507,14 +2540,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
                 .expect("carol kicks zoe's ghost");
             table
                 .check(KICK, Net::Matrix, Net::Xmpp, async {
-                    let p = zoe
-                        .wait_presence(|p| {
-                            p["type"] == "unavailable"
-                                && p["status_codes"].as_array().is_some_and(|c| {
-                                    c.contains(&json!(307)) && c.contains(&json!(110))
-                                })
-                        })
-                        .await?;
+                    let p = taken_out(&mut zoe, 307).await?;
                     ensure!(p["nick"] == "Zoe", "{p}");
                     Ok(())
                 })
@@ -2530,25 +2556,13 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     // (back in the Matrix room): the hub's bot takes each out of the MIMI room, and the
     // bridge here, seeing its puppet taken out by another member, kicks the user where they
     // are.
-    let yan_jid = format!("{}@localhost", fresh("yan"));
-    let yan_id = yan_jid.split('@').next().unwrap_or_default().to_owned();
-    let mut yan = XmppHuman::start(&yan_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
-        .await
-        .expect("yan online");
-    yan.join(&muc, "Yan").await.expect("yan joins");
+    let (mut yan, yan_id) = newcomer("yan", "Yan", &muc).await;
     table
         .check(KICK, Net::Mimi, Net::Xmpp, async {
             let mimi_user = hub.joined_as(&yan_id, 1).await?;
             hub.moderate("dana-kicks-yan", &mimi_user, ModerationAction::Kick)
                 .await?;
-            let p = yan
-                .wait_presence(|p| {
-                    p["type"] == "unavailable"
-                        && p["status_codes"]
-                            .as_array()
-                            .is_some_and(|c| c.contains(&json!(307)) && c.contains(&json!(110)))
-                })
-                .await?;
+            let p = taken_out(&mut yan, 307).await?;
             ensure!(p["nick"] == "Yan", "{p}");
             Ok(())
         })
@@ -2565,15 +2579,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             let mimi_user = hub.joined_as("bob", bob_joins + 1).await?;
             hub.moderate("dana-kicks-bob", &mimi_user, ModerationAction::Kick)
                 .await?;
-            carol
-                .wait_timeline(|e| {
-                    e["type"] == "m.room.member"
-                        && e["state_key"] == bob_id.as_str()
-                        && e["content"]["membership"] == "leave"
-                        && e["sender"] != bob_id.as_str()
-                })
-                .await?;
-            Ok(())
+            kicked_from(&mut carol, &room, &bob_id).await
         })
         .await;
 
@@ -2627,11 +2633,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
         }
     }
     let _ = alice.quit().await;
-    let wes_jid = format!("{}@localhost", fresh("wes"));
-    let mut wes = XmppHuman::start(&wes_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
-        .await
-        .expect("wes online");
-    wes.join(&muc, "Wes").await.expect("wes joins");
+    let (mut wes, _) = newcomer("wes", "Wes", &muc).await;
     let wes_ghost = carol
         .wait_timeline(|e| {
             e["type"] == "m.room.member"
@@ -2645,13 +2647,7 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
             carol.ban(&room, &g).await.expect("carol bans wes's ghost");
             table
                 .check(BAN, Net::Matrix, Net::Xmpp, async {
-                    wes.wait_presence(|p| {
-                        p["type"] == "unavailable"
-                            && p["status_codes"]
-                                .as_array()
-                                .is_some_and(|c| c.contains(&json!(301)) && c.contains(&json!(110)))
-                    })
-                    .await?;
+                    taken_out(&mut wes, 301).await?;
                     ensure!(
                         wes.join(&muc, "Wes").await.is_err(),
                         "wes could join the MUC he is banned from"
@@ -2684,24 +2680,13 @@ async fn every_feature_crosses_between_xmpp_matrix_and_mimi() {
     let _ = wes.quit().await;
     // Dana bans the MIMI user of vic (of the MUC) and bob's (back again): each is banned
     // where they are, vic unable to join the MUC again.
-    let vic_jid = format!("{}@localhost", fresh("vic"));
-    let vic_id = vic_jid.split('@').next().unwrap_or_default().to_owned();
-    let mut vic = XmppHuman::start(&vic_jid, "pw", &test_env("BRIDGE_TEST_XMPP_C2S"))
-        .await
-        .expect("vic online");
-    vic.join(&muc, "Vic").await.expect("vic joins");
+    let (mut vic, vic_id) = newcomer("vic", "Vic", &muc).await;
     table
         .check(BAN, Net::Mimi, Net::Xmpp, async {
             let mimi_user = hub.joined_as(&vic_id, 1).await?;
             hub.moderate("dana-bans-vic", &mimi_user, ModerationAction::Ban)
                 .await?;
-            vic.wait_presence(|p| {
-                p["type"] == "unavailable"
-                    && p["status_codes"]
-                        .as_array()
-                        .is_some_and(|c| c.contains(&json!(301)) && c.contains(&json!(110)))
-            })
-            .await?;
+            taken_out(&mut vic, 301).await?;
             ensure!(
                 vic.join(&muc, "Vic").await.is_err(),
                 "vic could join the MUC he is banned from"
