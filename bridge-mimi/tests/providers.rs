@@ -1123,6 +1123,20 @@ async fn received_in(side: &Side, room: &str, from: &str) -> String {
     }
 }
 
+/// Waits until `side`'s far adapter got a message whose body `accept` takes; panics saying
+/// `what` was missing, with everything it got, after [`WAIT`].
+async fn heard(side: &Side, what: &str, accept: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !messages(side).iter().any(|e| accept(&body(&e.kind))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            side.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `user` of `side`'s far network writes to the puppet of the MIMI user `to` (a user of the
 /// other provider): the conversation is opened through the core as an adapter does for a
 /// direct message, then the message is submitted in it.
@@ -1600,15 +1614,7 @@ async fn read_markers_cross_both_ways_as_message_status_reports() {
 
     // After alice's next message, still nothing from zed, and zed never joined.
     say(&hub, "h4", "alice", "again").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !messages(&follower).iter().any(|e| body(&e.kind) == "again") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            follower.far.sent()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    heard(&follower, "alice's message after zed's", |b| b == "again").await;
     let sent = follower.far.sent();
     assert!(
         !sent
@@ -1744,15 +1750,10 @@ async fn a_ban_at_the_hub_reaches_the_users_own_network_and_an_unban_lets_them_b
 
     moderate(&hub, "h2", carol, ModerationAction::Unban).await;
     say(&follower, "f2", "carol", "back again").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !messages(&hub).iter().any(|e| body(&e.kind) == "back again") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "carol was not heard after the unban: {:?}",
-            hub.far.sent()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    heard(&hub, "carol was not heard after the unban", |b| {
+        b == "back again"
+    })
+    .await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
@@ -1778,18 +1779,10 @@ async fn a_kick_of_a_mimi_user_at_a_follower_is_said_in_words() {
         ModerationAction::Kick,
     )
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !messages(&hub)
-        .iter()
-        .any(|e| body(&e.kind).contains("kicked"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no line of text about the kick: {:?}",
-            hub.far.sent()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    heard(&hub, "no line of text about the kick", |b| {
+        b.contains("kicked")
+    })
+    .await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
 }
