@@ -1748,14 +1748,82 @@ async fn a_ban_at_the_hub_reaches_the_users_own_network_and_an_unban_lets_them_b
         follower.far.sent()
     );
 
+    // Her own network has not banned her (this far side does not act on it) and she speaks:
+    // the hub keeps her out, and the follower leaves the message out of the room, no dead
+    // letter.
+    say(&follower, "f2", "carol", "still here?").await;
+    kept_out(&hub, &follower, "still here?").await;
+
     moderate(&hub, "h2", carol, ModerationAction::Unban).await;
-    say(&follower, "f2", "carol", "back again").await;
+    say(&follower, "f3", "carol", "back again").await;
     heard(&hub, "carol was not heard after the unban", |b| {
         b == "back again"
     })
     .await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
+}
+
+/// A banned user of the follower's side speaks while another user of that side keeps the
+/// follower in the group: the follower's copy of the participant list says she is banned, so
+/// her message is left out without asking the hub, and nothing is stuck or dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_users_message_is_left_out_by_the_follower_without_a_dead_letter() {
+    use bridge_core::ModerationAction;
+    logs_to_test_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, follower, _, _) = pair_in_memory(dir.path()).await;
+    say(&follower, "f1", "bob", "hello").await;
+    say(&follower, "f2", "carol", "hi").await;
+    received(&hub, 2).await;
+    moderate(
+        &hub,
+        "h1",
+        ("mimi", "mimi://follower.example/u/carol"),
+        ModerationAction::Ban,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !follower
+        .far
+        .sent()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Moderation { .. }))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ban did not reach the follower's far side: {:?}",
+            follower.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    say(&follower, "f3", "carol", "still here?").await;
+    kept_out(&hub, &follower, "still here?").await;
+    // Bob still speaks.
+    say(&follower, "f4", "bob", "after the ban").await;
+    heard(&hub, "bob was not heard after carol's ban", |b| {
+        b == "after the ban"
+    })
+    .await;
+    follower.core.shutdown().await;
+    hub.core.shutdown().await;
+}
+
+/// `text`, said on `follower`'s far side by a banned user, leaves the follower's outbox
+/// without a dead letter and never reaches `hub`'s far side.
+async fn kept_out(hub: &Side, follower: &Side, text: &str) {
+    settled(follower).await;
+    settled(hub).await;
+    assert_eq!(
+        follower.core.dead_letters().expect("dead letters"),
+        vec![],
+        "a banned user's message became a dead letter"
+    );
+    assert!(
+        !messages(hub).iter().any(|e| body(&e.kind) == text),
+        "{text:?} reached the hub's side: {:?}",
+        hub.far.sent()
+    );
 }
 
 /// A moderator of the follower's far side kicks alice, a user of the hub's far side: only the

@@ -231,6 +231,10 @@ fn mls_failed(e: MlsError) -> AdapterError {
         MlsError::Storage(_) | MlsError::ProposalPending(_) => {
             AdapterError::transient(e.to_string())
         }
+        // The room's policy decided (a banned user, a role that may not send): left out
+        // there and counted as the core does with what a network cannot take, not a dead
+        // letter per message for the admin to look at.
+        MlsError::NotAllowed(why) => AdapterError::Unsupported(why),
         other => AdapterError::Permanent(other.to_string()),
     }
 }
@@ -526,11 +530,21 @@ impl Running {
 
     /// Asks the hub of `room` to add `user`'s puppet (a new member's Add proposal in an
     /// `/update`, docs/mimi.md "Adapter"); the Welcome comes later by `/notify`. Returns the
-    /// error `send` answers meanwhile: transient, so the core tries again once joined.
+    /// error `send` answers meanwhile: transient, so the core tries again once joined;
+    /// `Unsupported` when the room keeps the user out (banned in our copy of the list, or the
+    /// hub's `notAllowed`).
     ///
     /// `asking` is the event that needs the puppet in the room; it is remembered with the
     /// request (see [`Self::joined`]).
     async fn ask_to_join(&self, room: &RoomUri, user: &UserUri, asking: &str) -> AdapterError {
+        // Banned in our copy of the room: the hub would refuse, so it is not asked.
+        if let Ok(list) = self.mls.participants(room)
+            && list.iter().any(|p| {
+                p.user == user.to_string() && p.role_index == crate::codepoints::ROLE_BANNED
+            })
+        {
+            return AdapterError::Unsupported(format!("{user} is banned from {room}"));
+        }
         let store = self.ctx.store();
         let joining_key = format!("{JOINING}{room}/{user}");
         let asked = match JoinRequest::read(store, &joining_key) {
@@ -586,7 +600,15 @@ impl Running {
                     return waiting;
                 }
                 UpdateResult::WrongEpoch { current_epoch } => epoch = current_epoch,
-                _ => {
+                // The hub's policy keeps them out (a ban): as for a refusal of our own.
+                UpdateResult::NotAllowed => {
+                    return AdapterError::Unsupported(format!(
+                        "the hub {} does not let {user} in: {}",
+                        room.domain(),
+                        answer.error_description
+                    ));
+                }
+                UpdateResult::InvalidProposal { .. } => {
                     return AdapterError::Permanent(format!(
                         "the hub {} refused {user}: {}",
                         room.domain(),
