@@ -1043,11 +1043,24 @@ async fn client_mode_survives_deeply_nested_stanzas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_message_through_the_room_reaches_the_remote_user_and_the_answer_comes_back_so() {
-    let room = format!("{}@conference.localhost", fresh("xa-muc-pm"));
     // A room that shows nobody's real JID: the writer is only `room/nick` to the bridge.
+    private_conversation_through_a_room("moderators").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_conversation_through_a_room_that_shows_real_jids_follows_its_writer() {
+    private_conversation_through_a_room("anyone").await;
+}
+
+/// Alice writes privately to Bob's occupant in a room whose `whois` is as given; Bob's
+/// answers reach her, after a nick change too, and what she writes under the new nick stays
+/// in the same conversation; once she left, an answer reaches no one, not Mallory, who took
+/// her nick.
+async fn private_conversation_through_a_room(whois: &str) {
+    let room = format!("{}@conference.localhost", fresh("xa-muc-pm"));
     let mut alice = human_in(&room, "Alice").await;
     alice
-        .configure(&room, serde_json::json!({ "whois": "moderators" }))
+        .configure(&room, serde_json::json!({ "whois": whois }))
         .await
         .expect("room configured");
     let rig = rig_for(&room, component_settings()).await;
@@ -1096,6 +1109,89 @@ async fn a_private_message_through_the_room_reaches_the_remote_user_and_the_answ
         .expect("the answer arrives");
     assert_eq!(answer["type"], "chat");
     assert_eq!(text(&answer["from"]), format!("{room}/Bob"));
+
+    // She is Alicia now: the answers follow her, and what she writes stays in the conversation.
+    alice.nick(&room, "Alicia").await.expect("nick changed");
+    delivered(&rig.memory, |e| {
+        e.room.as_str() == MEMORY_ROOM && e.sender.display_name.as_deref() == Some("Alicia")
+    })
+    .await;
+    post(
+        &rig.memory,
+        inbound(dm.room.as_str())
+            .id("pm-2")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("still there, Alicia?"),
+    )
+    .await;
+    alice
+        .wait_message(|m| m["body"] == "still there, Alicia?")
+        .await
+        .expect("the answer follows the nick change");
+    alice
+        .send(&format!("{room}/Bob"), Kind::Chat, "yes, renamed")
+        .await
+        .expect("sent");
+    let again = delivered(&rig.memory, |e| body(e).as_deref() == Some("yes, renamed")).await;
+    assert_eq!(again.room, dm.room, "the same conversation");
+
+    // She leaves; Mallory joins under her nick. Bob's next answer reaches no one.
+    alice.leave(&room).await.expect("left");
+    delivered(&rig.memory, |e| {
+        e.room.as_str() == MEMORY_ROOM
+            && matches!(
+                e.kind,
+                EventKind::Membership {
+                    change: MembershipChange::Leave,
+                    ..
+                }
+            )
+    })
+    .await;
+    let mut mallory = human_in(&room, "Alicia").await;
+    delivered(&rig.memory, |e| {
+        e.room.as_str() == MEMORY_ROOM
+            && matches!(
+                e.kind,
+                EventKind::Membership {
+                    change: MembershipChange::Join,
+                    ..
+                }
+            )
+            && e.sender.display_name.as_deref() == Some("Alicia")
+    })
+    .await;
+    post(
+        &rig.memory,
+        inbound(dm.room.as_str())
+            .id("pm-3")
+            .from("@bob:example.org")
+            .named("Bob")
+            .text("meant for Alice only"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rig
+        .core
+        .status()
+        .iter()
+        .flat_map(|r| r.links.iter().map(|(_, n)| *n))
+        .sum::<u64>()
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "outboxes not empty");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaked: Vec<_> = (mallory.drain().into_iter())
+        .filter(|e| e["body"] == "meant for Alice only")
+        .collect();
+    assert!(leaked.is_empty(), "Mallory got Alice's answer: {leaked:?}");
+    assert!(
+        rig.core.dead_letters().expect("dead letters").is_empty(),
+        "left out, not a dead letter"
+    );
     rig.core.shutdown().await;
 }
 

@@ -13,6 +13,11 @@
 //!
 //! Direct messages are handled by one task of their own, in order, so that opening a
 //! conversation on the other network (which may take a while) never holds up the rooms.
+//!
+//! A conversation begun through a room keeps its first address as its name, and follows the
+//! person who wrote ([`ThroughRoom`]): answers go to their nick now (after a nick change, to the
+//! new one), what they write from a new nick stays in the same conversation, and once they
+//! leave the room nothing goes to whoever takes the nick after them.
 
 use std::sync::Arc;
 
@@ -24,6 +29,8 @@ use tokio::sync::mpsc;
 use xmpp_parsers::minidom::Element;
 
 use super::Inner;
+use super::inbound::keys;
+use super::state;
 use crate::jid;
 use crate::translate::{self, ChatState, Content, Envelope, MessageType, OutReply, Parsed};
 
@@ -35,6 +42,34 @@ pub(super) fn room_of(user: &str, puppet: &str) -> String {
 /// `(user, puppet)` of a direct conversation's native room; `None` for a MUC.
 pub(super) fn parts(room: &str) -> Option<(&str, &str)> {
     room.split_once(' ')
+}
+
+/// Whom a conversation begun through a room is with, stored under its first address
+/// (`room/nick`, the user part of its native room).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ThroughRoom {
+    /// Their identity in the room ([`state::identity`]).
+    who: String,
+    /// Their nick now; `None` once they left the room.
+    nick: Option<String>,
+}
+
+impl ThroughRoom {
+    fn read(ctx: &AdapterContext, address: &str) -> Option<Self> {
+        let bytes = ctx
+            .store()
+            .get(&keys::of(keys::PM_WITH, &[address]))
+            .ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write(&self, ctx: &AdapterContext, address: &str) {
+        let key = keys::of(keys::PM_WITH, &[address]);
+        let value = serde_json::to_vec(self).unwrap_or_default();
+        if let Err(e) = ctx.store().put(&key, &value) {
+            tracing::warn!(%address, error = %e, "cannot record a conversation through a room");
+        }
+    }
 }
 
 impl Inner {
@@ -118,10 +153,10 @@ impl Inner {
         // in the room, `room/nick`, whatever account is behind it (the room may not show it):
         // that address is the user, and the answers go back through the room to it.
         let (user, name) = match self.room_occupant(from, ctx) {
-            Some(nick) => (from, Some(nick)),
-            None => (jid::bare(from), None),
+            Some(nick) => (self.through_room(ctx, from, nick), Some(nick)),
+            None => (jid::bare(from).to_owned(), None),
         };
-        let room = RemoteRoomId::new(room_of(user, jid::bare(to)));
+        let room = RemoteRoomId::new(room_of(&user, jid::bare(to)));
         let sender = RemoteUserId::new(user);
         let mut events = self.translate_direct(&parsed, &room, &sender, ctx);
         if events.is_empty() {
@@ -139,6 +174,110 @@ impl Inner {
             if let Err(e) = ctx.submit(event).await {
                 tracing::warn!(adapter = %self.id, error = %e, "direct message not accepted");
             }
+        }
+    }
+
+    /// The address of the conversation that a private message from `from` (`room/nick`)
+    /// belongs to: the one its writer began, under another nick too, or one of its own
+    /// (recorded with who wrote). A room whose occupant is not known (linked, not joined yet)
+    /// gives `from` itself, unrecorded.
+    fn through_room(&self, ctx: &AdapterContext, from: &str, nick: &str) -> String {
+        let (room, _) = jid::split(from);
+        let Some(who) = (self.rooms.lock().occupant(room, nick)).map(|o| o.user.to_string()) else {
+            return from.to_owned();
+        };
+        let now = keys::of(keys::PM_NOW, &[room, nick]);
+        if let Ok(Some(address)) = ctx.store().get(&now) {
+            let address = String::from_utf8_lossy(&address).into_owned();
+            if ThroughRoom::read(ctx, &address).is_some_and(|r| r.who == who) {
+                return address;
+            }
+        }
+        let record = ThroughRoom {
+            who,
+            nick: Some(nick.to_owned()),
+        };
+        record.write(ctx, from);
+        if let Err(e) = ctx.store().put(&now, from.as_bytes()) {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+        from.to_owned()
+    }
+
+    /// An occupant of `room` changed their nick from `old` to `new`: a conversation they
+    /// began through the room follows them.
+    pub(super) fn through_room_renamed(
+        &self,
+        ctx: &AdapterContext,
+        room: &str,
+        old: &str,
+        new: &str,
+    ) {
+        let store = ctx.store();
+        let was = keys::of(keys::PM_NOW, &[room, old]);
+        let Ok(Some(address)) = store.get(&was) else {
+            return;
+        };
+        let address = String::from_utf8_lossy(&address).into_owned();
+        let _ = store.delete(&was);
+        if let Some(mut record) = ThroughRoom::read(ctx, &address) {
+            record.nick = Some(new.to_owned());
+            record.write(ctx, &address);
+        }
+        if let Err(e) = store.put(&keys::of(keys::PM_NOW, &[room, new]), address.as_bytes()) {
+            tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
+        }
+    }
+
+    /// The occupant called `nick` left `room` (or was removed): a conversation they began
+    /// through it reaches no one there now, whoever takes the nick next.
+    pub(super) fn through_room_left(&self, ctx: &AdapterContext, room: &str, nick: &str) {
+        let store = ctx.store();
+        let now = keys::of(keys::PM_NOW, &[room, nick]);
+        let Ok(Some(address)) = store.get(&now) else {
+            return;
+        };
+        let address = String::from_utf8_lossy(&address).into_owned();
+        let _ = store.delete(&now);
+        if let Some(mut record) = ThroughRoom::read(ctx, &address) {
+            record.nick = None;
+            record.write(ctx, &address);
+        }
+    }
+
+    /// Where an answer in the conversation begun through a room as `address` goes now: the
+    /// writer's current address in the room. Their identity finds them under any nick when
+    /// the room shows it (a real JID, an occupant-id); a room that shows only nicks is
+    /// followed through the nick changes and departures the bridge saw. `Unsupported` when
+    /// they are not in the room (the core leaves the answer out, counted: no one else with
+    /// their old nick gets it); transient while the bridge itself is not in the room. A
+    /// conversation recorded before these records existed goes to `address` as it did.
+    fn through_room_to(&self, ctx: &AdapterContext, address: &str) -> Result<String, AdapterError> {
+        let Some(record) = ThroughRoom::read(ctx, address) else {
+            return Ok(address.to_owned());
+        };
+        let (room, _) = jid::split(address);
+        let rooms = self.rooms.lock();
+        let listening = self
+            .listener_jid()
+            .is_some_and(|l| rooms.our_occupant(room, &l).is_some());
+        if !listening {
+            return Err(AdapterError::transient(format!(
+                "not in {room} now: the private conversation through it waits"
+            )));
+        }
+        let who = RemoteUserId::new(record.who);
+        let nick = if state::is_nick_identity(&who) {
+            record.nick.filter(|n| rooms.occupant(room, n).is_some())
+        } else {
+            rooms.nick_of(room, &who)
+        };
+        match nick {
+            Some(nick) => Ok(format!("{room}/{nick}")),
+            None => Err(AdapterError::Unsupported(format!(
+                "{address} is not in {room} now: the private conversation through the room \
+                 reaches no one"
+            ))),
         }
     }
 
@@ -288,9 +427,15 @@ impl Inner {
     ) -> Result<Delivered, AdapterError> {
         let ctx = self.ctx()?;
         let id = event.id.to_string();
+        let through_room = user.contains('/');
+        let to = if through_room {
+            self.through_room_to(&ctx, user)?
+        } else {
+            user.to_owned()
+        };
         let env = Envelope {
             from: speaker,
-            to: user,
+            to: &to,
             msg_type: MessageType::Chat,
             id: &id,
         };
@@ -336,7 +481,7 @@ impl Inner {
         };
         // Through a room (to an occupant's `room/nick`): marked as a private message in it.
         let mut stanza = stanza;
-        if user.contains('/') {
+        if through_room {
             stanza.append_child(Element::builder("x", crate::muc::NS_MUC_USER).build());
         }
         self.send_stanza(stanza).await?;

@@ -62,6 +62,12 @@ pub(super) mod keys {
     /// (room in lower case, our puppet's JID) → JSON: the nicks it may take, the nick it had
     /// first, and its occupant-id there (`super::puppets`): it should be in the room.
     pub const PUPPET: &str = "puppet";
+    /// A conversation begun through a room, by its writer's address at the start
+    /// (`room/nick`) → JSON: who wrote and the nick they have now (`super::direct`).
+    pub const PM_WITH: &str = "pm-with";
+    /// (room, nick) → the address of the conversation begun through the room that the
+    /// occupant called so now is in (`super::direct`).
+    pub const PM_NOW: &str = "pm-now";
 
     /// The key of `parts` under `kind`.
     pub fn of(kind: &str, parts: &[&str]) -> Vec<u8> {
@@ -185,6 +191,7 @@ impl Inner {
                 }
             }
             Observed::Left(occupant, nick, change, reason) => {
+                self.through_room_left(ctx, &p.room, &nick);
                 let key = keys::of(keys::MEMBER, &[&p.room, occupant.user.as_str()]);
                 if let Err(e) = ctx.store().delete(&key) {
                     tracing::warn!(error = %e, "cannot forget a member");
@@ -192,6 +199,7 @@ impl Inner {
                 submit(&occupant, &nick, membership(change, reason));
             }
             Observed::Renamed(occupant, new_nick) => {
+                self.through_room_renamed(ctx, &p.room, &p.nick, &new_nick);
                 let key = keys::of(keys::MEMBER, &[&p.room, occupant.user.as_str()]);
                 self.put(ctx, &key, new_nick.as_bytes());
                 submit(&occupant, &new_nick, profile(&new_nick));
@@ -253,6 +261,7 @@ impl Inner {
             }
             let _ = ctx.store().delete(&key);
             let nick = String::from_utf8_lossy(&nick).into_owned();
+            self.through_room_left(ctx, room, &nick);
             let kind = membership(MembershipChange::Leave, None);
             self.submit(
                 ctx,
