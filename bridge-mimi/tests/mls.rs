@@ -164,6 +164,71 @@ fn a_restart_loses_nothing() {
     assert!(remaining > 0);
 }
 
+/// A user of the hub's own side leaves by their own proposal, which the hub's admin commits
+/// at once: other providers see a leave, not a removal. Removed by the admin, the same user
+/// is named as taken out, by the admin, though none of the follower's puppets was.
+#[test]
+fn the_hubs_own_user_leaves_by_their_proposal_and_a_removal_names_who_removed_them() {
+    let hub = memory_host(HUB);
+    let follower = memory_host(FOLLOWER);
+    let room = room_with_two(&hub, &follower);
+    let alice = hub.puppet("alice@xmpp.example");
+    let carol = hub.puppet("carol@xmpp.example");
+    let add_carol = || {
+        hub.ensure_client(&carol).expect("client");
+        let key_package = hub.single_use_key_package(&carol).expect("kp");
+        let output = hub
+            .add_client(&room, &alice, key_package, ROLE_ORDINARY_USER)
+            .expect("add carol");
+        assert!(matches!(
+            follower.process(&room, &output.commit).expect("process"),
+            Processed::Commit { .. }
+        ));
+    };
+    add_carol();
+    assert_eq!(hub.participants(&room).expect("list").len(), 3);
+
+    let (proposals, commit) = hub
+        .leave_and_commit(&room, &carol, &alice)
+        .expect("carol leaves");
+    assert_eq!(proposals.len(), 2, "AppDataUpdate and Remove");
+    assert_eq!(hub.participants(&room).expect("list").len(), 2);
+    for proposal in &proposals {
+        assert_eq!(
+            follower.process(&room, proposal).expect("proposal"),
+            Processed::Proposal
+        );
+    }
+    match follower.process(&room, &commit.commit).expect("commit") {
+        Processed::Commit {
+            removed,
+            removed_by,
+            participants,
+            ..
+        } => {
+            assert_eq!(removed, Vec::new(), "none of the follower's");
+            assert_eq!(removed_by, Vec::new(), "her own leave");
+            assert!(!participants.iter().any(|p| p.user == carol.to_string()));
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+
+    // Back, then removed by alice: the follower learns who took her out.
+    add_carol();
+    let removal = hub.remove_user(&room, &alice, &carol).expect("remove");
+    match follower.process(&room, &removal.commit).expect("commit") {
+        Processed::Commit {
+            removed,
+            removed_by,
+            ..
+        } => {
+            assert_eq!(removed, Vec::new());
+            assert_eq!(removed_by, vec![(carol.clone(), alice.clone())]);
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
 #[test]
 fn remove_and_leave_update_the_participant_list() {
     let hub = memory_host(HUB);

@@ -362,6 +362,27 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     assert_eq!(received(&hub, 5).await[4].1, "still here");
     say(&hub, "h5", "alice", "back again").await;
     assert_eq!(received(&follower, 3).await[2].1, "back again");
+    // Her own network kicks her: the hub's bot takes her out, and the follower's side sees a
+    // kick (the commit's removal is the bot's, not her own), then her return.
+    let kick = bridge_core::EventKind::Membership {
+        change: bridge_core::MembershipChange::Kick,
+        reason: None,
+    };
+    hub.far
+        .submit(inbound("far-room").id("h5k").from("alice").kind(kick))
+        .await
+        .expect("submitted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memberships(&follower).last().map(|m| m.1) != Some(bridge_core::MembershipChange::Kick) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "follower {:?}",
+            memberships(&follower)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    say(&hub, "h5b", "alice", "kicked but back").await;
+    assert_eq!(received(&follower, 4).await[3].1, "kicked but back");
     // Alice is banned on the hub's side: her entry stays in the participant list, as banned
     // (role 1), and the follower's side sees a ban, not a leave.
     let ban = bridge_core::EventKind::Membership {
@@ -385,6 +406,11 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
         memberships(&follower),
         vec![
             ("mimi://hub.example/u/alice".to_owned(), Leave),
+            ("mimi://hub.example/u/alice".to_owned(), Join),
+            (
+                "mimi://hub.example/u/alice".to_owned(),
+                bridge_core::MembershipChange::Kick
+            ),
             ("mimi://hub.example/u/alice".to_owned(), Join),
             (
                 "mimi://hub.example/u/alice".to_owned(),

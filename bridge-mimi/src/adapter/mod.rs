@@ -800,9 +800,10 @@ impl Running {
     }
 
     /// A far user joined or left: their puppet joins the room's group (as when they first
-    /// speak) or leaves it. As hub, the bot commits the removal (clients and participant-list
-    /// entry; for a ban the entry stays, with role banned) and queues the commit for the
-    /// followers; as follower, the puppet proposes its own
+    /// speak) or leaves it. As hub, a leave is the puppet's own removal proposals, which the
+    /// bot commits at once; a kick or ban is the bot's removal (clients and participant-list
+    /// entry; for a ban the entry stays, with role banned); either is queued for the
+    /// followers. As follower, the puppet proposes its own
     /// removal to the hub (`/update`), which commits it. Idempotent: a puppet already in (or
     /// out of) the room is left as it is.
     async fn membership(
@@ -843,6 +844,48 @@ impl Running {
                     }
                     _ => Err(self.ask_to_join(room, user, asking).await),
                 }
+            }
+            // Their own leave: the puppet proposes its removal and the bot commits it, so that
+            // every member (other providers' clients too) sees the user leave, not a removal
+            // by the hub.
+            M::Leave if member && self.is_hub(room) => {
+                let followers = self.followers(room).map_err(mls_failed)?;
+                let (proposals, output) = self
+                    .mls
+                    .leave_and_commit(room, user, &self.bot())
+                    .map_err(mls_failed)?;
+                let ours = |bytes: Vec<u8>| {
+                    MlsMessage::from_bytes(bytes)
+                        .map_err(|e| AdapterError::Permanent(format!("our message: {e}")))
+                };
+                let mut proposals = proposals.into_iter().map(ours);
+                let first = proposals.next().ok_or_else(|| {
+                    AdapterError::Permanent("a leave without a proposal".into())
+                })??;
+                let timestamp = now_ms();
+                let messages = [
+                    FanoutMessage {
+                        timestamp,
+                        payload: FanoutPayload::Proposal {
+                            proposal: first,
+                            more_proposals: proposals.collect::<Result<_, _>>()?,
+                        },
+                    },
+                    FanoutMessage {
+                        timestamp,
+                        payload: FanoutPayload::Commit {
+                            commit: ours(output.commit)?,
+                            external_proposals: Vec::new(),
+                        },
+                    },
+                ];
+                self.queue
+                    .push(room, &fanout::Queue::to_all(&followers, &messages), &[])
+                    .map_err(AdapterError::from)?;
+                self.queue.wake();
+                self.ctx.store().flush().await?;
+                info!(%room, %user, "puppet left the room");
+                Ok(())
             }
             M::Leave | M::Kick | M::Ban if member && self.is_hub(room) => {
                 let followers = self.followers(room).map_err(mls_failed)?;

@@ -193,7 +193,9 @@ impl Handler {
     }
 
     /// Hands the core a join or leave for each user of another provider that a commit added
-    /// to or removed from `room`'s participant list (`before` → `after`), and a role for each
+    /// to or removed from `room`'s participant list (`before` → `after`): a ban when the list
+    /// keeps them as banned, a kick when another member took them out (`removed_by`), a leave
+    /// when they proposed it themselves; and a role for each
     /// one whose standing changed with their role (or who joined standing above or below a
     /// member; [`crate::mls::RoleData::standing`]); not waited for: the answer that follows
     /// flushes the store. Native IDs name the epoch, so a replayed commit is recognised.
@@ -202,6 +204,7 @@ impl Handler {
         room: &RoomUri,
         before: &[crate::mls::Participant],
         after: &[crate::mls::Participant],
+        removed_by: &[(UserUri, UserUri)],
         epoch: u64,
     ) -> Result<Vec<Pending>, ProviderError> {
         use bridge_core::{EventKind, MembershipChange};
@@ -222,8 +225,11 @@ impl Handler {
             .iter()
             .filter(|p| p.present() && !present(after, &p.user))
             .map(|p| {
+                let taken_out = removed_by.iter().any(|(u, _)| u.to_string() == p.user);
                 let change = if banned(&p.user) {
                     MembershipChange::Ban
+                } else if taken_out {
+                    MembershipChange::Kick
                 } else {
                     MembershipChange::Leave
                 };
@@ -268,6 +274,7 @@ impl Handler {
             let verb = match change {
                 MembershipChange::Join => "join",
                 MembershipChange::Ban => "ban",
+                MembershipChange::Kick => "kick",
                 _ => "leave",
             };
             let id = format!("{verb}/{epoch}/{user}");
@@ -322,6 +329,12 @@ impl Handler {
         use bridge_core::{EventKind, ModerationAction};
         let mut pending = Vec::new();
         for (puppet, by) in removed_by {
+            if !puppet
+                .domain()
+                .eq_ignore_ascii_case(&self.0.settings.domain)
+            {
+                continue; // another provider's user: a kick in `memberships`
+            }
             let Some((adapter, user)) = self.0.stands_for(&puppet.to_string()) else {
                 warn!(%room, %puppet, "a puppet we do not know of was removed");
                 continue;
@@ -497,7 +510,7 @@ impl Handler {
             }
             Err(e) => return update_refusal(e),
         };
-        let joins = self.memberships(room, &before, &output.participants, output.epoch)?;
+        let joins = self.memberships(room, &before, &output.participants, &[], output.epoch)?;
         let accepted_timestamp = now_ms();
         let bad = |e: crate::wire::WireError| ProviderError::Internal(e.to_string());
         let handshake = vec![
@@ -779,10 +792,12 @@ impl Provider for Handler {
                 }
                 messages.push(commit.clone());
             }
+            // The proposals were the follower's own: leaves, not removals by anyone else.
             joins_and_leaves =
-                self.memberships(&room, &before, &output.participants, output.epoch)?;
+                self.memberships(&room, &before, &output.participants, &[], output.epoch)?;
         } else if let Some((epoch, participants, removed_by)) = &committed {
-            joins_and_leaves = self.memberships(&room, &before, participants, *epoch)?;
+            joins_and_leaves =
+                self.memberships(&room, &before, participants, removed_by, *epoch)?;
             joins_and_leaves.extend(self.removals(&room, removed_by, participants, *epoch)?);
         }
         for (domain, welcome) in welcomed {
@@ -966,15 +981,16 @@ impl Provider for Handler {
                             ..
                         }) if !before.is_empty() => {
                             pending.extend(
-                                self.memberships(&room, &before, &participants, epoch)?
-                                    .into_iter()
-                                    .chain(self.removals(
-                                        &room,
-                                        &removed_by,
-                                        &participants,
-                                        epoch,
-                                    )?)
-                                    .map(Some),
+                                self.memberships(
+                                    &room,
+                                    &before,
+                                    &participants,
+                                    &removed_by,
+                                    epoch,
+                                )?
+                                .into_iter()
+                                .chain(self.removals(&room, &removed_by, &participants, epoch)?)
+                                .map(Some),
                             );
                             let metadata_after = self.0.mls.room_metadata(&room).ok().flatten();
                             pending.extend(

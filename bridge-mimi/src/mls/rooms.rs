@@ -103,8 +103,9 @@ pub enum Processed {
         participants: Vec<Participant>,
         /// Local puppets the commit removed.
         removed: Vec<UserUri>,
-        /// Those of `removed` taken out by another member (a moderator, or the hub's bot
-        /// standing for one), with that member's user: not their own leave.
+        /// The users the commit removed (ours or not) that another member took out (a
+        /// moderator, or the hub's bot standing for one), with that member's user: not their
+        /// own leave. Once per user, whatever the number of their clients.
         removed_by: Vec<(UserUri, UserUri)>,
     },
     /// A proposal was queued for the next commit.
@@ -1217,39 +1218,62 @@ impl MlsHost {
     /// proposals (PublicMessages) for the hub, which the other local members have already
     /// queued; a commit ([`MlsHost::commit_pending`]) carries them out.
     pub fn leave(&self, room: &RoomUri, user: &UserUri) -> Result<Vec<Vec<u8>>, MlsError> {
+        self.room_transaction(room, |tx| self.leave_in(tx, room, user))
+    }
+
+    /// As hub, `user`'s puppet leaves `room`: its own removal proposals (as
+    /// [`MlsHost::leave`]), committed at once by `by`'s puppet, in one transaction (a crash
+    /// between the two would leave proposals queued that a retry proposes again). Every member
+    /// then sees the user's own leave, not a removal by `by`. Returns the proposals, which the
+    /// followers need before the commit, and the commit.
+    pub fn leave_and_commit(
+        &self,
+        room: &RoomUri,
+        user: &UserUri,
+        by: &UserUri,
+    ) -> Result<(Vec<Vec<u8>>, CommitOutput), MlsError> {
         self.room_transaction(room, |tx| {
-            let record = self.room_record(tx, room)?;
-            let identity = self.member_identity(tx, user)?;
-            let (mut group, provider) = self.load_group(tx, room, user)?;
-            let mut messages = Vec::new();
-            if record.profile == RoomProfile::Mimi {
-                let list = participants_of(&group)?;
-                let target = user.to_string();
-                if let Some(index) = list.iter().position(|p| p.user == target) {
-                    let index = u32::try_from(index)
-                        .map_err(|_| MlsError::Malformed("participant index".into()))?;
-                    let (message, _) = group
-                        .propose_app_data_update(
-                            &provider,
-                            &identity.signer,
-                            COMPONENT_PARTICIPANT_LIST,
-                            AppDataUpdateOperation::Update(
-                                ParticipantListUpdate::remove(index).encode().into(),
-                            ),
-                        )
-                        .map_err(|e| mls_err("propose participant removal")(&e))?;
-                    messages.push(to_bytes(&message)?);
-                }
-            }
-            let message = group
-                .leave_group(&provider, &identity.signer)
-                .map_err(|e| mls_err("leave")(&e))?;
-            messages.push(to_bytes(&message)?);
-            for bytes in &messages {
-                self.deliver_local(tx, room, &record, Some(user), None, bytes)?;
-            }
-            Ok(messages)
+            let proposals = self.leave_in(tx, room, user)?;
+            let (mut group, provider) = self.load_group(tx, room, by)?;
+            let output = self.finish_commit(tx, room, by, &mut group, &provider, |b| {
+                b.consume_proposal_store(true)
+            })?;
+            Ok((proposals, output))
         })
+    }
+
+    fn leave_in(&self, tx: &Tx, room: &RoomUri, user: &UserUri) -> Result<Vec<Vec<u8>>, MlsError> {
+        let record = self.room_record(tx, room)?;
+        let identity = self.member_identity(tx, user)?;
+        let (mut group, provider) = self.load_group(tx, room, user)?;
+        let mut messages = Vec::new();
+        if record.profile == RoomProfile::Mimi {
+            let list = participants_of(&group)?;
+            let target = user.to_string();
+            if let Some(index) = list.iter().position(|p| p.user == target) {
+                let index = u32::try_from(index)
+                    .map_err(|_| MlsError::Malformed("participant index".into()))?;
+                let (message, _) = group
+                    .propose_app_data_update(
+                        &provider,
+                        &identity.signer,
+                        COMPONENT_PARTICIPANT_LIST,
+                        AppDataUpdateOperation::Update(
+                            ParticipantListUpdate::remove(index).encode().into(),
+                        ),
+                    )
+                    .map_err(|e| mls_err("propose participant removal")(&e))?;
+                messages.push(to_bytes(&message)?);
+            }
+        }
+        let message = group
+            .leave_group(&provider, &identity.signer)
+            .map_err(|e| mls_err("leave")(&e))?;
+        messages.push(to_bytes(&message)?);
+        for bytes in &messages {
+            self.deliver_local(tx, room, &record, Some(user), None, bytes)?;
+        }
+        Ok(messages)
     }
 
     /// Commits every proposal `by`'s puppet has queued (a leave, external proposals), as the
@@ -1494,21 +1518,24 @@ impl MlsHost {
                 outcome = Some(result);
             }
         }
+        // Every local member saw the same removals.
+        let mut seen = std::collections::HashSet::new();
+        removed_by.retain(|(user, _)| seen.insert(user.to_string()));
         if !removed.is_empty() {
             let mut record = self.room_record(tx, room)?;
             record
                 .local_members
                 .retain(|u| !removed.iter().any(|r| r.to_string() == *u));
             self.put_record(tx, &room_key(room), &record)?;
-            if let Some(Processed::Commit {
-                removed: r,
-                removed_by: by,
-                ..
-            }) = &mut outcome
-            {
-                *r = removed;
-                *by = removed_by;
-            }
+        }
+        if let Some(Processed::Commit {
+            removed: r,
+            removed_by: by,
+            ..
+        }) = &mut outcome
+        {
+            *r = removed;
+            *by = removed_by;
         }
         Ok(outcome)
     }
@@ -1573,19 +1600,23 @@ impl MlsHost {
         if let Some(domain) = from {
             may_commit(&group, &sender, domain, &staged, external)?;
         }
-        // Who removed `user`'s client: another member (a removal by value is the committer's),
-        // or nobody when it proposed its own removal (a leave).
-        let own = group.own_leaf_index();
-        let removed_by = staged
-            .remove_proposals()
-            .find(|q| q.remove_proposal().removed() == own)
-            .and_then(|q| match q.sender() {
-                Sender::Member(leaf) if *leaf != own => user_of_leaf(&group, *leaf),
+        // Who removed each removed client's user: another member's user (a removal by value
+        // is the committer's), or nobody when a client of theirs proposed it (a leave).
+        let mut removed_by: Vec<(UserUri, UserUri)> = Vec::new();
+        for q in staged.remove_proposals() {
+            let Some(target) = user_of_leaf(&group, q.remove_proposal().removed()) else {
+                continue;
+            };
+            let by = match q.sender() {
+                Sender::Member(leaf) => user_of_leaf(&group, *leaf),
                 _ => None,
-            })
-            .filter(|by| by != user)
-            .map(|by| vec![(user.clone(), by)])
-            .unwrap_or_default();
+            };
+            if let Some(by) = by.filter(|by| *by != target)
+                && !removed_by.iter().any(|(t, _)| *t == target)
+            {
+                removed_by.push((target, by));
+            }
+        }
         group
             .merge_staged_commit(&provider, staged)
             .map_err(|e| mls_err("merge commit")(&e))?;
