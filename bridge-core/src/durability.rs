@@ -122,9 +122,12 @@ impl GroupCommit {
     pub async fn flush_now(&self) -> Result<(), crate::store::StoreError> {
         let target = self.written();
         let store = self.store.clone();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || store.flush())
             .await
             .map_err(|e| crate::store::StoreError::Backend(format!("flush task: {e}")))??;
+        metrics::counter!("bridge_store_flushes_total").increment(1);
+        metrics::histogram!("bridge_store_flush_seconds").record(started.elapsed());
         self.publish(target);
         Ok(())
     }

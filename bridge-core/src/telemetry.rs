@@ -80,6 +80,17 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "Times the adapter connected again after having been connected, by adapter",
     ),
     (
+        "bridge_store_flushes_total",
+        MetricKind::Counter,
+        "Flushes of the durable store (each one fsync), for acknowledgements that wait and for \
+         the writes nobody waits for",
+    ),
+    (
+        "bridge_store_flush_seconds",
+        MetricKind::Histogram,
+        "Duration of one flush of the durable store",
+    ),
+    (
         "bridge_store_flush_errors_total",
         MetricKind::Counter,
         "Failed flushes of the durable store (acknowledgements wait until one succeeds)",

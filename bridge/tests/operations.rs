@@ -344,6 +344,17 @@ async fn health_probes_and_metrics_follow_the_adapters() {
         sample(&text, "bridge_delivery_latency_seconds_bucket", &all),
         Some(1.0)
     );
+    // The accepted event was made durable: at least one flush, timed in its own buckets.
+    let flushes = sample(&text, "bridge_store_flushes_total", &[]).unwrap_or(0.0);
+    assert!(flushes >= 1.0, "{text}");
+    assert!(
+        sample(&text, "bridge_store_flush_seconds_count", &[]).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("bridge_store_flush_seconds_bucket{le=\"0.0001\"}"),
+        "{text}"
+    );
     let link = [("adapter", "b"), ("remote", "lobby")];
     assert_eq!(
         sample(&text, "bridge_outbox_depth", &link),

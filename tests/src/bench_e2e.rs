@@ -29,6 +29,9 @@
 //   rooms in place; `ready_s_first` is the very first start).
 // - `lost`, `duplicated`, `out_of_order`: every message of every run, counted at the end in
 //   the Matrix rooms' histories and the MUCs' archives (`e2e::Rig::count`).
+// - `flushes_per_1000_msgs`: the store flushes (fsyncs) the bridge made over the two
+//   throughput runs (`bridge_store_flushes_total` on its `/metrics`), per 1,000 bridged
+//   messages: what group commit saved, and where the CPU per message goes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -275,6 +278,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     let load_rss = Arc::new(AtomicU64::new(0));
     sample_rss(pid, sampling.clone(), load_rss.clone());
     let cpu_before = bridge_tests::cpu_seconds(pid);
+    let flushes_before = metric_total(PORTS.bridge_http, "bridge_store_flushes_total").await?;
 
     // XMPP → Matrix, as fast as the XMPP users can say it.
     let x2m_bodies: Vec<String> = rig
@@ -334,9 +338,13 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         m2x_bodies.len()
     );
     let cpu = bridge_tests::cpu_seconds(pid) - cpu_before;
+    let flushes =
+        metric_total(PORTS.bridge_http, "bridge_store_flushes_total").await? - flushes_before;
     sampling.store(false, Ordering::Relaxed);
     let bridged_total = x2m_bodies.len() + m2x_bodies.len();
     let cpu_per_1000 = cpu * 1000.0 / bridged_total as f64;
+    let flushes_per_1000 = flushes * 1000.0 / bridged_total as f64;
+    eprintln!("e2e: {flushes} store flushes over the throughput runs ({flushes_per_1000:.0} per 1,000 messages)");
 
     // Paced: both directions interleaved, well below every path's capacity.
     let interval = Duration::from_secs_f64(1.0 / PACE_MPS);
@@ -435,6 +443,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         "lost": total.lost,
         "duplicated": total.duplicated,
         "cpu_s_per_1000_msgs": round(cpu_per_1000, 3),
+        "flushes_per_1000_msgs": round(flushes_per_1000, 0),
         "idle_rss_kb": idle_rss,
         "idle_cpu_ms_per_s": round(idle_cpu_ms_per_s, 2),
         "load_rss_kb": load_rss.load(Ordering::Relaxed),
@@ -442,4 +451,21 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         "ready_s_first": round(ready_first, 3),
     });
     Ok(Value::to_string(&out))
+}
+
+/// The sum of every series of `name` on the bridge's `/metrics` (0 when it has none yet).
+async fn metric_total(port: u16, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }

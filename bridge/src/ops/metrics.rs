@@ -15,6 +15,11 @@ use super::Ops;
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
+/// Buckets of `bridge_store_flush_seconds`: an fsync takes a fraction of a millisecond on a
+/// quiet SSD, tens of milliseconds on a busy disk.
+const FLUSH_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 /// Buckets of every other histogram (one send, an adapter's own timings).
 const DEFAULT_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -35,6 +40,12 @@ pub(super) fn install() -> anyhow::Result<PrometheusHandle> {
             b.set_buckets_for_metric(
                 Matcher::Full("bridge_delivery_latency_seconds".to_owned()),
                 LATENCY_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("bridge_store_flush_seconds".to_owned()),
+                FLUSH_BUCKETS,
             )
         })
         .and_then(PrometheusBuilder::install_recorder)
