@@ -222,6 +222,8 @@ async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToke
     // recognises (a batch formed anew after a restart may differ; the follower then meets
     // messages it already processed, which its MLS state and its core's ID map refuse).
     let mut batch: Option<Batch> = None;
+    // Failed sends of the batch at the head, in a row.
+    let mut failures = 0u32;
     loop {
         if batch.is_none() {
             match next_batch(&running.queue.store, &prefix) {
@@ -249,12 +251,15 @@ async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToke
                     }
                 }
                 batch = None;
+                failures = 0;
             }
             Err(error) => {
-                warn!(peer = %domain, %error, "MIMI notify failed; will retry");
+                failures = failures.saturating_add(1);
+                let delay = retry_delay(failures);
+                warn!(peer = %domain, %error, failures, retry_in = ?delay, "MIMI notify failed; will retry");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
         }
@@ -262,6 +267,18 @@ async fn drain(running: Arc<Running>, domain: String, shutdown: CancellationToke
             return;
         }
     }
+}
+
+/// The longest wait between two tries of a batch a follower keeps refusing.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The wait after the `failures`-th failed try in a row of the same batch (each try already
+/// retried a few times quickly, [`RetryPolicy`]): 1 s, doubling to [`MAX_RETRY_DELAY`]. A
+/// follower down for hours is then asked once a minute, not once a second, and its queue
+/// waits in the store.
+fn retry_delay(failures: u32) -> Duration {
+    let doubled = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_RETRY_DELAY)
 }
 
 async fn send_batch(
@@ -314,5 +331,18 @@ impl NotifyDedupe for StoreDedupe {
         if let Err(error) = self.store.put(&Self::key(&digest), now.as_bytes()) {
             warn!(%error, "MIMI notify dedupe not recorded");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_batch_is_tried_again_less_and_less_often_up_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
     }
 }
