@@ -489,17 +489,43 @@ impl Running {
         followers: &[String],
         commit: Vec<u8>,
     ) -> Result<(), AdapterError> {
-        let commit = MlsMessage::from_bytes(commit)
-            .map_err(|e| AdapterError::Permanent(format!("our commit: {e}")))?;
-        let message = FanoutMessage {
-            timestamp: now_ms(),
+        self.queue_handshake(room, followers, Vec::new(), commit)
+    }
+
+    /// Queues proposals of ours (none: nothing before the commit) and then the commit that
+    /// carries them out, for `followers` of `room`, and wakes the sender.
+    fn queue_handshake(
+        &self,
+        room: &RoomUri,
+        followers: &[String],
+        proposals: Vec<Vec<u8>>,
+        commit: Vec<u8>,
+    ) -> Result<(), AdapterError> {
+        let ours = |what: &str, bytes: Vec<u8>| {
+            MlsMessage::from_bytes(bytes)
+                .map_err(|e| AdapterError::Permanent(format!("our {what}: {e}")))
+        };
+        let timestamp = now_ms();
+        let mut messages = Vec::with_capacity(2);
+        let mut proposals = proposals.into_iter().map(|p| ours("proposal", p));
+        if let Some(first) = proposals.next() {
+            messages.push(FanoutMessage {
+                timestamp,
+                payload: FanoutPayload::Proposal {
+                    proposal: first?,
+                    more_proposals: proposals.collect::<Result<_, _>>()?,
+                },
+            });
+        }
+        messages.push(FanoutMessage {
+            timestamp,
             payload: FanoutPayload::Commit {
-                commit,
+                commit: ours("commit", commit)?,
                 external_proposals: Vec::new(),
             },
-        };
+        });
         self.queue
-            .push(room, &fanout::Queue::to_all(followers, &[message]), &[])
+            .push(room, &fanout::Queue::to_all(followers, &messages), &[])
             .map_err(AdapterError::from)?;
         self.queue.wake();
         Ok(())
@@ -538,10 +564,9 @@ impl Running {
     /// request (see [`Self::joined`]).
     async fn ask_to_join(&self, room: &RoomUri, user: &UserUri, asking: &str) -> AdapterError {
         // Banned in our copy of the room: the hub would refuse, so it is not asked.
+        let listed = user.to_string();
         if let Ok(list) = self.mls.participants(room)
-            && list.iter().any(|p| {
-                p.user == user.to_string() && p.role_index == crate::codepoints::ROLE_BANNED
-            })
+            && list.iter().any(|p| p.user == listed && p.banned())
         {
             return AdapterError::Unsupported(format!("{user} is banned from {room}"));
         }
@@ -854,35 +879,7 @@ impl Running {
                     .mls
                     .leave_and_commit(room, user, &self.bot())
                     .map_err(mls_failed)?;
-                let ours = |bytes: Vec<u8>| {
-                    MlsMessage::from_bytes(bytes)
-                        .map_err(|e| AdapterError::Permanent(format!("our message: {e}")))
-                };
-                let mut proposals = proposals.into_iter().map(ours);
-                let first = proposals.next().ok_or_else(|| {
-                    AdapterError::Permanent("a leave without a proposal".into())
-                })??;
-                let timestamp = now_ms();
-                let messages = [
-                    FanoutMessage {
-                        timestamp,
-                        payload: FanoutPayload::Proposal {
-                            proposal: first,
-                            more_proposals: proposals.collect::<Result<_, _>>()?,
-                        },
-                    },
-                    FanoutMessage {
-                        timestamp,
-                        payload: FanoutPayload::Commit {
-                            commit: ours(output.commit)?,
-                            external_proposals: Vec::new(),
-                        },
-                    },
-                ];
-                self.queue
-                    .push(room, &fanout::Queue::to_all(&followers, &messages), &[])
-                    .map_err(AdapterError::from)?;
-                self.queue.wake();
+                self.queue_handshake(room, &followers, proposals, output.commit)?;
                 self.ctx.store().flush().await?;
                 info!(%room, %user, "puppet left the room");
                 Ok(())
@@ -987,9 +984,7 @@ impl Running {
             .map_err(mls_failed)?
             .into_iter()
             .find(|p| p.user == user.to_string());
-        let banned = listed
-            .as_ref()
-            .is_some_and(|p| p.role_index == crate::codepoints::ROLE_BANNED);
+        let banned = listed.as_ref().is_some_and(crate::mls::Participant::banned);
         // Read before the commit: the provider of someone removed learns it from this one.
         let followers = self.followers(room).map_err(mls_failed)?;
         let output = match action {

@@ -212,11 +212,7 @@ impl Handler {
         let present = |list: &[crate::mls::Participant], user: &str| {
             list.iter().any(|p| p.user == user && p.present())
         };
-        let banned = |user: &str| {
-            after
-                .iter()
-                .any(|p| p.user == user && p.role_index == crate::codepoints::ROLE_BANNED)
-        };
+        let banned = |user: &str| after.iter().any(|p| p.user == user && p.banned());
         let joined = after
             .iter()
             .filter(|p| p.present() && !present(before, &p.user))
@@ -339,9 +335,8 @@ impl Handler {
                 warn!(%room, %puppet, "a puppet we do not know of was removed");
                 continue;
             };
-            let banned = after.iter().any(|p| {
-                p.user == puppet.to_string() && p.role_index == crate::codepoints::ROLE_BANNED
-            });
+            let puppet_uri = puppet.to_string();
+            let banned = after.iter().any(|p| p.user == puppet_uri && p.banned());
             let (verb, action) = if banned {
                 ("banned", ModerationAction::Ban)
             } else {

@@ -62,6 +62,12 @@ impl Participant {
     pub fn present(&self) -> bool {
         !matches!(self.role_index, ROLE_NONE | ROLE_BANNED)
     }
+
+    /// Whether the participant is listed as banned (role 1): kept on the list, without
+    /// clients, and not added again by asking.
+    pub fn banned(&self) -> bool {
+        self.role_index == ROLE_BANNED
+    }
 }
 
 /// What a commit made by one of this host's puppets produced: everything `/update` and
@@ -1412,7 +1418,7 @@ impl MlsHost {
                 // A banned user does not come back by asking (room-policy-03 Appendix A: the
                 // banned role has no clients); one listed without a role gets the new role.
                 if let Some(index) = listed
-                    && list[index].role_index == ROLE_BANNED
+                    && list[index].banned()
                 {
                     return Err(MlsError::NotAllowed(format!(
                         "{user} is banned from {room}"
