@@ -213,35 +213,33 @@ impl Inner {
         old: &str,
         new: &str,
     ) {
+        self.through_room_moved(ctx, room, old, Some(new));
+    }
+
+    /// The occupant called `nick` left `room` (or was removed): a conversation they began
+    /// through it reaches no one there now, whoever takes the nick next.
+    pub(super) fn through_room_left(&self, ctx: &AdapterContext, room: &str, nick: &str) {
+        self.through_room_moved(ctx, room, nick, None);
+    }
+
+    /// The occupant called `was` in `room` is called `now` (`None`: gone): the conversation
+    /// they began through the room, if any, records it.
+    fn through_room_moved(&self, ctx: &AdapterContext, room: &str, was: &str, now: Option<&str>) {
         let store = ctx.store();
-        let was = keys::of(keys::PM_NOW, &[room, old]);
+        let was = keys::of(keys::PM_NOW, &[room, was]);
         let Ok(Some(address)) = store.get(&was) else {
             return;
         };
         let address = String::from_utf8_lossy(&address).into_owned();
         let _ = store.delete(&was);
         if let Some(mut record) = ThroughRoom::read(ctx, &address) {
-            record.nick = Some(new.to_owned());
+            record.nick = now.map(str::to_owned);
             record.write(ctx, &address);
         }
-        if let Err(e) = store.put(&keys::of(keys::PM_NOW, &[room, new]), address.as_bytes()) {
+        if let Some(now) = now
+            && let Err(e) = store.put(&keys::of(keys::PM_NOW, &[room, now]), address.as_bytes())
+        {
             tracing::warn!(adapter = %self.id, error = %e, "cannot write to the store");
-        }
-    }
-
-    /// The occupant called `nick` left `room` (or was removed): a conversation they began
-    /// through it reaches no one there now, whoever takes the nick next.
-    pub(super) fn through_room_left(&self, ctx: &AdapterContext, room: &str, nick: &str) {
-        let store = ctx.store();
-        let now = keys::of(keys::PM_NOW, &[room, nick]);
-        let Ok(Some(address)) = store.get(&now) else {
-            return;
-        };
-        let address = String::from_utf8_lossy(&address).into_owned();
-        let _ = store.delete(&now);
-        if let Some(mut record) = ThroughRoom::read(ctx, &address) {
-            record.nick = None;
-            record.write(ctx, &address);
         }
     }
 
