@@ -364,44 +364,12 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     assert_eq!(received(&follower, 3).await[2].1, "back again");
     // Her own network kicks her: the hub's bot takes her out, and the follower's side sees a
     // kick (the commit's removal is the bot's, not her own), then her return.
-    let kick = bridge_core::EventKind::Membership {
-        change: bridge_core::MembershipChange::Kick,
-        reason: None,
-    };
-    hub.far
-        .submit(inbound("far-room").id("h5k").from("alice").kind(kick))
-        .await
-        .expect("submitted");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while memberships(&follower).last().map(|m| m.1) != Some(bridge_core::MembershipChange::Kick) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "follower {:?}",
-            memberships(&follower)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    alice_removed(&hub, &follower, "h5k", bridge_core::MembershipChange::Kick).await;
     say(&hub, "h5b", "alice", "kicked but back").await;
     assert_eq!(received(&follower, 4).await[3].1, "kicked but back");
     // Alice is banned on the hub's side: her entry stays in the participant list, as banned
     // (role 1), and the follower's side sees a ban, not a leave.
-    let ban = bridge_core::EventKind::Membership {
-        change: bridge_core::MembershipChange::Ban,
-        reason: None,
-    };
-    hub.far
-        .submit(inbound("far-room").id("h6").from("alice").kind(ban))
-        .await
-        .expect("submitted");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while memberships(&follower).last().map(|m| m.1) != Some(bridge_core::MembershipChange::Ban) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "follower {:?}",
-            memberships(&follower)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    alice_removed(&hub, &follower, "h6", bridge_core::MembershipChange::Ban).await;
     assert_eq!(
         memberships(&follower),
         vec![
@@ -420,6 +388,33 @@ async fn two_providers_exchange_messages_across_a_follower_restart() {
     );
     follower.core.shutdown().await;
     hub.core.shutdown().await;
+}
+
+/// Alice's own network (the hub's far side) removes her from the room (`change`, event `id`):
+/// waits until the follower's far side sees that change last.
+async fn alice_removed(
+    hub: &Side,
+    follower: &Side,
+    id: &str,
+    change: bridge_core::MembershipChange,
+) {
+    let removal = bridge_core::EventKind::Membership {
+        change,
+        reason: None,
+    };
+    hub.far
+        .submit(inbound("far-room").id(id).from("alice").kind(removal))
+        .await
+        .expect("submitted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memberships(follower).last().map(|m| m.1) != Some(change) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "follower {:?}",
+            memberships(follower)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A backlog for a follower that is down goes out, once it is back, as notify bodies of many

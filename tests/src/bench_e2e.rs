@@ -278,7 +278,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     let load_rss = Arc::new(AtomicU64::new(0));
     sample_rss(pid, sampling.clone(), load_rss.clone());
     let cpu_before = bridge_tests::cpu_seconds(pid);
-    let flushes_before = metric_total(PORTS.bridge_http, "bridge_store_flushes_total").await?;
+    let flushes_before = flushes(PORTS.bridge_http).await?;
 
     // XMPP → Matrix, as fast as the XMPP users can say it.
     let x2m_bodies: Vec<String> = rig
@@ -338,8 +338,7 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
         m2x_bodies.len()
     );
     let cpu = bridge_tests::cpu_seconds(pid) - cpu_before;
-    let flushes =
-        metric_total(PORTS.bridge_http, "bridge_store_flushes_total").await? - flushes_before;
+    let flushes = flushes(PORTS.bridge_http).await? - flushes_before;
     sampling.store(false, Ordering::Relaxed);
     let bridged_total = x2m_bodies.len() + m2x_bodies.len();
     let cpu_per_1000 = cpu * 1000.0 / bridged_total as f64;
@@ -453,19 +452,8 @@ async fn measure(rig: &Rig) -> anyhow::Result<String> {
     Ok(Value::to_string(&out))
 }
 
-/// The sum of every series of `name` on the bridge's `/metrics` (0 when it has none yet).
-async fn metric_total(port: u16, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+/// The store flushes the bridge on `port` made so far (`bridge_store_flushes_total`).
+async fn flushes(port: u16) -> anyhow::Result<f64> {
+    use crate::matrix_bench::{metric_sum, metrics};
+    Ok(metric_sum(&metrics(port).await?, "bridge_store_flushes_total", &[]))
 }

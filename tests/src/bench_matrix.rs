@@ -1342,10 +1342,12 @@ impl Bridge {
     }
 }
 
-/// The bridge's Prometheus metrics, as (name with labels → value).
-async fn metrics() -> anyhow::Result<Vec<(String, f64)>> {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", metrics_port()))
+/// The Prometheus metrics of the bridge whose HTTP listener is on `port`, as (name with
+/// labels → value).
+pub(crate) async fn metrics(port: u16) -> anyhow::Result<Vec<(String, f64)>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
+        .error_for_status()?
         .text()
         .await?;
     Ok(text
@@ -1359,7 +1361,7 @@ async fn metrics() -> anyhow::Result<Vec<(String, f64)>> {
 }
 
 /// The sum of the series of `name` whose labels contain every one of `labels`.
-fn metric_sum(all: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn metric_sum(all: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
     all.iter()
         .filter(|(series, _)| {
             series
@@ -1377,7 +1379,7 @@ async fn wait_connected(bridge: &mut Bridge) -> anyhow::Result<()> {
         if let Some(status) = bridge.child.try_wait()? {
             anyhow::bail!("the bridge exited: {status}");
         }
-        if let Ok(all) = metrics().await {
+        if let Ok(all) = metrics(metrics_port()).await {
             let up = |a: &str| {
                 metric_sum(
                     &all,
@@ -1454,7 +1456,7 @@ async fn rss_phase(synapse: &Synapse) -> anyhow::Result<serde_json::Map<String, 
         if let Some(status) = bridge.child.try_wait()? {
             anyhow::bail!("the bridge exited: {status}; its log: {}", log.display());
         }
-        let all = metrics().await.unwrap_or_default();
+        let all = metrics(metrics_port()).await.unwrap_or_default();
         let out = metric_sum(
             &all,
             "bridge_events_out_total",
