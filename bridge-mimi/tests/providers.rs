@@ -1727,23 +1727,7 @@ async fn a_ban_at_the_hub_reaches_the_users_own_network_and_an_unban_lets_them_b
     let carol = ("mimi", "mimi://follower.example/u/carol");
     moderate(&hub, "h1", carol, ModerationAction::Ban).await;
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let ban = loop {
-        let found = follower
-            .far
-            .sent()
-            .into_iter()
-            .find(|e| matches!(e.kind, EventKind::Moderation { .. }));
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no moderation reached the follower's far side: {:?}",
-            follower.far.sent()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ban = moderation_at(&follower).await;
     match &ban.kind {
         EventKind::Moderation { target, action, .. } => {
             assert_eq!(
@@ -1804,20 +1788,7 @@ async fn a_banned_users_message_is_left_out_by_the_follower_without_a_dead_lette
         ModerationAction::Ban,
     )
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !follower
-        .far
-        .sent()
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::Moderation { .. }))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ban did not reach the follower's far side: {:?}",
-            follower.far.sent()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    moderation_at(&follower).await;
     say(&follower, "f3", "carol", "still here?").await;
     kept_out(&hub, &follower, "still here?").await;
     // Bob still speaks.
@@ -1828,6 +1799,24 @@ async fn a_banned_users_message_is_left_out_by_the_follower_without_a_dead_lette
     .await;
     follower.core.shutdown().await;
     hub.core.shutdown().await;
+}
+
+/// The first moderation `side`'s far adapter got, once it came.
+async fn moderation_at(side: &Side) -> bridge_core::OutboundEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found =
+            (side.far.sent().into_iter()).find(|e| matches!(e.kind, EventKind::Moderation { .. }));
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no moderation reached the far side: {:?}",
+            side.far.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `text`, said on `follower`'s far side by a banned user, leaves the follower's outbox
